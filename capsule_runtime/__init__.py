@@ -1,0 +1,1 @@
+"""The worker agent that runs on each instance: containers, capsules, staging. Never imports Flask."""

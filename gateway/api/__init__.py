@@ -1,0 +1,1 @@
+"""Flask blueprints: the TES routes, the admin API, and JSON errors."""

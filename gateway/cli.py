@@ -1,0 +1,235 @@
+"""The `tescape` command line: `serve` starts the gateway; the other commands configure it or talk
+to a running one (`--server URL` or `TESCAPE_SERVER`)."""
+
+from __future__ import annotations
+
+import getpass
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+import requests
+from rich.console import Console
+from rich.table import Table
+
+from gateway import __version__
+from gateway.config import ConfigError, load_config
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def _overrides(**flags: Any) -> dict[str, Any]:
+    """CLI flags → the top config layer (only flags the user actually gave)."""
+    out: dict[str, Any] = {}
+    mapping = {
+        "host": ("server", "host"),
+        "port": ("server", "port"),
+        "threads": ("server", "threads"),
+        "db_url": ("database", "url"),
+        "data_dir": ("data_dir",),
+    }
+    for flag, path in mapping.items():
+        value = flags.get(flag)
+        if value is None:
+            continue
+        node = out
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+        node[path[-1]] = str(Path(value).resolve()) if flag == "data_dir" else value
+    return out
+
+
+def _load(config_file: str | None, **flags: Any):  # type: ignore[no-untyped-def]
+    try:
+        return load_config(config_file, _overrides(**flags))
+    except ConfigError as exc:
+        err_console.print(f"[red]error:[/red] {exc}")
+        sys.exit(2)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="tescape")
+def main() -> None:
+    """tescape: a GA4GH TES 1.1 server that keeps tasks alive on Spot capacity."""
+
+
+config_option = click.option(
+    "--config", "config_file", type=click.Path(exists=True, dir_okay=False), help="YAML config file"
+)
+
+
+@main.command()
+@config_option
+@click.option("--host", help="address to listen on (default 127.0.0.1)")
+@click.option("--port", type=int, help="port to listen on (default 8000; 0 picks a free one)")
+@click.option("--threads", type=int, help="worker threads of the WSGI server")
+@click.option("--data-dir", type=click.Path(file_okay=False), help="where state lives")
+@click.option("--db-url", help="SQLAlchemy URL, e.g. postgresql://user@host/db")
+def serve(config_file: str | None, **flags: Any) -> None:
+    """Start the TES server (waitress, a production WSGI server)."""
+    from waitress.server import create_server
+
+    from gateway.app import create_app
+
+    cfg = _load(config_file, **flags)
+    logging.basicConfig(
+        level=cfg.logging.level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    logging.getLogger("waitress.queue").setLevel(logging.ERROR)
+    cfg.data_path.mkdir(parents=True, exist_ok=True)
+    app = create_app(cfg)
+    server = create_server(
+        app,
+        host=cfg.server.host,
+        port=cfg.server.port,
+        threads=cfg.server.threads,
+        max_request_body_size=cfg.server.max_request_bytes,
+        ident="tescape",
+        clear_untrusted_proxy_headers=True,
+    )
+    port = server.effective_port  # type: ignore[union-attr]
+    host = cfg.server.host
+    url = f"http://{'[' + host + ']' if ':' in host else host}:{port}"
+    click.echo(f"tescape {__version__} serving TES at {url}/ga4gh/tes/v1", err=False)
+    click.echo(f"  state in {cfg.data_path}, database {cfg.database_url.split('@')[-1]}")
+    sys.stdout.flush()
+    try:
+        server.run()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        app.extensions["tescape"].database.close()
+
+
+@main.group()
+def config() -> None:
+    """Inspect the effective configuration."""
+
+
+@config.command("show")
+@config_option
+def config_show(config_file: str | None) -> None:
+    """Print the effective configuration (defaults ← file ← TESCAPE_… env) as YAML."""
+    import yaml
+
+    cfg = _load(config_file)
+    click.echo(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+
+
+@main.command("hash-password")
+@click.option("--token", is_flag=True, help="hash a bearer token (sha256) instead of a password")
+def hash_password(token: bool) -> None:
+    """Read a secret on stdin (or prompt) and print the hash to put in the config."""
+    from werkzeug.security import generate_password_hash
+
+    from gateway.auth import token_sha256
+
+    secret = sys.stdin.readline().rstrip("\n") if not sys.stdin.isatty() else getpass.getpass()
+    if not secret:
+        raise click.UsageError("empty secret")
+    click.echo(token_sha256(secret) if token else generate_password_hash(secret))
+
+
+@main.group()
+def db() -> None:
+    """Database maintenance."""
+
+
+@db.command("upgrade")
+@config_option
+def db_upgrade(config_file: str | None) -> None:
+    """Apply migrations up to the newest schema (serve does this at start)."""
+    from gateway.store.database import open_database
+
+    cfg = _load(config_file)
+    open_database(cfg.database_url).close()
+    click.echo("database is at the newest schema")
+
+
+# -- commands that talk to a running server -------------------------------------------------
+
+server_option = click.option(
+    "--server",
+    envvar="TESCAPE_SERVER",
+    default="http://127.0.0.1:8000",
+    show_default=True,
+    help="tescape URL (or TESCAPE_SERVER)",
+)
+
+
+def _call(server: str, method: str, path: str, **kwargs: Any) -> Any:
+    headers = {}
+    token = os.environ.get("TESCAPE_TOKEN")
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    try:
+        resp = requests.request(
+            method, server.rstrip("/") + path, headers=headers, timeout=30, **kwargs
+        )
+    except requests.RequestException as exc:
+        err_console.print(f"[red]error:[/red] cannot reach {server}: {exc}")
+        sys.exit(1)
+    try:
+        body = resp.json()
+    except ValueError:
+        body = {"message": resp.text}
+    if resp.status_code >= 400:
+        err_console.print(f"[red]error {resp.status_code}:[/red] {body.get('message', body)}")
+        sys.exit(1)
+    return body
+
+
+@main.group()
+def tasks() -> None:
+    """List, show, submit and cancel tasks on a running server."""
+
+
+@tasks.command("list")
+@server_option
+@click.option("--state", help="only tasks in this state")
+@click.option("--name-prefix", help="only tasks whose name starts with this")
+@click.option("--limit", type=int, default=50, show_default=True)
+def tasks_list(server: str, state: str | None, name_prefix: str | None, limit: int) -> None:
+    params = {"view": "BASIC", "page_size": limit, "state": state, "name_prefix": name_prefix}
+    body = _call(server, "GET", "/ga4gh/tes/v1/tasks", params=params)
+    table = Table("id", "state", "name", "created")
+    for t in body["tasks"]:
+        table.add_row(t["id"], t["state"], t.get("name", ""), t.get("creation_time", ""))
+    console.print(table)
+
+
+@tasks.command("get")
+@server_option
+@click.argument("task_id")
+@click.option("--view", default="FULL", show_default=True)
+def tasks_get(server: str, task_id: str, view: str) -> None:
+    click.echo(json.dumps(_call(server, "GET", f"/ga4gh/tes/v1/tasks/{task_id}?view={view}"), indent=2))
+
+
+@tasks.command("submit")
+@server_option
+@click.argument("task_file", type=click.File("r"))
+def tasks_submit(server: str, task_file: Any) -> None:
+    """Submit a task document (JSON; `-` reads stdin) and print its id."""
+    try:
+        doc = json.load(task_file)
+    except ValueError as exc:
+        raise click.UsageError(f"{task_file.name} is not JSON: {exc}") from None
+    click.echo(_call(server, "POST", "/ga4gh/tes/v1/tasks", json=doc)["id"])
+
+
+@tasks.command("cancel")
+@server_option
+@click.argument("task_id")
+def tasks_cancel(server: str, task_id: str) -> None:
+    _call(server, "POST", f"/ga4gh/tes/v1/tasks/{task_id}:cancel")
+    click.echo(f"cancel requested for {task_id}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,182 @@
+"""tescape's typed, layered configuration.
+
+Layers, later wins: the defaults in these classes ← a YAML file (`--config FILE`) ← environment
+variables `TESCAPE_<SECTION>__<KEY>` (e.g. `TESCAPE_SERVER__PORT=9000`, values parsed as YAML
+scalars) ← command-line flags. Every layer is validated: an unknown key anywhere is an error that
+names it. `configs/default.yaml` documents every key; a test keeps it equal to these defaults.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from gateway.tes.validation import TaskLimits
+
+ENV_PREFIX = "TESCAPE_"
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ServerConfig(Section):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    threads: int = Field(default=8, ge=1, le=256)
+    max_request_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
+    cors_origins: list[str] = Field(default_factory=list)
+
+
+class DatabaseConfig(Section):
+    url: str | None = None  # default: sqlite:///<data_dir>/tescape.db
+    echo: bool = False
+
+
+class BasicUser(Section):
+    name: str
+    password_hash: str  # from `tescape hash-password`
+    admin: bool = False
+
+
+class StaticToken(Section):
+    token_sha256: str  # hex sha256 of the token: `tescape hash-password --token`
+    user: str
+    admin: bool = False
+
+
+class OidcConfig(Section):
+    issuer: str
+    audience: str | None = None
+    jwks_file: str  # a JWKS document on disk (no network fetch at request time)
+    algorithms: list[str] = Field(default_factory=lambda: ["RS256", "ES256"])
+    user_claim: str = "sub"
+    admin_claim: str = "groups"
+    admin_values: list[str] = Field(default_factory=lambda: ["tescape-admin"])
+
+
+class AuthConfig(Section):
+    mode: Literal["none", "basic", "bearer"] = "none"
+    realm: str = "tescape"
+    users: list[BasicUser] = Field(default_factory=list)
+    tokens: list[StaticToken] = Field(default_factory=list)
+    oidc: OidcConfig | None = None
+
+    @model_validator(mode="after")
+    def _usable(self) -> AuthConfig:
+        if self.mode == "basic" and not self.users:
+            raise ValueError("auth.mode is basic but auth.users is empty")
+        if self.mode == "bearer" and not (self.tokens or self.oidc):
+            raise ValueError("auth.mode is bearer but neither auth.tokens nor auth.oidc is set")
+        return self
+
+
+class ServiceInfoConfig(Section):
+    id: str = "org.tescape.tes"
+    name: str = "tescape"
+    description: str = "GA4GH TES 1.1 on Spot capacity with CRIU checkpoint/restore"
+    organization_name: str = "tescape"
+    organization_url: str = "https://github.com/tescape/tescape"
+    contact_url: str | None = None
+    documentation_url: str | None = None
+    environment: str | None = None
+    storage: list[str] = Field(default_factory=list)
+
+
+class TasksConfig(Section):
+    # backend_parameters keys accepted as-is beyond tescape's own (see gateway/tes/backend_parameters)
+    extra_backend_parameters: list[str] = Field(default_factory=list)
+    default_page_size: int = Field(default=256, ge=1, le=2047)
+    max_page_size: int = Field(default=2047, ge=1, le=2047)
+
+
+class LoggingConfig(Section):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+
+class Config(Section):
+    data_dir: str | None = None  # default: the directory `tescape serve` runs in
+    server: ServerConfig = Field(default_factory=ServerConfig)
+    database: DatabaseConfig = Field(default_factory=DatabaseConfig)
+    auth: AuthConfig = Field(default_factory=AuthConfig)
+    limits: TaskLimits = Field(default_factory=TaskLimits)
+    tasks: TasksConfig = Field(default_factory=TasksConfig)
+    service_info: ServiceInfoConfig = Field(default_factory=ServiceInfoConfig)
+    logging: LoggingConfig = Field(default_factory=LoggingConfig)
+
+    @property
+    def data_path(self) -> Path:
+        return Path(self.data_dir or os.getcwd()).resolve()
+
+    @property
+    def database_url(self) -> str:
+        return self.database.url or f"sqlite:///{self.data_path / 'tescape.db'}"
+
+
+class ConfigError(ValueError):
+    """The configuration cannot be loaded; the message says which layer and which key."""
+
+
+def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def env_layer(environ: dict[str, str]) -> dict[str, Any]:
+    """`TESCAPE_SERVER__PORT=9000` → {"server": {"port": 9000}}. Variables without `__` are config
+    only when they name a top-level scalar key (`TESCAPE_DATA_DIR`); others (`TESCAPE_SERVER`, the
+    CLI's server URL) belong to the client commands and are skipped."""
+    scalars = {
+        name for name, f in Config.model_fields.items() if not isinstance(f.default_factory, type)
+    }
+    layer: dict[str, Any] = {}
+    for name, raw in environ.items():
+        if not name.startswith(ENV_PREFIX):
+            continue
+        path = name[len(ENV_PREFIX) :].lower().split("__")
+        if len(path) == 1 and path[0] not in scalars:
+            continue
+        value = yaml.safe_load(raw) if raw.strip() else ""
+        node = layer
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"environment variable {name} conflicts with another one")
+        node[path[-1]] = value
+    return layer
+
+
+def load_config(
+    file: str | Path | None = None,
+    overrides: dict[str, Any] | None = None,
+    environ: dict[str, str] | None = None,
+) -> Config:
+    merged: dict[str, Any] = {}
+    if file is not None:
+        try:
+            loaded = yaml.safe_load(Path(file).read_text()) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise ConfigError(f"cannot read config file {file}: {exc}") from None
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config file {file} must hold a mapping at the top level")
+        merged = loaded
+    merged = deep_merge(merged, env_layer(dict(os.environ if environ is None else environ)))
+    merged = deep_merge(merged, overrides or {})
+    try:
+        return Config.model_validate(merged)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors(include_url=False):
+            where = ".".join(str(p) for p in err["loc"]) or "(top level)"
+            msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+            lines.append(f"  {where}: {msg}")
+        raise ConfigError("invalid configuration:\n" + "\n".join(lines)) from None

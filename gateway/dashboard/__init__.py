@@ -1,0 +1,1 @@
+"""The web dashboard (arrives with a later issue)."""

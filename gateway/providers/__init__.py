@@ -1,0 +1,1 @@
+"""Where instances come from: local (simulated Spot market) and aws (arrive with later issues)."""

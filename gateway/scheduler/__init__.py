@@ -1,0 +1,1 @@
+"""Placement, recovery strategies and migration triggers (arrives with the execution issues)."""

@@ -1,0 +1,151 @@
+"""The TES operations, independent of HTTP: what the API blueprints call.
+
+Each method takes parsed arguments and the calling `Principal`, and returns wire documents or
+raises a named error (`NotFound`, `BadRequest`) that the API layer maps to a status code.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from gateway import __version__
+from gateway.auth import Principal
+from gateway.config import Config
+from gateway.store.tasks import TaskRecord, TaskStore
+from gateway.tes.backend_parameters import BackendParameters
+from gateway.tes.errors import FieldError, TaskValidationError
+from gateway.tes.states import State
+from gateway.tes.validation import parse_task
+from gateway.tes.views import View, render_task
+
+log = logging.getLogger(__name__)
+
+
+class NotFound(LookupError):
+    pass
+
+
+class BadRequest(ValueError):
+    def __init__(self, field: str, message: str):
+        super().__init__(f"{field}: {message}" if field else message)
+        self.errors = [FieldError(field, message)]
+
+
+@dataclass(frozen=True)
+class ListQuery:
+    view: View = View.MINIMAL
+    name_prefix: str | None = None
+    state: State | None = None
+    tags: dict[str, str] | None = None
+    page_size: int = 256
+    page_token: str | None = None
+
+
+def encode_page_token(seq: int) -> str:
+    return base64.urlsafe_b64encode(f"tes1:{seq}".encode()).decode().rstrip("=")
+
+
+def decode_page_token(token: str) -> int:
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
+        tag, _, seq = raw.partition(":")
+        if tag != "tes1":
+            raise ValueError(token)
+        return int(seq)
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raise BadRequest("page_token", "is not a token this server issued") from None
+
+
+def _render(record: TaskRecord, view: View) -> dict[str, Any]:
+    return render_task(
+        record.id, record.state.value, view, record.spec, record.creation_time, record.logs
+    )
+
+
+class TaskService:
+    def __init__(self, config: Config, store: TaskStore):
+        self.config = config
+        self.store = store
+        self.backend_parameters = BackendParameters(tuple(config.tasks.extra_backend_parameters))
+
+    # -- service-info -------------------------------------------------------------------------
+
+    def service_info(self) -> dict[str, Any]:
+        si = self.config.service_info
+        info: dict[str, Any] = {
+            "id": si.id,
+            "name": si.name,
+            "type": {"group": "org.ga4gh", "artifact": "tes", "version": "1.1.0"},
+            "description": si.description,
+            "organization": {"name": si.organization_name, "url": si.organization_url},
+            "version": __version__,
+            "storage": si.storage,
+            "tesResources_backend_parameters": self.backend_parameters.names,
+        }
+        for key, value in (
+            ("contactUrl", si.contact_url),
+            ("documentationUrl", si.documentation_url),
+            ("environment", si.environment),
+        ):
+            if value:
+                info[key] = value
+        return info
+
+    def legacy_service_info(self) -> dict[str, Any]:
+        """The pre-1.0 shape py-tes 0.4.2 and Toil's plugin parse: these three keys only."""
+        si = self.config.service_info
+        return {"name": si.name, "doc": si.description, "storage": si.storage}
+
+    # -- tasks --------------------------------------------------------------------------------
+
+    def create(self, body: Any, who: Principal) -> dict[str, str]:
+        parsed = parse_task(body, self.config.limits, self.backend_parameters)
+        record = self.store.create(parsed.task, owner=who.user, warnings=parsed.warnings)
+        for warning in parsed.warnings:
+            log.warning("task %s: %s", record.id, warning)
+        return {"id": record.id}
+
+    def get(self, task_id: str, view: View, who: Principal) -> dict[str, Any]:
+        record = self.store.get(task_id, owner=who.owner_filter, full=view is not View.MINIMAL)
+        if record is None:
+            raise NotFound(task_id)
+        return _render(record, view)
+
+    def list(self, query: ListQuery, who: Principal) -> dict[str, Any]:
+        before = decode_page_token(query.page_token) if query.page_token else None
+        page = self.store.list(
+            owner=who.owner_filter,
+            name_prefix=query.name_prefix,
+            state=query.state,
+            tags=query.tags,
+            limit=query.page_size,
+            before_seq=before,
+            full=query.view is not View.MINIMAL,
+        )
+        out: dict[str, Any] = {"tasks": [_render(r, query.view) for r in page.records]}
+        if page.next_seq is not None:
+            out["next_page_token"] = encode_page_token(page.next_seq)
+        return out
+
+    def cancel(self, task_id: str, who: Principal) -> dict[str, Any]:
+        """QUEUED → CANCELED at once; INITIALIZING/RUNNING → CANCELING (the runtime finishes
+        it); a task already finished stays as it is. Always `{}` for an existing task."""
+        record = self.store.get(task_id, owner=who.owner_filter, full=False)
+        if record is None:
+            raise NotFound(task_id)
+        by = f"cancelled by {who.user or 'anonymous'}"
+        state = record.state
+        while not state.terminal and state is not State.CANCELING:
+            target = State.CANCELED if state is State.QUEUED else State.CANCELING
+            result = self.store.transition(task_id, target, expect={state}, message=by)
+            if result.applied:
+                break
+            state = result.from_state  # lost a race; look again
+        return {}
+
+
+__all__ = ["BadRequest", "ListQuery", "NotFound", "TaskService", "TaskValidationError"]

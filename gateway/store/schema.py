@@ -1,0 +1,129 @@
+"""The tables. Migrations in `migrations/versions` must produce exactly this (a test compares them).
+
+Times are RFC 3339 strings in UTC (`2026-11-22T23:10:00.123456+00:00`): they sort as text, read
+the same on SQLite and PostgreSQL, and go to the wire unchanged. Documents (task spec, logs,
+event data, manifests) are JSON text.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+
+metadata = MetaData()
+
+# SQLite only auto-increments a column declared exactly INTEGER PRIMARY KEY.
+SeqType = BigInteger().with_variant(Integer(), "sqlite")
+# Task names sort bytewise on both databases, so a name_prefix filter is an index range scan.
+NameType = Text().with_variant(Text(collation="C"), "postgresql")
+
+tasks = Table(
+    "tasks",
+    metadata,
+    Column("seq", SeqType, primary_key=True, autoincrement=True),
+    Column("id", String(64), nullable=False, unique=True),
+    Column("owner", String(255), nullable=False, server_default=""),
+    Column("name", NameType, nullable=True),
+    Column("state", String(16), nullable=False),
+    Column("creation_time", String(40), nullable=False),
+    Column("updated_time", String(40), nullable=False),
+    Column("spec", Text, nullable=False),  # the normalised request document (JSON)
+    Column("logs", Text, nullable=True),  # list of TaskLog documents (JSON)
+    Column("version", Integer, nullable=False, server_default="0"),
+    Index("ix_tasks_owner_seq", "owner", "seq"),
+    Index("ix_tasks_state_seq", "state", "seq"),
+    Index("ix_tasks_owner_state_seq", "owner", "state", "seq"),
+    Index("ix_tasks_name_seq", "name", "seq"),
+)
+
+task_tags = Table(
+    "task_tags",
+    metadata,
+    Column("task_seq", SeqType, ForeignKey("tasks.seq", ondelete="CASCADE"), primary_key=True),
+    Column("key", String(255), primary_key=True),
+    Column("value", Text, nullable=False),
+    Index("ix_task_tags_key_value_seq", "key", "value", "task_seq"),
+)
+
+instances = Table(
+    "instances",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("provider", String(32), nullable=False),
+    Column("instance_type", String(64), nullable=False),
+    Column("market", String(16), nullable=False),  # spot | on-demand
+    Column("zone", String(64), nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("price_per_hour", Float, nullable=True),
+    Column("token_sha256", String(64), nullable=True),
+    Column("created_time", String(40), nullable=False),
+    Column("updated_time", String(40), nullable=False),
+    Column("last_heartbeat", String(40), nullable=True),
+    Column("data", Text, nullable=True),
+    Index("ix_instances_state", "state"),
+)
+
+attempts = Table(
+    "attempts",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("task_id", String(64), ForeignKey("tasks.id", ondelete="CASCADE"), nullable=False),
+    Column("number", Integer, nullable=False),
+    Column("instance_id", String(64), ForeignKey("instances.id"), nullable=True),
+    Column("phase", String(16), nullable=False),
+    Column("reason", String(32), nullable=True),  # first | reclaim | cost | rightsize | oom | manual
+    Column("market", String(16), nullable=True),
+    Column("instance_type", String(64), nullable=True),
+    Column("zone", String(64), nullable=True),
+    Column("price_per_hour", Float, nullable=True),
+    Column("start_time", String(40), nullable=True),
+    Column("end_time", String(40), nullable=True),
+    Column("data", Text, nullable=True),
+    Index("ix_attempts_task_number", "task_id", "number", unique=True),
+    Index("ix_attempts_instance", "instance_id"),
+)
+
+capsules = Table(
+    "capsules",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("task_id", String(64), ForeignKey("tasks.id", ondelete="CASCADE"), nullable=False),
+    Column("attempt_id", String(64), ForeignKey("attempts.id"), nullable=True),
+    Column("sequence", Integer, nullable=False),
+    Column("state", String(16), nullable=False),  # writing | complete | corrupt | deleted
+    Column("store_key", Text, nullable=False),
+    Column("size_bytes", BigInteger, nullable=True),
+    Column("manifest_sha256", String(64), nullable=True),
+    Column("parent_id", String(64), nullable=True),
+    Column("created_time", String(40), nullable=False),
+    Column("data", Text, nullable=True),
+    Index("ix_capsules_task_sequence", "task_id", "sequence"),
+)
+
+events = Table(
+    "events",
+    metadata,
+    Column("id", SeqType, primary_key=True, autoincrement=True),
+    Column("task_id", String(64), nullable=True),
+    Column("attempt_id", String(64), nullable=True),
+    Column("instance_id", String(64), nullable=True),
+    Column("time", String(40), nullable=False),
+    Column("kind", String(32), nullable=False),
+    Column("from_state", String(16), nullable=True),
+    Column("to_state", String(16), nullable=True),
+    Column("phase", String(16), nullable=True),
+    Column("message", Text, nullable=True),
+    Column("data", Text, nullable=True),
+    Index("ix_events_task_id", "task_id", "id"),
+    Index("ix_events_instance_id", "instance_id", "id"),
+)

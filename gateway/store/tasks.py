@@ -1,0 +1,284 @@
+"""The task repository: create, read, list (keyset pages), and the one compare-and-swap that
+changes a task's state and records the event.
+
+Every state change in tescape goes through `TaskStore.transition`: it checks the transition table
+(`gateway.tes.states`), updates the row only if its version is still the one it read, and writes
+an `events` row in the same transaction. A lost race is retried against the new state.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Connection, and_, exists, insert, select, update
+
+from gateway.store.database import Database
+from gateway.store.ids import new_id
+from gateway.store.schema import events, task_tags, tasks
+from gateway.tes.states import State, can_transition
+from gateway.tes.times import Clock, rfc3339, utcnow
+
+CAS_RETRIES = 8
+
+
+class TaskNotFound(LookupError):
+    pass
+
+
+@dataclass(frozen=True)
+class TaskRecord:
+    seq: int
+    id: str
+    state: State
+    owner: str = ""
+    name: str | None = None
+    creation_time: str | None = None
+    spec: dict[str, Any] | None = None
+    logs: list[dict[str, Any]] | None = None
+
+
+@dataclass(frozen=True)
+class Transition:
+    """What `transition` did. `applied` is False when the table or `expect` refused it."""
+
+    applied: bool
+    task_id: str
+    from_state: State
+    to_state: State
+
+
+@dataclass(frozen=True)
+class TaskPage:
+    records: list[TaskRecord]
+    next_seq: int | None  # pass back as `before_seq` for the next page
+
+
+def _record(row: Any, full: bool) -> TaskRecord:
+    if not full:
+        return TaskRecord(seq=row.seq, id=row.id, state=State(row.state))
+    return TaskRecord(
+        seq=row.seq,
+        id=row.id,
+        state=State(row.state),
+        owner=row.owner,
+        name=row.name,
+        creation_time=row.creation_time,
+        spec=json.loads(row.spec),
+        logs=json.loads(row.logs) if row.logs else None,
+    )
+
+
+def _prefix_upper(prefix: str) -> str | None:
+    """The smallest string greater than every string starting with `prefix` (codepoint order)."""
+    chars = list(prefix)
+    while chars:
+        last = ord(chars.pop())
+        if last < 0x10FFFF:
+            return "".join(chars) + chr(last + 1)
+    return None
+
+
+class TaskStore:
+    def __init__(self, db: Database, clock: Clock = utcnow):
+        self.db = db
+        self.clock = clock
+
+    def now(self) -> str:
+        return rfc3339(self.clock())
+
+    # -- create / read ------------------------------------------------------------------------
+
+    def create(
+        self, spec: dict[str, Any], owner: str = "", warnings: Iterable[str] = ()
+    ) -> TaskRecord:
+        task_id = new_id()
+        now = self.now()
+        with self.db.engine.begin() as conn:
+            seq = conn.execute(
+                insert(tasks)
+                .values(
+                    id=task_id,
+                    owner=owner,
+                    name=spec.get("name"),
+                    state=State.QUEUED.value,
+                    creation_time=now,
+                    updated_time=now,
+                    spec=json.dumps(spec, separators=(",", ":")),
+                )
+                .returning(tasks.c.seq)
+            ).scalar_one()
+            tags = spec.get("tags") or {}
+            if tags:
+                conn.execute(
+                    insert(task_tags),
+                    [{"task_seq": seq, "key": k, "value": v} for k, v in tags.items()],
+                )
+            self._event(conn, task_id, "created", to_state=State.QUEUED, message=None, now=now)
+            for warning in warnings:
+                self._event(conn, task_id, "warning", message=warning, now=now)
+        return TaskRecord(
+            seq=seq,
+            id=task_id,
+            state=State.QUEUED,
+            owner=owner,
+            name=spec.get("name"),
+            creation_time=now,
+            spec=spec,
+        )
+
+    def get(self, task_id: str, owner: str | None = None, full: bool = True) -> TaskRecord | None:
+        """The task, or None when it does not exist or `owner` is given and is not its owner."""
+        cols = [tasks.c.seq, tasks.c.id, tasks.c.state, tasks.c.owner]
+        if full:
+            cols += [tasks.c.name, tasks.c.creation_time, tasks.c.spec, tasks.c.logs]
+        with self.db.engine.connect() as conn:
+            row = conn.execute(select(*cols).where(tasks.c.id == task_id)).first()
+        if row is None or (owner is not None and row.owner != owner):
+            return None
+        return _record(row, full)
+
+    def list(
+        self,
+        *,
+        owner: str | None = None,
+        name_prefix: str | None = None,
+        state: State | None = None,
+        tags: dict[str, str] | None = None,
+        limit: int = 256,
+        before_seq: int | None = None,
+        full: bool = False,
+    ) -> TaskPage:
+        """Newest first. Keyset pagination: the next page starts below the last seq returned."""
+        cols = [tasks.c.seq, tasks.c.id, tasks.c.state]
+        if full:
+            cols += [tasks.c.owner, tasks.c.name, tasks.c.creation_time, tasks.c.spec, tasks.c.logs]
+        query = select(*cols).order_by(tasks.c.seq.desc()).limit(limit + 1)
+        if owner is not None:
+            query = query.where(tasks.c.owner == owner)
+        if state is not None:
+            query = query.where(tasks.c.state == state.value)
+        if name_prefix:
+            query = query.where(tasks.c.name >= name_prefix)
+            upper = _prefix_upper(name_prefix)
+            if upper is not None:
+                query = query.where(tasks.c.name < upper)
+        for key, value in (tags or {}).items():
+            cond = and_(task_tags.c.task_seq == tasks.c.seq, task_tags.c.key == key)
+            if value != "":
+                cond = and_(cond, task_tags.c.value == value)
+            query = query.where(exists().where(cond))
+        if before_seq is not None:
+            query = query.where(tasks.c.seq < before_seq)
+        with self.db.engine.connect() as conn:
+            rows = conn.execute(query).all()
+        more = len(rows) > limit
+        records = [_record(r, full) for r in rows[:limit]]
+        return TaskPage(records, records[-1].seq if more else None)
+
+    # -- state changes ------------------------------------------------------------------------
+
+    def transition(
+        self,
+        task_id: str,
+        to_state: State,
+        *,
+        expect: Iterable[State] | None = None,
+        message: str | None = None,
+        data: dict[str, Any] | None = None,
+        attempt_id: str | None = None,
+        instance_id: str | None = None,
+        logs: list[dict[str, Any]] | None = None,
+    ) -> Transition:
+        """Move the task to `to_state` if the table allows it from its current state (and the
+        current state is in `expect`, when given). Writes the event in the same transaction.
+        `logs`, when given, replaces the stored TaskLogs atomically with the state change."""
+        allowed = frozenset(expect) if expect is not None else None
+        for _ in range(CAS_RETRIES):
+            with self.db.engine.begin() as conn:
+                row = conn.execute(
+                    select(tasks.c.state, tasks.c.version).where(tasks.c.id == task_id)
+                ).first()
+                if row is None:
+                    raise TaskNotFound(task_id)
+                src = State(row.state)
+                if (allowed is not None and src not in allowed) or not can_transition(
+                    src, to_state
+                ):
+                    return Transition(False, task_id, src, to_state)
+                now = self.now()
+                values: dict[str, Any] = {
+                    "state": to_state.value,
+                    "version": row.version + 1,
+                    "updated_time": now,
+                }
+                if logs is not None:
+                    values["logs"] = json.dumps(logs, separators=(",", ":"))
+                result = conn.execute(
+                    update(tasks)
+                    .where(tasks.c.id == task_id, tasks.c.version == row.version)
+                    .values(**values)
+                )
+                if result.rowcount == 1:
+                    self._event(
+                        conn,
+                        task_id,
+                        "state",
+                        from_state=src,
+                        to_state=to_state,
+                        message=message,
+                        data=data,
+                        attempt_id=attempt_id,
+                        instance_id=instance_id,
+                        now=now,
+                    )
+                    return Transition(True, task_id, src, to_state)
+        current = self.get(task_id, full=False)
+        return Transition(False, task_id, current.state if current else State.UNKNOWN, to_state)
+
+    # -- events -------------------------------------------------------------------------------
+
+    def _event(
+        self,
+        conn: Connection,
+        task_id: str | None,
+        kind: str,
+        *,
+        from_state: State | None = None,
+        to_state: State | None = None,
+        phase: str | None = None,
+        message: str | None = None,
+        data: dict[str, Any] | None = None,
+        attempt_id: str | None = None,
+        instance_id: str | None = None,
+        now: str | None = None,
+    ) -> None:
+        conn.execute(
+            insert(events).values(
+                task_id=task_id,
+                attempt_id=attempt_id,
+                instance_id=instance_id,
+                time=now or self.now(),
+                kind=kind,
+                from_state=from_state.value if from_state else None,
+                to_state=to_state.value if to_state else None,
+                phase=phase,
+                message=message,
+                data=json.dumps(data, separators=(",", ":")) if data else None,
+            )
+        )
+
+    def events(self, task_id: str) -> list[dict[str, Any]]:
+        with self.db.engine.connect() as conn:
+            rows = conn.execute(
+                select(events).where(events.c.task_id == task_id).order_by(events.c.id)
+            ).all()
+        out = []
+        for row in rows:
+            item = {k: v for k, v in row._mapping.items() if v is not None}
+            if "data" in item:
+                item["data"] = json.loads(item["data"])
+            out.append(item)
+        return out

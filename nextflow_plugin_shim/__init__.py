@@ -1,0 +1,1 @@
+"""Nextflow configuration for nf-ga4gh and a replay harness that speaks like its TES client."""

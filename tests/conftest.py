@@ -1,0 +1,60 @@
+"""Shared fixtures. Servers are real processes on loopback; each is stopped by PID at the end, and
+a session-end check proves none was left behind."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.fixtures.postgres import PostgresServer, start_postgres
+from tests.fixtures.server import RunningServer, tescape_server
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    server = start_postgres()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+_db_counter = iter(range(1_000_000))
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh, empty database of each kind."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'tescape.db'}"
+    pg: PostgresServer = request.getfixturevalue("postgres")
+    return pg.create_database(f"t{os.getpid()}_{next(_db_counter)}")
+
+
+@pytest.fixture
+def server(db_url: str, tmp_path: Path) -> Iterator[RunningServer]:
+    """A real `tescape serve` on each store, auth off."""
+    with tescape_server(tmp_path / "data", db_url=db_url) as srv:
+        yield srv
+
+
+@pytest.fixture(scope="session")
+def sqlite_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    """One shared server (SQLite, auth off) for tests that only read what they create."""
+    with tescape_server(tmp_path_factory.mktemp("shared") / "data") as srv:
+        yield srv
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Leak check: no `tescape serve` started from this test session may outlive it."""
+    out = subprocess.run(["pgrep", "-f", "gateway.cli serve --port 0"], capture_output=True, text=True)
+    left = [pid for pid in out.stdout.split() if pid.strip()]
+    if left:
+        print(f"\nLEAK: tescape servers still running: {left}")
+        session.exitstatus = 1
