@@ -71,7 +71,9 @@ class Authenticator:
             return self._basic(credentials.strip())
         if self.cfg.mode == "bearer" and scheme == "bearer":
             return self._bearer(credentials.strip())
-        raise AuthError(f"this server expects {self.challenge.split()[0]} credentials", self.challenge)
+        raise AuthError(
+            f"this server expects {self.challenge.split()[0]} credentials", self.challenge
+        )
 
     def _basic(self, credentials: str) -> Principal:
         try:

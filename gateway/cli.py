@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from gateway import __version__
-from gateway.config import ConfigError, load_config
+from gateway.config import Config, ConfigError, load_config
 
 console = Console()
 err_console = Console(stderr=True)
@@ -44,7 +44,7 @@ def _overrides(**flags: Any) -> dict[str, Any]:
     return out
 
 
-def _load(config_file: str | None, **flags: Any):  # type: ignore[no-untyped-def]
+def _load(config_file: str | None, **flags: Any) -> Config:
     try:
         return load_config(config_file, _overrides(**flags))
     except ConfigError as exc:
@@ -88,11 +88,10 @@ def serve(config_file: str | None, **flags: Any) -> None:
         host=cfg.server.host,
         port=cfg.server.port,
         threads=cfg.server.threads,
-        max_request_body_size=cfg.server.max_request_bytes,
         ident="tescape",
         clear_untrusted_proxy_headers=True,
     )
-    port = server.effective_port  # type: ignore[union-attr]
+    port = server.effective_port
     host = cfg.server.host
     url = f"http://{'[' + host + ']' if ':' in host else host}:{port}"
     click.echo(f"tescape {__version__} serving TES at {url}/ga4gh/tes/v1", err=False)
@@ -208,7 +207,9 @@ def tasks_list(server: str, state: str | None, name_prefix: str | None, limit: i
 @click.argument("task_id")
 @click.option("--view", default="FULL", show_default=True)
 def tasks_get(server: str, task_id: str, view: str) -> None:
-    click.echo(json.dumps(_call(server, "GET", f"/ga4gh/tes/v1/tasks/{task_id}?view={view}"), indent=2))
+    click.echo(
+        json.dumps(_call(server, "GET", f"/ga4gh/tes/v1/tasks/{task_id}?view={view}"), indent=2)
+    )
 
 
 @tasks.command("submit")

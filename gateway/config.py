@@ -88,7 +88,7 @@ class ServiceInfoConfig(Section):
 
 
 class TasksConfig(Section):
-    # backend_parameters keys accepted as-is beyond tescape's own (see gateway/tes/backend_parameters)
+    # backend_parameters keys accepted as-is beyond tescape's own (gateway/tes/backend_parameters)
     extra_backend_parameters: list[str] = Field(default_factory=list)
     default_page_size: int = Field(default=256, ge=1, le=2047)
     max_page_size: int = Field(default=2047, ge=1, le=2047)

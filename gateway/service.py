@@ -117,7 +117,7 @@ class TaskService:
 
     def list(self, query: ListQuery, who: Principal) -> dict[str, Any]:
         before = decode_page_token(query.page_token) if query.page_token else None
-        page = self.store.list(
+        page = self.store.page(
             owner=who.owner_filter,
             name_prefix=query.name_prefix,
             state=query.state,

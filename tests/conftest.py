@@ -53,7 +53,9 @@ def sqlite_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningS
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """Leak check: no `tescape serve` started from this test session may outlive it."""
-    out = subprocess.run(["pgrep", "-f", "gateway.cli serve --port 0"], capture_output=True, text=True)
+    out = subprocess.run(
+        ["pgrep", "-f", "gateway.cli serve --port 0"], capture_output=True, text=True
+    )
     left = [pid for pid in out.stdout.split() if pid.strip()]
     if left:
         print(f"\nLEAK: tescape servers still running: {left}")

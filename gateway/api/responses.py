@@ -27,7 +27,10 @@ def json_response(body: Any, status: int = 200, headers: dict[str, str] | None =
 
 
 def error_response(
-    status: int, message: str, errors: list[Any] | None = None, headers: dict[str, str] | None = None
+    status: int,
+    message: str,
+    errors: list[Any] | None = None,
+    headers: dict[str, str] | None = None,
 ) -> Response:
     body: dict[str, Any] = {"code": status, "message": message}
     if errors:

@@ -81,7 +81,8 @@ attempts = Table(
     Column("number", Integer, nullable=False),
     Column("instance_id", String(64), ForeignKey("instances.id"), nullable=True),
     Column("phase", String(16), nullable=False),
-    Column("reason", String(32), nullable=True),  # first | reclaim | cost | rightsize | oom | manual
+    # first | reclaim | cost | rightsize | oom | manual
+    Column("reason", String(32), nullable=True),
     Column("market", String(16), nullable=True),
     Column("instance_type", String(64), nullable=True),
     Column("zone", String(64), nullable=True),

@@ -140,7 +140,7 @@ class TaskStore:
             return None
         return _record(row, full)
 
-    def list(
+    def page(
         self,
         *,
         owner: str | None = None,

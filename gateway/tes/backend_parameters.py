@@ -58,7 +58,8 @@ KNOWN: tuple[BackendParameter, ...] = (
         _choice("spot_only", "spot_first", "on_demand_only"),
     ),
     BackendParameter(
-        "recovery", "what to do on a reclaim: same_type | next_zone | on_demand_after:N | restart",
+        "recovery",
+        "what to do on a reclaim: same_type | next_zone | on_demand_after:N | restart",
         _recovery,
     ),
     BackendParameter("checkpoint_interval", "periodic checkpoint interval (15m, 900s)", _duration),

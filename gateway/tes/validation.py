@@ -67,9 +67,7 @@ def field_name(loc: tuple[int | str, ...]) -> str:
     return out
 
 
-def parse_task(
-    body: Any, limits: TaskLimits, backend_parameters: BackendParameters
-) -> ParsedTask:
+def parse_task(body: Any, limits: TaskLimits, backend_parameters: BackendParameters) -> ParsedTask:
     if not isinstance(body, dict):
         raise TaskValidationError([FieldError("", "the request body must be a JSON object")])
     try:

@@ -1,0 +1,118 @@
+"""Authentication modes: none, basic, bearer (static tokens and OIDC JWTs from a JWKS file)."""
+
+import base64
+import json
+import time
+from pathlib import Path
+
+import jwt
+import pytest
+from cryptography.hazmat.primitives.asymmetric import rsa
+from werkzeug.security import generate_password_hash
+
+from gateway.auth import ANONYMOUS, Authenticator, AuthError, Principal, token_sha256
+from gateway.config import AuthConfig
+
+
+def basic(user: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+def test_none_ignores_any_header() -> None:
+    auth = Authenticator(AuthConfig())
+    assert auth.authenticate(None) is ANONYMOUS
+    assert auth.authenticate("Basic None:None") is ANONYMOUS  # what Snakemake sends
+
+
+@pytest.fixture
+def basic_auth() -> Authenticator:
+    return Authenticator(
+        AuthConfig(
+            mode="basic",
+            users=[
+                {"name": "alice", "password_hash": generate_password_hash("pw-a")},
+                {"name": "root", "password_hash": generate_password_hash("pw-r"), "admin": True},
+            ],
+        )
+    )
+
+
+def test_basic(basic_auth: Authenticator) -> None:
+    assert basic_auth.authenticate(basic("alice", "pw-a")) == Principal("alice", False)
+    assert basic_auth.authenticate(basic("root", "pw-r")) == Principal("root", True)
+    assert basic_auth.authenticate(basic("alice", "pw-a")).owner_filter == "alice"
+    assert basic_auth.authenticate(basic("root", "pw-r")).owner_filter is None
+
+
+@pytest.mark.parametrize(
+    "header", [None, "", "Basic !!!", "Bearer x", basic("alice", "bad"), basic("bob", "pw-a")]
+)
+def test_basic_refusals(basic_auth: Authenticator, header: str | None) -> None:
+    with pytest.raises(AuthError) as info:
+        basic_auth.authenticate(header)
+    assert info.value.challenge == 'Basic realm="tescape"'
+
+
+def test_static_bearer_tokens() -> None:
+    auth = Authenticator(
+        AuthConfig(mode="bearer", tokens=[{"token_sha256": token_sha256("s3cret"), "user": "ci"}])
+    )
+    assert auth.authenticate("Bearer s3cret") == Principal("ci", False)
+    with pytest.raises(AuthError):
+        auth.authenticate("Bearer wrong")
+
+
+@pytest.fixture
+def oidc(tmp_path: Path):  # type: ignore[no-untyped-def]
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    jwk = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(key.public_key()))
+    jwk.update(kid="k1", use="sig", alg="RS256")
+    jwks = tmp_path / "jwks.json"
+    jwks.write_text(json.dumps({"keys": [jwk]}))
+    auth = Authenticator(
+        AuthConfig(
+            mode="bearer",
+            oidc={"issuer": "https://idp.test", "audience": "tescape", "jwks_file": str(jwks)},
+        )
+    )
+
+    def sign(**claims):  # type: ignore[no-untyped-def]
+        base = {
+            "iss": "https://idp.test",
+            "aud": "tescape",
+            "sub": "alice",
+            "exp": time.time() + 60,
+        }
+        base.update(claims)
+        return "Bearer " + jwt.encode(base, key, algorithm="RS256", headers={"kid": "k1"})
+
+    return auth, sign
+
+
+def test_oidc_jwt(oidc) -> None:  # type: ignore[no-untyped-def]
+    auth, sign = oidc
+    assert auth.authenticate(sign()) == Principal("alice", False)
+    assert auth.authenticate(sign(groups=["tescape-admin"])) == Principal("alice", True)
+
+
+@pytest.mark.parametrize(
+    "claims",
+    [{"exp": 1}, {"iss": "https://evil"}, {"aud": "other"}, {"sub": None}],
+)
+def test_oidc_refusals(oidc, claims) -> None:  # type: ignore[no-untyped-def]
+    auth, sign = oidc
+    with pytest.raises(AuthError):
+        auth.authenticate(sign(**claims))
+
+
+def test_oidc_refuses_a_foreign_key(oidc) -> None:  # type: ignore[no-untyped-def]
+    auth, _ = oidc
+    other = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    token = jwt.encode(
+        {"iss": "https://idp.test", "aud": "tescape", "sub": "x", "exp": time.time() + 60},
+        other,
+        algorithm="RS256",
+        headers={"kid": "k1"},
+    )
+    with pytest.raises(AuthError):
+        auth.authenticate("Bearer " + token)
