@@ -1,1 +1,4 @@
-"""The worker agent that runs on each instance: containers, capsules, staging. Never imports Flask."""
+"""The worker agent that runs on each instance: containers, capsules, staging.
+
+It never imports Flask: a worker installs without the gateway's server dependencies.
+"""

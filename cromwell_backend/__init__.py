@@ -1,1 +1,1 @@
-"""Cromwell TES backend configuration and a replay harness that speaks like Cromwell's TES backend."""
+"""Cromwell TES backend configuration, and a replay harness that speaks like Cromwell's backend."""
