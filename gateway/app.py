@@ -7,15 +7,24 @@ from dataclasses import dataclass
 
 from flask import Flask, Response, g, request
 
+from gateway.api import admin, agent
+from gateway.api.metrics import install_metrics
 from gateway.api.responses import json_response, register_error_handlers
 from gateway.api.tes import PREFIXES, tes_blueprint
 from gateway.auth import Authenticator
 from gateway.config import Config
+from gateway.dispatch import Dispatcher
+from gateway.library import Library
+from gateway.scheduler.loop import SCHEDULER, Scheduler
+from gateway.scheduler.wakeups import Wakeups
+from gateway.secrets import SecretBox
 from gateway.service import TaskService
+from gateway.store.apps import AppStore
 from gateway.store.database import Database, open_database
+from gateway.store.fleet import FleetStore
 from gateway.store.tasks import TaskStore
 
-PUBLIC_ENDPOINTS = {"service_info", "legacy_service_info", "healthz"}
+PUBLIC_ENDPOINTS = {"service_info", "legacy_service_info", "healthz", "metrics"}
 
 
 @dataclass
@@ -23,26 +32,63 @@ class Services:
     config: Config
     database: Database
     store: TaskStore
+    fleet: FleetStore
+    wakeups: Wakeups
     tasks: TaskService
+    dispatcher: Dispatcher
     auth: Authenticator
+    library: Library
+    scheduler: Scheduler | None = None
+
+    def close(self) -> None:
+        if self.scheduler is not None:
+            self.scheduler.stop()
+        self.database.close()
 
 
 def build_services(config: Config, database: Database | None = None) -> Services:
     db = database or open_database(config.database_url, echo=config.database.echo)
     store = TaskStore(db)
-    return Services(config, db, store, TaskService(config, store), Authenticator(config.auth))
+    fleet = FleetStore(db)
+    wakeups = Wakeups()
+    library = Library(
+        AppStore(db), SecretBox(config.data_path / "secret.key"), config.data_path / "apps"
+    )
+    return Services(
+        config=config,
+        database=db,
+        store=store,
+        fleet=fleet,
+        wakeups=wakeups,
+        tasks=TaskService(config, store, on_change=lambda: wakeups.notify(SCHEDULER)),
+        dispatcher=Dispatcher(config, store, fleet, wakeups, library),
+        auth=Authenticator(config.auth),
+        library=library,
+    )
+
+
+def start_scheduler(services: Services, gateway_url: str) -> None:
+    """Start placing tasks, with the configured provider reaching this gateway at `gateway_url`."""
+    from gateway.providers.local import LocalProvider
+
+    cfg = services.config
+    provider = LocalProvider(cfg.providers.local, gateway_url, cfg.data_path / "instances")
+    services.scheduler = Scheduler(cfg, services.store, services.fleet, provider, services.wakeups)
+    services.scheduler.start()
 
 
 def create_app(config: Config, services: Services | None = None) -> Flask:
     app = Flask("tescape")
     app.config["MAX_CONTENT_LENGTH"] = config.server.max_request_bytes
-    app.json.sort_keys = False  # type: ignore[attr-defined]
     services = services or build_services(config)
     app.extensions["tescape"] = services
 
     for name, prefix in PREFIXES.items():
         app.register_blueprint(tes_blueprint(name), url_prefix=prefix or None)
+    app.register_blueprint(admin.bp)
+    app.register_blueprint(agent.bp)
     register_error_handlers(app)
+    install_metrics(app, services)
 
     @app.get("/healthz")
     def healthz() -> Response:
@@ -50,8 +96,12 @@ def create_app(config: Config, services: Services | None = None) -> Flask:
 
     @app.before_request
     def _authenticate() -> None:
-        endpoint = (request.endpoint or "").rpartition(".")[2]
-        if endpoint in PUBLIC_ENDPOINTS or request.method == "OPTIONS":
+        endpoint = request.endpoint or ""
+        if (
+            endpoint.rpartition(".")[2] in PUBLIC_ENDPOINTS
+            or endpoint.startswith("agent.")  # agents authenticate with their instance token
+            or request.method == "OPTIONS"
+        ):
             return
         g.principal = services.auth.authenticate(request.headers.get("Authorization"))
 

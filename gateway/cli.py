@@ -7,6 +7,7 @@ import getpass
 import json
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -74,7 +75,7 @@ def serve(config_file: str | None, **flags: Any) -> None:
     """Start the TES server (waitress, a production WSGI server)."""
     from waitress.server import create_server
 
-    from gateway.app import create_app
+    from gateway.app import create_app, start_scheduler
 
     cfg = _load(config_file, **flags)
     logging.basicConfig(
@@ -97,12 +98,32 @@ def serve(config_file: str | None, **flags: Any) -> None:
     click.echo(f"tescape {__version__} serving TES at {url}/ga4gh/tes/v1", err=False)
     click.echo(f"  state in {cfg.data_path}, database {cfg.database_url.split('@')[-1]}")
     sys.stdout.flush()
+    services = app.extensions["tescape"]
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
+        if cfg.scheduler.enabled:
+            start_scheduler(services, url)
         server.run()
     except KeyboardInterrupt:
         pass
     finally:
-        app.extensions["tescape"].database.close()
+        services.close()  # stops the scheduler and every instance it started
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt  # SIGTERM stops serve the way Ctrl-C does: cleanly, in `finally`
+
+
+@main.command(
+    context_settings={"ignore_unknown_options": True, "help_option_names": []},
+    add_help_option=False,
+)
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def agent(args: tuple[str, ...]) -> None:
+    """Run the worker agent of one instance (`tescape agent --help`). Providers start it."""
+    from capsule_runtime.agent import main as agent_main
+
+    sys.exit(agent_main(list(args)))
 
 
 @main.group()
@@ -230,6 +251,59 @@ def tasks_submit(server: str, task_file: Any) -> None:
 def tasks_cancel(server: str, task_id: str) -> None:
     _call(server, "POST", f"/ga4gh/tes/v1/tasks/{task_id}:cancel")
     click.echo(f"cancel requested for {task_id}")
+
+
+@main.group()
+def apps() -> None:
+    """The Application Library: named images, registry credentials, image archives."""
+
+
+@apps.command("add")
+@server_option
+@click.argument("name")
+@click.argument("image")
+@click.option("--username", help="user for IMAGE's registry")
+@click.option("--password-stdin", is_flag=True, help="read the registry password from stdin")
+def apps_add(
+    server: str, name: str, image: str, username: str | None, password_stdin: bool
+) -> None:
+    """Name IMAGE as app NAME (tasks may then use NAME as their image)."""
+    body: dict[str, Any] = {"image": image}
+    if username or password_stdin:
+        if not (username and password_stdin):
+            raise click.UsageError("--username and --password-stdin go together")
+        body.update(username=username, password=sys.stdin.readline().rstrip("\n"))
+    app = _call(server, "PUT", f"/api/v1/apps/{name}", json=body)
+    click.echo(f"{app['name']} → {app['image']}")
+
+
+@apps.command("import")
+@server_option
+@click.argument("name")
+@click.argument("archive", type=click.Path(exists=True, dir_okay=False))
+def apps_import(server: str, name: str, archive: str) -> None:
+    """Load an image archive (`podman save` / `docker save`) into the library as app NAME."""
+    with open(archive, "rb") as body:
+        app = _call(server, "PUT", f"/api/v1/apps/{name}/archive", data=body)
+    click.echo(f"{app['name']} → {app['image']} ({app['archive']['size_bytes']} bytes)")
+
+
+@apps.command("list")
+@server_option
+def apps_list(server: str) -> None:
+    table = Table("name", "image", "archive")
+    for app in _call(server, "GET", "/api/v1/apps")["apps"]:
+        archive = app.get("archive")
+        table.add_row(app["name"], app["image"], archive["sha256"][:12] if archive else "")
+    console.print(table)
+
+
+@apps.command("remove")
+@server_option
+@click.argument("name")
+def apps_remove(server: str, name: str) -> None:
+    _call(server, "DELETE", f"/api/v1/apps/{name}")
+    click.echo(f"removed {name}")
 
 
 if __name__ == "__main__":

@@ -94,6 +94,65 @@ class TasksConfig(Section):
     max_page_size: int = Field(default=2047, ge=1, le=2047)
 
 
+class LocalProviderConfig(Section):
+    # At most this many local instances (agent processes on this machine) run at once.
+    max_instances: int = Field(default=1, ge=1, le=64)
+    instance_type: str = "local"
+    # Capacity each local instance offers; null: this machine's own CPU count, memory and free disk.
+    cpu_cores: float | None = None
+    ram_gb: float | None = None
+    disk_gb: float | None = None
+
+
+class ProvidersConfig(Section):
+    default: Literal["local"] = "local"
+    local: LocalProviderConfig = Field(default_factory=LocalProviderConfig)
+
+
+class SchedulerConfig(Section):
+    enabled: bool = True
+    interval_seconds: float = Field(default=1.0, gt=0)
+    # An instance whose agent has not polled for this long is LOST.
+    heartbeat_timeout_seconds: float = Field(default=60.0, gt=0)
+    # An instance whose agent has not registered this long after launch is LOST.
+    launch_timeout_seconds: float = Field(default=120.0, gt=0)
+    # An instance with no task for this long is stopped.
+    idle_timeout_seconds: float = Field(default=300.0, gt=0)
+    # What a task gets when it asks for nothing.
+    default_cpu_cores: int = Field(default=1, ge=1)
+    default_ram_gb: float = Field(default=1.0, gt=0)
+
+
+class S3Config(Section):
+    endpoint_url: str | None = None
+    region: str | None = None
+    access_key_id: str | None = None
+    secret_access_key: str | None = None
+    addressing_style: Literal["auto", "path", "virtual"] = "auto"
+
+
+class StorageConfig(Section):
+    # Local paths tasks may read inputs from and write outputs to; null: the directory
+    # `tescape serve` runs in.
+    allowed_dirs: list[str] | None = None
+    # Refuse http(s)/s3 URLs that resolve to loopback or private addresses. Instance-metadata
+    # addresses (169.254.0.0/16, fd00:ec2::254) are always refused.
+    block_private_networks: bool = False
+    s3: S3Config = Field(default_factory=S3Config)
+
+
+class ImagesConfig(Section):
+    # Image rewrite rules, applied before pulling: a task image equal to a key, or starting with a
+    # key followed by ':' or '@', is replaced by the value (the tag or digest kept).
+    rewrites: dict[str, str] = Field(default_factory=dict)
+
+
+class ExecutorLogsConfig(Section):
+    # How much of each executor's stdout/stderr goes into ExecutorLog (the tail); the full streams
+    # stay retrievable at /api/v1/tasks/{id}/logs.
+    tail_bytes: int = Field(default=65536, ge=0)
+
+
 class LoggingConfig(Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
@@ -106,11 +165,22 @@ class Config(Section):
     limits: TaskLimits = Field(default_factory=TaskLimits)
     tasks: TasksConfig = Field(default_factory=TasksConfig)
     service_info: ServiceInfoConfig = Field(default_factory=ServiceInfoConfig)
+    providers: ProvidersConfig = Field(default_factory=ProvidersConfig)
+    scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
+    storage: StorageConfig = Field(default_factory=StorageConfig)
+    images: ImagesConfig = Field(default_factory=ImagesConfig)
+    executor_logs: ExecutorLogsConfig = Field(default_factory=ExecutorLogsConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
 
     @property
     def data_path(self) -> Path:
         return Path(self.data_dir or os.getcwd()).resolve()
+
+    @property
+    def allowed_dirs(self) -> list[str]:
+        if self.storage.allowed_dirs is not None:
+            return [str(Path(d).resolve()) for d in self.storage.allowed_dirs]
+        return [os.getcwd()]
 
     @property
     def database_url(self) -> str:

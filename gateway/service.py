@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import binascii
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -67,9 +68,12 @@ def _render(record: TaskRecord, view: View) -> dict[str, Any]:
 
 
 class TaskService:
-    def __init__(self, config: Config, store: TaskStore):
+    def __init__(
+        self, config: Config, store: TaskStore, on_change: Callable[[], None] | None = None
+    ):
         self.config = config
         self.store = store
+        self.on_change = on_change or (lambda: None)  # wakes the scheduler
         self.backend_parameters = BackendParameters(tuple(config.tasks.extra_backend_parameters))
 
     # -- service-info -------------------------------------------------------------------------
@@ -107,6 +111,7 @@ class TaskService:
         record = self.store.create(parsed.task, owner=who.user, warnings=parsed.warnings)
         for warning in parsed.warnings:
             log.warning("task %s: %s", record.id, warning)
+        self.on_change()
         return {"id": record.id}
 
     def get(self, task_id: str, view: View, who: Principal) -> dict[str, Any]:
@@ -143,6 +148,7 @@ class TaskService:
             target = State.CANCELED if state is State.QUEUED else State.CANCELING
             result = self.store.transition(task_id, target, expect={state}, message=by)
             if result.applied:
+                self.on_change()
                 break
             state = result.from_state  # lost a race; look again
         return {}

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.fixtures.containers import _container_leak_check, _podman_engine  # noqa: F401
+from tests.fixtures.images import _busybox_image, _debian_bash_image  # noqa: F401
 from tests.fixtures.postgres import PostgresServer, start_postgres
 from tests.fixtures.server import RunningServer, tescape_server
 
@@ -51,10 +53,14 @@ def sqlite_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningS
         yield srv
 
 
+@pytest.hookimpl(trylast=True)  # after pytest's own hook has torn down session fixtures
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """Leak check: no `tescape serve` started from this test session may outlive it."""
+    base = session.config._tmp_path_factory.getbasetemp()  # type: ignore[attr-defined]
     out = subprocess.run(
-        ["pgrep", "-f", "gateway.cli serve --port 0"], capture_output=True, text=True
+        ["pgrep", "-f", f"gateway.cli serve --port 0 --data-dir {base}"],
+        capture_output=True,
+        text=True,
     )
     left = [pid for pid in out.stdout.split() if pid.strip()]
     if left:

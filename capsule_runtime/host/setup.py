@@ -15,6 +15,8 @@ import subprocess
 import sys
 from collections.abc import Callable
 
+from capsule_runtime.host import podman as podman_host
+
 # Debian packages per profile. Each step below may add its own.
 PACKAGES: dict[str, list[str]] = {
     "serve": [],
@@ -55,7 +57,10 @@ def apt_install(names: list[str]) -> None:
 
 
 # Further host steps (container engine, CRIU, ...) register here: name → (profiles, function).
-STEPS: dict[str, tuple[set[str], Callable[[], None]]] = {}
+STEPS: dict[str, tuple[set[str], Callable[[], None]]] = {
+    "podman": ({"serve", "test"}, lambda: podman_host.prepare(apt_install)),
+    "image tools": ({"test"}, lambda: apt_install(podman_host.IMAGE_TOOLS)),
+}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -128,3 +128,27 @@ events = Table(
     Index("ix_events_task_id", "task_id", "id"),
     Index("ix_events_instance_id", "instance_id", "id"),
 )
+
+# The Application Library: named images, optionally with an image archive held by the gateway
+# for air-gapped sites (migration 0002).
+apps = Table(
+    "apps",
+    metadata,
+    Column("name", String(128), primary_key=True),
+    Column("image", Text, nullable=False),
+    Column("owner", String(255), nullable=False, server_default=""),
+    Column("archive_sha256", String(64), nullable=True),
+    Column("archive_size", BigInteger, nullable=True),
+    Column("created_time", String(40), nullable=False),
+    Column("updated_time", String(40), nullable=False),
+)
+
+# Credentials per registry host; the password is encrypted with the gateway's secret key.
+registry_credentials = Table(
+    "registry_credentials",
+    metadata,
+    Column("registry", String(255), primary_key=True),
+    Column("username", Text, nullable=False),
+    Column("password_encrypted", Text, nullable=False),
+    Column("updated_time", String(40), nullable=False),
+)

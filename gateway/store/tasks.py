@@ -9,15 +9,16 @@ an `events` row in the same transaction. A lost race is retried against the new 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Connection, and_, exists, insert, select, update
 
 from gateway.store.database import Database
+from gateway.store.events import read_events, write_event
 from gateway.store.ids import new_id
-from gateway.store.schema import events, task_tags, tasks
+from gateway.store.schema import task_tags, tasks
 from gateway.tes.states import State, can_transition
 from gateway.tes.times import Clock, rfc3339, utcnow
 
@@ -191,10 +192,12 @@ class TaskStore:
         attempt_id: str | None = None,
         instance_id: str | None = None,
         logs: list[dict[str, Any]] | None = None,
+        on_apply: Callable[[Connection], None] | None = None,
     ) -> Transition:
         """Move the task to `to_state` if the table allows it from its current state (and the
         current state is in `expect`, when given). Writes the event in the same transaction.
-        `logs`, when given, replaces the stored TaskLogs atomically with the state change."""
+        `logs`, when given, replaces the stored TaskLogs atomically with the state change;
+        `on_apply` runs inside the same transaction when (and only when) the change applies."""
         allowed = frozenset(expect) if expect is not None else None
         for _ in range(CAS_RETRIES):
             with self.db.engine.begin() as conn:
@@ -222,6 +225,8 @@ class TaskStore:
                     .values(**values)
                 )
                 if result.rowcount == 1:
+                    if on_apply is not None:
+                        on_apply(conn)
                     self._event(
                         conn,
                         task_id,
@@ -238,47 +243,36 @@ class TaskStore:
         current = self.get(task_id, full=False)
         return Transition(False, task_id, current.state if current else State.UNKNOWN, to_state)
 
-    # -- events -------------------------------------------------------------------------------
-
-    def _event(
-        self,
-        conn: Connection,
-        task_id: str | None,
-        kind: str,
-        *,
-        from_state: State | None = None,
-        to_state: State | None = None,
-        phase: str | None = None,
-        message: str | None = None,
-        data: dict[str, Any] | None = None,
-        attempt_id: str | None = None,
-        instance_id: str | None = None,
-        now: str | None = None,
-    ) -> None:
-        conn.execute(
-            insert(events).values(
-                task_id=task_id,
-                attempt_id=attempt_id,
-                instance_id=instance_id,
-                time=now or self.now(),
-                kind=kind,
-                from_state=from_state.value if from_state else None,
-                to_state=to_state.value if to_state else None,
-                phase=phase,
-                message=message,
-                data=json.dumps(data, separators=(",", ":")) if data else None,
+    def set_logs(self, task_id: str, logs: list[dict[str, Any]]) -> None:
+        """Replace the TaskLogs without a state change (progress from a running attempt)."""
+        with self.db.engine.begin() as conn:
+            conn.execute(
+                update(tasks)
+                .where(tasks.c.id == task_id)
+                .values(logs=json.dumps(logs, separators=(",", ":")), updated_time=self.now())
             )
-        )
 
-    def events(self, task_id: str) -> list[dict[str, Any]]:
+    def ids_in_state(self, state: State, limit: int = 1000) -> list[str]:
+        """Oldest first: the scheduler's queue."""
         with self.db.engine.connect() as conn:
             rows = conn.execute(
-                select(events).where(events.c.task_id == task_id).order_by(events.c.id)
+                select(tasks.c.id)
+                .where(tasks.c.state == state.value)
+                .order_by(tasks.c.seq)
+                .limit(limit)
             ).all()
-        out = []
-        for row in rows:
-            item = {k: v for k, v in row._mapping.items() if v is not None}
-            if "data" in item:
-                item["data"] = json.loads(item["data"])
-            out.append(item)
-        return out
+        return [r.id for r in rows]
+
+    def record(self, task_id: str | None, kind: str, **fields: Any) -> None:
+        """Record an event that is not a state change (a step, a warning, a measurement)."""
+        with self.db.engine.begin() as conn:
+            self._event(conn, task_id, kind, **fields)
+
+    # -- events -------------------------------------------------------------------------------
+
+    def _event(self, conn: Connection, task_id: str | None, kind: str, **fields: Any) -> None:
+        fields.setdefault("time", fields.pop("now", None) or self.now())
+        write_event(conn, task_id=task_id, kind=kind, **fields)
+
+    def events(self, task_id: str) -> list[dict[str, Any]]:
+        return read_events(self.db, task_id=task_id)

@@ -246,3 +246,12 @@ def test_credentials_required(basic_server: RunningServer) -> None:
     # service-info stays public so clients can probe before authenticating
     assert requests.get(tes + "/service-info", timeout=10).status_code == 200
     assert requests.get(basic_server.url + "/v1/tasks/service-info", timeout=10).status_code == 200
+
+
+def test_prometheus_metrics(sqlite_server: RunningServer) -> None:
+    create(sqlite_server)
+    requests.get(sqlite_server.tes + "/tasks", timeout=10)
+    body = requests.get(sqlite_server.url + "/metrics", timeout=10).text
+    assert 'tescape_tasks{state="QUEUED"}' in body
+    assert 'tescape_http_requests_total{endpoint="list_tasks",method="GET",status="200"}' in body
+    assert "tescape_http_request_seconds_bucket" in body

@@ -1,0 +1,147 @@
+"""The worker agent: registers its instance with the gateway, long-polls for orders, runs each
+assigned task in its own thread, and reports back. `python -m capsule_runtime.agent --help`.
+
+It stops cleanly on SIGTERM: running containers are stopped and their attempts reported
+SYSTEM_ERROR (a later issue checkpoints them instead)."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import signal
+import socket
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+from capsule_runtime.client import GatewayClient, GatewayUnreachable
+from gateway import __version__
+from gateway.tes.protocol import Assignment, Capacity, Registration
+
+log = logging.getLogger("tescape.agent")
+POLL_WAIT = 10.0
+
+
+class Agent:
+    def __init__(
+        self,
+        client: GatewayClient,
+        capacity: Capacity,
+        work_dir: Path,
+        run_factory: Any,
+    ):
+        self.client = client
+        self.capacity = capacity
+        self.work_dir = work_dir
+        self.run_factory = run_factory  # (Assignment, GatewayClient, Path) -> TaskRun
+        self.runs: dict[str, Any] = {}
+        self.stopping = threading.Event()
+
+    def facts(self) -> list[dict[str, Any]]:
+        try:
+            doctor = importlib.import_module("capsule_runtime.doctor")
+            return list(doctor.findings_as_dict())
+        except Exception as exc:  # the doctor is advisory: never block registration on it
+            return [{"name": "doctor", "status": "warn", "detail": str(exc)}]
+
+    def register(self) -> None:
+        self.client.register(
+            Registration(
+                agent_version=__version__,
+                hostname=socket.gethostname(),
+                capacity=self.capacity,
+                facts=self.facts(),
+            )
+        )
+        log.info("registered as %s", self.client.instance_id)
+
+    def run(self) -> None:
+        self.register()
+        while not self.stopping.is_set():
+            self._reap()
+            try:
+                orders = self.client.poll(list(self.runs), POLL_WAIT)
+            except GatewayUnreachable as exc:
+                log.error("gateway unreachable: %s", exc)
+                self.stopping.wait(2.0)
+                continue
+            for assignment in orders.assign:
+                self._start(assignment)
+            for attempt_id in orders.cancel:
+                run = self.runs.get(attempt_id)
+                if run is not None:
+                    run.cancel()
+            if orders.shutdown:
+                log.info("the gateway asked this instance to shut down")
+                break
+        self.shutdown()
+
+    def _start(self, assignment: Assignment) -> None:
+        if assignment.attempt_id in self.runs:
+            return
+        run = self.run_factory(assignment, self.client, self.work_dir)
+        self.runs[assignment.attempt_id] = run
+        run.start()
+
+    def _reap(self) -> None:
+        for attempt_id, run in list(self.runs.items()):
+            if not run.is_alive():
+                del self.runs[attempt_id]
+
+    def shutdown(self) -> None:
+        self.stopping.set()
+        for run in list(self.runs.values()):
+            run.abort("the instance is shutting down")
+        for run in list(self.runs.values()):
+            run.join(timeout=60)
+
+
+def memory_gb() -> float:
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemTotal:"):
+                return int(line.split()[1]) / 1024 / 1024
+    return 1.0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="tescape agent", description=__doc__)
+    parser.add_argument("--gateway", required=True, help="the gateway's URL")
+    parser.add_argument("--instance-id", required=True)
+    parser.add_argument("--work-dir", required=True, type=Path)
+    parser.add_argument("--cpu-cores", type=float, default=float(os.cpu_count() or 1))
+    parser.add_argument("--ram-gb", type=float, default=memory_gb())
+    parser.add_argument("--disk-gb", type=float, default=0.0)
+    args = parser.parse_args(argv)
+    token = os.environ.get("TESCAPE_AGENT_TOKEN")
+    if not token:
+        parser.error("the instance token must be in the TESCAPE_AGENT_TOKEN environment variable")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    from capsule_runtime.runner import TaskRun
+
+    args.work_dir.mkdir(parents=True, exist_ok=True)
+    client = GatewayClient(args.gateway, args.instance_id, token)
+    capacity = Capacity(cpu_cores=args.cpu_cores, ram_gb=args.ram_gb, disk_gb=args.disk_gb)
+    agent = Agent(client, capacity, args.work_dir, TaskRun)
+
+    def _stop(signum: int, frame: Any) -> None:
+        agent.stopping.set()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    try:
+        agent.run()
+    except GatewayUnreachable as exc:
+        log.error("cannot register with the gateway: %s", exc)
+        agent.shutdown()
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

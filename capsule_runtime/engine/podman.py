@@ -1,0 +1,215 @@
+"""`PodmanEngine`: the ContainerEngine over the podman CLI (rootful, runc, private config)."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import resource
+import secrets
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from capsule_runtime.engine import launcher
+from capsule_runtime.engine.errors import (
+    ContainerNotFound,
+    EngineError,
+    EngineTimeout,
+    EngineUnavailable,
+    ImageNotFound,
+    WaitTimeout,
+)
+from capsule_runtime.engine.podman_cli import PodmanCli
+from capsule_runtime.engine.protocol import ContainerEngine
+from capsule_runtime.engine.spec import (
+    TASK_LABEL,
+    ContainerInfo,
+    ContainerSpec,
+    ContainerState,
+    Mount,
+)
+from capsule_runtime.host import podman as host_podman
+
+_STATES = {
+    "configured": ContainerState.CREATED,
+    "created": ContainerState.CREATED,
+    "initialized": ContainerState.CREATED,
+    "running": ContainerState.RUNNING,
+    "stopping": ContainerState.RUNNING,
+    "paused": ContainerState.PAUSED,
+    "exited": ContainerState.EXITED,
+    "stopped": ContainerState.EXITED,
+    "removing": ContainerState.EXITED,
+}
+_NAME_UNSAFE = re.compile(r"[^a-zA-Z0-9_.-]+")
+
+
+class PodmanEngine:
+    """Containers through `podman`. `labels` go on every container created and select the ones
+    `list_containers` returns (tests use a per-session label to find only their own)."""
+
+    def __init__(
+        self,
+        cli: PodmanCli | None = None,
+        *,
+        labels: Mapping[str, str] | None = None,
+        busybox: Path = launcher.DEFAULT_BUSYBOX,
+        pull_timeout: float = 1800.0,
+    ) -> None:
+        self.cli = cli or PodmanCli()
+        self.labels = dict(labels or {})
+        self.busybox = busybox
+        self.pull_timeout = pull_timeout
+
+    # images
+    def ensure_image(self, ref: str) -> str:
+        try:
+            return self._image_id(ref)
+        except ImageNotFound:
+            pass
+        self.cli.run("pull", "--quiet", ref, timeout=self.pull_timeout)
+        return self._image_id(ref)
+
+    def _image_id(self, ref: str) -> str:
+        out = self.cli.run("image", "inspect", "--format", "{{.Id}}", ref)
+        return out.stdout.strip()
+
+    # containers
+    def create(self, spec: ContainerSpec) -> str:
+        argv, mounts = spec.argv, spec.mounts
+        if launcher.needs_launcher(spec):
+            if not launcher.is_static_executable(self.busybox):
+                raise EngineUnavailable(
+                    f"{self.busybox} is not a static executable: install busybox-static "
+                    "(python3 -m capsule_runtime.host.setup)"
+                )
+            _prepare_stdio(spec)
+            launch = launcher.plan(spec, self.busybox)
+            argv, mounts = launch.argv, (*mounts, *launch.mounts)
+        args = ["create", "--pull=never", "--name", spec.name or _default_name(spec.task_id)]
+        for key, value in {**self.labels, **spec.all_labels}.items():
+            args += ["--label", f"{key}={value}"]
+        args += ["--network", str(spec.network)]
+        for key, value in spec.env.items():
+            args += ["--env", f"{key}={value}"]
+        if spec.workdir:
+            args += ["--workdir", spec.workdir]
+        for mount in mounts:
+            args += ["--volume", _volume(mount)]
+        if spec.memory_bytes is not None:
+            args += ["--memory", str(spec.memory_bytes)]
+        if spec.cpu_cores is not None:
+            args += ["--cpus", f"{spec.cpu_cores:g}"]
+        args += _ulimits()
+        args += ["--entrypoint", json.dumps(list(argv)), spec.image]
+        out = self.cli.run(*args)
+        return out.stdout.strip().splitlines()[-1]
+
+    def start(self, container_id: str) -> None:
+        # conmon (2.1.6, cgroup v1) writes its OOM marker into its working directory, and podman
+        # looks for it in the container's static dir: start from there, or OOMKilled stays false.
+        static_dir = self.cli.run(
+            "container", "inspect", "--format", "{{.StaticDir}}", container_id
+        ).stdout.strip()
+        self.cli.run("start", container_id, timeout=120, cwd=Path(static_dir))
+
+    def run(self, spec: ContainerSpec) -> str:
+        container_id = self.create(spec)
+        try:
+            self.start(container_id)
+        except EngineError:
+            self.remove(container_id)
+            raise
+        return container_id
+
+    def wait(self, container_id: str, timeout: float | None = None) -> int:
+        limit = math.inf if timeout is None else timeout
+        try:
+            out = self.cli.run("wait", container_id, timeout=limit)
+        except EngineTimeout as exc:
+            info = self.inspect(container_id)  # it may have ended just now (or timeout was ~0)
+            if info.state is ContainerState.EXITED and info.exit_code is not None:
+                return info.exit_code
+            raise WaitTimeout(
+                f"container {container_id} still running after {timeout:g} s", argv=exc.argv
+            ) from None
+        return int(out.stdout.strip().splitlines()[-1])
+
+    def stop(self, container_id: str, grace: float = 10.0) -> None:
+        seconds = max(0, math.ceil(grace))
+        self.cli.run("stop", "--time", str(seconds), container_id, timeout=seconds + 60)
+
+    def remove(self, container_id: str) -> None:
+        self.cli.run("rm", "--force", "--ignore", "--time", "0", container_id, timeout=120)
+
+    def inspect(self, container_id: str) -> ContainerInfo:
+        out = self.cli.run("container", "inspect", container_id)
+        return _info(json.loads(out.stdout)[0])
+
+    def list_containers(self) -> list[ContainerInfo]:
+        args = ["ps", "--all", "--quiet", "--no-trunc", "--filter", f"label={TASK_LABEL}"]
+        for key, value in self.labels.items():
+            args += ["--filter", f"label={key}={value}"]
+        ids = self.cli.run(*args).stdout.split()
+        if not ids:
+            return []
+        try:
+            out = self.cli.run("container", "inspect", *ids)
+            return [_info(item) for item in json.loads(out.stdout)]
+        except ContainerNotFound:  # one went away meanwhile: ask one by one
+            found = []
+            for container_id in ids:
+                try:
+                    found.append(self.inspect(container_id))
+                except ContainerNotFound:
+                    continue
+            return found
+
+
+def _ulimits() -> list[str]:
+    """The containers.conf limits, recomputed for this process: podman inherits our hard limits,
+    which may be lower than those of the shell that ran the host setup."""
+    nofile = host_podman.nofile_limit(resource.getrlimit(resource.RLIMIT_NOFILE)[1])
+    nproc = host_podman.nproc_limit(resource.getrlimit(resource.RLIMIT_NPROC)[1])
+    return ["--ulimit", f"nofile={nofile}:{nofile}", "--ulimit", f"nproc={nproc}:{nproc}"]
+
+
+def _default_name(task_id: str) -> str:
+    safe = _NAME_UNSAFE.sub("-", task_id).strip("-.")[:40] or "task"
+    return f"tescape-{safe}-{secrets.token_hex(4)}"
+
+
+def _volume(mount: Mount) -> str:
+    return f"{mount.host}:{mount.container}:{'ro' if mount.read_only else 'rw'}"
+
+
+def _prepare_stdio(spec: ContainerSpec) -> None:
+    """A bind mount needs its source: check stdin, create (truncate) stdout and stderr."""
+    if spec.stdin is not None and not Path(spec.stdin).is_file():
+        raise EngineError(f"stdin file {spec.stdin} does not exist")
+    for path in (spec.stdout, spec.stderr):
+        if path is not None:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            Path(path).write_bytes(b"")
+
+
+def _info(raw: dict[str, Any]) -> ContainerInfo:
+    state = raw.get("State") or {}
+    status = str(state.get("Status", "unknown")).lower()
+    parsed = _STATES.get(status, ContainerState.UNKNOWN)
+    pid = int(state.get("Pid") or 0)
+    return ContainerInfo(
+        id=str(raw["Id"]),
+        name=str(raw.get("Name", "")).lstrip("/"),
+        image=str(raw.get("ImageName") or raw.get("Image") or ""),
+        state=parsed,
+        exit_code=int(state.get("ExitCode", 0)) if parsed is ContainerState.EXITED else None,
+        pid=pid or None,
+        oom_killed=bool(state.get("OOMKilled", False)),
+        labels=dict((raw.get("Config") or {}).get("Labels") or {}),
+    )
+
+
+def _implements(engine: PodmanEngine) -> ContainerEngine:
+    return engine  # mypy checks that PodmanEngine satisfies the ContainerEngine protocol

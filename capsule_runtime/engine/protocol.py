@@ -1,0 +1,57 @@
+"""The container engine interface the worker agent uses; podman and an in-memory fake implement it.
+
+A task's executor, as the agent will drive it:
+
+    engine.ensure_image("localhost/tescape-test/busybox:1")
+    cid = engine.run(ContainerSpec(image=..., argv=("sh", "-c", "exit 3"), task_id="t1", ...))
+    engine.wait(cid, timeout=3600)  # -> 3 (128 + signal if killed); WaitTimeout if still running
+    engine.remove(cid)
+
+Cancelling: `engine.stop(cid, grace=10)` (SIGTERM, then SIGKILL after `grace` seconds), then
+`wait` returns at once and `remove` cleans up. Every container carries the label
+`io.tescape.task=<task_id>`; `list_containers()` finds them (leak checks, cleanup after a crash).
+"""
+
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+from capsule_runtime.engine.spec import ContainerInfo, ContainerSpec
+
+
+@runtime_checkable
+class ContainerEngine(Protocol):
+    def ensure_image(self, ref: str) -> str:
+        """Make `ref` available locally (pull only when missing); return the image id.
+        Raises ImageNotFound."""
+        ...
+
+    def create(self, spec: ContainerSpec) -> str:
+        """Create (do not start) a container; return its id."""
+        ...
+
+    def start(self, container_id: str) -> None: ...
+
+    def run(self, spec: ContainerSpec) -> str:
+        """Create and start; a container that fails to start is removed before the error rises."""
+        ...
+
+    def wait(self, container_id: str, timeout: float | None = None) -> int:
+        """Block until the container exits; return its exit code. Raises WaitTimeout."""
+        ...
+
+    def stop(self, container_id: str, grace: float = 10.0) -> None:
+        """SIGTERM, then SIGKILL after `grace` seconds. A container that is not running is fine."""
+        ...
+
+    def remove(self, container_id: str) -> None:
+        """Remove the container, killing it if needed. Removing a missing container is fine."""
+        ...
+
+    def inspect(self, container_id: str) -> ContainerInfo:
+        """Raises ContainerNotFound."""
+        ...
+
+    def list_containers(self) -> list[ContainerInfo]:
+        """Every container this engine's labels select (all tescape containers by default)."""
+        ...

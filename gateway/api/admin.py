@@ -1,0 +1,126 @@
+"""The admin API at /api/v1 (JSON, same auth as TES): instances, task events, full executor logs.
+Later issues add verbs here (checkpoint, migrate, interrupt, market, costs); keep these names."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from flask import Blueprint, Response, current_app, g, request, send_file
+
+from gateway.api.responses import error_response, json_response
+from gateway.library import LibraryError, stream_chunks
+from gateway.service import NotFound
+
+if TYPE_CHECKING:
+    from gateway.app import Services
+
+bp = Blueprint("admin", __name__, url_prefix="/api/v1")
+
+
+def _services() -> Services:
+    return current_app.extensions["tescape"]
+
+
+def _own_task(task_id: str) -> None:
+    if _services().store.get(task_id, owner=g.principal.owner_filter, full=False) is None:
+        raise NotFound(task_id)
+
+
+@bp.get("/instances")
+def instances() -> Response:
+    if not g.principal.admin:
+        return error_response(403, "listing instances needs an admin")
+    fleet = _services().fleet
+    out = []
+    for inst in fleet.instances():
+        out.append(
+            {
+                "id": inst.id,
+                "provider": inst.provider,
+                "instance_type": inst.instance_type,
+                "market": inst.market,
+                "zone": inst.zone,
+                "state": inst.state.value,
+                "price_per_hour": inst.price_per_hour,
+                "created_time": inst.created_time,
+                "last_heartbeat": inst.last_heartbeat,
+                "capacity": inst.data.get("capacity"),
+                "task_ids": sorted({a.task_id for a in fleet.live_attempts(inst.id)}),
+            }
+        )
+    return json_response({"instances": out})
+
+
+@bp.get("/tasks/<task_id>/events")
+def task_events(task_id: str) -> Response:
+    _own_task(task_id)
+    return json_response({"events": _services().store.events(task_id)})
+
+
+@bp.get("/tasks/<task_id>/logs")
+def task_logs(task_id: str) -> Response:
+    """The full stdout or stderr of one executor (text/plain); the TES ExecutorLog keeps a tail."""
+    _own_task(task_id)
+    try:
+        executor = int(request.args.get("executor", "0"))
+        path = _services().dispatcher.stream_path(
+            task_id, executor, request.args.get("stream", "stdout")
+        )
+    except ValueError as exc:
+        return error_response(400, str(exc))
+    if not path.exists():
+        return error_response(404, "no such log yet (it is saved when the executor ends)")
+    return send_file(path, mimetype="text/plain", conditional=True)
+
+
+# -- the Application Library -----------------------------------------------------------------
+
+
+def _admin_only() -> Response | None:
+    if not g.principal.admin:
+        return error_response(403, "changing the Application Library needs an admin")
+    return None
+
+
+@bp.get("/apps")
+def list_apps() -> Response:
+    library = _services().library
+    return json_response({"apps": [library.public(a) for a in library.store.all()]})
+
+
+@bp.put("/apps/<name>")
+def put_app(name: str) -> Response:
+    """Body: {"image": REF, "username"?: U, "password"?: P} (credentials for REF's registry)."""
+    if (refused := _admin_only()) is not None:
+        return refused
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict) or not isinstance(body.get("image"), str):
+        return error_response(400, 'the body must be {"image": "...", "username"?, "password"?}')
+    try:
+        app = _services().library.add(
+            name, body["image"], body.get("username"), body.get("password")
+        )
+    except LibraryError as exc:
+        return error_response(400, str(exc))
+    return json_response(_services().library.public(app))
+
+
+@bp.put("/apps/<name>/archive")
+def import_app(name: str) -> Response:
+    """Body: an image archive (`podman save` / `docker save`), streamed."""
+    if (refused := _admin_only()) is not None:
+        return refused
+    try:
+        app = _services().library.import_archive(name, stream_chunks(request.stream))
+    except LibraryError as exc:
+        return error_response(400, str(exc))
+    return json_response(_services().library.public(app))
+
+
+@bp.delete("/apps/<name>")
+def delete_app(name: str) -> Response:
+    if (refused := _admin_only()) is not None:
+        return refused
+    if not _services().library.remove(name):
+        return error_response(404, f"no app {name!r}")
+    return json_response({})

@@ -1,0 +1,87 @@
+"""The agent routes (gateway.tes.protocol): authenticated by each instance's own token, never by
+user credentials."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, Response, current_app, request, send_file
+from pydantic import BaseModel, ValidationError
+
+from gateway.api.responses import error_response, json_response
+from gateway.dispatch import Dispatcher, NotYours
+from gateway.store.fleet import Instance
+from gateway.tes.protocol import AGENT_API, AttemptReport, Poll, Registration
+
+bp = Blueprint("agent", __name__, url_prefix=AGENT_API)
+INSTANCE_HEADER = "X-Tescape-Instance"
+
+
+def _dispatcher() -> Dispatcher:
+    return current_app.extensions["tescape"].dispatcher
+
+
+def _caller(instance_id: str | None = None) -> Instance:
+    iid = instance_id or request.headers.get(INSTANCE_HEADER, "")
+    return _dispatcher().authenticate(iid, request.headers.get("Authorization"))
+
+
+def _body(model: type[BaseModel]) -> Any:
+    try:
+        return model.model_validate_json(request.get_data() or b"{}")
+    except ValidationError as exc:
+        raise _Invalid(str(exc)) from None
+
+
+class _Invalid(ValueError):
+    pass
+
+
+@bp.errorhandler(_Invalid)
+def _invalid(exc: _Invalid) -> Response:
+    return error_response(400, f"invalid agent message: {exc}")
+
+
+@bp.errorhandler(NotYours)
+def _not_yours(exc: NotYours) -> Response:
+    return error_response(404, f"attempt {exc.args[0]!r} is not assigned to this instance")
+
+
+@bp.post("/instances/<instance_id>/register")
+def register(instance_id: str) -> Response:
+    _dispatcher().register(_caller(instance_id), _body(Registration))
+    return json_response({})
+
+
+@bp.post("/instances/<instance_id>/poll")
+def poll(instance_id: str) -> Response:
+    orders = _dispatcher().poll(_caller(instance_id), _body(Poll))
+    return json_response(orders.model_dump(mode="json"))
+
+
+@bp.post("/attempts/<attempt_id>/report")
+def report(attempt_id: str) -> Response:
+    _dispatcher().report(_caller(), attempt_id, _body(AttemptReport))
+    return json_response({})
+
+
+@bp.put("/attempts/<attempt_id>/streams/<int:executor>/<stream>")
+def stream(attempt_id: str, executor: int, stream: str) -> Response:
+    if stream not in ("stdout", "stderr"):
+        return error_response(404, f"no stream {stream!r}")
+
+    def chunks() -> Any:
+        while chunk := request.stream.read(1 << 16):
+            yield chunk
+
+    size = _dispatcher().save_stream(_caller(), attempt_id, executor, stream, chunks())
+    return json_response({"size_bytes": str(size)})
+
+
+@bp.get("/apps/<name>/archive")
+def app_archive(name: str) -> Response:
+    _caller()
+    path = current_app.extensions["tescape"].library.archive_path(name)
+    if not path.exists():
+        return error_response(404, f"no archive for app {name!r}")
+    return send_file(path, mimetype="application/x-tar")

@@ -1,0 +1,251 @@
+"""The gateway's side of the agent protocol (gateway.tes.protocol): registration, long polls that
+hand out orders, and reports that move tasks through their states.
+
+Orders are derived from the store on every poll, never kept only in memory, so a gateway restart
+loses nothing: an attempt in PROVISIONING on an instance is an assignment not yet picked up; a live
+attempt of a CANCELING task is a stop order.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import os
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from gateway.auth import AuthError, token_sha256
+from gateway.config import Config
+from gateway.library import Library
+from gateway.scheduler.loop import SCHEDULER
+from gateway.scheduler.wakeups import Wakeups
+from gateway.store.fleet import Attempt, FleetStore, Instance, InstanceState
+from gateway.store.tasks import TaskStore
+from gateway.tes.protocol import (
+    Assignment,
+    AttemptReport,
+    Orders,
+    Poll,
+    Registration,
+    TaskSettings,
+)
+from gateway.tes.states import AttemptPhase, State
+
+log = logging.getLogger(__name__)
+
+MAX_WAIT = 25.0  # seconds a poll may be held open
+STREAMS = ("stdout", "stderr")
+
+STATUS_STATE = {
+    "running": State.RUNNING,
+    "complete": State.COMPLETE,
+    "executor_error": State.EXECUTOR_ERROR,
+    "system_error": State.SYSTEM_ERROR,
+    "canceled": State.CANCELED,
+}
+
+
+class NotYours(LookupError):
+    """The attempt does not exist or belongs to another instance."""
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        config: Config,
+        tasks: TaskStore,
+        fleet: FleetStore,
+        wakeups: Wakeups,
+        library: Library,
+    ):
+        self.cfg = config
+        self.tasks = tasks
+        self.fleet = fleet
+        self.wakeups = wakeups
+        self.library = library
+        self.logs_dir = config.data_path / "logs"
+
+    # -- identity -----------------------------------------------------------------------------
+
+    def authenticate(self, instance_id: str, authorization: str | None) -> Instance:
+        expected = self.fleet.token_sha256(instance_id)
+        scheme, _, token = (authorization or "").partition(" ")
+        if (
+            expected is None
+            or scheme.lower() != "bearer"
+            or not hmac.compare_digest(token_sha256(token.strip()), expected)
+        ):
+            raise AuthError("unknown instance or wrong instance token", 'Bearer realm="agent"')
+        inst = self.fleet.instance(instance_id)
+        assert inst is not None
+        return inst
+
+    def settings(self, task: dict[str, Any]) -> TaskSettings:
+        s3 = self.cfg.storage.s3.model_dump(exclude_none=True)
+        apps, credentials = self.library.resolve(ex["image"] for ex in task.get("executors", []))
+        return TaskSettings(
+            apps=apps,
+            registry_credentials=credentials,
+            log_tail_bytes=self.cfg.executor_logs.tail_bytes,
+            allowed_dirs=self.cfg.allowed_dirs,
+            block_private_networks=self.cfg.storage.block_private_networks,
+            image_rewrites=self.cfg.images.rewrites,
+            s3=s3,
+        )
+
+    # -- register and poll --------------------------------------------------------------------
+
+    def register(self, inst: Instance, reg: Registration) -> None:
+        data = dict(inst.data)
+        offered = data.get("capacity", {})
+        reported = reg.capacity.model_dump()
+        # never plan beyond what either side says the machine has
+        data["capacity"] = {k: min(v, offered.get(k, v)) for k, v in reported.items()}
+        data.update(hostname=reg.hostname, agent_version=reg.agent_version, facts=reg.facts)
+        self.fleet.set_instance_state(inst.id, InstanceState.READY, data=data)
+        self.fleet.heartbeat(inst.id)
+        self.wakeups.notify(SCHEDULER)
+
+    def poll(self, inst: Instance, poll: Poll) -> Orders:
+        self.fleet.heartbeat(inst.id)
+        seen = self.wakeups.version(inst.id)
+        orders = self._orders(inst.id, poll.running)
+        wait = min(poll.wait_seconds, MAX_WAIT)
+        if wait > 0 and not (orders.assign or orders.cancel or orders.shutdown):
+            self.wakeups.wait(inst.id, seen, wait)
+            self.fleet.heartbeat(inst.id)
+            orders = self._orders(inst.id, poll.running)
+        return orders
+
+    def _orders(self, instance_id: str, running: Iterable[str]) -> Orders:
+        inst = self.fleet.instance(instance_id)
+        if inst is None or inst.state is not InstanceState.READY:
+            return Orders(shutdown=True)
+        orders = Orders()
+        running_ids = set(running)
+        for attempt in self.fleet.live_attempts(instance_id):
+            record = self.tasks.get(attempt.task_id)
+            if record is None:
+                continue
+            if record.state is State.CANCELING:
+                if attempt.phase is AttemptPhase.PROVISIONING:
+                    self._finish(attempt, State.CANCELED, record.logs, "cancelled before start")
+                elif attempt.id in running_ids:
+                    orders.cancel.append(attempt.id)
+                continue
+            if attempt.phase is AttemptPhase.PROVISIONING and self.fleet.set_phase(
+                attempt.id, AttemptPhase.STARTING, expect={AttemptPhase.PROVISIONING}
+            ):
+                orders.assign.append(
+                    Assignment(
+                        attempt_id=attempt.id,
+                        task_id=attempt.task_id,
+                        task=record.spec or {},
+                        task_log=record.logs[-1] if record.logs else None,
+                        settings=self.settings(record.spec or {}),
+                    )
+                )
+        return orders
+
+    # -- reports ------------------------------------------------------------------------------
+
+    def attempt_of(self, inst: Instance, attempt_id: str) -> Attempt:
+        attempt = self.fleet.attempt(attempt_id)
+        if attempt is None or attempt.instance_id != inst.id:
+            raise NotYours(attempt_id)
+        return attempt
+
+    def report(self, inst: Instance, attempt_id: str, report: AttemptReport) -> None:
+        attempt = self.attempt_of(inst, attempt_id)
+        if attempt.phase is AttemptPhase.DONE:
+            return  # a late report from an attempt that was settled already
+        logs = [self._with_metadata(report.task_log, inst, attempt)]
+        if report.status == "initializing":
+            self.tasks.set_logs(attempt.task_id, logs)
+            return
+        target = STATUS_STATE[report.status]
+        if target is State.RUNNING:
+            self.fleet.set_phase(attempt.id, AttemptPhase.RUNNING, expect={AttemptPhase.STARTING})
+            result = self.tasks.transition(
+                attempt.task_id,
+                State.RUNNING,
+                expect={State.INITIALIZING},
+                logs=logs,
+                attempt_id=attempt.id,
+                instance_id=inst.id,
+            )
+            if not result.applied:
+                self.tasks.set_logs(attempt.task_id, logs)
+            return
+        self._finish(attempt, target, logs, report.message)
+
+    def _finish(
+        self,
+        attempt: Attempt,
+        target: State,
+        logs: list[dict[str, Any]] | None,
+        message: str | None,
+    ) -> None:
+        record = self.tasks.get(attempt.task_id, full=False)
+        if record is not None and record.state is State.CANCELING:
+            target = State.CANCELED  # the cancel was asked first; it wins
+        elif (
+            record is not None
+            and record.state is State.INITIALIZING
+            and target
+            in (
+                State.COMPLETE,
+                State.EXECUTOR_ERROR,
+            )
+        ):
+            # executors ran, so the task was RUNNING even if that report never arrived
+            self.tasks.transition(attempt.task_id, State.RUNNING, expect={State.INITIALIZING})
+        self.fleet.set_phase(attempt.id, AttemptPhase.DONE, message=message)
+        self.tasks.transition(
+            attempt.task_id,
+            target,
+            logs=logs,
+            message=message,
+            attempt_id=attempt.id,
+            instance_id=attempt.instance_id,
+        )
+        self.wakeups.notify(SCHEDULER)
+
+    def _with_metadata(
+        self, task_log: dict[str, Any], inst: Instance, attempt: Attempt
+    ) -> dict[str, Any]:
+        """What the client sees of where its task ran (TaskLog.metadata is a string map)."""
+        meta = dict(task_log.get("metadata") or {})
+        meta.update(
+            instance_id=inst.id,
+            instance_type=inst.instance_type,
+            market=inst.market,
+            zone=inst.zone,
+            attempts=str(attempt.number),
+        )
+        if inst.price_per_hour is not None:
+            meta["vm_price_per_hour_usd"] = f"{inst.price_per_hour:.6f}"
+        return {**task_log, "metadata": meta}
+
+    # -- full executor streams ----------------------------------------------------------------
+
+    def stream_path(self, task_id: str, executor: int, stream: str) -> Path:
+        if stream not in STREAMS or executor < 0:
+            raise ValueError(f"no stream {stream!r} for executor {executor}")
+        return self.logs_dir / task_id / f"{executor}.{stream}"
+
+    def save_stream(
+        self, inst: Instance, attempt_id: str, executor: int, stream: str, chunks: Iterable[bytes]
+    ) -> int:
+        attempt = self.attempt_of(inst, attempt_id)
+        path = self.stream_path(attempt.task_id, executor, stream)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(path.suffix + f".{os.getpid()}.tmp")
+        size = 0
+        with open(tmp, "wb") as out:
+            for chunk in chunks:
+                out.write(chunk)
+                size += len(chunk)
+        tmp.replace(path)
+        return size

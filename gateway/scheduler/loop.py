@@ -1,0 +1,309 @@
+"""The scheduler: places queued tasks on instances, starts and stops instances, notices lost ones.
+
+One thread, woken by every create and cancel and otherwise every `interval_seconds`. Each tick:
+
+    1. expire   instances that stopped polling (or never registered) become LOST; their tasks end
+                SYSTEM_ERROR with the reason in system_logs (capsule recovery comes later)
+    2. place    each QUEUED task, oldest first, goes to a READY instance with room, as a new
+                attempt: QUEUED → INITIALIZING and the attempt row in one transaction
+    3. launch   when queued tasks found no room and the provider allows more instances
+    4. cancel   instances running CANCELING tasks are woken so their agents get the stop order
+    5. retire   instances idle longer than `idle_timeout_seconds` are stopped
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import secrets
+import threading
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Connection
+
+from gateway.auth import token_sha256
+from gateway.config import Config
+from gateway.providers.base import Offer, Provider, ProviderError
+from gateway.scheduler.wakeups import Wakeups
+from gateway.store.fleet import FleetStore, Instance, InstanceState
+from gateway.store.tasks import TaskStore
+from gateway.tes.states import AttemptPhase, State
+from gateway.tes.times import utcnow
+
+log = logging.getLogger(__name__)
+SCHEDULER = "scheduler"
+MAX_LAUNCH_BACKOFF = 300.0
+
+
+@dataclass(frozen=True)
+class Request:
+    cpu_cores: float
+    ram_gb: float
+    disk_gb: float
+
+    def fits(self, room: Request) -> bool:
+        return (
+            self.cpu_cores <= room.cpu_cores + 1e-9
+            and self.ram_gb <= room.ram_gb + 1e-9
+            and self.disk_gb <= room.disk_gb + 1e-9
+        )
+
+
+def task_request(spec: dict[str, Any], cfg: Config) -> Request:
+    res = spec.get("resources", {})
+    return Request(
+        cpu_cores=float(res.get("cpu_cores", cfg.scheduler.default_cpu_cores)),
+        ram_gb=float(res.get("ram_gb", cfg.scheduler.default_ram_gb)),
+        disk_gb=float(res.get("disk_gb", 0.0)),
+    )
+
+
+def _age(timestamp: str | None, now: datetime) -> float:
+    if timestamp is None:
+        return float("inf")
+    return (now - datetime.fromisoformat(timestamp)).total_seconds()
+
+
+class Scheduler:
+    def __init__(
+        self,
+        config: Config,
+        tasks: TaskStore,
+        fleet: FleetStore,
+        provider: Provider,
+        wakeups: Wakeups,
+    ):
+        self.cfg = config
+        self.tasks = tasks
+        self.fleet = fleet
+        self.provider = provider
+        self.wakeups = wakeups
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        # Instances that died before their agent registered, in a row: each one doubles the wait
+        # before the next launch (capped), so a broken worker setup does not spin.
+        self.failed_launches = 0
+        self.next_launch = utcnow()
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._recover_on_start()
+        self._thread = threading.Thread(target=self._run, name="scheduler", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.wakeups.notify(SCHEDULER)
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+        self.provider.close()
+
+    def _run(self) -> None:
+        seen = self.wakeups.version(SCHEDULER)
+        while not self._stop.is_set():
+            try:
+                self.tick()
+            except Exception:  # a bad tick must not kill the scheduler
+                log.exception("scheduler tick failed")
+            seen = self.wakeups.wait(SCHEDULER, seen, self.cfg.scheduler.interval_seconds)
+
+    def _recover_on_start(self) -> None:
+        """Instances from a previous gateway process cannot be reached again by a local
+        provider: mark them LOST so their tasks are settled by the next tick."""
+        for inst in self.fleet.instances({InstanceState.LAUNCHING, InstanceState.READY}):
+            if not self.provider.alive(inst.id):
+                self._lose(inst, "the gateway restarted and its agent is gone")
+
+    # -- one tick -----------------------------------------------------------------------------
+
+    def tick(self) -> None:
+        now = utcnow()
+        self._expire(now)
+        if self.failed_launches and self.fleet.instances({InstanceState.READY}):
+            self.failed_launches = 0
+        unplaced = self._place()
+        if unplaced:
+            self._launch()
+        self._cancel()
+        self._retire(now)
+
+    def _expire(self, now: datetime) -> None:
+        sch = self.cfg.scheduler
+        for inst in self.fleet.instances({InstanceState.TERMINATING}):
+            if not self.provider.alive(inst.id) or _age(inst.updated_time, now) > 60:
+                self.provider.terminate(inst.id)
+                self.fleet.set_instance_state(inst.id, InstanceState.TERMINATED)
+        for inst in self.fleet.instances({InstanceState.LAUNCHING, InstanceState.READY}):
+            if inst.state is InstanceState.LAUNCHING:
+                if not self.provider.alive(inst.id):
+                    self._lose(inst, "its agent exited before registering")
+                elif _age(inst.created_time, now) > sch.launch_timeout_seconds:
+                    self._lose(inst, "its agent never registered")
+            elif _age(inst.last_heartbeat, now) > sch.heartbeat_timeout_seconds:
+                self._lose(inst, "its agent stopped answering")
+            elif not self.provider.alive(inst.id):
+                self._lose(inst, "its machine is gone")
+
+    def _lose(self, inst: Instance, why: str) -> None:
+        log.warning("instance %s lost: %s", inst.id, why)
+        if inst.state is InstanceState.LAUNCHING:
+            self.failed_launches += 1
+            delay = min(2.0**self.failed_launches, MAX_LAUNCH_BACKOFF)
+            self.next_launch = utcnow() + timedelta(seconds=delay)
+            log.error(
+                "instance %s never came up (%d in a row); next launch in %.0fs; see %s",
+                inst.id,
+                self.failed_launches,
+                delay,
+                self.provider.log_hint(inst.id),
+            )
+        self.fleet.set_instance_state(inst.id, InstanceState.LOST)
+        self.provider.terminate(inst.id)
+        for attempt in self.fleet.live_attempts(inst.id):
+            self.fleet.set_phase(attempt.id, AttemptPhase.LOST, message=why)
+            self.fleet.set_phase(attempt.id, AttemptPhase.DONE)
+            record = self.tasks.get(attempt.task_id)
+            if record is None:
+                continue
+            target = State.CANCELED if record.state is State.CANCELING else State.SYSTEM_ERROR
+            logs = record.logs or [{"logs": [], "outputs": []}]
+            message = f"instance {inst.id} was lost ({why}); the task cannot continue"
+            logs[-1].setdefault("system_logs", []).append(message)
+            self.tasks.transition(
+                attempt.task_id, target, message=message, attempt_id=attempt.id, logs=logs
+            )
+
+    def _room(self, inst: Instance) -> Request:
+        cap = inst.data.get("capacity", {})
+        used = Request(0.0, 0.0, 0.0)
+        for attempt in self.fleet.live_attempts(inst.id):
+            record = self.tasks.get(attempt.task_id)
+            if record and record.spec:
+                r = task_request(record.spec, self.cfg)
+                used = Request(
+                    used.cpu_cores + r.cpu_cores, used.ram_gb + r.ram_gb, used.disk_gb + r.disk_gb
+                )
+        return Request(
+            cap.get("cpu_cores", 0.0) - used.cpu_cores,
+            cap.get("ram_gb", 0.0) - used.ram_gb,
+            cap.get("disk_gb", 0.0) - used.disk_gb,
+        )
+
+    def _largest_offer(self) -> Offer | None:
+        offers = self.provider.offers()
+        return max(offers, key=lambda o: (o.cpu_cores, o.ram_gb)) if offers else None
+
+    def _place(self) -> int:
+        """Place what fits; return how many queued tasks found no room."""
+        queued = self.tasks.ids_in_state(State.QUEUED)
+        if not queued:
+            return 0
+        ready = self.fleet.instances({InstanceState.READY})
+        rooms = {inst.id: self._room(inst) for inst in ready}
+        biggest = self._largest_offer()
+        unplaced = 0
+        for task_id in queued:
+            record = self.tasks.get(task_id)
+            if record is None or record.spec is None:
+                continue
+            need = task_request(record.spec, self.cfg)
+            if biggest is not None and not need.fits(
+                Request(biggest.cpu_cores, biggest.ram_gb, biggest.disk_gb)
+            ):
+                self._refuse(task_id, need, biggest)
+                continue
+            target = next((i for i in ready if need.fits(rooms[i.id])), None)
+            if target is None:
+                unplaced += 1
+                continue
+            result = self.tasks.transition(
+                task_id,
+                State.INITIALIZING,
+                expect={State.QUEUED},
+                instance_id=target.id,
+                message=f"placed on {target.id} ({target.instance_type}, {target.market})",
+                on_apply=functools.partial(self._attempt, task_id=task_id, inst=target),
+            )
+            if result.applied:
+                room = rooms[target.id]
+                rooms[target.id] = Request(
+                    room.cpu_cores - need.cpu_cores,
+                    room.ram_gb - need.ram_gb,
+                    room.disk_gb - need.disk_gb,
+                )
+                self.wakeups.notify(target.id)
+        return unplaced
+
+    def _attempt(self, conn: Connection, *, task_id: str, inst: Instance) -> None:
+        self.fleet.add_attempt(conn, task_id, inst)
+
+    def _refuse(self, task_id: str, need: Request, offer: Offer) -> None:
+        message = (
+            f"no instance fits this task: it asks for {need.cpu_cores:g} CPU cores, "
+            f"{need.ram_gb:g} GB RAM and {need.disk_gb:g} GB disk; the largest instance "
+            f"({offer.instance_type}) offers {offer.cpu_cores:g} cores, {offer.ram_gb:g} GB RAM "
+            f"and {offer.disk_gb:g} GB disk"
+        )
+        self.tasks.transition(
+            task_id,
+            State.SYSTEM_ERROR,
+            expect={State.QUEUED},
+            message=message,
+            logs=[{"logs": [], "outputs": [], "system_logs": [message]}],
+        )
+
+    def _launch(self) -> None:
+        if utcnow() < self.next_launch:
+            return
+        active = self.fleet.instances({InstanceState.LAUNCHING, InstanceState.READY})
+        if any(i.state is InstanceState.LAUNCHING for i in active):
+            return  # one at a time: let it register first
+        if len(active) >= self.cfg.providers.local.max_instances:
+            return
+        offer = self._largest_offer()
+        if offer is None:
+            return
+        token = secrets.token_urlsafe(32)
+        inst = self.fleet.add_instance(
+            provider=self.provider.name,
+            instance_type=offer.instance_type,
+            market=offer.market,
+            zone=offer.zone,
+            price_per_hour=offer.price_per_hour,
+            token_sha256=token_sha256(token),
+            data={
+                "capacity": {
+                    "cpu_cores": offer.cpu_cores,
+                    "ram_gb": offer.ram_gb,
+                    "disk_gb": offer.disk_gb,
+                }
+            },
+        )
+        try:
+            self.provider.launch(inst, token)
+        except ProviderError as exc:
+            log.error("launch failed: %s", exc)
+            self.fleet.set_instance_state(inst.id, InstanceState.LOST)
+
+    def _cancel(self) -> None:
+        canceling = set(self.tasks.ids_in_state(State.CANCELING))
+        if not canceling:
+            return
+        for attempt in self.fleet.live_attempts():
+            if attempt.task_id in canceling and attempt.instance_id:
+                self.wakeups.notify(attempt.instance_id)
+
+    def _retire(self, now: datetime) -> None:
+        if self.tasks.ids_in_state(State.QUEUED, limit=1):
+            return
+        for inst in self.fleet.instances({InstanceState.READY}):
+            if self.fleet.live_attempts(inst.id):
+                continue
+            idle_from = self.fleet.last_attempt_end(inst.id) or inst.created_time
+            if _age(idle_from, now) > self.cfg.scheduler.idle_timeout_seconds:
+                log.info("stopping idle instance %s", inst.id)
+                self.fleet.set_instance_state(inst.id, InstanceState.TERMINATING)
+                self.wakeups.notify(inst.id)  # its next poll answers `shutdown`

@@ -1,0 +1,253 @@
+"""Scheduler and dispatcher together, in-process, with a fake provider and a scripted agent:
+placement, capacity, cancel at every phase, lost instances, idle retirement, restarts."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gateway.config import Config, load_config
+from gateway.dispatch import Dispatcher
+from gateway.library import Library
+from gateway.providers.base import Offer
+from gateway.scheduler.loop import Scheduler
+from gateway.scheduler.wakeups import Wakeups
+from gateway.secrets import SecretBox
+from gateway.store import TaskStore, open_database
+from gateway.store.apps import AppStore
+from gateway.store.fleet import FleetStore, Instance, InstanceState
+from gateway.tes.protocol import AttemptReport, Capacity, Poll, Registration
+from gateway.tes.states import AttemptPhase, State
+from gateway.tes.times import utcnow
+
+EX = [{"image": "alpine", "command": ["true"]}]
+
+
+class FakeProvider:
+    name = "fake"
+
+    def __init__(self, cpu: float = 4, ram: float = 8) -> None:
+        self.cpu, self.ram = cpu, ram
+        self.launched: list[str] = []
+        self.terminated: list[str] = []
+        self.tokens: dict[str, str] = {}
+
+    def offers(self) -> list[Offer]:
+        return [Offer("fake.large", "spot", "z1", 0.05, self.cpu, self.ram, 100)]
+
+    def launch(self, instance: Instance, token: str) -> None:
+        self.launched.append(instance.id)
+        self.tokens[instance.id] = token
+
+    def terminate(self, instance_id: str) -> None:
+        self.terminated.append(instance_id)
+
+    def alive(self, instance_id: str) -> bool:
+        return instance_id in self.launched and instance_id not in self.terminated
+
+    def close(self) -> None:
+        for i in self.launched:
+            self.terminate(i)
+
+    def log_hint(self, instance_id: str) -> str:
+        return "nowhere"
+
+
+class World:
+    def __init__(self, tmp: Path, **cfg: Any) -> None:
+        self.cfg: Config = load_config(overrides={"data_dir": str(tmp), **cfg}, environ={})
+        self.db = open_database(f"sqlite:///{tmp / 't.db'}")
+        self.tasks = TaskStore(self.db)
+        self.fleet = FleetStore(self.db)
+        self.wakeups = Wakeups()
+        self.provider = FakeProvider()
+        self.scheduler = Scheduler(self.cfg, self.tasks, self.fleet, self.provider, self.wakeups)
+        library = Library(AppStore(self.db), SecretBox(tmp / "secret.key"), tmp / "apps")
+        self.dispatch = Dispatcher(self.cfg, self.tasks, self.fleet, self.wakeups, library)
+
+    def submit(self, **resources: Any) -> str:
+        spec: dict[str, Any] = {"executors": EX}
+        if resources:
+            spec["resources"] = resources
+        return self.tasks.create(spec).id
+
+    def boot(self) -> Instance:
+        """Tick until an instance is launched, then register its agent."""
+        self.scheduler.tick()
+        inst = self.fleet.instance(self.provider.launched[-1])
+        assert inst is not None
+        self.dispatch.register(
+            inst,
+            Registration(
+                agent_version="t",
+                hostname="h",
+                capacity=Capacity(cpu_cores=4, ram_gb=8, disk_gb=100),
+            ),
+        )
+        return self.fleet.instance(inst.id)  # type: ignore[return-value]
+
+    def poll(self, inst: Instance, running: list[str] | None = None):  # type: ignore[no-untyped-def]
+        return self.dispatch.poll(inst, Poll(running=running or [], wait_seconds=0))
+
+    def report(self, inst: Instance, attempt_id: str, status: str, **log: Any) -> None:
+        self.dispatch.report(
+            inst,
+            attempt_id,
+            AttemptReport(status=status, task_log={"logs": [], "outputs": [], **log}),
+        )
+
+    def state(self, task_id: str) -> State:
+        rec = self.tasks.get(task_id, full=False)
+        assert rec is not None
+        return rec.state
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> World:
+    return World(tmp_path)
+
+
+def test_happy_path(world: World) -> None:
+    t = world.submit()
+    inst = world.boot()
+    assert inst.state is InstanceState.READY
+    world.scheduler.tick()
+    assert world.state(t) is State.INITIALIZING
+    orders = world.poll(inst)
+    assert [a.task_id for a in orders.assign] == [t]
+    aid = orders.assign[0].attempt_id
+    assert world.poll(inst, [aid]).assign == []  # handed out once
+    world.report(inst, aid, "running", start_time="s")
+    assert world.state(t) is State.RUNNING
+    world.report(inst, aid, "complete", logs=[{"exit_code": 0}])
+    assert world.state(t) is State.COMPLETE
+    rec = world.tasks.get(t)
+    assert rec is not None and rec.logs is not None
+    meta = rec.logs[0]["metadata"]
+    assert meta["instance_type"] == "fake.large" and meta["vm_price_per_hour_usd"] == "0.050000"
+    assert world.fleet.attempt(aid).phase is AttemptPhase.DONE  # type: ignore[union-attr]
+    world.report(inst, aid, "system_error")  # late duplicate: ignored
+    assert world.state(t) is State.COMPLETE
+
+
+def test_capacity_is_respected(world: World) -> None:
+    ids = [world.submit(cpu_cores=2) for _ in range(3)]
+    world.boot()
+    world.scheduler.tick()
+    states = [world.state(i) for i in ids]
+    assert states.count(State.INITIALIZING) == 2 and states.count(State.QUEUED) == 1
+
+
+def test_a_task_no_instance_fits_fails_with_a_reason(world: World) -> None:
+    t = world.submit(cpu_cores=64)
+    world.scheduler.tick()
+    assert world.state(t) is State.SYSTEM_ERROR
+    rec = world.tasks.get(t)
+    assert rec and rec.logs and "64 CPU cores" in rec.logs[0]["system_logs"][0]
+
+
+@pytest.mark.parametrize("phase", ["queued", "assigned", "picked_up", "running"])
+def test_cancel_at_every_phase(world: World, phase: str) -> None:
+    from gateway.auth import ANONYMOUS
+    from gateway.service import TaskService
+
+    svc = TaskService(world.cfg, world.tasks)
+    t = world.submit()
+    inst = world.boot()
+    aid = None
+    if phase != "queued":
+        world.scheduler.tick()
+    if phase in ("picked_up", "running"):
+        aid = world.poll(inst).assign[0].attempt_id
+    if phase == "running":
+        world.report(inst, aid, "running")  # type: ignore[arg-type]
+    svc.cancel(t, ANONYMOUS)
+    if phase == "queued":
+        assert world.state(t) is State.CANCELED
+        return
+    assert world.state(t) is State.CANCELING
+    orders = world.poll(inst, [aid] if aid else [])
+    if aid is None:  # never picked up: settled by the dispatcher itself
+        assert orders.cancel == [] and world.state(t) is State.CANCELED
+        return
+    assert orders.cancel == [aid]
+    world.report(inst, aid, "canceled")
+    assert world.state(t) is State.CANCELED
+
+
+def test_finish_racing_a_cancel_ends_canceled(world: World) -> None:
+    t = world.submit()
+    inst = world.boot()
+    world.scheduler.tick()
+    aid = world.poll(inst).assign[0].attempt_id
+    world.report(inst, aid, "running")
+    world.tasks.transition(t, State.CANCELING)
+    world.report(inst, aid, "complete")
+    assert world.state(t) is State.CANCELED
+
+
+def test_lost_instance_fails_its_tasks_with_a_reason(world: World) -> None:
+    t = world.submit()
+    inst = world.boot()
+    world.scheduler.tick()
+    world.poll(inst)
+    world.provider.terminated.append(inst.id)  # the machine vanished
+    world.scheduler.tick()
+    assert world.state(t) is State.SYSTEM_ERROR
+    assert world.fleet.instance(inst.id).state is InstanceState.LOST  # type: ignore[union-attr]
+    rec = world.tasks.get(t)
+    assert rec and rec.logs and "was lost" in rec.logs[-1]["system_logs"][-1]
+
+
+def test_silent_agent_is_lost(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    world.submit()
+    inst = world.boot()
+    later = utcnow() + timedelta(seconds=world.cfg.scheduler.heartbeat_timeout_seconds + 1)
+    monkeypatch.setattr("gateway.scheduler.loop.utcnow", lambda: later)
+    world.scheduler.tick()
+    assert world.fleet.instance(inst.id).state is InstanceState.LOST  # type: ignore[union-attr]
+
+
+def test_idle_instance_is_retired_and_told_to_shut_down(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    t = world.submit()
+    inst = world.boot()
+    world.scheduler.tick()
+    aid = world.poll(inst).assign[0].attempt_id
+    world.report(inst, aid, "complete")
+    assert world.state(t) is State.COMPLETE
+    world.fleet.heartbeat(inst.id)
+    later = utcnow() + timedelta(seconds=world.cfg.scheduler.idle_timeout_seconds + 1)
+    monkeypatch.setattr("gateway.scheduler.loop.utcnow", lambda: later)
+    world.fleet.heartbeat(inst.id)
+    monkeypatch.setattr(world.scheduler, "_expire", lambda now: None)
+    world.scheduler.tick()
+    assert world.fleet.instance(inst.id).state is InstanceState.TERMINATING  # type: ignore[union-attr]
+    assert world.poll(inst).shutdown
+
+
+def test_restart_settles_tasks_of_unreachable_instances(tmp_path: Path) -> None:
+    w = World(tmp_path)
+    t = w.submit()
+    inst = w.boot()
+    w.scheduler.tick()
+    w.poll(inst)
+    again = World(tmp_path)  # a new gateway process on the same store: no agents of its own
+    again.scheduler._recover_on_start()
+    assert again.state(t) is State.SYSTEM_ERROR
+
+
+def test_failed_launches_back_off(world: World) -> None:
+    world.submit()
+    world.scheduler.tick()
+    first = world.provider.launched[-1]
+    world.provider.terminated.append(first)  # the agent died before registering
+    world.scheduler.tick()
+    assert world.fleet.instance(first).state is InstanceState.LOST  # type: ignore[union-attr]
+    assert world.scheduler.failed_launches == 1
+    world.scheduler.tick()
+    assert world.provider.launched == [first]  # waiting out the back-off
