@@ -7,7 +7,6 @@ SYSTEM_ERROR (a later issue checkpoints them instead)."""
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
 import os
 import signal
@@ -17,12 +16,13 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from capsule_runtime import doctor
 from capsule_runtime.client import GatewayClient, GatewayUnreachable
 from gateway import __version__
-from gateway.tes.protocol import Assignment, Capacity, Registration
+from gateway.tes.protocol import Assignment, AttemptReport, Capacity, Registration
 
 log = logging.getLogger("tescape.agent")
-POLL_WAIT = 10.0
+POLL_WAIT = 5.0
 
 
 class Agent:
@@ -39,11 +39,12 @@ class Agent:
         self.run_factory = run_factory  # (Assignment, GatewayClient, Path) -> TaskRun
         self.runs: dict[str, Any] = {}
         self.stopping = threading.Event()
+        self._shutdown_lock = threading.Lock()
+        self._shut_down = False
 
     def facts(self) -> list[dict[str, Any]]:
         try:
-            doctor = importlib.import_module("capsule_runtime.doctor")
-            return list(doctor.findings_as_dict())
+            return list(doctor.findings_as_dict()["findings"])
         except Exception as exc:  # the doctor is advisory: never block registration on it
             return [{"name": "doctor", "status": "warn", "detail": str(exc)}]
 
@@ -82,9 +83,21 @@ class Agent:
     def _start(self, assignment: Assignment) -> None:
         if assignment.attempt_id in self.runs:
             return
-        run = self.run_factory(assignment, self.client, self.work_dir)
+        try:
+            run = self.run_factory(assignment, self.client, self.work_dir)
+            run.start()
+        except Exception as exc:  # one bad assignment must not take the instance down
+            log.exception("cannot start attempt %s", assignment.attempt_id)
+            self.client.report(
+                assignment.attempt_id,
+                AttemptReport(
+                    status="system_error",
+                    task_log={"logs": [], "outputs": [], "system_logs": [f"worker error: {exc}"]},
+                    message=str(exc),
+                ),
+            )
+            return
         self.runs[assignment.attempt_id] = run
-        run.start()
 
     def _reap(self) -> None:
         for attempt_id, run in list(self.runs.items()):
@@ -92,11 +105,24 @@ class Agent:
                 del self.runs[attempt_id]
 
     def shutdown(self) -> None:
+        """Stop every running task at once (idempotent), then wait for their last reports."""
+        with self._shutdown_lock:
+            first = not self._shut_down
+            self._shut_down = True
         self.stopping.set()
-        for run in list(self.runs.values()):
-            run.abort("the instance is shutting down")
-        for run in list(self.runs.values()):
-            run.join(timeout=60)
+        self.client.hurry = True
+        runs = list(self.runs.values())
+        if first:
+            stoppers = [
+                threading.Thread(target=run.abort, args=("the instance is shutting down",))
+                for run in runs
+            ]
+            for t in stoppers:
+                t.start()
+            for t in stoppers:
+                t.join(timeout=30)
+        for run in runs:
+            run.join(timeout=30)
 
 
 def memory_gb() -> float:
@@ -130,7 +156,10 @@ def main(argv: list[str] | None = None) -> int:
     agent = Agent(client, capacity, args.work_dir, TaskRun)
 
     def _stop(signum: int, frame: Any) -> None:
-        agent.stopping.set()
+        # stop containers now, from a thread: the main thread may be inside a long poll
+        if not agent.stopping.is_set():
+            agent.stopping.set()
+            threading.Thread(target=agent.shutdown, name="shutdown", daemon=True).start()
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)

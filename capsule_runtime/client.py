@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import requests
 
@@ -24,11 +26,16 @@ class GatewayUnreachable(RuntimeError):
     pass
 
 
+class DownloadCorrupt(RuntimeError):
+    """A download arrived whole but with another sha256 than expected, on every try."""
+
+
 class GatewayClient:
     def __init__(self, gateway_url: str, instance_id: str, token: str, retries: int = 5):
         self.base = gateway_url.rstrip("/") + AGENT_API
         self.instance_id = instance_id
         self.retries = retries
+        self.hurry = False  # set while the instance shuts down: one try each, no back-off
         self.session = requests.Session()
         self.session.headers.update(
             {"Authorization": f"Bearer {token}", "X-Tescape-Instance": instance_id}
@@ -43,7 +50,8 @@ class GatewayClient:
         **kwargs: Any,
     ) -> Any:
         delay = 0.2
-        for attempt in range(self.retries + 1):
+        retries = 0 if self.hurry else self.retries
+        for attempt in range(retries + 1):
             try:
                 if body_file is not None:  # reopened on every try: a retry resends from the start
                     with open(body_file, "rb") as body:
@@ -53,13 +61,13 @@ class GatewayClient:
                 else:
                     resp = self.session.request(method, self.base + path, timeout=timeout, **kwargs)
             except requests.RequestException as exc:
-                if attempt == self.retries:
+                if attempt == retries:
                     raise GatewayUnreachable(f"{method} {path}: {exc}") from exc
                 log.warning("gateway unreachable (%s); retrying in %.1fs", exc, delay)
                 time.sleep(delay)
                 delay = min(delay * 2, 5.0)
                 continue
-            if resp.status_code >= 500 and attempt < self.retries:
+            if resp.status_code >= 500 and attempt < retries:
                 time.sleep(delay)
                 delay = min(delay * 2, 5.0)
                 continue
@@ -78,7 +86,7 @@ class GatewayClient:
     def poll(self, running: list[str], wait_seconds: float) -> Orders:
         body = Poll(running=running, wait_seconds=wait_seconds).model_dump_json()
         data = self._call(
-            "POST", f"/instances/{self.instance_id}/poll", timeout=wait_seconds + 30, data=body
+            "POST", f"/instances/{self.instance_id}/poll", timeout=wait_seconds + 10, data=body
         )
         return Orders.model_validate(data)
 
@@ -88,3 +96,45 @@ class GatewayClient:
     def upload_stream(self, attempt_id: str, executor: int, stream: str, path: Path) -> None:
         if path.exists():
             self._call("PUT", f"/attempts/{attempt_id}/streams/{executor}/{stream}", body_file=path)
+
+    def download_app_archive(self, name: str, dest: Path, sha256: str | None = None) -> str:
+        """Stream Application Library app `name`'s image archive to `dest` (through a `.partial`
+        file); with `sha256`, a download with another digest is retried, then DownloadCorrupt.
+        Retried from the start like every call; returns the hex sha256 of what `dest` holds."""
+        path = f"/apps/{quote(name, safe='')}/archive"
+        partial = dest.with_name(dest.name + ".partial")
+        delay = 0.2
+        retries = 0 if self.hurry else self.retries
+        problem, corrupt = "no answer", False
+        for attempt in range(retries + 1):
+            if attempt:
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
+            corrupt = False
+            try:
+                with self.session.get(self.base + path, stream=True, timeout=(10, 300)) as resp:
+                    if resp.status_code >= 400:
+                        problem = f"HTTP {resp.status_code} {resp.text[:500]}"
+                        if resp.status_code >= 500:
+                            continue
+                        raise GatewayUnreachable(f"GET {path}: {problem}")
+                    digest = hashlib.sha256()
+                    with open(partial, "wb") as out:
+                        for chunk in resp.iter_content(1 << 20):
+                            digest.update(chunk)
+                            out.write(chunk)
+            except requests.RequestException as exc:
+                problem = str(exc)
+                log.warning("downloading app %s: %s; retrying", name, exc)
+                continue
+            corrupt = sha256 is not None and digest.hexdigest() != sha256.lower()
+            if corrupt:
+                problem = f"sha256 {digest.hexdigest()}, expected {sha256}"
+                log.warning("downloading app %s: %s; retrying", name, problem)
+                continue
+            partial.replace(dest)
+            return digest.hexdigest()
+        partial.unlink(missing_ok=True)
+        if corrupt:
+            raise DownloadCorrupt(f"GET {path}: {problem}")
+        raise GatewayUnreachable(f"GET {path}: {problem}")

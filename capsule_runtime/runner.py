@@ -23,13 +23,17 @@ from capsule_runtime.client import GatewayClient, GatewayUnreachable
 from capsule_runtime.engine.errors import EngineError
 from capsule_runtime.engine.protocol import ContainerEngine
 from capsule_runtime.engine.spec import ContainerSpec
-from capsule_runtime.imageref import rewrite_image
-from capsule_runtime.staging import StagingError, StagingPolicy, Workspace
+from capsule_runtime.image_source import prepare_image
+from capsule_runtime.transfers import TransferError, TransferPolicy, Transfers
+from capsule_runtime.workspace import Workspace
 from gateway.tes.protocol import Assignment, AttemptReport, AttemptStatus
+from gateway.tes.tasklog import NOT_RUN, drop_unstarted
 from gateway.tes.times import rfc3339, utcnow
 
 log = logging.getLogger(__name__)
 GIB = 1024**3
+CANCEL_GRACE = 10.0  # seconds between SIGTERM and SIGKILL when a user cancels
+ABORT_GRACE = 2.0  # ... when the instance shuts down
 
 
 def now() -> str:
@@ -69,7 +73,7 @@ class TaskRun(threading.Thread):
         self._cancel = threading.Event()
         self._abort_reason: str | None = None
         self._container: str | None = None
-        self._started = False
+        self._running_reported = False
         self._lock = threading.Lock()
         previous = assignment.task_log or {}
         self.log: dict[str, Any] = {
@@ -85,27 +89,36 @@ class TaskRun(threading.Thread):
     def cancel(self) -> None:
         """The user cancelled: stop the container; outputs are not uploaded."""
         self._cancel.set()
-        self._stop_container()
+        self._stop_container(CANCEL_GRACE)
 
     def abort(self, reason: str) -> None:
-        """The instance is going away: stop and report a system error."""
+        """The instance is going away: stop at once and report a system error."""
         self._abort_reason = reason
-        self.cancel()
+        self._cancel.set()
+        self._stop_container(ABORT_GRACE)
 
-    def _stop_container(self) -> None:
+    def _stop_container(self, grace: float = CANCEL_GRACE) -> None:
         with self._lock:
             cid = self._container
         if cid is not None:
             try:
-                self.engine.stop(cid, grace=5)
+                self.engine.stop(cid, grace=grace)
             except EngineError as exc:
                 log.warning("stopping %s: %s", cid, exc)
 
     # -- reporting ----------------------------------------------------------------------------
 
+    def _entry(self, index: int) -> dict[str, Any]:
+        """Executor `index`'s ExecutorLog: the planned one if the TaskLog has it, else a new one."""
+        logs: list[dict[str, Any]] = self.log["logs"]
+        while len(logs) <= index:
+            logs.append({"exit_code": NOT_RUN})
+        return logs[index]
+
     def report(self, status: AttemptStatus, message: str | None = None) -> None:
         if status in ("complete", "executor_error", "system_error", "canceled"):
             self.log["end_time"] = now()
+            self.log["logs"] = drop_unstarted(self.log["logs"])
         try:
             self.client.report(
                 self.a.attempt_id,
@@ -138,27 +151,27 @@ class TaskRun(threading.Thread):
         settings = self.a.settings
         self.dir.mkdir(parents=True, exist_ok=True)
         self.report("initializing")
-        policy = StagingPolicy(
+        policy = TransferPolicy(
             allowed_dirs=[Path(d) for d in settings.allowed_dirs],
             block_private_networks=settings.block_private_networks,
+            s3=settings.s3,
         )
-        workspace = Workspace(self.dir / "work", policy=policy, s3=settings.s3)
+        workspace = Workspace(self.dir / "work", Transfers(policy), self.task)
         try:
-            workspace.stage_inputs(
-                self.task.get("inputs", []), volumes=self.task.get("volumes", [])
-            )
-        except StagingError as exc:
+            workspace.stage_inputs()
+        except (TransferError, OSError) as exc:
             self.system_log(f"input staging failed: {exc}")
             return "system_error", str(exc)
         if self._cancel.is_set():
             return "canceled", None
         images: dict[str, str] = {}
         for ex in self.task["executors"]:
-            ref = rewrite_image(ex["image"], settings.image_rewrites)
             try:
-                self.engine.ensure_image(ref)
+                ref = prepare_image(
+                    self.engine, ex["image"], settings, self.client, self.dir.parent / "images"
+                )
             except EngineError as exc:
-                self.system_log(f"image {ex['image']!r} ({ref}) is not available: {exc}")
+                self.system_log(f"image {ex['image']!r} is not available: {exc}")
                 return "system_error", f"image {ex['image']} not available"
             images[ex["image"]] = ref
         failed = False
@@ -173,7 +186,7 @@ class TaskRun(threading.Thread):
                 break
         if self._cancel.is_set():
             return "canceled", None
-        outputs, notes = workspace.upload_outputs(self.task.get("outputs", []))
+        outputs, notes = workspace.upload_outputs()
         self.log["outputs"] = outputs
         for note in notes:
             self.system_log(note)
@@ -206,8 +219,8 @@ class TaskRun(threading.Thread):
             memory_bytes=int(res["ram_gb"] * GIB) if "ram_gb" in res else None,
             labels={"io.tescape.attempt": self.a.attempt_id},
         )
-        entry: dict[str, Any] = {"start_time": now(), "exit_code": -1}
-        self.log["logs"].append(entry)
+        entry = self._entry(index)
+        entry.update(start_time=now(), exit_code=NOT_RUN)
         try:
             cid = self.engine.run(spec)
         except EngineError as exc:
@@ -216,8 +229,8 @@ class TaskRun(threading.Thread):
             return 127
         with self._lock:
             self._container = cid
-        if not self._started:
-            self._started = True
+        if not self._running_reported:
+            self._running_reported = True
             self.report("running")  # the first executor is running: INITIALIZING → RUNNING
         if self._cancel.is_set():
             self._stop_container()

@@ -41,8 +41,10 @@ class Services:
     scheduler: Scheduler | None = None
 
     def close(self) -> None:
-        if self.scheduler is not None:
-            self.scheduler.stop()
+        """Stop the scheduler and its instances, then the database (idempotent)."""
+        scheduler, self.scheduler = self.scheduler, None
+        if scheduler is not None:
+            scheduler.stop()
         self.database.close()
 
 

@@ -9,6 +9,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ import click
 import requests
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from gateway import __version__
 from gateway.config import Config, ConfigError, load_config
@@ -99,7 +101,25 @@ def serve(config_file: str | None, **flags: Any) -> None:
     click.echo(f"  state in {cfg.data_path}, database {cfg.database_url.split('@')[-1]}")
     sys.stdout.flush()
     services = app.extensions["tescape"]
-    signal.signal(signal.SIGTERM, _interrupt)
+    stopping = threading.Event()
+
+    def _stop_gracefully(signum: int, frame: Any) -> None:
+        """SIGTERM/SIGINT: stop the instances first while the API still answers their last
+        reports, then leave the server loop."""
+        if stopping.is_set():
+            return
+        stopping.set()
+        click.echo("tescape: stopping instances, then the server", err=True)
+
+        def _stop() -> None:
+            services.close()
+            os.kill(os.getpid(), signal.SIGUSR1)  # wakes the server loop: KeyboardInterrupt
+
+        threading.Thread(target=_stop, name="shutdown", daemon=True).start()
+
+    signal.signal(signal.SIGTERM, _stop_gracefully)
+    signal.signal(signal.SIGINT, _stop_gracefully)
+    signal.signal(signal.SIGUSR1, _leave_loop)
     try:
         if cfg.scheduler.enabled:
             start_scheduler(services, url)
@@ -107,11 +127,11 @@ def serve(config_file: str | None, **flags: Any) -> None:
     except KeyboardInterrupt:
         pass
     finally:
-        services.close()  # stops the scheduler and every instance it started
+        services.close()  # idempotent; covers an exit that did not come through a signal
 
 
-def _interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt  # SIGTERM stops serve the way Ctrl-C does: cleanly, in `finally`
+def _leave_loop(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
 
 
 @main.command(
@@ -124,6 +144,27 @@ def agent(args: tuple[str, ...]) -> None:
     from capsule_runtime.agent import main as agent_main
 
     sys.exit(agent_main(list(args)))
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="print the findings as JSON")
+def doctor(as_json: bool) -> None:
+    """Check this host for running and migrating tasks (kernel, CRIU, podman, cgroups, limits)."""
+    from capsule_runtime import doctor as preflight
+
+    findings = preflight.run_checks()
+    overall = preflight.overall_status(findings)
+    if as_json:
+        click.echo(json.dumps(preflight.findings_as_dict(findings), indent=2, ensure_ascii=False))
+    else:
+        styles = {"ok": "green", "warn": "yellow", "fail": "bold red"}
+        table = Table("check", "status", "detail")
+        for f in findings:  # Text, not markup: details quote command output verbatim
+            table.add_row(f.name, Text(str(f.status), style=styles[f.status]), Text(f.detail))
+        console.print(table)
+        console.print(Text.assemble("overall: ", (str(overall), styles[overall])))
+    if overall == preflight.Status.FAIL:
+        sys.exit(1)
 
 
 @main.group()

@@ -145,6 +145,9 @@ class ImagesConfig(Section):
     # Image rewrite rules, applied before pulling: a task image equal to a key, or starting with a
     # key followed by ':' or '@', is replaced by the value (the tag or digest kept).
     rewrites: dict[str, str] = Field(default_factory=dict)
+    # Registry hosts (as in an image reference: `host[:port]`) that workers pull from over plain
+    # HTTP or without verifying their TLS certificate.
+    insecure_registries: list[str] = Field(default_factory=list)
 
 
 class ExecutorLogsConfig(Section):

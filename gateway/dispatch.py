@@ -83,7 +83,9 @@ class Dispatcher:
 
     def settings(self, task: dict[str, Any]) -> TaskSettings:
         s3 = self.cfg.storage.s3.model_dump(exclude_none=True)
-        apps, credentials = self.library.resolve(ex["image"] for ex in task.get("executors", []))
+        apps, credentials = self.library.resolve(
+            (ex["image"] for ex in task.get("executors", [])), self.cfg.images.rewrites
+        )
         return TaskSettings(
             apps=apps,
             registry_credentials=credentials,
@@ -91,6 +93,7 @@ class Dispatcher:
             allowed_dirs=self.cfg.allowed_dirs,
             block_private_networks=self.cfg.storage.block_private_networks,
             image_rewrites=self.cfg.images.rewrites,
+            insecure_registries=self.cfg.images.insecure_registries,
             s3=s3,
         )
 

@@ -16,6 +16,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import IO, Any
 
+from capsule_runtime.imageref import rewrite_image
 from gateway.secrets import SecretBox
 from gateway.store.apps import App, AppStore, registry_of
 
@@ -102,10 +103,11 @@ class Library:
         return self.store.remove(name)
 
     def resolve(
-        self, images: Iterable[str]
+        self, images: Iterable[str], rewrites: dict[str, str] | None = None
     ) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, str]]]:
         """For a task's executor images: the apps they name, and credentials for every registry
-        they will pull from."""
+        they will pull from (after the rewrite rules the agent applies, so a rule pointing at a
+        password-protected mirror gets that mirror's credentials)."""
         resolved: dict[str, dict[str, Any]] = {}
         registries: set[str] = set()
         for image in images:
@@ -114,7 +116,7 @@ class Library:
             if app is not None:
                 ref = app.image
                 resolved[image] = {"image": app.image, "archive_sha256": app.archive_sha256}
-            registries.add(registry_of(ref))
+            registries.add(registry_of(rewrite_image(ref, rewrites or {})))
         creds: dict[str, dict[str, str]] = {}
         for registry in registries:
             found = self.store.credentials(registry)

@@ -20,6 +20,7 @@ from gateway.store.tasks import TaskRecord, TaskStore
 from gateway.tes.backend_parameters import BackendParameters
 from gateway.tes.errors import FieldError, TaskValidationError
 from gateway.tes.states import State
+from gateway.tes.tasklog import initial_task_log
 from gateway.tes.validation import parse_task
 from gateway.tes.views import View, render_task
 
@@ -54,9 +55,10 @@ def decode_page_token(token: str) -> int:
     try:
         raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
         tag, _, seq = raw.partition(":")
-        if tag != "tes1":
+        value = int(seq)
+        if tag != "tes1" or not 0 < value < 2**63:  # seq is a BIGINT: keep the query in range
             raise ValueError(token)
-        return int(seq)
+        return value
     except (binascii.Error, UnicodeDecodeError, ValueError):
         raise BadRequest("page_token", "is not a token this server issued") from None
 
@@ -108,7 +110,12 @@ class TaskService:
 
     def create(self, body: Any, who: Principal) -> dict[str, str]:
         parsed = parse_task(body, self.config.limits, self.backend_parameters)
-        record = self.store.create(parsed.task, owner=who.user, warnings=parsed.warnings)
+        record = self.store.create(
+            parsed.task,
+            owner=who.user,
+            warnings=parsed.warnings,
+            logs=[initial_task_log(parsed.task)],
+        )
         for warning in parsed.warnings:
             log.warning("task %s: %s", record.id, warning)
         self.on_change()

@@ -1,6 +1,7 @@
 """Running task containers: the ContainerEngine interface, podman (runc) and an in-memory fake.
 
-protocol    ContainerEngine: ensure_image, create/start/run, wait, stop, remove, inspect, list
+protocol    ContainerEngine: has_image, ensure_image, load_archive, create/start/run, wait, stop,
+            remove, inspect, list
 spec        ContainerSpec, Mount, Network (in); ContainerInfo, ContainerState (out)
 errors      EngineError and its named kinds (ContainerNotFound, WaitTimeout, ...)
 podman      PodmanEngine, over podman_cli (argv, timeouts, tescape's containers.conf)
@@ -15,6 +16,7 @@ from capsule_runtime.engine.errors import (
     EngineTimeout,
     EngineUnavailable,
     ImageNotFound,
+    RegistryAuthFailed,
     WaitTimeout,
 )
 from capsule_runtime.engine.fake import FakeEngine, FakeProcess
@@ -45,5 +47,6 @@ __all__ = [
     "Mount",
     "Network",
     "PodmanEngine",
+    "RegistryAuthFailed",
     "WaitTimeout",
 ]

@@ -43,6 +43,10 @@ class ImageNotFound(EngineError):
     """The image is neither in the local store nor pullable."""
 
 
+class RegistryAuthFailed(EngineError):
+    """The registry refused the pull: no credentials, wrong ones, or no access to the repository."""
+
+
 class ContainerNotFound(EngineError):
     """No container with that id or name."""
 

@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import json
 import re
+import tarfile
 import threading
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from capsule_runtime.engine.errors import (
     ContainerNotFound,
@@ -79,7 +82,9 @@ class _Container:
 
 class FakeEngine:
     """In-memory containers. `images` are present locally; `pullable` ones appear on first
-    `ensure_image` (recorded in `pulls`)."""
+    `ensure_image` (recorded in `pulls`, and in `pull_details` with what the pull was given: the
+    auth file's content and mode as they were during the pull, and tls_verify). `load_archive`
+    reads the tags of a real docker-archive or oci-archive."""
 
     def __init__(
         self,
@@ -94,18 +99,53 @@ class FakeEngine:
         self.pullable = set(pullable)
         self.labels = dict(labels or {})
         self.pulls: list[str] = []
+        self.pull_details: list[dict[str, Any]] = []
         self._containers: dict[str, _Container] = {}
         self._changed = threading.Condition()
         self._pids = itertools.count(1000)
 
     # images
-    def ensure_image(self, ref: str) -> str:
+    def has_image(self, ref: str) -> bool:
+        return ref in self.images
+
+    def ensure_image(self, ref: str, auth_file: Path | None = None, tls_verify: bool = True) -> str:
         if ref not in self.images:
             if ref not in self.pullable:
                 raise ImageNotFound(f"image {ref} not found", stderr=f"{ref}: image not known")
             self.pulls.append(ref)
+            self.pull_details.append(
+                {
+                    "ref": ref,
+                    "auth": json.loads(auth_file.read_text()) if auth_file else None,
+                    "auth_mode": auth_file.stat().st_mode & 0o777 if auth_file else None,
+                    "tls_verify": tls_verify,
+                }
+            )
             self.images.add(ref)
         return "sha256:" + hashlib.sha256(ref.encode()).hexdigest()
+
+    def load_archive(self, path: Path) -> list[str]:
+        try:
+            with tarfile.open(path) as tar:
+                names = set(tar.getnames())
+                if "manifest.json" in names:
+                    member = tar.extractfile("manifest.json")
+                    manifest = json.load(member) if member else []
+                    refs = [t for entry in manifest for t in entry.get("RepoTags") or []]
+                elif "index.json" in names:
+                    member = tar.extractfile("index.json")
+                    index = json.load(member) if member else {}
+                    refs = [
+                        m["annotations"]["org.opencontainers.image.ref.name"]
+                        for m in index.get("manifests", [])
+                        if "org.opencontainers.image.ref.name" in m.get("annotations", {})
+                    ]
+                else:
+                    raise EngineError(f"{path} is not an image archive")
+        except (tarfile.TarError, OSError, ValueError) as exc:
+            raise EngineError(f"podman load failed: {exc}") from None
+        self.images.update(refs)
+        return refs
 
     # containers
     def create(self, spec: ContainerSpec) -> str:

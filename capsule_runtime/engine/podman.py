@@ -63,13 +63,29 @@ class PodmanEngine:
         self.pull_timeout = pull_timeout
 
     # images
-    def ensure_image(self, ref: str) -> str:
+    def has_image(self, ref: str) -> bool:
+        try:
+            self._image_id(ref)
+        except ImageNotFound:
+            return False
+        return True
+
+    def ensure_image(self, ref: str, auth_file: Path | None = None, tls_verify: bool = True) -> str:
         try:
             return self._image_id(ref)
         except ImageNotFound:
             pass
-        self.cli.run("pull", "--quiet", ref, timeout=self.pull_timeout)
+        args = ["pull", "--quiet"]
+        if auth_file is not None:
+            args += ["--authfile", str(auth_file)]
+        if not tls_verify:
+            args.append("--tls-verify=false")
+        self.cli.run(*args, ref, timeout=self.pull_timeout)
         return self._image_id(ref)
+
+    def load_archive(self, path: Path) -> list[str]:
+        out = self.cli.run("load", "--quiet", "--input", str(path), timeout=self.pull_timeout)
+        return _loaded(out.stdout)
 
     def _image_id(self, ref: str) -> str:
         out = self.cli.run("image", "inspect", "--format", "{{.Id}}", ref)
@@ -165,6 +181,16 @@ class PodmanEngine:
                 except ContainerNotFound:
                     continue
             return found
+
+
+def _loaded(stdout: str) -> list[str]:
+    """The references in `podman load`'s "Loaded image: a" / "Loaded image(s): a,b" lines."""
+    refs: list[str] = []
+    for line in stdout.splitlines():
+        _, sep, names = line.partition(":")
+        if sep and line.startswith("Loaded image"):
+            refs += [name.strip() for name in names.split(",") if name.strip()]
+    return refs
 
 
 def _ulimits() -> list[str]:

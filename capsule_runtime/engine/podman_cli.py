@@ -17,6 +17,7 @@ from capsule_runtime.engine.errors import (
     EngineTimeout,
     EngineUnavailable,
     ImageNotFound,
+    RegistryAuthFailed,
 )
 from capsule_runtime.host.podman import CONTAINERS_CONF
 
@@ -26,6 +27,11 @@ _NO_CONTAINER = re.compile(r"no such container|no container with (name or )?id",
 _NO_IMAGE = re.compile(
     r"image not known|no such image|repository .* not found|manifest unknown|"
     r"initializing source .*(connection refused|no such host|not found)",
+    re.IGNORECASE,
+)
+_AUTH = re.compile(
+    r"unauthorized|authentication required|incorrect username or password|"
+    r"access to the resource is denied",
     re.IGNORECASE,
 )
 
@@ -96,6 +102,8 @@ def classify(argv: Sequence[str], returncode: int, stderr: str) -> EngineError:
     kind: type[EngineError] = EngineError
     if _NO_CONTAINER.search(stderr):
         kind = ContainerNotFound
+    elif verb in ("pull", "push") and _AUTH.search(stderr):
+        kind = RegistryAuthFailed
     elif _NO_IMAGE.search(stderr):
         kind = ImageNotFound
     return kind(message, argv=argv, returncode=returncode, stderr=stderr)

@@ -14,6 +14,7 @@ Cancelling: `engine.stop(cid, grace=10)` (SIGTERM, then SIGKILL after `grace` se
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 from capsule_runtime.engine.spec import ContainerInfo, ContainerSpec
@@ -21,9 +22,20 @@ from capsule_runtime.engine.spec import ContainerInfo, ContainerSpec
 
 @runtime_checkable
 class ContainerEngine(Protocol):
-    def ensure_image(self, ref: str) -> str:
+    def has_image(self, ref: str) -> bool:
+        """Whether `ref` is in the local store (never pulls)."""
+        ...
+
+    def ensure_image(self, ref: str, auth_file: Path | None = None, tls_verify: bool = True) -> str:
         """Make `ref` available locally (pull only when missing); return the image id.
-        Raises ImageNotFound."""
+        `auth_file`: a containers-auth.json with the registry's credentials, for the pull only.
+        `tls_verify=False`: the registry speaks plain HTTP or has a certificate we cannot verify.
+        Raises ImageNotFound, RegistryAuthFailed."""
+        ...
+
+    def load_archive(self, path: Path) -> list[str]:
+        """Load a docker-archive or oci-archive (`podman save`) into the local store; return the
+        references it tagged."""
         ...
 
     def create(self, spec: ContainerSpec) -> str:

@@ -15,12 +15,13 @@ import subprocess
 import sys
 from collections.abc import Callable
 
+from capsule_runtime.host import criu as criu_host
 from capsule_runtime.host import podman as podman_host
 
 # Debian packages per profile. Each step below may add its own.
 PACKAGES: dict[str, list[str]] = {
     "serve": [],
-    "test": ["postgresql", "python3-venv"],
+    "test": ["postgresql", "python3-venv", "docker-registry", "apache2-utils"],
 }
 
 
@@ -59,6 +60,7 @@ def apt_install(names: list[str]) -> None:
 # Further host steps (container engine, CRIU, ...) register here: name → (profiles, function).
 STEPS: dict[str, tuple[set[str], Callable[[], None]]] = {
     "podman": ({"serve", "test"}, lambda: podman_host.prepare(apt_install)),
+    "criu": ({"serve", "test"}, lambda: criu_host.prepare(apt_install)),
     "image tools": ({"test"}, lambda: apt_install(podman_host.IMAGE_TOOLS)),
 }
 

@@ -9,7 +9,7 @@ from typing import Any
 from flask import Blueprint, Response, current_app, g, request
 
 from gateway.api.responses import json_response
-from gateway.service import BadRequest, ListQuery, TaskService
+from gateway.service import BadRequest, ListQuery, NotFound, TaskService
 from gateway.tes.states import State
 from gateway.tes.views import View
 
@@ -29,9 +29,14 @@ def _json_body() -> Any:
     if not raw.strip():
         raise BadRequest("", "the request body must be a JSON task document")
     try:
-        return json.loads(raw, parse_constant=_refuse_constant)
+        body = json.loads(raw, parse_constant=_refuse_constant)
     except (ValueError, UnicodeDecodeError) as exc:
         raise BadRequest("", f"malformed JSON: {exc}") from None
+    try:  # a lone surrogate escape ("\ud800") parses, but can be neither stored nor sent back
+        json.dumps(body, ensure_ascii=False).encode()
+    except UnicodeEncodeError:
+        raise BadRequest("", "malformed JSON: a string holds a lone surrogate escape") from None
+    return body
 
 
 def _view() -> View:
@@ -77,8 +82,20 @@ def _list_query() -> ListQuery:
     )
 
 
+def _refuse_nul() -> None:
+    """No task id contains NUL, and no filter may (PostgreSQL text cannot hold it): answer 404 and
+    400 instead of letting the database fail with a 500."""
+    task_id = (request.view_args or {}).get("task_id", "")
+    if "\x00" in task_id:
+        raise NotFound(task_id)
+    for key, value in request.args.items(multi=True):
+        if "\x00" in key or "\x00" in value:
+            raise BadRequest(key, "must not contain NUL characters")
+
+
 def tes_blueprint(name: str) -> Blueprint:
     bp = Blueprint(name, __name__)
+    bp.before_request(_refuse_nul)
 
     @bp.get("/service-info")
     def service_info() -> Response:

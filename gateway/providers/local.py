@@ -12,6 +12,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from gateway.config import LocalProviderConfig
@@ -19,6 +20,7 @@ from gateway.providers.base import Offer, ProviderError
 from gateway.store.fleet import Instance
 
 log = logging.getLogger(__name__)
+STOP_GRACE = 30  # seconds an agent gets to stop its containers
 
 
 def host_memory_gb() -> float:
@@ -86,15 +88,23 @@ class LocalProvider:
         log.info("launched local instance %s (agent pid %d)", instance.id, proc.pid)
 
     def terminate(self, instance_id: str) -> None:
-        proc = self.processes.pop(instance_id, None)
-        if proc is None or proc.poll() is not None:
-            return
-        proc.send_signal(signal.SIGTERM)  # the agent stops its containers, then exits
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        self._stop([instance_id])
+
+    def _stop(self, instance_ids: list[str]) -> None:
+        """SIGTERM every agent at once (each stops its containers and exits), then wait for all
+        of them together; SIGKILL what is left after the grace period."""
+        procs = [p for i in instance_ids if (p := self.processes.pop(i, None)) is not None]
+        live = [p for p in procs if p.poll() is None]
+        for proc in live:
+            proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + STOP_GRACE
+        for proc in live:
+            try:
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                log.warning("agent pid %d did not stop in %ds; killing it", proc.pid, STOP_GRACE)
+                proc.kill()
+                proc.wait()
 
     def alive(self, instance_id: str) -> bool:
         proc = self.processes.get(instance_id)
@@ -104,5 +114,4 @@ class LocalProvider:
         return str(self.work_root / instance_id / "agent.log")
 
     def close(self) -> None:
-        for instance_id in list(self.processes):
-            self.terminate(instance_id)
+        self._stop(list(self.processes))

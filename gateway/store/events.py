@@ -12,6 +12,8 @@ from sqlalchemy import Connection, insert, select
 from gateway.store.database import Database
 from gateway.store.schema import events
 
+_INSERT_EVENT = insert(events)
+
 
 def write_event(
     conn: Connection,
@@ -29,18 +31,19 @@ def write_event(
 ) -> None:
     """Append one event inside the caller's transaction."""
     conn.execute(
-        insert(events).values(
-            task_id=task_id,
-            attempt_id=attempt_id,
-            instance_id=instance_id,
-            time=time,
-            kind=kind,
-            from_state=from_state.value if from_state else None,
-            to_state=to_state.value if to_state else None,
-            phase=phase.value if phase else None,
-            message=message,
-            data=json.dumps(data, separators=(",", ":")) if data else None,
-        )
+        _INSERT_EVENT,  # values as parameters: `.values(...)` per call costs ~0.1 ms of CPU
+        {
+            "task_id": task_id,
+            "attempt_id": attempt_id,
+            "instance_id": instance_id,
+            "time": time,
+            "kind": kind,
+            "from_state": from_state.value if from_state else None,
+            "to_state": to_state.value if to_state else None,
+            "phase": phase.value if phase else None,
+            "message": message,
+            "data": json.dumps(data, separators=(",", ":")) if data else None,
+        },
     )
 
 

@@ -48,6 +48,8 @@ class TaskSettings(Message):
     apps: dict[str, dict[str, Any]] = Field(default_factory=dict)
     # registry host → {"username", "password"} for the registries this task pulls from
     registry_credentials: dict[str, dict[str, str]] = Field(default_factory=dict)
+    # registry hosts pulled from without TLS verification (plain HTTP or a self-signed certificate)
+    insecure_registries: list[str] = Field(default_factory=list)
     s3: dict[str, Any] = Field(default_factory=dict)
 
 

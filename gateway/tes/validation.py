@@ -23,6 +23,9 @@ from gateway.tes.models import TesTask
 WILDCARD = re.compile(r"[*?\[]")
 URL_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 URL_SCHEMES = frozenset({"file", "s3", "gs", "http", "https", "ftp"})
+# The name and tags are stored in their own columns (filters use them); PostgreSQL text cannot hold
+# NUL, and a tag key is at most this long (task_tags.key). Refused with 400 rather than a 500.
+TAG_KEY_MAX_LENGTH = 255
 
 
 class TaskLimits(BaseModel):
@@ -132,6 +135,8 @@ class _Checker:
         for key in ("name", "description"):
             if len(task.get(key, "")) > lim.max_string_length:
                 self.fail(key, f"is longer than {lim.max_string_length} characters")
+        if "\x00" in task.get("name", ""):
+            self.fail("name", "must not contain NUL characters")
         executors = task["executors"]
         if not executors:
             self.fail("executors", "must list at least one executor")
@@ -158,6 +163,11 @@ class _Checker:
         for i, vol in enumerate(volumes):
             self.container_path(f"volumes[{i}]", vol)
         self.count("tags", task.get("tags"), lim.max_tags)
+        for key, value in task.get("tags", {}).items():
+            if "\x00" in key or "\x00" in value:
+                self.fail(f"tags.{key}", "must not contain NUL characters")
+            if len(key) > TAG_KEY_MAX_LENGTH:
+                self.fail(f"tags.{key}", f"key is longer than {TAG_KEY_MAX_LENGTH} characters")
         if "resources" in task:
             self.resources(task["resources"])
 

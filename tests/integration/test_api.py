@@ -46,7 +46,18 @@ def test_views_on_get_and_list(server: RunningServer) -> None:
     assert basic["executors"] == EX and basic["tags"] == {"k": "v"} and basic["name"] == "v"
     full = requests.get(f"{server.tes}/tasks/{task_id}?view=FULL", timeout=10).json()
     assert full["inputs"][0]["content"] == "hello"
-    assert set(full) == {"id", "state", "name", "inputs", "executors", "tags", "creation_time"}
+    assert set(full) == {
+        "id",
+        "state",
+        "name",
+        "inputs",
+        "executors",
+        "tags",
+        "creation_time",
+        "logs",
+    }
+    # one TaskLog from creation on, planning the executors that will surely run
+    assert full["logs"] == [{"logs": [{"exit_code": -1}], "outputs": []}]
     listed = requests.get(f"{server.tes}/tasks?view=FULL", timeout=10).json()["tasks"]
     assert listed == [full]
     assert requests.get(f"{server.tes}/tasks", timeout=10).json() == {"tasks": [minimal]}

@@ -87,6 +87,8 @@ def test_resolve_gives_apps_and_decrypted_credentials(tmp_path: Path) -> None:
     assert apps == {"bwa": {"image": "reg.example:5000/bio/bwa:1", "archive_sha256": None}}
     assert creds == {"reg.example:5000": {"username": "u", "password": "pw"}}
     assert (tmp_path / "secret.key").stat().st_mode & 0o777 == 0o600
+    _, via_mirror = lib.resolve(["alpine:3"], {"alpine": "reg.example:5000/mirror/alpine"})
+    assert via_mirror == {"reg.example:5000": {"username": "u", "password": "pw"}}
     db.close()
 
 

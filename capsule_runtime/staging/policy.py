@@ -1,0 +1,128 @@
+"""StagingPolicy: which local paths and network addresses a task's URLs may reach.
+
+- Local paths (bare absolute paths and file://) must lie inside `allowed_dirs`, checked after
+  symlinks and `..` are resolved (like Funnel's AllowedDirs). No allowed_dirs: no local access.
+- Instance-metadata addresses are never reachable: the whole link-local range (169.254.0.0/16,
+  fe80::/10), AWS's IPv6 IMDS fd00:ec2::254, and the same addresses written as IPv4-mapped or NAT64
+  IPv6. Host names are resolved first and every address they resolve to is checked.
+- With `block_private_networks`, loopback, private and other non-global addresses are refused too.
+
+The checks apply to http(s) URLs (every redirect hop included) and to the s3 endpoint URL.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import socket
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from capsule_runtime.staging.errors import AccessRefused, StagingError
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+Resolver = Callable[[str], list[str]]  # host name → its IP addresses, as strings
+
+METADATA_NETWORKS = (
+    ipaddress.ip_network("169.254.0.0/16"),  # IPv4 link-local: AWS, GCP, Azure, OpenStack IMDS
+    ipaddress.ip_network("fe80::/10"),  # IPv6 link-local
+    ipaddress.ip_network("fd00:ec2::254/128"),  # AWS IMDS over IPv6
+)
+NAT64 = ipaddress.ip_network("64:ff9b::/96")
+
+
+def system_resolver(host: str) -> list[str]:
+    """Every address `host` resolves to (IP literals resolve to themselves)."""
+    try:
+        infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
+    except OSError as exc:
+        raise StagingError(f"cannot resolve host {host!r}: {exc}") from None
+    return sorted({str(info[4][0]).split("%", 1)[0] for info in infos})
+
+
+def embedded_ipv4(addr: IPAddress) -> IPAddress:
+    """The IPv4 address inside an IPv4-mapped (::ffff:a.b.c.d) or NAT64 IPv6 address, else addr."""
+    if isinstance(addr, ipaddress.IPv6Address):
+        if addr.ipv4_mapped is not None:
+            return addr.ipv4_mapped
+        if addr in NAT64:
+            return ipaddress.IPv4Address(int(addr) & 0xFFFFFFFF)
+    return addr
+
+
+def is_metadata(addr: IPAddress) -> bool:
+    plain = embedded_ipv4(addr)
+    return any(plain.version == net.version and plain in net for net in METADATA_NETWORKS)
+
+
+def is_private(addr: IPAddress) -> bool:
+    """Loopback, RFC 1918, ULA, CGNAT, unspecified (0.0.0.0 reaches this host) and so on."""
+    return not embedded_ipv4(addr).is_global
+
+
+def _inside(path: Path, base: Path) -> bool:
+    return path == base or base in path.parents
+
+
+@dataclass(frozen=True)
+class StagingPolicy:
+    allowed_dirs: tuple[Path, ...] = ()
+    block_private_networks: bool = False
+    resolver: Resolver = field(default=system_resolver, compare=False, repr=False)
+
+    @classmethod
+    def create(
+        cls,
+        allowed_dirs: Iterable[str | os.PathLike[str]] = (),
+        block_private_networks: bool = False,
+        resolver: Resolver = system_resolver,
+    ) -> StagingPolicy:
+        dirs = tuple(Path(os.path.realpath(d)) for d in allowed_dirs)
+        return cls(dirs, block_private_networks, resolver)
+
+    # -- local paths ----------------------------------------------------------------------------
+
+    def local_path(self, path: str) -> Path:
+        """`path` with symlinks and `..` resolved, if that lies inside an allowed directory."""
+        if not os.path.isabs(path):
+            raise AccessRefused(f"{path!r} is not an absolute path")
+        resolved = Path(os.path.realpath(path))
+        for base in self.allowed_dirs:
+            if _inside(resolved, Path(os.path.realpath(base))):
+                return resolved
+        allowed = ", ".join(str(d) for d in self.allowed_dirs) or "none are configured"
+        shown = path if str(resolved) == path else f"{path} (resolves to {resolved})"
+        raise AccessRefused(
+            f"local path {shown} is outside the directories tasks may use "
+            f"(storage.allowed_dirs: {allowed})"
+        )
+
+    # -- network addresses ----------------------------------------------------------------------
+
+    def check_url(self, url: str) -> None:
+        """Refuse `url` if its host is, or resolves to, an address this policy forbids."""
+        try:
+            host = urlsplit(url).hostname
+        except ValueError as exc:
+            raise StagingError(f"{url}: malformed URL: {exc}") from None
+        if not host:
+            raise StagingError(f"{url}: the URL names no host")
+        self.check_host(host, url)
+
+    def check_host(self, host: str, url: str | None = None) -> None:
+        where = url or host
+        for text in self.resolver(host):
+            addr = ipaddress.ip_address(text)
+            named = host if host == text else f"{host} resolves to {text}, which"
+            if is_metadata(addr):
+                raise AccessRefused(
+                    f"{where}: {named} is an instance-metadata (link-local) address; "
+                    "tasks may never reach it"
+                )
+            if self.block_private_networks and is_private(addr):
+                raise AccessRefused(
+                    f"{where}: {named} is a loopback or private address, and this worker blocks "
+                    "private networks (storage.block_private_networks)"
+                )

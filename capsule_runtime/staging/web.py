@@ -1,0 +1,178 @@
+"""http(s) storage: GET downloads inputs, PUT uploads outputs (e.g. to presigned URLs).
+
+The URL is sent as the task wrote it, query string included (signatures in presigned URLs must not
+be re-encoded); the one change is urllib3's: percent-escapes go out in upper case (%7e → %7E, the
+same URL by RFC 3986 6.2.2.1), and characters that cannot appear in a request line are escaped.
+
+Redirects are followed by hand, at most `max_redirects`, and every hop is checked against the
+staging policy, so a redirect cannot reach an instance-metadata address. Bodies stream in 1 MiB
+chunks both ways; a PUT carries Content-Length (presigned S3 PUTs refuse chunked bodies).
+Connection errors and 5xx answers are retried `attempts` times with exponential backoff. DIRECTORY
+inputs are refused: plain HTTP has no listing to copy a tree from.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import BinaryIO, Literal
+from urllib.parse import urljoin
+
+import requests
+
+from capsule_runtime.staging.errors import SourceMissing, StagingError
+from capsule_runtime.staging.policy import StagingPolicy
+from capsule_runtime.staging.progress import ByteCallback
+from capsule_runtime.staging.storage import Stat
+from gateway.tes.models import FileType
+
+CHUNK = 1 << 20
+RETRY_STATUS = frozenset({500, 502, 503, 504})
+Method = Literal["GET", "HEAD", "PUT"]
+
+
+class _Body:
+    """A file body for PUT that reports progress and tells requests its length."""
+
+    def __init__(self, file: BinaryIO, size: int, progress: ByteCallback | None):
+        self._file = file
+        self._size = size
+        self._progress = progress
+
+    def __len__(self) -> int:
+        return self._size
+
+    def read(self, n: int = -1) -> bytes:
+        data = self._file.read(CHUNK if n is None or n < 0 else n)
+        if data and self._progress is not None:
+            self._progress(len(data))
+        return data
+
+
+class HttpStorage:
+    def __init__(
+        self,
+        policy: StagingPolicy,
+        timeout: tuple[float, float] = (10.0, 300.0),
+        attempts: int = 3,
+        backoff: float = 0.5,
+        max_redirects: int = 10,
+        sleep: Callable[[float], None] = time.sleep,
+    ):
+        self.policy = policy
+        self.timeout = timeout
+        self.attempts = max(1, attempts)
+        self.backoff = backoff
+        self.max_redirects = max_redirects
+        self._sleep = sleep
+        self._local = threading.local()
+
+    def _session(self) -> requests.Session:
+        session: requests.Session | None = getattr(self._local, "session", None)
+        if session is None:
+            session = requests.Session()
+            self._local.session = session
+        return session
+
+    # -- one request, redirects and retries -----------------------------------------------------
+
+    def _send(
+        self, method: Method, url: str, body: Callable[[], _Body] | None = None
+    ) -> requests.Response:
+        """The final response to `method url` (streamed); the caller closes it."""
+        last: Exception | None = None
+        for attempt in range(self.attempts):
+            if attempt:
+                self._sleep(self.backoff * 2 ** (attempt - 1))
+            try:
+                resp = self._follow(method, url, body)
+            except (requests.ConnectionError, requests.Timeout) as exc:
+                last = exc
+                continue
+            if resp.status_code in RETRY_STATUS and attempt + 1 < self.attempts:
+                resp.close()
+                continue
+            return resp
+        raise StagingError(f"{method} {url}: {last}")
+
+    def _follow(
+        self, method: Method, url: str, body: Callable[[], _Body] | None
+    ) -> requests.Response:
+        session = self._session()
+        current = url
+        for _ in range(self.max_redirects + 1):
+            self.policy.check_url(current)
+            data = body() if body is not None else None
+            headers = {"Content-Length": str(len(data))} if data is not None else None
+            request = session.prepare_request(
+                requests.Request(method, current, data=data, headers=headers)
+            )
+            if current.isascii() and current.isprintable() and " " not in current:
+                request.url = current  # verbatim: requests would re-quote some escapes
+            resp = session.send(request, stream=True, timeout=self.timeout, allow_redirects=False)
+            if not resp.is_redirect:
+                return resp
+            location = resp.headers.get("location", "")
+            resp.close()
+            if method == "PUT" and resp.status_code not in (307, 308):
+                raise StagingError(f"PUT {url}: redirected with HTTP {resp.status_code}")
+            current = urljoin(current, location)
+        raise StagingError(f"{method} {url}: more than {self.max_redirects} redirects")
+
+    # -- Storage --------------------------------------------------------------------------------
+
+    def stat(self, url: str) -> Stat | None:
+        resp = self._send("HEAD", url)
+        with contextlib.closing(resp):
+            if resp.status_code == 404:
+                return None
+            if resp.status_code >= 400:
+                raise StagingError(f"HEAD {url}: HTTP {resp.status_code}")
+            length = resp.headers.get("content-length")
+            return Stat(is_dir=False, size=int(length) if length and length.isdigit() else None)
+
+    def get(
+        self, url: str, dest: Path, kind: FileType, progress: ByteCallback | None = None
+    ) -> int:
+        if kind == "DIRECTORY":
+            raise StagingError(
+                f"{url}: DIRECTORY inputs over http(s) are not supported (HTTP has no listing)"
+            )
+        for attempt in range(self.attempts):
+            resp = self._send("GET", url)
+            with contextlib.closing(resp):
+                if resp.status_code == 404:
+                    raise SourceMissing(f"GET {url}: HTTP 404 (not found)")
+                if resp.status_code != 200:
+                    raise StagingError(f"GET {url}: HTTP {resp.status_code}")
+                total = 0
+                try:
+                    with open(dest, "wb") as out:
+                        for chunk in resp.iter_content(CHUNK):
+                            out.write(chunk)
+                            total += len(chunk)
+                            if progress is not None:
+                                progress(len(chunk))
+                except requests.RequestException as exc:
+                    if attempt + 1 == self.attempts:
+                        raise StagingError(f"GET {url}: interrupted: {exc}") from None
+                    continue
+                return total
+        raise AssertionError("unreachable")
+
+    def put(self, src: Path, url: str, progress: ByteCallback | None = None) -> int:
+        size = src.stat().st_size
+        with open(src, "rb") as file:
+
+            def body() -> _Body:
+                file.seek(0)
+                return _Body(file, size, progress)
+
+            resp = self._send("PUT", url, body)
+        with contextlib.closing(resp):
+            if resp.status_code >= 300:
+                raise StagingError(f"PUT {url}: HTTP {resp.status_code}")
+        return size

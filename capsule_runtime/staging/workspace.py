@@ -1,0 +1,150 @@
+"""Workspace: one task's staging area on the host — its tree and mounts (a `Layout`), the storages
+its URLs go through, and how transfers run (parallelism, progress).
+
+    <root>/fs/...     the task's tree (see layout.py); the only thing under <root> it sees
+
+Create it once per attempt with the whole task document (mounts depend on inputs, outputs,
+volumes and stdio paths), call `stage_inputs`, run the executors with `mounts()`, then call
+`upload_outputs`, and `close()` it (or use it as a context manager). Deleting <root> is the
+caller's business.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from capsule_runtime.engine.spec import Mount
+from capsule_runtime.staging.layout import PLACEHOLDER_MTIME, Layout
+from capsule_runtime.staging.policy import StagingPolicy
+from capsule_runtime.staging.progress import Phase, ProgressCallback, ProgressMeter
+from capsule_runtime.staging.router import StorageRouter
+from capsule_runtime.staging.s3 import S3Config
+from capsule_runtime.staging.storage import Storage
+from capsule_runtime.staging.wildcard import has_wildcard, literal_base
+
+Mounts = tuple[Mount, ...]
+
+
+class Workspace:
+    def __init__(
+        self,
+        root: Path,
+        task: Mapping[str, Any],
+        storages: StorageRouter,
+        on_progress: ProgressCallback | None = None,
+        parallel_files: int = 8,
+        progress_interval: float = 1.0,
+    ):
+        self.root = root
+        self.fs = root / "fs"
+        self.task = task
+        self.layout = Layout.for_task(self.fs, task)
+        self.storages = storages
+        self.on_progress = on_progress
+        self.parallel_files = max(1, parallel_files)
+        self.progress_interval = progress_interval
+        self._cancel = threading.Event()
+
+    @classmethod
+    def create(
+        cls,
+        root: Path,
+        task: Mapping[str, Any],
+        policy: StagingPolicy,
+        s3: S3Config | None = None,
+        on_progress: ProgressCallback | None = None,
+        parallel_files: int = 8,
+        extra_storages: Mapping[str, Storage] | None = None,
+    ) -> Workspace:
+        """The usual way in: storages for file, http(s) and s3 under `policy`."""
+        router = StorageRouter(policy, s3, extra_storages)
+        return cls(root, task, router, on_progress, parallel_files)
+
+    # -- paths ----------------------------------------------------------------------------------
+
+    def mounts(self) -> Mounts:
+        """The bind mounts for every executor of the task (all read-write)."""
+        return self.layout.mounts()
+
+    def tree_path(self, container_path: str) -> Path:
+        """The host path of a container path, lexically; for files the agent itself creates."""
+        return self.layout.tree_path(container_path)
+
+    def host_path(self, container_path: str) -> Path | None:
+        """The host path of a container path after the task ran: symlinks it made resolved inside
+        the tree (never to a host file); None for a symlink loop. Use this, not `tree_path`, for
+        anything the agent opens after a container has run (stdio files of later executors)."""
+        return self.layout.resolve(container_path)
+
+    # -- the tree -------------------------------------------------------------------------------
+
+    def prepare(self) -> None:
+        """Create the tree: mount point directories, volumes, workdirs under a mount point, and
+        the parents of output and stdio files (the task writes them; directory outputs themselves
+        are left for the task to create)."""
+        self.fs.mkdir(parents=True, exist_ok=True)
+        dirs: list[str] = [p.container for p in self.layout.points if not p.is_file]
+        dirs += list(self.task.get("volumes") or [])
+        for out in self.task.get("outputs") or []:
+            path = out["path"]
+            dirs.append(literal_base(path) if has_wildcard(path) else os.path.dirname(path))
+        for ex in self.task.get("executors") or []:
+            dirs += [os.path.dirname(ex[k]) for k in ("stdin", "stdout", "stderr") if k in ex]
+            if "workdir" in ex:
+                dirs.append(ex["workdir"])
+        for container in dirs:
+            if self.layout.mount_for(container) is not None:
+                self._shared_dir(self.tree_path(container))
+        for point in self.layout.points:
+            if point.is_file:
+                self.tree_path(point.container).parent.mkdir(parents=True, exist_ok=True)
+
+    def _shared_dir(self, path: Path) -> None:
+        """Create `path` and its missing parents writable by every user: a container whose image
+        runs as a non-root USER can still write its outputs, volumes and work dir."""
+        missing = [p for p in (path, *path.parents) if p != self.fs and self.fs in p.parents]
+        missing = [p for p in missing if not p.exists()]
+        path.mkdir(parents=True, exist_ok=True)
+        for p in missing:
+            p.chmod(0o777)
+
+    def create_placeholders(self) -> None:
+        """A file mount needs a source: create each one that staging did not (empty, mtime 0)."""
+        for point in self.layout.points:
+            host = self.tree_path(point.container)
+            if point.is_file and not os.path.lexists(host):
+                host.touch()
+                os.utime(host, (PLACEHOLDER_MTIME, PLACEHOLDER_MTIME))
+
+    def cancel(self) -> None:
+        """Stop staging soon, from any thread: stage_inputs raises StagingCancelled (within one
+        chunk of each running transfer); upload_outputs notes the uploads it did not finish."""
+        self._cancel.set()
+
+    def cancelled(self) -> bool:
+        return self._cancel.is_set()
+
+    def meter(self, phase: Phase, files_total: int) -> ProgressMeter:
+        """The progress meter of one phase, reporting to on_progress and watching cancel()."""
+        return ProgressMeter(
+            phase, files_total, self.on_progress, self.progress_interval, cancelled=self.cancelled
+        )
+
+    def close(self) -> None:
+        self.storages.close()
+
+    def __enter__(self) -> Workspace:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()

@@ -1,0 +1,70 @@
+"""The benchmark runs end to end: `python -m bench.api_bench --quick` on SQLite, in a subprocess,
+writes the results JSON that docs/benchmarks.md is made from."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+LATENCY = {
+    "healthz",
+    "get_minimal",
+    "get_full",
+    "list_minimal",
+    "list_basic",
+    "list_state",
+    "list_tag",
+    "list_deep",
+    "create",
+}
+STATS = {"rps", "p50_ms", "p99_ms", "errors", "requests", "cpu_ms_per_request"}
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    shutil.which("wrk") is None, reason="wrk is not installed (apt-get install wrk)"
+)
+def test_quick_benchmark_writes_results(tmp_path: Path) -> None:
+    out = tmp_path / "results.json"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench.api_bench",
+            "--quick",
+            "--stores",
+            "sqlite",
+            "--out",
+            str(out),
+            "--work-dir",
+            str(tmp_path / "work"),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads(out.read_text())
+    assert {"meta", "targets", "runs", "evaluation"} <= set(results)
+    assert [r["size"] for r in results["runs"]] == [1000, 10000]
+    for run in results["runs"]:
+        assert run["store"] == "sqlite"
+        assert run["tasks_at_start"] >= run["size"]
+        assert set(run["latency"]) == LATENCY
+        assert set(run["throughput"]) == {"healthz", "get_minimal", "create"}
+        for stats in [*run["latency"].values(), *run["throughput"].values()]:
+            assert set(stats) >= STATS
+            assert stats["errors"] == 0 and stats["requests"] > 0
+        assert run["create_vs_healthz"]["median"] > 0
+        assert run["storage"]["bytes_per_task"] > 0
+        assert "SEARCH" in run["plans"]["get_minimal"]  # an index lookup, not a scan
+    assert {e["store"] for e in results["evaluation"]} == {"sqlite"}
+    assert "| sqlite |" in proc.stdout  # the Markdown summary
+    assert not (tmp_path / "work").exists()  # databases removed without --keep

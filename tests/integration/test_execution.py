@@ -1,0 +1,149 @@
+"""Tasks really run: a real `tescape serve` with its local provider starts a worker agent, which
+runs each executor in podman (busybox and Debian images built locally, mapped from `alpine` and
+`ubuntu` by the gateway's rewrite rules)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from tests.fixtures.server import RunningServer, tescape_server
+
+TERMINAL = {"COMPLETE", "EXECUTOR_ERROR", "SYSTEM_ERROR", "CANCELED"}
+
+
+@pytest.fixture(scope="module")
+def runner(
+    tmp_path_factory: pytest.TempPathFactory, busybox_image: str, debian_bash_image: str
+) -> Iterator[RunningServer]:
+    root = tmp_path_factory.mktemp("exec")
+    config = {
+        "images": {"rewrites": {"alpine": busybox_image, "ubuntu": debian_bash_image}},
+        "storage": {"allowed_dirs": [str(root)]},
+        "scheduler": {"interval_seconds": 0.2},
+    }
+    with tescape_server(root / "data", config=config, run_tasks=True) as srv:
+        yield srv
+
+
+def submit(srv: RunningServer, **task: Any) -> str:
+    task.setdefault("executors", [{"image": "alpine", "command": ["echo", "hello"]}])
+    resp = requests.post(srv.tes + "/tasks", json=task, timeout=10)
+    assert resp.status_code == 200, resp.text
+    return str(resp.json()["id"])
+
+
+def wait(
+    srv: RunningServer, task_id: str, states: set[str] = TERMINAL, timeout: float = 120
+) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        task = requests.get(f"{srv.tes}/tasks/{task_id}?view=FULL", timeout=10).json()
+        if task["state"] in states:
+            return task  # type: ignore[no-any-return]
+        time.sleep(0.1)
+    raise AssertionError(
+        f"task {task_id} still {task['state']} after {timeout}s:\n{srv.log()[-3000:]}"
+    )
+
+
+def test_echo_completes_with_logs(runner: RunningServer) -> None:
+    task = wait(runner, submit(runner))
+    assert task["state"] == "COMPLETE", task
+    [task_log] = task["logs"]
+    [ex] = task_log["logs"]
+    assert ex["exit_code"] == 0 and ex["stdout"] == "hello\n"
+    assert ex["start_time"] <= ex["end_time"]
+    assert task_log["start_time"] <= task_log["end_time"]
+    assert task_log["metadata"]["instance_type"] == "local"
+
+
+def test_exit_code_3_is_executor_error(runner: RunningServer) -> None:
+    task = wait(
+        runner, submit(runner, executors=[{"image": "alpine", "command": ["sh", "-c", "exit 3"]}])
+    )
+    assert task["state"] == "EXECUTOR_ERROR"
+    assert task["logs"][0]["logs"][0]["exit_code"] == 3
+
+
+@pytest.mark.parametrize(
+    ("ignore", "count", "state"), [(False, 1, "EXECUTOR_ERROR"), (True, 2, "COMPLETE")]
+)
+def test_ignore_error_chains(runner: RunningServer, ignore: bool, count: int, state: str) -> None:
+    executors = [
+        {"image": "alpine", "command": ["ERROR"], "ignore_error": ignore},
+        {"image": "alpine", "command": ["echo", "hello"]},
+    ]
+    task = wait(runner, submit(runner, executors=executors))
+    assert task["state"] == state
+    assert len(task["logs"][0]["logs"]) == count
+    assert task["logs"][0]["logs"][0]["exit_code"] == 127
+
+
+def test_executors_share_the_work_area_env_workdir_stdio(
+    runner: RunningServer, tmp_path: Path
+) -> None:
+    executors = [
+        {
+            "image": "alpine",
+            "command": ["sh", "-c", "echo $GREETING > /work/a.txt"],
+            "env": {"GREETING": "hi"},
+        },
+        {
+            "image": "alpine",
+            "command": ["cat"],
+            "workdir": "/work",
+            "stdin": "/work/a.txt",
+            "stdout": "/work/out.txt",
+            "stderr": "/work/err.txt",
+        },
+        {"image": "alpine", "command": ["sh", "-c", "pwd; cat out.txt"], "workdir": "/work"},
+    ]
+    task = wait(runner, submit(runner, executors=executors, volumes=["/work"]))
+    assert task["state"] == "COMPLETE", task
+    assert task["logs"][0]["logs"][2]["stdout"] == "/work\nhi\n"
+
+
+def test_cancel_while_running_stops_the_container(runner: RunningServer) -> None:
+    task_id = submit(runner, executors=[{"image": "alpine", "command": ["sleep", "300"]}])
+    wait(runner, task_id, {"RUNNING"})
+    assert requests.post(f"{runner.tes}/tasks/{task_id}:cancel", timeout=10).json() == {}
+    task = wait(runner, task_id, timeout=60)
+    assert task["state"] == "CANCELED"
+
+
+def test_full_logs_events_and_instances_in_the_admin_api(runner: RunningServer) -> None:
+    script = "i=0; while [ $i -lt 20000 ]; do echo line$i; i=$((i+1)); done"
+    task_id = submit(runner, executors=[{"image": "alpine", "command": ["sh", "-c", script]}])
+    task = wait(runner, task_id)
+    tail = task["logs"][0]["logs"][0]["stdout"]
+    assert len(tail.encode()) <= 65536 and tail.endswith("line19999\n")
+    full = requests.get(
+        f"{runner.url}/api/v1/tasks/{task_id}/logs?executor=0&stream=stdout", timeout=10
+    )
+    assert (
+        full.status_code == 200
+        and full.text.startswith("line0\n")
+        and full.text.count("\n") == 20000
+    )
+    events = requests.get(f"{runner.url}/api/v1/tasks/{task_id}/events", timeout=10).json()[
+        "events"
+    ]
+    states = [e["to_state"] for e in events if e.get("to_state")]
+    assert states == ["QUEUED", "INITIALIZING", "RUNNING", "COMPLETE"]
+    assert any(e.get("attempt_id") and e.get("instance_id") for e in events)
+    instances = requests.get(f"{runner.url}/api/v1/instances", timeout=10).json()["instances"]
+    assert instances and {
+        "id",
+        "instance_type",
+        "market",
+        "zone",
+        "state",
+        "price_per_hour",
+        "task_ids",
+    } <= set(instances[0])
