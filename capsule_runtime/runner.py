@@ -22,10 +22,16 @@ from typing import Any
 from capsule_runtime.client import GatewayClient, GatewayUnreachable
 from capsule_runtime.engine.errors import EngineError
 from capsule_runtime.engine.protocol import ContainerEngine
-from capsule_runtime.engine.spec import ContainerSpec
+from capsule_runtime.engine.spec import ContainerSpec, Mount
 from capsule_runtime.image_source import prepare_image
-from capsule_runtime.transfers import TransferError, TransferPolicy, Transfers
-from capsule_runtime.workspace import Workspace
+from capsule_runtime.staging import (
+    S3Config,
+    StagingError,
+    StagingPolicy,
+    Workspace,
+    stage_inputs,
+    upload_outputs_report,
+)
 from gateway.tes.protocol import Assignment, AttemptReport, AttemptStatus
 from gateway.tes.tasklog import NOT_RUN, drop_unstarted
 from gateway.tes.times import rfc3339, utcnow
@@ -73,6 +79,7 @@ class TaskRun(threading.Thread):
         self._cancel = threading.Event()
         self._abort_reason: str | None = None
         self._container: str | None = None
+        self._workspace: Workspace | None = None
         self._running_reported = False
         self._lock = threading.Lock()
         previous = assignment.task_log or {}
@@ -100,6 +107,9 @@ class TaskRun(threading.Thread):
     def _stop_container(self, grace: float = CANCEL_GRACE) -> None:
         with self._lock:
             cid = self._container
+            workspace = self._workspace
+        if workspace is not None:
+            workspace.cancel()  # interrupts a transfer in progress
         if cid is not None:
             try:
                 self.engine.stop(cid, grace=grace)
@@ -145,21 +155,25 @@ class TaskRun(threading.Thread):
         elif self._cancel.is_set() and status not in ("complete", "executor_error"):
             status, message = "canceled", "cancelled by the user"
         self.report(status, message)
+        if self._workspace is not None:
+            self._workspace.close()
         shutil.rmtree(self.dir, ignore_errors=True)
 
     def _execute(self) -> tuple[AttemptStatus, str | None]:
         settings = self.a.settings
         self.dir.mkdir(parents=True, exist_ok=True)
         self.report("initializing")
-        policy = TransferPolicy(
-            allowed_dirs=[Path(d) for d in settings.allowed_dirs],
-            block_private_networks=settings.block_private_networks,
-            s3=settings.s3,
-        )
-        workspace = Workspace(self.dir / "work", Transfers(policy), self.task)
         try:
-            workspace.stage_inputs()
-        except (TransferError, OSError) as exc:
+            workspace = Workspace.create(
+                self.dir / "work",
+                self.task,
+                StagingPolicy.create(settings.allowed_dirs, settings.block_private_networks),
+                s3=S3Config.from_mapping(settings.s3),
+            )
+            with self._lock:
+                self._workspace = workspace
+            mounts = stage_inputs(self.task.get("inputs", []), workspace)
+        except (StagingError, OSError) as exc:
             self.system_log(f"input staging failed: {exc}")
             return "system_error", str(exc)
         if self._cancel.is_set():
@@ -178,7 +192,7 @@ class TaskRun(threading.Thread):
         for index, ex in enumerate(self.task["executors"]):
             if self._cancel.is_set():
                 return "canceled", None
-            code = self._run_executor(index, ex, images[ex["image"]], workspace)
+            code = self._run_executor(index, ex, images[ex["image"]], workspace, mounts)
             if code is None:
                 return "canceled", None
             if code != 0 and not ex.get("ignore_error"):
@@ -186,21 +200,28 @@ class TaskRun(threading.Thread):
                 break
         if self._cancel.is_set():
             return "canceled", None
-        outputs, notes = workspace.upload_outputs()
-        self.log["outputs"] = outputs
-        for note in notes:
+        report = upload_outputs_report(self.task.get("outputs", []), workspace)
+        self.log["outputs"] = report.outputs
+        for note in report.system_logs:
             self.system_log(note)
         if failed:
             return "executor_error", None
+        if report.failed:  # COMPLETE means the outputs were uploaded (TES)
+            return "system_error", f"{report.failed} output upload(s) failed"
         return "complete", None
 
     def _run_executor(
-        self, index: int, ex: dict[str, Any], image: str, workspace: Workspace
+        self,
+        index: int,
+        ex: dict[str, Any],
+        image: str,
+        workspace: Workspace,
+        mounts: tuple[Mount, ...],
     ) -> int | None:
         streams = self.dir / "streams"
         streams.mkdir(exist_ok=True)
-        out = workspace.host_path(ex["stdout"]) if "stdout" in ex else streams / f"{index}.stdout"
-        err = workspace.host_path(ex["stderr"]) if "stderr" in ex else streams / f"{index}.stderr"
+        out = workspace.tree_path(ex["stdout"]) if "stdout" in ex else streams / f"{index}.stdout"
+        err = workspace.tree_path(ex["stderr"]) if "stderr" in ex else streams / f"{index}.stderr"
         for path in (out, err):
             path.parent.mkdir(parents=True, exist_ok=True)
         res = self.task.get("resources", {})
@@ -211,8 +232,8 @@ class TaskRun(threading.Thread):
             name=f"tescape-{self.a.attempt_id}-{index}",
             env=ex.get("env", {}),
             workdir=ex.get("workdir"),
-            mounts=tuple(workspace.mounts()),
-            stdin=workspace.host_path(ex["stdin"]) if "stdin" in ex else None,
+            mounts=mounts,
+            stdin=workspace.tree_path(ex["stdin"]) if "stdin" in ex else None,
             stdout=out,
             stderr=err,
             cpu_cores=res.get("cpu_cores"),

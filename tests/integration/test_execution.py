@@ -18,10 +18,17 @@ TERMINAL = {"COMPLETE", "EXECUTOR_ERROR", "SYSTEM_ERROR", "CANCELED"}
 
 
 @pytest.fixture(scope="module")
+def exec_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("exec")
+
+
+@pytest.fixture(scope="module")
 def runner(
-    tmp_path_factory: pytest.TempPathFactory, busybox_image: str, debian_bash_image: str
+    exec_root: Path,
+    busybox_image: str,
+    debian_bash_image: str,
 ) -> Iterator[RunningServer]:
-    root = tmp_path_factory.mktemp("exec")
+    root = exec_root
     config = {
         "images": {"rewrites": {"alpine": busybox_image, "ubuntu": debian_bash_image}},
         "storage": {"allowed_dirs": [str(root)]},
@@ -147,3 +154,39 @@ def test_full_logs_events_and_instances_in_the_admin_api(runner: RunningServer) 
         "price_per_hour",
         "task_ids",
     } <= set(instances[0])
+
+
+def test_inputs_staged_and_outputs_uploaded_even_on_failure(
+    runner: RunningServer, exec_root: Path
+) -> None:
+    """CLIENTS.md: outputs are uploaded even when an executor fails; a missing output is logged
+    and skipped; size_bytes is a string; the same path may be an input and an output."""
+    src = exec_root / "in.txt"
+    src.write_text("from disk\n")
+    out_dir = exec_root / "out"
+    task = {
+        "inputs": [
+            {"path": "/work/script.sh", "content": "cat /work/in.txt > /work/result.txt; exit 1"},
+            {"url": str(src), "path": "/work/in.txt"},
+        ],
+        "outputs": [
+            {"path": "/work/result.txt", "url": f"file://{out_dir}/result.txt"},
+            {"path": "/work/script.sh", "url": str(out_dir / "script.sh")},
+            {"path": "/work/missing.txt", "url": str(out_dir / "missing.txt")},
+        ],
+        "executors": [{"image": "alpine", "command": ["sh", "/work/script.sh"]}],
+    }
+    done = wait(runner, submit(runner, **task))
+    assert done["state"] == "EXECUTOR_ERROR"
+    assert (out_dir / "result.txt").read_text() == "from disk\n"
+    assert (out_dir / "script.sh").exists() and not (out_dir / "missing.txt").exists()
+    logs = done["logs"][0]
+    assert {o["path"]: o["size_bytes"] for o in logs["outputs"]}["/work/result.txt"] == "10"
+    assert any("missing.txt" in line for line in logs["system_logs"])
+
+
+def test_local_paths_outside_allowed_dirs_are_refused(runner: RunningServer) -> None:
+    task = {"inputs": [{"url": "/etc/hostname", "path": "/work/h"}]}
+    done = wait(runner, submit(runner, **task))
+    assert done["state"] == "SYSTEM_ERROR"
+    assert any("staging" in line for line in done["logs"][0]["system_logs"])
