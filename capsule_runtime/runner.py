@@ -80,6 +80,8 @@ class TaskRun(threading.Thread):
         self._abort_reason: str | None = None
         self._container: str | None = None
         self._workspace: Workspace | None = None
+        self._finished_containers: list[str] = []
+        self._streams: list[tuple[int, str, Path]] = []
         self._running_reported = False
         self._lock = threading.Lock()
         previous = assignment.task_log or {}
@@ -155,6 +157,7 @@ class TaskRun(threading.Thread):
         elif self._cancel.is_set() and status not in ("complete", "executor_error"):
             status, message = "canceled", "cancelled by the user"
         self.report(status, message)
+        self._after_report()
         if self._workspace is not None:
             self._workspace.close()
         shutil.rmtree(self.dir, ignore_errors=True)
@@ -263,17 +266,28 @@ class TaskRun(threading.Thread):
         finally:
             with self._lock:
                 self._container = None
-            self.engine.remove(cid)
+            self._finished_containers.append(cid)
         limit = self.a.settings.log_tail_bytes
         entry.update(
             end_time=now(), exit_code=code, stdout=tail(out, limit), stderr=tail(err, limit)
         )
-        for stream, path in (("stdout", out), ("stderr", err)):
+        self._streams += [(index, "stdout", out), (index, "stderr", err)]
+        if self._cancel.is_set():
+            return None
+        if index < len(self.task["executors"]) - 1:
+            self.report("running")  # progress; the last executor's log goes with the final report
+        return code
+
+    def _after_report(self) -> None:
+        """Off the critical path, once the client can see the result: save the full streams
+        (GET /api/v1/tasks/{id}/logs), remove the exited containers, drop the work area."""
+        for index, stream, path in self._streams:
             try:
                 self.client.upload_stream(self.a.attempt_id, index, stream, path)
             except GatewayUnreachable as exc:
-                self.system_log(f"could not save the full {stream} of executor {index}: {exc}")
-        if self._cancel.is_set():
-            return None
-        self.report("running")
-        return code
+                log.warning("full %s of executor %d not saved: %s", stream, index, exc)
+        for cid in self._finished_containers:
+            try:
+                self.engine.remove(cid)
+            except EngineError as exc:
+                log.warning("removing %s: %s", cid, exc)

@@ -69,7 +69,9 @@ def task_logs(task_id: str) -> Response:
     except ValueError as exc:
         return error_response(400, str(exc))
     if not path.exists():
-        return error_response(404, "no such log yet (it is saved when the executor ends)")
+        return error_response(
+            404, "no such log yet (full streams are saved just after the task ends)"
+        )
     return send_file(path, mimetype="text/plain", conditional=True)
 
 

@@ -130,9 +130,12 @@ def test_full_logs_events_and_instances_in_the_admin_api(runner: RunningServer) 
     task = wait(runner, task_id)
     tail = task["logs"][0]["logs"][0]["stdout"]
     assert len(tail.encode()) <= 65536 and tail.endswith("line19999\n")
-    full = requests.get(
-        f"{runner.url}/api/v1/tasks/{task_id}/logs?executor=0&stream=stdout", timeout=10
-    )
+    url = f"{runner.url}/api/v1/tasks/{task_id}/logs?executor=0&stream=stdout"
+    deadline = time.monotonic() + 15  # full streams are saved just after the final report
+    full = requests.get(url, timeout=10)
+    while full.status_code == 404 and time.monotonic() < deadline:
+        time.sleep(0.1)
+        full = requests.get(url, timeout=10)
     assert (
         full.status_code == 200
         and full.text.startswith("line0\n")
