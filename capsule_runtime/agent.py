@@ -19,7 +19,14 @@ from typing import Any
 from capsule_runtime import doctor
 from capsule_runtime.client import GatewayClient, GatewayUnreachable
 from gateway import __version__
-from gateway.tes.protocol import Assignment, AttemptReport, Capacity, Registration
+from gateway.tes.protocol import (
+    Assignment,
+    AttemptReport,
+    Capacity,
+    CapsuleReport,
+    CheckpointOrder,
+    Registration,
+)
 
 log = logging.getLogger("tescape.agent")
 POLL_WAIT = 5.0
@@ -32,11 +39,14 @@ class Agent:
         capacity: Capacity,
         work_dir: Path,
         run_factory: Any,
+        tasks_dir: Path | None = None,
     ):
         self.client = client
         self.capacity = capacity
         self.work_dir = work_dir
-        self.run_factory = run_factory  # (Assignment, GatewayClient, Path) -> TaskRun
+        # (Assignment, GatewayClient, Path, tasks_dir=Path) -> TaskRun
+        self.run_factory = run_factory
+        self.tasks_dir = tasks_dir or work_dir / "tasks"
         self.runs: dict[str, Any] = {}
         self.stopping = threading.Event()
         self._shutdown_lock = threading.Lock()
@@ -75,6 +85,8 @@ class Agent:
                 run = self.runs.get(attempt_id)
                 if run is not None:
                     run.cancel()
+            for order in orders.checkpoint:
+                self._checkpoint(order)
             if orders.shutdown:
                 log.info("the gateway asked this instance to shut down")
                 break
@@ -84,7 +96,7 @@ class Agent:
         if assignment.attempt_id in self.runs:
             return
         try:
-            run = self.run_factory(assignment, self.client, self.work_dir)
+            run = self.run_factory(assignment, self.client, self.work_dir, tasks_dir=self.tasks_dir)
             run.start()
         except Exception as exc:  # one bad assignment must not take the instance down
             log.exception("cannot start attempt %s", assignment.attempt_id)
@@ -98,6 +110,25 @@ class Agent:
             )
             return
         self.runs[assignment.attempt_id] = run
+
+    def _checkpoint(self, order: CheckpointOrder) -> None:
+        run = self.runs.get(order.attempt_id)
+        if run is None:
+            self.client.report_capsule(
+                order.attempt_id,
+                CapsuleReport(
+                    state="failed",
+                    capsule_id=f"{order.attempt_id}-none",
+                    request_id=order.request_id,
+                    stop=order.stop,
+                    reason=order.reason,
+                    error="the attempt is not running on this instance",
+                ),
+            )
+            return
+        threading.Thread(
+            target=run.checkpoint, args=(order,), name=f"checkpoint-{order.attempt_id}"
+        ).start()
 
     def _reap(self) -> None:
         for attempt_id, run in list(self.runs.items()):
@@ -138,6 +169,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--gateway", required=True, help="the gateway's URL")
     parser.add_argument("--instance-id", required=True)
     parser.add_argument("--work-dir", required=True, type=Path)
+    parser.add_argument(
+        "--tasks-dir",
+        type=Path,
+        help="where task directories live (default: WORK_DIR/tasks); the same path on every "
+        "instance, so a capsule restores with its bind mounts",
+    )
     parser.add_argument("--cpu-cores", type=float, default=float(os.cpu_count() or 1))
     parser.add_argument("--ram-gb", type=float, default=memory_gb())
     parser.add_argument("--disk-gb", type=float, default=0.0)
@@ -153,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     args.work_dir.mkdir(parents=True, exist_ok=True)
     client = GatewayClient(args.gateway, args.instance_id, token)
     capacity = Capacity(cpu_cores=args.cpu_cores, ram_gb=args.ram_gb, disk_gb=args.disk_gb)
-    agent = Agent(client, capacity, args.work_dir, TaskRun)
+    agent = Agent(client, capacity, args.work_dir, TaskRun, tasks_dir=args.tasks_dir)
 
     def _stop(signum: int, frame: Any) -> None:
         # stop containers now, from a thread: the main thread may be inside a long poll

@@ -14,6 +14,7 @@ import requests
 from gateway.tes.protocol import (
     AGENT_API,
     AttemptReport,
+    CapsuleReport,
     Orders,
     Poll,
     Registration,
@@ -92,6 +93,9 @@ class GatewayClient:
 
     def report(self, attempt_id: str, report: AttemptReport) -> None:
         self._call("POST", f"/attempts/{attempt_id}/report", data=report.model_dump_json())
+
+    def report_capsule(self, attempt_id: str, report: CapsuleReport) -> None:
+        self._call("POST", f"/attempts/{attempt_id}/capsules", data=report.model_dump_json())
 
     def upload_stream(self, attempt_id: str, executor: int, stream: str, path: Path) -> None:
         if path.exists():

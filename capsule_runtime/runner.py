@@ -9,6 +9,17 @@ The steps, in order (each reported to the gateway as it happens):
     3. outputs        uploaded even when an executor failed; a missing output is noted in
                       system_logs and skipped
     4. end            complete | executor_error | system_error | canceled (outputs not uploaded)
+
+Capsules (capsule_runtime/checkpointing.py): while an executor runs, the attempt can be
+checkpointed — periodically (`capsules.interval_seconds`, the task keeps running), or on an order
+from the gateway (`checkpoint`, or a migration: checkpoint, stop, report `interrupted`). An
+assignment with `restore` starts by restoring the newest usable capsule instead of staging: the
+task directory comes back at the same host path, the container resumes where it was, and the run
+goes on from that executor with the same TaskLog. A corrupt capsule is reported and skipped for
+the one before it; when none is usable the task starts from scratch (said in system_logs).
+
+The task directory is `<tasks_dir>/<task_id>`, the same on every instance, because podman's
+checkpoint names its bind mounts by host path.
 """
 
 from __future__ import annotations
@@ -16,11 +27,16 @@ from __future__ import annotations
 import logging
 import shutil
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
+from capsule_runtime import checkpointing
+from capsule_runtime.capsules.manifest import Manifest
+from capsule_runtime.capsules.pipeline import CapsuleCorrupt
+from capsule_runtime.capsules.store import CapsuleMissing, CapsuleStore, open_store
 from capsule_runtime.client import GatewayClient, GatewayUnreachable
-from capsule_runtime.engine.errors import EngineError
+from capsule_runtime.engine.errors import EngineError, WaitTimeout
 from capsule_runtime.engine.protocol import ContainerEngine
 from capsule_runtime.engine.spec import ContainerSpec, Mount
 from capsule_runtime.image_source import prepare_image
@@ -32,7 +48,13 @@ from capsule_runtime.staging import (
     stage_inputs,
     upload_outputs_report,
 )
-from gateway.tes.protocol import Assignment, AttemptReport, AttemptStatus
+from gateway.tes.protocol import (
+    Assignment,
+    AttemptReport,
+    AttemptStatus,
+    CapsuleReport,
+    CheckpointOrder,
+)
 from gateway.tes.tasklog import NOT_RUN, drop_unstarted
 from gateway.tes.times import rfc3339, utcnow
 
@@ -40,6 +62,7 @@ log = logging.getLogger(__name__)
 GIB = 1024**3
 CANCEL_GRACE = 10.0  # seconds between SIGTERM and SIGKILL when a user cancels
 ABORT_GRACE = 2.0  # ... when the instance shuts down
+MIGRATED = -1000  # _run_executor's result when the container left in a capsule
 
 
 def now() -> str:
@@ -69,12 +92,15 @@ class TaskRun(threading.Thread):
         client: GatewayClient,
         work_dir: Path,
         engine: ContainerEngine | None = None,
+        tasks_dir: Path | None = None,
     ):
         super().__init__(name=f"task-{assignment.task_id}", daemon=True)
         self.a = assignment
         self.client = client
         self.engine = engine or default_engine()
-        self.dir = work_dir / assignment.attempt_id
+        self.dir = (tasks_dir or work_dir / "tasks") / assignment.task_id
+        self.scratch = work_dir / "scratch" / assignment.attempt_id
+        self.images_dir = work_dir / "images"
         self.task: dict[str, Any] = assignment.task
         self._cancel = threading.Event()
         self._abort_reason: str | None = None
@@ -84,6 +110,17 @@ class TaskRun(threading.Thread):
         self._streams: list[tuple[int, str, Path]] = []
         self._running_reported = False
         self._lock = threading.Lock()
+        # capsules
+        self._store: CapsuleStore | None = None
+        self._sequence = assignment.next_sequence
+        self._parent: Manifest | None = None
+        self._index: int | None = None  # the executor whose container is running
+        self._checkpoint_lock = threading.Lock()  # one checkpoint at a time
+        self._checkpoint_done = threading.Event()
+        self._checkpoint_done.set()
+        self._migrated: str | None = None  # the capsule the task left in
+        self._last_capsule = time.monotonic()
+        self._resumed_container = ""
         previous = assignment.task_log or {}
         self.log: dict[str, Any] = {
             "logs": list(previous.get("logs", [])),
@@ -151,6 +188,10 @@ class TaskRun(threading.Thread):
             log.exception("attempt %s failed", self.a.attempt_id)
             status, message = "system_error", f"internal error on the worker: {exc}"
             self.system_log(message)
+        if status == "interrupted":
+            self._leave()
+            self.report(status, message)
+            return
         if self._abort_reason and status not in ("complete", "executor_error"):
             status, message = "system_error", self._abort_reason
             self.system_log(f"stopped: {self._abort_reason}")
@@ -164,8 +205,19 @@ class TaskRun(threading.Thread):
 
     def _execute(self) -> tuple[AttemptStatus, str | None]:
         settings = self.a.settings
-        self.dir.mkdir(parents=True, exist_ok=True)
-        self.report("initializing")
+        images: dict[str, str] = {}
+        resumed: int | None = None
+        if self.a.restore:
+            self.report("restoring")
+            try:
+                images = self._prepare_images()
+            except EngineError as exc:
+                return "system_error", str(exc)
+            resumed = self._restore()
+            if self._cancel.is_set():
+                return "canceled", None
+        else:
+            self.report("initializing")
         try:
             workspace = Workspace.create(
                 self.dir / "work",
@@ -175,29 +227,39 @@ class TaskRun(threading.Thread):
             )
             with self._lock:
                 self._workspace = workspace
-            mounts = stage_inputs(self.task.get("inputs", []), workspace)
+            if resumed is None:
+                shutil.rmtree(self.dir, ignore_errors=True)  # a restart from scratch: clean
+                self.dir.mkdir(parents=True, exist_ok=True)
+                mounts = stage_inputs(self.task.get("inputs", []), workspace)
+            else:
+                mounts = workspace.mounts()
+                for index in range(resumed):  # their full streams came along in the capsule
+                    out, err = self._stdio(index, self.task["executors"][index], workspace)
+                    self._streams += [(index, "stdout", out), (index, "stderr", err)]
         except (StagingError, OSError) as exc:
             self.system_log(f"input staging failed: {exc}")
             return "system_error", str(exc)
         if self._cancel.is_set():
             return "canceled", None
-        images: dict[str, str] = {}
-        for ex in self.task["executors"]:
+        if not images:
             try:
-                ref = prepare_image(
-                    self.engine, ex["image"], settings, self.client, self.dir.parent / "images"
-                )
+                images = self._prepare_images()
             except EngineError as exc:
-                self.system_log(f"image {ex['image']!r} is not available: {exc}")
-                return "system_error", f"image {ex['image']} not available"
-            images[ex["image"]] = ref
+                return "system_error", str(exc)
         failed = False
         for index, ex in enumerate(self.task["executors"]):
+            if resumed is not None and index < resumed:
+                continue  # ran on an earlier instance
             if self._cancel.is_set():
                 return "canceled", None
-            code = self._run_executor(index, ex, images[ex["image"]], workspace, mounts)
+            if index == resumed:
+                code = self._follow(index, ex, workspace, self._resumed_container)
+            else:
+                code = self._run_executor(index, ex, images[ex["image"]], workspace, mounts)
             if code is None:
                 return "canceled", None
+            if code == MIGRATED:
+                return "interrupted", f"moved into capsule {self._migrated}"
             if code != 0 and not ex.get("ignore_error"):
                 failed = True
                 break
@@ -213,6 +275,27 @@ class TaskRun(threading.Thread):
             return "system_error", f"{report.failed} output upload(s) failed"
         return "complete", None
 
+    def _prepare_images(self) -> dict[str, str]:
+        """Every executor's image, available locally (raises EngineError, noted in system_logs)."""
+        images: dict[str, str] = {}
+        for ex in self.task["executors"]:
+            if ex["image"] in images:
+                continue
+            try:
+                images[ex["image"]] = prepare_image(
+                    self.engine, ex["image"], self.a.settings, self.client, self.images_dir
+                )
+            except EngineError as exc:
+                self.system_log(f"image {ex['image']!r} is not available: {exc}")
+                raise EngineError(f"image {ex['image']} not available") from exc
+        return images
+
+    def _stdio(self, index: int, ex: dict[str, Any], workspace: Workspace) -> tuple[Path, Path]:
+        streams = self.dir / "streams"
+        out = workspace.tree_path(ex["stdout"]) if "stdout" in ex else streams / f"{index}.stdout"
+        err = workspace.tree_path(ex["stderr"]) if "stderr" in ex else streams / f"{index}.stderr"
+        return out, err
+
     def _run_executor(
         self,
         index: int,
@@ -221,10 +304,7 @@ class TaskRun(threading.Thread):
         workspace: Workspace,
         mounts: tuple[Mount, ...],
     ) -> int | None:
-        streams = self.dir / "streams"
-        streams.mkdir(exist_ok=True)
-        out = workspace.tree_path(ex["stdout"]) if "stdout" in ex else streams / f"{index}.stdout"
-        err = workspace.tree_path(ex["stderr"]) if "stderr" in ex else streams / f"{index}.stderr"
+        out, err = self._stdio(index, ex, workspace)
         for path in (out, err):
             path.parent.mkdir(parents=True, exist_ok=True)
         res = self.task.get("resources", {})
@@ -251,24 +331,40 @@ class TaskRun(threading.Thread):
             entry.update(end_time=now(), exit_code=127, stderr=str(exc))
             self.system_log(f"executor {index} could not start: {exc}")
             return 127
+        return self._follow(index, ex, workspace, cid)
+
+    def _follow(self, index: int, ex: dict[str, Any], workspace: Workspace, cid: str) -> int | None:
+        """Wait for executor `index`'s running container `cid`; checkpoint it when due. Returns
+        its exit code, None when cancelled, MIGRATED when it left in a capsule."""
         with self._lock:
-            self._container = cid
+            self._container, self._index = cid, index
         if not self._running_reported:
             self._running_reported = True
             self.report("running")  # the first executor is running: INITIALIZING → RUNNING
         if self._cancel.is_set():
             self._stop_container()
         try:
-            code = self.engine.wait(cid)
-            info = self.engine.inspect(cid)
-            if info.oom_killed:
+            try:
+                code = self._wait(cid)
+            except EngineError:
+                # podman cannot wait for a container a checkpoint has just stopped
+                self._checkpoint_done.wait()
+                if self._migrated is None:
+                    raise
+            self._checkpoint_done.wait()  # a checkpoint that stopped the container ends first
+            if self._migrated is not None:
+                self._finished_containers.append(cid)
+                return MIGRATED
+            if code == 128 + 9 and self.engine.inspect(cid).oom_killed:  # SIGKILL: maybe OOM
                 self.system_log(f"executor {index} was killed: out of memory")
         finally:
             with self._lock:
-                self._container = None
-            self._finished_containers.append(cid)
+                self._container, self._index = None, None
+            if cid not in self._finished_containers:
+                self._finished_containers.append(cid)
+        out, err = self._stdio(index, ex, workspace)
         limit = self.a.settings.log_tail_bytes
-        entry.update(
+        self._entry(index).update(
             end_time=now(), exit_code=code, stdout=tail(out, limit), stderr=tail(err, limit)
         )
         self._streams += [(index, "stdout", out), (index, "stderr", err)]
@@ -277,6 +373,169 @@ class TaskRun(threading.Thread):
         if index < len(self.task["executors"]) - 1:
             self.report("running")  # progress; the last executor's log goes with the final report
         return code
+
+    def _wait(self, cid: str) -> int:
+        """engine.wait, taking the periodic checkpoints on the way."""
+        interval = self.a.capsules.interval_seconds if self.a.capsules.store else 0.0
+        while True:
+            if interval <= 0:
+                return self.engine.wait(cid)
+            due = self._last_capsule + interval - time.monotonic()
+            try:
+                return self.engine.wait(cid, timeout=max(due, 0.05))
+            except WaitTimeout:
+                self.checkpoint(CheckpointOrder(attempt_id=self.a.attempt_id, request_id=""))
+
+    # -- capsules -----------------------------------------------------------------------------
+
+    def store(self) -> CapsuleStore:
+        if self._store is None:
+            self._store = open_store({"url": self.a.capsules.store, "s3": self.a.capsules.s3})
+        return self._store
+
+    def checkpoint(self, order: CheckpointOrder) -> None:
+        """Checkpoint the running executor's container into a capsule (from any thread). With
+        `order.stop`, the container ends and the attempt reports `interrupted`; a failure leaves
+        the task running and says why in system_logs. Always answers with a CapsuleReport."""
+        periodic = not order.request_id
+        with self._checkpoint_lock:
+            if self._migrated is not None:
+                return  # the task has left this instance already
+            self._last_capsule = time.monotonic()
+            sequence = self._sequence
+            report = CapsuleReport(
+                state="failed",
+                capsule_id=f"{self.a.attempt_id}-{sequence}",
+                sequence=sequence,
+                request_id=order.request_id or None,
+                stop=order.stop,
+                reason="periodic" if periodic else order.reason,
+            )
+            with self._lock:
+                cid, index = self._container, self._index
+                if cid is not None and not self._cancel.is_set():
+                    self._checkpoint_done.clear()
+            try:
+                if not self.a.capsules.store:
+                    raise checkpointing.CheckpointFailed("capsules are not configured")
+                if cid is None or index is None or self._cancel.is_set():
+                    raise checkpointing.CheckpointFailed(
+                        "no executor is running (staging, uploading or finished)"
+                    )
+                done = checkpointing.checkpoint(
+                    self.engine,
+                    self.store(),
+                    self.a.capsules,
+                    container_id=cid,
+                    task_dir=self.dir,
+                    scratch=self.scratch,
+                    task_id=self.a.task_id,
+                    attempt_id=self.a.attempt_id,
+                    sequence=sequence,
+                    parent=self._parent,
+                    meta={"executor_index": index, "reason": report.reason},
+                    leave_running=not order.stop,
+                )
+            except Exception as exc:  # a failed checkpoint never takes the task down
+                log.warning("checkpoint of %s failed: %s", self.a.attempt_id, exc)
+                report.error = str(exc)
+                self.system_log(f"checkpoint {sequence} ({report.reason}) failed: {exc}")
+                self._send_capsule(report)
+                self._checkpoint_done.set()
+                self.report("running")  # the system_logs line
+                return
+            self._sequence += 1
+            self._parent = done.manifest
+            m = done.manifest
+            report = report.model_copy(
+                update={
+                    "state": "complete",
+                    "capsule_id": m.capsule_id,
+                    "manifest_key": done.key,
+                    "manifest_sha256": done.sha256,
+                    "parent": m.parent,
+                    "size_bytes": m.size_bytes,
+                    "stored_bytes": m.stored_bytes,
+                    "uploaded_bytes": m.uploaded_bytes,
+                    "uploaded_chunks": m.uploaded_chunks,
+                    "reused_chunks": m.reused_chunks,
+                    "seconds": {**m.timings, **done.seconds},
+                }
+            )
+            self._send_capsule(report)  # before `interrupted`: the gateway restores from it
+            if order.stop:
+                self._migrated = m.capsule_id
+            self._checkpoint_done.set()
+
+    def _send_capsule(self, report: CapsuleReport) -> None:
+        try:
+            self.client.report_capsule(self.a.attempt_id, report)
+        except GatewayUnreachable as exc:
+            log.error("capsule report for %s failed: %s", self.a.attempt_id, exc)
+
+    def _restore(self) -> int | None:
+        """Restore from the newest usable capsule: the executor index now running again (its
+        container in self._resumed_container), or None to start from scratch."""
+        for ref in self.a.restore:
+            try:
+                restored = checkpointing.restore(
+                    self.engine,
+                    self.store(),
+                    self.a.capsules,
+                    ref,
+                    task_dir=self.dir,
+                    scratch=self.scratch,
+                    name=f"tescape-{self.a.attempt_id}-r{ref.sequence}",
+                )
+            except (CapsuleCorrupt, CapsuleMissing) as exc:
+                self.system_log(f"capsule {ref.capsule_id} is unusable ({exc}); not restored")
+                self._send_capsule(
+                    CapsuleReport(
+                        state="corrupt",
+                        capsule_id=ref.capsule_id,
+                        sequence=ref.sequence,
+                        error=str(exc),
+                    )
+                )
+                continue
+            except (EngineError, OSError) as exc:
+                self.system_log(f"restoring capsule {ref.capsule_id} failed: {exc}")
+                continue
+            self._parent = restored.manifest
+            self._resumed_container = restored.container_id
+            index = int(restored.manifest.meta.get("executor_index", 0))
+            self.log["metadata"]["restored_from"] = ref.capsule_id
+            self._send_capsule(
+                CapsuleReport(
+                    state="restored",
+                    capsule_id=ref.capsule_id,
+                    sequence=ref.sequence,
+                    size_bytes=restored.manifest.size_bytes,
+                    stored_bytes=restored.manifest.stored_bytes,
+                    seconds=restored.seconds,
+                )
+            )
+            return index
+        self.system_log(
+            "no usable capsule to restore from; the task starts again from the beginning"
+        )
+        self._send_capsule(CapsuleReport(state="none_usable", capsule_id="-"))
+        return None
+
+    def _leave(self) -> None:
+        """The task moved into a capsule: free this instance's copy before the gateway assigns
+        the next attempt, which may land on this machine, at the same path."""
+        for cid in self._finished_containers:
+            try:
+                self.engine.remove(cid)
+            except EngineError as exc:
+                log.warning("removing %s: %s", cid, exc)
+        self._finished_containers.clear()
+        if self._workspace is not None:
+            self._workspace.close()
+            self._workspace = None
+        shutil.rmtree(self.dir, ignore_errors=True)
+        shutil.rmtree(self.scratch, ignore_errors=True)
 
     def _after_report(self) -> None:
         """Off the critical path, once the client can see the result: save the full streams

@@ -156,6 +156,24 @@ class ExecutorLogsConfig(Section):
     tail_bytes: int = Field(default=65536, ge=0)
 
 
+class CapsulesConfig(Section):
+    # Where capsules (checkpoints of running tasks) are stored: a directory (`/abs/dir` or
+    # `file:///abs/dir`) or `s3://bucket/prefix` (connection settings from storage.s3).
+    # null: <data_dir>/capsules.
+    store: str | None = None
+    # Keep a task's capsules after it ends (diagnostics); by default they are deleted.
+    keep: bool = False
+    # Periodic checkpoint interval of a running task (the task keeps running); 0 disables.
+    # A task may set its own with backend_parameters.checkpoint_interval.
+    interval_seconds: float = Field(default=900.0, ge=0)
+    # Capsule streams are cut into chunks of this size, compressed (zstd) and hashed one by one;
+    # a later capsule of the same task uploads only the chunks that changed.
+    chunk_mib: int = Field(default=4, ge=1, le=64)
+    compression_level: int = Field(default=1, ge=1, le=19)
+    # Chunks compressed and uploaded in parallel.
+    workers: int = Field(default=4, ge=1, le=64)
+
+
 class LoggingConfig(Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
@@ -173,6 +191,7 @@ class Config(Section):
     storage: StorageConfig = Field(default_factory=StorageConfig)
     images: ImagesConfig = Field(default_factory=ImagesConfig)
     executor_logs: ExecutorLogsConfig = Field(default_factory=ExecutorLogsConfig)
+    capsules: CapsulesConfig = Field(default_factory=CapsulesConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
 
     @property
@@ -184,6 +203,10 @@ class Config(Section):
         if self.storage.allowed_dirs is not None:
             return [str(Path(d).resolve()) for d in self.storage.allowed_dirs]
         return [os.getcwd()]
+
+    @property
+    def capsule_store(self) -> str:
+        return self.capsules.store or str(self.data_path / "capsules")
 
     @property
     def database_url(self) -> str:

@@ -22,9 +22,14 @@ from gateway.scheduler.loop import SCHEDULER
 from gateway.scheduler.wakeups import Wakeups
 from gateway.store.fleet import Attempt, FleetStore, Instance, InstanceState
 from gateway.store.tasks import TaskStore
+from gateway.tes.backend_parameters import duration_seconds
 from gateway.tes.protocol import (
     Assignment,
     AttemptReport,
+    CapsuleRef,
+    CapsuleReport,
+    CapsuleSettings,
+    CheckpointOrder,
     Orders,
     Poll,
     Registration,
@@ -97,6 +102,36 @@ class Dispatcher:
             s3=s3,
         )
 
+    def capsule_settings(self, task: dict[str, Any]) -> CapsuleSettings:
+        cfg = self.cfg.capsules
+        params = (task.get("resources") or {}).get("backend_parameters") or {}
+        interval = cfg.interval_seconds
+        if "checkpoint_interval" in params:
+            interval = duration_seconds(params["checkpoint_interval"])
+        store = self.cfg.capsule_store
+        s3 = self.cfg.storage.s3.model_dump(exclude_none=True) if store.startswith("s3://") else {}
+        return CapsuleSettings(
+            store=store,
+            s3=s3,
+            interval_seconds=interval,
+            tcp_established=params.get("tcp_established", "false").lower() == "true",
+            file_locks=params.get("file_locks", "false").lower() == "true",
+            chunk_mib=cfg.chunk_mib,
+            compression_level=cfg.compression_level,
+            workers=cfg.workers,
+        )
+
+    def restore_refs(self, task_id: str) -> list[CapsuleRef]:
+        return [
+            CapsuleRef(
+                capsule_id=c.id,
+                sequence=c.sequence,
+                manifest_key=c.store_key,
+                manifest_sha256=c.manifest_sha256 or "",
+            )
+            for c in self.fleet.capsules_of(task_id, {"complete"})
+        ]
+
     # -- register and poll --------------------------------------------------------------------
 
     def register(self, inst: Instance, reg: Registration) -> None:
@@ -137,16 +172,41 @@ class Dispatcher:
                 elif attempt.id in running_ids:
                     orders.cancel.append(attempt.id)
                 continue
+            restore = bool(attempt.data.get("restore"))
+            phase = AttemptPhase.RESTORING if restore else AttemptPhase.STARTING
             if attempt.phase is AttemptPhase.PROVISIONING and self.fleet.set_phase(
-                attempt.id, AttemptPhase.STARTING, expect={AttemptPhase.PROVISIONING}
+                attempt.id, phase, expect={AttemptPhase.PROVISIONING}
             ):
+                spec = record.spec or {}
                 orders.assign.append(
                     Assignment(
                         attempt_id=attempt.id,
                         task_id=attempt.task_id,
-                        task=record.spec or {},
+                        task=spec,
                         task_log=record.logs[-1] if record.logs else None,
-                        settings=self.settings(record.spec or {}),
+                        settings=self.settings(spec),
+                        capsules=self.capsule_settings(spec),
+                        restore=self.restore_refs(attempt.task_id) if restore else [],
+                        next_sequence=self.fleet.next_capsule_sequence(attempt.task_id),
+                    )
+                )
+                continue
+            request = attempt.data.get("checkpoint")
+            if (
+                request
+                and not request.get("sent")
+                and attempt.id in running_ids
+                and self.fleet.set_phase(
+                    attempt.id, AttemptPhase.CHECKPOINTING, expect={AttemptPhase.RUNNING}
+                )
+            ):
+                self.fleet.update_attempt_data(attempt.id, checkpoint={**request, "sent": True})
+                orders.checkpoint.append(
+                    CheckpointOrder(
+                        attempt_id=attempt.id,
+                        request_id=request["id"],
+                        stop=bool(request.get("stop")),
+                        reason=request.get("reason", "manual"),
                     )
                 )
         return orders
@@ -164,12 +224,19 @@ class Dispatcher:
         if attempt.phase is AttemptPhase.DONE:
             return  # a late report from an attempt that was settled already
         logs = [self._with_metadata(report.task_log, inst, attempt)]
-        if report.status == "initializing":
+        if report.status in ("initializing", "restoring"):
             self.tasks.set_logs(attempt.task_id, logs)
+            return
+        if report.status == "interrupted":
+            self._interrupted(attempt, logs, report.message)
             return
         target = STATUS_STATE[report.status]
         if target is State.RUNNING:
-            self.fleet.set_phase(attempt.id, AttemptPhase.RUNNING, expect={AttemptPhase.STARTING})
+            self.fleet.set_phase(
+                attempt.id,
+                AttemptPhase.RUNNING,
+                expect={AttemptPhase.STARTING, AttemptPhase.RESTORING},
+            )
             result = self.tasks.transition(
                 attempt.task_id,
                 State.RUNNING,
@@ -215,6 +282,112 @@ class Dispatcher:
         )
         self.wakeups.notify(SCHEDULER)
 
+    # -- capsules and migration ---------------------------------------------------------------
+
+    def capsule(self, inst: Instance, attempt_id: str, report: CapsuleReport) -> None:
+        """A checkpoint's outcome, or a capsule found corrupt by a restore."""
+        attempt = self.attempt_of(inst, attempt_id)
+        data = report.model_dump(exclude_none=True, exclude={"state", "capsule_id"})
+        if report.state in ("restored", "none_usable"):
+            restored = report.state == "restored"
+            self.tasks.record(
+                attempt.task_id,
+                "restored" if restored else "restart_from_scratch",
+                attempt_id=attempt.id,
+                instance_id=inst.id,
+                message=(
+                    f"restored from capsule {report.capsule_id} in "
+                    f"{report.seconds.get('total', 0.0):.2f} s"
+                    if restored
+                    else "no usable capsule: the task starts again from the beginning"
+                ),
+                data=data if restored else None,
+            )
+            return
+        if report.state == "corrupt":
+            self.fleet.set_capsule_state(report.capsule_id, "corrupt")
+            self.tasks.record(
+                attempt.task_id,
+                "capsule_corrupt",
+                attempt_id=attempt.id,
+                instance_id=inst.id,
+                message=f"capsule {report.capsule_id} failed verification: {report.error}",
+                data=data,
+            )
+            return
+        if report.state == "complete" and report.manifest_key and report.manifest_sha256:
+            self.fleet.add_capsule(
+                capsule_id=report.capsule_id,
+                task_id=attempt.task_id,
+                attempt_id=attempt.id,
+                sequence=report.sequence,
+                store_key=report.manifest_key,
+                manifest_sha256=report.manifest_sha256,
+                size_bytes=report.size_bytes,
+                parent_id=report.parent,
+                data=data,
+            )
+            message = (
+                f"capsule {report.capsule_id} ({report.reason}): "
+                f"{report.size_bytes / 2**20:.1f} MiB, {report.uploaded_bytes / 2**20:.1f} MiB "
+                f"uploaded in {report.seconds.get('total', 0.0):.2f} s"
+            )
+            kind = "capsule"
+        else:
+            message = f"checkpoint ({report.reason}) failed: {report.error}"
+            kind = "checkpoint_failed"
+        self.tasks.record(
+            attempt.task_id,
+            kind,
+            attempt_id=attempt.id,
+            instance_id=inst.id,
+            message=message,
+            data=data,
+        )
+        if report.request_id is None:
+            return  # periodic: the attempt's phase never left RUNNING
+        request = attempt.data.get("checkpoint") or {}
+        leaving = report.stop and report.state == "complete"
+        self.fleet.update_attempt_data(
+            attempt.id,
+            checkpoint=None,
+            migrate={"reason": report.reason, "target": request.get("target")} if leaving else None,
+        )
+        if not leaving:  # leave-running, or failed: the task runs on here
+            self.fleet.set_phase(
+                attempt.id, AttemptPhase.RUNNING, expect={AttemptPhase.CHECKPOINTING}
+            )
+
+    def _interrupted(
+        self, attempt: Attempt, logs: list[dict[str, Any]], message: str | None
+    ) -> None:
+        """The attempt's container left in a capsule: the task (still RUNNING to its client)
+        gets a new attempt that restores it, on another instance."""
+        self.tasks.set_logs(attempt.task_id, logs)
+        self.fleet.set_phase(attempt.id, AttemptPhase.INTERRUPTED, message=message)
+        self.fleet.set_phase(attempt.id, AttemptPhase.DONE)
+        record = self.tasks.get(attempt.task_id, full=False)
+        if record is None or record.state.terminal or record.state is State.CANCELING:
+            if record is not None and record.state is State.CANCELING:
+                self.tasks.transition(
+                    attempt.task_id, State.CANCELED, message="cancelled while migrating"
+                )
+            return
+        migrate = attempt.data.get("migrate") or {}
+        target, reason = migrate.get("target"), migrate.get("reason") or "manual"
+        self.fleet.add_pending_attempt(
+            attempt.task_id,
+            reason=reason,
+            data={
+                "restore": True,
+                "exclude": [attempt.instance_id] if attempt.instance_id else [],
+                "target": target,
+                "migrations": int(attempt.data.get("migrations", 0)) + 1,
+            },
+            message=f"restore after {reason} migration from {attempt.instance_id}",
+        )
+        self.wakeups.notify(SCHEDULER)
+
     def _with_metadata(
         self, task_log: dict[str, Any], inst: Instance, attempt: Attempt
     ) -> dict[str, Any]:
@@ -226,6 +399,7 @@ class Dispatcher:
             market=inst.market,
             zone=inst.zone,
             attempts=str(attempt.number),
+            migrations=str(attempt.data.get("migrations", 0)),
         )
         if inst.price_per_hour is not None:
             meta["vm_price_per_hour_usd"] = f"{inst.price_per_hour:.6f}"

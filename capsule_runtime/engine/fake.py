@@ -9,17 +9,20 @@ until `stop`, `remove` or the test's `finish(cid, code)`. `wait` blocks (thread-
 from __future__ import annotations
 
 import hashlib
+import io
 import itertools
 import json
 import re
 import tarfile
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from capsule_runtime.engine import freeze
 from capsule_runtime.engine.errors import (
     ContainerNotFound,
     EngineError,
@@ -27,7 +30,12 @@ from capsule_runtime.engine.errors import (
     WaitTimeout,
 )
 from capsule_runtime.engine.protocol import ContainerEngine
-from capsule_runtime.engine.spec import ContainerInfo, ContainerSpec, ContainerState
+from capsule_runtime.engine.spec import (
+    CheckpointOptions,
+    ContainerInfo,
+    ContainerSpec,
+    ContainerState,
+)
 
 SIGTERM_EXIT = 128 + 15
 SIGKILL_EXIT = 128 + 9
@@ -234,6 +242,59 @@ class FakeEngine:
                 if all(c.labels.get(k) == v for k, v in self.labels.items())
             ]
         return [self.inspect(cid) for cid in ids]
+
+    # checkpoint / restore: the archive is a tar of the container's spec; the freeze gate is
+    # honoured as CRIU's action script would (engine/freeze.py)
+    def checkpoint(
+        self,
+        container_id: str,
+        export: Path,
+        options: CheckpointOptions,
+        *,
+        leave_running: bool = False,
+    ) -> dict[str, Any]:
+        with self._changed:
+            ctr = self._get(container_id)
+            if ctr.state is not ContainerState.RUNNING:
+                raise EngineError(f"container {container_id} is not running")
+            pid = ctr.pid
+        gate = freeze.GATES / str(pid)
+        if gate.is_dir():
+            (gate / "frozen").touch()
+            deadline = time.monotonic() + 60
+            while not (gate / "thaw").exists() and time.monotonic() < deadline:
+                time.sleep(0.005)
+        doc = json.dumps(
+            {"image": ctr.spec.image, "argv": list(ctr.spec.argv), "task_id": ctr.spec.task_id}
+        ).encode()
+        with open(export, "wb") as out, tarfile.open(fileobj=out, mode="w|") as tar:
+            info = tarfile.TarInfo("fake-checkpoint.json")
+            info.size = len(doc)
+            tar.addfile(info, io.BytesIO(doc))
+        if not leave_running:
+            with self._changed:
+                self._exit(ctr, 0)
+        return {"seconds": 0.0}
+
+    def restore(
+        self, archive: Path, name: str, options: CheckpointOptions
+    ) -> tuple[str, dict[str, Any]]:
+        try:
+            with tarfile.open(archive) as tar:
+                member = tar.extractfile("fake-checkpoint.json")
+                doc = json.load(member) if member else {}
+        except (tarfile.TarError, KeyError, ValueError) as exc:
+            raise EngineError(f"podman restore failed: {exc}") from None
+        spec = ContainerSpec(
+            image=doc["image"], argv=tuple(doc["argv"]), task_id=doc["task_id"], name=name
+        )
+        with self._changed:
+            cid = uuid.uuid4().hex + uuid.uuid4().hex
+            ctr = _Container(cid, name, spec, {**self.labels, **spec.all_labels})
+            ctr.process = FakeProcess(None)
+            ctr.state, ctr.pid = ContainerState.RUNNING, next(self._pids)
+            self._containers[cid] = ctr
+        return cid, {"seconds": 0.0}
 
     # test controls
     def finish(self, container_id: str, exit_code: int) -> None:

@@ -7,11 +7,13 @@ import math
 import re
 import resource
 import secrets
+import subprocess
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from capsule_runtime.engine import launcher
+from capsule_runtime.engine import freeze, launcher
 from capsule_runtime.engine.errors import (
     ContainerNotFound,
     EngineError,
@@ -20,10 +22,11 @@ from capsule_runtime.engine.errors import (
     ImageNotFound,
     WaitTimeout,
 )
-from capsule_runtime.engine.podman_cli import PodmanCli
+from capsule_runtime.engine.podman_cli import PodmanCli, classify
 from capsule_runtime.engine.protocol import ContainerEngine
 from capsule_runtime.engine.spec import (
     TASK_LABEL,
+    CheckpointOptions,
     ContainerInfo,
     ContainerSpec,
     ContainerState,
@@ -42,6 +45,7 @@ _STATES = {
     "stopped": ContainerState.EXITED,
     "removing": ContainerState.EXITED,
 }
+DEFAULT_GRAPHROOT = Path("/var/lib/containers/storage")  # rootful podman's default store
 _NAME_UNSAFE = re.compile(r"[^a-zA-Z0-9_.-]+")
 
 
@@ -56,11 +60,15 @@ class PodmanEngine:
         labels: Mapping[str, str] | None = None,
         busybox: Path = launcher.DEFAULT_BUSYBOX,
         pull_timeout: float = 1800.0,
+        checkpoint_timeout: float = 1800.0,
+        criu_dir: Path | None = None,
     ) -> None:
         self.cli = cli or PodmanCli()
         self.labels = dict(labels or {})
         self.busybox = busybox
         self.pull_timeout = pull_timeout
+        self.checkpoint_timeout = checkpoint_timeout
+        self.criu_config = freeze.ensure_installed(criu_dir or freeze.CRIU_DIR)
 
     # images
     def has_image(self, ref: str) -> bool:
@@ -118,6 +126,8 @@ class PodmanEngine:
         if spec.cpu_cores is not None:
             args += ["--cpus", f"{spec.cpu_cores:g}"]
         args += _ulimits()
+        # CRIU's action script (the freeze gate) for consistent checkpoints; see freeze.py
+        args += ["--annotation", f"{freeze.ANNOTATION}={self.criu_config}"]
         args += ["--entrypoint", json.dumps(list(argv)), spec.image]
         out = self.cli.run(*args)
         return out.stdout.strip().splitlines()[-1]
@@ -125,10 +135,19 @@ class PodmanEngine:
     def start(self, container_id: str) -> None:
         # conmon (2.1.6, cgroup v1) writes its OOM marker into its working directory, and podman
         # looks for it in the container's static dir: start from there, or OOMKilled stays false.
-        static_dir = self.cli.run(
-            "container", "inspect", "--format", "{{.StaticDir}}", container_id
-        ).stdout.strip()
-        self.cli.run("start", container_id, timeout=120, cwd=Path(static_dir))
+        self.cli.run("start", container_id, timeout=120, cwd=self._static_dir(container_id))
+
+    def _static_dir(self, container_id: str) -> Path:
+        """The container's static dir: where podman's default store puts it (saving a podman
+        call on every start), else what `podman inspect` says."""
+        guess = DEFAULT_GRAPHROOT / "overlay-containers" / container_id / "userdata"
+        if len(container_id) == 64 and guess.is_dir():
+            return guess
+        return Path(
+            self.cli.run(
+                "container", "inspect", "--format", "{{.StaticDir}}", container_id
+            ).stdout.strip()
+        )
 
     def run(self, spec: ContainerSpec) -> str:
         container_id = self.create(spec)
@@ -163,6 +182,62 @@ class PodmanEngine:
         out = self.cli.run("container", "inspect", container_id)
         return _info(json.loads(out.stdout)[0])
 
+    # checkpoint / restore (CRIU through runc)
+    def checkpoint(
+        self,
+        container_id: str,
+        export: Path,
+        options: CheckpointOptions,
+        *,
+        leave_running: bool = False,
+    ) -> dict[str, Any]:
+        args = ["container", "checkpoint", "--export", str(export), "--compress", "none"]
+        args += ["--print-stats", *_criu_flags(options)]
+        if leave_running:
+            args.append("--leave-running")
+        args.append(container_id)
+        started = time.monotonic()
+        proc = self.cli.popen(*args)
+        try:
+            out, err = proc.communicate(timeout=self.checkpoint_timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
+            raise EngineTimeout(
+                f"podman checkpoint took longer than {self.checkpoint_timeout:g} s",
+                argv=[self.cli.executable, *args],
+            ) from None
+        except BaseException:
+            proc.kill()
+            proc.wait()
+            raise
+        if proc.returncode != 0:
+            raise classify([self.cli.executable, *args], proc.returncode, err)
+        return _checkpoint_stats(out, time.monotonic() - started)
+
+    def restore(
+        self, archive: Path, name: str, options: CheckpointOptions
+    ) -> tuple[str, dict[str, Any]]:
+        args = ["container", "restore", "--import", str(archive), "--print-stats"]
+        if not options.tcp_established:  # podman 4.3 refuses --name with --tcp-established:
+            args += ["--name", name]  # the container then keeps its checkpointed name
+        args += _criu_flags(options)
+        started = time.monotonic()
+        try:
+            out = self.cli.run(*args, timeout=self.checkpoint_timeout)
+        except EngineError as exc:
+            # a failed restore may leave a created container behind (its name is in the error)
+            for found in re.findall(r"[0-9a-f]{64}", exc.stderr or ""):
+                self.remove(found)
+            self.remove(name)
+            raise
+        stats = _checkpoint_stats(out.stdout, time.monotonic() - started)
+        found = stats.pop("container_id", None)
+        return str(found or self._container_id(name)), stats
+
+    def _container_id(self, name: str) -> str:
+        return self.cli.run("container", "inspect", "--format", "{{.Id}}", name).stdout.strip()
+
     def list_containers(self) -> list[ContainerInfo]:
         args = ["ps", "--all", "--quiet", "--no-trunc", "--filter", f"label={TASK_LABEL}"]
         for key, value in self.labels.items():
@@ -181,6 +256,38 @@ class PodmanEngine:
                 except ContainerNotFound:
                     continue
             return found
+
+
+def _criu_flags(options: CheckpointOptions) -> list[str]:
+    flags = []
+    if options.tcp_established:
+        flags.append("--tcp-established")
+    if options.file_locks:
+        flags.append("--file-locks")
+    return flags
+
+
+def _checkpoint_stats(stdout: str, seconds: float) -> dict[str, Any]:
+    """podman's `--print-stats` JSON (durations in microseconds) as seconds, plus the wall time."""
+    stats: dict[str, Any] = {"seconds": round(seconds, 4)}
+    try:
+        raw = json.loads(stdout[stdout.index("{") :])
+    except ValueError:
+        return stats
+    for key in ("podman_checkpoint_duration", "podman_restore_duration"):
+        if key in raw:
+            stats[key.removeprefix("podman_")] = raw[key] / 1e6
+    items = raw.get("container_statistics") or []
+    if items:
+        item = items[0]
+        stats["container_id"] = item.get("Id") or item.get("id")
+        for key in ("runtime_checkpoint_duration", "runtime_restore_duration"):
+            if key in item:
+                stats[key] = item[key] / 1e6
+        criu = item.get("criu_statistics") or {}
+        for key, value in criu.items():
+            stats[f"criu_{key}"] = value / 1e6 if key.endswith("_time") else value
+    return stats
 
 
 def _loaded(stdout: str) -> list[str]:

@@ -94,6 +94,18 @@ class PodmanCli:
             raise classify(argv, done.returncode, done.stderr)
         return done
 
+    def popen(self, *args: str) -> subprocess.Popen[str]:
+        """Start a podman command (stdout and stderr piped, text); the caller waits for it."""
+        return subprocess.Popen(
+            [self.executable, *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+            text=True,
+            env=self.env,
+            cwd="/",
+        )
+
 
 def classify(argv: Sequence[str], returncode: int, stderr: str) -> EngineError:
     """The most specific EngineError for a failed podman command."""

@@ -15,9 +15,9 @@ Cancelling: `engine.stop(cid, grace=10)` (SIGTERM, then SIGKILL after `grace` se
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
-from capsule_runtime.engine.spec import ContainerInfo, ContainerSpec
+from capsule_runtime.engine.spec import CheckpointOptions, ContainerInfo, ContainerSpec
 
 
 @runtime_checkable
@@ -62,6 +62,28 @@ class ContainerEngine(Protocol):
 
     def inspect(self, container_id: str) -> ContainerInfo:
         """Raises ContainerNotFound."""
+        ...
+
+    def checkpoint(
+        self,
+        container_id: str,
+        export: Path,
+        options: CheckpointOptions,
+        *,
+        leave_running: bool = False,
+    ) -> dict[str, Any]:
+        """Checkpoint a running container with CRIU into an uncompressed archive at `export`
+        (a file, or a FIFO another thread reads). Without `leave_running` the container ends
+        (state exited). Returns statistics (seconds; CRIU's frozen time and pages written when
+        the engine knows them). Raises EngineError."""
+        ...
+
+    def restore(
+        self, archive: Path, name: str, options: CheckpointOptions
+    ) -> tuple[str, dict[str, Any]]:
+        """Recreate and resume a container from a checkpoint archive, named `name` (podman keeps
+        the checkpointed name when TCP connections are restored); return its id and statistics.
+        The image must be present. Raises EngineError (nothing is left behind)."""
         ...
 
     def list_containers(self) -> list[ContainerInfo]:

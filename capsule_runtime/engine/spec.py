@@ -110,3 +110,12 @@ class ContainerInfo:
     @property
     def task_id(self) -> str | None:
         return self.labels.get(TASK_LABEL)
+
+
+@dataclass(frozen=True)
+class CheckpointOptions:
+    """How CRIU treats what a task holds: established TCP connections and file locks are only
+    dumped when asked for (a restore must then be asked the same)."""
+
+    tcp_established: bool = False
+    file_locks: bool = False

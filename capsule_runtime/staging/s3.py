@@ -52,6 +52,32 @@ class S3Config:
         return cls(**{k: v for k, v in data.items() if k in known and v is not None})
 
 
+def s3_client(cfg: S3Config, min_pool: int = 10) -> Any:
+    """A boto3 S3 client for `cfg`: its own session (thread-safe to share), botocore's standard
+    retries, a connection pool sized for `max_concurrency` parallel transfers."""
+    import boto3
+    from botocore.config import Config
+
+    session = boto3.session.Session(
+        aws_access_key_id=cfg.access_key_id,
+        aws_secret_access_key=cfg.secret_access_key,
+        aws_session_token=cfg.session_token,
+        region_name=cfg.region or None,
+    )
+    return session.client(
+        "s3",
+        endpoint_url=cfg.endpoint_url,
+        config=Config(
+            region_name=cfg.region or "us-east-1",
+            s3={"addressing_style": cfg.addressing_style},
+            retries={"max_attempts": cfg.max_attempts, "mode": "standard"},
+            connect_timeout=cfg.connect_timeout,
+            read_timeout=cfg.read_timeout,
+            max_pool_connections=max(min_pool, cfg.max_concurrency * 2),
+        ),
+    )
+
+
 class _Progress:
     """An s3transfer subscriber that forwards byte counts to a ByteCallback."""
 
@@ -112,30 +138,10 @@ class S3Storage:
             return self._client
 
     def _make_client(self) -> Any:
-        import boto3
-        from botocore.config import Config
 
-        cfg = self.config
-        if cfg.endpoint_url:
-            self.policy.check_url(cfg.endpoint_url)
-        session = boto3.session.Session(
-            aws_access_key_id=cfg.access_key_id,
-            aws_secret_access_key=cfg.secret_access_key,
-            aws_session_token=cfg.session_token,
-            region_name=cfg.region or None,
-        )
-        return session.client(
-            "s3",
-            endpoint_url=cfg.endpoint_url,
-            config=Config(
-                region_name=cfg.region or "us-east-1",
-                s3={"addressing_style": cfg.addressing_style},
-                retries={"max_attempts": cfg.max_attempts, "mode": "standard"},
-                connect_timeout=cfg.connect_timeout,
-                read_timeout=cfg.read_timeout,
-                max_pool_connections=max(10, cfg.max_concurrency * 2),
-            ),
-        )
+        if self.config.endpoint_url:
+            self.policy.check_url(self.config.endpoint_url)
+        return s3_client(self.config, min_pool=10)
 
     def _transfers(self) -> Any:
         client = self.client()

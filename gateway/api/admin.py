@@ -9,6 +9,7 @@ from flask import Blueprint, Response, current_app, g, request, send_file
 
 from gateway.api.responses import error_response, json_response
 from gateway.library import LibraryError, stream_chunks
+from gateway.migration import Migrations, Refused
 from gateway.service import NotFound
 
 if TYPE_CHECKING:
@@ -73,6 +74,78 @@ def task_logs(task_id: str) -> Response:
             404, "no such log yet (full streams are saved just after the task ends)"
         )
     return send_file(path, mimetype="text/plain", conditional=True)
+
+
+# -- checkpoints and migrations ---------------------------------------------------------------
+
+
+CAPSULE_FIELDS = ("reason", "stored_bytes", "uploaded_bytes", "uploaded_chunks", "seconds")
+
+
+def _move(task_id: str, stop: bool) -> Response:
+    _own_task(task_id)
+    body = request.get_json(silent=True) if request.get_data() else {}
+    if not isinstance(body, dict) or not isinstance(body.get("instance", ""), str):
+        return error_response(400, 'the body must be empty or {"instance": "<instance id>"}')
+    try:
+        s = _services()
+        out = Migrations(s.store, s.fleet, s.wakeups).request(
+            task_id, stop=stop, target=body.get("instance")
+        )
+    except Refused as exc:
+        return error_response(exc.status, str(exc))
+    return json_response(out, status=202)
+
+
+@bp.post("/tasks/<task_id>:checkpoint")
+def checkpoint_task(task_id: str) -> Response:
+    """Checkpoint a RUNNING task into a capsule; it keeps running where it is."""
+    return _move(task_id, stop=False)
+
+
+@bp.post("/tasks/<task_id>:migrate")
+def migrate_task(task_id: str) -> Response:
+    """Checkpoint, stop, and restore on another instance (body {"instance": ID} optional)."""
+    return _move(task_id, stop=True)
+
+
+@bp.get("/tasks/<task_id>/capsules")
+def task_capsules(task_id: str) -> Response:
+    _own_task(task_id)
+    out = [
+        {
+            "id": c.id,
+            "attempt_id": c.attempt_id,
+            "sequence": c.sequence,
+            "state": c.state,
+            "manifest_key": c.store_key,
+            "manifest_sha256": c.manifest_sha256,
+            "size_bytes": c.size_bytes,
+            "parent_id": c.parent_id,
+            "created_time": c.created_time,
+            **{k: v for k, v in c.data.items() if k in CAPSULE_FIELDS},
+        }
+        for c in _services().fleet.capsules_of(task_id)
+    ]
+    return json_response({"capsules": out})
+
+
+@bp.get("/tasks/<task_id>/attempts")
+def task_attempts(task_id: str) -> Response:
+    _own_task(task_id)
+    out = [
+        {
+            "id": a.id,
+            "number": a.number,
+            "instance_id": a.instance_id,
+            "phase": a.phase.value,
+            "reason": a.reason,
+            "start_time": a.start_time,
+            "end_time": a.end_time,
+        }
+        for a in _services().fleet.attempts_of(task_id)
+    ]
+    return json_response({"attempts": out})
 
 
 # -- the Application Library -----------------------------------------------------------------

@@ -11,7 +11,7 @@ from pydantic import BaseModel, ValidationError
 from gateway.api.responses import error_response, json_response
 from gateway.dispatch import Dispatcher, NotYours
 from gateway.store.fleet import Instance
-from gateway.tes.protocol import AGENT_API, AttemptReport, Poll, Registration
+from gateway.tes.protocol import AGENT_API, AttemptReport, CapsuleReport, Poll, Registration
 
 bp = Blueprint("agent", __name__, url_prefix=AGENT_API)
 INSTANCE_HEADER = "X-Tescape-Instance"
@@ -62,6 +62,12 @@ def poll(instance_id: str) -> Response:
 @bp.post("/attempts/<attempt_id>/report")
 def report(attempt_id: str) -> Response:
     _dispatcher().report(_caller(), attempt_id, _body(AttemptReport))
+    return json_response({})
+
+
+@bp.post("/attempts/<attempt_id>/capsules")
+def capsule(attempt_id: str) -> Response:
+    _dispatcher().capsule(_caller(), attempt_id, _body(CapsuleReport))
     return json_response({})
 
 

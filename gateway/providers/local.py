@@ -69,6 +69,8 @@ class LocalProvider:
             instance.id,
             "--work-dir",
             str(work),
+            "--tasks-dir",  # shared by the local instances: a capsule restores at the same path
+            str(self.work_root / "tasks"),
             "--cpu-cores",
             str(offer.cpu_cores),
             "--ram-gb",

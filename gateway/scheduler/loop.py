@@ -9,6 +9,11 @@ One thread, woken by every create and cancel and otherwise every `interval_secon
     3. launch   when queued tasks found no room and the provider allows more instances
     4. cancel   instances running CANCELING tasks are woken so their agents get the stop order
     5. retire   instances idle longer than `idle_timeout_seconds` are stopped
+    6. restore  attempts waiting to restore a capsule (a migration) go to another READY
+                instance with room (the one asked for, if any); an instance is launched when
+                none fits, not counting the instance the task is leaving
+    7. collect  capsules of finished tasks are deleted from the capsule store (unless
+                `capsules.keep`)
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ from gateway.providers.base import Offer, Provider, ProviderError
 from gateway.scheduler.wakeups import Wakeups
 from gateway.store.fleet import FleetStore, Instance, InstanceState
 from gateway.store.tasks import TaskStore
-from gateway.tes.states import AttemptPhase, State
+from gateway.tes.states import TERMINAL, AttemptPhase, State
 from gateway.tes.times import utcnow
 
 log = logging.getLogger(__name__)
@@ -42,6 +47,13 @@ class Request:
     cpu_cores: float
     ram_gb: float
     disk_gb: float
+
+    def minus(self, other: Request) -> Request:
+        return Request(
+            self.cpu_cores - other.cpu_cores,
+            self.ram_gb - other.ram_gb,
+            self.disk_gb - other.disk_gb,
+        )
 
     def fits(self, room: Request) -> bool:
         return (
@@ -86,6 +98,7 @@ class Scheduler:
         # before the next launch (capped), so a broken worker setup does not spin.
         self.failed_launches = 0
         self.next_launch = utcnow()
+        self._capsule_store: Any = None
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -125,10 +138,12 @@ class Scheduler:
         if self.failed_launches and self.fleet.instances({InstanceState.READY}):
             self.failed_launches = 0
         unplaced = self._place()
-        if unplaced:
-            self._launch()
+        restores, leaving = self._place_restores()
+        if unplaced or restores:
+            self._launch(not_counting=leaving)
         self._cancel()
         self._retire(now)
+        self._collect_capsules()
 
     def _expire(self, now: datetime) -> None:
         sch = self.cfg.scheduler
@@ -228,12 +243,7 @@ class Scheduler:
                 on_apply=functools.partial(self._attempt, task_id=task_id, inst=target),
             )
             if result.applied:
-                room = rooms[target.id]
-                rooms[target.id] = Request(
-                    room.cpu_cores - need.cpu_cores,
-                    room.ram_gb - need.ram_gb,
-                    room.disk_gb - need.disk_gb,
-                )
+                rooms[target.id] = rooms[target.id].minus(need)
                 self.wakeups.notify(target.id)
         return unplaced
 
@@ -255,13 +265,15 @@ class Scheduler:
             logs=[{"logs": [], "outputs": [], "system_logs": [message]}],
         )
 
-    def _launch(self) -> None:
+    def _launch(self, not_counting: frozenset[str] = frozenset()) -> None:
         if utcnow() < self.next_launch:
             return
         active = self.fleet.instances({InstanceState.LAUNCHING, InstanceState.READY})
         if any(i.state is InstanceState.LAUNCHING for i in active):
             return  # one at a time: let it register first
-        if len(active) >= self.cfg.providers.local.max_instances:
+        if len([i for i in active if i.id not in not_counting]) >= (
+            self.cfg.providers.local.max_instances
+        ):
             return
         offer = self._largest_offer()
         if offer is None:
@@ -287,6 +299,59 @@ class Scheduler:
         except ProviderError as exc:
             log.error("launch failed: %s", exc)
             self.fleet.set_instance_state(inst.id, InstanceState.LOST)
+
+    def _place_restores(self) -> tuple[int, frozenset[str]]:
+        """Place the attempts that restore a capsule; return how many found no room and the
+        instances their tasks are leaving."""
+        pending = self.fleet.unplaced_attempts()
+        if not pending:
+            return 0, frozenset()
+        ready = self.fleet.instances({InstanceState.READY})
+        rooms = {inst.id: self._room(inst) for inst in ready}
+        unplaced, leaving = 0, set()
+        for attempt in pending:
+            record = self.tasks.get(attempt.task_id, full=False)
+            if record is None or record.state is not State.RUNNING:
+                self.fleet.set_phase(
+                    attempt.id, AttemptPhase.DONE, message="the task ended before its restore"
+                )
+                continue
+            spec = self.tasks.get(attempt.task_id)
+            need = task_request(spec.spec if spec and spec.spec else {}, self.cfg)
+            exclude = set(attempt.data.get("exclude") or [])
+            fits = [i for i in ready if i.id not in exclude and need.fits(rooms[i.id])]
+            wanted = attempt.data.get("target")
+            target = next((i for i in fits if i.id == wanted), fits[0] if fits else None)
+            if target is None:
+                unplaced += 1
+                leaving |= exclude
+                continue
+            if self.fleet.place_attempt(attempt.id, target):
+                rooms[target.id] = rooms[target.id].minus(need)
+                self.wakeups.notify(target.id)
+        return unplaced, frozenset(leaving)
+
+    def _collect_capsules(self) -> None:
+        if self.cfg.capsules.keep:
+            return
+        task_ids = self.fleet.tasks_with_capsules_to_delete({s.value for s in TERMINAL})
+        if not task_ids:
+            return
+        from capsule_runtime.capsules.pipeline import delete_task_capsules
+        from capsule_runtime.capsules.store import open_store
+
+        if self._capsule_store is None:
+            store = self.cfg.capsule_store
+            s3 = self.cfg.storage.s3.model_dump(exclude_none=True)
+            self._capsule_store = open_store({"url": store, "s3": s3})
+        for task_id in task_ids:
+            try:
+                deleted = delete_task_capsules(self._capsule_store, task_id)
+            except Exception as exc:  # the store may be away; try again next tick
+                log.warning("deleting the capsules of %s: %s", task_id, exc)
+                return
+            self.fleet.mark_capsules_deleted(task_id)
+            self.tasks.record(task_id, "capsules_deleted", message=f"{deleted} objects deleted")
 
     def _cancel(self) -> None:
         canceling = set(self.tasks.ids_in_state(State.CANCELING))

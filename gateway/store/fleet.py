@@ -7,7 +7,7 @@ attempt-phase table in gateway.tes.states that records an event, like task state
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
@@ -16,7 +16,7 @@ from sqlalchemy import Connection, func, insert, select, update
 from gateway.store.database import Database
 from gateway.store.events import write_event
 from gateway.store.ids import new_id
-from gateway.store.schema import attempts, instances
+from gateway.store.schema import attempts, capsules, instances, tasks
 from gateway.tes.states import AttemptPhase, can_change_phase
 from gateway.tes.times import Clock, rfc3339, utcnow
 
@@ -64,6 +64,38 @@ class Attempt:
     reason: str | None
     start_time: str | None
     end_time: str | None
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Capsule:
+    id: str
+    task_id: str
+    attempt_id: str | None
+    sequence: int
+    state: str  # complete | corrupt | deleted
+    store_key: str  # the manifest's key
+    size_bytes: int | None
+    manifest_sha256: str | None
+    parent_id: str | None
+    created_time: str
+    data: dict[str, Any]
+
+
+def _capsule(row: Any) -> Capsule:
+    return Capsule(
+        id=row.id,
+        task_id=row.task_id,
+        attempt_id=row.attempt_id,
+        sequence=row.sequence,
+        state=row.state,
+        store_key=row.store_key,
+        size_bytes=row.size_bytes,
+        manifest_sha256=row.manifest_sha256,
+        parent_id=row.parent_id,
+        created_time=row.created_time,
+        data=json.loads(row.data) if row.data else {},
+    )
 
 
 def _instance(row: Any) -> Instance:
@@ -92,7 +124,15 @@ def _attempt(row: Any) -> Attempt:
         reason=row.reason,
         start_time=row.start_time,
         end_time=row.end_time,
+        data=json.loads(row.data) if row.data else {},
     )
+
+
+def _next_number(conn: Connection, task_id: str) -> int:
+    top = conn.execute(
+        select(func.max(attempts.c.number)).where(attempts.c.task_id == task_id)
+    ).scalar()
+    return int(top or 0) + 1
 
 
 class FleetStore:
@@ -185,12 +225,7 @@ class FleetStore:
         self, conn: Connection, task_id: str, instance: Instance, reason: str = "first"
     ) -> str:
         """Create the next attempt of a task on an instance, inside the caller's transaction."""
-        number = (
-            conn.execute(
-                select(func.max(attempts.c.number)).where(attempts.c.task_id == task_id)
-            ).scalar()
-            or 0
-        ) + 1
+        number = _next_number(conn, task_id)
         attempt_id = new_id("a-")
         now = self.now()
         conn.execute(
@@ -219,6 +254,164 @@ class FleetStore:
             now=now,
         )
         return attempt_id
+
+    def add_pending_attempt(
+        self, task_id: str, reason: str, data: dict[str, Any], message: str | None = None
+    ) -> str:
+        """The next attempt of a task, not yet on an instance (a restore the scheduler places)."""
+        with self.db.engine.begin() as conn:
+            number = _next_number(conn, task_id)
+            attempt_id = new_id("a-")
+            now = self.now()
+            conn.execute(
+                insert(attempts).values(
+                    id=attempt_id,
+                    task_id=task_id,
+                    number=number,
+                    instance_id=None,
+                    phase=AttemptPhase.PROVISIONING.value,
+                    reason=reason,
+                    start_time=now,
+                    data=json.dumps(data),
+                )
+            )
+            self._event(
+                conn,
+                task_id,
+                "attempt",
+                attempt_id=attempt_id,
+                phase=AttemptPhase.PROVISIONING,
+                message=message or f"attempt {number} ({reason}) waits for an instance",
+                data=data,
+                now=now,
+            )
+        return attempt_id
+
+    def unplaced_attempts(self) -> list[Attempt]:
+        query = (
+            select(attempts)
+            .where(
+                attempts.c.phase == AttemptPhase.PROVISIONING.value,
+                attempts.c.instance_id.is_(None),
+            )
+            .order_by(attempts.c.start_time)
+        )
+        with self.db.engine.connect() as conn:
+            return [_attempt(r) for r in conn.execute(query)]
+
+    def place_attempt(self, attempt_id: str, instance: Instance) -> bool:
+        """Put an unplaced attempt on an instance (compare-and-swap on the empty instance)."""
+        with self.db.engine.begin() as conn:
+            result = conn.execute(
+                update(attempts)
+                .where(attempts.c.id == attempt_id, attempts.c.instance_id.is_(None))
+                .values(
+                    instance_id=instance.id,
+                    market=instance.market,
+                    instance_type=instance.instance_type,
+                    zone=instance.zone,
+                    price_per_hour=instance.price_per_hour,
+                )
+            )
+            if result.rowcount != 1:
+                return False
+            task_id = conn.execute(
+                select(attempts.c.task_id).where(attempts.c.id == attempt_id)
+            ).scalar()
+            self._event(
+                conn,
+                task_id,
+                "attempt",
+                attempt_id=attempt_id,
+                instance_id=instance.id,
+                message=f"placed on {instance.id} ({instance.instance_type}, {instance.market})",
+            )
+        return True
+
+    def update_attempt_data(self, attempt_id: str, **changes: Any) -> dict[str, Any]:
+        """Merge `changes` into the attempt's data (a key set to None is removed)."""
+        with self.db.engine.begin() as conn:
+            raw = conn.execute(select(attempts.c.data).where(attempts.c.id == attempt_id)).scalar()
+            data = json.loads(raw) if raw else {}
+            for key, value in changes.items():
+                if value is None:
+                    data.pop(key, None)
+                else:
+                    data[key] = value
+            conn.execute(
+                update(attempts).where(attempts.c.id == attempt_id).values(data=json.dumps(data))
+            )
+        return data
+
+    # -- capsules -----------------------------------------------------------------------------
+
+    def add_capsule(
+        self,
+        *,
+        capsule_id: str,
+        task_id: str,
+        attempt_id: str,
+        sequence: int,
+        store_key: str,
+        manifest_sha256: str,
+        size_bytes: int,
+        parent_id: str | None,
+        data: dict[str, Any],
+    ) -> None:
+        with self.db.engine.begin() as conn:
+            conn.execute(
+                insert(capsules).values(
+                    id=capsule_id,
+                    task_id=task_id,
+                    attempt_id=attempt_id,
+                    sequence=sequence,
+                    state="complete",
+                    store_key=store_key,
+                    size_bytes=size_bytes,
+                    manifest_sha256=manifest_sha256,
+                    parent_id=parent_id,
+                    created_time=self.now(),
+                    data=json.dumps(data),
+                )
+            )
+
+    def capsules_of(self, task_id: str, states: set[str] | None = None) -> list[Capsule]:
+        """Newest first."""
+        query = select(capsules).where(capsules.c.task_id == task_id)
+        if states is not None:
+            query = query.where(capsules.c.state.in_(sorted(states)))
+        with self.db.engine.connect() as conn:
+            rows = conn.execute(query.order_by(capsules.c.sequence.desc())).all()
+        return [_capsule(r) for r in rows]
+
+    def set_capsule_state(self, capsule_id: str, state: str) -> None:
+        with self.db.engine.begin() as conn:
+            conn.execute(update(capsules).where(capsules.c.id == capsule_id).values(state=state))
+
+    def next_capsule_sequence(self, task_id: str) -> int:
+        with self.db.engine.connect() as conn:
+            top = conn.execute(
+                select(func.max(capsules.c.sequence)).where(capsules.c.task_id == task_id)
+            ).scalar()
+        return int(top or 0) + 1
+
+    def tasks_with_capsules_to_delete(self, terminal: set[str], limit: int = 100) -> list[str]:
+        """Tasks in a terminal state that still have capsules in the store."""
+        query = (
+            select(capsules.c.task_id)
+            .join(tasks, tasks.c.id == capsules.c.task_id)
+            .where(capsules.c.state != "deleted", tasks.c.state.in_(sorted(terminal)))
+            .distinct()
+            .limit(limit)
+        )
+        with self.db.engine.connect() as conn:
+            return [r.task_id for r in conn.execute(query)]
+
+    def mark_capsules_deleted(self, task_id: str) -> None:
+        with self.db.engine.begin() as conn:
+            conn.execute(
+                update(capsules).where(capsules.c.task_id == task_id).values(state="deleted")
+            )
 
     def attempt(self, attempt_id: str) -> Attempt | None:
         with self.db.engine.connect() as conn:

@@ -27,6 +27,14 @@ def _duration(value: str) -> str | None:
     return "must be a duration such as 900, 900s, 15m or 1h"
 
 
+def duration_seconds(value: str) -> float:
+    """'900', '900s', '15m', '1h' → seconds (the value passed `_duration`'s check)."""
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)\s*(s|m|h)?", value.strip())
+    if match is None:
+        raise ValueError(f"not a duration: {value!r}")
+    return float(match.group(1)) * {"s": 1, "m": 60, "h": 3600}[match.group(2) or "s"]
+
+
 def _boolean(value: str) -> str | None:
     return None if value.lower() in ("true", "false") else "must be true or false"
 

@@ -8,6 +8,13 @@ over HTTP with the instance's own bearer token:
     agent → POST /agent/v1/attempts/<id>/report  AttemptReport → {}
     agent → PUT  /agent/v1/attempts/<id>/streams/<executor>/<stdout|stderr>   full stream bytes
     agent → GET  /agent/v1/apps/<name>/archive   an imported image archive (Application Library)
+    agent → POST /agent/v1/attempts/<id>/capsules  CapsuleReport  → {}   (a capsule written,
+                                                   a checkpoint failed, a capsule found corrupt)
+
+Migration, as the agent sees it: an Orders.checkpoint entry with `stop` → the attempt's container
+is checkpointed into a capsule (CapsuleReport "complete"), stopped, and the attempt reported
+"interrupted"; the gateway then assigns a new attempt of the same task, with `restore` naming
+the capsules to restore from (newest first), to another instance.
 """
 
 from __future__ import annotations
@@ -53,12 +60,44 @@ class TaskSettings(Message):
     s3: dict[str, Any] = Field(default_factory=dict)
 
 
+class CapsuleSettings(Message):
+    """Where and how this task's capsules are written (the gateway's `capsules` config and the
+    task's backend_parameters)."""
+
+    store: str = ""  # a directory, file:///dir or s3://bucket/prefix; "" = checkpoints disabled
+    s3: dict[str, Any] = Field(default_factory=dict)
+    interval_seconds: float = 0.0  # periodic checkpoints; 0 = none
+    tcp_established: bool = False
+    file_locks: bool = False
+    chunk_mib: int = 4
+    compression_level: int = 1
+    workers: int = 4
+
+
+class CapsuleRef(Message):
+    capsule_id: str
+    sequence: int
+    manifest_key: str
+    manifest_sha256: str
+
+
 class Assignment(Message):
     attempt_id: str
     task_id: str
     task: dict[str, Any]  # the normalised TES task document
     task_log: dict[str, Any] | None = None  # the TaskLog so far, continued by this attempt
     settings: TaskSettings = Field(default_factory=TaskSettings)
+    capsules: CapsuleSettings = Field(default_factory=CapsuleSettings)
+    # Restore from the first usable capsule (newest first); none usable → start from scratch.
+    restore: list[CapsuleRef] = Field(default_factory=list)
+    next_sequence: int = 1  # the sequence number of this task's next capsule
+
+
+class CheckpointOrder(Message):
+    attempt_id: str
+    request_id: str
+    stop: bool = False  # True: migrate (checkpoint, stop, report "interrupted")
+    reason: str = "manual"
 
 
 class Poll(Message):
@@ -69,11 +108,19 @@ class Poll(Message):
 class Orders(Message):
     assign: list[Assignment] = Field(default_factory=list)
     cancel: list[str] = Field(default_factory=list)  # attempt ids to stop (outputs not uploaded)
+    checkpoint: list[CheckpointOrder] = Field(default_factory=list)
     shutdown: bool = False
 
 
 AttemptStatus = Literal[
-    "initializing", "running", "complete", "executor_error", "system_error", "canceled"
+    "initializing",
+    "restoring",
+    "running",
+    "complete",
+    "executor_error",
+    "system_error",
+    "canceled",
+    "interrupted",  # checkpointed into a capsule and stopped: the task continues elsewhere
 ]
 
 
@@ -83,3 +130,29 @@ class AttemptReport(Message):
     status: AttemptStatus
     task_log: dict[str, Any]
     message: str | None = None
+
+
+# complete | failed: a checkpoint's outcome; corrupt: a capsule a restore refused; restored: the
+# restore that worked (with its durations); none_usable: no capsule worked, the task restarts
+CapsuleState = Literal["complete", "failed", "corrupt", "restored", "none_usable"]
+
+
+class CapsuleReport(Message):
+    """A checkpoint's outcome ("complete" or "failed"), or a capsule a restore found "corrupt"."""
+
+    state: CapsuleState
+    capsule_id: str
+    sequence: int = 0
+    request_id: str | None = None  # the CheckpointOrder it answers; None: periodic
+    stop: bool = False
+    reason: str = "periodic"
+    manifest_key: str | None = None
+    manifest_sha256: str | None = None
+    parent: str | None = None
+    size_bytes: int = 0  # uncompressed
+    stored_bytes: int = 0  # compressed, the whole capsule
+    uploaded_bytes: int = 0  # compressed, written by this capsule (the rest was stored already)
+    uploaded_chunks: int = 0
+    reused_chunks: int = 0
+    seconds: dict[str, float] = Field(default_factory=dict)  # step durations
+    error: str | None = None

@@ -1,0 +1,152 @@
+"""Cutting a part's byte stream into chunks whose concatenation is exactly the stream.
+
+`tar_chunks` reads a tar stream one 512-byte header at a time (never the whole stream) and cuts
+so that chunks line up with the archive's members: a member whose data is at least
+`chunk_size // 4` gets a cut where its data starts and at every `chunk_size` after that, so a
+big file changed in a few places (CRIU's pages-*.img) yields mostly the same chunks — hence the
+same sha256s, which the pipeline does not upload again — even when earlier members changed size.
+Headers and small members are batched up to `chunk_size`. pax headers ('x' carries the next
+member's size when it exceeds the ustar field), GNU long names and sparse extension blocks are
+followed; after the end-of-archive zero block, or at anything that is not a valid header, the
+rest is cut at fixed offsets. Parsing only decides where to cut, never what is emitted, so a
+stream that is not a tar at all still comes back whole.
+
+`fixed_chunks` cuts any stream every `chunk_size` bytes.
+"""
+
+from __future__ import annotations
+
+import tarfile
+from collections.abc import Iterator
+from typing import BinaryIO
+
+MiB = 1 << 20
+DEFAULT_CHUNK_SIZE = 4 * MiB
+BLOCK = tarfile.BLOCKSIZE  # 512
+_PAX_PARSE_LIMIT = 1 * MiB  # larger pax headers pass through unparsed
+_HEADER_ONLY = {
+    tarfile.LNKTYPE,
+    tarfile.SYMTYPE,
+    tarfile.CHRTYPE,
+    tarfile.BLKTYPE,
+    tarfile.DIRTYPE,
+    tarfile.FIFOTYPE,
+}
+_META = {tarfile.XHDTYPE, tarfile.XGLTYPE, tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK}
+_ZERO_BLOCK = bytes(BLOCK)
+
+
+def read_exact(stream: BinaryIO, n: int) -> bytes:
+    """Up to `n` bytes; fewer only at end of stream (pipes return short reads)."""
+    data = stream.read(n)
+    if not data or len(data) == n:
+        return data or b""
+    parts = [data]
+    got = len(data)
+    while got < n:
+        more = stream.read(n - got)
+        if not more:
+            break
+        parts.append(more)
+        got += len(more)
+    return b"".join(parts)
+
+
+def fixed_chunks(stream: BinaryIO, chunk_size: int = DEFAULT_CHUNK_SIZE) -> Iterator[bytes]:
+    if chunk_size <= 0:
+        raise ValueError("chunk_size must be positive")
+    while True:
+        chunk = read_exact(stream, chunk_size)
+        if not chunk:
+            return
+        yield chunk
+
+
+def _pax_size(records: bytes) -> int | None:
+    """The "size" record of a pax extended header, if any."""
+    size = None
+    pos = 0
+    while pos < len(records):
+        space = records.find(b" ", pos)
+        try:
+            length = int(records[pos:space]) if space > pos else 0
+        except ValueError:
+            break
+        if length <= 0:
+            break
+        key, _, value = records[space + 1 : pos + length - 1].partition(b"=")
+        if key == b"size":
+            try:
+                size = int(value)
+            except ValueError:
+                size = None
+        pos += length
+    return size
+
+
+def tar_chunks(stream: BinaryIO, chunk_size: int = DEFAULT_CHUNK_SIZE) -> Iterator[bytes]:
+    if chunk_size < BLOCK:
+        raise ValueError(f"chunk_size must be at least {BLOCK}")
+    big = max(chunk_size // 4, BLOCK)
+    pending = bytearray()
+    pax_size: int | None = None
+    while True:
+        header = read_exact(stream, BLOCK)
+        if len(header) < BLOCK or header == _ZERO_BLOCK:
+            pending += header
+            break
+        try:
+            info = tarfile.TarInfo.frombuf(header, tarfile.ENCODING, "surrogateescape")
+        except tarfile.HeaderError:
+            pending += header
+            break
+        head = header
+        if info.type == tarfile.GNUTYPE_SPARSE and header[482]:
+            extension = b"\x01" * BLOCK
+            while len(extension) == BLOCK and extension[504]:
+                extension = read_exact(stream, BLOCK)
+                head += extension
+        if info.type in _HEADER_ONLY:
+            size = 0
+        elif info.type not in _META and pax_size is not None:
+            size = pax_size
+        else:
+            size = info.size
+        if info.type not in _META:
+            pax_size = None
+        if size < 0:
+            pending += head
+            break
+        padded = -(-size // BLOCK) * BLOCK
+        if padded >= big:  # cut where its data starts, then every chunk_size
+            pending += head
+            yield bytes(pending)
+            pending.clear()
+            while padded:
+                piece = read_exact(stream, min(chunk_size, padded))
+                if piece:
+                    yield piece
+                if len(piece) < min(chunk_size, padded):  # truncated archive
+                    return
+                padded -= len(piece)
+            continue
+        if pending and len(pending) + len(head) + padded > chunk_size:
+            yield bytes(pending)
+            pending.clear()
+        pending += head
+        data = read_exact(stream, padded)
+        pending += data
+        if len(data) < padded:
+            break
+        if info.type == tarfile.XHDTYPE and size <= _PAX_PARSE_LIMIT:
+            pax_size = _pax_size(data[:size])
+    # the end-of-archive blocks, record padding, trailing bytes, or whatever was not a header
+    while True:
+        want = chunk_size - len(pending)
+        more = read_exact(stream, want) if want > 0 else b""
+        pending += more
+        if pending and (len(pending) >= chunk_size or len(more) < want):
+            yield bytes(pending)
+            pending.clear()
+        if len(more) < want:
+            return

@@ -1,0 +1,232 @@
+"""Writing a capsule: parts → chunks → sha256 + zstd → store, then the manifest, last.
+
+One thread (the caller's) opens each part in turn and cuts it into chunks; a pool of `workers`
+threads hashes, compresses (zstandard and hashlib release the GIL) and puts each chunk, at most
+`2 * workers` chunks in flight, so memory stays near `2 * workers * chunk_size` whatever the
+capsule's size. A chunk whose sha256 the parent manifest or `known` names, or that appeared
+earlier in this capsule, is not written again (counted in `reused_chunks`). Only when every chunk
+is stored is the manifest put; any failure raises CapsuleWriteError and leaves no manifest
+(orphan chunks are harmless: the next capsule reuses them, task deletion removes them), and the
+part being read is closed at once (a writer feeding it through a pipe gets EPIPE).
+
+`Manifest.timings` (seconds): read (the calling thread, reading and cutting), hash, compress and
+upload (summed over the workers, so they may exceed the wall time), total (wall time up to the
+manifest's put).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+import uuid
+from collections.abc import Callable, Collection, Generator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import closing
+from dataclasses import dataclass
+from typing import Any, BinaryIO
+
+import zstandard
+
+from capsule_runtime.capsules.chunker import DEFAULT_CHUNK_SIZE, fixed_chunks, tar_chunks
+from capsule_runtime.capsules.errors import CapsuleWriteError
+from capsule_runtime.capsules.keys import chunk_key, manifest_key
+from capsule_runtime.capsules.manifest import ChunkRef, Manifest, Part, rfc3339_now
+from capsule_runtime.capsules.parallel import ordered_map
+from capsule_runtime.capsules.store import CapsuleStore
+
+DEFAULT_LEVEL = 1
+DEFAULT_WORKERS = 4
+
+
+@dataclass
+class PartSource:
+    """One part of a capsule: `open()` is called inside the pipeline, and the stream it returns
+    is closed there (errors surfacing at close, as from tar_directory, fail the write).
+    `tar=True` chunks at tar member boundaries, else at fixed offsets."""
+
+    name: str
+    open: Callable[[], BinaryIO]
+    tar: bool = True
+
+
+@dataclass
+class _Chunk:
+    part: int
+    data: bytes
+
+
+@dataclass
+class _Stored:
+    part: int
+    sha: str
+    size: int
+    stored_size: int
+    uploaded: bool
+    seconds: dict[str, float]
+
+
+class _ChunkWriter:
+    """The workers' side: hash, decide, compress, put. Thread-safe."""
+
+    def __init__(self, store: CapsuleStore, task_id: str, level: int, known: dict[str, int | None]):
+        self.store = store
+        self.task_id = task_id
+        self.level = level
+        self.known = known  # sha → stored size (None: in the store, size unknown)
+        # sha → its stored size, set by the one worker that stores (or measures) it
+        self._claims: dict[str, Future[int]] = {}
+        self._lock = threading.Lock()
+        self._local = threading.local()
+
+    def _compress(self, data: bytes) -> bytes:
+        cctx = getattr(self._local, "cctx", None)
+        if cctx is None:
+            cctx = zstandard.ZstdCompressor(
+                level=self.level, write_checksum=True, write_content_size=True
+            )
+            self._local.cctx = cctx
+        compressed: bytes = cctx.compress(data)
+        return compressed
+
+    def __call__(self, chunk: _Chunk) -> _Stored:
+        t0 = time.perf_counter()
+        sha = hashlib.sha256(chunk.data).hexdigest()
+        t1 = time.perf_counter()
+        seconds = {"hash": t1 - t0, "compress": 0.0, "upload": 0.0}
+        size = len(chunk.data)
+        with self._lock:
+            known_size = self.known.get(sha)
+            upload = sha not in self.known
+            claim = self._claims.get(sha)
+            owner = claim is None and known_size is None
+            if claim is None:
+                claim = self._claims[sha] = Future()
+        if known_size is not None:
+            return _Stored(chunk.part, sha, size, known_size, False, seconds)
+        if not owner:  # the same bytes are being stored (or measured) by another worker
+            return _Stored(chunk.part, sha, size, claim.result(), False, seconds)
+        try:
+            compressed = self._compress(chunk.data)
+            t2 = time.perf_counter()
+            seconds["compress"] = t2 - t1
+            if upload:
+                self.store.put(chunk_key(self.task_id, sha), compressed)
+                seconds["upload"] = time.perf_counter() - t2
+        except BaseException as exc:
+            claim.set_exception(exc)
+            raise
+        claim.set_result(len(compressed))
+        return _Stored(chunk.part, sha, size, len(compressed), upload, seconds)
+
+
+def _read_parts(
+    parts: list[PartSource], chunk_size: int, seconds: dict[str, float]
+) -> Generator[_Chunk, None, None]:
+    for index, source in enumerate(parts):
+        t0 = time.perf_counter()
+        stream = source.open()
+        try:
+            cut = tar_chunks if source.tar else fixed_chunks
+            chunks = cut(stream, chunk_size)
+            while True:
+                data = next(chunks, None)
+                seconds["read"] += time.perf_counter() - t0
+                if data is None:
+                    break
+                yield _Chunk(index, data)
+                t0 = time.perf_counter()
+        finally:
+            stream.close()
+
+
+def write_capsule(
+    store: CapsuleStore,
+    *,
+    task_id: str,
+    attempt_id: str,
+    sequence: int,
+    parts: list[PartSource],
+    parent: Manifest | None = None,
+    meta: dict[str, Any] | None = None,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    level: int = DEFAULT_LEVEL,
+    workers: int = DEFAULT_WORKERS,
+    known: Collection[str] | Mapping[str, int] | None = None,
+    progress: Callable[[int], None] | None = None,
+    capsule_id: str | None = None,
+) -> Manifest:
+    """Write one capsule; the Manifest it stored, with `.key` and `.sha256` (of the manifest
+    bytes) set. `known`: chunk sha256s already in the store besides the parent's — a mapping
+    to stored sizes (see `known_chunks`) is best; a bare collection makes their stored size
+    unknown, so those chunks are compressed (not uploaded) to measure it. `progress(n)`: n more
+    uncompressed bytes stored, called from this thread."""
+    key = manifest_key(task_id, attempt_id, sequence)  # ValueError on unsafe ids
+    names = [p.name for p in parts]
+    if len(set(names)) != len(names):
+        raise ValueError(f"duplicate part names: {names}")
+    if workers < 1:
+        raise ValueError("workers must be at least 1")
+    started = time.perf_counter()
+    sizes: dict[str, int | None] = {}
+    if known is not None:
+        sizes.update(known.items() if isinstance(known, Mapping) else dict.fromkeys(known))
+    if parent is not None:
+        sizes.update(parent.chunk_sizes())
+    writer = _ChunkWriter(store, task_id, level, sizes)
+    seconds = {"read": 0.0, "hash": 0.0, "compress": 0.0, "upload": 0.0}
+    out = [Part(name=p.name) for p in parts]
+    uploaded_chunks = reused_chunks = uploaded_bytes = 0
+    try:
+        with (
+            ThreadPoolExecutor(workers, thread_name_prefix="capsule-write") as pool,
+            closing(_read_parts(parts, chunk_size, seconds)) as chunks,  # closes the part
+            closing(ordered_map(pool, writer, chunks, 2 * workers)) as results,
+        ):
+            for done in results:
+                stored_size = done.stored_size
+                part = out[done.part]
+                part.chunks.append(
+                    ChunkRef(sha256=done.sha, size=done.size, stored_size=stored_size)
+                )
+                part.size += done.size
+                if done.uploaded:
+                    uploaded_chunks += 1
+                    uploaded_bytes += stored_size
+                else:
+                    reused_chunks += 1
+                for name, value in done.seconds.items():
+                    seconds[name] += value
+                if progress is not None:
+                    progress(done.size)
+        manifest = Manifest(
+            capsule_id=capsule_id or uuid.uuid4().hex,
+            task_id=task_id,
+            attempt_id=attempt_id,
+            sequence=sequence,
+            created=rfc3339_now(),
+            parent=parent.capsule_id if parent is not None else None,
+            parts=out,
+            size_bytes=sum(p.size for p in out),
+            stored_bytes=sum(c.stored_size for p in out for c in p.chunks),
+            uploaded_bytes=uploaded_bytes,
+            uploaded_chunks=uploaded_chunks,
+            reused_chunks=reused_chunks,
+            meta={
+                **(meta or {}),
+                "chunking": {
+                    "chunk_size": chunk_size,
+                    "zstd_level": level,
+                    "zstandard": zstandard.__version__,
+                },
+            },
+        )
+        seconds["total"] = time.perf_counter() - started
+        manifest.timings = {k: round(v, 6) for k, v in seconds.items()}
+        store.put(key, manifest.to_bytes())
+    except Exception as exc:
+        raise CapsuleWriteError(
+            f"capsule {task_id}/{attempt_id}/{sequence} not written to {store.describe()}: "
+            f"{type(exc).__name__}: {exc}"
+        ) from exc
+    return manifest

@@ -1,0 +1,334 @@
+"""Checkpoint a task's running container into a capsule, and restore one (the agent's side).
+
+A capsule of a task holds two parts, written in this order by one streaming pipeline
+(capsule_runtime.capsules.pipeline: chunk → zstd → sha256 → store, manifest last):
+
+    workspace   a tar of the task's directory on the instance (its file tree: inputs, outputs,
+                work dirs, stdio files), captured while the container is frozen
+    container   podman's checkpoint archive (CRIU images, rootfs changes, container config),
+                streamed from `podman container checkpoint --export <fifo>` (never a file)
+
+The order of one checkpoint:
+
+    1. the freeze gate is opened for the container's init process (engine/freeze.py)
+    2. `podman container checkpoint --export FIFO` starts in a thread; CRIU freezes the task and
+       dumps its memory; its post-dump action script holds the task frozen
+    3. the workspace part is read from the frozen file tree; then the gate thaws (with
+       `--leave-running` the task resumes; otherwise CRIU ends it)
+    4. podman writes the archive into the FIFO; the pipeline streams it into the container part
+    5. the manifest is written last; a checkpoint that failed anywhere has no manifest
+
+A restore reads and verifies the manifest, streams the workspace part back into the same host
+path (podman's config names the bind mounts by host path), writes the container part to a
+scratch file (podman's import reads its archive twice, so it cannot be a FIFO), and runs
+`podman container restore --import`.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import select
+import shutil
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from capsule_runtime.capsules.manifest import Manifest
+from capsule_runtime.capsules.pipeline import (
+    PartSource,
+    read_manifest,
+    restore_part,
+    write_capsule,
+)
+from capsule_runtime.capsules.store import CapsuleStore
+from capsule_runtime.capsules.workspace_tar import extract_directory, tar_directory
+from capsule_runtime.engine.freeze import FreezeGate
+from capsule_runtime.engine.protocol import ContainerEngine
+from capsule_runtime.engine.spec import CheckpointOptions
+from gateway.tes.protocol import CapsuleRef, CapsuleSettings
+
+MiB = 1 << 20
+
+
+class CheckpointFailed(RuntimeError):
+    pass
+
+
+@dataclass
+class Checkpoint:
+    """A finished checkpoint: its manifest and where it lies, with step durations."""
+
+    manifest: Manifest
+    key: str
+    sha256: str
+    seconds: dict[str, float] = field(default_factory=dict)
+    engine_stats: dict[str, Any] = field(default_factory=dict)
+
+
+def options_of(settings: CapsuleSettings) -> CheckpointOptions:
+    return CheckpointOptions(
+        tcp_established=settings.tcp_established, file_locks=settings.file_locks
+    )
+
+
+class _Thawing:
+    """A reader of the workspace tar that thaws the gate when the tar has been read (or closed)."""
+
+    def __init__(self, inner: BinaryIO, gate: FreezeGate):
+        self.inner = inner
+        self.gate = gate
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.inner.read(size)
+        if not data and size != 0:
+            self.gate.thaw()
+        return data
+
+    def readinto(self, buffer: Any) -> int:
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        try:
+            self.inner.close()
+        finally:
+            self.gate.thaw()
+
+
+class _Podman(threading.Thread):
+    """`engine.checkpoint` in a thread; its result or error kept for the readers."""
+
+    def __init__(
+        self,
+        engine: ContainerEngine,
+        container_id: str,
+        fifo: Path,
+        options: CheckpointOptions,
+        leave_running: bool,
+    ):
+        super().__init__(name=f"checkpoint-{container_id[:12]}", daemon=True)
+        self.args = (engine, container_id, fifo, options, leave_running)
+        self.stats: dict[str, Any] = {}
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        engine, cid, fifo, options, leave_running = self.args
+        try:
+            self.stats = engine.checkpoint(cid, fifo, options, leave_running=leave_running)
+        except BaseException as exc:
+            self.error = exc
+        finally:
+            _release_fifo(fifo)  # a reader still waiting for a writer gets EOF
+
+    def failed(self) -> BaseException | None:
+        self.join()
+        return self.error
+
+
+def _release_fifo(fifo: Path) -> None:
+    try:
+        fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+    except OSError:
+        return  # no reader waiting
+    os.close(fd)
+
+
+class _FifoReader:
+    """The read side of the export FIFO. Opening does not block on a writer that never comes;
+    EOF is only accepted once podman has finished without error (else the read raises, so the
+    pipeline fails before it writes a manifest)."""
+
+    def __init__(self, fifo: Path, podman: _Podman, timeout: float):
+        deadline = time.monotonic() + timeout
+        fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+        poller = select.poll()
+        poller.register(fd, select.POLLIN | select.POLLHUP)
+        while not poller.poll(100):
+            if not podman.is_alive() and not poller.poll(0):
+                os.close(fd)
+                raise CheckpointFailed(f"podman checkpoint failed: {podman.failed()}")
+            if time.monotonic() > deadline:
+                os.close(fd)
+                raise CheckpointFailed("podman never wrote the checkpoint archive")
+        fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_NONBLOCK)
+        self.file = os.fdopen(fd, "rb", buffering=0)
+        self.podman = podman
+
+    def read(self, size: int = -1) -> bytes:
+        if size == 0:
+            return b""
+        data = self.file.read(size)
+        if not data and (error := self.podman.failed()) is not None:
+            raise CheckpointFailed(f"podman checkpoint failed: {error}")
+        return data or b""
+
+    def readinto(self, buffer: Any) -> int:
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        self.file.close()
+
+
+def checkpoint(
+    engine: ContainerEngine,
+    store: CapsuleStore,
+    settings: CapsuleSettings,
+    *,
+    container_id: str,
+    task_dir: Path,
+    scratch: Path,
+    task_id: str,
+    attempt_id: str,
+    sequence: int,
+    parent: Manifest | None,
+    meta: dict[str, Any],
+    leave_running: bool,
+    freeze_timeout: float = 600.0,
+) -> Checkpoint:
+    """Checkpoint the container (see the module docstring). Raises CheckpointFailed; a failed
+    checkpoint with `leave_running` leaves the task running."""
+    info = engine.inspect(container_id)
+    if info.pid is None:
+        raise CheckpointFailed("the container is not running")
+    scratch.mkdir(parents=True, exist_ok=True)
+    fifo = scratch / f"export-{uuid.uuid4().hex[:8]}.fifo"
+    os.mkfifo(fifo, 0o600)
+    started = time.monotonic()
+    podman = _Podman(engine, container_id, fifo, options_of(settings), leave_running)
+    try:
+        with FreezeGate(info.pid) as gate:
+
+            def open_workspace() -> BinaryIO:
+                try:
+                    gate.wait_frozen(alive=podman.is_alive, timeout=freeze_timeout)
+                except Exception as exc:
+                    error = podman.failed() if not podman.is_alive() else None
+                    raise CheckpointFailed(f"{exc}: {error}" if error else str(exc)) from None
+                return _Thawing(tar_directory(task_dir), gate)  # type: ignore[return-value]
+
+            def open_container() -> BinaryIO:
+                return _FifoReader(fifo, podman, freeze_timeout)  # type: ignore[return-value]
+
+            podman.start()
+            try:
+                written = write_capsule(
+                    store,
+                    task_id=task_id,
+                    attempt_id=attempt_id,
+                    sequence=sequence,
+                    parts=[
+                        PartSource("workspace", open_workspace, tar=True),
+                        PartSource("container", open_container, tar=True),
+                    ],
+                    parent=parent,
+                    meta=meta,
+                    chunk_size=settings.chunk_mib * MiB,
+                    level=settings.compression_level,
+                    workers=settings.workers,
+                    capsule_id=f"{attempt_id}-{sequence}",
+                )
+            except Exception as exc:
+                gate.thaw()
+                podman.join(timeout=freeze_timeout)
+                raise CheckpointFailed(str(exc)) from exc
+            frozen = (
+                gate.thawed_at - gate.frozen_at
+                if gate.thawed_at is not None and gate.frozen_at is not None
+                else None
+            )
+        if (error := podman.failed()) is not None:
+            store.delete_prefix(written.key)
+            raise CheckpointFailed(f"podman checkpoint failed: {error}")
+    finally:
+        fifo.unlink(missing_ok=True)
+    seconds = {"total": round(time.monotonic() - started, 4)}
+    if frozen is not None:
+        seconds["files_frozen"] = round(frozen, 4)
+    if "criu_frozen_time" in podman.stats:
+        seconds["criu_frozen"] = podman.stats["criu_frozen_time"]
+    assert written.sha256 is not None
+    return Checkpoint(written, written.key, written.sha256, seconds, podman.stats)
+
+
+@dataclass
+class Restored:
+    manifest: Manifest
+    container_id: str
+    seconds: dict[str, float]
+    engine_stats: dict[str, Any]
+
+
+def restore(
+    engine: ContainerEngine,
+    store: CapsuleStore,
+    settings: CapsuleSettings,
+    ref: CapsuleRef,
+    *,
+    task_dir: Path,
+    scratch: Path,
+    name: str,
+) -> Restored:
+    """Restore the task from one capsule into `task_dir` and a new container `name`. Raises
+    CapsuleCorrupt (the capsule must not be used) or EngineError/OSError."""
+    started = time.monotonic()
+    manifest = read_manifest(store, ref.manifest_key, ref.manifest_sha256)
+    shutil.rmtree(task_dir, ignore_errors=True)
+    task_dir.mkdir(parents=True)
+    _restore_workspace(store, manifest, task_dir, settings.workers)
+    files_done = time.monotonic()
+    scratch.mkdir(parents=True, exist_ok=True)
+    archive = scratch / f"restore-{manifest.capsule_id}.tar"
+    try:
+        with open(archive, "wb") as sink:
+            restore_part(store, manifest, "container", sink, workers=settings.workers)
+        fetched = time.monotonic()
+        container_id, stats = engine.restore(archive, name, options_of(settings))
+    finally:
+        archive.unlink(missing_ok=True)
+    done = time.monotonic()
+    seconds = {
+        "workspace": round(files_done - started, 4),
+        "fetch_container": round(fetched - files_done, 4),
+        "podman_restore": round(done - fetched, 4),
+        "total": round(done - started, 4),
+    }
+    return Restored(manifest, container_id, seconds, stats)
+
+
+def _restore_workspace(store: CapsuleStore, manifest: Manifest, dest: Path, workers: int) -> None:
+    """Stream the workspace part through a pipe into the extractor (no temporary file)."""
+    read_fd, write_fd = os.pipe()
+    errors: list[BaseException] = []
+
+    def produce() -> None:
+        try:
+            with open(write_fd, "wb") as sink:
+                restore_part(store, manifest, "workspace", sink, workers=workers)
+        except BaseException as exc:
+            errors.append(exc)
+
+    producer = threading.Thread(target=produce, name="restore-workspace", daemon=True)
+    producer.start()
+    source = open(read_fd, "rb")  # noqa: SIM115 - closed below, before the join
+    try:
+        # the task's own symlinks may point anywhere in its container (never followed here)
+        extract_directory(source, dest, keep_outside_symlinks=True)
+        while source.read(1 << 20):  # drain what follows the archive, so the producer ends
+            pass
+    except Exception as exc:
+        source.close()  # the producer's next write fails instead of blocking forever
+        producer.join()
+        if errors:
+            raise errors[0] from exc
+        raise
+    source.close()
+    producer.join()
+    if errors:
+        raise errors[0]

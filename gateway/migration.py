@@ -1,0 +1,109 @@
+"""Checkpoint and migrate requests for running tasks (admin API, CLI; later the scheduler's
+triggers: reclaim, cost, rightsizing, OOM).
+
+A request is written on the task's running attempt (`attempts.data.checkpoint`) and its instance
+is woken; the dispatcher turns it into a CheckpointOrder on the agent's next poll (the attempt
+moves RUNNING → CHECKPOINTING) and settles it when the agent's CapsuleReport arrives. A migration
+(`stop`) ends with the attempt INTERRUPTED and a new attempt that restores the capsule elsewhere
+(gateway.dispatch). The client keeps seeing RUNNING.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from gateway.scheduler.wakeups import Wakeups
+from gateway.store.fleet import FleetStore, InstanceState
+from gateway.store.ids import new_id
+from gateway.store.tasks import TaskStore
+from gateway.tes.states import AttemptPhase, State
+from gateway.tes.times import rfc3339, utcnow
+
+
+class Refused(Exception):
+    """The request cannot be taken now; `status` is the HTTP status to answer with."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass
+class Migrations:
+    tasks: TaskStore
+    fleet: FleetStore
+    wakeups: Wakeups
+
+    def request(
+        self,
+        task_id: str,
+        *,
+        stop: bool,
+        target: str | None = None,
+        reason: str = "manual",
+    ) -> dict[str, Any]:
+        """Ask for a checkpoint (stop=False: the task keeps running here) or a migration."""
+        record = self.tasks.get(task_id, full=False)
+        if record is None:
+            raise Refused(404, f"no task {task_id!r}")
+        if record.state is not State.RUNNING:
+            raise Refused(409, f"task {task_id} is {record.state.value}; only RUNNING tasks move")
+        live = [
+            a
+            for a in self.fleet.attempts_of(task_id)
+            if a.phase
+            in (
+                AttemptPhase.PROVISIONING,
+                AttemptPhase.STARTING,
+                AttemptPhase.RESTORING,
+                AttemptPhase.RUNNING,
+                AttemptPhase.CHECKPOINTING,
+            )
+        ]
+        if not live:
+            raise Refused(409, f"task {task_id} has no running attempt")
+        attempt = live[-1]
+        if attempt.phase is AttemptPhase.CHECKPOINTING or attempt.data.get("checkpoint"):
+            raise Refused(409, f"a checkpoint of task {task_id} is already in progress")
+        if attempt.phase is not AttemptPhase.RUNNING:
+            raise Refused(
+                409,
+                f"task {task_id} is between instances ({attempt.phase.value.lower()}); "
+                "try again when it runs",
+            )
+        if target is not None:
+            if not stop:
+                raise Refused(400, "an instance can only be named for a migration")
+            inst = self.fleet.instance(target)
+            if inst is None or inst.state is not InstanceState.READY:
+                raise Refused(409, f"instance {target!r} is not a READY instance")
+            if inst.id == attempt.instance_id:
+                raise Refused(409, f"task {task_id} already runs on {target}")
+        req = {
+            "id": new_id("ck-"),
+            "stop": stop,
+            "reason": reason,
+            "target": target,
+            "requested": rfc3339(utcnow()),
+        }
+        self.fleet.update_attempt_data(attempt.id, checkpoint=req)
+        verb = "migration" if stop else "checkpoint"
+        self.tasks.record(
+            task_id,
+            f"{verb}_requested",
+            attempt_id=attempt.id,
+            instance_id=attempt.instance_id,
+            message=f"{verb} requested ({reason})" + (f", to {target}" if target else ""),
+            data={k: v for k, v in req.items() if v is not None},
+        )
+        if attempt.instance_id:
+            self.wakeups.notify(attempt.instance_id)
+        return {
+            "task_id": task_id,
+            "attempt_id": attempt.id,
+            "instance_id": attempt.instance_id,
+            "request_id": req["id"],
+            "migrate": stop,
+            "target": target,
+        }

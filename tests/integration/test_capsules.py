@@ -1,0 +1,293 @@
+"""Capsules for real: a stateful task is checkpointed with CRIU through podman into a capsule
+store, stopped, and restored on another local instance, through a real `tescape serve`; the client
+sees RUNNING throughout. Also: periodic checkpoints upload only what changed; a checkpoint of a
+task that is not running is refused; capsules are deleted when the task ends.
+
+The task (busybox sh) holds what a checkpoint must carry: an in-memory counter it prints, a file
+it appends to, a pipe to a child process, an open TCP listener, an established loopback TCP
+connection, and a tmpfs file (/dev/shm) standing in for resident memory.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from tests.fixtures.server import RunningServer, tescape_server
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="CRIU needs root")
+
+TERMINAL = {"COMPLETE", "EXECUTOR_ERROR", "SYSTEM_ERROR", "CANCELED"}
+
+# $1 = how many numbers, $2 = seconds between them, $3 = MiB of /dev/shm "memory"
+STATEFUL = r"""
+set -e
+cd /work
+mkfifo /work/.pipe /work/.net /work/.hold
+nc -ll -p 7001 -e /bin/cat &
+LISTENER=$!
+nc -l -p 7000 < /work/.hold > /work/net.log &
+exec 5>/work/.hold
+(while read x; do echo "$x" >> /work/pipe.log; done < /work/.pipe) &
+sleep 0.3
+nc 127.0.0.1 7000 < /work/.net &
+exec 3>/work/.pipe 4>/work/.net
+dd if=/dev/urandom of=/dev/shm/blob bs=1M count=$3 2>/dev/null
+i=0
+while [ $i -lt $1 ]; do
+  i=$((i + 1))
+  echo "$i"
+  echo "$i" >> /work/count
+  echo "$i" >&3
+  echo "$i" >&4
+  sleep $2
+done
+exec 3>&- 4>&- 5>&-
+kill $LISTENER
+wait
+echo "done $i"
+"""
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("capsules")
+
+
+@pytest.fixture(scope="module")
+def server(root: Path, busybox_image: str) -> Iterator[RunningServer]:
+    config = {
+        "images": {"rewrites": {"alpine": busybox_image}},
+        "storage": {"allowed_dirs": [str(root)]},
+        "scheduler": {"interval_seconds": 0.2},
+        "providers": {"local": {"max_instances": 1}},
+        "capsules": {"store": str(root / "capsules"), "interval_seconds": 0},
+    }
+    with tescape_server(root / "data", config=config, run_tasks=True) as srv:
+        yield srv
+
+
+def stateful_task(root: Path, name: str, count: int, step: float, shm_mib: int) -> dict[str, Any]:
+    out = root / "out" / name
+    return {
+        "name": name,
+        "executors": [
+            {
+                "image": "alpine",
+                "command": ["sh", "-c", STATEFUL, "stateful", str(count), str(step), str(shm_mib)],
+                "workdir": "/work",
+            }
+        ],
+        "outputs": [
+            {"path": f"/work/{f}", "url": f"file://{out}/{f}", "type": "FILE"}
+            for f in ("count", "pipe.log", "net.log")
+        ],
+        "resources": {"backend_parameters": {"tcp_established": "true"}},
+    }
+
+
+def submit(srv: RunningServer, task: dict[str, Any]) -> str:
+    resp = requests.post(srv.tes + "/tasks", json=task, timeout=10)
+    assert resp.status_code == 200, resp.text
+    return str(resp.json()["id"])
+
+
+def get(srv: RunningServer, task_id: str, view: str = "FULL") -> dict[str, Any]:
+    resp = requests.get(f"{srv.tes}/tasks/{task_id}?view={view}", timeout=10)
+    return resp.json()  # type: ignore[no-any-return]
+
+
+def admin(srv: RunningServer, method: str, path: str, **kw: Any) -> requests.Response:
+    return requests.request(method, f"{srv.url}/api/v1{path}", timeout=10, **kw)
+
+
+def wait_for(
+    what: str, predicate: Any, timeout: float = 60, srv: RunningServer | None = None
+) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(
+        f"timed out waiting for {what}" + (f"\n{srv.log()[-4000:]}" if srv else "")
+    )
+
+
+def count_lines(root: Path, task_id: str) -> int:
+    """How far the counter has got, read from the task's file on the instance."""
+    path = root / "data" / "instances" / "tasks" / task_id / "work" / "fs" / "work" / "count"
+    try:
+        return len(path.read_text().split())
+    except OSError:
+        return 0
+
+
+class StateWatcher(threading.Thread):
+    """Polls the task's state (MINIMAL, as Nextflow does) and records every change it sees."""
+
+    def __init__(self, srv: RunningServer, task_id: str):
+        super().__init__(daemon=True)
+        self.srv, self.task_id = srv, task_id
+        self.seen: list[str] = []
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            state = get(self.srv, self.task_id, "MINIMAL")["state"]
+            if not self.seen or self.seen[-1] != state:
+                self.seen.append(state)
+            if state in TERMINAL:
+                return
+            time.sleep(0.05)
+
+
+def events(srv: RunningServer, task_id: str) -> list[dict[str, Any]]:
+    return admin(srv, "GET", f"/tasks/{task_id}/events").json()["events"]  # type: ignore[no-any-return]
+
+
+def numbers(path: Path) -> list[int]:
+    return [int(x) for x in path.read_text().split()]
+
+
+def test_a_stateful_task_migrates_without_restarting(server: RunningServer, root: Path) -> None:
+    n = 60
+    task_id = submit(server, stateful_task(root, "migrate", n, 0.1, 8))
+    watcher = StateWatcher(server, task_id)
+    watcher.start()
+    wait_for("the counter to pass 10", lambda: count_lines(root, task_id) >= 10, srv=server)
+    source = admin(server, "GET", f"/tasks/{task_id}/attempts").json()["attempts"][-1]
+    resp = admin(server, "POST", f"/tasks/{task_id}:migrate")
+    assert resp.status_code == 202, resp.text
+    task = wait_for(
+        "the task to end",
+        lambda: (t := get(server, task_id)) and t["state"] in TERMINAL and t,
+        srv=server,
+    )
+    watcher.join(timeout=10)
+    assert task["state"] == "COMPLETE", json.dumps(task, indent=1) + server.log()[-4000:]
+    assert watcher.seen[-2:] == ["RUNNING", "COMPLETE"]
+    assert set(watcher.seen) <= {"QUEUED", "INITIALIZING", "RUNNING", "COMPLETE"}
+    assert watcher.seen.count("RUNNING") == 1, watcher.seen  # never left RUNNING
+
+    out = root / "out" / "migrate"
+    for name in ("count", "pipe.log", "net.log"):
+        assert numbers(out / name) == list(range(1, n + 1)), name  # continued, never from 1
+    [task_log] = task["logs"]
+    [ex] = task_log["logs"]
+    assert ex["exit_code"] == 0 and ex["stdout"].endswith(f"{n}\ndone {n}\n")
+    assert task_log["metadata"]["migrations"] == "1"
+    attempts = admin(server, "GET", f"/tasks/{task_id}/attempts").json()["attempts"]
+    assert [a["phase"] for a in attempts] == ["DONE", "DONE"]
+    assert attempts[0]["id"] == source["id"] and attempts[1]["reason"] == "manual"
+    kinds = [e["kind"] for e in events(server, task_id)]
+    assert "capsule" in kinds and "restored" in kinds and "capsule_corrupt" not in kinds
+    [restored] = [e for e in events(server, task_id) if e["kind"] == "restored"]
+    assert restored["data"]["seconds"]["total"] > 0
+    assert not any("from the beginning" in line for line in task_log.get("system_logs", []))
+    # the restore ran on another instance
+    assert attempts[0]["instance_id"] != attempts[1]["instance_id"]
+
+
+def capsule_events(srv: RunningServer, task_id: str) -> list[dict[str, Any]]:
+    return [e for e in events(srv, task_id) if e["kind"] == "capsule"]
+
+
+def test_periodic_capsules_upload_only_what_changed_then_migrate(
+    server: RunningServer, root: Path
+) -> None:
+    task = stateful_task(root, "periodic", 120, 0.1, 24)
+    task["resources"]["backend_parameters"]["checkpoint_interval"] = "2s"
+    task_id = submit(server, task)
+    wait_for("two periodic capsules", lambda: len(capsule_events(server, task_id)) >= 2, srv=server)
+    resp = admin(server, "POST", f"/tasks/{task_id}:migrate")
+    assert resp.status_code == 202, resp.text
+    done = wait_for(
+        "the task to end", lambda: (t := get(server, task_id)) and t["state"] in TERMINAL and t
+    )
+    assert done["state"] == "COMPLETE", server.log()[-3000:]
+    assert numbers(root / "out" / "periodic" / "count") == list(range(1, 121))
+    caps = [e["data"] for e in capsule_events(server, task_id)]
+    [migration] = [c for c in caps if c.get("stop")]
+    first = caps[0]
+    assert first["reason"] == "periodic" and migration["reason"] == "manual"
+    assert first["stored_bytes"] > 24 * 2**20 * 0.9  # the /dev/shm blob, incompressible
+    # the later capsules reuse the unchanged chunks: only a small fraction is uploaded again
+    for later in caps[1:]:
+        assert later["reused_chunks"] > 0
+        assert later["uploaded_bytes"] < 0.2 * first["stored_bytes"], later
+    assert get(server, task_id)["logs"][0]["metadata"]["migrations"] == "1"
+
+
+def test_checkpoint_leaves_the_task_running_and_capsules_go_when_it_ends(
+    server: RunningServer, root: Path
+) -> None:
+    task_id = submit(server, stateful_task(root, "leave", 40, 0.1, 1))
+    wait_for("the counter to pass 5", lambda: count_lines(root, task_id) >= 5, srv=server)
+    cli = [sys.executable, "-m", "gateway.cli", "tasks", "checkpoint", task_id]
+    done = subprocess.run(
+        [*cli, "--server", server.url, "--wait", "60"], capture_output=True, text=True, timeout=90
+    )
+    assert done.returncode == 0, done.stderr
+    assert "checkpoint requested" in done.stdout and "MiB uploaded" in done.stdout
+    capsules = admin(server, "GET", f"/tasks/{task_id}/capsules").json()["capsules"]
+    assert capsules and capsules[0]["state"] == "complete"
+    assert (root / "capsules" / task_id).is_dir()
+    done = wait_for(
+        "the task to end", lambda: (t := get(server, task_id)) and t["state"] in TERMINAL and t
+    )
+    assert done["state"] == "COMPLETE"
+    assert numbers(root / "out" / "leave" / "count") == list(range(1, 41))
+    attempts = admin(server, "GET", f"/tasks/{task_id}/attempts").json()["attempts"]
+    assert len(attempts) == 1  # it never moved
+    wait_for("the capsules to be deleted", lambda: not (root / "capsules" / task_id).exists())
+    states = {
+        c["state"] for c in admin(server, "GET", f"/tasks/{task_id}/capsules").json()["capsules"]
+    }
+    assert states == {"deleted"}
+    # a finished task cannot be checkpointed; an unknown one is 404
+    assert admin(server, "POST", f"/tasks/{task_id}:migrate").status_code == 409
+    assert admin(server, "POST", "/tasks/nope:checkpoint").status_code == 404
+
+
+def test_a_checkpoint_that_fails_leaves_the_task_running(server: RunningServer, root: Path) -> None:
+    """An established TCP connection without `tcp_established`: CRIU refuses to dump it. The
+    migration fails, the task runs on where it was and completes; the failure is on record."""
+    task = stateful_task(root, "nocheckpoint", 40, 0.1, 1)
+    task["resources"]["backend_parameters"] = {}
+    task_id = submit(server, task)
+    wait_for("the counter to pass 5", lambda: count_lines(root, task_id) >= 5, srv=server)
+    resp = admin(server, "POST", f"/tasks/{task_id}:migrate")
+    assert resp.status_code == 202, resp.text
+    failed = wait_for(
+        "the failure",
+        lambda: [e for e in events(server, task_id) if e["kind"] == "checkpoint_failed"],
+        srv=server,
+    )
+    assert "failed" in failed[0]["message"]
+    done = wait_for(
+        "the task to end", lambda: (t := get(server, task_id)) and t["state"] in TERMINAL and t
+    )
+    assert done["state"] == "COMPLETE", done
+    assert numbers(root / "out" / "nocheckpoint" / "count") == list(range(1, 41))
+    assert any("checkpoint" in line for line in done["logs"][0]["system_logs"])
+    attempts = admin(server, "GET", f"/tasks/{task_id}/attempts").json()["attempts"]
+    assert len(attempts) == 1
+    assert admin(server, "GET", f"/tasks/{task_id}/capsules").json()["capsules"] == []
+    # a migration to an instance that does not exist is refused up front
+    other = submit(server, stateful_task(root, "refused", 20, 0.1, 1))
+    wait_for("RUNNING", lambda: get(server, other, "MINIMAL")["state"] == "RUNNING")
+    bad = admin(server, "POST", f"/tasks/{other}:migrate", json={"instance": "i-nope"})
+    assert bad.status_code == 409, bad.text
+    wait_for("the other task", lambda: get(server, other, "MINIMAL")["state"] in TERMINAL)
