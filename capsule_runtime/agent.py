@@ -58,6 +58,14 @@ class Agent:
         except Exception as exc:  # the doctor is advisory: never block registration on it
             return [{"name": "doctor", "status": "warn", "detail": str(exc)}]
 
+    def on_notice(self, kind: str, when: str) -> None:
+        """The interruption watcher saw a reclaim notice or a rebalance recommendation: tell the
+        gateway, which orders the checkpoints (and stops placing work here)."""
+        try:
+            self.client.notice(kind, when)
+        except GatewayUnreachable as exc:
+            log.error("could not report the %s notice: %s", kind, exc)
+
     def register(self) -> None:
         self.client.register(
             Registration(
@@ -178,6 +186,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cpu-cores", type=float, default=float(os.cpu_count() or 1))
     parser.add_argument("--ram-gb", type=float, default=memory_gb())
     parser.add_argument("--disk-gb", type=float, default=0.0)
+    parser.add_argument(
+        "--imds-url",
+        help="the instance metadata service to watch for Spot interruption notices "
+        "(on EC2: http://169.254.169.254; default: not watched)",
+    )
+    parser.add_argument("--imds-interval", type=float, default=1.0, help="seconds between polls")
     args = parser.parse_args(argv)
     token = os.environ.get("TESCAPE_AGENT_TOKEN")
     if not token:
@@ -198,6 +212,10 @@ def main(argv: list[str] | None = None) -> int:
             agent.stopping.set()
             threading.Thread(target=agent.shutdown, name="shutdown", daemon=True).start()
 
+    if args.imds_url:
+        from capsule_runtime.interruption import InterruptionWatcher
+
+        InterruptionWatcher(args.imds_url, agent.on_notice, args.imds_interval).start()
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
     try:

@@ -15,6 +15,7 @@ from gateway.tes.protocol import (
     AGENT_API,
     AttemptReport,
     CapsuleReport,
+    Notice,
     Orders,
     Poll,
     Registration,
@@ -93,6 +94,13 @@ class GatewayClient:
 
     def report(self, attempt_id: str, report: AttemptReport) -> None:
         self._call("POST", f"/attempts/{attempt_id}/report", data=report.model_dump_json())
+
+    def notice(self, kind: str, when: str) -> None:
+        self._call(
+            "POST",
+            f"/instances/{self.instance_id}/notice",
+            data=Notice(kind=kind, time=when).model_dump_json(),
+        )
 
     def report_capsule(self, attempt_id: str, report: CapsuleReport) -> None:
         self._call("POST", f"/attempts/{attempt_id}/capsules", data=report.model_dump_json())

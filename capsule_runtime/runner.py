@@ -101,6 +101,8 @@ class TaskRun(threading.Thread):
         self.dir = (tasks_dir or work_dir / "tasks") / assignment.task_id
         self.scratch = work_dir / "scratch" / assignment.attempt_id
         self.images_dir = work_dir / "images"
+        # one empty file per container this instance runs: what a hard stop must remove
+        self.ledger = work_dir / "containers"
         self.task: dict[str, Any] = assignment.task
         self._cancel = threading.Event()
         self._abort_reason: str | None = None
@@ -331,7 +333,25 @@ class TaskRun(threading.Thread):
             entry.update(end_time=now(), exit_code=127, stderr=str(exc))
             self.system_log(f"executor {index} could not start: {exc}")
             return 127
+        self._record(cid)
         return self._follow(index, ex, workspace, cid)
+
+    def _record(self, cid: str, present: bool = True) -> None:
+        path = self.ledger / cid
+        if present:
+            self.ledger.mkdir(parents=True, exist_ok=True)
+            path.touch()
+        else:
+            path.unlink(missing_ok=True)
+
+    def _remove_containers(self) -> None:
+        for cid in self._finished_containers:
+            try:
+                self.engine.remove(cid)
+                self._record(cid, present=False)
+            except EngineError as exc:
+                log.warning("removing %s: %s", cid, exc)
+        self._finished_containers.clear()
 
     def _follow(self, index: int, ex: dict[str, Any], workspace: Workspace, cid: str) -> int | None:
         """Wait for executor `index`'s running container `cid`; checkpoint it when due. Returns
@@ -503,6 +523,7 @@ class TaskRun(threading.Thread):
                 continue
             self._parent = restored.manifest
             self._resumed_container = restored.container_id
+            self._record(restored.container_id)
             index = int(restored.manifest.meta.get("executor_index", 0))
             self.log["metadata"]["restored_from"] = ref.capsule_id
             self._send_capsule(
@@ -525,12 +546,7 @@ class TaskRun(threading.Thread):
     def _leave(self) -> None:
         """The task moved into a capsule: free this instance's copy before the gateway assigns
         the next attempt, which may land on this machine, at the same path."""
-        for cid in self._finished_containers:
-            try:
-                self.engine.remove(cid)
-            except EngineError as exc:
-                log.warning("removing %s: %s", cid, exc)
-        self._finished_containers.clear()
+        self._remove_containers()
         if self._workspace is not None:
             self._workspace.close()
             self._workspace = None
@@ -545,8 +561,4 @@ class TaskRun(threading.Thread):
                 self.client.upload_stream(self.a.attempt_id, index, stream, path)
             except GatewayUnreachable as exc:
                 log.warning("full %s of executor %d not saved: %s", stream, index, exc)
-        for cid in self._finished_containers:
-            try:
-                self.engine.remove(cid)
-            except EngineError as exc:
-                log.warning("removing %s: %s", cid, exc)
+        self._remove_containers()

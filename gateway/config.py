@@ -102,6 +102,8 @@ class LocalProviderConfig(Section):
     cpu_cores: float | None = None
     ram_gb: float | None = None
     disk_gb: float | None = None
+    # How often each agent polls its instance's metadata service for interruption notices.
+    interruption_poll_seconds: float = Field(default=1.0, gt=0)
 
 
 class ProvidersConfig(Section):
@@ -121,6 +123,9 @@ class SchedulerConfig(Section):
     # What a task gets when it asks for nothing.
     default_cpu_cores: int = Field(default=1, ge=1)
     default_ram_gb: float = Field(default=1.0, gt=0)
+    # Instance losses (reclaims, crashes) a task survives — restored from its newest capsule, else
+    # restarted — before it ends SYSTEM_ERROR. Apart from any retry budget for failures.
+    max_interruptions: int = Field(default=10, ge=0)
 
 
 class S3Config(Section):

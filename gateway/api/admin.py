@@ -10,7 +10,9 @@ from flask import Blueprint, Response, current_app, g, request, send_file
 from gateway.api.responses import error_response, json_response
 from gateway.library import LibraryError, stream_chunks
 from gateway.migration import Migrations, Refused
+from gateway.providers.base import ProviderError
 from gateway.service import NotFound
+from gateway.tes.protocol import Notice
 
 if TYPE_CHECKING:
     from gateway.app import Services
@@ -50,6 +52,31 @@ def instances() -> Response:
             }
         )
     return json_response({"instances": out})
+
+
+@bp.post("/instances/<instance_id>:interrupt")
+def interrupt_instance(instance_id: str) -> Response:
+    """Simulate a Spot reclaim: body {"notice_seconds": N} (default 120, AWS's two minutes)."""
+    if not g.principal.admin:
+        return error_response(403, "interrupting instances needs an admin")
+    body = request.get_json(silent=True) if request.get_data() else {}
+    notice = body.get("notice_seconds", 120) if isinstance(body, dict) else None
+    if not isinstance(notice, int | float) or isinstance(notice, bool) or not 0 <= notice <= 3600:
+        return error_response(400, 'the body must be {"notice_seconds": 0..3600}')
+    scheduler = _services().scheduler
+    if scheduler is None:
+        return error_response(409, "this gateway runs no instances (scheduler disabled)")
+    inst = _services().fleet.instance(instance_id)
+    if inst is None:
+        return error_response(404, f"no instance {instance_id!r}")
+    try:
+        deadline = scheduler.provider.interrupt(instance_id, float(notice))
+    except ProviderError as exc:
+        return error_response(409, str(exc))
+    # the gateway hears of it at once (as from EC2's interruption event), besides the agent's
+    # watcher polling the instance's metadata
+    _services().dispatcher.notice(inst, Notice(kind="terminate", time=deadline))
+    return json_response({"instance_id": instance_id, "deadline": deadline}, status=202)
 
 
 @bp.get("/tasks/<task_id>/events")

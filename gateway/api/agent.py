@@ -11,7 +11,14 @@ from pydantic import BaseModel, ValidationError
 from gateway.api.responses import error_response, json_response
 from gateway.dispatch import Dispatcher, NotYours
 from gateway.store.fleet import Instance
-from gateway.tes.protocol import AGENT_API, AttemptReport, CapsuleReport, Poll, Registration
+from gateway.tes.protocol import (
+    AGENT_API,
+    AttemptReport,
+    CapsuleReport,
+    Notice,
+    Poll,
+    Registration,
+)
 
 bp = Blueprint("agent", __name__, url_prefix=AGENT_API)
 INSTANCE_HEADER = "X-Tescape-Instance"
@@ -57,6 +64,12 @@ def register(instance_id: str) -> Response:
 def poll(instance_id: str) -> Response:
     orders = _dispatcher().poll(_caller(instance_id), _body(Poll))
     return json_response(orders.model_dump(mode="json"))
+
+
+@bp.post("/instances/<instance_id>/notice")
+def notice(instance_id: str) -> Response:
+    _dispatcher().notice(_caller(instance_id), _body(Notice))
+    return json_response({})
 
 
 @bp.post("/attempts/<attempt_id>/report")

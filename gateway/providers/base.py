@@ -43,6 +43,10 @@ class Provider(Protocol):
     def log_hint(self, instance_id: str) -> str:
         """Where to look when an instance fails to come up."""
 
+    def interrupt(self, instance_id: str, notice_seconds: float) -> str:
+        """Simulate a Spot reclaim: a notice now, the machine gone `notice_seconds` later;
+        return the deadline. Providers of real clouds raise ProviderError."""
+
 
 class ProviderError(RuntimeError):
     pass

@@ -1,22 +1,30 @@
 """The `local` provider: each instance is a worker agent process on this machine.
 
-The embedded default a new user meets. Capacity defaults to this machine's own; the Spot-market
-simulation (prices, interruptions, namespaces) builds on this in a later issue.
+The embedded default a new user meets. Capacity defaults to this machine's own. Each instance
+serves its own EC2-compatible metadata service (providers/imds.py), which the agent watches for
+Spot interruption notices exactly as on AWS. `interrupt(id, notice_seconds)` posts a notice; at
+the deadline the instance dies hard: its agent is killed (SIGKILL, whole process group) and every
+container it ran is removed, as when AWS reclaims the machine. Prices and the market model build
+on this in the Spot-market issue.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from gateway.config import LocalProviderConfig
 from gateway.providers.base import Offer, ProviderError
+from gateway.providers.imds import InstanceMetadata, aws_time
 from gateway.store.fleet import Instance
 
 log = logging.getLogger(__name__)
@@ -39,6 +47,8 @@ class LocalProvider:
         self.gateway_url = gateway_url
         self.work_root = work_root
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
+        self.metadata: dict[str, InstanceMetadata] = {}
+        self._deadlines: dict[str, threading.Timer] = {}
 
     def offers(self) -> list[Offer]:
         self.work_root.mkdir(parents=True, exist_ok=True)
@@ -78,6 +88,9 @@ class LocalProvider:
             "--disk-gb",
             str(offer.disk_gb),
         ]
+        meta = InstanceMetadata(instance.id, instance.instance_type, instance.zone)
+        self.metadata[instance.id] = meta
+        cmd += ["--imds-url", meta.url, "--imds-interval", str(self.cfg.interruption_poll_seconds)]
         env = dict(os.environ, TESCAPE_AGENT_TOKEN=token)
         try:
             with open(work / "agent.log", "ab") as out:
@@ -91,6 +104,51 @@ class LocalProvider:
 
     def terminate(self, instance_id: str) -> None:
         self._stop([instance_id])
+        self._forget(instance_id)
+
+    def interrupt(self, instance_id: str, notice_seconds: float) -> str:
+        """Post a Spot interruption notice; the instance dies hard `notice_seconds` later.
+        Returns the deadline (RFC 3339). Raises ProviderError for an instance not running."""
+        meta = self.metadata.get(instance_id)
+        if meta is None or not self.alive(instance_id):
+            raise ProviderError(f"instance {instance_id} is not running here")
+        deadline = datetime.now(UTC) + timedelta(seconds=notice_seconds)
+        meta.notice(deadline)
+        timer = threading.Timer(notice_seconds, self.kill_hard, args=(instance_id,))
+        timer.daemon = True
+        if (old := self._deadlines.pop(instance_id, None)) is not None:
+            old.cancel()
+        self._deadlines[instance_id] = timer
+        timer.start()
+        log.warning("instance %s: interruption notice, reclaimed at %s", instance_id, deadline)
+        return aws_time(deadline)
+
+    def kill_hard(self, instance_id: str) -> None:
+        """The reclaim itself: no grace. The agent's process group gets SIGKILL and every
+        container it recorded (<work>/containers/<id>) is removed."""
+        proc = self.processes.get(instance_id)
+        if proc is not None and proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        ledger = self.work_root / instance_id / "containers"
+        ids = [p.name for p in ledger.iterdir()] if ledger.is_dir() else []
+        if ids:
+            from capsule_runtime.engine.podman import PodmanEngine
+
+            engine = PodmanEngine()
+            for cid in ids:
+                engine.remove(cid)
+                (ledger / cid).unlink(missing_ok=True)
+        log.warning(
+            "instance %s reclaimed: agent killed, %d containers removed", instance_id, len(ids)
+        )
+
+    def _forget(self, instance_id: str) -> None:
+        if (timer := self._deadlines.pop(instance_id, None)) is not None:
+            timer.cancel()
+        if (meta := self.metadata.pop(instance_id, None)) is not None:
+            meta.close()
 
     def _stop(self, instance_ids: list[str]) -> None:
         """SIGTERM every agent at once (each stops its containers and exits), then wait for all
@@ -116,4 +174,7 @@ class LocalProvider:
         return str(self.work_root / instance_id / "agent.log")
 
     def close(self) -> None:
-        self._stop(list(self.processes))
+        ids = list(self.processes)
+        self._stop(ids)
+        for instance_id in list(self.metadata):
+            self._forget(instance_id)

@@ -32,7 +32,7 @@ from gateway.auth import token_sha256
 from gateway.config import Config
 from gateway.providers.base import Offer, Provider, ProviderError
 from gateway.scheduler.wakeups import Wakeups
-from gateway.store.fleet import FleetStore, Instance, InstanceState
+from gateway.store.fleet import Attempt, FleetStore, Instance, InstanceState
 from gateway.store.tasks import TaskStore
 from gateway.tes.states import TERMINAL, AttemptPhase, State
 from gateway.tes.times import utcnow
@@ -160,7 +160,10 @@ class Scheduler:
             elif _age(inst.last_heartbeat, now) > sch.heartbeat_timeout_seconds:
                 self._lose(inst, "its agent stopped answering")
             elif not self.provider.alive(inst.id):
-                self._lose(inst, "its machine is gone")
+                self._lose(
+                    inst,
+                    "reclaimed" if inst.data.get("interruption") else "its machine is gone",
+                )
 
     def _lose(self, inst: Instance, why: str) -> None:
         log.warning("instance %s lost: %s", inst.id, why)
@@ -177,11 +180,16 @@ class Scheduler:
             )
         self.fleet.set_instance_state(inst.id, InstanceState.LOST)
         self.provider.terminate(inst.id)
+        reclaimed = bool(inst.data.get("interruption"))
         for attempt in self.fleet.live_attempts(inst.id):
             self.fleet.set_phase(attempt.id, AttemptPhase.LOST, message=why)
             self.fleet.set_phase(attempt.id, AttemptPhase.DONE)
             record = self.tasks.get(attempt.task_id)
             if record is None:
+                continue
+            if record.state in (State.RUNNING, State.INITIALIZING) and self._recover(
+                attempt, inst, "reclaim" if reclaimed else "lost", why
+            ):
                 continue
             target = State.CANCELED if record.state is State.CANCELING else State.SYSTEM_ERROR
             logs = record.logs or [{"logs": [], "outputs": []}]
@@ -190,6 +198,42 @@ class Scheduler:
             self.tasks.transition(
                 attempt.task_id, target, message=message, attempt_id=attempt.id, logs=logs
             )
+
+    def _recover(self, attempt: Attempt, inst: Instance, reason: str, why: str) -> bool:
+        """A task whose instance is gone goes on elsewhere: from its newest capsule, else from
+        the beginning — unless it has used up `max_interruptions`. False: it cannot."""
+        losses = [
+            a for a in self.fleet.attempts_of(attempt.task_id) if a.reason in ("reclaim", "lost")
+        ]
+        if len(losses) >= self.cfg.scheduler.max_interruptions:
+            return False
+        capsules = self.fleet.capsules_of(attempt.task_id, {"complete"})
+        record = self.tasks.get(attempt.task_id)
+        if record is not None and record.logs:
+            how = f"from capsule {capsules[0].id}" if capsules else "from the beginning"
+            logs = record.logs
+            logs[-1].setdefault("system_logs", []).append(
+                f"instance {inst.id} was lost ({why}); the task continues elsewhere, {how}"
+            )
+            self.tasks.set_logs(attempt.task_id, logs)
+        migrations = int(attempt.data.get("migrations", 0))
+        self.fleet.add_pending_attempt(
+            attempt.task_id,
+            reason=reason,
+            data={
+                "restore": bool(capsules),
+                "exclude": [inst.id],
+                "migrations": migrations + 1 if capsules else migrations,
+            },
+            message=f"recovery after instance {inst.id} was lost ({why})",
+        )
+        return True
+
+    def _placeable(self) -> list[Instance]:
+        """READY instances that take new work (not under an interruption notice)."""
+        return [
+            i for i in self.fleet.instances({InstanceState.READY}) if not i.data.get("interruption")
+        ]
 
     def _room(self, inst: Instance) -> Request:
         cap = inst.data.get("capacity", {})
@@ -216,7 +260,7 @@ class Scheduler:
         queued = self.tasks.ids_in_state(State.QUEUED)
         if not queued:
             return 0
-        ready = self.fleet.instances({InstanceState.READY})
+        ready = self._placeable()
         rooms = {inst.id: self._room(inst) for inst in ready}
         biggest = self._largest_offer()
         unplaced = 0
@@ -271,9 +315,8 @@ class Scheduler:
         active = self.fleet.instances({InstanceState.LAUNCHING, InstanceState.READY})
         if any(i.state is InstanceState.LAUNCHING for i in active):
             return  # one at a time: let it register first
-        if len([i for i in active if i.id not in not_counting]) >= (
-            self.cfg.providers.local.max_instances
-        ):
+        counted = [i for i in active if i.id not in not_counting and not i.data.get("interruption")]
+        if len(counted) >= self.cfg.providers.local.max_instances:
             return
         offer = self._largest_offer()
         if offer is None:
@@ -306,7 +349,7 @@ class Scheduler:
         pending = self.fleet.unplaced_attempts()
         if not pending:
             return 0, frozenset()
-        ready = self.fleet.instances({InstanceState.READY})
+        ready = self._placeable()
         rooms = {inst.id: self._room(inst) for inst in ready}
         unplaced, leaving = 0, set()
         for attempt in pending:

@@ -8,6 +8,7 @@ over HTTP with the instance's own bearer token:
     agent → POST /agent/v1/attempts/<id>/report  AttemptReport → {}
     agent → PUT  /agent/v1/attempts/<id>/streams/<executor>/<stdout|stderr>   full stream bytes
     agent → GET  /agent/v1/apps/<name>/archive   an imported image archive (Application Library)
+    agent → POST /agent/v1/instances/<id>/notice  Notice → {}   (a Spot interruption notice)
     agent → POST /agent/v1/attempts/<id>/capsules  CapsuleReport  → {}   (a capsule written,
                                                    a checkpoint failed, a capsule found corrupt)
 
@@ -98,6 +99,14 @@ class CheckpointOrder(Message):
     request_id: str
     stop: bool = False  # True: migrate (checkpoint, stop, report "interrupted")
     reason: str = "manual"
+
+
+class Notice(Message):
+    """An interruption notice the agent's watcher saw: terminate | stop | hibernate | rebalance,
+    with the time AWS gives (the deadline; for rebalance, when it was recommended)."""
+
+    kind: str
+    time: str = ""
 
 
 class Poll(Message):

@@ -291,3 +291,63 @@ def test_a_checkpoint_that_fails_leaves_the_task_running(server: RunningServer, 
     bad = admin(server, "POST", f"/tasks/{other}:migrate", json={"instance": "i-nope"})
     assert bad.status_code == 409, bad.text
     wait_for("the other task", lambda: get(server, other, "MINIMAL")["state"] in TERMINAL)
+
+
+def instance_of(srv: RunningServer, task_id: str) -> str:
+    attempts = admin(srv, "GET", f"/tasks/{task_id}/attempts").json()["attempts"]
+    return str(attempts[-1]["instance_id"])
+
+
+def test_a_reclaim_notice_moves_the_task_before_the_deadline(
+    server: RunningServer, root: Path
+) -> None:
+    n = 80
+    task_id = submit(server, stateful_task(root, "reclaim", n, 0.1, 4))
+    watcher = StateWatcher(server, task_id)
+    watcher.start()
+    wait_for("the counter to pass 10", lambda: count_lines(root, task_id) >= 10, srv=server)
+    victim = instance_of(server, task_id)
+    resp = admin(server, "POST", f"/instances/{victim}:interrupt", json={"notice_seconds": 30})
+    assert resp.status_code == 202, resp.text
+    task = wait_for(
+        "the task to end", lambda: (t := get(server, task_id)) and t["state"] in TERMINAL and t
+    )
+    watcher.join(timeout=10)
+    assert task["state"] == "COMPLETE", server.log()[-3000:]
+    assert watcher.seen.count("RUNNING") == 1 and watcher.seen[-1] == "COMPLETE", watcher.seen
+    assert numbers(root / "out" / "reclaim" / "count") == list(range(1, n + 1))
+    attempts = admin(server, "GET", f"/tasks/{task_id}/attempts").json()["attempts"]
+    assert [a["reason"] for a in attempts] == ["first", "reclaim"]
+    assert attempts[1]["instance_id"] != victim
+    kinds = [e["kind"] for e in events(server, task_id)]
+    assert "migration_requested" in kinds and "restored" in kinds
+    # the reclaimed instance takes no new work
+    listed = admin(server, "GET", "/instances").json()["instances"]
+    assert all(victim not in i["task_ids"] for i in listed)
+
+
+def test_a_notice_too_short_falls_back_to_the_last_periodic_capsule(
+    server: RunningServer, root: Path
+) -> None:
+    n = 80
+    task = stateful_task(root, "short", n, 0.1, 4)
+    task["resources"]["backend_parameters"]["checkpoint_interval"] = "1s"
+    task_id = submit(server, task)
+    wait_for("a periodic capsule", lambda: capsule_events(server, task_id), srv=server)
+    wait_for("the counter to pass 20", lambda: count_lines(root, task_id) >= 20, srv=server)
+    victim = instance_of(server, task_id)
+    resp = admin(server, "POST", f"/instances/{victim}:interrupt", json={"notice_seconds": 0})
+    assert resp.status_code == 202, resp.text
+    done = wait_for(
+        "the task to end",
+        lambda: (t := get(server, task_id)) and t["state"] in TERMINAL and t,
+        timeout=120,
+        srv=server,
+    )
+    assert done["state"] == "COMPLETE", done
+    # restored from a capsule whose files and memory are from one instant: no gap, no repeat
+    assert numbers(root / "out" / "short" / "count") == list(range(1, n + 1))
+    assert any("from capsule" in line for line in done["logs"][0]["system_logs"])
+    attempts = admin(server, "GET", f"/tasks/{task_id}/attempts").json()["attempts"]
+    assert attempts[-1]["reason"] == "reclaim" and attempts[-1]["instance_id"] != victim
+    assert "restored" in [e["kind"] for e in events(server, task_id)]
