@@ -524,6 +524,7 @@ class TaskRun(threading.Thread):
             self._parent = restored.manifest
             self._resumed_container = restored.container_id
             self._record(restored.container_id)
+            self._finished_containers.append(restored.container_id)  # removed at the end
             index = int(restored.manifest.meta.get("executor_index", 0))
             self.log["metadata"]["restored_from"] = ref.capsule_id
             self._send_capsule(

@@ -45,6 +45,7 @@ _STATES = {
     "stopped": ContainerState.EXITED,
     "removing": ContainerState.EXITED,
 }
+QUICK_WAIT_SECONDS = 3.0  # how long `wait` polls fast before settling to podman's pace
 DEFAULT_GRAPHROOT = Path("/var/lib/containers/storage")  # rootful podman's default store
 _NAME_UNSAFE = re.compile(r"[^a-zA-Z0-9_.-]+")
 
@@ -159,15 +160,26 @@ class PodmanEngine:
         return container_id
 
     def wait(self, container_id: str, timeout: float | None = None) -> int:
+        """podman polls the container's state (every 250 ms by default): poll every 10 ms for
+        the first seconds, so a short task is seen to end at once, then at the default pace."""
         limit = math.inf if timeout is None else timeout
+        quick = min(QUICK_WAIT_SECONDS, limit)
         try:
-            out = self.cli.run("wait", container_id, timeout=limit)
+            return self._wait(container_id, quick, "10ms")
+        except WaitTimeout:
+            if limit <= quick:
+                raise
+        return self._wait(container_id, limit - quick, "250ms")
+
+    def _wait(self, container_id: str, limit: float, interval: str) -> int:
+        try:
+            out = self.cli.run("wait", "--interval", interval, container_id, timeout=limit)
         except EngineTimeout as exc:
             info = self.inspect(container_id)  # it may have ended just now (or timeout was ~0)
             if info.state is ContainerState.EXITED and info.exit_code is not None:
                 return info.exit_code
             raise WaitTimeout(
-                f"container {container_id} still running after {timeout:g} s", argv=exc.argv
+                f"container {container_id} still running after {limit:g} s", argv=exc.argv
             ) from None
         return int(out.stdout.strip().splitlines()[-1])
 

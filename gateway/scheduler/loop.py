@@ -358,6 +358,13 @@ class Scheduler:
                 self.fleet.set_phase(
                     attempt.id, AttemptPhase.DONE, message="the task ended before its restore"
                 )
+                if record is not None and record.state is State.CANCELING:
+                    self.tasks.transition(
+                        attempt.task_id,
+                        State.CANCELED,
+                        message="cancelled between instances",
+                        attempt_id=attempt.id,
+                    )
                 continue
             spec = self.tasks.get(attempt.task_id)
             need = task_request(spec.spec if spec and spec.spec else {}, self.cfg)

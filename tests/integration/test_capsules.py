@@ -351,3 +351,35 @@ def test_a_notice_too_short_falls_back_to_the_last_periodic_capsule(
     attempts = admin(server, "GET", f"/tasks/{task_id}/attempts").json()["attempts"]
     assert attempts[-1]["reason"] == "reclaim" and attempts[-1]["instance_id"] != victim
     assert "restored" in [e["kind"] for e in events(server, task_id)]
+
+
+def test_cancel_during_a_migration_ends_canceled_with_nothing_left_running(
+    server: RunningServer, root: Path
+) -> None:
+    from capsule_runtime.engine.podman import PodmanEngine
+
+    task_id = submit(server, stateful_task(root, "cancelmove", 200, 0.1, 8))
+    wait_for("the counter to pass 5", lambda: count_lines(root, task_id) >= 5, srv=server)
+    assert admin(server, "POST", f"/tasks/{task_id}:migrate").status_code == 202
+    time.sleep(0.2)  # the checkpoint is under way (or just done): cancel now
+    assert requests.post(f"{server.tes}/tasks/{task_id}:cancel", timeout=10).status_code == 200
+    done = wait_for(
+        "the task to end", lambda: (t := get(server, task_id)) and t["state"] in TERMINAL and t
+    )
+    assert done["state"] == "CANCELED", done
+    attempts = admin(server, "GET", f"/tasks/{task_id}/attempts").json()["attempts"]
+    wait_for(
+        "every attempt to settle",
+        lambda: all(
+            a["phase"] == "DONE"
+            for a in admin(server, "GET", f"/tasks/{task_id}/attempts").json()["attempts"]
+        ),
+    )
+    engine = PodmanEngine()
+    wait_for(
+        "no container of the task",
+        lambda: (
+            not [c for c in engine.list_containers() if c.labels.get("io.tescape.task") == task_id]
+        ),
+    )
+    assert attempts

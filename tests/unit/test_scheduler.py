@@ -189,7 +189,8 @@ def test_finish_racing_a_cancel_ends_canceled(world: World) -> None:
     assert world.state(t) is State.CANCELED
 
 
-def test_lost_instance_fails_its_tasks_with_a_reason(world: World) -> None:
+def test_lost_instance_past_the_interruption_budget_fails_its_tasks(tmp_path: Path) -> None:
+    world = World(tmp_path, scheduler={"max_interruptions": 0})
     t = world.submit()
     inst = world.boot()
     world.scheduler.tick()
@@ -200,6 +201,30 @@ def test_lost_instance_fails_its_tasks_with_a_reason(world: World) -> None:
     assert world.fleet.instance(inst.id).state is InstanceState.LOST  # type: ignore[union-attr]
     rec = world.tasks.get(t)
     assert rec and rec.logs and "was lost" in rec.logs[-1]["system_logs"][-1]
+
+
+def test_lost_instance_restarts_its_task_elsewhere(world: World) -> None:
+    """No capsule yet: the task starts again from the beginning on another instance; the
+    client keeps seeing it run, and the reason is in system_logs."""
+    t = world.submit()
+    first = world.boot()
+    world.scheduler.tick()
+    aid = world.poll(first).assign[0].attempt_id
+    world.report(first, aid, "running")
+    world.provider.terminated.append(first.id)  # the machine vanished
+    world.scheduler.tick()
+    assert world.state(t) is State.RUNNING
+    rec = world.tasks.get(t)
+    assert rec and rec.logs and "from the beginning" in rec.logs[-1]["system_logs"][-1]
+    second = world.boot()
+    world.scheduler.tick()
+    [assignment] = world.poll(second).assign
+    assert assignment.restore == [] and assignment.task_id == t
+    attempts = world.fleet.attempts_of(t)
+    assert [a.reason for a in attempts] == ["first", "lost"]
+    assert attempts[1].instance_id == second.id != first.id
+    world.report(second, assignment.attempt_id, "complete")
+    assert world.state(t) is State.COMPLETE
 
 
 def test_silent_agent_is_lost(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -238,7 +263,17 @@ def test_restart_settles_tasks_of_unreachable_instances(tmp_path: Path) -> None:
     w.poll(inst)
     again = World(tmp_path)  # a new gateway process on the same store: no agents of its own
     again.scheduler._recover_on_start()
-    assert again.state(t) is State.SYSTEM_ERROR
+    assert again.state(t) is State.INITIALIZING  # not lost: it starts again on a new instance
+    assert [a.reason for a in again.fleet.attempts_of(t)] == ["first", "lost"]
+    assert again.fleet.instance(inst.id).state is InstanceState.LOST  # type: ignore[union-attr]
+    spent = World(tmp_path / "spent", scheduler={"max_interruptions": 0})
+    t2 = spent.submit()
+    inst2 = spent.boot()
+    spent.scheduler.tick()
+    spent.poll(inst2)
+    after = World(tmp_path / "spent", scheduler={"max_interruptions": 0})
+    after.scheduler._recover_on_start()
+    assert after.state(t2) is State.SYSTEM_ERROR
 
 
 def test_failed_launches_back_off(world: World) -> None:
