@@ -82,7 +82,7 @@ class Agent:
         while not self.stopping.is_set():
             self._reap()
             try:
-                orders = self.client.poll(list(self.runs), POLL_WAIT)
+                orders = self.client.poll(list(self.runs), POLL_WAIT, self._usage())
             except GatewayUnreachable as exc:
                 log.error("gateway unreachable: %s", exc)
                 self.stopping.wait(2.0)
@@ -118,6 +118,14 @@ class Agent:
             )
             return
         self.runs[assignment.attempt_id] = run
+
+    def _usage(self) -> dict[str, dict[str, float | int | None]]:
+        out = {}
+        for attempt_id, run in list(self.runs.items()):
+            sample = getattr(run, "usage", lambda: None)()
+            if sample is not None:
+                out[attempt_id] = sample.as_dict()
+        return out
 
     def _checkpoint(self, order: CheckpointOrder) -> None:
         run = self.runs.get(order.attempt_id)

@@ -85,8 +85,13 @@ class GatewayClient:
             data=registration.model_dump_json(),
         )
 
-    def poll(self, running: list[str], wait_seconds: float) -> Orders:
-        body = Poll(running=running, wait_seconds=wait_seconds).model_dump_json()
+    def poll(
+        self,
+        running: list[str],
+        wait_seconds: float,
+        usage: dict[str, dict[str, float | int | None]] | None = None,
+    ) -> Orders:
+        body = Poll(running=running, wait_seconds=wait_seconds, usage=usage or {}).model_dump_json()
         data = self._call(
             "POST", f"/instances/{self.instance_id}/poll", timeout=wait_seconds + 10, data=body
         )

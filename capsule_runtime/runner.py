@@ -48,6 +48,7 @@ from capsule_runtime.staging import (
     stage_inputs,
     upload_outputs_report,
 )
+from capsule_runtime.usage import Usage, UsageSampler
 from gateway.tes.protocol import (
     Assignment,
     AttemptReport,
@@ -123,6 +124,8 @@ class TaskRun(threading.Thread):
         self._migrated: str | None = None  # the capsule the task left in
         self._last_capsule = time.monotonic()
         self._resumed_container = ""
+        self._sampler = UsageSampler()
+        self._pids: dict[str, int] = {}  # container id → its init process (host PID)
         previous = assignment.task_log or {}
         self.log: dict[str, Any] = {
             "logs": list(previous.get("logs", [])),
@@ -405,6 +408,25 @@ class TaskRun(threading.Thread):
                 return self.engine.wait(cid, timeout=max(due, 0.05))
             except WaitTimeout:
                 self.checkpoint(CheckpointOrder(attempt_id=self.a.attempt_id, request_id=""))
+
+    # -- usage ------------------------------------------------------------------------------
+
+    def usage(self) -> Usage | None:
+        """What the running executor's container uses now (None between executors)."""
+        with self._lock:
+            cid = self._container
+        if cid is None:
+            return None
+        pid = self._pids.get(cid)
+        if pid is None:
+            try:
+                pid = self.engine.inspect(cid).pid
+            except EngineError:
+                return None
+            if pid is None:
+                return None
+            self._pids[cid] = pid
+        return self._sampler.sample(pid)
 
     # -- capsules -----------------------------------------------------------------------------
 

@@ -38,10 +38,12 @@ from gateway.tes.protocol import (
     TaskSettings,
 )
 from gateway.tes.states import AttemptPhase, State
+from gateway.tes.times import rfc3339, utcnow
 
 log = logging.getLogger(__name__)
 
 MAX_WAIT = 25.0  # seconds a poll may be held open
+USAGE_SAMPLES = 24  # usage samples kept per attempt (about two minutes at one per 5 s)
 STREAMS = ("stdout", "stderr")
 
 STATUS_STATE = {
@@ -149,6 +151,8 @@ class Dispatcher:
 
     def poll(self, inst: Instance, poll: Poll) -> Orders:
         self.fleet.heartbeat(inst.id)
+        if poll.usage:
+            self._record_usage(poll.usage)
         seen = self.wakeups.version(inst.id)
         orders = self._orders(inst.id, poll.running)
         wait = min(poll.wait_seconds, MAX_WAIT)
@@ -157,6 +161,17 @@ class Dispatcher:
             self.fleet.heartbeat(inst.id)
             orders = self._orders(inst.id, poll.running)
         return orders
+
+    def _record_usage(self, usage: dict[str, dict[str, Any]]) -> None:
+        """Keep the newest samples of each attempt (attempt data `usage`), oldest first."""
+        now = rfc3339(utcnow())
+        for attempt_id, sample in usage.items():
+            attempt = self.fleet.attempt(attempt_id)
+            if attempt is None or attempt.phase is AttemptPhase.DONE:
+                continue
+            history = list(attempt.data.get("usage") or [])[-(USAGE_SAMPLES - 1) :]
+            history.append({**sample, "time": now})
+            self.fleet.update_attempt_data(attempt_id, usage=history)
 
     def _orders(self, instance_id: str, running: Iterable[str]) -> Orders:
         inst = self.fleet.instance(instance_id)

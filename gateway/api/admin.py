@@ -169,6 +169,7 @@ def task_attempts(task_id: str) -> Response:
             "reason": a.reason,
             "start_time": a.start_time,
             "end_time": a.end_time,
+            "usage": (a.data.get("usage") or [None])[-1],
         }
         for a in _services().fleet.attempts_of(task_id)
     ]

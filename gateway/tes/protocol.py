@@ -111,6 +111,9 @@ class Notice(Message):
 
 class Poll(Message):
     running: list[str] = Field(default_factory=list)  # attempt ids the agent is running
+    # attempt id → what its running container uses now: {"cpu_cores", "memory_bytes",
+    # "memory_limit_bytes"} (capsule_runtime/usage.py), for rightsizing and OOM protection
+    usage: dict[str, dict[str, float | int | None]] = Field(default_factory=dict)
     wait_seconds: float = Field(default=10.0, ge=0, le=60)
 
 

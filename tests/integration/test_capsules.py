@@ -233,8 +233,15 @@ def test_periodic_capsules_upload_only_what_changed_then_migrate(
 def test_checkpoint_leaves_the_task_running_and_capsules_go_when_it_ends(
     server: RunningServer, root: Path
 ) -> None:
-    task_id = submit(server, stateful_task(root, "leave", 40, 0.1, 1))
+    task_id = submit(server, stateful_task(root, "leave", 60, 0.1, 1))
     wait_for("the counter to pass 5", lambda: count_lines(root, task_id) >= 5, srv=server)
+
+    def usage() -> Any:
+        attempts = admin(server, "GET", f"/tasks/{task_id}/attempts").json()["attempts"]
+        return attempts[-1]["usage"]
+
+    sample = wait_for("a usage sample", usage)
+    assert sample["memory_bytes"] > 2**20  # the shell, nc, and the 1 MiB in /dev/shm
     cli = [sys.executable, "-m", "gateway.cli", "tasks", "checkpoint", task_id]
     done = subprocess.run(
         [*cli, "--server", server.url, "--wait", "60"], capture_output=True, text=True, timeout=90
@@ -248,7 +255,7 @@ def test_checkpoint_leaves_the_task_running_and_capsules_go_when_it_ends(
         "the task to end", lambda: (t := get(server, task_id)) and t["state"] in TERMINAL and t
     )
     assert done["state"] == "COMPLETE"
-    assert numbers(root / "out" / "leave" / "count") == list(range(1, 41))
+    assert numbers(root / "out" / "leave" / "count") == list(range(1, 61))
     attempts = admin(server, "GET", f"/tasks/{task_id}/attempts").json()["attempts"]
     assert len(attempts) == 1  # it never moved
     wait_for("the capsules to be deleted", lambda: not (root / "capsules" / task_id).exists())
