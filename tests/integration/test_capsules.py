@@ -390,3 +390,36 @@ def test_cancel_during_a_migration_ends_canceled_with_nothing_left_running(
         ),
     )
     assert attempts
+
+
+def test_a_reclaim_during_a_restore_retries_on_another_instance(
+    server: RunningServer, root: Path
+) -> None:
+    n = 100
+    task_id = submit(server, stateful_task(root, "twice", n, 0.1, 32))
+    wait_for("the counter to pass 10", lambda: count_lines(root, task_id) >= 10, srv=server)
+    first = instance_of(server, task_id)
+    assert admin(server, "POST", f"/tasks/{task_id}:migrate").status_code == 202
+
+    def restoring_on() -> str | None:
+        attempts = admin(server, "GET", f"/tasks/{task_id}/attempts").json()["attempts"]
+        last = attempts[-1]
+        if len(attempts) > 1 and last["instance_id"] and last["phase"] != "RUNNING":
+            return str(last["instance_id"])
+        return None
+
+    second = wait_for("the restore to be placed", restoring_on, srv=server)
+    resp = admin(server, "POST", f"/instances/{second}:interrupt", json={"notice_seconds": 0})
+    assert resp.status_code in (202, 409), resp.text  # 409: it was quicker than us and died
+    done = wait_for(
+        "the task to end",
+        lambda: (t := get(server, task_id)) and t["state"] in TERMINAL and t,
+        timeout=120,
+        srv=server,
+    )
+    assert done["state"] == "COMPLETE", done
+    assert numbers(root / "out" / "twice" / "count") == list(range(1, n + 1))
+    attempts = admin(server, "GET", f"/tasks/{task_id}/attempts").json()["attempts"]
+    instances = [a["instance_id"] for a in attempts]
+    assert len(attempts) >= 3 and instances[-1] != second, attempts  # not the reclaimed one
+    assert attempts[-1]["reason"] == "reclaim"
