@@ -48,6 +48,7 @@ class Agent:
         self.run_factory = run_factory
         self.tasks_dir = tasks_dir or work_dir / "tasks"
         self.runs: dict[str, Any] = {}
+        self.cancelling: set[str] = set()
         self.stopping = threading.Event()
         self._shutdown_lock = threading.Lock()
         self._shut_down = False
@@ -91,8 +92,9 @@ class Agent:
                 self._start(assignment)
             for attempt_id in orders.cancel:
                 run = self.runs.get(attempt_id)
-                if run is not None:
-                    run.cancel()
+                if run is not None and attempt_id not in self.cancelling:
+                    self.cancelling.add(attempt_id)  # stopping takes its grace period: not here
+                    threading.Thread(target=run.cancel, name=f"cancel-{attempt_id}").start()
             for order in orders.checkpoint:
                 self._checkpoint(order)
             if orders.shutdown:
@@ -150,6 +152,7 @@ class Agent:
         for attempt_id, run in list(self.runs.items()):
             if not run.is_alive():
                 del self.runs[attempt_id]
+                self.cancelling.discard(attempt_id)
 
     def shutdown(self) -> None:
         """Stop every running task at once (idempotent), then wait for their last reports."""

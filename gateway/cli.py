@@ -10,6 +10,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from rich.table import Table
 from rich.text import Text
 
 from gateway import __version__
+from gateway.cli_workflows import register as register_workflow_commands
 from gateway.config import Config, ConfigError, load_config
 
 console = Console()
@@ -294,6 +296,85 @@ def tasks_cancel(server: str, task_id: str) -> None:
     click.echo(f"cancel requested for {task_id}")
 
 
+def _wait_capsule(server: str, task_id: str, request_id: str, timeout: float) -> dict[str, Any]:
+    """Poll the task's events until the request's capsule is written (or failed)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for event in _call(server, "GET", f"/api/v1/tasks/{task_id}/events")["events"]:
+            data = event.get("data") or {}
+            if data.get("request_id") == request_id and event["kind"] in (
+                "capsule",
+                "checkpoint_failed",
+            ):
+                return dict(event)
+        time.sleep(0.5)
+    err_console.print(f"[red]error:[/red] no capsule after {timeout:g} s (still in progress?)")
+    sys.exit(1)
+
+
+def _move(server: str, task_id: str, migrate: bool, instance: str | None, wait: float) -> None:
+    verb = "migrate" if migrate else "checkpoint"
+    body = {"instance": instance} if instance else None
+    out = _call(server, "POST", f"/api/v1/tasks/{task_id}:{verb}", json=body)
+    click.echo(f"{verb} requested for {task_id} (attempt {out['attempt_id']})")
+    if wait > 0:
+        event = _wait_capsule(server, task_id, out["request_id"], wait)
+        click.echo(event.get("message", event["kind"]))
+        if event["kind"] == "checkpoint_failed":
+            sys.exit(1)
+
+
+@tasks.command("checkpoint")
+@server_option
+@click.argument("task_id")
+@click.option("--wait", type=float, default=0, help="seconds to wait for the capsule (0: don't)")
+def tasks_checkpoint(server: str, task_id: str, wait: float) -> None:
+    """Checkpoint a RUNNING task into a capsule; it keeps running."""
+    _move(server, task_id, False, None, wait)
+
+
+@tasks.command("migrate")
+@server_option
+@click.argument("task_id")
+@click.option("--instance", help="the READY instance to move to (default: the scheduler picks)")
+@click.option("--wait", type=float, default=0, help="seconds to wait for the capsule (0: don't)")
+def tasks_migrate(server: str, task_id: str, instance: str | None, wait: float) -> None:
+    """Checkpoint a RUNNING task, stop it, and restore it on another instance."""
+    _move(server, task_id, True, instance, wait)
+
+
+@main.group()
+def instances() -> None:
+    """Instances of a running server (local provider: simulated Spot instances)."""
+
+
+@instances.command("list")
+@server_option
+def instances_list(server: str) -> None:
+    body = _call(server, "GET", "/api/v1/instances")
+    table = Table("id", "type", "market", "zone", "state", "tasks")
+    for i in body["instances"]:
+        table.add_row(
+            i["id"], i["instance_type"], i["market"], i["zone"], i["state"], " ".join(i["task_ids"])
+        )
+    console.print(table)
+
+
+@instances.command("interrupt")
+@server_option
+@click.argument("instance_id")
+@click.option("--notice", type=float, default=120.0, show_default=True, help="seconds of notice")
+def instances_interrupt(server: str, instance_id: str, notice: float) -> None:
+    """Simulate a Spot reclaim: a notice now, the instance killed `--notice` seconds later."""
+    out = _call(
+        server,
+        "POST",
+        f"/api/v1/instances/{instance_id}:interrupt",
+        json={"notice_seconds": notice},
+    )
+    click.echo(f"{instance_id} reclaimed at {out['deadline']}")
+
+
 @main.group()
 def apps() -> None:
     """The Application Library: named images, registry credentials, image archives."""
@@ -345,6 +426,9 @@ def apps_list(server: str) -> None:
 def apps_remove(server: str, name: str) -> None:
     _call(server, "DELETE", f"/api/v1/apps/{name}")
     click.echo(f"removed {name}")
+
+
+register_workflow_commands(main)  # tescape nextflow …, tescape cromwell …
 
 
 if __name__ == "__main__":

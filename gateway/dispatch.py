@@ -212,7 +212,6 @@ class Dispatcher:
             if (
                 request
                 and not request.get("sent")
-                and attempt.id in running_ids
                 and self.fleet.set_phase(
                     attempt.id, AttemptPhase.CHECKPOINTING, expect={AttemptPhase.RUNNING}
                 )
