@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from flask import Flask, Response, g, request
 
 from gateway.api import admin, agent
+from gateway.api import market as market_api
 from gateway.api.metrics import install_metrics
 from gateway.api.responses import json_response, register_error_handlers
 from gateway.api.tes import PREFIXES, tes_blueprint
@@ -15,6 +16,7 @@ from gateway.auth import Authenticator
 from gateway.config import Config
 from gateway.dispatch import Dispatcher
 from gateway.library import Library
+from gateway.market.model import Market
 from gateway.scheduler.loop import SCHEDULER, Scheduler
 from gateway.scheduler.wakeups import Wakeups
 from gateway.secrets import SecretBox
@@ -39,6 +41,7 @@ class Services:
     auth: Authenticator
     library: Library
     scheduler: Scheduler | None = None
+    market: Market | None = None  # the local provider's simulated Spot market
 
     def close(self) -> None:
         """Stop the scheduler and its instances, then the database (idempotent)."""
@@ -66,6 +69,9 @@ def build_services(config: Config, database: Database | None = None) -> Services
         dispatcher=Dispatcher(config, store, fleet, wakeups, library),
         auth=Authenticator(config.auth),
         library=library,
+        market=Market(config.providers.local.market)
+        if config.providers.local.market.enabled
+        else None,
     )
 
 
@@ -74,8 +80,12 @@ def start_scheduler(services: Services, gateway_url: str) -> None:
     from gateway.providers.local import LocalProvider
 
     cfg = services.config
-    provider = LocalProvider(cfg.providers.local, gateway_url, cfg.data_path / "instances")
-    services.scheduler = Scheduler(cfg, services.store, services.fleet, provider, services.wakeups)
+    provider = LocalProvider(
+        cfg.providers.local, gateway_url, cfg.data_path / "instances", market=services.market
+    )
+    services.scheduler = Scheduler(
+        cfg, services.store, services.fleet, provider, services.wakeups, market=services.market
+    )
     services.scheduler.start()
 
 
@@ -89,6 +99,9 @@ def create_app(config: Config, services: Services | None = None) -> Flask:
         app.register_blueprint(tes_blueprint(name), url_prefix=prefix or None)
     app.register_blueprint(admin.bp)
     app.register_blueprint(agent.bp)
+    app.register_blueprint(market_api.bp)
+    if services.market is not None:
+        app.extensions[market_api.MARKET_KEY] = services.market
     register_error_handlers(app)
     install_metrics(app, services)
 

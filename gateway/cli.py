@@ -21,6 +21,7 @@ from rich.table import Table
 from rich.text import Text
 
 from gateway import __version__
+from gateway.cli_market import register as register_market_commands
 from gateway.cli_workflows import register as register_workflow_commands
 from gateway.config import Config, ConfigError, load_config
 
@@ -429,6 +430,7 @@ def apps_remove(server: str, name: str) -> None:
 
 
 register_workflow_commands(main)  # tescape nextflow …, tescape cromwell …
+register_market_commands(main)  # tescape market show|set-price|costs
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from gateway.market.config import MarketConfig
 from gateway.tes.validation import TaskLimits
 
 ENV_PREFIX = "TESCAPE_"
@@ -104,11 +105,16 @@ class LocalProviderConfig(Section):
     disk_gb: float | None = None
     # How often each agent polls its instance's metadata service for interruption notices.
     interruption_poll_seconds: float = Field(default=1.0, gt=0)
+    # The simulated Spot market local instances come from (gateway/market/).
+    market: MarketConfig = Field(default_factory=MarketConfig)
 
 
 class ProvidersConfig(Section):
     default: Literal["local"] = "local"
     local: LocalProviderConfig = Field(default_factory=LocalProviderConfig)
+
+
+RECOVERY_PATTERN = r"^(same_type|next_zone|restart|on_demand_after:\d+)$"
 
 
 class SchedulerConfig(Section):
@@ -123,6 +129,15 @@ class SchedulerConfig(Section):
     # What a task gets when it asks for nothing.
     default_cpu_cores: int = Field(default=1, ge=1)
     default_ram_gb: float = Field(default=1.0, gt=0)
+    # Where a task runs when it says nothing (TES `preemptible` unset): spot_first (Spot, else
+    # on-demand), spot_only or on_demand_only. backend_parameters.market_policy overrides it.
+    market_policy: Literal["spot_first", "spot_only", "on_demand_only"] = "spot_first"
+    # Where a reclaimed task goes: same_type, next_zone (quarantining the reclaimed type+zone),
+    # on_demand_after:N (N Spot reclaims, then on-demand) or restart (from the beginning, no
+    # capsule: the baseline). backend_parameters.recovery overrides it.
+    recovery: str = Field(
+        default="same_type", pattern=r"^(same_type|next_zone|restart|on_demand_after:\d+)$"
+    )
     # Instance losses (reclaims, crashes) a task survives — restored from its newest capsule, else
     # restarted — before it ends SYSTEM_ERROR. Apart from any retry budget for failures.
     max_interruptions: int = Field(default=10, ge=0)

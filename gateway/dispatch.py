@@ -18,7 +18,7 @@ from typing import Any
 from gateway.auth import AuthError, token_sha256
 from gateway.config import Config
 from gateway.library import Library
-from gateway.migration import Migrations, Refused
+from gateway.migration import Migrations
 from gateway.scheduler.loop import SCHEDULER
 from gateway.scheduler.wakeups import Wakeups
 from gateway.store.fleet import Attempt, FleetStore, Instance, InstanceState
@@ -301,34 +301,8 @@ class Dispatcher:
     # -- interruptions --------------------------------------------------------------------------
 
     def notice(self, inst: Instance, notice: Notice) -> None:
-        """A Spot interruption notice on `inst`: no new work goes there, and every task running
-        on it is checkpointed and moved (the deadline is the provider's business)."""
-        if notice.kind == "rebalance":
-            self.tasks.record(
-                None,
-                "rebalance",
-                instance_id=inst.id,
-                message=f"rebalance recommended {notice.time}",
-            )
-            return
-        data = dict(inst.data)
-        if data.get("interruption"):
-            return  # seen already
-        data["interruption"] = {"action": notice.kind, "deadline": notice.time}
-        self.fleet.set_instance_state(inst.id, InstanceState.READY, data=data)
-        self.tasks.record(
-            None,
-            "interruption",
-            instance_id=inst.id,
-            message=f"{notice.kind} notice: the instance goes away at {notice.time}",
-        )
-        migrations = Migrations(self.tasks, self.fleet, self.wakeups)
-        for attempt in self.fleet.live_attempts(inst.id):
-            try:
-                migrations.request(attempt.task_id, stop=True, reason="reclaim")
-            except Refused as exc:  # not running yet, or between instances: recovered if lost
-                log.info("task %s not checkpointed on the notice: %s", attempt.task_id, exc)
-        self.wakeups.notify(inst.id)
+        """A Spot interruption notice on `inst` (from its agent's watcher or the provider)."""
+        Migrations(self.tasks, self.fleet, self.wakeups).on_notice(inst, notice.kind, notice.time)
 
     # -- capsules and migration ---------------------------------------------------------------
 

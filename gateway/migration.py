@@ -10,15 +10,18 @@ moves RUNNING → CHECKPOINTING) and settles it when the agent's CapsuleReport a
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any
 
 from gateway.scheduler.wakeups import Wakeups
-from gateway.store.fleet import FleetStore, InstanceState
+from gateway.store.fleet import FleetStore, Instance, InstanceState
 from gateway.store.ids import new_id
 from gateway.store.tasks import TaskStore
 from gateway.tes.states import AttemptPhase, State
 from gateway.tes.times import rfc3339, utcnow
+
+log = logging.getLogger(__name__)
 
 
 class Refused(Exception):
@@ -107,3 +110,29 @@ class Migrations:
             "migrate": stop,
             "target": target,
         }
+
+    def on_notice(self, inst: Instance, kind: str, when: str) -> None:
+        """A Spot interruption notice on `inst`: no new work goes there, and every task running
+        on it is checkpointed and moved (the deadline itself is the provider's business)."""
+        if kind == "rebalance":
+            self.tasks.record(
+                None, "rebalance", instance_id=inst.id, message=f"rebalance recommended {when}"
+            )
+            return
+        current = self.fleet.instance(inst.id) or inst
+        if current.data.get("interruption"):
+            return  # heard already (from the agent and from the provider)
+        data = {**current.data, "interruption": {"action": kind, "deadline": when}}
+        self.fleet.set_instance_state(inst.id, current.state, data=data)
+        self.tasks.record(
+            None,
+            "interruption",
+            instance_id=inst.id,
+            message=f"{kind} notice: the instance goes away at {when}",
+        )
+        for attempt in self.fleet.live_attempts(inst.id):
+            try:
+                self.request(attempt.task_id, stop=True, reason="reclaim")
+            except Refused as exc:  # not running yet, or between instances: recovered if lost
+                log.info("task %s not checkpointed on the notice: %s", attempt.task_id, exc)
+        self.wakeups.notify(inst.id)

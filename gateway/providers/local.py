@@ -21,10 +21,14 @@ import threading
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from gateway.config import LocalProviderConfig
 from gateway.providers.base import Offer, ProviderError
 from gateway.providers.imds import InstanceMetadata, aws_time
+
+if TYPE_CHECKING:
+    from gateway.market.model import Market
 from gateway.store.fleet import Instance
 
 log = logging.getLogger(__name__)
@@ -42,8 +46,15 @@ def host_memory_gb() -> float:
 class LocalProvider:
     name = "local"
 
-    def __init__(self, cfg: LocalProviderConfig, gateway_url: str, work_root: Path):
+    def __init__(
+        self,
+        cfg: LocalProviderConfig,
+        gateway_url: str,
+        work_root: Path,
+        market: Market | None = None,
+    ):
         self.cfg = cfg
+        self.market = market
         self.gateway_url = gateway_url
         self.work_root = work_root
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
@@ -51,6 +62,13 @@ class LocalProvider:
         self._deadlines: dict[str, threading.Timer] = {}
 
     def offers(self) -> list[Offer]:
+        """The market's offers (every type and zone, Spot and on-demand, at current prices); with
+        the market off, one on-demand instance of this machine's size at no price."""
+        if self.market is not None:
+            return self.market.offers()
+        return self.machine_offers()
+
+    def machine_offers(self) -> list[Offer]:
         self.work_root.mkdir(parents=True, exist_ok=True)
         disk = shutil.disk_usage(self.work_root).free / 1e9
         return [
@@ -68,7 +86,18 @@ class LocalProvider:
     def launch(self, instance: Instance, token: str) -> None:
         work = self.work_root / instance.id
         work.mkdir(parents=True, exist_ok=True)
-        offer = self.offers()[0]
+        machine = self.machine_offers()[0]
+        capacity = instance.data.get("capacity") or {}
+        # a simulated instance offers its type's size (all of them share this machine)
+        offer = Offer(
+            instance.instance_type,
+            instance.market,
+            instance.zone,
+            instance.price_per_hour,
+            float(capacity.get("cpu_cores", machine.cpu_cores)),
+            float(capacity.get("ram_gb", machine.ram_gb)),
+            float(capacity.get("disk_gb", machine.disk_gb)),
+        )
         cmd = [
             sys.executable,
             "-m",

@@ -30,6 +30,9 @@ from sqlalchemy import Connection
 
 from gateway.auth import token_sha256
 from gateway.config import Config
+from gateway.market.model import Market
+from gateway.market.policy import MarketPolicy, choose_offer, market_for, recovery_plan
+from gateway.migration import Migrations
 from gateway.providers.base import Offer, Provider, ProviderError
 from gateway.scheduler.wakeups import Wakeups
 from gateway.store.fleet import Attempt, FleetStore, Instance, InstanceState
@@ -63,6 +66,32 @@ class Request:
         )
 
 
+@dataclass(frozen=True)
+class Want:
+    """What an unplaced task or restore needs from a new instance."""
+
+    need: Request
+    policy: MarketPolicy
+    only_type: str | None = None
+    offer: Offer | None = None  # a recovery plan's choice, taken as it is
+    exclude: frozenset[str] = frozenset()  # instances it may not go to
+
+
+def task_policy(spec: dict[str, Any], cfg: Config) -> MarketPolicy:
+    res = spec.get("resources") or {}
+    return market_for(
+        res.get("backend_parameters"), res.get("preemptible"), cfg.scheduler.market_policy
+    )
+
+
+def market_allows(policy: MarketPolicy, market: str) -> bool:
+    if policy is MarketPolicy.SPOT_ONLY:
+        return market == "spot"
+    if policy is MarketPolicy.ON_DEMAND_ONLY:
+        return market != "spot"
+    return True
+
+
 def task_request(spec: dict[str, Any], cfg: Config) -> Request:
     res = spec.get("resources", {})
     return Request(
@@ -70,6 +99,17 @@ def task_request(spec: dict[str, Any], cfg: Config) -> Request:
         ram_gb=float(res.get("ram_gb", cfg.scheduler.default_ram_gb)),
         disk_gb=float(res.get("disk_gb", 0.0)),
     )
+
+
+def _cheapest_first(inst: Instance) -> tuple[bool, float]:
+    """Spot before on-demand, then by price: where a task placed on running capacity goes."""
+    return inst.market != "spot", inst.price_per_hour or 0.0
+
+
+def _only_type(spec: dict[str, Any]) -> str | None:
+    params = (spec.get("resources") or {}).get("backend_parameters") or {}
+    value = params.get("instance_type")
+    return str(value) if value else None
 
 
 def _age(timestamp: str | None, now: datetime) -> float:
@@ -86,8 +126,11 @@ class Scheduler:
         fleet: FleetStore,
         provider: Provider,
         wakeups: Wakeups,
+        market: Market | None = None,
     ):
         self.cfg = config
+        self.market = market
+        self._last_tick: datetime | None = None
         self.tasks = tasks
         self.fleet = fleet
         self.provider = provider
@@ -137,10 +180,11 @@ class Scheduler:
         self._expire(now)
         if self.failed_launches and self.fleet.instances({InstanceState.READY}):
             self.failed_launches = 0
-        unplaced = self._place()
+        self._market_tick(now)
+        wants = self._place()
         restores, leaving = self._place_restores()
-        if unplaced or restores:
-            self._launch(not_counting=leaving)
+        if wants or restores:
+            self._launch(wants + restores, not_counting=leaving)
         self._cancel()
         self._retire(now)
         self._collect_capsules()
@@ -255,15 +299,15 @@ class Scheduler:
         offers = self.provider.offers()
         return max(offers, key=lambda o: (o.cpu_cores, o.ram_gb)) if offers else None
 
-    def _place(self) -> int:
-        """Place what fits; return how many queued tasks found no room."""
+    def _place(self) -> list[Want]:
+        """Place what fits; return what the queued tasks that found no room need."""
         queued = self.tasks.ids_in_state(State.QUEUED)
         if not queued:
-            return 0
+            return []
         ready = self._placeable()
         rooms = {inst.id: self._room(inst) for inst in ready}
         biggest = self._largest_offer()
-        unplaced = 0
+        unplaced: list[Want] = []
         for task_id in queued:
             record = self.tasks.get(task_id)
             if record is None or record.spec is None:
@@ -274,9 +318,20 @@ class Scheduler:
             ):
                 self._refuse(task_id, need, biggest)
                 continue
-            target = next((i for i in ready if need.fits(rooms[i.id])), None)
+            policy = task_policy(record.spec, self.cfg)
+            only = _only_type(record.spec)
+            target = next(
+                (
+                    i
+                    for i in sorted(ready, key=_cheapest_first)
+                    if need.fits(rooms[i.id])
+                    and market_allows(policy, i.market)
+                    and only in (None, i.instance_type)
+                ),
+                None,
+            )
             if target is None:
-                unplaced += 1
+                unplaced.append(Want(need, policy, only))
                 continue
             result = self.tasks.transition(
                 task_id,
@@ -309,7 +364,9 @@ class Scheduler:
             logs=[{"logs": [], "outputs": [], "system_logs": [message]}],
         )
 
-    def _launch(self, not_counting: frozenset[str] = frozenset()) -> None:
+    def _launch(self, wants: list[Want], not_counting: frozenset[str] = frozenset()) -> None:
+        """Start one instance for the first want that any offer serves (one at a time: each
+        new instance registers before the next is started)."""
         if utcnow() < self.next_launch:
             return
         active = self.fleet.instances({InstanceState.LAUNCHING, InstanceState.READY})
@@ -318,7 +375,15 @@ class Scheduler:
         counted = [i for i in active if i.id not in not_counting and not i.data.get("interruption")]
         if len(counted) >= self.cfg.providers.local.max_instances:
             return
-        offer = self._largest_offer()
+        offers = self.provider.offers()
+        quarantined = self.market.quarantined() if self.market is not None else frozenset()
+        offer = None
+        for want in wants:
+            offer = want.offer or choose_offer(
+                want.need, offers, want.policy, quarantined, only_type=want.only_type
+            )
+            if offer is not None:
+                break
         if offer is None:
             return
         token = secrets.token_urlsafe(32)
@@ -343,18 +408,44 @@ class Scheduler:
             log.error("launch failed: %s", exc)
             self.fleet.set_instance_state(inst.id, InstanceState.LOST)
 
-    def _place_restores(self) -> tuple[int, frozenset[str]]:
-        """Place the attempts that restore a capsule; return how many found no room and the
+    def _market_tick(self, now: datetime) -> None:
+        """Spot prices move (each running Spot instance's price follows its pool) and the
+        market reclaims instances: each gets a notice now and dies at the deadline."""
+        if self.market is None:
+            return
+        dt = 0.0 if self._last_tick is None else (now - self._last_tick).total_seconds()
+        self._last_tick = now
+        spot = [i for i in self.fleet.instances({InstanceState.READY}) if i.market == "spot"]
+        for inst in spot:
+            price = self.market.price(inst.instance_type, inst.zone, "spot")
+            if inst.price_per_hour is None or abs(price - inst.price_per_hour) > 1e-9:
+                self.fleet.set_price(inst.id, price)
+        if dt <= 0:
+            return
+        live = [i for i in spot if not i.data.get("interruption")]
+        for inst in self.market.draw_interruptions(live, dt):
+            notice = self.cfg.providers.local.market.notice_seconds
+            try:
+                deadline = self.provider.interrupt(inst.id, notice)
+            except ProviderError as exc:
+                log.warning("reclaiming %s: %s", inst.id, exc)
+                continue
+            Migrations(self.tasks, self.fleet, self.wakeups).on_notice(inst, "terminate", deadline)
+
+    def _place_restores(self) -> tuple[list[Want], frozenset[str]]:
+        """Place the attempts that continue a task elsewhere (a migration's restore, a
+        reclaimed or lost instance's recovery); return what the unplaced ones need and the
         instances their tasks are leaving."""
         pending = self.fleet.unplaced_attempts()
         if not pending:
-            return 0, frozenset()
+            return [], frozenset()
         ready = self._placeable()
         rooms = {inst.id: self._room(inst) for inst in ready}
-        unplaced, leaving = 0, set()
+        unplaced: list[Want] = []
+        leaving: set[str] = set()
         for attempt in pending:
-            record = self.tasks.get(attempt.task_id, full=False)
-            if record is None or record.state is not State.RUNNING:
+            record = self.tasks.get(attempt.task_id)
+            if record is None or record.state not in (State.RUNNING, State.INITIALIZING):
                 self.fleet.set_phase(
                     attempt.id, AttemptPhase.DONE, message="the task ended before its restore"
                 )
@@ -366,20 +457,85 @@ class Scheduler:
                         attempt_id=attempt.id,
                     )
                 continue
-            spec = self.tasks.get(attempt.task_id)
-            need = task_request(spec.spec if spec and spec.spec else {}, self.cfg)
-            exclude = set(attempt.data.get("exclude") or [])
-            fits = [i for i in ready if i.id not in exclude and need.fits(rooms[i.id])]
+            spec = record.spec or {}
+            need = task_request(spec, self.cfg)
+            exclude = frozenset(attempt.data.get("exclude") or [])
+            plan = self._plan(attempt, spec, need, exclude)
+            policy = task_policy(spec, self.cfg)
+            planned = plan.get("offer")
             wanted = attempt.data.get("target")
+            fits = [
+                i
+                for i in ready
+                if i.id not in exclude
+                and need.fits(rooms[i.id])
+                and market_allows(policy, i.market)
+                and (
+                    planned is None
+                    or (
+                        i.instance_type == planned["instance_type"]
+                        and i.market == planned["market"]
+                        and (i.zone == planned["zone"] or not plan.get("zone_matters"))
+                    )
+                )
+            ]
             target = next((i for i in fits if i.id == wanted), fits[0] if fits else None)
             if target is None:
-                unplaced += 1
+                offer = Offer(**planned) if planned else None
+                unplaced.append(Want(need, policy, _only_type(spec), offer, exclude))
                 leaving |= exclude
                 continue
             if self.fleet.place_attempt(attempt.id, target):
                 rooms[target.id] = rooms[target.id].minus(need)
                 self.wakeups.notify(target.id)
         return unplaced, frozenset(leaving)
+
+    def _plan(
+        self, attempt: Attempt, spec: dict[str, Any], need: Request, exclude: frozenset[str]
+    ) -> dict[str, Any]:
+        """A reclaimed task's recovery plan (market/policy.py), made once and kept on the
+        attempt: the offer to go to, and the pools to quarantine."""
+        if "plan" in attempt.data:
+            return dict(attempt.data["plan"])
+        plan: dict[str, Any] = {}
+        left = [self.fleet.instance(i) for i in exclude]
+        source = next((i for i in left if i is not None), None)
+        if attempt.reason == "reclaim" and source is not None and self.market is not None:
+            params = (spec.get("resources") or {}).get("backend_parameters") or {}
+            strategy = params.get("recovery") or self.cfg.scheduler.recovery
+            reclaims = [a for a in self.fleet.attempts_of(attempt.task_id) if a.reason == "reclaim"]
+            result = recovery_plan(
+                strategy,
+                source,
+                len(reclaims),
+                self.provider.offers(),
+                need,
+                self.market.quarantined(),
+                task_policy(spec, self.cfg),
+            )
+            for instance_type, zone in result.quarantine:
+                self.market.quarantine(instance_type, zone)
+                self.tasks.record(
+                    attempt.task_id,
+                    "quarantine",
+                    message=f"{instance_type} in {zone} quarantined after a reclaim",
+                )
+            if result.offer is not None:
+                plan["offer"] = {
+                    "instance_type": result.offer.instance_type,
+                    "market": result.offer.market,
+                    "zone": result.offer.zone,
+                    "price_per_hour": result.offer.price_per_hour,
+                    "cpu_cores": result.offer.cpu_cores,
+                    "ram_gb": result.offer.ram_gb,
+                    "disk_gb": result.offer.disk_gb,
+                }
+                plan["zone_matters"] = strategy.startswith("next_zone")
+            plan["strategy"] = strategy
+            if not result.restore_capsule and attempt.data.get("restore"):
+                self.fleet.update_attempt_data(attempt.id, restore=False)
+        self.fleet.update_attempt_data(attempt.id, plan=plan)
+        return plan
 
     def _collect_capsules(self) -> None:
         if self.cfg.capsules.keep:

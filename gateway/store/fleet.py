@@ -211,6 +211,15 @@ class FleetStore:
                 conn, None, "instance", instance_id=instance_id, message=state.value, now=now
             )
 
+    def set_price(self, instance_id: str, price_per_hour: float) -> None:
+        """A Spot instance's price moved (the market's price of its pool)."""
+        with self.db.engine.begin() as conn:
+            conn.execute(
+                update(instances)
+                .where(instances.c.id == instance_id)
+                .values(price_per_hour=price_per_hour)
+            )
+
     def heartbeat(self, instance_id: str) -> None:
         with self.db.engine.begin() as conn:
             conn.execute(
@@ -307,6 +316,7 @@ class FleetStore:
                 .where(attempts.c.id == attempt_id, attempts.c.instance_id.is_(None))
                 .values(
                     instance_id=instance.id,
+                    start_time=self.now(),  # billed from here, at this instance's price
                     market=instance.market,
                     instance_type=instance.instance_type,
                     zone=instance.zone,

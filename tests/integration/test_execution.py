@@ -67,7 +67,7 @@ def test_echo_completes_with_logs(runner: RunningServer) -> None:
     assert ex["exit_code"] == 0 and ex["stdout"] == "hello\n"
     assert ex["start_time"] <= ex["end_time"]
     assert task_log["start_time"] <= task_log["end_time"]
-    assert task_log["metadata"]["instance_type"] == "local"
+    assert task_log["metadata"]["instance_type"] and task_log["metadata"]["market"] == "spot"
 
 
 def test_exit_code_3_is_executor_error(runner: RunningServer) -> None:

@@ -1,0 +1,128 @@
+"""The simulated Spot market through a real `tescape serve`: tasks land on the cheapest fitting
+Spot instance of real EC2 types (on-demand when they ask for it), their TaskLog carries the price,
+and a reclaim's recovery strategy decides where the task goes next — `on_demand_after:1` moves it
+to on-demand, `next_zone` quarantines the reclaimed type+zone and moves to another zone — with
+the task's state continuous (restored from its capsule)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from tests.fixtures.server import RunningServer, tescape_server
+from tests.integration.test_capsules import (
+    TERMINAL,
+    admin,
+    count_lines,
+    events,
+    get,
+    instance_of,
+    numbers,
+    stateful_task,
+    submit,
+    wait_for,
+)
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="CRIU needs root")
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("market")
+
+
+@pytest.fixture(scope="module")
+def server(root: Path, busybox_image: str) -> Iterator[RunningServer]:
+    config = {
+        "images": {"rewrites": {"alpine": busybox_image}},
+        "storage": {"allowed_dirs": [str(root)]},
+        "scheduler": {"interval_seconds": 0.2},
+        "providers": {
+            "local": {
+                "max_instances": 2,
+                "market": {"seed": 7, "instance_types": ["m5", "c5"], "interruptions": False},
+            }
+        },
+        "capsules": {"store": str(root / "capsules"), "interval_seconds": 0},
+    }
+    with tescape_server(root / "data", config=config, run_tasks=True) as srv:
+        yield srv
+
+
+def instance(srv: RunningServer, instance_id: str) -> dict[str, Any]:
+    [found] = [
+        i for i in admin(srv, "GET", "/instances").json()["instances"] if i["id"] == instance_id
+    ]
+    return found  # type: ignore[no-any-return]
+
+
+def finish(srv: RunningServer, task_id: str) -> dict[str, Any]:
+    return wait_for(  # type: ignore[no-any-return]
+        "the task to end",
+        lambda: (t := get(srv, task_id)) and t["state"] in TERMINAL and t,
+        timeout=120,
+        srv=srv,
+    )
+
+
+def test_tasks_go_to_the_cheapest_spot_offer_unless_they_ask_for_on_demand(
+    server: RunningServer,
+) -> None:
+    market = admin(server, "GET", "/market").json()
+    assert market and "m5.large" in str(market)
+    spot = submit(server, {"executors": [{"image": "alpine", "command": ["true"]}]})
+    done = finish(server, spot)
+    assert done["state"] == "COMPLETE"
+    meta = done["logs"][0]["metadata"]
+    assert meta["market"] == "spot" and float(meta["vm_price_per_hour_usd"]) > 0
+    dedicated = submit(
+        server,
+        {
+            "executors": [{"image": "alpine", "command": ["true"]}],
+            "resources": {"preemptible": False},
+        },
+    )
+    done = finish(server, dedicated)
+    assert done["state"] == "COMPLETE"
+    assert done["logs"][0]["metadata"]["market"] == "on-demand"
+    costs = admin(server, "GET", "/costs").json()
+    assert costs["total"]
+
+
+def reclaim(
+    server: RunningServer, root: Path, name: str, recovery: str, policy: str = "spot_first"
+) -> tuple[str, str]:
+    task = stateful_task(root, name, 60, 0.1, 4)
+    task["resources"]["backend_parameters"].update(recovery=recovery, market_policy=policy)
+    task_id = submit(server, task)
+    wait_for("the counter to pass 10", lambda: count_lines(root, task_id) >= 10, srv=server)
+    victim = instance_of(server, task_id)
+    resp = admin(server, "POST", f"/instances/{victim}:interrupt", json={"notice_seconds": 30})
+    assert resp.status_code == 202, resp.text
+    done = finish(server, task_id)
+    assert done["state"] == "COMPLETE", done
+    assert numbers(root / "out" / name / "count") == list(range(1, 61))
+    return task_id, victim
+
+
+def test_on_demand_after_one_reclaim(server: RunningServer, root: Path) -> None:
+    task_id, victim = reclaim(server, root, "ondemand", "on_demand_after:1")
+    assert instance(server, victim)["market"] == "spot"
+    moved = instance_of(server, task_id)
+    assert instance(server, moved)["market"] == "on-demand"
+
+
+def test_next_zone_quarantines_the_reclaimed_pool(server: RunningServer, root: Path) -> None:
+    task_id, victim = reclaim(server, root, "nextzone", "next_zone", "spot_only")
+    before, after = instance(server, victim), instance(server, instance_of(server, task_id))
+    assert after["instance_type"] == before["instance_type"]
+    assert after["zone"] != before["zone"]
+    assert "quarantine" in [e["kind"] for e in events(server, task_id)]
+    quarantines = str(admin(server, "GET", "/market").json())
+    assert before["zone"] in quarantines
+    requests.get(server.url + "/healthz", timeout=5)
