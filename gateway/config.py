@@ -114,6 +114,29 @@ class ProvidersConfig(Section):
     local: LocalProviderConfig = Field(default_factory=LocalProviderConfig)
 
 
+class CostMigrationConfig(Section):
+    # Move a running task for price: when a fitting offer is cheaper per hour by more than
+    # threshold_pct and the saving over its expected remaining time (taken as the time it has
+    # run so far) exceeds the move's own cost; or when its price rises above max_price (USD/h,
+    # with hysteresis_pct). Never sooner than min_interval_seconds after its last move.
+    enabled: bool = True
+    threshold_pct: float = Field(default=20.0, ge=0, le=100)
+    max_price: float | None = Field(default=None, gt=0)
+    hysteresis_pct: float = Field(default=5.0, ge=0)
+    min_interval_seconds: float = Field(default=1800.0, ge=0)
+
+
+class RightsizingConfig(Section):
+    # Move a running task to another size (WaveRider's defaults): CPU use above cpu_upper or
+    # below cpu_lower of its instance for duration_seconds; and, before the kernel kills it,
+    # when its memory reaches memory_upper of the instance's (OOM protection).
+    enabled: bool = True
+    cpu_upper: float = Field(default=0.90, gt=0, le=1)
+    cpu_lower: float = Field(default=0.05, ge=0, lt=1)
+    duration_seconds: float = Field(default=30.0, gt=0)
+    memory_upper: float = Field(default=0.90, gt=0, le=1)
+
+
 RECOVERY_PATTERN = r"^(same_type|next_zone|restart|on_demand_after:\d+)$"
 
 
@@ -138,6 +161,8 @@ class SchedulerConfig(Section):
     recovery: str = Field(
         default="same_type", pattern=r"^(same_type|next_zone|restart|on_demand_after:\d+)$"
     )
+    cost_migration: CostMigrationConfig = Field(default_factory=CostMigrationConfig)
+    rightsizing: RightsizingConfig = Field(default_factory=RightsizingConfig)
     # Instance losses (reclaims, crashes) a task survives — restored from its newest capsule, else
     # restarted — before it ends SYSTEM_ERROR. Apart from any retry budget for failures.
     max_interruptions: int = Field(default=10, ge=0)

@@ -373,7 +373,15 @@ class Dispatcher:
         self.fleet.update_attempt_data(
             attempt.id,
             checkpoint=None,
-            migrate={"reason": report.reason, "target": request.get("target")} if leaving else None,
+            migrate=(
+                {
+                    "reason": report.reason,
+                    "target": request.get("target"),
+                    "plan": request.get("plan"),
+                }
+                if leaving
+                else None
+            ),
         )
         if not leaving:  # leave-running, or failed: the task runs on here
             self.fleet.set_phase(
@@ -397,15 +405,18 @@ class Dispatcher:
             return
         migrate = attempt.data.get("migrate") or {}
         target, reason = migrate.get("target"), migrate.get("reason") or "manual"
+        data: dict[str, Any] = {
+            "restore": True,
+            "exclude": [attempt.instance_id] if attempt.instance_id else [],
+            "target": target,
+            "migrations": int(attempt.data.get("migrations", 0)) + 1,
+        }
+        if migrate.get("plan"):
+            data["plan"] = {"offer": migrate["plan"], "zone_matters": True}
         self.fleet.add_pending_attempt(
             attempt.task_id,
             reason=reason,
-            data={
-                "restore": True,
-                "exclude": [attempt.instance_id] if attempt.instance_id else [],
-                "target": target,
-                "migrations": int(attempt.data.get("migrations", 0)) + 1,
-            },
+            data=data,
             message=f"restore after {reason} migration from {attempt.instance_id}",
         )
         self.wakeups.notify(SCHEDULER)

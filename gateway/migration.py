@@ -45,6 +45,7 @@ class Migrations:
         stop: bool,
         target: str | None = None,
         reason: str = "manual",
+        plan: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         """Ask for a checkpoint (stop=False: the task keeps running here) or a migration."""
         record = self.tasks.get(task_id, full=False)
@@ -89,6 +90,7 @@ class Migrations:
             "reason": reason,
             "target": target,
             "requested": rfc3339(utcnow()),
+            "plan": plan,  # where the restore goes (an offer), for cost and size moves
         }
         self.fleet.update_attempt_data(attempt.id, checkpoint=req)
         verb = "migration" if stop else "checkpoint"

@@ -4,6 +4,7 @@ Cromwell, py-tes 0.4.2 and py-tes 1.1 each build their URLs differently (see CLI
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from flask import Blueprint, Response, current_app, g, request
@@ -14,6 +15,9 @@ from gateway.tes.states import State
 from gateway.tes.views import View
 
 PREFIXES = {"tes_ga4gh": "/ga4gh/tes/v1", "tes_v1": "/v1", "tes_root": ""}
+# In a UTF-8 body a surrogate can come only from a \uD800-\uDFFF escape (UTF-8 cannot encode one),
+# so only a body with such an escape, or in another encoding, needs the full lone-surrogate check.
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 
 
 def _service() -> TaskService:
@@ -32,10 +36,11 @@ def _json_body() -> Any:
         body = json.loads(raw, parse_constant=_refuse_constant)
     except (ValueError, UnicodeDecodeError) as exc:
         raise BadRequest("", f"malformed JSON: {exc}") from None
-    try:  # a lone surrogate escape ("\ud800") parses, but can be neither stored nor sent back
-        json.dumps(body, ensure_ascii=False).encode()
-    except UnicodeEncodeError:
-        raise BadRequest("", "malformed JSON: a string holds a lone surrogate escape") from None
+    if _SURROGATE_ESCAPE.search(raw) or json.detect_encoding(raw) != "utf-8":
+        try:  # a lone surrogate escape ("\ud800") parses, but can be neither stored nor sent back
+            json.dumps(body, ensure_ascii=False).encode()
+        except UnicodeEncodeError:
+            raise BadRequest("", "malformed JSON: a string holds a lone surrogate escape") from None
     return body
 
 

@@ -31,8 +31,19 @@ from sqlalchemy import Connection
 from gateway.auth import token_sha256
 from gateway.config import Config
 from gateway.market.model import Market
-from gateway.market.policy import MarketPolicy, choose_offer, market_for, recovery_plan
-from gateway.migration import Migrations
+from gateway.market.policy import (
+    CostRule,
+    MarketPolicy,
+    ResizeRule,
+    Sample,
+    choose_offer,
+    cost_migration,
+    market_for,
+    migration_cost_usd,
+    recovery_plan,
+    resize_decision,
+)
+from gateway.migration import Migrations, Refused
 from gateway.providers.base import Offer, Provider, ProviderError
 from gateway.scheduler.wakeups import Wakeups
 from gateway.store.fleet import Attempt, FleetStore, Instance, InstanceState
@@ -181,6 +192,7 @@ class Scheduler:
         if self.failed_launches and self.fleet.instances({InstanceState.READY}):
             self.failed_launches = 0
         self._market_tick(now)
+        self._triggers(now)
         wants = self._place()
         restores, leaving = self._place_restores()
         if wants or restores:
@@ -407,6 +419,116 @@ class Scheduler:
         except ProviderError as exc:
             log.error("launch failed: %s", exc)
             self.fleet.set_instance_state(inst.id, InstanceState.LOST)
+
+    def _triggers(self, now: datetime) -> None:
+        """Migrations on purpose: OOM protection and rightsizing from each running task's usage
+        samples, and moves for price (gateway/market/policy.py decides; Migrations acts)."""
+        sch = self.cfg.scheduler
+        if self.market is None or not (sch.rightsizing.enabled or sch.cost_migration.enabled):
+            return
+        offers: list[Offer] | None = None
+        quarantined = self.market.quarantined()
+        for inst in self._placeable():
+            for attempt in self.fleet.live_attempts(inst.id):
+                if attempt.phase is not AttemptPhase.RUNNING or attempt.data.get("checkpoint"):
+                    continue
+                record = self.tasks.get(attempt.task_id)
+                if record is None or record.state is not State.RUNNING or not record.spec:
+                    continue
+                offers = offers if offers is not None else self.provider.offers()
+                move = self._trigger(attempt, inst, record.spec, offers, quarantined, now)
+                if move is None:
+                    continue
+                reason, offer = move
+                plan = {
+                    "instance_type": offer.instance_type,
+                    "market": offer.market,
+                    "zone": offer.zone,
+                    "price_per_hour": offer.price_per_hour,
+                    "cpu_cores": offer.cpu_cores,
+                    "ram_gb": offer.ram_gb,
+                    "disk_gb": offer.disk_gb,
+                }
+                try:
+                    Migrations(self.tasks, self.fleet, self.wakeups).request(
+                        attempt.task_id, stop=True, reason=reason, plan=plan
+                    )
+                except Refused as exc:
+                    log.info("no %s move for %s: %s", reason, attempt.task_id, exc)
+                    continue
+                log.info(
+                    "moving %s (%s): %s %s → %s %s %s",
+                    attempt.task_id,
+                    reason,
+                    inst.instance_type,
+                    inst.market,
+                    offer.instance_type,
+                    offer.market,
+                    offer.zone,
+                )
+
+    def _trigger(
+        self,
+        attempt: Attempt,
+        inst: Instance,
+        spec: dict[str, Any],
+        offers: list[Offer],
+        quarantined: frozenset[tuple[str, str]],
+        now: datetime,
+    ) -> tuple[str, Offer] | None:
+        sch = self.cfg.scheduler
+        cap = inst.data.get("capacity") or {}
+        current = Offer(
+            inst.instance_type,
+            inst.market,
+            inst.zone,
+            inst.price_per_hour,
+            float(cap.get("cpu_cores", 0.0)),
+            float(cap.get("ram_gb", 0.0)),
+            float(cap.get("disk_gb", 0.0)),
+        )
+        need = task_request(spec, self.cfg)
+        history = attempt.data.get("usage") or []
+        if sch.rightsizing.enabled and history:
+            r = sch.rightsizing
+            samples = [
+                Sample(
+                    t=datetime.fromisoformat(u["time"]).timestamp(),
+                    cpu_cores=float(u.get("cpu_cores") or 0.0),
+                    mem_gb=float(u.get("memory_bytes") or 0) / 2**30,
+                )
+                for u in history
+                if u.get("time")
+            ]
+            rule = ResizeRule(
+                cpu_upper=r.cpu_upper,
+                cpu_lower=r.cpu_lower,
+                duration_seconds=r.duration_seconds,
+                mem_upper=r.memory_upper,
+            )
+            resize = resize_decision(samples, current, offers, need, rule, quarantined)
+            if resize is not None:
+                return resize.reason, resize.offer
+        c = sch.cost_migration
+        if not c.enabled or inst.price_per_hour is None or inst.market != "spot":
+            return None  # on-demand is where a policy or a recovery strategy put the task
+        ran = self.market.simulated_seconds(_age(attempt.start_time, now)) if self.market else 0.0
+        memory_gib = float((history[-1].get("memory_bytes") if history else 0) or 0) / 2**30
+        offer = cost_migration(
+            inst.price_per_hour,
+            current,
+            offers,
+            need,
+            remaining_hours_estimate=ran / 3600.0,
+            migration_cost_usd=migration_cost_usd(
+                memory_gib, inst.price_per_hour, inst.price_per_hour
+            ),
+            rule=CostRule(c.threshold_pct, c.max_price, c.hysteresis_pct, c.min_interval_seconds),
+            quarantined=quarantined,
+            policy=task_policy(spec, self.cfg),
+            seconds_since_last_move=_age(attempt.start_time, now),
+        )
+        return ("cost", offer) if offer is not None else None
 
     def _market_tick(self, now: datetime) -> None:
         """Spot prices move (each running Spot instance's price follows its pool) and the

@@ -41,7 +41,10 @@ def server(root: Path, busybox_image: str) -> Iterator[RunningServer]:
     config = {
         "images": {"rewrites": {"alpine": busybox_image}},
         "storage": {"allowed_dirs": [str(root)]},
-        "scheduler": {"interval_seconds": 0.2},
+        "scheduler": {
+            "interval_seconds": 0.2,
+            "cost_migration": {"max_price": 0.06, "min_interval_seconds": 0},
+        },
         "providers": {
             "local": {
                 "max_instances": 2,
@@ -126,3 +129,24 @@ def test_next_zone_quarantines_the_reclaimed_pool(server: RunningServer, root: P
     quarantines = str(admin(server, "GET", "/market").json())
     assert before["zone"] in quarantines
     requests.get(server.url + "/healthz", timeout=5)
+
+
+def test_a_price_spike_moves_the_task_to_a_cheaper_pool(server: RunningServer, root: Path) -> None:
+    task = stateful_task(root, "spike", 80, 0.1, 4)
+    task["resources"]["backend_parameters"]["market_policy"] = "spot_only"
+    task_id = submit(server, task)
+    wait_for("the counter to pass 10", lambda: count_lines(root, task_id) >= 10, srv=server)
+    before = instance(server, instance_of(server, task_id))
+    assert before["market"] == "spot" and before["price_per_hour"] < 0.06
+    spike = {"instance_type": before["instance_type"], "zone": before["zone"], "price": 0.08}
+    resp = admin(server, "PUT", "/market/prices", json=spike)
+    assert resp.status_code == 200, resp.text
+    done = finish(server, task_id)
+    assert done["state"] == "COMPLETE", done
+    assert numbers(root / "out" / "spike" / "count") == list(range(1, 81))
+    attempts = admin(server, "GET", f"/tasks/{task_id}/attempts").json()["attempts"]
+    assert [a["reason"] for a in attempts] == ["first", "cost"], attempts
+    after = instance(server, attempts[-1]["instance_id"])
+    assert (after["instance_type"], after["zone"]) != (before["instance_type"], before["zone"])
+    assert after["price_per_hour"] <= 0.06
+    admin(server, "PUT", "/market/prices", json={**spike, "price": None})

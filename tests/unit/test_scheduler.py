@@ -286,3 +286,82 @@ def test_failed_launches_back_off(world: World) -> None:
     assert world.scheduler.failed_launches == 1
     world.scheduler.tick()
     assert world.provider.launched == [first]  # waiting out the back-off
+
+
+class MarketProvider(FakeProvider):
+    """The fake provider, offering what a market offers."""
+
+    def __init__(self, market: Any) -> None:
+        super().__init__()
+        self.market = market
+
+    def offers(self) -> list[Offer]:
+        return list(self.market.offers())
+
+    def interrupt(self, instance_id: str, notice_seconds: float) -> str:
+        return "2026-01-01T00:00:00Z"
+
+
+def market_world(tmp: Path) -> World:
+    from gateway.market.config import MarketConfig
+    from gateway.market.model import Market
+
+    world = World(tmp)
+    market = Market(MarketConfig(instance_types=["c5.large", "c5.xlarge", "r5.large"], seed=1))
+    world.provider = MarketProvider(market)
+    world.scheduler = Scheduler(
+        world.cfg, world.tasks, world.fleet, world.provider, world.wakeups, market=market
+    )
+    return world
+
+
+def running_on_market(world: World) -> tuple[str, Instance, str]:
+    t = world.submit()
+    inst = world.boot()
+    world.scheduler.tick()
+    aid = world.poll(inst).assign[0].attempt_id
+    world.report(inst, aid, "running")
+    assert inst.instance_type == "c5.large" and inst.market == "spot"  # the cheapest fit
+    return t, inst, aid
+
+
+def usage(aid: str, world: World, cpu: float, gib: float, seconds: int = 40) -> None:
+    start = utcnow() - timedelta(seconds=seconds)
+    history = [
+        {
+            "cpu_cores": cpu,
+            "memory_bytes": int(gib * 2**30),
+            "memory_limit_bytes": None,
+            "time": (start + timedelta(seconds=s)).isoformat(),
+        }
+        for s in range(0, seconds + 1, 5)
+    ]
+    world.fleet.update_attempt_data(aid, usage=history)
+
+
+def test_memory_near_the_instance_limit_moves_the_task_to_a_bigger_type(tmp_path: Path) -> None:
+    world = market_world(tmp_path)
+    t, _, aid = running_on_market(world)
+    usage(aid, world, cpu=0.5, gib=3.8)  # c5.large has 4 GiB: 95%
+    world.scheduler.tick()
+    request = world.fleet.attempt(aid).data["checkpoint"]  # type: ignore[union-attr]
+    assert request["reason"] == "oom" and request["stop"]
+    assert request["plan"]["ram_gb"] >= 8 and request["plan"]["market"] == "spot"
+    assert world.state(t) is State.RUNNING
+
+
+def test_sustained_high_cpu_moves_the_task_to_more_cores(tmp_path: Path) -> None:
+    world = market_world(tmp_path)
+    _, _, aid = running_on_market(world)
+    usage(aid, world, cpu=1.95, gib=0.5)  # 2 cores busy for 40 s
+    world.scheduler.tick()
+    request = world.fleet.attempt(aid).data["checkpoint"]  # type: ignore[union-attr]
+    assert request["reason"] == "rightsize" and request["plan"]["cpu_cores"] >= 4
+
+
+def test_a_quiet_task_stays_put(tmp_path: Path) -> None:
+    world = market_world(tmp_path)
+    _, _, aid = running_on_market(world)
+    usage(aid, world, cpu=0.5, gib=0.5)
+    world.scheduler.tick()
+    assert "checkpoint" not in world.fleet.attempt(aid).data  # type: ignore[union-attr]
