@@ -398,7 +398,7 @@ def test_a_reclaim_during_a_restore_retries_on_another_instance(
     n = 100
     task_id = submit(server, stateful_task(root, "twice", n, 0.1, 32))
     wait_for("the counter to pass 10", lambda: count_lines(root, task_id) >= 10, srv=server)
-    first = instance_of(server, task_id)
+    instance_of(server, task_id)  # placed
     assert admin(server, "POST", f"/tasks/{task_id}:migrate").status_code == 202
 
     def restoring_on() -> str | None:
