@@ -21,7 +21,8 @@ from capsule_runtime.host import podman as podman_host
 # Debian packages per profile. Each step below may add its own.
 PACKAGES: dict[str, list[str]] = {
     "serve": [],
-    "test": ["postgresql", "python3-venv", "docker-registry", "apache2-utils"],
+    # wrk: the API benchmark's load generator (its smoke test runs in CI)
+    "test": ["postgresql", "python3-venv", "docker-registry", "apache2-utils", "wrk"],
 }
 
 
