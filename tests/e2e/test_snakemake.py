@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -23,6 +24,7 @@ import pytest
 import requests
 
 from capsule_runtime.engine import PodmanEngine
+from tests.e2e.interruption import interrupt_task_instance
 from tests.fixtures.seaweedfs import SeaweedS3
 from tests.fixtures.server import RunningServer
 from tests.fixtures.snakemake_env import (  # noqa: F401
@@ -50,7 +52,7 @@ rule upper:
     output:
         "upper/{sample}.txt",
     shell:
-        "tr a-z A-Z < {input} > {output}"
+        "sleep 4; tr a-z A-Z < {input} > {output}"
 
 rule count:
     input:
@@ -69,6 +71,33 @@ rule summary:
     shell:
         "paste {input.counts} > {output}; head -q -n 1 {input.upper} >> {output}"
 """
+
+
+class Reclaimer(threading.Thread):
+    """Mid-run, reclaims the instance of the first Snakemake job seen RUNNING (a Spot notice;
+    the instance dies at the deadline): the workflow must not notice."""
+
+    def __init__(self, server: RunningServer):
+        super().__init__(daemon=True)
+        self.server = server
+        self.stop = threading.Event()
+        self.victim: tuple[str, str] | None = None  # (task id, instance id)
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            while not self.stop.is_set() and self.victim is None:
+                listed = requests.get(
+                    f"{self.server.tes}/tasks",
+                    params={"name_prefix": "snakejob.upper", "state": "RUNNING"},
+                    timeout=10,
+                ).json()
+                for task in listed.get("tasks", []):
+                    self.victim = (task["id"], interrupt_task_instance(self.server, task["id"]))
+                    return
+                self.stop.wait(0.2)
+        except BaseException as exc:  # reported by the test
+            self.error = exc
 
 
 def test_snakemake_workflow_completes_on_tescape(
@@ -117,11 +146,15 @@ def test_snakemake_workflow_completes_on_tescape(
             "1",
             "--printshellcmds",
         ]
+        reclaim = Reclaimer(e2e_server)
+        reclaim.start()
         started = time.monotonic()
         done = subprocess.run(
             argv, cwd=workdir, env=env, capture_output=True, text=True, timeout=400
         )
         elapsed = time.monotonic() - started
+        reclaim.stop.set()
+        reclaim.join(timeout=30)
     log = f"{done.stdout}\n{done.stderr}"
     assert done.returncode == 0, f"snakemake failed after {elapsed:.0f} s:\n{log[-8000:]}"
 
@@ -131,6 +164,18 @@ def test_snakemake_workflow_completes_on_tescape(
     assert s3_text("upper/a.txt") == "ONE TWO THREE\n"
     assert s3_text("counts/b.txt") == "2\n"
     assert s3_text("results/summary.tsv").splitlines() == ["3\t2", "ONE TWO THREE", "FOUR FIVE"]
+
+    # the job on the reclaimed instance went on elsewhere (from its capsule, or from the
+    # beginning when its container held connections CRIU was not asked to keep)
+    assert reclaim.error is None, reclaim.error
+    assert reclaim.victim is not None, "no Snakemake job was seen running to reclaim"
+    task_id, victim = reclaim.victim
+    attempts = requests.get(f"{e2e_server.url}/api/v1/tasks/{task_id}/attempts", timeout=10)
+    moved = attempts.json()["attempts"]
+    assert len(moved) >= 2 and moved[-1]["instance_id"] != victim, moved
+    assert requests.get(f"{e2e_server.tes}/tasks/{task_id}", timeout=10).json()["state"] == (
+        "COMPLETE"
+    )
 
     # every job ran as a TES task (only this test names tasks snakejob.*), carrying only its job
     # script as inline content at /tmp/run_snakemake.sh
