@@ -88,9 +88,23 @@ class ServiceInfoConfig(Section):
     storage: list[str] = Field(default_factory=list)
 
 
+class TaskRule(Section):
+    # Applies to tasks whose name matches this glob (case-sensitive) and that carry all these
+    # tags ("*": any value); both optional (a rule with neither applies to every task).
+    name_glob: str | None = None
+    tags: dict[str, str] = Field(default_factory=dict)
+    # What the rule sets when the task does not say: backend parameters (market_policy,
+    # recovery, checkpoint_interval, tcp_established, ...) and TES `preemptible`.
+    backend_parameters: dict[str, str] = Field(default_factory=dict)
+    preemptible: bool | None = None
+
+
 class TasksConfig(Section):
     # backend_parameters keys accepted as-is beyond tescape's own (gateway/tes/backend_parameters)
     extra_backend_parameters: list[str] = Field(default_factory=list)
+    # Server-side rules by task name or tags (gateway/rules.py): for clients that cannot say
+    # which market or recovery a task wants (nf-ga4gh never sends preemptible).
+    rules: list[TaskRule] = Field(default_factory=list)
     default_page_size: int = Field(default=256, ge=1, le=2047)
     max_page_size: int = Field(default=2047, ge=1, le=2047)
 

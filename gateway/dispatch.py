@@ -19,6 +19,7 @@ from gateway.auth import AuthError, token_sha256
 from gateway.config import Config
 from gateway.library import Library
 from gateway.migration import Migrations
+from gateway.rules import effective_parameters
 from gateway.scheduler.loop import SCHEDULER
 from gateway.scheduler.wakeups import Wakeups
 from gateway.store.fleet import Attempt, FleetStore, Instance, InstanceState
@@ -108,7 +109,7 @@ class Dispatcher:
 
     def capsule_settings(self, task: dict[str, Any]) -> CapsuleSettings:
         cfg = self.cfg.capsules
-        params = (task.get("resources") or {}).get("backend_parameters") or {}
+        params = effective_parameters(task, self.cfg.tasks.rules)
         interval = cfg.interval_seconds
         if "checkpoint_interval" in params:
             interval = duration_seconds(params["checkpoint_interval"])

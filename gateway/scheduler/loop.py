@@ -45,6 +45,7 @@ from gateway.market.policy import (
 )
 from gateway.migration import Migrations, Refused
 from gateway.providers.base import Offer, Provider, ProviderError
+from gateway.rules import effective_parameters, effective_preemptible
 from gateway.scheduler.wakeups import Wakeups
 from gateway.store.fleet import Attempt, FleetStore, Instance, InstanceState
 from gateway.store.tasks import TaskStore
@@ -89,9 +90,11 @@ class Want:
 
 
 def task_policy(spec: dict[str, Any], cfg: Config) -> MarketPolicy:
-    res = spec.get("resources") or {}
+    rules = cfg.tasks.rules
     return market_for(
-        res.get("backend_parameters"), res.get("preemptible"), cfg.scheduler.market_policy
+        effective_parameters(spec, rules),
+        effective_preemptible(spec, rules),
+        cfg.scheduler.market_policy,
     )
 
 
@@ -117,9 +120,8 @@ def _cheapest_first(inst: Instance) -> tuple[bool, float]:
     return inst.market != "spot", inst.price_per_hour or 0.0
 
 
-def _only_type(spec: dict[str, Any]) -> str | None:
-    params = (spec.get("resources") or {}).get("backend_parameters") or {}
-    value = params.get("instance_type")
+def _only_type(spec: dict[str, Any], cfg: Config) -> str | None:
+    value = effective_parameters(spec, cfg.tasks.rules).get("instance_type")
     return str(value) if value else None
 
 
@@ -331,7 +333,7 @@ class Scheduler:
                 self._refuse(task_id, need, biggest)
                 continue
             policy = task_policy(record.spec, self.cfg)
-            only = _only_type(record.spec)
+            only = _only_type(record.spec, self.cfg)
             target = next(
                 (
                     i
@@ -604,7 +606,7 @@ class Scheduler:
             target = next((i for i in fits if i.id == wanted), fits[0] if fits else None)
             if target is None:
                 offer = Offer(**planned) if planned else None
-                unplaced.append(Want(need, policy, _only_type(spec), offer, exclude))
+                unplaced.append(Want(need, policy, _only_type(spec, self.cfg), offer, exclude))
                 leaving |= exclude
                 continue
             if self.fleet.place_attempt(attempt.id, target):
@@ -623,7 +625,7 @@ class Scheduler:
         left = [self.fleet.instance(i) for i in exclude]
         source = next((i for i in left if i is not None), None)
         if attempt.reason == "reclaim" and source is not None and self.market is not None:
-            params = (spec.get("resources") or {}).get("backend_parameters") or {}
+            params = effective_parameters(spec, self.cfg.tasks.rules)
             strategy = params.get("recovery") or self.cfg.scheduler.recovery
             reclaims = [a for a in self.fleet.attempts_of(attempt.task_id) if a.reason == "reclaim"]
             result = recovery_plan(
