@@ -2,9 +2,10 @@
 
 `tar_chunks` reads a tar stream one 512-byte header at a time (never the whole stream) and cuts
 so that chunks line up with the archive's members: a member whose data is at least
-`chunk_size // 4` gets a cut where its data starts and at every `chunk_size` after that, so a
-big file changed in a few places (CRIU's pages-*.img) yields mostly the same chunks — hence the
-same sha256s, which the pipeline does not upload again — even when earlier members changed size.
+`chunk_size // 4` gets a cut where its data starts, then cuts at page boundaries chosen by the
+pages' content (`_page_chunks`, about every `chunk_size`), so a big file changed in a few places
+(CRIU's pages-*.img) yields mostly the same chunks — hence the same sha256s, which the pipeline
+does not upload again — even when earlier members changed size or the process's memory grew.
 Headers and small members are batched up to `chunk_size`. pax headers ('x' carries the next
 member's size when it exceeds the ustar field), GNU long names and sparse extension blocks are
 followed; after the end-of-archive zero block, or at anything that is not a valid header, the
@@ -17,6 +18,7 @@ stream that is not a tar at all still comes back whole.
 from __future__ import annotations
 
 import tarfile
+import zlib
 from collections.abc import Iterator
 from typing import BinaryIO
 
@@ -34,6 +36,8 @@ _HEADER_ONLY = {
 }
 _META = {tarfile.XHDTYPE, tarfile.XGLTYPE, tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK}
 _ZERO_BLOCK = bytes(BLOCK)
+PAGE = 4096  # CRIU's pages-*.img hold whole pages
+_SIGNATURE = 64  # bytes of a page hashed to decide a cut
 
 
 def read_exact(stream: BinaryIO, n: int) -> bytes:
@@ -84,6 +88,44 @@ def _pax_size(records: bytes) -> int | None:
     return size
 
 
+def _page_chunks(stream: BinaryIO, size: int, chunk_size: int) -> Iterator[bytes | None]:
+    """A big member's data (`size` bytes), cut at 4 KiB page boundaries chosen by the pages'
+    content: a cut goes before a page whose first bytes hash to 0 modulo a divisor, no sooner
+    than chunk_size/4 and no later than 2 x chunk_size after the previous cut (about chunk_size
+    on average). CRIU writes a process's pages in address order, so when memory grows or shrinks
+    somewhere, every later page moves: cuts that follow content find the same chunks again,
+    where cuts at fixed offsets would change all of them. Reads a window of several chunks at a
+    time and carries only the uncut tail over. Yields None last if the stream ended early."""
+    low, high = max(chunk_size // 4, PAGE), max(chunk_size * 2, PAGE)
+    divisor = max(1, (chunk_size - low) // PAGE)
+    window = max(4 * chunk_size, 2 * high)  # > high: the uncut tail never fills it
+    tail = b""
+    left = size
+    while left or tail:
+        want = min(window - len(tail), left)
+        data = read_exact(stream, want) if want > 0 else b""
+        left -= len(data)
+        truncated = len(data) < want
+        buf = tail + data if tail else data
+        view = memoryview(buf)
+        pos, end = 0, len(buf)
+        while end - pos > high or ((not left or truncated) and pos < end):
+            cut = min(end - pos, high)
+            for offset in range(pos + low, min(end, pos + high) - PAGE + 1, PAGE):
+                if zlib.crc32(view[offset : offset + _SIGNATURE]) % divisor == 0:
+                    cut = offset - pos
+                    break
+            yield buf[pos : pos + cut]
+            pos += cut
+        tail = buf[pos:]
+        view.release()
+        if truncated:
+            if tail:
+                yield tail
+            yield None
+            return
+
+
 def tar_chunks(stream: BinaryIO, chunk_size: int = DEFAULT_CHUNK_SIZE) -> Iterator[bytes]:
     if chunk_size < BLOCK:
         raise ValueError(f"chunk_size must be at least {BLOCK}")
@@ -118,17 +160,17 @@ def tar_chunks(stream: BinaryIO, chunk_size: int = DEFAULT_CHUNK_SIZE) -> Iterat
             pending += head
             break
         padded = -(-size // BLOCK) * BLOCK
-        if padded >= big:  # cut where its data starts, then every chunk_size
+        if padded >= big:  # cut where its data starts, then where its pages say
             pending += head
             yield bytes(pending)
             pending.clear()
-            while padded:
-                piece = read_exact(stream, min(chunk_size, padded))
+            complete = True
+            for piece in _page_chunks(stream, padded, chunk_size):
+                complete = piece is not None
                 if piece:
                     yield piece
-                if len(piece) < min(chunk_size, padded):  # truncated archive
-                    return
-                padded -= len(piece)
+            if not complete:  # truncated archive
+                return
             continue
         if pending and len(pending) + len(head) + padded > chunk_size:
             yield bytes(pending)

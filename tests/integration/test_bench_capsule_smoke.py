@@ -1,0 +1,67 @@
+"""The capsule benchmark runs end to end: `python -m bench.capsule_bench --quick` (64 MiB, one
+round: tescape's checkpoint/restore through a FileStore and SeaweedFS next to raw podman/CRIU) in a
+subprocess, writes its results JSON, checks every restored memory digest, and leaves no container
+of its own behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.timeout(120),
+    pytest.mark.skipif(os.geteuid() != 0, reason="CRIU needs root"),
+    pytest.mark.skipif(shutil.which("gcc") is None, reason="gcc builds the memory holder"),
+]
+
+
+def bench_containers(run_id: str) -> list[str]:
+    env = dict(os.environ, CONTAINERS_CONF="/etc/tescape/containers.conf")
+    out = subprocess.run(
+        ["podman", "ps", "--all", "--quiet", "--filter", f"label=io.tescape.bench={run_id}"],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+        timeout=60,
+    )
+    return out.stdout.split()
+
+
+def test_quick_capsule_benchmark(tmp_path: Path, busybox_image: str) -> None:
+    out = tmp_path / "capsules.json"
+    work = tmp_path / "work"
+    argv = ["--quick", "--out", str(out), "--work-dir", str(work)]
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.capsule_bench", *argv],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=110,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    results = json.loads(out.read_text())
+    assert {"meta", "targets", "runs", "summary", "extrapolation", "cpu"} <= set(results)
+    summary = results["summary"]["64/half"]
+    assert summary["restores_verified"] is True
+    assert summary["capsule_size_bytes"] >= 64 << 20
+    assert 0.3 < summary["capsule_stored_bytes"] / summary["capsule_size_bytes"] < 0.7
+    for key in ("notice_file_s", "raw_export_file_s", "restore_s", "raw_restore_s"):
+        assert summary[key] > 0, key
+    assert summary["notice_criu_frozen_s"] > 0
+    assert summary["notice_files_frozen_s"] is not None
+    assert 0 < summary["incremental_upload_vs_first"] < 0.5
+    if results["meta"]["s3"]:
+        assert summary["s3_rate_vs_slower_raw"] > 0
+    assert "| notice→durable, FileStore (s) |" in proc.stdout  # the Markdown table
+    assert bench_containers(results["meta"]["run_id"]) == []  # every container removed
+    assert not any((work / "capsules").rglob("*.zst"))  # capsules deleted
