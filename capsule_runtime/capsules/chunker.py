@@ -98,7 +98,7 @@ def _page_chunks(stream: BinaryIO, size: int, chunk_size: int) -> Iterator[bytes
     time and carries only the uncut tail over. Yields None last if the stream ended early."""
     low, high = max(chunk_size // 4, PAGE), max(chunk_size * 2, PAGE)
     divisor = max(1, (chunk_size - low) // PAGE)
-    window = max(4 * chunk_size, 2 * high)  # > high: the uncut tail never fills it
+    window = high + max(chunk_size, PAGE)  # > high: the uncut tail never fills it
     tail = b""
     left = size
     while left or tail:
