@@ -388,6 +388,7 @@ class Scheduler:
             return  # one at a time: let it register first
         counted = [i for i in active if i.id not in not_counting and not i.data.get("interruption")]
         if len(counted) >= self.cfg.providers.local.max_instances:
+            self._make_room(counted)
             return
         offers = self.provider.offers()
         quarantined = self.market.quarantined() if self.market is not None else frozenset()
@@ -690,6 +691,16 @@ class Scheduler:
         for attempt in self.fleet.live_attempts():
             if attempt.task_id in canceling and attempt.instance_id:
                 self.wakeups.notify(attempt.instance_id)
+
+    def _make_room(self, counted: list[Instance]) -> None:
+        """Every instance slot is taken while work waits for an instance of another kind: stop
+        an idle one now rather than after the idle timeout (its slot goes to the launch)."""
+        for inst in counted:
+            if inst.state is InstanceState.READY and not self.fleet.live_attempts(inst.id):
+                log.info("stopping idle instance %s to make room for a launch", inst.id)
+                self.fleet.set_instance_state(inst.id, InstanceState.TERMINATING)
+                self.wakeups.notify(inst.id)
+                return
 
     def _retire(self, now: datetime) -> None:
         if self.tasks.ids_in_state(State.QUEUED, limit=1):

@@ -219,7 +219,10 @@ def test_periodic_capsules_upload_only_what_changed_then_migrate(
     assert done["state"] == "COMPLETE", server.log()[-3000:]
     assert numbers(root / "out" / "periodic" / "count") == list(range(1, 121))
     caps = [e["data"] for e in capsule_events(server, task_id)]
-    [migration] = [c for c in caps if c.get("stop")]
+    failures = [e["message"] for e in events(server, task_id) if e["kind"] == "checkpoint_failed"]
+    migrations = [c for c in caps if c.get("stop")]
+    assert len(migrations) == 1, f"{caps}\nfailed checkpoints: {failures}"
+    [migration] = migrations
     first = caps[0]
     assert first["reason"] == "periodic" and migration["reason"] == "manual"
     assert first["stored_bytes"] > 24 * 2**20 * 0.9  # the /dev/shm blob, incompressible

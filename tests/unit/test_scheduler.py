@@ -365,3 +365,20 @@ def test_a_quiet_task_stays_put(tmp_path: Path) -> None:
     usage(aid, world, cpu=0.5, gib=0.5)
     world.scheduler.tick()
     assert "checkpoint" not in world.fleet.attempt(aid).data  # type: ignore[union-attr]
+
+
+def test_an_idle_instance_of_the_wrong_kind_makes_room_for_a_launch(tmp_path: Path) -> None:
+    """One instance slot, taken by an idle on-demand instance, while a Spot-only task waits:
+    the idle instance is stopped at once, not after the idle timeout."""
+    world = market_world(tmp_path)
+    first = world.submit(preemptible=False)
+    od = world.boot()
+    assert od.market == "on-demand"
+    world.scheduler.tick()
+    aid = world.poll(od).assign[0].attempt_id
+    world.report(od, aid, "complete")
+    assert world.state(first) is State.COMPLETE
+    waiting = world.submit(backend_parameters={"market_policy": "spot_only"})
+    world.scheduler.tick()
+    assert world.fleet.instance(od.id).state is InstanceState.TERMINATING  # type: ignore[union-attr]
+    assert world.state(waiting) is State.QUEUED
