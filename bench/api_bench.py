@@ -144,7 +144,7 @@ def scenario_requests(
     _, top = task_count(engine)
     seqs = [rng.randint(1, top) for _ in range(pool)]
     with engine.connect() as conn:
-        ids = []
+        ids: list[str] = []
         for i in range(0, len(seqs), 500):
             chunk = seqs[i : i + 500]
             ids += conn.execute(select(tasks.c.id).where(tasks.c.seq.in_(chunk))).scalars().all()

@@ -59,6 +59,7 @@ def one_task(tes: str) -> tuple[float, float]:
             running = now - started
         if state in TERMINAL:
             assert state == "COMPLETE", state
+            assert running is not None  # set on this poll at the latest
             return running, now - started
         time.sleep(0.01)
 

@@ -6,6 +6,7 @@ python -m bench.report bench-results.json     # tables for docs/benchmarks.md
 from __future__ import annotations
 
 import json
+import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -141,6 +142,45 @@ def markdown(results: dict[str, Any]) -> str:
             f"| {'met' if e['met'] else '**not met**'} |"
         )
     return "\n".join(lines) + "\n"
+
+
+PAGE_BYTES = {"postgres": 8192, "sqlite": 4096}
+TASK_INDEXES = {  # indexes with one entry per task: their fanout is measurable from the run
+    "postgres": ("tasks_pkey", "tasks_id_key", "ix_tasks_state_seq"),
+    "sqlite": ("sqlite_autoindex_tasks_1",),
+}
+
+
+def extrapolate(run: dict[str, Any], tasks: int) -> dict[str, Any]:
+    """What `tasks` tasks would take, scaled linearly from one run's measured storage (an
+    extrapolation: it assumes each object keeps its measured bytes per task), and how many pages a
+    lookup would read: a B-tree with at least f entries per page needs at most
+    ceil(log_f(growth)) more levels for `growth` times the entries."""
+    store, measured = run["store"], run["tasks_at_start"]
+    growth = tasks / measured
+    disk = run["storage"]
+    out: dict[str, Any] = {
+        "store": store,
+        "measured_tasks": measured,
+        "tasks": tasks,
+        "bytes_per_task": disk["bytes_per_task"],
+        "total_bytes": round(disk["total_bytes"] * growth),
+        "objects_bytes": {k: round(v * growth) for k, v in disk["objects_bytes"].items()},
+        "pages_per_lookup": {},
+    }
+    for index in TASK_INDEXES.get(store, ()):
+        size = disk["objects_bytes"].get(index)
+        depth = disk["pages_per_lookup"].get(index)
+        if not size or not depth:
+            continue
+        fanout = measured / (size / PAGE_BYTES[store])  # entries per page, leaves included
+        extra = math.ceil(math.log(growth) / math.log(fanout)) if growth > 1 else 0
+        out["pages_per_lookup"][index] = {
+            "measured": depth,
+            "entries_per_page": round(fanout),
+            "at_most": depth + extra,
+        }
+    return out
 
 
 if __name__ == "__main__":
