@@ -91,12 +91,14 @@ def _pax_size(records: bytes) -> int | None:
 def _page_chunks(stream: BinaryIO, size: int, chunk_size: int) -> Iterator[bytes | None]:
     """A big member's data (`size` bytes), cut at 4 KiB page boundaries chosen by the pages'
     content: a cut goes before a page whose first bytes hash to 0 modulo a divisor, no sooner
-    than chunk_size/4 and no later than 2 x chunk_size after the previous cut (about chunk_size
-    on average). CRIU writes a process's pages in address order, so when memory grows or shrinks
-    somewhere, every later page moves: cuts that follow content find the same chunks again,
-    where cuts at fixed offsets would change all of them. Reads a window of several chunks at a
-    time and carries only the uncut tail over. Yields None last if the stream ended early."""
-    low, high = max(chunk_size // 4, PAGE), max(chunk_size * 2, PAGE)
+    than chunk_size/4 and no later than 1.5 x chunk_size after the previous cut (about
+    chunk_size on average; a forced cut is still relative to the content-chosen one before it).
+    CRIU writes a process's pages in address order, so when memory grows or shrinks somewhere,
+    every later page moves: cuts that follow content find the same chunks again, where cuts at
+    fixed offsets would change all of them. Reads a window of several chunks at a time and
+    carries only the uncut tail over. Yields None last if the stream ended early."""
+    low = max(chunk_size // 4 // PAGE * PAGE, PAGE)
+    high = max(chunk_size * 3 // 2 // PAGE * PAGE, PAGE)  # cuts stay on page boundaries
     divisor = max(1, (chunk_size - low) // PAGE)
     window = high + max(chunk_size, PAGE)  # > high: the uncut tail never fills it
     tail = b""
@@ -107,6 +109,7 @@ def _page_chunks(stream: BinaryIO, size: int, chunk_size: int) -> Iterator[bytes
         left -= len(data)
         truncated = len(data) < want
         buf = tail + data if tail else data
+        tail = data = b""  # only `buf` holds the bytes now
         view = memoryview(buf)
         pos, end = 0, len(buf)
         while end - pos > high or ((not left or truncated) and pos < end):

@@ -122,8 +122,11 @@ def test_incremental_capsule_uploads_only_changed_chunks(store: FileStore) -> No
     second = write(store, {"checkpoint": second_tar}, seq=2, parent=first)
     assert second.parent == first.capsule_id
     total = len(second.parts[0].chunks)
-    assert second.uploaded_chunks == 4 and second.reused_chunks == total - 4
-    assert second.uploaded_bytes < 3 * CHUNK
+    # the changed pages' chunk or two (content-chosen cuts may move inside the changed region),
+    # the first chunk (core-1.img) and the last (record padding)
+    assert 3 <= second.uploaded_chunks <= 5, second.uploaded_chunks
+    assert second.reused_chunks == total - second.uploaded_chunks
+    assert second.uploaded_bytes < 4 * CHUNK
     assert second.stored_bytes > 2 * MiB
     assert restore(store, second, "checkpoint") == second_tar
     # `known` instead of a parent: a mapping keeps stored sizes, a bare set measures them
