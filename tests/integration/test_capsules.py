@@ -207,7 +207,7 @@ def capsule_events(srv: RunningServer, task_id: str) -> list[dict[str, Any]]:
 def test_periodic_capsules_upload_only_what_changed_then_migrate(
     server: RunningServer, root: Path
 ) -> None:
-    task = stateful_task(root, "periodic", 120, 0.1, 24)
+    task = stateful_task(root, "periodic", 120, 0.1, 48)
     task["resources"]["backend_parameters"]["checkpoint_interval"] = "2s"
     task_id = submit(server, task)
     wait_for("two periodic capsules", lambda: len(capsule_events(server, task_id)) >= 2, srv=server)
@@ -225,8 +225,9 @@ def test_periodic_capsules_upload_only_what_changed_then_migrate(
     [migration] = migrations
     first = caps[0]
     assert first["reason"] == "periodic" and migration["reason"] == "manual"
-    assert first["stored_bytes"] > 24 * 2**20 * 0.9  # the /dev/shm blob, incompressible
-    # the later capsules reuse the unchanged chunks: only a small fraction is uploaded again
+    assert first["stored_bytes"] > 48 * 2**20 * 0.9  # the /dev/shm blob, incompressible
+    # the later capsules reuse the unchanged chunks: only a small fraction is uploaded again (a
+    # restored container's /dev/shm archive has new file times in its first chunk, up to 6 MiB)
     for later in caps[1:]:
         assert later["reused_chunks"] > 0
         assert later["uploaded_bytes"] < 0.2 * first["stored_bytes"], later
