@@ -2,7 +2,7 @@
 store, on SQLite and PostgreSQL, next to the same server's trivial endpoint (`/healthz`, the
 framework's ceiling) measured in the same run with the same load generator.
 
-    python -m bench.api_bench                      # the full run (about an hour on 2 cores)
+    python -m bench.api_bench                      # the full run (about half an hour on 2 cores)
     python -m bench.api_bench --quick --stores sqlite --out /tmp/quick.json   # < 60 s
 
 For each store the database grows 10k → 100k → 1M (seeded directly, `bench.seed`); at each size
