@@ -22,6 +22,25 @@ class Offer:
     disk_gb: float
 
 
+def offer_of(instance: Instance, fallback: Offer | None = None) -> Offer:
+    """What a running instance is, as an Offer: its type, market, zone, price and the capacity
+    recorded at launch (missing sizes from `fallback`, else 0)."""
+    cap = instance.data.get("capacity") or {}
+
+    def size(key: str) -> float:
+        return float(cap.get(key, getattr(fallback, key) if fallback is not None else 0.0))
+
+    return Offer(
+        instance.instance_type,
+        instance.market,
+        instance.zone,
+        instance.price_per_hour,
+        size("cpu_cores"),
+        size("ram_gb"),
+        size("disk_gb"),
+    )
+
+
 class Provider(Protocol):
     name: str
 

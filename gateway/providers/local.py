@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from gateway.config import LocalProviderConfig
-from gateway.providers.base import Offer, ProviderError
+from gateway.providers.base import Offer, ProviderError, offer_of
 from gateway.providers.imds import InstanceMetadata, aws_time
 
 if TYPE_CHECKING:
@@ -86,18 +86,8 @@ class LocalProvider:
     def launch(self, instance: Instance, token: str) -> None:
         work = self.work_root / instance.id
         work.mkdir(parents=True, exist_ok=True)
-        machine = self.machine_offers()[0]
-        capacity = instance.data.get("capacity") or {}
         # a simulated instance offers its type's size (all of them share this machine)
-        offer = Offer(
-            instance.instance_type,
-            instance.market,
-            instance.zone,
-            instance.price_per_hour,
-            float(capacity.get("cpu_cores", machine.cpu_cores)),
-            float(capacity.get("ram_gb", machine.ram_gb)),
-            float(capacity.get("disk_gb", machine.disk_gb)),
-        )
+        offer = offer_of(instance, self.machine_offers()[0])
         cmd = [
             sys.executable,
             "-m",

@@ -22,7 +22,7 @@ import functools
 import logging
 import secrets
 import threading
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -44,7 +44,7 @@ from gateway.market.policy import (
     resize_decision,
 )
 from gateway.migration import Migrations, Refused
-from gateway.providers.base import Offer, Provider, ProviderError
+from gateway.providers.base import Offer, Provider, ProviderError, offer_of
 from gateway.rules import effective_parameters, effective_preemptible
 from gateway.scheduler.wakeups import Wakeups
 from gateway.store.fleet import Attempt, FleetStore, Instance, InstanceState
@@ -443,15 +443,7 @@ class Scheduler:
                 if move is None:
                     continue
                 reason, offer = move
-                plan = {
-                    "instance_type": offer.instance_type,
-                    "market": offer.market,
-                    "zone": offer.zone,
-                    "price_per_hour": offer.price_per_hour,
-                    "cpu_cores": offer.cpu_cores,
-                    "ram_gb": offer.ram_gb,
-                    "disk_gb": offer.disk_gb,
-                }
+                plan = asdict(offer)
                 try:
                     Migrations(self.tasks, self.fleet, self.wakeups).request(
                         attempt.task_id, stop=True, reason=reason, plan=plan
@@ -480,16 +472,7 @@ class Scheduler:
         now: datetime,
     ) -> tuple[str, Offer] | None:
         sch = self.cfg.scheduler
-        cap = inst.data.get("capacity") or {}
-        current = Offer(
-            inst.instance_type,
-            inst.market,
-            inst.zone,
-            inst.price_per_hour,
-            float(cap.get("cpu_cores", 0.0)),
-            float(cap.get("ram_gb", 0.0)),
-            float(cap.get("disk_gb", 0.0)),
-        )
+        current = offer_of(inst)
         need = task_request(spec, self.cfg)
         history = attempt.data.get("usage") or []
         if sch.rightsizing.enabled and history:
@@ -646,15 +629,7 @@ class Scheduler:
                     message=f"{instance_type} in {zone} quarantined after a reclaim",
                 )
             if result.offer is not None:
-                plan["offer"] = {
-                    "instance_type": result.offer.instance_type,
-                    "market": result.offer.market,
-                    "zone": result.offer.zone,
-                    "price_per_hour": result.offer.price_per_hour,
-                    "cpu_cores": result.offer.cpu_cores,
-                    "ram_gb": result.offer.ram_gb,
-                    "disk_gb": result.offer.disk_gb,
-                }
+                plan["offer"] = asdict(result.offer)
                 plan["zone_matters"] = strategy.startswith("next_zone")
             plan["strategy"] = strategy
             if not result.restore_capsule and attempt.data.get("restore"):

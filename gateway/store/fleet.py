@@ -231,35 +231,52 @@ class FleetStore:
     # -- attempts -----------------------------------------------------------------------------
 
     def add_attempt(
-        self, conn: Connection, task_id: str, instance: Instance, reason: str = "first"
+        self,
+        conn: Connection,
+        task_id: str,
+        instance: Instance | None,
+        reason: str = "first",
+        data: dict[str, Any] | None = None,
+        message: str | None = None,
     ) -> str:
-        """Create the next attempt of a task on an instance, inside the caller's transaction."""
+        """Create the next attempt of a task, inside the caller's transaction: on `instance`, or
+        (None) waiting for the scheduler to place it (a restore, a recovery)."""
         number = _next_number(conn, task_id)
         attempt_id = new_id("a-")
         now = self.now()
+        placement = (
+            {
+                "instance_id": instance.id,
+                "market": instance.market,
+                "instance_type": instance.instance_type,
+                "zone": instance.zone,
+                "price_per_hour": instance.price_per_hour,
+            }
+            if instance is not None
+            else {"instance_id": None}
+        )
         conn.execute(
             insert(attempts).values(
                 id=attempt_id,
                 task_id=task_id,
                 number=number,
-                instance_id=instance.id,
                 phase=AttemptPhase.PROVISIONING.value,
                 reason=reason,
-                market=instance.market,
-                instance_type=instance.instance_type,
-                zone=instance.zone,
-                price_per_hour=instance.price_per_hour,
                 start_time=now,
+                data=json.dumps(data) if data is not None else None,
+                **placement,
             )
         )
+        where = f"on {instance.id}" if instance is not None else "waits for an instance"
         self._event(
             conn,
             task_id,
             "attempt",
             attempt_id=attempt_id,
-            instance_id=instance.id,
+            instance_id=placement["instance_id"],
             phase=AttemptPhase.PROVISIONING,
-            message=f"attempt {number} ({reason}) on {instance.id}",
+            message=message or f"attempt {number} ({reason}) {where}",
+            data=data,
             now=now,
         )
         return attempt_id
@@ -269,32 +286,7 @@ class FleetStore:
     ) -> str:
         """The next attempt of a task, not yet on an instance (a restore the scheduler places)."""
         with self.db.engine.begin() as conn:
-            number = _next_number(conn, task_id)
-            attempt_id = new_id("a-")
-            now = self.now()
-            conn.execute(
-                insert(attempts).values(
-                    id=attempt_id,
-                    task_id=task_id,
-                    number=number,
-                    instance_id=None,
-                    phase=AttemptPhase.PROVISIONING.value,
-                    reason=reason,
-                    start_time=now,
-                    data=json.dumps(data),
-                )
-            )
-            self._event(
-                conn,
-                task_id,
-                "attempt",
-                attempt_id=attempt_id,
-                phase=AttemptPhase.PROVISIONING,
-                message=message or f"attempt {number} ({reason}) waits for an instance",
-                data=data,
-                now=now,
-            )
-        return attempt_id
+            return self.add_attempt(conn, task_id, None, reason, data, message)
 
     def unplaced_attempts(self) -> list[Attempt]:
         query = (
