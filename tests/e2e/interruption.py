@@ -35,11 +35,14 @@ def instance_of(server: RunningServer, task_id: str) -> str:
     return str(attempts[-1]["instance_id"])
 
 
-def interrupt_instance(server: RunningServer, instance_id: str) -> None:
-    """A Spot reclaim notice for `instance_id` (AWS gives two minutes; this gives 30 s)."""
+def interrupt_instance(
+    server: RunningServer, instance_id: str, notice_seconds: float = NOTICE_SECONDS
+) -> None:
+    """A Spot reclaim notice for `instance_id` (AWS gives two minutes; this gives 30 s unless
+    told otherwise)."""
     resp = requests.post(
         f"{server.url}/api/v1/instances/{instance_id}:interrupt",
-        json={"notice_seconds": NOTICE_SECONDS},
+        json={"notice_seconds": notice_seconds},
         timeout=10,
     )
     if resp.status_code in (404, 405) and "no instance" not in resp.text:
@@ -47,11 +50,13 @@ def interrupt_instance(server: RunningServer, instance_id: str) -> None:
     assert resp.status_code == 202, resp.text
 
 
-def interrupt_task_instance(server: RunningServer, task_id: str) -> str:
+def interrupt_task_instance(
+    server: RunningServer, task_id: str, notice_seconds: float = NOTICE_SECONDS
+) -> str:
     """Wait until `task_id` runs, then reclaim its instance; return the instance id."""
     wait_running(server, task_id)
     victim = instance_of(server, task_id)
-    interrupt_instance(server, victim)
+    interrupt_instance(server, victim, notice_seconds)
     return victim
 
 

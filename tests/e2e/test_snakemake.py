@@ -52,7 +52,7 @@ rule upper:
     output:
         "upper/{sample}.txt",
     shell:
-        "sleep 4; tr a-z A-Z < {input} > {output}"
+        "sleep 10; tr a-z A-Z < {input} > {output}"
 
 rule count:
     input:
@@ -71,6 +71,13 @@ rule summary:
     shell:
         "paste {input.counts} > {output}; head -q -n 1 {input.upper} >> {output}"
 """
+
+
+# The reclaimed job sleeps 10 s, the notice is 5 s: the instance dies before the job could end
+# where it is, so the job must move (from its capsule, or from the beginning when the checkpoint
+# could not finish in time). With a long notice a job whose checkpoint fails (connections CRIU was
+# not asked to keep) may simply finish on the doomed instance, which is right but proves nothing.
+NOTICE_SECONDS = 5
 
 
 class Reclaimer(threading.Thread):
@@ -93,7 +100,10 @@ class Reclaimer(threading.Thread):
                     timeout=10,
                 ).json()
                 for task in listed.get("tasks", []):
-                    self.victim = (task["id"], interrupt_task_instance(self.server, task["id"]))
+                    self.victim = (
+                        task["id"],
+                        interrupt_task_instance(self.server, task["id"], NOTICE_SECONDS),
+                    )
                     return
                 self.stop.wait(0.2)
         except BaseException as exc:  # reported by the test
