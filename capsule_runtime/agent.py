@@ -97,6 +97,9 @@ class Agent:
                     threading.Thread(target=run.cancel, name=f"cancel-{attempt_id}").start()
             for order in orders.checkpoint:
                 self._checkpoint(order)
+            for resize in orders.resize:
+                if (run := self.runs.get(resize.attempt_id)) is not None:
+                    run.resize(resize.cpu_cores, resize.ram_gb)
             if orders.shutdown:
                 log.info("the gateway asked this instance to shut down")
                 break

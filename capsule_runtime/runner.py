@@ -312,7 +312,7 @@ class TaskRun(threading.Thread):
         out, err = self._stdio(index, ex, workspace)
         for path in (out, err):
             path.parent.mkdir(parents=True, exist_ok=True)
-        res = self.task.get("resources", {})
+        res = {**self.task.get("resources", {}), **(self.a.limits or {})}
         spec = ContainerSpec(
             image=image,
             argv=tuple(ex["command"]),
@@ -543,6 +543,7 @@ class TaskRun(threading.Thread):
             except (EngineError, OSError) as exc:
                 self.system_log(f"restoring capsule {ref.capsule_id} failed: {exc}")
                 continue
+            self._apply_limits(restored.container_id)
             self._parent = restored.manifest
             self._resumed_container = restored.container_id
             self._record(restored.container_id)
@@ -565,6 +566,40 @@ class TaskRun(threading.Thread):
         )
         self._send_capsule(CapsuleReport(state="none_usable", capsule_id="-"))
         return None
+
+    def _apply_limits(self, container_id: str) -> None:
+        """A restored container comes back with the limits it was checkpointed with; a size
+        move (rightsizing, OOM protection) gave this attempt others: set them in place."""
+        limits = self.a.limits or {}
+        if limits:
+            self._set_limits(
+                container_id, limits.get("cpu_cores"), limits.get("ram_gb"), "the restored"
+            )
+
+    def resize(self, cpu_cores: float | None, ram_gb: float | None) -> None:
+        """The gateway's in-place resize: new limits for the running executor's container."""
+        with self._lock:
+            cid = self._container
+        if cid is None:
+            self.system_log("resize ordered between executors; the next one keeps the old limits")
+            return
+        self.a.limits = {
+            **(self.a.limits or {}),
+            **{k: v for k, v in (("cpu_cores", cpu_cores), ("ram_gb", ram_gb)) if v is not None},
+        }
+        self._set_limits(cid, cpu_cores, ram_gb, "the running")
+
+    def _set_limits(
+        self, container_id: str, cpu: float | None, ram: float | None, which: str
+    ) -> None:
+        memory = int(ram * GIB) if ram is not None else None
+        try:
+            self.engine.update(container_id, cpu_cores=cpu, memory_bytes=memory)
+        except EngineError as exc:
+            self.system_log(f"{which} container keeps its old limits: {exc}")
+            return
+        parts = [f"cpu {cpu:g}" if cpu is not None else "", f"memory {ram:g} GB" if ram else ""]
+        self.system_log(f"limits of {which} container: " + ", ".join(p for p in parts if p))
 
     def _leave(self) -> None:
         """The task moved into a capsule: free this instance's copy before the gateway assigns

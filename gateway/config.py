@@ -177,6 +177,10 @@ class SchedulerConfig(Section):
     )
     cost_migration: CostMigrationConfig = Field(default_factory=CostMigrationConfig)
     rightsizing: RightsizingConfig = Field(default_factory=RightsizingConfig)
+    # Spot reclaims a task takes on Spot, whatever its recovery strategy: the one that uses the
+    # budget up sends it on on-demand (not under spot_only). Apart from failure retries.
+    # backend_parameters.interruption_budget overrides it; null: no budget.
+    interruption_budget: int | None = Field(default=3, ge=0)
     # Instance losses (reclaims, crashes) a task survives — restored from its newest capsule, else
     # restarted — before it ends SYSTEM_ERROR. Apart from any retry budget for failures.
     max_interruptions: int = Field(default=10, ge=0)

@@ -36,6 +36,7 @@ from gateway.tes.protocol import (
     Orders,
     Poll,
     Registration,
+    ResizeOrder,
     TaskSettings,
 )
 from gateway.tes.states import AttemptPhase, State
@@ -206,9 +207,20 @@ class Dispatcher:
                         capsules=self.capsule_settings(spec),
                         restore=self.restore_refs(attempt.task_id) if restore else [],
                         next_sequence=self.fleet.next_capsule_sequence(attempt.task_id),
+                        limits=attempt.data.get("limits"),
                     )
                 )
                 continue
+            resize = attempt.data.get("resize")
+            if resize and not resize.get("sent") and attempt.id in running_ids:
+                self.fleet.update_attempt_data(attempt.id, resize={**resize, "sent": True})
+                orders.resize.append(
+                    ResizeOrder(
+                        attempt_id=attempt.id,
+                        cpu_cores=resize.get("cpu_cores"),
+                        ram_gb=resize.get("ram_gb"),
+                    )
+                )
             request = attempt.data.get("checkpoint")
             if (
                 request
@@ -379,6 +391,7 @@ class Dispatcher:
                     "reason": report.reason,
                     "target": request.get("target"),
                     "plan": request.get("plan"),
+                    "limits": request.get("limits"),
                 }
                 if leaving
                 else None
@@ -414,6 +427,9 @@ class Dispatcher:
         }
         if migrate.get("plan"):
             data["plan"] = {"offer": migrate["plan"], "zone_matters": True}
+        # a size move gives the container new limits; any other move keeps the ones it had
+        if limits := migrate.get("limits") or attempt.data.get("limits"):
+            data["limits"] = limits
         self.fleet.add_pending_attempt(
             attempt.task_id,
             reason=reason,

@@ -46,6 +46,7 @@ class Migrations:
         target: str | None = None,
         reason: str = "manual",
         plan: dict[str, Any] | None = None,
+        limits: dict[str, float] | None = None,
     ) -> dict[str, Any]:
         """Ask for a checkpoint (stop=False: the task keeps running here) or a migration."""
         record = self.tasks.get(task_id, full=False)
@@ -91,6 +92,7 @@ class Migrations:
             "target": target,
             "requested": rfc3339(utcnow()),
             "plan": plan,  # where the restore goes (an offer), for cost and size moves
+            "limits": limits,  # what the restored container may use, for size moves
         }
         self.fleet.update_attempt_data(attempt.id, checkpoint=req)
         verb = "migration" if stop else "checkpoint"

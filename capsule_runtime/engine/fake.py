@@ -8,6 +8,7 @@ until `stop`, `remove` or the test's `finish(cid, code)`. `wait` blocks (thread-
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import itertools
@@ -108,6 +109,7 @@ class FakeEngine:
         self.labels = dict(labels or {})
         self.pulls: list[str] = []
         self.pull_details: list[dict[str, Any]] = []
+        self.updates: list[tuple[str, float | None, int | None]] = []  # (id, cpu, memory)
         self._containers: dict[str, _Container] = {}
         self._changed = threading.Condition()
         self._pids = itertools.count(1000)
@@ -219,6 +221,19 @@ class FakeEngine:
             for key in [k for k, c in self._containers.items() if container_id in (k, c.name)]:
                 del self._containers[key]
             self._changed.notify_all()
+
+    def update(
+        self, container_id: str, cpu_cores: float | None = None, memory_bytes: int | None = None
+    ) -> None:
+        with self._changed:
+            ctr = self._get(container_id)
+            changes: dict[str, object] = {}
+            if cpu_cores is not None:
+                changes["cpu_cores"] = cpu_cores
+            if memory_bytes is not None:
+                changes["memory_bytes"] = memory_bytes
+            ctr.spec = dataclasses.replace(ctr.spec, **changes)  # type: ignore[arg-type]
+            self.updates.append((ctr.id, cpu_cores, memory_bytes))
 
     def inspect(self, container_id: str) -> ContainerInfo:
         with self._changed:

@@ -190,6 +190,17 @@ class PodmanEngine:
     def remove(self, container_id: str) -> None:
         self.cli.run("rm", "--force", "--ignore", "--time", "0", container_id, timeout=120)
 
+    def update(
+        self, container_id: str, cpu_cores: float | None = None, memory_bytes: int | None = None
+    ) -> None:
+        args: list[str] = []
+        if cpu_cores is not None:
+            args += ["--cpus", f"{cpu_cores:g}"]
+        if memory_bytes is not None:
+            args += ["--memory", str(memory_bytes)]
+        if args:
+            self.cli.run("update", *args, container_id, timeout=60)
+
     def inspect(self, container_id: str) -> ContainerInfo:
         out = self.cli.run("container", "inspect", container_id)
         return _info(json.loads(out.stdout)[0])

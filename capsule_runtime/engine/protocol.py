@@ -64,6 +64,13 @@ class ContainerEngine(Protocol):
         """Raises ContainerNotFound."""
         ...
 
+    def update(
+        self, container_id: str, cpu_cores: float | None = None, memory_bytes: int | None = None
+    ) -> None:
+        """Change a running container's CPU and memory limits in place (None: unchanged).
+        Raises ContainerNotFound, or EngineError when the limits cannot be applied."""
+        ...
+
     def checkpoint(
         self,
         container_id: str,

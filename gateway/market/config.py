@@ -33,6 +33,12 @@ class MarketConfig(BaseModel):
     zones: list[str] = Field(default_factory=list)
     # Disk each instance offers (GB): the EBS volume it would be launched with.
     disk_gb: float = Field(default=100.0, gt=0)
+    # The size of a simulated instance on this machine: its type's vCPUs and memory times these
+    # (every instance shares this machine). 1/32 turns an m5.large (2 vCPU, 8 GiB) into
+    # 0.0625 vCPU and 256 MiB: tasks that outgrow a type do so with little real memory.
+    # Prices stay those of the real type.
+    cpu_scale: float = Field(default=1.0, gt=0, le=1)
+    memory_scale: float = Field(default=1.0, gt=0, le=1)
 
     # -- Spot prices (see gateway/market/prices.py) --
     # Each type+zone gets a long-run discount from on-demand, drawn uniformly from this range.

@@ -160,12 +160,12 @@ class Market:
         disk = self.config.disk_gb
         out: list[Offer] = []
         for it in self.types:
+            cpu = it.vcpu * self.config.cpu_scale
+            ram = round(it.memory_gib * self.config.memory_scale, 6)
             for zone in self.zones:
                 spot = self.prices.price(it, zone, at)
-                out.append(Offer(it.name, SPOT, zone, spot, it.vcpu, it.memory_gib, disk))
-                out.append(
-                    Offer(it.name, ON_DEMAND, zone, it.on_demand_usd, it.vcpu, it.memory_gib, disk)
-                )
+                out.append(Offer(it.name, SPOT, zone, spot, cpu, ram, disk))
+                out.append(Offer(it.name, ON_DEMAND, zone, it.on_demand_usd, cpu, ram, disk))
         if key is not None:
             self._offers_cache = (key, out)
         return list(out)
@@ -252,6 +252,9 @@ class Market:
                     "instance_type": it.name,
                     "vcpu": it.vcpu,
                     "memory_gib": it.memory_gib,
+                    # what an instance of the type offers here (cpu_scale, memory_scale)
+                    "cpu_cores": it.vcpu * self.config.cpu_scale,
+                    "ram_gb": round(it.memory_gib * self.config.memory_scale, 6),
                     "on_demand_price": it.on_demand_usd,
                     "zones": zones,
                 }

@@ -294,9 +294,14 @@ def recovery_plan(
     need: Resources,
     quarantined: frozenset[Pool] | set[Pool] = frozenset(),
     policy: MarketPolicy | str = MarketPolicy.SPOT_FIRST,
+    budget: int | None = None,
 ) -> RecoveryPlan:
     """Where a reclaimed task goes next, by strategy name (`same_type`, `next_zone`,
-    `on_demand_after:N`, `restart`, or any registered one)."""
+    `on_demand_after:N`, `restart`, or any registered one).
+
+    `budget`: the Spot interruptions a task takes, whatever its strategy; once this one uses it
+    up, the task goes on on-demand (the strategy still says whether its capsule is restored),
+    unless its policy is spot_only."""
     name, argument = parse_strategy(strategy)
     ctx = RecoveryContext(
         interrupted=interrupted,
@@ -307,7 +312,21 @@ def recovery_plan(
         policy=MarketPolicy(policy),
         argument=argument,
     )
-    return RECOVERY[name](ctx)
+    plan = RECOVERY[name](ctx)
+    spent = budget is not None and interruptions_so_far >= budget
+    if not spent or ctx.policy is MarketPolicy.SPOT_ONLY:
+        return plan
+    if plan.offer is not None and plan.offer.market != SPOT:
+        return plan
+    offer = choose_offer(
+        need, offers, MarketPolicy.ON_DEMAND_ONLY, prefer=interrupted.instance_type
+    )
+    return RecoveryPlan(
+        offer,
+        plan.restore_capsule,
+        plan.quarantine,
+        reason=f"{plan.reason or name}, interruption budget ({budget}) used up: on-demand",
+    )
 
 
 # -- cost-triggered migration ---------------------------------------------------------------
@@ -444,6 +463,7 @@ class Resize:
     offer: Offer
     reason: str  # rightsize | oom
     direction: str  # up | down
+    limits: Need  # what the task's container may use after the move
 
 
 def _window(samples: Sequence[Sample], duration: float) -> list[Sample] | None:
@@ -465,6 +485,7 @@ def resize_decision(
     rule: ResizeRule | None = None,
     quarantined: frozenset[Pool] | set[Pool] = frozenset(),
     allocated: Resources | None = None,
+    keep_memory: bool = False,
 ) -> Resize | None:
     """Rightsizing and OOM protection of one task on `current`, in the same market.
 
@@ -476,7 +497,9 @@ def resize_decision(
       cheapest offer with ≥ grow_factor x the cores (and the peak memory);
     - down: CPU ≤ cpu_lower over that window → the cheapest offer with fewer cores than the
       instance that holds max(1, cores / grow_factor), the disk, and peak memory x mem_headroom,
-      when it costs less than the current one.
+      when it costs less than the current one. `keep_memory`: the container has a memory
+      limit of its own (asked for, or given by OOM protection) and a down move keeps it — only
+      the cores shrink, so a task whose memory still grows is not sent back and forth.
     """
     rule = rule or ResizeRule()
     if not samples:
@@ -487,7 +510,7 @@ def resize_decision(
     if newest.mem_gb >= rule.mem_upper * limits.ram_gb:
         bigger = Need(limits.cpu_cores, limits.ram_gb * rule.grow_factor, need.disk_gb)
         offer = choose_offer(bigger, offers, policy, quarantined)
-        return Resize(offer, "oom", "up") if offer is not None else None
+        return Resize(offer, "oom", "up", bigger) if offer is not None else None
     window = _window(samples, rule.duration_seconds)
     if window is None:
         return None
@@ -496,16 +519,17 @@ def resize_decision(
     if all(s.cpu_cores >= rule.cpu_upper * cores for s in window):
         bigger = Need(cores * rule.grow_factor, max(limits.ram_gb, peak), need.disk_gb)
         offer = choose_offer(bigger, offers, policy, quarantined)
-        return Resize(offer, "rightsize", "up") if offer is not None else None
+        return Resize(offer, "rightsize", "up", bigger) if offer is not None else None
     if all(s.cpu_cores <= rule.cpu_lower * cores for s in window):
-        smaller = Need(max(1.0, cores / rule.grow_factor), peak * rule.mem_headroom, need.disk_gb)
+        memory = limits.ram_gb if keep_memory else peak * rule.mem_headroom
+        smaller = Need(max(1.0, cores / rule.grow_factor), memory, need.disk_gb)
         offer = choose_offer(smaller, offers, policy, quarantined)
         if (
             offer is not None
             and offer.cpu_cores < current.cpu_cores
             and _price(offer) < _price(current)
         ):
-            return Resize(offer, "rightsize", "down")
+            return Resize(offer, "rightsize", "down", smaller)
     return None
 
 

@@ -55,6 +55,9 @@ from gateway.tes.times import utcnow
 log = logging.getLogger(__name__)
 SCHEDULER = "scheduler"
 MAX_LAUNCH_BACKOFF = 300.0
+# Placements per transaction: fewer commits, while a batch holds SQLite's write lock only for a
+# few milliseconds (docs/benchmarks.md, Scheduler scale).
+PLACE_BATCH = 64
 
 
 @dataclass(frozen=True)
@@ -112,6 +115,44 @@ def task_request(spec: dict[str, Any], cfg: Config) -> Request:
         cpu_cores=float(res.get("cpu_cores", cfg.scheduler.default_cpu_cores)),
         ram_gb=float(res.get("ram_gb", cfg.scheduler.default_ram_gb)),
         disk_gb=float(res.get("disk_gb", 0.0)),
+    )
+
+
+def attempt_need(attempt: Attempt, spec: dict[str, Any] | None, cfg: Config) -> Request:
+    """What a live attempt holds of its instance: its own allocation (`limits`, set when a
+    task is rightsized) where it has one, else what its task asks for."""
+    asked = task_request(spec or {}, cfg)
+    limits = attempt.data.get("limits")
+    if not limits:
+        return asked
+    return Request(
+        cpu_cores=float(limits.get("cpu_cores", asked.cpu_cores)),
+        ram_gb=float(limits.get("ram_gb", asked.ram_gb)),
+        disk_gb=float(limits.get("disk_gb", asked.disk_gb)),
+    )
+
+
+def interruption_budget(params: dict[str, Any], cfg: Config) -> int | None:
+    """The Spot reclaims a task takes on Spot (backend_parameters.interruption_budget, else the
+    scheduler's); None: no budget."""
+    value = params.get("interruption_budget", cfg.scheduler.interruption_budget)
+    try:
+        return None if value is None else max(0, int(value))
+    except (TypeError, ValueError):
+        return cfg.scheduler.interruption_budget
+
+
+def allocation(attempt: Attempt, spec: dict[str, Any], instance: Offer) -> Request:
+    """What the attempt's container may use, to measure its use against: the limits a size move
+    gave it, else the task's own resources; what neither limits, the whole instance's."""
+    limits = attempt.data.get("limits") or {}
+    res = spec.get("resources") or {}
+    cpu = limits.get("cpu_cores", res.get("cpu_cores"))
+    ram = limits.get("ram_gb", res.get("ram_gb"))
+    return Request(
+        float(cpu) if cpu is not None else instance.cpu_cores,
+        float(ram) if ram is not None else instance.ram_gb,
+        float(res.get("disk_gb", 0.0)),
     )
 
 
@@ -282,6 +323,7 @@ class Scheduler:
                 "restore": bool(capsules),
                 "exclude": [inst.id],
                 "migrations": migrations + 1 if capsules else migrations,
+                **({"limits": attempt.data["limits"]} if attempt.data.get("limits") else {}),
             },
             message=f"recovery after instance {inst.id} was lost ({why})",
         )
@@ -294,20 +336,31 @@ class Scheduler:
         ]
 
     def _room(self, inst: Instance) -> Request:
-        cap = inst.data.get("capacity", {})
-        used = Request(0.0, 0.0, 0.0)
-        for attempt in self.fleet.live_attempts(inst.id):
-            record = self.tasks.get(attempt.task_id)
-            if record and record.spec:
-                r = task_request(record.spec, self.cfg)
-                used = Request(
-                    used.cpu_cores + r.cpu_cores, used.ram_gb + r.ram_gb, used.disk_gb + r.disk_gb
-                )
-        return Request(
-            cap.get("cpu_cores", 0.0) - used.cpu_cores,
-            cap.get("ram_gb", 0.0) - used.ram_gb,
-            cap.get("disk_gb", 0.0) - used.disk_gb,
-        )
+        return self._rooms([inst])[inst.id]
+
+    def _rooms(self, instances: list[Instance]) -> dict[str, Request]:
+        """Each instance's capacity less what its live attempts hold (`attempt_need`), from one
+        query however many instances and attempts there are."""
+        used: dict[str, list[float]] = {inst.id: [0.0, 0.0, 0.0] for inst in instances}
+        only = instances[0].id if len(instances) == 1 else None  # `_room`: that one's only
+        for attempt, spec in self.fleet.live_load(only):
+            acc = used.get(attempt.instance_id or "")
+            if acc is None or not spec:
+                continue
+            r = attempt_need(attempt, spec, self.cfg)
+            acc[0] += r.cpu_cores
+            acc[1] += r.ram_gb
+            acc[2] += r.disk_gb
+        rooms: dict[str, Request] = {}
+        for inst in instances:
+            cap = inst.data.get("capacity", {})
+            cpu, ram, disk = used[inst.id]
+            rooms[inst.id] = Request(
+                cap.get("cpu_cores", 0.0) - cpu,
+                cap.get("ram_gb", 0.0) - ram,
+                cap.get("disk_gb", 0.0) - disk,
+            )
+        return rooms
 
     def _largest_offer(self) -> Offer | None:
         offers = self.provider.offers()
@@ -315,50 +368,64 @@ class Scheduler:
 
     def _place(self) -> list[Want]:
         """Place what fits; return what the queued tasks that found no room need."""
-        queued = self.tasks.ids_in_state(State.QUEUED)
+        queued = self.tasks.in_state(State.QUEUED)
         if not queued:
             return []
-        ready = self._placeable()
-        rooms = {inst.id: self._room(inst) for inst in ready}
+        # Cheapest first, sorted once: prices do not change within a tick.
+        ready = sorted(self._placeable(), key=_cheapest_first)
+        rooms = self._rooms(ready)
         biggest = self._largest_offer()
+        largest = Request(biggest.cpu_cores, biggest.ram_gb, biggest.disk_gb) if biggest else None
         unplaced: list[Want] = []
-        for task_id in queued:
-            record = self.tasks.get(task_id)
-            if record is None or record.spec is None:
-                continue
-            need = task_request(record.spec, self.cfg)
-            if biggest is not None and not need.fits(
-                Request(biggest.cpu_cores, biggest.ram_gb, biggest.disk_gb)
-            ):
+        # Placements commit PLACE_BATCH at a time (one transaction, not one each); the agents
+        # are woken and the refusals written once their batch has committed.
+        for start in range(0, len(queued), PLACE_BATCH):
+            placed: dict[str, None] = {}
+            refused: list[tuple[str, Request]] = []
+            with self.tasks.batch() as conn:
+                for record in queued[start : start + PLACE_BATCH]:
+                    if record.spec is None:
+                        continue
+                    need = task_request(record.spec, self.cfg)
+                    if largest is not None and not need.fits(largest):
+                        refused.append((record.id, need))
+                        continue
+                    policy = task_policy(record.spec, self.cfg)
+                    only = _only_type(record.spec, self.cfg)
+                    target = next(
+                        (
+                            i
+                            for i in ready
+                            if need.fits(rooms[i.id])
+                            and market_allows(policy, i.market)
+                            and only in (None, i.instance_type)
+                        ),
+                        None,
+                    )
+                    if target is None:
+                        unplaced.append(Want(need, policy, only))
+                    elif self._assign(conn, record.id, target):
+                        rooms[target.id] = rooms[target.id].minus(need)
+                        placed[target.id] = None
+            for instance_id in placed:
+                self.wakeups.notify(instance_id)
+            for task_id, need in refused:
+                assert biggest is not None
                 self._refuse(task_id, need, biggest)
-                continue
-            policy = task_policy(record.spec, self.cfg)
-            only = _only_type(record.spec, self.cfg)
-            target = next(
-                (
-                    i
-                    for i in sorted(ready, key=_cheapest_first)
-                    if need.fits(rooms[i.id])
-                    and market_allows(policy, i.market)
-                    and only in (None, i.instance_type)
-                ),
-                None,
-            )
-            if target is None:
-                unplaced.append(Want(need, policy, only))
-                continue
-            result = self.tasks.transition(
-                task_id,
-                State.INITIALIZING,
-                expect={State.QUEUED},
-                instance_id=target.id,
-                message=f"placed on {target.id} ({target.instance_type}, {target.market})",
-                on_apply=functools.partial(self._attempt, task_id=task_id, inst=target),
-            )
-            if result.applied:
-                rooms[target.id] = rooms[target.id].minus(need)
-                self.wakeups.notify(target.id)
         return unplaced
+
+    def _assign(self, conn: Connection, task_id: str, target: Instance) -> bool:
+        """QUEUED → INITIALIZING with a new attempt on `target`, in the caller's transaction."""
+        result = self.tasks.transition(
+            task_id,
+            State.INITIALIZING,
+            expect={State.QUEUED},
+            instance_id=target.id,
+            message=f"placed on {target.id} ({target.instance_type}, {target.market})",
+            on_apply=functools.partial(self._attempt, task_id=task_id, inst=target),
+            conn=conn,
+        )
+        return result.applied
 
     def _attempt(self, conn: Connection, *, task_id: str, inst: Instance) -> None:
         self.fleet.add_attempt(conn, task_id, inst)
@@ -439,14 +506,19 @@ class Scheduler:
                 if record is None or record.state is not State.RUNNING or not record.spec:
                     continue
                 offers = offers if offers is not None else self.provider.offers()
-                move = self._trigger(attempt, inst, record.spec, offers, quarantined, now)
+                spec = record.spec
+                move = self._trigger(attempt, inst, spec, offers, quarantined, now)
                 if move is None:
                     continue
-                reason, offer = move
+                reason, offer, limits = move
+                if limits is not None and self._resize_in_place(
+                    attempt, inst, spec, reason, limits
+                ):
+                    continue
                 plan = asdict(offer)
                 try:
                     Migrations(self.tasks, self.fleet, self.wakeups).request(
-                        attempt.task_id, stop=True, reason=reason, plan=plan
+                        attempt.task_id, stop=True, reason=reason, plan=plan, limits=limits
                     )
                 except Refused as exc:
                     log.info("no %s move for %s: %s", reason, attempt.task_id, exc)
@@ -462,6 +534,40 @@ class Scheduler:
                     offer.zone,
                 )
 
+    def _resize_in_place(
+        self,
+        attempt: Attempt,
+        inst: Instance,
+        spec: dict[str, Any],
+        reason: str,
+        limits: dict[str, float],
+    ) -> bool:
+        """Grow the container where it runs when its instance has room for the new limits (no
+        checkpoint, no new instance); False: it has not, the task must move."""
+        held = attempt_need(attempt, spec, self.cfg)
+        wanted = Request(limits["cpu_cores"], limits["ram_gb"], held.disk_gb)
+        if wanted.cpu_cores < held.cpu_cores or wanted.ram_gb < held.ram_gb:
+            return False  # a smaller size saves money only on a smaller instance
+        if not wanted.minus(held).fits(self._room(inst)):
+            return False
+        self.fleet.update_attempt_data(
+            attempt.id, limits=limits, resize={**limits, "reason": reason, "sent": False}
+        )
+        old = attempt.data.get("limits") or spec.get("resources") or {}
+        before = f"cpu {old.get('cpu_cores', '-')}, memory {old.get('ram_gb', '-')} GB"
+        after = f"cpu {limits['cpu_cores']:g}, memory {limits['ram_gb']:g} GB"
+        self.tasks.record(
+            attempt.task_id,
+            "resized",
+            attempt_id=attempt.id,
+            instance_id=inst.id,
+            message=f"{reason}: grown in place on {inst.id} ({before} → {after})",
+            data={"reason": reason, "limits": limits},
+        )
+        log.info("resizing %s in place on %s (%s): %s", attempt.task_id, inst.id, reason, after)
+        self.wakeups.notify(inst.id)
+        return True
+
     def _trigger(
         self,
         attempt: Attempt,
@@ -470,7 +576,9 @@ class Scheduler:
         offers: list[Offer],
         quarantined: frozenset[tuple[str, str]],
         now: datetime,
-    ) -> tuple[str, Offer] | None:
+    ) -> tuple[str, Offer, dict[str, float] | None] | None:
+        """Whether the attempt should move, why, where, and (for a size move) the container's
+        new limits."""
         sch = self.cfg.scheduler
         current = offer_of(inst)
         need = task_request(spec, self.cfg)
@@ -492,9 +600,21 @@ class Scheduler:
                 duration_seconds=r.duration_seconds,
                 mem_upper=r.memory_upper,
             )
-            resize = resize_decision(samples, current, offers, need, rule, quarantined)
+            allocated = allocation(attempt, spec, current)
+            limited = "ram_gb" in (attempt.data.get("limits") or spec.get("resources") or {})
+            resize = resize_decision(
+                samples,
+                current,
+                offers,
+                need,
+                rule,
+                quarantined,
+                allocated=allocated,
+                keep_memory=limited,
+            )
             if resize is not None:
-                return resize.reason, resize.offer
+                limits = {"cpu_cores": resize.limits.cpu_cores, "ram_gb": resize.limits.ram_gb}
+                return resize.reason, resize.offer, limits
         c = sch.cost_migration
         if not c.enabled or inst.price_per_hour is None or inst.market != "spot":
             return None  # on-demand is where a policy or a recovery strategy put the task
@@ -514,7 +634,7 @@ class Scheduler:
             policy=task_policy(spec, self.cfg),
             seconds_since_last_move=_age(attempt.start_time, now),
         )
-        return ("cost", offer) if offer is not None else None
+        return ("cost", offer, None) if offer is not None else None
 
     def _market_tick(self, now: datetime) -> None:
         """Spot prices move (each running Spot instance's price follows its pool) and the
@@ -566,7 +686,7 @@ class Scheduler:
                     )
                 continue
             spec = record.spec or {}
-            need = task_request(spec, self.cfg)
+            need = attempt_need(attempt, spec, self.cfg)
             exclude = frozenset(attempt.data.get("exclude") or [])
             plan = self._plan(attempt, spec, need, exclude)
             policy = task_policy(spec, self.cfg)
@@ -620,7 +740,10 @@ class Scheduler:
                 need,
                 self.market.quarantined(),
                 task_policy(spec, self.cfg),
+                budget=interruption_budget(params, self.cfg),
             )
+            if "budget" in result.reason:
+                self.tasks.record(attempt.task_id, "interruption_budget", message=result.reason)
             for instance_type, zone in result.quarantine:
                 self.market.quarantine(instance_type, zone)
                 self.tasks.record(

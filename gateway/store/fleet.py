@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import Connection, func, insert, select, update
+from sqlalchemy import Connection, bindparam, func, insert, select, update
 
 from gateway.store.database import Database
 from gateway.store.events import write_event
@@ -128,10 +128,23 @@ def _attempt(row: Any) -> Attempt:
     )
 
 
+_LIVE_LOAD = (
+    select(attempts, tasks.c.spec)
+    .join(tasks, tasks.c.id == attempts.c.task_id)
+    .where(
+        attempts.c.phase.in_([p.value for p in LIVE_PHASES]),
+        attempts.c.instance_id.is_not(None),
+    )
+    .order_by(attempts.c.start_time)
+)
+
+
+_TOP_NUMBER = select(func.max(attempts.c.number)).where(attempts.c.task_id == bindparam("task_id"))
+_INSERT_ATTEMPT = insert(attempts)  # values as parameters: built once, not per call
+
+
 def _next_number(conn: Connection, task_id: str) -> int:
-    top = conn.execute(
-        select(func.max(attempts.c.number)).where(attempts.c.task_id == task_id)
-    ).scalar()
+    top = conn.execute(_TOP_NUMBER, {"task_id": task_id}).scalar()
     return int(top or 0) + 1
 
 
@@ -256,16 +269,17 @@ class FleetStore:
             else {"instance_id": None}
         )
         conn.execute(
-            insert(attempts).values(
-                id=attempt_id,
-                task_id=task_id,
-                number=number,
-                phase=AttemptPhase.PROVISIONING.value,
-                reason=reason,
-                start_time=now,
-                data=json.dumps(data) if data is not None else None,
+            _INSERT_ATTEMPT,
+            {
+                "id": attempt_id,
+                "task_id": task_id,
+                "number": number,
+                "phase": AttemptPhase.PROVISIONING.value,
+                "reason": reason,
+                "start_time": now,
+                "data": json.dumps(data) if data is not None else None,
                 **placement,
-            )
+            },
         )
         where = f"on {instance.id}" if instance is not None else "waits for an instance"
         self._event(
@@ -439,6 +453,19 @@ class FleetStore:
             query = query.where(attempts.c.instance_id == instance_id)
         with self.db.engine.connect() as conn:
             return [_attempt(r) for r in conn.execute(query.order_by(attempts.c.start_time))]
+
+    def live_load(
+        self, instance_id: str | None = None
+    ) -> list[tuple[Attempt, dict[str, Any] | None]]:
+        """Every live attempt on an instance (on `instance_id`, when given) with its task's spec,
+        in one query (what the scheduler counts against each instance's capacity), oldest
+        first."""
+        query = _LIVE_LOAD
+        if instance_id is not None:
+            query = query.where(attempts.c.instance_id == instance_id)
+        with self.db.engine.connect() as conn:
+            rows = conn.execute(query).all()
+        return [(_attempt(r), json.loads(r.spec) if r.spec else None) for r in rows]
 
     def set_phase(
         self,

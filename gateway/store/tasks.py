@@ -9,7 +9,8 @@ an `events` row in the same transaction. A lost race is retried against the new 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,6 +58,19 @@ _GET_MINIMAL = select(*_MINIMAL).where(tasks.c.id == bindparam("id"))
 _GET_FULL = select(
     *_MINIMAL, tasks.c.name, tasks.c.creation_time, tasks.c.spec, tasks.c.logs
 ).where(tasks.c.id == bindparam("id"))
+
+_CAS_READ = select(tasks.c.state, tasks.c.version, tasks.c.logs).where(
+    tasks.c.id == bindparam("id")
+)
+_CAS_WRITE = update(tasks).where(
+    tasks.c.id == bindparam("cas_id"), tasks.c.version == bindparam("cas_version")
+)
+_IN_STATE = (
+    select(*_MINIMAL, tasks.c.name, tasks.c.creation_time, tasks.c.spec, tasks.c.logs)
+    .where(tasks.c.state == bindparam("state"))
+    .order_by(tasks.c.seq)
+    .limit(bindparam("limit"))
+)
 
 
 class TaskNotFound(LookupError):
@@ -295,19 +309,17 @@ class TaskStore:
         instance_id: str | None = None,
         logs: list[dict[str, Any]] | None = None,
         on_apply: Callable[[Connection], None] | None = None,
+        conn: Connection | None = None,
     ) -> Transition:
         """Move the task to `to_state` if the table allows it from its current state (and the
         current state is in `expect`, when given). Writes the event in the same transaction.
         `logs`, when given, replaces the stored TaskLogs atomically with the state change;
-        `on_apply` runs inside the same transaction when (and only when) the change applies."""
+        `on_apply` runs inside the same transaction when (and only when) the change applies.
+        `conn`: run in the caller's transaction (`batch`) instead of one of its own."""
         allowed = frozenset(expect) if expect is not None else None
         for _ in range(CAS_RETRIES):
-            with self.db.engine.begin() as conn:
-                row = conn.execute(
-                    select(tasks.c.state, tasks.c.version, tasks.c.logs).where(
-                        tasks.c.id == task_id
-                    )
-                ).first()
+            with self.db.engine.begin() if conn is None else nullcontext(conn) as conn_:
+                row = conn_.execute(_CAS_READ, {"id": task_id}).first()
                 if row is None:
                     raise TaskNotFound(task_id)
                 src = State(row.state)
@@ -329,16 +341,15 @@ class TaskStore:
                     ]
                 if final_logs is not None:
                     values["logs"] = json.dumps(final_logs, separators=(",", ":"))
-                result = conn.execute(
-                    update(tasks)
-                    .where(tasks.c.id == task_id, tasks.c.version == row.version)
-                    .values(**values)
+                # The statement is built once; the columns to set come with the parameters.
+                result = conn_.execute(
+                    _CAS_WRITE, {**values, "cas_id": task_id, "cas_version": row.version}
                 )
                 if result.rowcount == 1:
                     if on_apply is not None:
-                        on_apply(conn)
+                        on_apply(conn_)
                     self._event(
-                        conn,
+                        conn_,
                         task_id,
                         "state",
                         from_state=src,
@@ -352,6 +363,14 @@ class TaskStore:
                     return Transition(True, task_id, src, to_state)
         current = self.get(task_id, full=False)
         return Transition(False, task_id, current.state if current else State.UNKNOWN, to_state)
+
+    @contextmanager
+    def batch(self) -> Iterator[Connection]:
+        """One transaction for several `transition(..., conn=conn)`: they commit together (or
+        not at all). On SQLite it holds the write lock from its first change to its end: keep
+        it short, and write nothing through another connection meanwhile."""
+        with self.db.engine.begin() as conn:
+            yield conn
 
     def set_logs(self, task_id: str, logs: list[dict[str, Any]]) -> None:
         """Replace the TaskLogs without a state change (progress from a running attempt)."""
@@ -372,6 +391,12 @@ class TaskStore:
                 .limit(limit)
             ).all()
         return [r.id for r in rows]
+
+    def in_state(self, state: State, limit: int = 1000) -> list[TaskRecord]:
+        """`ids_in_state` with the whole records, in one query: oldest first."""
+        with self._reads.connect() as conn:
+            rows = conn.execute(_IN_STATE, {"state": state.value, "limit": limit}).all()
+        return [_record(r, True) for r in rows]
 
     def record(self, task_id: str | None, kind: str, **fields: Any) -> None:
         """Record an event that is not a state change (a step, a warning, a measurement)."""

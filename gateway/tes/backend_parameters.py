@@ -47,6 +47,10 @@ def _recovery(value: str) -> str | None:
     return "must be same_type, next_zone, restart or on_demand_after:N"
 
 
+def _count(value: str) -> str | None:
+    return None if value.strip().isdigit() else "must be a whole number (0, 1, 2, …)"
+
+
 def _anything(value: str) -> str | None:
     return None
 
@@ -69,6 +73,11 @@ KNOWN: tuple[BackendParameter, ...] = (
         "recovery",
         "what to do on a reclaim: same_type | next_zone | on_demand_after:N | restart",
         _recovery,
+    ),
+    BackendParameter(
+        "interruption_budget",
+        "Spot reclaims the task takes before it goes on on-demand (overrides the server's)",
+        _count,
     ),
     BackendParameter("checkpoint_interval", "periodic checkpoint interval (15m, 900s)", _duration),
     BackendParameter(

@@ -92,6 +92,10 @@ class Assignment(Message):
     # Restore from the first usable capsule (newest first); none usable → start from scratch.
     restore: list[CapsuleRef] = Field(default_factory=list)
     next_sequence: int = 1  # the sequence number of this task's next capsule
+    # The container's CPU/memory limits when a size move (rightsizing, OOM protection) changed
+    # them from the task's own resources: {"cpu_cores": …, "ram_gb": …}; a restored container
+    # gets them applied in place.
+    limits: dict[str, float] | None = None
 
 
 class CheckpointOrder(Message):
@@ -117,10 +121,20 @@ class Poll(Message):
     wait_seconds: float = Field(default=10.0, ge=0, le=60)
 
 
+class ResizeOrder(Message):
+    """New CPU/memory limits for an attempt's running container, set in place (its instance has
+    room for them): rightsizing or OOM protection without a migration."""
+
+    attempt_id: str
+    cpu_cores: float | None = None
+    ram_gb: float | None = None
+
+
 class Orders(Message):
     assign: list[Assignment] = Field(default_factory=list)
     cancel: list[str] = Field(default_factory=list)  # attempt ids to stop (outputs not uploaded)
     checkpoint: list[CheckpointOrder] = Field(default_factory=list)
+    resize: list[ResizeOrder] = Field(default_factory=list)
     shutdown: bool = False
 
 

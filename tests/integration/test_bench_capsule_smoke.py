@@ -9,12 +9,11 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.fixtures.bench import run_bench
 
 pytestmark = [
     pytest.mark.slow,
@@ -41,13 +40,7 @@ def test_quick_capsule_benchmark(tmp_path: Path, busybox_image: str) -> None:
     out = tmp_path / "capsules.json"
     work = tmp_path / "work"
     argv = ["--quick", "--out", str(out), "--work-dir", str(work)]
-    proc = subprocess.run(
-        [sys.executable, "-m", "bench.capsule_bench", *argv],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=110,
-    )
+    proc = run_bench("capsule_bench", *argv, timeout=110)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     results = json.loads(out.read_text())
     assert {"meta", "targets", "runs", "summary", "extrapolation", "cpu"} <= set(results)

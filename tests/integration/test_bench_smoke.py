@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.fixtures.bench import run_bench
+
 LATENCY = {
     "healthz",
     "get_minimal",
@@ -32,23 +31,15 @@ STATS = {"rps", "p50_ms", "p99_ms", "errors", "requests", "cpu_ms_per_request"}
 )
 def test_quick_benchmark_writes_results(tmp_path: Path) -> None:
     out = tmp_path / "results.json"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "bench.api_bench",
-            "--quick",
-            "--stores",
-            "sqlite",
-            "--out",
-            str(out),
-            "--work-dir",
-            str(tmp_path / "work"),
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
+    proc = run_bench(
+        "api_bench",
+        "--quick",
+        "--stores",
+        "sqlite",
+        "--out",
+        str(out),
+        "--work-dir",
+        str(tmp_path / "work"),
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads(out.read_text())
@@ -68,3 +59,16 @@ def test_quick_benchmark_writes_results(tmp_path: Path) -> None:
     assert {e["store"] for e in results["evaluation"]} == {"sqlite"}
     assert "| sqlite |" in proc.stdout  # the Markdown summary
     assert not (tmp_path / "work").exists()  # databases removed without --keep
+
+
+def test_scheduler_bench_places_every_task(tmp_path: Path) -> None:
+    """`python -m bench.sched_bench` at 200 tasks: the real scheduler and store place them all,
+    in every variant (a run that leaves a task QUEUED or double-placed exits non-zero)."""
+    out = tmp_path / "sched.json"
+    proc = run_bench("sched_bench", "--tasks", "200", "--repeat", "1", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads(out.read_text())
+    assert [s["variant"] for s in results["summary"]] == ["ready", "market", "launch"]
+    for run in results["runs"]:
+        assert run["tasks"] == 200 and run["ticks"] >= 1 and run["decisions_per_s"] > 0
+    assert "| ready | 200 |" in proc.stdout

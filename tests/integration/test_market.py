@@ -98,10 +98,16 @@ def test_tasks_go_to_the_cheapest_spot_offer_unless_they_ask_for_on_demand(
 
 
 def reclaim(
-    server: RunningServer, root: Path, name: str, recovery: str, policy: str = "spot_first"
+    server: RunningServer,
+    root: Path,
+    name: str,
+    recovery: str,
+    policy: str = "spot_first",
+    **params: str,
 ) -> tuple[str, str]:
     task = stateful_task(root, name, 60, 0.1, 4)
     task["resources"]["backend_parameters"].update(recovery=recovery, market_policy=policy)
+    task["resources"]["backend_parameters"].update(params)
     task_id = submit(server, task)
     wait_for("the counter to pass 10", lambda: count_lines(root, task_id) >= 10, srv=server)
     victim = instance_of(server, task_id)
@@ -118,6 +124,22 @@ def test_on_demand_after_one_reclaim(server: RunningServer, root: Path) -> None:
     assert instance(server, victim)["market"] == "spot"
     moved = instance_of(server, task_id)
     assert instance(server, moved)["market"] == "on-demand"
+
+
+def test_an_exhausted_interruption_budget_goes_on_demand(server: RunningServer, root: Path) -> None:
+    """same_type would stay on Spot; the task's budget of one reclaim sends it on-demand, with
+    its state (restored from the capsule)."""
+    # pinned to a type no other test uses: an idle on-demand instance left by another test
+    # would take the task first
+    task_id, victim = reclaim(
+        server, root, "budget", "same_type", interruption_budget="1", instance_type="m5.xlarge"
+    )
+    assert instance(server, victim)["market"] == "spot"
+    assert instance(server, instance_of(server, task_id))["market"] == "on-demand"
+    budget = [e for e in events(server, task_id) if e["kind"] == "interruption_budget"]
+    assert budget and "used up" in budget[0]["message"], events(server, task_id)
+    attempts = admin(server, "GET", f"/tasks/{task_id}/attempts").json()["attempts"]
+    assert [a["reason"] for a in attempts] == ["first", "reclaim"]
 
 
 def test_next_zone_quarantines_the_reclaimed_pool(server: RunningServer, root: Path) -> None:

@@ -188,6 +188,34 @@ def test_memory_and_cpu_limits_visible_in_cgroup(
     assert quota / period == pytest.approx(0.5)
 
 
+def test_update_changes_the_limits_of_a_running_container(
+    engine: PodmanEngine, busybox_image: str, tmp_path: Path
+) -> None:
+    """In place: a container limited to 96 MiB is let to 192 MiB and 2 cores while it runs
+    (read inside the container, a fresh read after the update)."""
+    script = (
+        "cd /sys/fs/cgroup; while [ ! -e /tmp/go ]; do sleep 0.05; done; "
+        "cat memory/memory.limit_in_bytes 2>/dev/null || cat memory.max; "
+        "if [ -f cpu/cpu.cfs_quota_us ]; then "
+        "echo $(cat cpu/cpu.cfs_quota_us) $(cat cpu/cpu.cfs_period_us); "
+        "else cat cpu.max; fi"
+    )
+    s = spec(busybox_image, "sh", "-c", script, tmp=tmp_path, memory_bytes=96 * MiB, cpu_cores=0.5)
+    cid = engine.run(s)
+    try:
+        engine.update(cid, cpu_cores=2, memory_bytes=192 * MiB)
+        engine.cli.run("exec", cid, "touch", "/tmp/go")
+        assert engine.wait(cid, timeout=60) == 0, (tmp_path / "stderr").read_text()
+    finally:
+        engine.remove(cid)
+    memory, cpu = (tmp_path / "stdout").read_text().splitlines()
+    assert int(memory) == 192 * MiB
+    quota, period = (int(x) for x in cpu.split())
+    assert quota / period == pytest.approx(2)
+    with pytest.raises(ContainerNotFound):
+        engine.update(cid, cpu_cores=1)
+
+
 def test_no_limits_means_unlimited(
     engine: PodmanEngine, busybox_image: str, tmp_path: Path
 ) -> None:

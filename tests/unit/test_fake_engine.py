@@ -234,3 +234,11 @@ def test_spec_normalises_sequences() -> None:
     s = ContainerSpec(image=IMAGE, argv=["a", "b"], task_id="t", mounts=[Mount(Path("/x"), "/y")])  # type: ignore[arg-type]
     assert s.argv == ("a", "b") and s.mounts == (Mount(Path("/x"), "/y"),)
     assert s.all_labels == {TASK_LABEL: "t"}
+
+
+def test_update_sets_new_limits_and_records_them(engine: FakeEngine) -> None:
+    cid = engine.run(spec("sleep", "1", memory_bytes=64 * 2**20, cpu_cores=1))
+    engine.update(cid, cpu_cores=2)
+    assert engine.updates == [(cid, 2, None)]
+    with pytest.raises(ContainerNotFound):
+        engine.update("nope", memory_bytes=2**30)

@@ -141,6 +141,30 @@ def test_recovery_on_demand_after_n_keeps_the_capsule() -> None:
     assert spot_only.offer is not None and spot_only.offer.market == SPOT
 
 
+def test_interruption_budget_sends_any_strategy_on_demand() -> None:
+    within = recovery_plan("next_zone", REC, 2, OFFERS, Need(1, 2), budget=3)
+    assert within.offer is not None and within.offer.market == SPOT
+    spent = recovery_plan("next_zone", REC, 3, OFFERS, Need(1, 2), budget=3)
+    assert spent.offer == OFFERS[6] and spent.restore_capsule  # the same type, on demand
+    assert spent.quarantine == (("m5.large", "c"),) and "budget" in spent.reason
+    restart = recovery_plan("restart", REC, 3, OFFERS, Need(1, 2), budget=3)
+    assert restart.offer is not None and restart.offer.market == OD
+    assert not restart.restore_capsule  # the strategy still decides about the capsule
+    spot_only = recovery_plan("same_type", REC, 9, OFFERS, Need(1, 2), policy="spot_only", budget=3)
+    assert spot_only.offer is not None and spot_only.offer.market == SPOT
+    assert recovery_plan("same_type", REC, 9, OFFERS, Need(1, 2)).offer == OFFERS[5]  # no budget
+
+
+def test_resize_says_what_the_container_may_use_after_the_move() -> None:
+    cur = OFFERS[7]  # m5.xlarge 4 cores 16 GiB, the task limited to 1 core and 2 GiB
+    allocated = Need(1, 2)
+    oom = resize_decision([Sample(0, 0.5, 1.9)], cur, OFFERS, Need(1, 2), allocated=allocated)
+    assert oom is not None and oom.limits == Need(1, 4, 0.0)
+    busy = [Sample(float(t), 0.98, 1.0) for t in range(0, 41, 5)]
+    up = resize_decision(busy, cur, OFFERS, Need(1, 2), allocated=allocated)
+    assert up is not None and up.limits == Need(2, 2, 0.0) and up.reason == "rightsize"
+
+
 def test_recovery_restart_is_the_baseline() -> None:
     plan = recovery_plan("restart", REC, 3, OFFERS, Need(1, 2))
     assert plan.offer == OFFERS[1] and not plan.restore_capsule

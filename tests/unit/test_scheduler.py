@@ -367,6 +367,46 @@ def test_a_quiet_task_stays_put(tmp_path: Path) -> None:
     assert "checkpoint" not in world.fleet.attempt(aid).data  # type: ignore[union-attr]
 
 
+def running_with(world: World, **resources: Any) -> tuple[Instance, str]:
+    world.submit(**resources)
+    inst = world.boot()  # registers 4 cores and 8 GB
+    world.scheduler.tick()
+    aid = world.poll(inst).assign[0].attempt_id
+    world.report(inst, aid, "running")
+    return inst, aid
+
+
+def test_a_busy_container_grows_in_place_when_its_instance_has_room(tmp_path: Path) -> None:
+    world = market_world(tmp_path)
+    inst, aid = running_with(world, cpu_cores=1, ram_gb=2)
+    usage(aid, world, cpu=0.98, gib=0.5)  # its one core busy for 40 s
+    world.scheduler.tick()
+    attempt = world.fleet.attempt(aid)
+    assert attempt is not None and "checkpoint" not in attempt.data
+    assert attempt.data["limits"] == {"cpu_cores": 2.0, "ram_gb": 2.0}
+    [order] = world.poll(inst, [aid]).resize
+    assert (order.attempt_id, order.cpu_cores, order.ram_gb) == (aid, 2.0, 2.0)
+    assert world.poll(inst, [aid]).resize == []  # sent once
+    world.scheduler.tick()  # measured against its new limits now: 49%, nothing more
+    assert world.fleet.attempt(aid).data["limits"]["cpu_cores"] == 2.0  # type: ignore[union-attr]
+    kinds = [e["kind"] for e in world.tasks.events(world.fleet.attempt(aid).task_id)]  # type: ignore[union-attr]
+    assert kinds.count("resized") == 1
+
+
+def test_memory_near_its_limit_grows_in_place_or_moves_with_new_limits(tmp_path: Path) -> None:
+    world = market_world(tmp_path)
+    _, aid = running_with(world, cpu_cores=1, ram_gb=2)
+    usage(aid, world, cpu=0.2, gib=1.9)  # 95% of its 2 GB; the instance has 6 GB free
+    world.scheduler.tick()
+    assert world.fleet.attempt(aid).data["limits"] == {"cpu_cores": 1.0, "ram_gb": 4.0}  # type: ignore[union-attr]
+    usage(aid, world, cpu=0.2, gib=3.9)  # 4 GB more would not fit: it must move
+    world.scheduler.tick()
+    request = world.fleet.attempt(aid).data["checkpoint"]  # type: ignore[union-attr]
+    assert request["reason"] == "oom" and request["stop"]
+    assert request["limits"] == {"cpu_cores": 1.0, "ram_gb": 8.0}
+    assert request["plan"]["ram_gb"] >= 8
+
+
 def test_an_idle_instance_of_the_wrong_kind_makes_room_for_a_launch(tmp_path: Path) -> None:
     """One instance slot, taken by an idle on-demand instance, while a Spot-only task waits:
     the idle instance is stopped at once, not after the idle timeout."""
