@@ -47,6 +47,11 @@ Reported per bucket and policy: cost, savings against on-demand, makespan (last 
 wasted core-hours (work done and then lost, so redone, x the instance's vCPUs), overhead
 core-hours (boot, restore, checkpoint pauses), reclaims, restores, restarts, cost migrations.
 
+Against a real run: bench/sim_check.py runs a small workload through `tescape serve` and through
+`Run` on the same market (`SimParams.instance_types`), with the overheads the real run measured
+(`boot_s`, `capsule_fixed_s`, `restore_fixed_s`) and many reclaim seeds (`SimParams.luck`: the
+reclaim draws change, the market does not).
+
 Scheduler scale (`scale_bench`): 10,000 queued tasks, one `market_for` + `choose_offer` decision
 each over every offer of the market (45 types x 6 zones x 2 markets), decisions per second.
 """
@@ -161,12 +166,20 @@ class SimParams:
     cost_min_interval_s: float = 1800.0
     retry_s: float = 60.0  # when nothing fits, try again this much later
     min_billing_s: float = 60.0
+    restore_fixed_s: float | None = None  # None: capsule_fixed_s (bench/sim_check calibrates)
+    instance_types: tuple[str, ...] = ()  # types or families offered; (): the whole catalog
+    luck: int | None = None  # seed of the reclaim draws alone; None: `seed`
 
     def dump_s(self, gib: float) -> float:
         return self.capsule_fixed_s + gib / self.dump_gib_s
 
     def restore_s(self, gib: float) -> float:
-        return self.capsule_fixed_s + gib / self.restore_gib_s
+        fixed = self.capsule_fixed_s if self.restore_fixed_s is None else self.restore_fixed_s
+        return fixed + gib / self.restore_gib_s
+
+    @property
+    def draw_seed(self) -> int:
+        return self.seed if self.luck is None else self.luck
 
 
 @dataclass(frozen=True)
@@ -239,6 +252,7 @@ class Run:
             MarketConfig(
                 seed=params.seed,
                 start_time=T0.isoformat(),
+                instance_types=list(params.instance_types),
                 buckets={"*": bucket.value},
                 exposure_hours=params.exposure_hours,
                 co_interruption_probability=params.co_probability,
@@ -326,7 +340,7 @@ class Run:
             # common random numbers: attempt n of task i draws the same uniform under every
             # policy and bucket (so the policies are compared on the same luck)
             n = sum(s.attempts.values())
-            draw = random.Random(f"{self.p.seed}/reclaim/{s.task.index}/{n}")
+            draw = random.Random(f"{self.p.draw_seed}/reclaim/{s.task.index}/{n}")
             wait = self.market.interruptions.next_interruption(
                 offer.instance_type, offer.zone, draw
             )
@@ -385,20 +399,22 @@ class Run:
     def on_notice(self, s: TaskState, t: float, first: bool) -> None:
         offer = s.offer
         assert offer is not None
+        if t < s.launch_t:
+            return  # a co-notice for an instance launched later (after a notice or a capsule)
         s.interruptions += 1
         if first:  # the burst: others in the pool follow within minutes
             live = [
                 _Live(str(i), offer.instance_type, offer.zone, SPOT)
                 for i in sorted(self.pools.get((offer.instance_type, offer.zone), ()))
-                if i != s.task.index
+                if i != s.task.index and self.states[i].launch_t <= t
             ]
-            burst = random.Random(f"{self.p.seed}/burst/{s.task.index}/{s.interruptions}")
+            burst = random.Random(f"{self.p.draw_seed}/burst/{s.task.index}/{s.interruptions}")
             for other, delay in self.market.interruptions.co_interruptions(
                 [_Live(str(s.task.index), offer.instance_type, offer.zone, SPOT)], live, burst
             ):
                 o = self.states[int(other.id)]
                 self.push(t + delay, "co-notice", o.task.index, o.token)
-        luck = random.Random(f"{self.p.seed}/notice/{s.task.index}/{s.interruptions}")
+        luck = random.Random(f"{self.p.draw_seed}/notice/{s.task.index}/{s.interruptions}")
         no_notice = luck.random() < self.p.no_notice
         deadline = t if no_notice else t + self.p.notice_s
         finish = self.finish_time(s)

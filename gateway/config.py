@@ -119,6 +119,11 @@ class LocalProviderConfig(Section):
     disk_gb: float | None = None
     # How often each agent polls its instance's metadata service for interruption notices.
     interruption_poll_seconds: float = Field(default=1.0, gt=0)
+    # Each instance in a mount namespace of its own, its files at one standard path
+    # (/var/lib/tescape/instance) as on a machine of its own: a restore finds only what its
+    # capsule brought. "auto": when this process may (root, unshare); "none": all instances
+    # share this machine's view, each in its own folder.
+    isolation: Literal["auto", "namespace", "none"] = "auto"
     # The simulated Spot market local instances come from (gateway/market/).
     market: MarketConfig = Field(default_factory=MarketConfig)
 

@@ -18,7 +18,7 @@ from typing import Any
 from gateway.auth import AuthError, token_sha256
 from gateway.config import Config
 from gateway.library import Library
-from gateway.migration import Migrations
+from gateway.migration import Migrations, restarts
 from gateway.rules import effective_parameters
 from gateway.scheduler.loop import SCHEDULER
 from gateway.scheduler.wakeups import Wakeups
@@ -91,6 +91,9 @@ class Dispatcher:
         inst = self.fleet.instance(instance_id)
         assert inst is not None
         return inst
+
+    def _restarts(self, task_id: str) -> bool:
+        return restarts(self.tasks, self.cfg, task_id)
 
     def settings(self, task: dict[str, Any]) -> TaskSettings:
         s3 = self.cfg.storage.s3.model_dump(exclude_none=True)
@@ -315,7 +318,9 @@ class Dispatcher:
 
     def notice(self, inst: Instance, notice: Notice) -> None:
         """A Spot interruption notice on `inst` (from its agent's watcher or the provider)."""
-        Migrations(self.tasks, self.fleet, self.wakeups).on_notice(inst, notice.kind, notice.time)
+        Migrations(self.tasks, self.fleet, self.wakeups).on_notice(
+            inst, notice.kind, notice.time, stays=self._restarts
+        )
 
     # -- capsules and migration ---------------------------------------------------------------
 

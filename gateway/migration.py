@@ -11,9 +11,12 @@ moves RUNNING → CHECKPOINTING) and settles it when the agent's CapsuleReport a
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from gateway.config import Config
+from gateway.rules import effective_parameters
 from gateway.scheduler.wakeups import Wakeups
 from gateway.store.fleet import FleetStore, Instance, InstanceState
 from gateway.store.ids import new_id
@@ -22,6 +25,15 @@ from gateway.tes.states import AttemptPhase, State
 from gateway.tes.times import rfc3339, utcnow
 
 log = logging.getLogger(__name__)
+
+
+def restarts(tasks: TaskStore, cfg: Config, task_id: str) -> bool:
+    """Whether the task's recovery strategy (backend_parameters.recovery, a rule, else the
+    scheduler's) is `restart`: from the beginning, no capsule."""
+    record = tasks.get(task_id)
+    spec = record.spec if record is not None and record.spec else {}
+    params = effective_parameters(spec, cfg.tasks.rules)
+    return (params.get("recovery") or cfg.scheduler.recovery) == "restart"
 
 
 class Refused(Exception):
@@ -115,9 +127,17 @@ class Migrations:
             "target": target,
         }
 
-    def on_notice(self, inst: Instance, kind: str, when: str) -> None:
+    def on_notice(
+        self,
+        inst: Instance,
+        kind: str,
+        when: str,
+        stays: Callable[[str], bool] | None = None,
+    ) -> None:
         """A Spot interruption notice on `inst`: no new work goes there, and every task running
-        on it is checkpointed and moved (the deadline itself is the provider's business)."""
+        on it is checkpointed and moved (the deadline itself is the provider's business) —
+        except those `stays(task_id)` keeps: tasks whose recovery is `restart` run on until the
+        deadline (they may finish), then start again elsewhere, as retry-based systems do."""
         if kind == "rebalance":
             self.tasks.record(
                 None, "rebalance", instance_id=inst.id, message=f"rebalance recommended {when}"
@@ -135,6 +155,8 @@ class Migrations:
             message=f"{kind} notice: the instance goes away at {when}",
         )
         for attempt in self.fleet.live_attempts(inst.id):
+            if stays is not None and stays(attempt.task_id):
+                continue
             try:
                 self.request(attempt.task_id, stop=True, reason="reclaim")
             except Refused as exc:  # not running yet, or between instances: recovered if lost

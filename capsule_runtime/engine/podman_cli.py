@@ -45,7 +45,9 @@ class PodmanCli:
         containers_conf: Path = CONTAINERS_CONF,
         timeout: float = DEFAULT_TIMEOUT,
         extra_env: Mapping[str, str] | None = None,
+        prefix: Sequence[str] = (),
     ) -> None:
+        """`prefix`: what podman runs under, e.g. nsenter into an instance's mount namespace."""
         found = shutil.which(executable)
         if found is None:
             raise EngineUnavailable(
@@ -57,6 +59,7 @@ class PodmanCli:
             )
         self.executable = found
         self.containers_conf = Path(containers_conf)
+        self.prefix = list(prefix)
         self.timeout = timeout
         self.env = {**os.environ, **(extra_env or {}), "CONTAINERS_CONF": str(containers_conf)}
 
@@ -70,7 +73,7 @@ class PodmanCli:
         """`timeout`: seconds (default: the CLI's), or math.inf for none. `cwd` is where conmon
         lands: conmon 2.1.6 on cgroup v1 writes its `oom` marker file into its working directory,
         so it is "/" unless a caller needs otherwise (see PodmanEngine.start)."""
-        argv = [self.executable, *args]
+        argv = [*self.prefix, self.executable, *args]
         limit = self.timeout if timeout is None else timeout
         try:
             done = subprocess.run(
@@ -97,7 +100,7 @@ class PodmanCli:
     def popen(self, *args: str) -> subprocess.Popen[str]:
         """Start a podman command (stdout and stderr piped, text); the caller waits for it."""
         return subprocess.Popen(
-            [self.executable, *args],
+            [*self.prefix, self.executable, *args],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             stdin=subprocess.DEVNULL,

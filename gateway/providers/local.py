@@ -33,6 +33,19 @@ from gateway.store.fleet import Instance
 
 log = logging.getLogger(__name__)
 STOP_GRACE = 30  # seconds an agent gets to stop its containers
+# Where an isolated instance sees its own folder (<data>/instances/<id> on this machine): the same
+# path on every instance, as /var/lib/... is on every EC2 machine, so a capsule restores there.
+INSTANCE_ROOT = Path("/var/lib/tescape/instance")
+
+
+def namespaces_possible() -> str | None:
+    """None when instances can get mount namespaces of their own here, else why not."""
+    if os.geteuid() != 0:
+        return "not root"
+    for tool in ("unshare", "nsenter", "mount"):
+        if shutil.which(tool) is None:
+            return f"{tool} is not installed"
+    return None
 
 
 def host_memory_gb() -> float:
@@ -60,6 +73,23 @@ class LocalProvider:
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         self.metadata: dict[str, InstanceMetadata] = {}
         self._deadlines: dict[str, threading.Timer] = {}
+        self.isolated = self._isolation()
+
+    def _isolation(self) -> bool:
+        if self.cfg.isolation == "none":
+            return False
+        why_not = namespaces_possible()
+        if why_not is None:
+            try:
+                INSTANCE_ROOT.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                why_not = f"cannot create {INSTANCE_ROOT}: {exc}"
+        if why_not is None:
+            return True
+        if self.cfg.isolation == "namespace":
+            raise ProviderError(f"providers.local.isolation is namespace, but {why_not}")
+        log.warning("local instances share this machine's file view (%s)", why_not)
+        return False
 
     def offers(self) -> list[Offer]:
         """The market's offers (every type and zone, Spot and on-demand, at current prices); with
@@ -88,6 +118,9 @@ class LocalProvider:
         work.mkdir(parents=True, exist_ok=True)
         # a simulated instance offers its type's size (all of them share this machine)
         offer = offer_of(instance, self.machine_offers()[0])
+        # isolated: its own folder at the standard path, in its own mount namespace; else the
+        # instances share one tasks folder so that a capsule restores at the same path
+        seen = INSTANCE_ROOT if self.isolated else work
         cmd = [
             sys.executable,
             "-m",
@@ -97,9 +130,9 @@ class LocalProvider:
             "--instance-id",
             instance.id,
             "--work-dir",
-            str(work),
-            "--tasks-dir",  # shared by the local instances: a capsule restores at the same path
-            str(self.work_root / "tasks"),
+            str(seen),
+            "--tasks-dir",
+            str(seen / "tasks" if self.isolated else self.work_root / "tasks"),
             "--cpu-cores",
             str(offer.cpu_cores),
             "--ram-gb",
@@ -110,6 +143,24 @@ class LocalProvider:
         meta = InstanceMetadata(instance.id, instance.instance_type, instance.zone)
         self.metadata[instance.id] = meta
         cmd += ["--imds-url", meta.url, "--imds-interval", str(self.cfg.interruption_poll_seconds)]
+        if self.isolated:
+            # a private copy of every mount; the instance's folder bound over the standard path
+            # in it alone, then the agent (podman, conmon, CRIU and the containers inherit it)
+            mount = 'mount --bind "$1" "$2" && shift 2 && exec "$@"'
+            cmd = [
+                "unshare",
+                "--mount",
+                "--propagation",
+                "private",
+                "--",
+                "sh",
+                "-c",
+                mount,
+                "instance",
+                str(work),
+                str(INSTANCE_ROOT),
+                *cmd,
+            ]
         env = dict(os.environ, TESCAPE_AGENT_TOKEN=token)
         try:
             with open(work / "agent.log", "ab") as out:
@@ -143,22 +194,34 @@ class LocalProvider:
         return aws_time(deadline)
 
     def kill_hard(self, instance_id: str) -> None:
-        """The reclaim itself: no grace. The agent's process group gets SIGKILL and every
-        container it recorded (<work>/containers/<id>) is removed."""
+        """The reclaim itself: no grace. The agent's process group is frozen (SIGSTOP), every
+        container it recorded (<work>/containers/<id>) is removed — from inside the instance's
+        mount namespace, where its network namespace and root file system are mounted — and
+        the group gets SIGKILL."""
         proc = self.processes.get(instance_id)
-        if proc is not None and proc.poll() is None:
+        alive = proc is not None and proc.poll() is None
+        if proc is not None and alive:
             with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+                os.killpg(proc.pid, signal.SIGSTOP)
         ledger = self.work_root / instance_id / "containers"
         ids = [p.name for p in ledger.iterdir()] if ledger.is_dir() else []
         if ids:
             from capsule_runtime.engine.podman import PodmanEngine
+            from capsule_runtime.engine.podman_cli import PodmanCli
 
-            engine = PodmanEngine()
+            inside = (
+                ["nsenter", f"--mount=/proc/{proc.pid}/ns/mnt", "--"]
+                if self.isolated and proc is not None and alive
+                else []
+            )
+            engine = PodmanEngine(PodmanCli(prefix=inside))
             for cid in ids:
                 engine.remove(cid)
                 (ledger / cid).unlink(missing_ok=True)
+        if proc is not None and alive:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
         log.warning(
             "instance %s reclaimed: agent killed, %d containers removed", instance_id, len(ids)
         )

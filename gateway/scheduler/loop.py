@@ -43,7 +43,7 @@ from gateway.market.policy import (
     recovery_plan,
     resize_decision,
 )
-from gateway.migration import Migrations, Refused
+from gateway.migration import Migrations, Refused, restarts
 from gateway.providers.base import Offer, Provider, ProviderError, offer_of
 from gateway.rules import effective_parameters, effective_preemptible
 from gateway.scheduler.wakeups import Wakeups
@@ -658,7 +658,9 @@ class Scheduler:
             except ProviderError as exc:
                 log.warning("reclaiming %s: %s", inst.id, exc)
                 continue
-            Migrations(self.tasks, self.fleet, self.wakeups).on_notice(inst, "terminate", deadline)
+            Migrations(self.tasks, self.fleet, self.wakeups).on_notice(
+                inst, "terminate", deadline, stays=lambda t: restarts(self.tasks, self.cfg, t)
+            )
 
     def _place_restores(self) -> tuple[list[Want], frozenset[str]]:
         """Place the attempts that continue a task elsewhere (a migration's restore, a

@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 import requests
 
+from gateway.providers.local import INSTANCE_ROOT
 from tests.fixtures.server import RunningServer, tescape_server
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="CRIU needs root")
@@ -126,12 +127,17 @@ def wait_for(
 
 
 def count_lines(root: Path, task_id: str) -> int:
-    """How far the counter has got, read from the task's file on the instance."""
-    path = root / "data" / "instances" / "tasks" / task_id / "work" / "fs" / "work" / "count"
-    try:
-        return len(path.read_text().split())
-    except OSError:
-        return 0
+    """How far the counter has got, read from the task's file on the instance (each isolated
+    instance has its own folder, <data>/instances/<id>; shared ones use instances/tasks)."""
+    instances = root / "data" / "instances"
+    found = 0
+    shared = instances / "tasks" / task_id / "work" / "fs" / "work" / "count"
+    for path in [shared, *instances.glob(f"*/tasks/{task_id}/work/fs/work/count")]:
+        try:
+            found = max(found, len(path.read_text().split()))
+        except OSError:
+            continue
+    return found
 
 
 class StateWatcher(threading.Thread):
@@ -168,8 +174,27 @@ def test_a_stateful_task_migrates_without_restarting(server: RunningServer, root
     watcher.start()
     wait_for("the counter to pass 10", lambda: count_lines(root, task_id) >= 10, srv=server)
     source = admin(server, "GET", f"/tasks/{task_id}/attempts").json()["attempts"][-1]
+    instances = root / "data" / "instances"
+    isolated = (instances / source["instance_id"] / "tasks" / task_id).is_dir()
+    if isolated:  # the instance's files are in its own folder, seen only by it
+        assert not (INSTANCE_ROOT / "tasks" / task_id).exists()
     resp = admin(server, "POST", f"/tasks/{task_id}:migrate")
     assert resp.status_code == 202, resp.text
+    if isolated:  # the new instance has the task's files from the capsule, the old one none
+        moved = wait_for(
+            "the restore",
+            lambda: (
+                (a := admin(server, "GET", f"/tasks/{task_id}/attempts").json()["attempts"])
+                and len(a) == 2
+                and a[-1]["instance_id"]
+            ),
+            srv=server,
+        )
+        there = instances / moved / "tasks" / task_id / "work" / "fs" / "work"
+        wait_for("the counter on the new instance", lambda: (there / "count").exists(), srv=server)
+        assert not (
+            root / "data" / "instances" / source["instance_id"] / "tasks" / task_id
+        ).exists()
     task = wait_for(
         "the task to end",
         lambda: (t := get(server, task_id)) and t["state"] in TERMINAL and t,

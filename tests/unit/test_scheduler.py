@@ -422,3 +422,20 @@ def test_an_idle_instance_of_the_wrong_kind_makes_room_for_a_launch(tmp_path: Pa
     world.scheduler.tick()
     assert world.fleet.instance(od.id).state is InstanceState.TERMINATING  # type: ignore[union-attr]
     assert world.state(waiting) is State.QUEUED
+
+
+def test_a_notice_moves_capsule_tasks_and_leaves_restart_ones_running(world: World) -> None:
+    """`restart` is the retry-based baseline: its task runs on to the deadline (it may finish
+    there) instead of being stopped at the notice and started over."""
+    from gateway.tes.protocol import Notice
+
+    moving = world.submit(cpu_cores=1)
+    staying = world.submit(cpu_cores=1, backend_parameters={"recovery": "restart"})
+    inst = world.boot()
+    world.scheduler.tick()
+    attempts = {a.task_id: a.attempt_id for a in world.poll(inst).assign}
+    for aid in attempts.values():
+        world.report(inst, aid, "running")
+    world.dispatch.notice(inst, Notice(kind="terminate", time="2026-01-01T00:02:00Z"))
+    assert world.fleet.attempt(attempts[moving]).data["checkpoint"]["reason"] == "reclaim"  # type: ignore[union-attr]
+    assert "checkpoint" not in world.fleet.attempt(attempts[staying]).data  # type: ignore[union-attr]

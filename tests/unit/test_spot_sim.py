@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -105,3 +106,23 @@ def test_command_line_writes_json_and_markdown(tmp_path: Path) -> None:
     assert doc["scale"]["tasks"] == 300 and doc["scale"]["decisions_per_s"] > 0
     assert any(t["target"].startswith("cost >= 70%") for t in doc["targets"])
     assert "| bucket | policy |" in md.read_text()
+
+
+def test_a_co_notice_never_reaches_an_instance_launched_after_it() -> None:
+    """A task leaving at a notice's deadline (or after its capsule) is launched then; a burst in
+    its new pool before that moment cannot reclaim it, and no overhead goes negative."""
+    from gateway.market.policy import Need
+
+    tasks = [
+        spot_sim.Task(i, i * 360.0, 1800.0 + 60.0 * i, Need(2, 1.0, 0.0), 0.01) for i in range(12)
+    ]
+    params = SimParams(
+        seed=5, exposure_hours=0.5, notice_s=1200.0, no_notice=0.0, interval_s=0.0,
+        instance_types=("m5", "c5"),
+    )  # fmt: skip
+    for policy in POLICIES[1:3]:
+        for luck in range(1, 40):
+            run = Run(tasks, policy, Bucket.OVER_20, replace(params, luck=luck))
+            run.run()
+            assert all(s.overhead_core_s >= 0 for s in run.states), (policy.name, luck)
+            assert all(s.done for s in run.states)
