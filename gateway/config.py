@@ -240,6 +240,10 @@ class CapsulesConfig(Section):
     compression_level: int = Field(default=1, ge=1, le=19)
     # Chunks compressed and uploaded in parallel.
     workers: int = Field(default=4, ge=1, le=64)
+    # When the gateway stops and its instances go with it (the local provider), each running
+    # task is moved into a capsule first, for this long at most; the next start restores it, so
+    # a restart of tescape loses no work. 0: running tasks are stopped (SYSTEM_ERROR).
+    shutdown_seconds: float = Field(default=120.0, ge=0)
 
 
 class LoggingConfig(Section):

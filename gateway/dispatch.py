@@ -57,6 +57,21 @@ STATUS_STATE = {
 }
 
 
+def container_limits(attempt: Attempt, spec: dict[str, Any], inst: Instance) -> dict[str, float]:
+    """What the attempt's container may use: the limits a size move gave it, else the task's
+    resources; what neither says, the whole instance (its type's size, scaled to the machine
+    for local instances) — a task cannot outgrow the machine it was placed on unnoticed."""
+    given = attempt.data.get("limits") or {}
+    asked = spec.get("resources") or {}
+    capacity = inst.data.get("capacity") or {}
+    limits: dict[str, float] = {}
+    for key in ("cpu_cores", "ram_gb"):
+        value = given.get(key, asked.get(key, capacity.get(key)))
+        if value:
+            limits[key] = float(value)
+    return limits
+
+
 class NotYours(LookupError):
     """The attempt does not exist or belongs to another instance."""
 
@@ -210,7 +225,7 @@ class Dispatcher:
                         capsules=self.capsule_settings(spec),
                         restore=self.restore_refs(attempt.task_id) if restore else [],
                         next_sequence=self.fleet.next_capsule_sequence(attempt.task_id),
-                        limits=attempt.data.get("limits"),
+                        limits=container_limits(attempt, spec, inst),
                     )
                 )
                 continue

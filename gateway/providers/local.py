@@ -58,6 +58,7 @@ def host_memory_gb() -> float:
 
 class LocalProvider:
     name = "local"
+    ephemeral = True  # its instances end with the gateway process
 
     def __init__(
         self,

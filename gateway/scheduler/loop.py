@@ -22,6 +22,7 @@ import functools
 import logging
 import secrets
 import threading
+import time
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -166,6 +167,14 @@ def _only_type(spec: dict[str, Any], cfg: Config) -> str | None:
     return str(value) if value else None
 
 
+def _parking(attempt: Attempt | None) -> bool:
+    """Whether a shutdown checkpoint of the attempt is still under way (not yet left in its
+    capsule, nor failed back to RUNNING)."""
+    if attempt is None or attempt.phase in (AttemptPhase.DONE, AttemptPhase.INTERRUPTED):
+        return False
+    return attempt.phase is AttemptPhase.CHECKPOINTING or bool(attempt.data.get("checkpoint"))
+
+
 def _age(timestamp: str | None, now: datetime) -> float:
     if timestamp is None:
         return float("inf")
@@ -209,7 +218,39 @@ class Scheduler:
         self.wakeups.notify(SCHEDULER)
         if self._thread is not None:
             self._thread.join(timeout=30)
+        self._park()
         self.provider.close()
+
+    def _park(self) -> None:
+        """The gateway is stopping and its instances go with it: move every running task into a
+        capsule first (a migration whose restore waits, unplaced, for the next start), for at
+        most `capsules.shutdown_seconds`. What could not be checkpointed is stopped as before.
+        The API still answers meanwhile: the agents report through it."""
+        limit = self.cfg.capsules.shutdown_seconds
+        if limit <= 0 or not getattr(self.provider, "ephemeral", False):
+            return
+        parked: list[str] = []
+        for inst in self.fleet.instances({InstanceState.READY}):
+            for attempt in self.fleet.live_attempts(inst.id):
+                if attempt.phase is not AttemptPhase.RUNNING:
+                    continue
+                try:
+                    Migrations(self.tasks, self.fleet, self.wakeups).request(
+                        attempt.task_id, stop=True, reason="shutdown"
+                    )
+                except Refused as exc:
+                    log.info("not parking %s: %s", attempt.task_id, exc)
+                    continue
+                parked.append(attempt.id)
+        if not parked:
+            return
+        log.warning("moving %d running tasks into capsules before stopping", len(parked))
+        deadline = time.monotonic() + limit
+        while parked and time.monotonic() < deadline:
+            time.sleep(0.2)
+            parked = [a for a in parked if _parking(self.fleet.attempt(a))]
+        if parked:
+            log.error("%d tasks could not be moved into capsules in %.0f s", len(parked), limit)
 
     def _run(self) -> None:
         seen = self.wakeups.version(SCHEDULER)

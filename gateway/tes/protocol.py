@@ -92,9 +92,9 @@ class Assignment(Message):
     # Restore from the first usable capsule (newest first); none usable → start from scratch.
     restore: list[CapsuleRef] = Field(default_factory=list)
     next_sequence: int = 1  # the sequence number of this task's next capsule
-    # The container's CPU/memory limits when a size move (rightsizing, OOM protection) changed
-    # them from the task's own resources: {"cpu_cores": …, "ram_gb": …}; a restored container
-    # gets them applied in place.
+    # The container's CPU/memory limits, {"cpu_cores": …, "ram_gb": …}: what a size move
+    # (rightsizing, OOM protection) gave it, else the task's resources, else the instance's
+    # size. A restored container gets them applied in place.
     limits: dict[str, float] | None = None
 
 

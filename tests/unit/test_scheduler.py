@@ -439,3 +439,15 @@ def test_a_notice_moves_capsule_tasks_and_leaves_restart_ones_running(world: Wor
     world.dispatch.notice(inst, Notice(kind="terminate", time="2026-01-01T00:02:00Z"))
     assert world.fleet.attempt(attempts[moving]).data["checkpoint"]["reason"] == "reclaim"  # type: ignore[union-attr]
     assert "checkpoint" not in world.fleet.attempt(attempts[staying]).data  # type: ignore[union-attr]
+
+
+def test_a_container_is_limited_to_what_it_asked_for_else_to_its_instance(world: World) -> None:
+    world.submit()
+    world.submit(cpu_cores=1)
+    inst = world.boot()  # registers 4 cores and 8 GB
+    world.scheduler.tick()
+    limits = sorted(
+        ((a.limits or {}).get("cpu_cores"), (a.limits or {}).get("ram_gb"))
+        for a in world.poll(inst).assign
+    )
+    assert limits == [(1.0, 8.0), (4.0, 8.0)]  # memory: neither asked, the instance's
