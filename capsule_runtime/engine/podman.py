@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import resource
 import secrets
@@ -13,6 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from capsule_runtime.engine import cgroup_parent as archived_cgroups
 from capsule_runtime.engine import freeze, launcher
 from capsule_runtime.engine.errors import (
     ContainerNotFound,
@@ -63,8 +65,12 @@ class PodmanEngine:
         pull_timeout: float = 1800.0,
         checkpoint_timeout: float = 1800.0,
         criu_dir: Path | None = None,
+        cgroup_parent: str | None = None,
     ) -> None:
+        """`cgroup_parent` (default: $TESCAPE_CGROUP_PARENT, which a local instance's agent
+        gets): the cgroup every container is created, and restored, under."""
         self.cli = cli or PodmanCli()
+        self.cgroup_parent = cgroup_parent or os.environ.get(archived_cgroups.ENV) or None
         self.labels = dict(labels or {})
         self.busybox = busybox
         self.pull_timeout = pull_timeout
@@ -126,6 +132,8 @@ class PodmanEngine:
             args += ["--memory", str(spec.memory_bytes)]
         if spec.cpu_cores is not None:
             args += ["--cpus", f"{spec.cpu_cores:g}"]
+        if self.cgroup_parent:
+            args += ["--cgroup-parent", self.cgroup_parent]
         args += _ulimits()
         # CRIU's action script (the freeze gate) for consistent checkpoints; see freeze.py
         args += ["--annotation", f"{freeze.ANNOTATION}={self.criu_config}"]
@@ -241,6 +249,8 @@ class PodmanEngine:
     def restore(
         self, archive: Path, name: str, options: CheckpointOptions
     ) -> tuple[str, dict[str, Any]]:
+        if self.cgroup_parent:  # under this instance's cgroup, not the one it was dumped in
+            archived_cgroups.retarget(archive, self.cgroup_parent)
         args = ["container", "restore", "--import", str(archive), "--print-stats"]
         if not options.tcp_established:  # podman 4.3 refuses --name with --tcp-established:
             args += ["--name", name]  # the container then keeps its checkpointed name

@@ -23,8 +23,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from capsule_runtime.engine import cgroup_parent
 from gateway.config import LocalProviderConfig
 from gateway.providers.base import Offer, ProviderError, offer_of
+from gateway.providers.cgroups import InstanceCgroup, why_unsupported
 from gateway.providers.imds import InstanceMetadata, aws_time
 
 if TYPE_CHECKING:
@@ -74,7 +76,14 @@ class LocalProvider:
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         self.metadata: dict[str, InstanceMetadata] = {}
         self._deadlines: dict[str, threading.Timer] = {}
+        self.cgroups: dict[str, InstanceCgroup] = {}
         self.isolated = self._isolation()
+        # an isolated instance also gets a cgroup of its type's size, when podman allows
+        self.cgroups_unsupported = why_unsupported() if self.isolated else "not isolated"
+        if self.isolated and self.cgroups_unsupported:
+            log.warning(
+                "local instances have no cgroups of their own (%s)", self.cgroups_unsupported
+            )
 
     def _isolation(self) -> bool:
         if self.cfg.isolation == "none":
@@ -163,6 +172,14 @@ class LocalProvider:
                 *cmd,
             ]
         env = dict(os.environ, TESCAPE_AGENT_TOKEN=token)
+        if not self.cgroups_unsupported:
+            group = InstanceCgroup(instance.id, offer.cpu_cores, offer.ram_gb)
+            try:
+                group.create()
+            except OSError as exc:
+                raise ProviderError(f"cannot create the instance's cgroup: {exc}") from exc
+            self.cgroups[instance.id] = group
+            env[cgroup_parent.ENV] = group.parent
         try:
             with open(work / "agent.log", "ab") as out:
                 proc = subprocess.Popen(
@@ -176,6 +193,11 @@ class LocalProvider:
     def terminate(self, instance_id: str) -> None:
         self._stop([instance_id])
         self._forget(instance_id)
+        self._drop_cgroup(instance_id)
+
+    def _drop_cgroup(self, instance_id: str) -> None:
+        if (group := self.cgroups.pop(instance_id, None)) is not None:
+            group.remove()
 
     def interrupt(self, instance_id: str, notice_seconds: float) -> str:
         """Post a Spot interruption notice; the instance dies hard `notice_seconds` later.
@@ -223,6 +245,7 @@ class LocalProvider:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+        self._drop_cgroup(instance_id)
         log.warning(
             "instance %s reclaimed: agent killed, %d containers removed", instance_id, len(ids)
         )
@@ -261,3 +284,5 @@ class LocalProvider:
         self._stop(ids)
         for instance_id in list(self.metadata):
             self._forget(instance_id)
+        for instance_id in list(self.cgroups):
+            self._drop_cgroup(instance_id)

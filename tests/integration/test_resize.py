@@ -107,6 +107,45 @@ def test_memory_growth_moves_the_task_before_the_kernel_kills_it(server: Running
     assert "limits of the restored container: cpu 1, memory 0.5 GB" in log["system_logs"], log
 
 
+def instance_cgroup(instance_id: str) -> Path | None:
+    """The instance's own memory cgroup (cgroup v1 here), when instances have them."""
+    found = Path("/sys/fs/cgroup/memory/tescape") / instance_id
+    return found if found.is_dir() else None
+
+
+def test_each_instance_is_held_to_its_scaled_type(server: RunningServer) -> None:
+    """An m5.large here is 1 core and 256 MiB: its cgroup says so, and the task's container
+    runs inside it."""
+    if not Path("/sys/fs/cgroup/memory/memory.limit_in_bytes").is_file():
+        pytest.skip("no cgroup v1 memory controller here")
+    task_id = submit(
+        server,
+        {
+            "executors": [{"image": "alpine", "command": ["sleep", "4"]}],
+            "resources": {"cpu_cores": 1, "ram_gb": 0.25},
+        },
+    )
+    attempt = wait_for(
+        "the task to run",
+        lambda: (
+            (a := admin(server, "GET", f"/tasks/{task_id}/attempts").json()["attempts"])
+            and a[-1]["phase"] == "RUNNING"
+            and a[-1]
+        ),
+        srv=server,
+    )
+    group = instance_cgroup(attempt["instance_id"])
+    if group is None:
+        pytest.skip("local instances have no cgroups of their own here")
+    assert int((group / "memory.limit_in_bytes").read_text()) == 2**28
+    cpu = Path("/sys/fs/cgroup/cpu/tescape") / attempt["instance_id"]
+    assert int((cpu / "cpu.cfs_quota_us").read_text()) == int(
+        (cpu / "cpu.cfs_period_us").read_text()
+    )
+    assert [d.name for d in group.iterdir() if d.name.startswith("libpod-")]  # the container
+    assert finish(server, task_id)["state"] == "COMPLETE"  # the instance is free for the next
+
+
 def spin(server: RunningServer, **params: str) -> tuple[str, dict[str, Any]]:
     task_id = submit(
         server,

@@ -1,0 +1,115 @@
+"""A local instance's own cgroup: its type's CPU and memory (scaled to this machine) as the ceiling
+of every container it runs, as a machine of that size would be.
+
+The agent's podman creates each container under it (`--cgroup-parent /tescape/<instance id>`,
+capsule_runtime/engine/podman.py); a container restored on another instance is moved under that
+one's (capsule_runtime/engine/cgroup_parent.py). Only with podman's cgroupfs manager (systemd's
+wants slices) and on cgroup v1 or v2 file systems this process may write.
+
+    group = InstanceCgroup("i-…", cpu_cores=2, ram_gb=8)
+    group.create()      # /sys/fs/cgroup/{memory,cpu}/tescape/i-… (v1) or /sys/fs/cgroup/tescape/i-…
+    group.parent        # "/tescape/i-…", for podman
+    group.remove()      # once its containers are gone
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from pathlib import Path
+
+from capsule_runtime.host.podman import CONTAINERS_CONF
+
+log = logging.getLogger(__name__)
+ROOT = Path("/sys/fs/cgroup")
+TOP = "tescape"
+CPU_PERIOD_US = 100_000
+
+
+def why_unsupported(root: Path = ROOT, conf: Path = CONTAINERS_CONF) -> str | None:
+    """None when instances can have cgroups of their own here, else why not."""
+    try:
+        if 'cgroup_manager = "cgroupfs"' not in conf.read_text():
+            return "podman does not use the cgroupfs manager"
+    except OSError:
+        return f"{conf} is missing"
+    if os.geteuid() != 0:
+        return "not root"
+    if (root / "cgroup.controllers").is_file():
+        controllers = (root / "cgroup.controllers").read_text().split()
+        if not {"cpu", "memory"} <= set(controllers):
+            return "the cpu and memory controllers are not available"
+        return None
+    if (root / "memory" / "memory.limit_in_bytes").is_file() and (root / "cpu").is_dir():
+        return None
+    return f"no cgroup file system at {root}"
+
+
+class InstanceCgroup:
+    def __init__(self, instance_id: str, cpu_cores: float, ram_gb: float, root: Path = ROOT):
+        self.instance_id = instance_id
+        self.cpu_cores = cpu_cores
+        self.ram_gb = ram_gb
+        self.root = root
+        self.v2 = (root / "cgroup.controllers").is_file()
+
+    @property
+    def parent(self) -> str:
+        return f"/{TOP}/{self.instance_id}"
+
+    def _dirs(self) -> list[Path]:
+        if self.v2:
+            return [self.root / TOP / self.instance_id]
+        return [self.root / c / TOP / self.instance_id for c in ("memory", "cpu")]
+
+    def create(self) -> None:
+        """The instance's cgroup with its limits. Raises OSError."""
+        memory = str(int(self.ram_gb * 2**30))
+        quota = str(max(1000, int(self.cpu_cores * CPU_PERIOD_US)))
+        if self.v2:
+            top = self.root / TOP
+            top.mkdir(exist_ok=True)
+            group = top / self.instance_id
+            group.mkdir(exist_ok=True)
+            for d in (self.root, top, group):  # the controllers reach the containers' groups
+                _enable(d)
+            (group / "memory.max").write_text(memory)
+            (group / "cpu.max").write_text(f"{quota} {CPU_PERIOD_US}")
+            return
+        mem, cpu = self._dirs()
+        for d in (mem, cpu):
+            d.mkdir(parents=True, exist_ok=True)
+        (mem / "memory.limit_in_bytes").write_text(memory)
+        (cpu / "cpu.cfs_period_us").write_text(str(CPU_PERIOD_US))
+        (cpu / "cpu.cfs_quota_us").write_text(quota)
+
+    def remove(self) -> None:
+        """Remove the cgroup and what podman left under it (empty once the containers are
+        gone); what is still in use stays, with a warning."""
+        for d in self._dirs():
+            if not d.is_dir():
+                continue
+            for child in sorted(d.iterdir(), reverse=True):
+                if child.is_dir():
+                    with contextlib.suppress(OSError):
+                        child.rmdir()
+            try:
+                d.rmdir()
+            except OSError as exc:
+                log.warning("cgroup %s stays: %s", d, exc)
+        if not self.v2:  # podman creates the parent in every other controller too
+            for controller in self.root.iterdir():
+                other = controller / TOP / self.instance_id
+                if controller.is_dir() and not controller.is_symlink() and other.is_dir():
+                    with contextlib.suppress(OSError):
+                        for child in other.iterdir():
+                            if child.is_dir():
+                                child.rmdir()
+                        other.rmdir()
+
+
+def _enable(group: Path) -> None:
+    """cgroup v2: let the children of `group` use the cpu and memory controllers."""
+    with contextlib.suppress(OSError):
+        (group / "cgroup.subtree_control").write_text("+cpu +memory")
