@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import time
 from pathlib import Path
 
 from capsule_runtime.host.podman import CONTAINERS_CONF
@@ -84,9 +85,22 @@ class InstanceCgroup:
         (cpu / "cpu.cfs_period_us").write_text(str(CPU_PERIOD_US))
         (cpu / "cpu.cfs_quota_us").write_text(quota)
 
-    def remove(self) -> None:
-        """Remove the cgroup and what podman left under it (empty once the containers are
-        gone); what is still in use stays, with a warning."""
+    def remove(self, wait: float = 10.0) -> None:
+        """Remove the cgroup and what podman left under it (conmon's and the containers'
+        groups, empty a moment after the containers are gone: tried again for up to `wait`
+        seconds); what is still in use then stays, with a warning."""
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                self._remove()
+                return
+            except OSError as exc:
+                if time.monotonic() >= deadline:
+                    log.warning("cgroup %s stays: %s", self.parent, exc)
+                    return
+            time.sleep(0.2)
+
+    def _remove(self) -> None:
         for d in self._dirs():
             if not d.is_dir():
                 continue
@@ -94,10 +108,7 @@ class InstanceCgroup:
                 if child.is_dir():
                     with contextlib.suppress(OSError):
                         child.rmdir()
-            try:
-                d.rmdir()
-            except OSError as exc:
-                log.warning("cgroup %s stays: %s", d, exc)
+            d.rmdir()
         if not self.v2:  # podman creates the parent in every other controller too
             for controller in self.root.iterdir():
                 other = controller / TOP / self.instance_id

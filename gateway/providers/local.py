@@ -195,9 +195,15 @@ class LocalProvider:
         self._forget(instance_id)
         self._drop_cgroup(instance_id)
 
-    def _drop_cgroup(self, instance_id: str) -> None:
-        if (group := self.cgroups.pop(instance_id, None)) is not None:
+    def _drop_cgroup(self, instance_id: str, wait: bool = False) -> None:
+        """Remove the instance's cgroup once conmon and the containers have left it: in the
+        background (it may take a moment), or before returning (`wait`: gateway shutdown)."""
+        if (group := self.cgroups.pop(instance_id, None)) is None:
+            return
+        if wait:
             group.remove()
+        else:
+            threading.Thread(target=group.remove, name=f"cgroup-{instance_id}", daemon=True).start()
 
     def interrupt(self, instance_id: str, notice_seconds: float) -> str:
         """Post a Spot interruption notice; the instance dies hard `notice_seconds` later.
@@ -285,4 +291,4 @@ class LocalProvider:
         for instance_id in list(self.metadata):
             self._forget(instance_id)
         for instance_id in list(self.cgroups):
-            self._drop_cgroup(instance_id)
+            self._drop_cgroup(instance_id, wait=True)
