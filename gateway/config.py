@@ -182,6 +182,9 @@ class SchedulerConfig(Section):
     )
     cost_migration: CostMigrationConfig = Field(default_factory=CostMigrationConfig)
     rightsizing: RightsizingConfig = Field(default_factory=RightsizingConfig)
+    # How often the cost, size and memory triggers are looked at (each look reads every running
+    # attempt's usage); agents report usage every few seconds.
+    triggers_interval_seconds: float = Field(default=1.0, ge=0)
     # Spot reclaims a task takes on Spot, whatever its recovery strategy: the one that uses the
     # budget up sends it on on-demand (not under spot_only). Apart from failure retries.
     # backend_parameters.interruption_budget overrides it; null: no budget.

@@ -175,6 +175,10 @@ def _parking(attempt: Attempt | None) -> bool:
     return attempt.phase is AttemptPhase.CHECKPOINTING or bool(attempt.data.get("checkpoint"))
 
 
+def _age_s(then: datetime, now: datetime) -> float:
+    return (now - then).total_seconds()
+
+
 def _age(timestamp: str | None, now: datetime) -> float:
     if timestamp is None:
         return float("inf")
@@ -194,6 +198,7 @@ class Scheduler:
         self.cfg = config
         self.market = market
         self._last_tick: datetime | None = None
+        self._last_triggers: datetime | None = None
         self.tasks = tasks
         self.fleet = fleet
         self.provider = provider
@@ -537,6 +542,12 @@ class Scheduler:
         sch = self.cfg.scheduler
         if self.market is None or not (sch.rightsizing.enabled or sch.cost_migration.enabled):
             return
+        # usage samples arrive with the agents' polls (seconds apart) and prices move in steps:
+        # a look every triggers_interval_seconds is soon enough, however often the tick runs
+        every = sch.triggers_interval_seconds
+        if self._last_triggers is not None and _age_s(self._last_triggers, now) < every:
+            return
+        self._last_triggers = now
         offers: list[Offer] | None = None
         quarantined = self.market.quarantined()
         for inst in self._placeable():

@@ -306,7 +306,7 @@ def market_world(tmp: Path) -> World:
     from gateway.market.config import MarketConfig
     from gateway.market.model import Market
 
-    world = World(tmp)
+    world = World(tmp, scheduler={"triggers_interval_seconds": 0})
     market = Market(MarketConfig(instance_types=["c5.large", "c5.xlarge", "r5.large"], seed=1))
     world.provider = MarketProvider(market)
     world.scheduler = Scheduler(
