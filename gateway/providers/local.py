@@ -47,6 +47,17 @@ def namespaces_possible() -> str | None:
     for tool in ("unshare", "nsenter", "mount"):
         if shutil.which(tool) is None:
             return f"{tool} is not installed"
+    try:  # root without CAP_SYS_ADMIN (inside a container, say) cannot
+        probe = subprocess.run(
+            ["unshare", "--mount", "--propagation", "private", "--", "true"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"unshare failed: {exc}"
+    if probe.returncode != 0:
+        return f"unshare failed: {probe.stderr.strip()[:200]}"
     return None
 
 
@@ -176,10 +187,12 @@ class LocalProvider:
             group = InstanceCgroup(instance.id, offer.cpu_cores, offer.ram_gb)
             try:
                 group.create()
-            except OSError as exc:
-                raise ProviderError(f"cannot create the instance's cgroup: {exc}") from exc
-            self.cgroups[instance.id] = group
-            env[cgroup_parent.ENV] = group.parent
+            except OSError as exc:  # the instance runs on, its containers held by their own
+                log.warning("instance %s gets no cgroup of its own: %s", instance.id, exc)
+                group.remove(wait=0)
+            else:
+                self.cgroups[instance.id] = group
+                env[cgroup_parent.ENV] = group.parent
         try:
             with open(work / "agent.log", "ab") as out:
                 proc = subprocess.Popen(
