@@ -20,7 +20,7 @@ from gateway.config import Config
 from gateway.library import Library
 from gateway.migration import Migrations, restarts
 from gateway.rules import effective_parameters
-from gateway.scheduler.loop import SCHEDULER
+from gateway.scheduler.loop import SCHEDULER, container_limits
 from gateway.scheduler.wakeups import Wakeups
 from gateway.store.fleet import Attempt, FleetStore, Instance, InstanceState
 from gateway.store.tasks import TaskStore
@@ -55,21 +55,6 @@ STATUS_STATE = {
     "system_error": State.SYSTEM_ERROR,
     "canceled": State.CANCELED,
 }
-
-
-def container_limits(attempt: Attempt, spec: dict[str, Any], inst: Instance) -> dict[str, float]:
-    """What the attempt's container may use: the limits a size move gave it, else the task's
-    resources; what neither says, the whole instance (its type's size, scaled to the machine
-    for local instances) — a task cannot outgrow the machine it was placed on unnoticed."""
-    given = attempt.data.get("limits") or {}
-    asked = spec.get("resources") or {}
-    capacity = inst.data.get("capacity") or {}
-    limits: dict[str, float] = {}
-    for key in ("cpu_cores", "ram_gb"):
-        value = given.get(key, asked.get(key, capacity.get(key)))
-        if value:
-            limits[key] = float(value)
-    return limits
 
 
 class NotYours(LookupError):

@@ -101,23 +101,21 @@ class InstanceCgroup:
             time.sleep(0.2)
 
     def _remove(self) -> None:
-        for d in self._dirs():
-            if not d.is_dir():
-                continue
-            for child in sorted(d.iterdir(), reverse=True):
-                if child.is_dir():
-                    with contextlib.suppress(OSError):
-                        child.rmdir()
+        """rmdir of the groups podman left (conmon's, the containers'), then of the instance's
+        own in every hierarchy (podman creates it in every v1 controller, not only ours).
+        Raises OSError while one is still in use."""
+        if self.v2:
+            found = self._dirs()
+        else:
+            found = [
+                c / TOP / self.instance_id
+                for c in self.root.iterdir()
+                if c.is_dir() and not c.is_symlink()
+            ]
+        for d in (d for d in found if d.is_dir()):
+            for child in (c for c in d.iterdir() if c.is_dir()):
+                child.rmdir()
             d.rmdir()
-        if not self.v2:  # podman creates the parent in every other controller too
-            for controller in self.root.iterdir():
-                other = controller / TOP / self.instance_id
-                if controller.is_dir() and not controller.is_symlink() and other.is_dir():
-                    with contextlib.suppress(OSError):
-                        for child in other.iterdir():
-                            if child.is_dir():
-                                child.rmdir()
-                        other.rmdir()
 
 
 def _enable(group: Path) -> None:

@@ -143,18 +143,26 @@ def interruption_budget(params: dict[str, Any], cfg: Config) -> int | None:
         return cfg.scheduler.interruption_budget
 
 
-def allocation(attempt: Attempt, spec: dict[str, Any], instance: Offer) -> Request:
-    """What the attempt's container may use, to measure its use against: the limits a size move
-    gave it, else the task's own resources; what neither limits, the whole instance's."""
-    limits = attempt.data.get("limits") or {}
-    res = spec.get("resources") or {}
-    cpu = limits.get("cpu_cores", res.get("cpu_cores"))
-    ram = limits.get("ram_gb", res.get("ram_gb"))
-    return Request(
-        float(cpu) if cpu is not None else instance.cpu_cores,
-        float(ram) if ram is not None else instance.ram_gb,
-        float(res.get("disk_gb", 0.0)),
-    )
+def container_limits(attempt: Attempt, spec: dict[str, Any], inst: Instance) -> dict[str, float]:
+    """What the attempt's container may use: the limits a size move gave it, else the task's
+    resources; what neither says, the whole instance (its type's size, scaled to the machine
+    for local instances) — a task cannot outgrow the machine it was placed on unnoticed."""
+    given = attempt.data.get("limits") or {}
+    asked = spec.get("resources") or {}
+    capacity = inst.data.get("capacity") or {}
+    limits: dict[str, float] = {}
+    for key in ("cpu_cores", "ram_gb"):
+        value = given.get(key, asked.get(key, capacity.get(key)))
+        if value:
+            limits[key] = float(value)
+    return limits
+
+
+def allocation(attempt: Attempt, spec: dict[str, Any], inst: Instance) -> Request:
+    """container_limits as a Request: what the attempt's use is measured against."""
+    limits = container_limits(attempt, spec, inst)
+    disk = float((spec.get("resources") or {}).get("disk_gb", 0.0))
+    return Request(limits.get("cpu_cores", 0.0), limits.get("ram_gb", 0.0), disk)
 
 
 def _cheapest_first(inst: Instance) -> tuple[bool, float]:
@@ -652,7 +660,7 @@ class Scheduler:
                 duration_seconds=r.duration_seconds,
                 mem_upper=r.memory_upper,
             )
-            allocated = allocation(attempt, spec, current)
+            allocated = allocation(attempt, spec, inst)
             limited = "ram_gb" in (attempt.data.get("limits") or spec.get("resources") or {})
             resize = resize_decision(
                 samples,

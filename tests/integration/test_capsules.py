@@ -159,6 +159,17 @@ class StateWatcher(threading.Thread):
             time.sleep(0.05)
 
 
+def ended(srv: RunningServer, task_id: str, timeout: float = 120) -> dict[str, Any]:
+    """The task (FULL view) once it is in a terminal state."""
+    task: dict[str, Any] = wait_for(
+        "the task to end",
+        lambda: (t := get(srv, task_id)) and t["state"] in TERMINAL and t,
+        timeout=timeout,
+        srv=srv,
+    )
+    return task
+
+
 def events(srv: RunningServer, task_id: str) -> list[dict[str, Any]]:
     return admin(srv, "GET", f"/tasks/{task_id}/events").json()["events"]  # type: ignore[no-any-return]
 
@@ -195,11 +206,7 @@ def test_a_stateful_task_migrates_without_restarting(server: RunningServer, root
         assert not (
             root / "data" / "instances" / source["instance_id"] / "tasks" / task_id
         ).exists()
-    task = wait_for(
-        "the task to end",
-        lambda: (t := get(server, task_id)) and t["state"] in TERMINAL and t,
-        srv=server,
-    )
+    task = ended(server, task_id)
     watcher.join(timeout=10)
     assert task["state"] == "COMPLETE", json.dumps(task, indent=1) + server.log()[-4000:]
     assert watcher.seen[-2:] == ["RUNNING", "COMPLETE"]
@@ -238,9 +245,7 @@ def test_periodic_capsules_upload_only_what_changed_then_migrate(
     wait_for("two periodic capsules", lambda: len(capsule_events(server, task_id)) >= 2, srv=server)
     resp = admin(server, "POST", f"/tasks/{task_id}:migrate")
     assert resp.status_code == 202, resp.text
-    done = wait_for(
-        "the task to end", lambda: (t := get(server, task_id)) and t["state"] in TERMINAL and t
-    )
+    done = ended(server, task_id)
     assert done["state"] == "COMPLETE", server.log()[-3000:]
     assert numbers(root / "out" / "periodic" / "count") == list(range(1, 121))
     caps = [e["data"] for e in capsule_events(server, task_id)]
@@ -280,9 +285,7 @@ def test_checkpoint_leaves_the_task_running_and_capsules_go_when_it_ends(
     capsules = admin(server, "GET", f"/tasks/{task_id}/capsules").json()["capsules"]
     assert capsules and capsules[0]["state"] == "complete"
     assert (root / "capsules" / task_id).is_dir()
-    done = wait_for(
-        "the task to end", lambda: (t := get(server, task_id)) and t["state"] in TERMINAL and t
-    )
+    done = ended(server, task_id)
     assert done["state"] == "COMPLETE"
     assert numbers(root / "out" / "leave" / "count") == list(range(1, 61))
     attempts = admin(server, "GET", f"/tasks/{task_id}/attempts").json()["attempts"]
@@ -312,9 +315,7 @@ def test_a_checkpoint_that_fails_leaves_the_task_running(server: RunningServer, 
         srv=server,
     )
     assert "failed" in failed[0]["message"]
-    done = wait_for(
-        "the task to end", lambda: (t := get(server, task_id)) and t["state"] in TERMINAL and t
-    )
+    done = ended(server, task_id)
     assert done["state"] == "COMPLETE", done
     assert numbers(root / "out" / "nocheckpoint" / "count") == list(range(1, 41))
     assert any("checkpoint" in line for line in done["logs"][0]["system_logs"])
@@ -345,9 +346,7 @@ def test_a_reclaim_notice_moves_the_task_before_the_deadline(
     victim = instance_of(server, task_id)
     resp = admin(server, "POST", f"/instances/{victim}:interrupt", json={"notice_seconds": 30})
     assert resp.status_code == 202, resp.text
-    task = wait_for(
-        "the task to end", lambda: (t := get(server, task_id)) and t["state"] in TERMINAL and t
-    )
+    task = ended(server, task_id)
     watcher.join(timeout=10)
     assert task["state"] == "COMPLETE", server.log()[-3000:]
     assert watcher.seen.count("RUNNING") == 1 and watcher.seen[-1] == "COMPLETE", watcher.seen
@@ -374,12 +373,7 @@ def test_a_notice_too_short_falls_back_to_the_last_periodic_capsule(
     victim = instance_of(server, task_id)
     resp = admin(server, "POST", f"/instances/{victim}:interrupt", json={"notice_seconds": 0})
     assert resp.status_code == 202, resp.text
-    done = wait_for(
-        "the task to end",
-        lambda: (t := get(server, task_id)) and t["state"] in TERMINAL and t,
-        timeout=120,
-        srv=server,
-    )
+    done = ended(server, task_id)
     assert done["state"] == "COMPLETE", done
     # restored from a capsule whose files and memory are from one instant: no gap, no repeat
     assert numbers(root / "out" / "short" / "count") == list(range(1, n + 1))
@@ -399,9 +393,7 @@ def test_cancel_during_a_migration_ends_canceled_with_nothing_left_running(
     assert admin(server, "POST", f"/tasks/{task_id}:migrate").status_code == 202
     time.sleep(0.2)  # the checkpoint is under way (or just done): cancel now
     assert requests.post(f"{server.tes}/tasks/{task_id}:cancel", timeout=10).status_code == 200
-    done = wait_for(
-        "the task to end", lambda: (t := get(server, task_id)) and t["state"] in TERMINAL and t
-    )
+    done = ended(server, task_id)
     assert done["state"] == "CANCELED", done
     attempts = admin(server, "GET", f"/tasks/{task_id}/attempts").json()["attempts"]
     wait_for(
@@ -440,12 +432,7 @@ def test_a_reclaim_during_a_restore_retries_on_another_instance(
     second = wait_for("the restore to be placed", restoring_on, srv=server)
     resp = admin(server, "POST", f"/instances/{second}:interrupt", json={"notice_seconds": 0})
     assert resp.status_code in (202, 409), resp.text  # 409: it was quicker than us and died
-    done = wait_for(
-        "the task to end",
-        lambda: (t := get(server, task_id)) and t["state"] in TERMINAL and t,
-        timeout=120,
-        srv=server,
-    )
+    done = ended(server, task_id)
     assert done["state"] == "COMPLETE", done
     assert numbers(root / "out" / "twice" / "count") == list(range(1, n + 1))
     attempts = admin(server, "GET", f"/tasks/{task_id}/attempts").json()["attempts"]

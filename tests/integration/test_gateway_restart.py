@@ -12,9 +12,9 @@ import pytest
 
 from tests.fixtures.server import tescape_server
 from tests.integration.test_capsules import (
-    TERMINAL,
     admin,
     count_lines,
+    ended,
     get,
     numbers,
     stateful_task,
@@ -43,12 +43,7 @@ def test_a_restart_of_tescape_loses_no_running_work(tmp_path: Path, busybox_imag
 
     with tescape_server(tmp_path / "data", config=config, run_tasks=True) as second:
         assert get(second, task_id, "MINIMAL")["state"] == "RUNNING"
-        task = wait_for(
-            "the task to end",
-            lambda: (t := get(second, task_id)) and t["state"] in TERMINAL and t,
-            timeout=120,
-            srv=second,
-        )
+        task = ended(second, task_id)
         assert task["state"] == "COMPLETE", task
         attempts = admin(second, "GET", f"/tasks/{task_id}/attempts").json()["attempts"]
     out = tmp_path / "out" / "restart"

@@ -16,11 +16,10 @@ import requests
 
 from tests.fixtures.server import RunningServer, tescape_server
 from tests.integration.test_capsules import (
-    TERMINAL,
     admin,
     count_lines,
+    ended,
     events,
-    get,
     instance_of,
     numbers,
     stateful_task,
@@ -64,22 +63,13 @@ def instance(srv: RunningServer, instance_id: str) -> dict[str, Any]:
     return found  # type: ignore[no-any-return]
 
 
-def finish(srv: RunningServer, task_id: str) -> dict[str, Any]:
-    return wait_for(  # type: ignore[no-any-return]
-        "the task to end",
-        lambda: (t := get(srv, task_id)) and t["state"] in TERMINAL and t,
-        timeout=120,
-        srv=srv,
-    )
-
-
 def test_tasks_go_to_the_cheapest_spot_offer_unless_they_ask_for_on_demand(
     server: RunningServer,
 ) -> None:
     market = admin(server, "GET", "/market").json()
     assert market and "m5.large" in str(market)
     spot = submit(server, {"executors": [{"image": "alpine", "command": ["true"]}]})
-    done = finish(server, spot)
+    done = ended(server, spot)
     assert done["state"] == "COMPLETE"
     meta = done["logs"][0]["metadata"]
     assert meta["market"] == "spot" and float(meta["vm_price_per_hour_usd"]) > 0
@@ -90,7 +80,7 @@ def test_tasks_go_to_the_cheapest_spot_offer_unless_they_ask_for_on_demand(
             "resources": {"preemptible": False},
         },
     )
-    done = finish(server, dedicated)
+    done = ended(server, dedicated)
     assert done["state"] == "COMPLETE"
     assert done["logs"][0]["metadata"]["market"] == "on-demand"
     costs = admin(server, "GET", "/costs").json()
@@ -113,7 +103,7 @@ def reclaim(
     victim = instance_of(server, task_id)
     resp = admin(server, "POST", f"/instances/{victim}:interrupt", json={"notice_seconds": 30})
     assert resp.status_code == 202, resp.text
-    done = finish(server, task_id)
+    done = ended(server, task_id)
     assert done["state"] == "COMPLETE", done
     assert numbers(root / "out" / name / "count") == list(range(1, 61))
     return task_id, victim
@@ -163,7 +153,7 @@ def test_a_price_spike_moves_the_task_to_a_cheaper_pool(server: RunningServer, r
     spike = {"instance_type": before["instance_type"], "zone": before["zone"], "price": 0.08}
     resp = admin(server, "PUT", "/market/prices", json=spike)
     assert resp.status_code == 200, resp.text
-    done = finish(server, task_id)
+    done = ended(server, task_id)
     assert done["state"] == "COMPLETE", done
     assert numbers(root / "out" / "spike" / "count") == list(range(1, 81))
     attempts = admin(server, "GET", f"/tasks/{task_id}/attempts").json()["attempts"]
