@@ -1,26 +1,20 @@
-"""The TES 1.1 OpenAPI document in ../shared/spec, loaded once for tests."""
+"""The TES 1.1 wire schemas (tests/tes_schemas.py, the project's own copy of the spec's facts),
+with the look-ups the tests use. Nothing outside the repository is read."""
 
 from __future__ import annotations
 
-from functools import cache
-from pathlib import Path
 from typing import Any
 
-import yaml
-
-SPEC = (
-    Path(__file__).resolve().parents[2] / "shared" / "spec" / "task_execution_service.openapi.yaml"
-)
+from tests.tes_schemas import SCHEMAS
 
 
-@cache
 def schemas() -> dict[str, Any]:
-    return yaml.safe_load(SPEC.read_text())["components"]["schemas"]
+    return SCHEMAS
 
 
 def properties(schema: str) -> set[str]:
-    return set(schemas()[schema].get("properties", {}))
+    return set(SCHEMAS[schema].get("properties", {}))
 
 
 def required(schema: str) -> set[str]:
-    return set(schemas()[schema].get("required", []))
+    return set(SCHEMAS[schema].get("required", []))

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import copy
-import json
 import re
 from collections.abc import Iterator
 from datetime import datetime
@@ -513,21 +512,6 @@ def test_example_bodies_from_clients_md(sqlite_server: RunningServer, body: dict
     assert full == expected_echo(body)
     assert server_fields["id"] == task_id and server_fields["state"] == "QUEUED"
     assert spec_violations(get(sqlite_server, task_id, "BASIC"), task_schema()) == []
-
-
-def test_example_bodies_are_clients_md_verbatim() -> None:
-    """bodies.py holds CLIENTS.md's two examples as written there, except for the two Cromwell
-    outputs CLIENTS.md abbreviates as {"name": ..., "…": "likewise"}."""
-    text = (spec.SPEC.parents[1] / "CLIENTS.md").read_text()
-    blocks = [json.loads(b) for b in re.findall(r"```json\n(.*?)```", text, re.S)]
-    assert blocks[0] == NEXTFLOW_TASK
-    abbreviated = [o for o in blocks[1]["outputs"] if "…" in o]
-    assert [o["name"] for o in abbreviated] == ["stdout", "stderr"]
-    expanded = [o for o in CROMWELL_TASK["outputs"] if o["name"] in ("stdout", "stderr")]
-    assert [{"name": o["name"], "…": "likewise"} for o in expanded] == abbreviated
-    rest = {**blocks[1], "outputs": [o for o in blocks[1]["outputs"] if "…" not in o]}
-    ours = [o for o in CROMWELL_TASK["outputs"] if o not in expanded]
-    assert {**CROMWELL_TASK, "outputs": ours} == rest
 
 
 # -- Responses to give --------------------------------------------------------------------------

@@ -10,6 +10,7 @@ connection, and a tmpfs file (/dev/shm) standing in for resident memory.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -30,7 +31,9 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="CRIU needs root")
 
 TERMINAL = {"COMPLETE", "EXECUTOR_ERROR", "SYSTEM_ERROR", "CANCELED"}
 
-# $1 = how many numbers, $2 = seconds between them, $3 = MiB of /dev/shm "memory"
+# $1 = how many numbers, $2 = seconds between them, $3 = MiB of /dev/shm "memory", $4 (optional)
+# = a gate file: after $1 numbers the count goes on until the test creates it, so an ordered
+# migration cannot race the task's own end.
 STATEFUL = r"""
 set -e
 cd /work
@@ -45,7 +48,7 @@ nc 127.0.0.1 7000 < /work/.net &
 exec 3>/work/.pipe 4>/work/.net
 dd if=/dev/urandom of=/dev/shm/blob bs=1M count=$3 2>/dev/null
 i=0
-while [ $i -lt $1 ]; do
+while [ $i -lt $1 ] || { [ -n "${4:-}" ] && [ ! -e "$4" ]; }; do
   i=$((i + 1))
   echo "$i"
   echo "$i" >> /work/count
@@ -78,14 +81,19 @@ def server(root: Path, busybox_image: str) -> Iterator[RunningServer]:
         yield srv
 
 
-def stateful_task(root: Path, name: str, count: int, step: float, shm_mib: int) -> dict[str, Any]:
+def stateful_task(
+    root: Path, name: str, count: int, step: float, shm_mib: int, gate: str = ""
+) -> dict[str, Any]:
     out = root / "out" / name
     return {
         "name": name,
         "executors": [
             {
                 "image": "alpine",
-                "command": ["sh", "-c", STATEFUL, "stateful", str(count), str(step), str(shm_mib)],
+                "command": [
+                    *["sh", "-c", STATEFUL, "stateful"],
+                    *[str(count), str(step), str(shm_mib), gate],
+                ],
                 "workdir": "/work",
             }
         ],
@@ -124,6 +132,14 @@ def wait_for(
     raise AssertionError(
         f"timed out waiting for {what}" + (f"\n{srv.log()[-4000:]}" if srv else "")
     )
+
+
+def work_dirs(root: Path, task_id: str) -> list[Path]:
+    """The task's /work on every instance that has it (each isolated instance has its own
+    folder, <data>/instances/<id>; shared ones use instances/tasks)."""
+    instances = root / "data" / "instances"
+    found = [instances / "tasks" / task_id, *instances.glob(f"*/tasks/{task_id}")]
+    return [d / "work" / "fs" / "work" for d in found if d.is_dir()]
 
 
 def count_lines(root: Path, task_id: str) -> int:
@@ -239,16 +255,34 @@ def capsule_events(srv: RunningServer, task_id: str) -> list[dict[str, Any]]:
 def test_periodic_capsules_upload_only_what_changed_then_migrate(
     server: RunningServer, root: Path
 ) -> None:
-    task = stateful_task(root, "periodic", 120, 0.1, 48)
+    task = stateful_task(root, "periodic", 120, 0.1, 48, gate="/work/.release")
     task["resources"]["backend_parameters"]["checkpoint_interval"] = "2s"
     task_id = submit(server, task)
-    wait_for("two periodic capsules", lambda: len(capsule_events(server, task_id)) >= 2, srv=server)
+    # the counter starts once the blob is written; a capsule begun before that may still be
+    # recorded after it, so the first one compared is the second recorded from then on
+    wait_for("the counter to start", lambda: count_lines(root, task_id) >= 1, srv=server)
+    skip = len(capsule_events(server, task_id)) + 1
+    wait_for(
+        "two periodic capsules of the whole blob",
+        lambda: len(capsule_events(server, task_id)) >= skip + 2,
+        srv=server,
+    )
     resp = admin(server, "POST", f"/tasks/{task_id}:migrate")
     assert resp.status_code == 202, resp.text
+    # the task counts on until released, and is released only once it runs again elsewhere
+    wait_for(
+        "the restore",
+        lambda: any(e["kind"] == "restored" for e in events(server, task_id)),
+        srv=server,
+    )
+    for work in work_dirs(root, task_id):
+        with contextlib.suppress(OSError):  # the old instance's folder may be going
+            (work / ".release").touch()
     done = ended(server, task_id)
     assert done["state"] == "COMPLETE", server.log()[-3000:]
-    assert numbers(root / "out" / "periodic" / "count") == list(range(1, 121))
-    caps = [e["data"] for e in capsule_events(server, task_id)]
+    counted = numbers(root / "out" / "periodic" / "count")
+    assert len(counted) >= 120 and counted == list(range(1, len(counted) + 1))
+    caps = [e["data"] for e in capsule_events(server, task_id)][skip:]
     failures = [e["message"] for e in events(server, task_id) if e["kind"] == "checkpoint_failed"]
     migrations = [c for c in caps if c.get("stop")]
     assert len(migrations) == 1, f"{caps}\nfailed checkpoints: {failures}"
