@@ -290,10 +290,12 @@ class Scheduler:
             self.failed_launches = 0
         self._market_tick(now)
         self._triggers(now)
-        wants = self._place()
+        # Evacuated work first: a task waiting to continue from its capsule (or restart after a
+        # loss) takes the room before new work, and the next launch is for it.
         restores, leaving = self._place_restores()
+        wants = self._place()
         if wants or restores:
-            self._launch(wants + restores, not_counting=leaving)
+            self._launch(restores + wants, not_counting=leaving)
         self._cancel()
         self._retire(now)
         self._collect_capsules()

@@ -451,3 +451,22 @@ def test_a_container_is_limited_to_what_it_asked_for_else_to_its_instance(world:
         for a in world.poll(inst).assign
     )
     assert limits == [(1.0, 8.0), (4.0, 8.0)]  # memory: neither asked, the instance's
+
+
+def test_evacuated_work_is_placed_before_new_work(world: World) -> None:
+    """A task whose instance was lost waits for room behind nobody: when room comes, it is
+    placed before tasks queued after it was evacuated."""
+    world.provider.cpu = 1  # one task per instance
+    first_task = world.submit(cpu_cores=1)
+    first = world.boot()
+    world.scheduler.tick()
+    aid = world.poll(first).assign[0].attempt_id
+    world.report(first, aid, "running")
+    world.provider.terminated.append(first.id)  # the machine vanished: its task must move
+    world.scheduler.tick()
+    fresh = [world.submit(cpu_cores=1) for _ in range(2)]  # queued after the evacuation
+    second = world.boot()
+    world.scheduler.tick()
+    [assignment] = world.poll(second).assign
+    assert assignment.task_id == first_task and assignment.attempt_id != aid
+    assert all(world.state(t) is State.QUEUED for t in fresh)
