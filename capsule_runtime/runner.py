@@ -476,7 +476,9 @@ class TaskRun(threading.Thread):
                     sequence=sequence,
                     parent=self._parent,
                     meta={"executor_index": index, "reason": report.reason},
-                    leave_running=not order.stop,
+                    # A move, too, leaves the task running until its capsule is durable: a
+                    # store that fails mid-upload then costs a failed checkpoint, never the task
+                    leave_running=True,
                 )
             except Exception as exc:  # a failed checkpoint never takes the task down
                 log.warning("checkpoint of %s failed: %s", self.a.attempt_id, exc)
@@ -507,7 +509,16 @@ class TaskRun(threading.Thread):
             self._send_capsule(report)  # before `interrupted`: the gateway restores from it
             if order.stop:
                 self._migrated = m.capsule_id
+                self._stop_moved(cid)
             self._checkpoint_done.set()
+
+    def _stop_moved(self, cid: str) -> None:
+        """The task lives on in its capsule: end this copy at once (what it did since the dump
+        is redone from the capsule, on the instance it moves to)."""
+        try:
+            self.engine.stop(cid, grace=0)
+        except EngineError as exc:  # it may have ended by itself in the meantime
+            log.info("stopping %s after its move: %s", cid, exc)
 
     def _send_capsule(self, report: CapsuleReport) -> None:
         try:

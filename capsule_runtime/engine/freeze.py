@@ -23,6 +23,7 @@ instance: a restored container carries the annotation in its configuration.
 
 from __future__ import annotations
 
+import os
 import shutil
 import time
 from collections.abc import Callable
@@ -43,10 +44,14 @@ HOOK_SCRIPT = f"""#!/bin/sh
 gate="{GATES}/$CRTOOLS_INIT_PID"
 [ -d "$gate" ] || exit 0
 : > "$gate/frozen"
-i=0
-while [ ! -e "$gate/thaw" ] && [ $i -lt {HOOK_TIMEOUT * 100} ]; do
+owner=$(cat "$gate/owner" 2>/dev/null)
+end=$(( $(date +%s) + {HOOK_TIMEOUT} ))
+# until thawed, the agent that opened the gate is gone, or HOOK_TIMEOUT wall-clock seconds
+while [ ! -e "$gate/thaw" ] && [ "$(date +%s)" -lt "$end" ]; do
+    if [ -n "$owner" ] && ! kill -0 "$owner" 2>/dev/null; then
+        exit 0
+    fi
     sleep 0.01
-    i=$((i + 1))
 done
 exit 0
 """
@@ -84,6 +89,7 @@ class FreezeGate:
     def __enter__(self) -> FreezeGate:
         shutil.rmtree(self.dir, ignore_errors=True)
         self.dir.mkdir(parents=True)
+        (self.dir / "owner").write_text(str(os.getpid()))  # the hook stops waiting if we die
         return self
 
     def __exit__(

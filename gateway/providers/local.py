@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from capsule_runtime.engine import cgroup_parent
+from capsule_runtime.engine.errors import EngineError
 from gateway.config import LocalProviderConfig
 from gateway.providers.base import Offer, ProviderError, offer_of
 from gateway.providers.cgroups import InstanceCgroup, why_unsupported
@@ -236,34 +237,47 @@ class LocalProvider:
         return aws_time(deadline)
 
     def kill_hard(self, instance_id: str) -> None:
-        """The reclaim itself: no grace. The agent's process group is frozen (SIGSTOP), every
-        container it recorded (<work>/containers/<id>) is removed — from inside the instance's
-        mount namespace, where its network namespace and root file system are mounted — and
-        the group gets SIGKILL."""
+        """The reclaim itself: no grace. The agent's process group is frozen (SIGSTOP) and then
+        killed (SIGKILL) with everything it started: a checkpoint in progress (podman, CRIU, the
+        freeze hook) dies with it, so it cannot hold its container's lock and block the removal.
+        Then every container the agent recorded (<work>/containers/<id>) is removed from inside
+        the instance's mount namespace, where its network namespace and root file system are
+        mounted; the namespace is held open by a descriptor taken before the kill."""
         proc = self.processes.get(instance_id)
         alive = proc is not None and proc.poll() is None
+        namespace: int | None = None
+        ids: list[str] = []
         if proc is not None and alive:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGSTOP)
-        ledger = self.work_root / instance_id / "containers"
-        ids = [p.name for p in ledger.iterdir()] if ledger.is_dir() else []
-        if ids:
-            from capsule_runtime.engine.podman import PodmanEngine
-            from capsule_runtime.engine.podman_cli import PodmanCli
-
-            inside = (
-                ["nsenter", f"--mount=/proc/{proc.pid}/ns/mnt", "--"]
-                if self.isolated and proc is not None and alive
-                else []
-            )
-            engine = PodmanEngine(PodmanCli(prefix=inside))
-            for cid in ids:
-                engine.remove(cid)
-                (ledger / cid).unlink(missing_ok=True)
-        if proc is not None and alive:
+            if self.isolated:
+                with contextlib.suppress(OSError):
+                    namespace = os.open(f"/proc/{proc.pid}/ns/mnt", os.O_RDONLY)
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+        try:
+            ledger = self.work_root / instance_id / "containers"
+            ids = [p.name for p in ledger.iterdir()] if ledger.is_dir() else []
+            if ids:
+                from capsule_runtime.engine.podman import PodmanEngine
+                from capsule_runtime.engine.podman_cli import PodmanCli
+
+                inside = (
+                    ["nsenter", f"--mount=/proc/{os.getpid()}/fd/{namespace}", "--"]
+                    if namespace is not None
+                    else []
+                )
+                engine = PodmanEngine(PodmanCli(prefix=inside))
+                for cid in ids:
+                    try:
+                        engine.remove(cid)
+                    except EngineError as exc:  # the next container still goes
+                        log.error("instance %s: removing %s: %s", instance_id, cid, exc)
+                    (ledger / cid).unlink(missing_ok=True)
+        finally:
+            if namespace is not None:
+                os.close(namespace)
         self._drop_cgroup(instance_id)
         log.warning(
             "instance %s reclaimed: agent killed, %d containers removed", instance_id, len(ids)

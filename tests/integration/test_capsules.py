@@ -301,7 +301,7 @@ def test_periodic_capsules_upload_only_what_changed_then_migrate(
 def test_checkpoint_leaves_the_task_running_and_capsules_go_when_it_ends(
     server: RunningServer, root: Path
 ) -> None:
-    task_id = submit(server, stateful_task(root, "leave", 60, 0.1, 1))
+    task_id = submit(server, stateful_task(root, "leave", 60, 0.1, 1, gate="/work/.release"))
     wait_for("the counter to pass 5", lambda: count_lines(root, task_id) >= 5, srv=server)
 
     def usage() -> Any:
@@ -319,9 +319,12 @@ def test_checkpoint_leaves_the_task_running_and_capsules_go_when_it_ends(
     capsules = admin(server, "GET", f"/tasks/{task_id}/capsules").json()["capsules"]
     assert capsules and capsules[0]["state"] == "complete"
     assert (root / "capsules" / task_id).is_dir()
+    for work in work_dirs(root, task_id):
+        (work / ".release").touch()
     done = ended(server, task_id)
     assert done["state"] == "COMPLETE"
-    assert numbers(root / "out" / "leave" / "count") == list(range(1, 61))
+    counted = numbers(root / "out" / "leave" / "count")
+    assert len(counted) >= 60 and counted == list(range(1, len(counted) + 1))
     attempts = admin(server, "GET", f"/tasks/{task_id}/attempts").json()["attempts"]
     assert len(attempts) == 1  # it never moved
     wait_for("the capsules to be deleted", lambda: not (root / "capsules" / task_id).exists())
@@ -473,3 +476,37 @@ def test_a_reclaim_during_a_restore_retries_on_another_instance(
     instances = [a["instance_id"] for a in attempts]
     assert len(attempts) >= 3 and instances[-1] != second, attempts  # not the reclaimed one
     assert attempts[-1]["reason"] == "reclaim"
+
+
+def test_a_move_whose_upload_fails_leaves_the_task_running(
+    server: RunningServer, root: Path
+) -> None:
+    """The capsule store refuses every write (a file where the task's folder must go): the move
+    fails, says why in the task's events and system_logs, and the task runs on where it was and
+    completes — it was never stopped for a capsule that does not exist."""
+    task_id = submit(server, stateful_task(root, "storedown", 20, 0.1, 1, gate="/work/.release"))
+    wait_for("the counter to pass 5", lambda: count_lines(root, task_id) >= 5, srv=server)
+    blocker = root / "capsules" / task_id
+    blocker.parent.mkdir(parents=True, exist_ok=True)
+    blocker.write_text("not a directory")
+    try:
+        assert admin(server, "POST", f"/tasks/{task_id}:migrate").status_code == 202
+        failed = wait_for(
+            "the failed move",
+            lambda: [e for e in events(server, task_id) if e["kind"] == "checkpoint_failed"],
+            srv=server,
+        )
+        assert "cannot write" in failed[0]["message"], failed
+        before = count_lines(root, task_id)
+        wait_for("the task to count on", lambda: count_lines(root, task_id) > before + 3)
+    finally:
+        blocker.unlink()
+    for work in work_dirs(root, task_id):
+        (work / ".release").touch()
+    done = ended(server, task_id)
+    assert done["state"] == "COMPLETE", done
+    counted = numbers(root / "out" / "storedown" / "count")
+    assert counted == list(range(1, len(counted) + 1))
+    assert any("failed" in line for line in done["logs"][0]["system_logs"]), done["logs"]
+    attempts = admin(server, "GET", f"/tasks/{task_id}/attempts").json()["attempts"]
+    assert len(attempts) == 1  # it never left
