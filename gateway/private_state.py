@@ -30,10 +30,14 @@ STATE_DIRS = ("logs", "apps", "instances", "capsules")
 def make_private(cfg: Config) -> list[Path]:
     """Create the data dir (0700) and take group and other access away from it, the state files
     and folders at its top, a SQLite database elsewhere and a local capsule store. Returns what
-    was changed, for the log. Only the owner's own files are touched."""
+    was changed, for the log. Only the owner's own files are touched, and the directory `tescape
+    serve` runs in (the data dir when none is configured, often a checkout or a home) keeps its
+    mode: its state files and folders are private all the same."""
     data = cfg.data_path
     data.mkdir(mode=0o700, parents=True, exist_ok=True)
-    paths = [data, *(data / d for d in STATE_DIRS), *(data / f for f in STATE_FILES)]
+    paths = [*(data / d for d in STATE_DIRS), *(data / f for f in STATE_FILES)]
+    if cfg.data_dir is not None:
+        paths.insert(0, data)
     if (database := sqlite_file(cfg.database_url)) is not None:
         paths += [database.with_name(database.name + s) for s in ("", "-wal", "-shm")]
     with contextlib.suppress(ValueError):

@@ -71,7 +71,8 @@ class LocalPathRules:
         if "\x00" in path:
             return "a local path must not contain NUL characters"
         resolved = real(path)
-        shown = path if str(resolved) == path else f"{path} (resolves to {resolved})"
+        same = str(resolved) == os.path.normpath(path)
+        shown = path if same else f"{path} (resolves to {resolved})"
         for base in self.denied:
             if inside(resolved, base):
                 return f"local path {shown} is inside {base}, which {FORBIDDEN}"

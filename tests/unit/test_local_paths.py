@@ -59,7 +59,7 @@ def test_denied_dirs_are_refused_through_symlinks(host: Path) -> None:
     (host / "mine" / "state").symlink_to(host / "tescape-data")
     p = policy(host)
     for path in (host / "mine" / "db", host / "mine" / "state" / "secret.key"):
-        with pytest.raises(AccessRefused, match="resolves to .*tescape's own state"):
+        with pytest.raises(AccessRefused, match=r"resolves to .*tescape's own state"):
             p.local_path(str(path))
 
 
@@ -75,7 +75,7 @@ def test_a_denied_dir_reached_through_a_symlinked_denial(tmp_path: Path) -> None
 def test_a_directory_used_whole_must_not_contain_a_denied_one(host: Path) -> None:
     p = policy(host)
     assert p.local_tree(str(host / "mine")) == host / "mine"
-    with pytest.raises(AccessRefused, match="contains .*tescape-data"):
+    with pytest.raises(AccessRefused, match=r"contains .*tescape-data"):
         p.local_tree(str(host))
 
 
@@ -217,3 +217,15 @@ def test_make_private_tightens_existing_state(tmp_path: Path, umask_022: None) -
     fresh = Config(data_dir=str(tmp_path / "new" / "data"))
     make_private(fresh)
     assert mode(tmp_path / "new" / "data") == 0o700
+
+
+def test_the_working_directory_keeps_its_mode(
+    tmp_path: Path, umask_022: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No data_dir configured: the state lives in the directory serve runs in (often a checkout
+    or a home), whose own mode is left alone; the state in it is private all the same."""
+    tmp_path.chmod(0o755)
+    (tmp_path / "tescape.db").write_bytes(b"")
+    monkeypatch.chdir(tmp_path)
+    make_private(Config())
+    assert mode(tmp_path) == 0o755 and mode(tmp_path / "tescape.db") == 0o600
