@@ -22,7 +22,7 @@ from urllib.parse import unquote, urlsplit
 
 from gateway.tes.errors import FieldError
 
-FORBIDDEN = "holds tescape's own state or code, which tasks may never use"
+FORBIDDEN = "tescape's own state or code, which tasks may never use"
 
 
 def real(path: str | os.PathLike[str]) -> Path:
@@ -75,7 +75,7 @@ class LocalPathRules:
         shown = path if same else f"{path} (resolves to {resolved})"
         for base in self.denied:
             if inside(resolved, base):
-                return f"local path {shown} is inside {base}, which {FORBIDDEN}"
+                return f"local path {shown} is inside {base}: {FORBIDDEN}"
         # allowed dirs are resolved again: one may have become a link since the rules were made
         if any(inside(resolved, real(base)) for base in self.allowed):
             return None
@@ -93,7 +93,7 @@ class LocalPathRules:
         resolved = real(path)
         for base in self.denied:
             if inside(base, resolved):
-                return f"local directory {path} contains {base}, which {FORBIDDEN}"
+                return f"local directory {path} contains {base}: {FORBIDDEN}"
         return None
 
 
