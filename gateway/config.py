@@ -8,9 +8,7 @@ names it. `configs/default.yaml` documents every key; a test keeps it equal to t
 
 from __future__ import annotations
 
-import importlib.util
 import os
-import sys
 from pathlib import Path
 from typing import Any, Literal
 
@@ -18,7 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from gateway.market.config import MarketConfig
-from gateway.tes.local_paths import real, url_local_path
+from gateway.tes.local_paths import install_dirs, real, url_local_path
 from gateway.tes.validation import TaskLimits
 
 ENV_PREFIX = "TESCAPE_"
@@ -313,19 +311,6 @@ def sqlite_file(url: str) -> Path | None:
     if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
         return None
     return Path(parsed.database).resolve()
-
-
-def install_dirs() -> list[Path]:
-    """Where tescape's code runs from: the directories holding the gateway and capsule_runtime
-    packages (a source checkout or site-packages) and the virtualenv, if it runs in one."""
-    dirs = []
-    for name in ("gateway", "capsule_runtime"):
-        spec = importlib.util.find_spec(name)
-        if spec is not None and spec.origin:
-            dirs.append(Path(spec.origin).resolve().parent.parent)
-    if sys.prefix != sys.base_prefix:
-        dirs.append(Path(sys.prefix).resolve())
-    return dirs
 
 
 class ConfigError(ValueError):

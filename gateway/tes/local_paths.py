@@ -13,7 +13,9 @@ directory walk meets links the gateway never saw. A leaf: the standard library o
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +34,20 @@ def real(path: str | os.PathLike[str]) -> Path:
 
 def inside(path: Path, base: Path) -> bool:
     return path == base or base in path.parents
+
+
+def install_dirs() -> list[Path]:
+    """Where tescape's code runs from: the directories holding the gateway and capsule_runtime
+    packages (a source checkout or site-packages) and the virtualenv, if it runs in one. The
+    gateway denies its own; an agent adds its own (on another machine they differ)."""
+    dirs = []
+    for name in ("gateway", "capsule_runtime"):
+        spec = importlib.util.find_spec(name)
+        if spec is not None and spec.origin:
+            dirs.append(Path(spec.origin).resolve().parent.parent)
+    if sys.prefix != sys.base_prefix:
+        dirs.append(Path(sys.prefix).resolve())
+    return dirs
 
 
 def url_local_path(url: str) -> str | None:
