@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.api_bench import database, scenario_requests
+from bench.documents import SERVER_CONFIG
 from bench.load import run_wrk, write_requests
 from bench.seed import grow
 from gateway.store.database import open_database
@@ -38,14 +39,14 @@ SCENARIOS = ("healthz", "get_minimal", "create")
 def server_of(tree: Path | None, data_dir: Path, db_url: str) -> Iterator[RunningServer]:
     """`tescape serve` from `tree` (an exported commit), or from the working tree when None."""
     if tree is None:
-        with tescape_server(data_dir, db_url=db_url) as srv:
+        with tescape_server(data_dir, SERVER_CONFIG, db_url=db_url) as srv:
             yield srv
         return
     cwd, env = os.getcwd(), dict(os.environ)
     os.chdir(tree)  # `python -m gateway.cli` imports from the current directory first
     os.environ["PYTHONPATH"] = str(tree)
     try:
-        starting = tescape_server(data_dir, db_url=db_url)
+        starting = tescape_server(data_dir, SERVER_CONFIG, db_url=db_url)
         srv = starting.__enter__()
     finally:
         os.chdir(cwd)

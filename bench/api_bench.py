@@ -35,7 +35,7 @@ from typing import Any
 
 from sqlalchemy import Engine, select, text
 
-from bench.documents import client_bodies
+from bench.documents import SERVER_CONFIG, client_bodies
 from bench.load import Measurement, run_wrk, write_requests, wrk_binary, wrk_version
 from bench.plans import explain
 from bench.report import TARGETS, evaluate, markdown
@@ -248,7 +248,7 @@ def measure_size(
     }
     latency: dict[str, list[Measurement]] = {name: [] for name in args.latency}
     throughput: dict[str, list[Measurement]] = {name: [] for name in args.throughput}
-    with tescape_server(work / f"server-{store}-{size}", db_url=db_url) as srv:
+    with tescape_server(work / f"server-{store}-{size}", SERVER_CONFIG, db_url=db_url) as srv:
         sides = {"server": srv.process.pid, **watch}
 
         def run(name: str, connections: int, seed: int) -> Measurement:

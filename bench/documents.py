@@ -676,6 +676,12 @@ class TaskFactory:
         return version, updated, json.dumps([tl], separators=(",", ":"), ensure_ascii=False)
 
 
+# Where the client bodies' local paths lie (Nextflow and Snakemake work dirs under /home/<user>,
+# Cromwell's /data root): the servers under test allow them, or every create would be a 400.
+CLIENT_ALLOWED_DIRS = ["/home", "/data"]
+SERVER_CONFIG: dict[str, Any] = {"storage": {"allowed_dirs": CLIENT_ALLOWED_DIRS}}
+
+
 def client_bodies(count: int, seed: int = 7) -> list[str]:
     """`count` POST bodies in the client mix, exactly as the clients send them (Cromwell's null
     tag included), each with its own work dir and sample."""

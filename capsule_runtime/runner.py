@@ -49,6 +49,7 @@ from capsule_runtime.staging import (
     upload_outputs_report,
 )
 from capsule_runtime.usage import Usage, UsageSampler
+from gateway.tes.local_paths import install_dirs
 from gateway.tes.protocol import (
     Assignment,
     AttemptReport,
@@ -100,6 +101,9 @@ class TaskRun(threading.Thread):
         self.client = client
         self.engine = engine or default_engine()
         self.dir = (tasks_dir or work_dir / "tasks") / assignment.task_id
+        # this agent's own folders (every task's workspace, images, capsule scratch) and code:
+        # never a task's local input or output, whatever storage.allowed_dirs says
+        self.private_dirs = (work_dir, tasks_dir or work_dir / "tasks", *install_dirs())
         self.scratch = work_dir / "scratch" / assignment.attempt_id
         self.images_dir = work_dir / "images"
         # one empty file per container this instance runs: what a hard stop must remove
@@ -227,7 +231,11 @@ class TaskRun(threading.Thread):
             workspace = Workspace.create(
                 self.dir / "work",
                 self.task,
-                StagingPolicy.create(settings.allowed_dirs, settings.block_private_networks),
+                StagingPolicy.create(
+                    settings.allowed_dirs,
+                    settings.block_private_networks,
+                    denied_dirs=[*settings.denied_dirs, *self.private_dirs],
+                ),
                 s3=S3Config.from_mapping(settings.s3),
             )
             with self._lock:

@@ -28,6 +28,8 @@ from gateway.config import Config, ConfigError, load_config
 console = Console()
 err_console = Console(stderr=True)
 
+log = logging.getLogger(__name__)
+
 
 def _overrides(**flags: Any) -> dict[str, Any]:
     """CLI flags → the top config layer (only flags the user actually gave)."""
@@ -81,13 +83,20 @@ def serve(config_file: str | None, **flags: Any) -> None:
     from waitress.server import create_server
 
     from gateway.app import create_app, start_scheduler
+    from gateway.private_state import make_private, private_umask
 
     cfg = _load(config_file, **flags)
     logging.basicConfig(
         level=cfg.logging.level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     logging.getLogger("waitress.queue").setLevel(logging.ERROR)
-    cfg.data_path.mkdir(parents=True, exist_ok=True)
+    private_umask()  # the database, keys, logs and capsules: this user's alone
+    for path in make_private(cfg):
+        log.info("%s: group and other access removed", path)
+    for allowed in cfg.allowed_dirs:
+        for denied in cfg.denied_dirs:
+            if Path(allowed).is_relative_to(denied):
+                log.warning("storage.allowed_dirs %s lies inside %s: never used", allowed, denied)
     app = create_app(cfg)
     server = create_server(
         app,

@@ -16,6 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from gateway.market.config import MarketConfig
+from gateway.tes.local_paths import install_dirs, real, url_local_path
 from gateway.tes.validation import TaskLimits
 
 ENV_PREFIX = "TESCAPE_"
@@ -203,8 +204,9 @@ class S3Config(Section):
 
 
 class StorageConfig(Section):
-    # Local paths tasks may read inputs from and write outputs to; null: the directory
-    # `tescape serve` runs in.
+    # Local paths (bare paths, file://) tasks may read inputs from and write outputs to; none by
+    # default (null or []). Never reachable, even under an allowed parent: the data dir, the
+    # capsule store, the SQLite database, the install tree and the virtualenv (Config.denied_dirs).
     allowed_dirs: list[str] | None = None
     # Refuse http(s)/s3 URLs that resolve to loopback or private addresses. Instance-metadata
     # addresses (169.254.0.0/16, fd00:ec2::254) are always refused.
@@ -275,9 +277,22 @@ class Config(Section):
 
     @property
     def allowed_dirs(self) -> list[str]:
-        if self.storage.allowed_dirs is not None:
-            return [str(Path(d).resolve()) for d in self.storage.allowed_dirs]
-        return [os.getcwd()]
+        """The configured local directories tasks may use, resolved; none unless configured."""
+        return [str(Path(d).resolve()) for d in self.storage.allowed_dirs or []]
+
+    @property
+    def denied_dirs(self) -> list[str]:
+        """tescape's own state and code, which no task may read or write whatever allowed_dirs
+        says: the data dir, a local capsule store, the SQLite database (and its WAL/SHM), the
+        directory holding the gateway and capsule_runtime packages, and the virtualenv."""
+        denied = [self.data_path]
+        store = self.capsule_store
+        if store.startswith("/") or store.lower().startswith("file://"):
+            denied.append(Path(url_local_path(store) or store))
+        if database := sqlite_file(self.database_url):
+            denied += [database.with_name(database.name + s) for s in ("", "-wal", "-shm")]
+        denied += install_dirs()
+        return list(dict.fromkeys(str(real(d)) for d in denied))
 
     @property
     def capsule_store(self) -> str:
@@ -286,6 +301,16 @@ class Config(Section):
     @property
     def database_url(self) -> str:
         return self.database.url or f"sqlite:///{self.data_path / 'tescape.db'}"
+
+
+def sqlite_file(url: str) -> Path | None:
+    """The database file of a SQLite URL; None for other databases and in-memory SQLite."""
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    return Path(parsed.database).resolve()
 
 
 class ConfigError(ValueError):

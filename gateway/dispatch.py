@@ -105,6 +105,7 @@ class Dispatcher:
             registry_credentials=credentials,
             log_tail_bytes=self.cfg.executor_logs.tail_bytes,
             allowed_dirs=self.cfg.allowed_dirs,
+            denied_dirs=self.cfg.denied_dirs,
             block_private_networks=self.cfg.storage.block_private_networks,
             image_rewrites=self.cfg.images.rewrites,
             insecure_registries=self.cfg.images.insecure_registries,

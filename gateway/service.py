@@ -19,6 +19,7 @@ from gateway.config import Config
 from gateway.store.tasks import TaskRecord, TaskStore
 from gateway.tes.backend_parameters import BackendParameters
 from gateway.tes.errors import FieldError, TaskValidationError
+from gateway.tes.local_paths import LocalPathRules, task_path_errors
 from gateway.tes.states import State
 from gateway.tes.tasklog import initial_task_log
 from gateway.tes.validation import parse_task
@@ -77,6 +78,8 @@ class TaskService:
         self.store = store
         self.on_change = on_change or (lambda: None)  # wakes the scheduler
         self.backend_parameters = BackendParameters(tuple(config.tasks.extra_backend_parameters))
+        # the agents check again while staging; refusing here tells the client at once (400)
+        self.local_paths = LocalPathRules.create(config.allowed_dirs, config.denied_dirs)
 
     # -- service-info -------------------------------------------------------------------------
 
@@ -110,6 +113,8 @@ class TaskService:
 
     def create(self, body: Any, who: Principal) -> dict[str, str]:
         parsed = parse_task(body, self.config.limits, self.backend_parameters)
+        if errors := task_path_errors(parsed.task, self.local_paths):
+            raise TaskValidationError(errors)
         record = self.store.create(
             parsed.task,
             owner=who.user,

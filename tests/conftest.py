@@ -13,7 +13,7 @@ import pytest
 from tests.fixtures.containers import _container_leak_check, _podman_engine  # noqa: F401
 from tests.fixtures.images import _busybox_image, _debian_bash_image  # noqa: F401
 from tests.fixtures.postgres import PostgresServer, start_postgres
-from tests.fixtures.server import RunningServer, tescape_server
+from tests.fixtures.server import API_CONFIG, RunningServer, tescape_server
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -42,14 +42,14 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 @pytest.fixture
 def server(db_url: str, tmp_path: Path) -> Iterator[RunningServer]:
     """A real `tescape serve` on each store, auth off."""
-    with tescape_server(tmp_path / "data", db_url=db_url) as srv:
+    with tescape_server(tmp_path / "data", config=API_CONFIG, db_url=db_url) as srv:
         yield srv
 
 
 @pytest.fixture(scope="session")
 def sqlite_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     """One shared server (SQLite, auth off) for tests that only read what they create."""
-    with tescape_server(tmp_path_factory.mktemp("shared") / "data") as srv:
+    with tescape_server(tmp_path_factory.mktemp("shared") / "data", config=API_CONFIG) as srv:
         yield srv
 
 

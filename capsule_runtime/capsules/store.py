@@ -1,9 +1,9 @@
 """Capsule stores: a flat key → bytes interface with atomic puts, and its implementations.
 
-`FileStore` (a directory; a key is a relative path, written to a temporary file and renamed into
-place), `MemoryStore` (a dict, for tests) and `S3Store` (a bucket and prefix through boto3, in
-`s3store`). `open_store(settings)` picks one from a URL. Every store is safe to use from many
-threads at once: the pipelines put and get chunks in parallel.
+`FileStore` (a directory; a key is a relative path, written 0600 to a temporary file and renamed
+into place, directories 0700), `MemoryStore` (a dict, for tests) and `S3Store` (a bucket and
+prefix through boto3, in `s3store`). `open_store(settings)` picks one from a URL. Every store is
+safe to use from many threads at once: the pipelines put and get chunks in parallel.
 """
 
 from __future__ import annotations
@@ -34,6 +34,17 @@ __all__ = [
     "check_key",
     "open_store",
 ]
+
+
+def private_dirs(path: Path) -> None:
+    """Create `path` and its missing parents with mode 0700: a capsule holds a task's whole
+    memory, so only this user may list or read the store (files are written 0600)."""
+    missing = []
+    while not path.is_dir():
+        missing.append(path)
+        path = path.parent
+    for directory in reversed(missing):
+        directory.mkdir(mode=0o700, exist_ok=True)
 
 
 @runtime_checkable
@@ -79,8 +90,9 @@ class FileStore:
         tmp = path.with_name(f"{_TMP_MARK}{uuid.uuid4().hex}.{path.name}")
         for attempt in range(10):  # a delete_prefix may remove the empty directory under us
             try:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                with open(tmp, "wb") as f:
+                private_dirs(path.parent)
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                with os.fdopen(fd, "wb") as f:
                     f.write(data)
                     if self.fsync:
                         f.flush()

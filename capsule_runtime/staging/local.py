@@ -2,8 +2,9 @@
 
 Files are copied with copy_file_range (in-kernel, and a reflink on file systems that share blocks),
 in chunks so progress is reported; directories are copied recursively. A symlink inside an input
-directory is followed only to a target inside allowed_dirs (anything else is refused, so a link
-cannot smuggle a host file into the task); FIFOs are recreated, sockets and devices skipped.
+directory is followed only to a target inside allowed_dirs and outside the denied dirs (anything
+else is refused, so a link cannot smuggle a host file into the task); FIFOs are recreated,
+sockets and devices skipped.
 Outputs are written to a temporary name beside the target and renamed over it, so a reader never
 sees half a file.
 """
@@ -84,6 +85,7 @@ class LocalStorage:
             raise StagingError(f"{url}: {exc.strerror}") from None
         try:
             if st.S_ISDIR(mode):
+                self.policy.local_tree(str(src))  # never a parent of tescape's own state
                 dest.mkdir(parents=True, exist_ok=True)
                 return self._copy_tree(src, dest, progress, chain=(src,))
             if not st.S_ISREG(mode):
@@ -106,12 +108,9 @@ class LocalStorage:
                         os.symlink(os.readlink(source), target)
                         continue
                     try:
-                        self.policy.local_path(str(real))
-                    except AccessRefused:
-                        raise AccessRefused(
-                            f"symlink {source} points to {real}, outside the directories tasks "
-                            "may use (storage.allowed_dirs)"
-                        ) from None
+                        self.policy.local_tree(str(real))
+                    except AccessRefused as exc:
+                        raise AccessRefused(f"symlink {source} points to {real}: {exc}") from None
                     source = real
                 mode = source.stat().st_mode
                 if st.S_ISDIR(mode):

@@ -2,6 +2,9 @@
 
 - Local paths (bare absolute paths and file://) must lie inside `allowed_dirs`, checked after
   symlinks and `..` are resolved (like Funnel's AllowedDirs). No allowed_dirs: no local access.
+  Nothing inside `denied_dirs` (tescape's own state and code, sent by the gateway, plus the
+  agent's own folders) is ever reachable, even under an allowed parent; a directory used whole
+  must not contain one (gateway.tes.local_paths, the rules the gateway checks at create).
 - Instance-metadata addresses are never reachable: the whole link-local range (169.254.0.0/16,
   fe80::/10), AWS's IPv6 IMDS fd00:ec2::254, and the same addresses written as IPv4-mapped or NAT64
   IPv6. Host names are resolved first and every address they resolve to is checked.
@@ -21,6 +24,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from capsule_runtime.staging.errors import AccessRefused, StagingError
+from gateway.tes.local_paths import LocalPathRules
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 Resolver = Callable[[str], list[str]]  # host name → its IP addresses, as strings
@@ -62,15 +66,12 @@ def is_private(addr: IPAddress) -> bool:
     return not embedded_ipv4(addr).is_global
 
 
-def _inside(path: Path, base: Path) -> bool:
-    return path == base or base in path.parents
-
-
 @dataclass(frozen=True)
 class StagingPolicy:
     allowed_dirs: tuple[Path, ...] = ()
     block_private_networks: bool = False
     resolver: Resolver = field(default=system_resolver, compare=False, repr=False)
+    denied_dirs: tuple[Path, ...] = ()
 
     @classmethod
     def create(
@@ -78,26 +79,31 @@ class StagingPolicy:
         allowed_dirs: Iterable[str | os.PathLike[str]] = (),
         block_private_networks: bool = False,
         resolver: Resolver = system_resolver,
+        denied_dirs: Iterable[str | os.PathLike[str]] = (),
     ) -> StagingPolicy:
-        dirs = tuple(Path(os.path.realpath(d)) for d in allowed_dirs)
-        return cls(dirs, block_private_networks, resolver)
+        rules = LocalPathRules.create(allowed_dirs, denied_dirs)
+        return cls(rules.allowed, block_private_networks, resolver, rules.denied)
 
     # -- local paths ----------------------------------------------------------------------------
 
+    @property
+    def rules(self) -> LocalPathRules:
+        return LocalPathRules(self.allowed_dirs, self.denied_dirs)
+
     def local_path(self, path: str) -> Path:
-        """`path` with symlinks and `..` resolved, if that lies inside an allowed directory."""
-        if not os.path.isabs(path):
-            raise AccessRefused(f"{path!r} is not an absolute path")
-        resolved = Path(os.path.realpath(path))
-        for base in self.allowed_dirs:
-            if _inside(resolved, Path(os.path.realpath(base))):
-                return resolved
-        allowed = ", ".join(str(d) for d in self.allowed_dirs) or "none are configured"
-        shown = path if str(resolved) == path else f"{path} (resolves to {resolved})"
-        raise AccessRefused(
-            f"local path {shown} is outside the directories tasks may use "
-            f"(storage.allowed_dirs: {allowed})"
-        )
+        """`path` with symlinks and `..` resolved, if that lies inside an allowed directory and
+        outside every denied one."""
+        why = self.rules.refusal(path)
+        if why is not None:
+            raise AccessRefused(why)
+        return Path(os.path.realpath(path))
+
+    def local_tree(self, path: str) -> Path:
+        """As `local_path`, for a directory copied whole: it must not contain a denied one."""
+        why = self.rules.tree_refusal(path)
+        if why is not None:
+            raise AccessRefused(why)
+        return Path(os.path.realpath(path))
 
     # -- network addresses ----------------------------------------------------------------------
 

@@ -39,6 +39,7 @@ STOP_GRACE = 30  # seconds an agent gets to stop its containers
 # Where an isolated instance sees its own folder (<data>/instances/<id> on this machine): the same
 # path on every instance, as /var/lib/... is on every EC2 machine, so a capsule restores there.
 INSTANCE_ROOT = Path("/var/lib/tescape/instance")
+AGENT_UMASK = 0o022
 
 
 def namespaces_possible() -> str | None:
@@ -196,8 +197,15 @@ class LocalProvider:
                 env[cgroup_parent.ENV] = group.parent
         try:
             with open(work / "agent.log", "ab") as out:
+                # the gateway runs with umask 0077; a task's own files get the usual 0022 (its
+                # folder lies inside the private data dir, and the capsule store is 0600 itself)
                 proc = subprocess.Popen(
-                    cmd, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
+                    cmd,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    env=env,
+                    start_new_session=True,
+                    umask=AGENT_UMASK,
                 )
         except OSError as exc:
             raise ProviderError(f"cannot start a local agent: {exc}") from exc

@@ -49,6 +49,9 @@ class TaskSettings(Message):
 
     log_tail_bytes: int = 65536
     allowed_dirs: list[str] = Field(default_factory=list)
+    # tescape's own state and code (data dir, capsule store, install tree, venv): never reachable
+    # by a task's local paths, even under an allowed parent
+    denied_dirs: list[str] = Field(default_factory=list)
     block_private_networks: bool = False
     image_rewrites: dict[str, str] = Field(default_factory=dict)
     # executor image name → {"image": ref, "archive_sha256": hex | None} for Application Library

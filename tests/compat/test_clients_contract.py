@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 
 from tests import spec
 from tests.compat.bodies import CROMWELL_TASK, NEXTFLOW_TASK
-from tests.fixtures.server import RunningServer, tescape_server
+from tests.fixtures.server import API_CONFIG, RunningServer, tescape_server
 
 PREFIXES = ["/ga4gh/tes/v1", "/v1", ""]
 EX = [{"image": "alpine", "command": ["true"]}]
@@ -104,7 +104,7 @@ def store_server(
     if request.param == "postgres":
         db_url = request.getfixturevalue("postgres").create_database("compat_contract")
     data_dir = tmp_path_factory.mktemp(f"compat-{request.param}") / "data"
-    with tescape_server(data_dir, db_url=db_url) as srv:
+    with tescape_server(data_dir, config=API_CONFIG, db_url=db_url) as srv:
         yield srv
 
 
@@ -451,7 +451,7 @@ def test_inputs_at_any_absolute_container_path(sqlite_server: RunningServer) -> 
     dir at its host path)."""
     inputs = [
         {"url": "/home/u/proj/bin/", "path": "/home/u/proj/bin", "type": "DIRECTORY"},
-        {"url": "/etc/hosts", "path": "/opt/conf/hosts", "type": "FILE"},
+        {"url": "/data/conf/hosts", "path": "/opt/conf/hosts", "type": "FILE"},
     ]
     full = get(sqlite_server, create(sqlite_server, {"inputs": inputs, "executors": EX}), "FULL")
     assert full["inputs"] == inputs
@@ -662,11 +662,11 @@ def test_task_ids_survive_a_restart(db_url: str, tmp_path: Path) -> None:
     data_dir = tmp_path / "restarted"
     # SQLite: the default database inside the data dir; PostgreSQL: the same database both times.
     url = None if db_url.startswith("sqlite") else db_url
-    with tescape_server(data_dir, db_url=url) as first:
+    with tescape_server(data_dir, config=API_CONFIG, db_url=url) as first:
         kept, cancelled = create(first, CROMWELL_TASK), create(first, NEXTFLOW_TASK)
         requests.post(f"{first.tes}/tasks/{cancelled}:cancel", timeout=10)
         before = {i: get(first, i, "FULL") for i in (kept, cancelled)}
-    with tescape_server(data_dir, db_url=url) as second:
+    with tescape_server(data_dir, config=API_CONFIG, db_url=url) as second:
         assert {i: get(second, i, "FULL") for i in (kept, cancelled)} == before
         resp = requests.post(f"{second.tes}/tasks/{kept}:cancel", timeout=10)
         assert resp.status_code == 200 and get(second, kept)["state"] == "CANCELED"

@@ -179,10 +179,25 @@ def test_scatter_survives_instance_interruption(
 def test_system_error_fails_the_call_with_system_logs(
     e2e_server: RunningServer, cromwell_root: Path
 ) -> None:
+    """An input inside storage.allowed_dirs that is gone when the agent stages it."""
+    peek = TaskDef("peek", "cat ~{secret}")
+    run = workflow(e2e_server, cromwell_root).run(
+        [Call(peek, inputs={"secret": str(cromwell_root / "gone.txt")})], timeout=120
+    )
+    job = run.job("peek")
+    assert run.status == "Failed" and job.state == "SYSTEM_ERROR"
+    assert job.error is not None and "SYSTEM_ERROR" in job.error and "staging" in job.error
+
+
+def test_a_path_outside_allowed_dirs_fails_the_call_at_submission(
+    e2e_server: RunningServer, cromwell_root: Path
+) -> None:
+    """An input outside storage.allowed_dirs is refused at create (400 naming the field)."""
     peek = TaskDef("peek", "cat ~{secret}")
     run = workflow(e2e_server, cromwell_root).run(
         [Call(peek, inputs={"secret": "/etc/hostname"})], timeout=120
     )
     job = run.job("peek")
-    assert run.status == "Failed" and job.state == "SYSTEM_ERROR"
-    assert job.error is not None and "SYSTEM_ERROR" in job.error and "staging" in job.error
+    assert run.status == "Failed" and job.task_id is None
+    assert job.error is not None and "submit failed" in job.error
+    assert "outside the directories tasks may use" in job.error

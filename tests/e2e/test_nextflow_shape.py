@@ -218,14 +218,32 @@ def test_pipeline_survives_instance_interruption(e2e_server: RunningServer, proj
 
 
 def test_system_error_is_exit_status_1(e2e_server: RunningServer, project: Path) -> None:
-    """An input outside storage.allowed_dirs: SYSTEM_ERROR, which nf-ga4gh 1.4.2 reads as exit
-    status 1 ("Defaulting exit_code to 1")."""
+    """An input directory holding a link out of storage.allowed_dirs (the agent refuses it while
+    staging): SYSTEM_ERROR, which nf-ga4gh 1.4.2 reads as exit status 1 ("Defaulting exit_code
+    to 1")."""
+    linked = project / "linked"
+    linked.mkdir()
+    (linked / "hostname").symlink_to("/etc/hostname")
+    peek = Process("PEEK", "cat linked/hostname", container="ubuntu")
+    pipeline = make_pipeline(e2e_server, str(project / "work"), WorkStore(), project)
+    run = pipeline.run([Step(peek, inputs={"linked": str(linked)})], timeout=120)
+    task = run.task("PEEK (1)")
+    assert task.state == "SYSTEM_ERROR" and task.exit_status == 1
+    assert run.error is not None and "error exit status (1)" in run.error
+
+
+def test_a_path_outside_allowed_dirs_fails_the_submission(
+    e2e_server: RunningServer, project: Path
+) -> None:
+    """An input outside storage.allowed_dirs is refused at create: nf-ga4gh's submit gets a 400
+    that names the field and says why, and the run stops there."""
     peek = Process("PEEK", "cat hostname", container="ubuntu")
     pipeline = make_pipeline(e2e_server, str(project / "work"), WorkStore(), project)
     run = pipeline.run([Step(peek, inputs={"hostname": "/etc/hostname"})], timeout=120)
     task = run.task("PEEK (1)")
-    assert task.state == "SYSTEM_ERROR" and task.exit_status == 1
-    assert run.error is not None and "error exit status (1)" in run.error
+    assert task.task_id is None and task.error is not None
+    assert "submit failed" in task.error and "400" in task.error
+    assert "outside the directories tasks may use" in task.error and ".url" in task.error
 
 
 # Last in the module: the task it cancels (a bash PID 1 that ignores SIGTERM) takes podman's

@@ -4,6 +4,7 @@ runs each executor in podman (busybox and Debian images built locally, mapped fr
 
 from __future__ import annotations
 
+import stat
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -188,8 +189,120 @@ def test_inputs_staged_and_outputs_uploaded_even_on_failure(
     assert any("missing.txt" in line for line in logs["system_logs"])
 
 
-def test_local_paths_outside_allowed_dirs_are_refused(runner: RunningServer) -> None:
-    task = {"inputs": [{"url": "/etc/hostname", "path": "/work/h"}]}
-    done = wait(runner, submit(runner, **task))
+def refused_at_create(srv: RunningServer, task: dict[str, Any]) -> dict[str, str]:
+    """POST the task: 400, a JSON body naming each offending field; field → message."""
+    task.setdefault("executors", [{"image": "alpine", "command": ["true"]}])
+    resp = requests.post(srv.tes + "/tasks", json=task, timeout=10)
+    assert resp.status_code == 400, resp.text
+    assert resp.headers["Content-Type"].startswith("application/json")
+    return {e["field"]: e["message"] for e in resp.json()["errors"]}
+
+
+def test_local_paths_outside_allowed_dirs_are_refused_at_create(runner: RunningServer) -> None:
+    """Issue 10: refused at create (400), not after placement."""
+    errors = refused_at_create(
+        runner,
+        {
+            "inputs": [{"url": "/etc/hostname", "path": "/work/h"}],
+            "outputs": [{"url": "file:///etc/cron.d/x", "path": "/work/o"}],
+        },
+    )
+    assert set(errors) == {"inputs[0].url", "outputs[0].url"}
+    assert "outside the directories tasks may use" in errors["inputs[0].url"]
+
+
+def test_the_servers_state_is_refused_at_create_even_under_an_allowed_parent(
+    runner: RunningServer, exec_root: Path
+) -> None:
+    """allowed_dirs is exec_root, a parent of the data dir: the database, the secret key and
+    the data dir itself are still refused, and so is a directory holding them."""
+    data = runner.data_dir
+    (exec_root / "to-db").unlink(missing_ok=True)
+    (exec_root / "to-db").symlink_to(data / "tescape.db")
+    errors = refused_at_create(
+        runner,
+        {
+            "inputs": [
+                {"url": f"file://{data}/tescape.db", "path": "/work/db"},
+                {"url": str(exec_root / "to-db"), "path": "/work/db2"},
+                {"url": f"file://{exec_root}/", "path": "/work/all", "type": "DIRECTORY"},
+            ],
+            "outputs": [{"url": f"{data}/secret.key", "path": "/work/o"}],
+        },
+    )
+    assert set(errors) == {"inputs[0].url", "inputs[1].url", "inputs[2].url", "outputs[0].url"}
+    assert all("tescape's own state" in m for m in errors.values()), errors
+    assert "resolves to" in errors["inputs[1].url"]
+
+
+def test_links_met_while_staging_never_reach_the_servers_state(
+    runner: RunningServer, exec_root: Path
+) -> None:
+    """What the gateway cannot see at create (links inside a directory input, a directory output
+    whose files land behind a link) the agent refuses: SYSTEM_ERROR, a system_logs line that
+    says why, and the host untouched."""
+    data = runner.data_dir
+    db_before = (data / "tescape.db").stat().st_size
+    leak = exec_root / "leak-in"
+    leak.mkdir()
+    (leak / "db").symlink_to(data / "tescape.db")
+    done = wait(
+        runner,
+        submit(
+            runner,
+            inputs=[{"url": f"file://{leak}/", "path": "/work/in", "type": "DIRECTORY"}],
+            executors=[{"image": "alpine", "command": ["cat", "/work/in/db"]}],
+        ),
+    )
     assert done["state"] == "SYSTEM_ERROR"
-    assert any("staging" in line for line in done["logs"][0]["system_logs"])
+    lines = done["logs"][0]["system_logs"]
+    assert any("symlink" in line and "tescape's own state" in line for line in lines), lines
+    assert "logs" not in done["logs"][0] or not done["logs"][0]["logs"]
+
+    out = exec_root / "leak-out"
+    out.mkdir()
+    (out / "state").symlink_to(data)
+    marker = data / "planted.txt"
+    done = wait(
+        runner,
+        submit(
+            runner,
+            outputs=[{"url": f"file://{out}/", "path": "/work/o/", "type": "DIRECTORY"}],
+            executors=[
+                {
+                    "image": "alpine",
+                    "command": [
+                        "sh",
+                        "-c",
+                        "mkdir -p /work/o/state && echo x > /work/o/state/planted.txt",
+                    ],
+                }
+            ],
+        ),
+    )
+    assert done["state"] == "SYSTEM_ERROR"
+    lines = done["logs"][0]["system_logs"]
+    assert any("planted.txt" in line and "tescape's own state" in line for line in lines), lines
+    assert not marker.exists()
+    assert (data / "tescape.db").stat().st_size >= db_before  # still the server's own file
+
+
+def test_the_servers_state_is_private_after_a_start(runner: RunningServer) -> None:
+    """Issue 10: state files 0600, folders 0700 (the database and its WAL, logs, the secret key,
+    instance folders and agent logs, capsules)."""
+    data = runner.data_dir
+    wait(runner, submit(runner))  # an instance, its folder and agent log exist
+    assert stat.S_IMODE(data.stat().st_mode) == 0o700
+    checked = 0
+    for path in data.rglob("*"):
+        rel = path.relative_to(data)
+        if rel.parts[0] in ("config.yaml", "server.log") or path.is_symlink():
+            continue  # written by the test fixture, not by tescape
+        if rel.parts[0] == "instances" and (
+            rel.parts[1:2] == ("tasks",) or (len(rel.parts) > 2 and rel.name != "agent.log")
+        ):
+            continue  # the agent's and its tasks' own files, inside the private instances folder
+        want = 0o700 if path.is_dir() else 0o600
+        assert stat.S_IMODE(path.lstat().st_mode) == want, rel
+        checked += 1
+    assert (data / "tescape.db").exists() and checked > 3

@@ -5,6 +5,7 @@ start — its counter, pipe and loopback connection continue, nothing runs twice
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +41,11 @@ def test_a_restart_of_tescape_loses_no_running_work(tmp_path: Path, busybox_imag
     # stopped: the task was checkpointed on the way down, and still RUNNING to its client
     down_log = (tmp_path / "data" / "server.log").read_text()
     assert "moving 1 running tasks into capsules" in down_log, down_log[-3000:]
+    # a capsule holds the task's whole memory: files 0600, folders 0700 (issue 10)
+    store = [tmp_path / "capsules", *(tmp_path / "capsules").rglob("*")]
+    assert len(store) > 1
+    for path in store:
+        assert stat.S_IMODE(path.stat().st_mode) == (0o700 if path.is_dir() else 0o600), path
 
     with tescape_server(tmp_path / "data", config=config, run_tasks=True) as second:
         assert get(second, task_id, "MINIMAL")["state"] == "RUNNING"
