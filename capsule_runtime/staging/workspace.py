@@ -19,7 +19,8 @@ from types import TracebackType
 from typing import Any
 
 from capsule_runtime.engine.spec import Mount
-from capsule_runtime.staging.layout import PLACEHOLDER_MTIME, Layout
+from capsule_runtime.staging import confined
+from capsule_runtime.staging.layout import PLACEHOLDER_MTIME, Layout, path_parts
 from capsule_runtime.staging.policy import StagingPolicy
 from capsule_runtime.staging.progress import Phase, ProgressCallback, ProgressMeter
 from capsule_runtime.staging.router import StorageRouter
@@ -77,9 +78,30 @@ class Workspace:
 
     def host_path(self, container_path: str) -> Path | None:
         """The host path of a container path after the task ran: symlinks it made resolved inside
-        the tree (never to a host file); None for a symlink loop. Use this, not `tree_path`, for
-        anything the agent opens after a container has run (stdio files of later executors)."""
+        the tree (never to a host file); None for a symlink loop."""
         return self.layout.resolve(container_path)
+
+    def confined_path(self, container_path: str) -> Path:
+        """The host path of a file a task named (stdio), for the agent to open or hand to the
+        engine: symlinks the task made are resolved inside the tree, and a path that leads
+        outside the mounted directories or loops raises PathEscapes. The result has no symlink
+        on the way as the tree is now — so use it only while no container of the task runs."""
+        return self.tree_path(self.layout.confine(container_path))
+
+    def create_file(self, container_path: str) -> Path:
+        """Create (truncate) the file a task named, and its missing directories, inside the tree
+        (confined_path), never through a symlink; its host path."""
+        resolved = self.layout.confine(container_path)
+        confined.create_file(self.fs, path_parts(resolved))
+        return self.tree_path(resolved)
+
+    def existing_file(self, container_path: str) -> Path:
+        """The host path of an existing regular file a task named (stdin), inside the tree
+        (confined_path); FileNotFoundError when it is missing, StagingError when it is not a
+        regular file or a symlink stands in the way."""
+        resolved = self.layout.confine(container_path)
+        confined.check_regular_file(self.fs, path_parts(resolved))
+        return self.tree_path(resolved)
 
     # -- the tree -------------------------------------------------------------------------------
 
