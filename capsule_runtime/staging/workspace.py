@@ -20,6 +20,7 @@ from typing import Any
 
 from capsule_runtime.engine.spec import Mount
 from capsule_runtime.staging import confined
+from capsule_runtime.staging.errors import PathEscapes
 from capsule_runtime.staging.layout import PLACEHOLDER_MTIME, Layout, path_parts
 from capsule_runtime.staging.policy import StagingPolicy
 from capsule_runtime.staging.progress import Phase, ProgressCallback, ProgressMeter
@@ -69,8 +70,17 @@ class Workspace:
     # -- paths ----------------------------------------------------------------------------------
 
     def mounts(self) -> Mounts:
-        """The bind mounts for every executor of the task (all read-write)."""
-        return self.layout.mounts()
+        """The bind mounts for every executor of the task (all read-write). The engine follows a
+        symlink in a mount's source, so a source with one on the way (a link an input or a
+        restored workspace put there) is refused with PathEscapes instead."""
+        mounts = self.layout.mounts()
+        for mount in mounts:
+            link = confined.has_symlink(self.fs, mount.host)
+            if link is not None:
+                raise PathEscapes(
+                    f"cannot mount {mount.container}: {link} in the task's tree is a symlink"
+                )
+        return mounts
 
     def tree_path(self, container_path: str) -> Path:
         """The host path of a container path, lexically; for files the agent itself creates."""
@@ -138,10 +148,17 @@ class Workspace:
     def create_placeholders(self) -> None:
         """A file mount needs a source: create each one that staging did not (empty, mtime 0)."""
         for point in self.layout.points:
-            host = self.tree_path(point.container)
-            if point.is_file and not os.path.lexists(host):
-                host.touch()
-                os.utime(host, (PLACEHOLDER_MTIME, PLACEHOLDER_MTIME))
+            if not point.is_file:
+                continue
+            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL  # never onto what is there
+            try:
+                fd = confined.open_beneath(self.fs, path_parts(point.container), flags)
+            except FileExistsError:
+                continue
+            try:
+                os.utime(fd, (PLACEHOLDER_MTIME, PLACEHOLDER_MTIME))
+            finally:
+                os.close(fd)
 
     def cancel(self) -> None:
         """Stop staging soon, from any thread: stage_inputs raises StagingCancelled (within one

@@ -236,3 +236,31 @@ def test_a_restore_refuses_a_bind_source_the_task_turned_into_a_link(tmp_path: P
         check_mount_sources(bad, task_dir)
     # an archive of another engine (no spec.dump) has nothing to check
     check_mount_sources(archive_with(tmp_path, [str(work / "o")], "other.json"), task_dir)
+
+
+def test_a_mount_source_with_a_link_on_the_way_is_refused(tmp_path: Path) -> None:
+    task = {"volumes": ["/data/x"], "executors": [EX]}
+    with Workspace.create(tmp_path / "ws", task, StagingPolicy.create([])) as ws:
+        stage_inputs([], ws)
+        host = ws.tree_path("/data/x")
+        host.rmdir()
+        host.symlink_to(tmp_path)  # as a restored workspace could hold it
+        with pytest.raises(PathEscapes, match="cannot mount /data/x"):
+            ws.mounts()
+
+
+def test_a_placeholder_is_never_created_through_a_link(tmp_path: Path) -> None:
+    victim = tmp_path / "victim.log"
+    task = {
+        "outputs": [{"url": "memory://o/a", "path": "/var/log/a.log", "type": "FILE"}],
+        "executors": [EX],
+    }
+    with Workspace.create(tmp_path / "ws", task, StagingPolicy.create([])) as ws:
+        ws.prepare()
+        ws.tree_path("/var/log/a.log").symlink_to(victim)
+        with pytest.raises(PathEscapes):
+            ws.create_placeholders()
+        ws.tree_path("/var/log/a.log").unlink()
+        ws.create_placeholders()
+        assert ws.layout.is_placeholder("/var/log/a.log")
+    assert not victim.exists()
