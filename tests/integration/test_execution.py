@@ -298,3 +298,24 @@ def test_a_stdout_file_swapped_for_a_host_link_is_not_read_back(
     for index in (0, 1, 2):
         assert "host-secret" not in full_stream(runner, task_id, index, "stdout")
     assert secret.read_text() == "host-secret-bytes\n"
+
+
+def test_a_dangling_link_out_of_a_file_directory_input_ends_the_task(
+    runner: RunningServer, exec_root: Path
+) -> None:
+    """A dangling link in a file:// directory input that points anywhere but down into it is
+    refused at staging (SYSTEM_ERROR, said in system_logs): a later write through it — by
+    another input, or by the agent for a stdio path — could otherwise create a host file."""
+    src = exec_root / "linkdir"
+    src.mkdir()
+    victim = exec_root / "victim-dangling"
+    (src / "evil").symlink_to(victim)
+    executors = [{"image": "alpine", "command": ["echo", "pwned"], "stdout": "/work/in/evil"}]
+    inputs = [{"url": f"file://{src}", "path": "/work/in", "type": "DIRECTORY"}]
+    task = wait(runner, submit(runner, executors=executors, inputs=inputs))
+    assert task["state"] == "SYSTEM_ERROR", task
+    assert not victim.exists()
+    assert any(
+        "input staging failed" in line and "dangling link is copied only when" in line
+        for line in task["logs"][0]["system_logs"]
+    ), task
