@@ -188,6 +188,13 @@ def test_the_engine_neither_creates_nor_reads_through_a_link(tmp_path: Path) -> 
     spec = ContainerSpec(image="x", argv=("true",), task_id="t", stdin=tmp_path / "in")
     with pytest.raises(EngineError, match="not a regular file"):
         _prepare_stdio(spec)
+    os.mkfifo(tmp_path / "fifo")  # opening it for writing would block the agent
+    spec = ContainerSpec(image="x", argv=("true",), task_id="t", stderr=tmp_path / "fifo")
+    with pytest.raises(EngineError, match="not a regular file"):
+        _prepare_stdio(spec)
+    spec = ContainerSpec(image="x", argv=("true",), task_id="t", stdout=tmp_path / "new" / "o")
+    _prepare_stdio(spec)
+    assert (tmp_path / "new" / "o").read_bytes() == b""
 
 
 def test_tail_reads_no_link_and_no_fifo(tmp_path: Path) -> None:
