@@ -27,9 +27,12 @@ scratch file (podman's import reads its archive twice, so it cannot be a FIFO), 
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import select
 import shutil
+import stat
+import tarfile
 import threading
 import time
 import uuid
@@ -37,6 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from capsule_runtime.capsules.errors import CapsuleCorrupt
 from capsule_runtime.capsules.manifest import Manifest
 from capsule_runtime.capsules.pipeline import (
     PartSource,
@@ -49,6 +53,7 @@ from capsule_runtime.capsules.workspace_tar import extract_directory, tar_direct
 from capsule_runtime.engine.freeze import FreezeGate
 from capsule_runtime.engine.protocol import ContainerEngine
 from capsule_runtime.engine.spec import CheckpointOptions
+from capsule_runtime.staging.confined import has_symlink
 from gateway.tes.protocol import CapsuleRef, CapsuleSettings
 
 MiB = 1 << 20
@@ -289,6 +294,7 @@ def restore(
         with open(archive, "wb") as sink:
             restore_part(store, manifest, "container", sink, workers=settings.workers)
         fetched = time.monotonic()
+        check_mount_sources(archive, task_dir)
         container_id, stats = engine.restore(archive, name, options_of(settings))
     finally:
         archive.unlink(missing_ok=True)
@@ -300,6 +306,52 @@ def restore(
         "total": round(done - started, 4),
     }
     return Restored(manifest, container_id, seconds, stats)
+
+
+class UnsafeWorkspace(CapsuleCorrupt):
+    """A capsule whose restored task directory has a symlink (or a FIFO, a device) where the
+    container's bind mounts take their source: podman would mount what the link points to — a
+    host file — into the task. The task made it (`rm /work/o; ln -s /etc/x /work/o` while its
+    stdout went to /work/o); the capsule can never be restored safely."""
+
+
+def check_mount_sources(archive: Path, task_dir: Path) -> None:
+    """Refuse (UnsafeWorkspace) a checkpoint archive whose bind mounts from `task_dir` would
+    go through a symlink or onto anything but a regular file or directory, as the restored
+    `task_dir` is now. The mounts are read from podman's spec.dump (OCI runtime spec); an
+    archive without one (another engine) has nothing to check."""
+    roots = {task_dir, Path(os.path.realpath(task_dir))}
+    for source in _bind_sources(archive):
+        path = Path(os.path.normpath(source))
+        root = next((r for r in roots if path == r or r in path.parents), None)
+        if root is None:
+            continue  # the agent's own (the launcher's busybox)
+        link = has_symlink(root, path)
+        if link is not None:
+            raise UnsafeWorkspace(f"bind-mount source {link} is a symlink in the task's directory")
+        try:
+            mode = path.lstat().st_mode
+        except FileNotFoundError:
+            continue  # podman says so itself
+        if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+            raise UnsafeWorkspace(f"bind-mount source {path} is not a regular file or directory")
+
+
+def _bind_sources(archive: Path) -> list[str]:
+    try:
+        with tarfile.open(archive, "r:") as tar:
+            member = tar.extractfile("spec.dump")
+            spec = json.load(member) if member is not None else {}
+    except KeyError:
+        return []
+    except (tarfile.TarError, ValueError) as exc:
+        raise CapsuleCorrupt(f"checkpoint archive unreadable: {exc}") from None
+    mounts = (spec.get("mounts") or []) if isinstance(spec, dict) else []
+    return [
+        str(m["source"])
+        for m in mounts
+        if isinstance(m, dict) and m.get("type") == "bind" and isinstance(m.get("source"), str)
+    ]
 
 
 def _restore_workspace(store: CapsuleStore, manifest: Manifest, dest: Path, workers: int) -> None:

@@ -25,7 +25,9 @@ checkpoint names its bind mounts by host path.
 from __future__ import annotations
 
 import logging
+import os
 import shutil
+import stat
 import threading
 import time
 from pathlib import Path
@@ -72,10 +74,17 @@ def now() -> str:
 
 
 def tail(path: Path, limit: int) -> str:
-    """The last `limit` bytes of a file as text (invalid UTF-8 replaced)."""
-    if limit <= 0 or not path.exists():
+    """The last `limit` bytes of a regular file as text (invalid UTF-8 replaced); "" for a
+    missing file or anything else (a symlink is not followed, a FIFO never blocks)."""
+    if limit <= 0:
         return ""
-    with open(path, "rb") as f:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return ""
+    with open(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return ""
         size = f.seek(0, 2)
         f.seek(max(0, size - limit))
         return f.read().decode("utf-8", errors="replace")
@@ -114,7 +123,7 @@ class TaskRun(threading.Thread):
         self._container: str | None = None
         self._workspace: Workspace | None = None
         self._finished_containers: list[str] = []
-        self._streams: list[tuple[int, str, Path]] = []
+        self._streams: list[tuple[int, str]] = []  # (executor, "stdout" | "stderr") to upload
         self._running_reported = False
         self._lock = threading.Lock()
         # capsules
@@ -247,8 +256,7 @@ class TaskRun(threading.Thread):
             else:
                 mounts = workspace.mounts()
                 for index in range(resumed):  # their full streams came along in the capsule
-                    out, err = self._stdio(index, self.task["executors"][index], workspace)
-                    self._streams += [(index, "stdout", out), (index, "stderr", err)]
+                    self._streams += [(index, "stdout"), (index, "stderr")]
         except (StagingError, OSError) as exc:
             self.system_log(f"input staging failed: {exc}")
             return "system_error", str(exc)
@@ -304,10 +312,63 @@ class TaskRun(threading.Thread):
         return images
 
     def _stdio(self, index: int, ex: dict[str, Any], workspace: Workspace) -> tuple[Path, Path]:
+        """Executor `index`'s stdout and stderr files on the host: the agent's own (under
+        <task>/streams, which no container sees), or the paths the task named, resolved inside
+        its tree (a symlink the task made never leads the agent to a host file; PathEscapes
+        when it leads out of the mounted directories). Call it only while no container of the
+        task runs: a task process could otherwise swap a directory for a link meanwhile."""
         streams = self.dir / "streams"
-        out = workspace.tree_path(ex["stdout"]) if "stdout" in ex else streams / f"{index}.stdout"
-        err = workspace.tree_path(ex["stderr"]) if "stderr" in ex else streams / f"{index}.stderr"
+        out = (
+            workspace.confined_path(ex["stdout"]) if "stdout" in ex else streams / f"{index}.stdout"
+        )
+        err = (
+            workspace.confined_path(ex["stderr"]) if "stderr" in ex else streams / f"{index}.stderr"
+        )
         return out, err
+
+    def _open_stdio(
+        self, index: int, ex: dict[str, Any], workspace: Workspace
+    ) -> tuple[Path | None, Path, Path]:
+        """Executor `index`'s stdin, stdout and stderr, ready for the engine: stdout and stderr
+        created empty (through no symlink), stdin an existing regular file inside the tree.
+        Raises StagingError (PathEscapes for a symlink that leads out) or OSError."""
+        out, err = self._stdio(index, ex, workspace)
+        for key, path in (("stdout", out), ("stderr", err)):
+            if key in ex:
+                workspace.create_file(ex[key])
+            else:
+                path.parent.mkdir(parents=True, exist_ok=True)
+        stdin = None
+        if "stdin" in ex:
+            try:
+                stdin = workspace.existing_file(ex["stdin"])
+            except FileNotFoundError:
+                raise StagingError(f"stdin file {ex['stdin']} does not exist") from None
+        return stdin, out, err
+
+    def _stream_file(
+        self, index: int, stream: str, workspace: Workspace | None, note: bool = True
+    ) -> Path | None:
+        """Where to read executor `index`'s finished `stream` ("stdout" or "stderr") from now:
+        the agent's own file, or the task's path resolved inside its tree and checked to be a
+        regular file — None when it is missing or would lead out (said in system_logs with
+        `note`). Called when no container of the task runs, each time it is read: a later
+        executor may have replaced an earlier one's file with a symlink."""
+        ex = self.task["executors"][index]
+        if stream not in ex:
+            return self.dir / "streams" / f"{index}.{stream}"
+        if workspace is None:
+            return None
+        try:
+            return workspace.existing_file(ex[stream])
+        except FileNotFoundError:
+            return None
+        except (StagingError, OSError) as exc:
+            if note:
+                self.system_log(f"executor {index}'s {stream} is not read: {exc}")
+            else:
+                log.warning("executor %d's %s is not read: %s", index, stream, exc)
+            return None
 
     def _run_executor(
         self,
@@ -317,9 +378,13 @@ class TaskRun(threading.Thread):
         workspace: Workspace,
         mounts: tuple[Mount, ...],
     ) -> int | None:
-        out, err = self._stdio(index, ex, workspace)
-        for path in (out, err):
-            path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            stdin, out, err = self._open_stdio(index, ex, workspace)
+        except (StagingError, OSError) as exc:
+            entry = self._entry(index)
+            entry.update(start_time=now(), end_time=now(), exit_code=127, stderr=str(exc))
+            self.system_log(f"executor {index} could not start: {exc}")
+            return 127
         res = {**self.task.get("resources", {}), **(self.a.limits or {})}
         spec = ContainerSpec(
             image=image,
@@ -329,7 +394,7 @@ class TaskRun(threading.Thread):
             env=ex.get("env", {}),
             workdir=ex.get("workdir"),
             mounts=mounts,
-            stdin=workspace.tree_path(ex["stdin"]) if "stdin" in ex else None,
+            stdin=stdin,
             stdout=out,
             stderr=err,
             cpu_cores=res.get("cpu_cores"),
@@ -393,12 +458,13 @@ class TaskRun(threading.Thread):
                 self._container, self._index = None, None
             if cid not in self._finished_containers:
                 self._finished_containers.append(cid)
-        out, err = self._stdio(index, ex, workspace)
         limit = self.a.settings.log_tail_bytes
-        self._entry(index).update(
-            end_time=now(), exit_code=code, stdout=tail(out, limit), stderr=tail(err, limit)
-        )
-        self._streams += [(index, "stdout", out), (index, "stderr", err)]
+        tails = {}
+        for stream in ("stdout", "stderr"):
+            path = self._stream_file(index, stream, workspace)
+            tails[stream] = tail(path, limit) if path is not None else ""
+        self._entry(index).update(end_time=now(), exit_code=code, **tails)
+        self._streams += [(index, "stdout"), (index, "stderr")]
         if self._cancel.is_set():
             return None
         if index < len(self.task["executors"]) - 1:
@@ -633,7 +699,10 @@ class TaskRun(threading.Thread):
     def _after_report(self) -> None:
         """Off the critical path, once the client can see the result: save the full streams
         (GET /api/v1/tasks/{id}/logs), remove the exited containers, drop the work area."""
-        for index, stream, path in self._streams:
+        for index, stream in self._streams:
+            path = self._stream_file(index, stream, self._workspace, note=False)
+            if path is None:
+                continue
             try:
                 self.client.upload_stream(self.a.attempt_id, index, stream, path)
             except GatewayUnreachable as exc:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import re
 import resource
 import secrets
+import stat
 import subprocess
 import time
 from collections.abc import Mapping
@@ -351,13 +353,26 @@ def _volume(mount: Mount) -> str:
 
 
 def _prepare_stdio(spec: ContainerSpec) -> None:
-    """A bind mount needs its source: check stdin, create (truncate) stdout and stderr."""
-    if spec.stdin is not None and not Path(spec.stdin).is_file():
-        raise EngineError(f"stdin file {spec.stdin} does not exist")
+    """A bind mount needs its source: check stdin, create (truncate) stdout and stderr. None of
+    them may be a symlink (it is neither followed nor mounted: the caller resolves links)."""
+    if spec.stdin is not None:
+        try:
+            mode = os.lstat(spec.stdin).st_mode
+        except FileNotFoundError:
+            raise EngineError(f"stdin file {spec.stdin} does not exist") from None
+        if not stat.S_ISREG(mode):
+            raise EngineError(f"stdin file {spec.stdin} is not a regular file")
     for path in (spec.stdout, spec.stderr):
         if path is not None:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-            Path(path).write_bytes(b"")
+            with contextlib.suppress(FileNotFoundError):
+                if not stat.S_ISREG(os.lstat(path).st_mode):
+                    raise EngineError(f"{path} exists and is not a regular file")
+            flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_NONBLOCK
+            try:
+                os.close(os.open(path, flags | os.O_CLOEXEC, 0o666))
+            except OSError as exc:
+                raise EngineError(f"{path}: {exc.strerror}") from None
 
 
 def _info(raw: dict[str, Any]) -> ContainerInfo:

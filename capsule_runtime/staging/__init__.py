@@ -6,17 +6,20 @@ The agent's whole use, per attempt:
     with Workspace.create(attempt_dir / "work", task, policy, S3Config.from_mapping(settings.s3),
                           on_progress=report) as ws:
         mounts = stage_inputs(task.get("inputs", []), ws)        # StagingError → SYSTEM_ERROR
-        ... run the executors with `mounts`; stdio files at ws.host_path(...) ...
+        ... run the executors with `mounts`; stdio files at ws.create_file(...) (stdout,
+            stderr) and ws.existing_file(...) (stdin), never through a link out of the tree ...
         outputs, notes = upload_outputs(task.get("outputs", []), ws)   # never raises
 
 Modules: errors, policy (allowed_dirs, metadata and private addresses), urls, progress, storage
 (the interface), local, web (http/https), s3, memory (tests), content, router (scheme →
-storage), layout (container paths ↔ host tree, mounts), wildcard (POSIX patterns, path_prefix),
-workspace, pool, inputs, outputs.
+storage), layout (container paths ↔ host tree, mounts), confined (files opened beneath the tree
+without following a link), wildcard (POSIX patterns, path_prefix), workspace, pool, inputs,
+outputs.
 """
 
 from capsule_runtime.staging.errors import (
     AccessRefused,
+    PathEscapes,
     SourceMissing,
     StagingCancelled,
     StagingError,
@@ -44,6 +47,7 @@ __all__ = [
     "MountPoint",
     "Mounts",
     "OutputReport",
+    "PathEscapes",
     "ProgressCallback",
     "S3Config",
     "S3Storage",

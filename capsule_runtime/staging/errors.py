@@ -21,3 +21,8 @@ class SourceMissing(StagingError):
 
 class StagingCancelled(StagingError):
     """The workspace was cancelled (the task was cancelled, or the instance is going away)."""
+
+
+class PathEscapes(StagingError):
+    """A path a task controls would lead the agent out of the task's tree: a symlink on the way
+    that the agent must not follow, a symlink loop, or a target outside the mounted directories."""

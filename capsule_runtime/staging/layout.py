@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from capsule_runtime.engine.spec import Mount
-from capsule_runtime.staging.errors import StagingError
+from capsule_runtime.staging.errors import PathEscapes, StagingError
 from capsule_runtime.staging.wildcard import has_wildcard, literal_base
 
 CORE_DIRS = frozenset({"bin", "etc", "lib", "lib32", "lib64", "libx32", "sbin", "usr"})
@@ -180,10 +180,19 @@ class Layout:
         return tuple(Mount(self.tree_path(p.container), p.container) for p in self.points)
 
     def resolve(self, container_path: str) -> Path | None:
-        """The host path `container_path` names as the container sees it: symlinks in the tree
-        are followed the container's way (an absolute target starts again at the tree's root), so
-        the result is always inside the tree — a task cannot make the agent read a host file.
+        """The host path `container_path` names as the container sees it (see resolve_within);
         None after more than 40 symlinks (a loop)."""
+        try:
+            return self.tree_path(self.resolve_within(container_path))
+        except PathEscapes:
+            return None
+
+    def resolve_within(self, container_path: str) -> str:
+        """The container path `container_path` names once the symlinks in the tree are followed
+        the container's way: an absolute target starts again at the tree's root and '..' stops
+        there, so the result is always inside the tree — a task cannot make the agent reach a
+        host file. No component of the result's tree path is a symlink (as the tree is now).
+        PathEscapes after more than 40 symlinks (a loop)."""
         pending = path_parts(container_path)
         pending.reverse()
         done: list[str] = []
@@ -198,14 +207,28 @@ class Layout:
             if candidate.is_symlink():
                 links += 1
                 if links > MAX_SYMLINKS:
-                    return None
+                    raise PathEscapes(f"{container_path}: too many levels of symbolic links")
                 target = os.readlink(candidate)
                 if target.startswith("/"):
                     done = []
                 pending.extend(reversed(path_parts(target)))
                 continue
             done.append(name)
-        return self.fs.joinpath(*done)
+        return "/" + "/".join(done)
+
+    def confine(self, container_path: str) -> str:
+        """`container_path` resolved (resolve_within), and refused with PathEscapes unless the
+        result lies under one of the mount points: a link to /etc/cron.d/x means the image's own
+        /etc/cron.d/x to the task, which the agent can neither reach nor stand in for."""
+        resolved = self.resolve_within(container_path)
+        if self.mount_for(resolved) is None:
+            via = (
+                ""
+                if resolved == normalise(container_path)
+                else f" leads through a symlink to {resolved}, which"
+            )
+            raise PathEscapes(f"{container_path}{via} is outside the task's mounted directories")
+        return resolved
 
     def is_placeholder(self, container_path: str) -> bool:
         """Is `container_path` a file mount's placeholder the task never wrote (still empty, mtime

@@ -3,8 +3,9 @@
 Files are copied with copy_file_range (in-kernel, and a reflink on file systems that share blocks),
 in chunks so progress is reported; directories are copied recursively. A symlink inside an input
 directory is followed only to a target inside allowed_dirs and outside the denied dirs (anything
-else is refused, so a link cannot smuggle a host file into the task); FIFOs are recreated,
-sockets and devices skipped.
+else is refused, so a link cannot smuggle a host file into the task); a dangling one is kept as a
+link only when it points down into its own directory (so no later write through it leaves the
+task's tree), else refused. FIFOs are recreated, sockets and devices skipped.
 Outputs are written to a temporary name beside the target and renamed over it, so a reader never
 sees half a file.
 """
@@ -59,6 +60,21 @@ def copy_file(src: Path, dest: Path, progress: ByteCallback | None = None) -> in
     return total
 
 
+def _dangling_target(link: Path) -> str:
+    """The target of a dangling symlink in an input directory, kept as a link only when it
+    points down from where it is (relative, no '..'): followed by anyone, on the host or in the
+    container, it then stays inside the copied directory. Any other dangling link could lead a
+    later write out of the task's tree (an absolute one means the host's path to the agent and
+    the image's to the task), so it is refused."""
+    target = os.readlink(link)
+    if target.startswith("/") or ".." in target.split("/"):
+        raise AccessRefused(
+            f"symlink {link} points to {target}, which does not exist; a dangling link is "
+            "copied only when it points down into its own directory (relative, without '..')"
+        )
+    return target
+
+
 class LocalStorage:
     def __init__(self, policy: StagingPolicy):
         self.policy = policy
@@ -101,11 +117,13 @@ class LocalStorage:
         with os.scandir(src) as entries:
             for entry in entries:
                 target = dest / entry.name
+                if target.is_symlink():  # an earlier input's: never write through it
+                    target.unlink()
                 source = Path(entry.path)
                 if entry.is_symlink():
                     real = Path(os.path.realpath(source))
-                    if not real.exists():  # dangling: harmless, keep the link itself
-                        os.symlink(os.readlink(source), target)
+                    if not real.exists():
+                        os.symlink(_dangling_target(source), target)
                         continue
                     try:
                         self.policy.local_tree(str(real))

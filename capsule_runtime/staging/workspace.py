@@ -19,7 +19,9 @@ from types import TracebackType
 from typing import Any
 
 from capsule_runtime.engine.spec import Mount
-from capsule_runtime.staging.layout import PLACEHOLDER_MTIME, Layout
+from capsule_runtime.staging import confined
+from capsule_runtime.staging.errors import PathEscapes
+from capsule_runtime.staging.layout import PLACEHOLDER_MTIME, Layout, path_parts
 from capsule_runtime.staging.policy import StagingPolicy
 from capsule_runtime.staging.progress import Phase, ProgressCallback, ProgressMeter
 from capsule_runtime.staging.router import StorageRouter
@@ -68,8 +70,17 @@ class Workspace:
     # -- paths ----------------------------------------------------------------------------------
 
     def mounts(self) -> Mounts:
-        """The bind mounts for every executor of the task (all read-write)."""
-        return self.layout.mounts()
+        """The bind mounts for every executor of the task (all read-write). The engine follows a
+        symlink in a mount's source, so a source with one on the way (a link an input or a
+        restored workspace put there) is refused with PathEscapes instead."""
+        mounts = self.layout.mounts()
+        for mount in mounts:
+            link = confined.has_symlink(self.fs, mount.host)
+            if link is not None:
+                raise PathEscapes(
+                    f"cannot mount {mount.container}: {link} in the task's tree is a symlink"
+                )
+        return mounts
 
     def tree_path(self, container_path: str) -> Path:
         """The host path of a container path, lexically; for files the agent itself creates."""
@@ -77,9 +88,30 @@ class Workspace:
 
     def host_path(self, container_path: str) -> Path | None:
         """The host path of a container path after the task ran: symlinks it made resolved inside
-        the tree (never to a host file); None for a symlink loop. Use this, not `tree_path`, for
-        anything the agent opens after a container has run (stdio files of later executors)."""
+        the tree (never to a host file); None for a symlink loop."""
         return self.layout.resolve(container_path)
+
+    def confined_path(self, container_path: str) -> Path:
+        """The host path of a file a task named (stdio), for the agent to open or hand to the
+        engine: symlinks the task made are resolved inside the tree, and a path that leads
+        outside the mounted directories or loops raises PathEscapes. The result has no symlink
+        on the way as the tree is now — so use it only while no container of the task runs."""
+        return self.tree_path(self.layout.confine(container_path))
+
+    def create_file(self, container_path: str) -> Path:
+        """Create (truncate) the file a task named, and its missing directories, inside the tree
+        (confined_path), never through a symlink; its host path."""
+        resolved = self.layout.confine(container_path)
+        confined.create_file(self.fs, path_parts(resolved))
+        return self.tree_path(resolved)
+
+    def existing_file(self, container_path: str) -> Path:
+        """The host path of an existing regular file a task named (stdin), inside the tree
+        (confined_path); FileNotFoundError when it is missing, StagingError when it is not a
+        regular file or a symlink stands in the way."""
+        resolved = self.layout.confine(container_path)
+        confined.check_regular_file(self.fs, path_parts(resolved))
+        return self.tree_path(resolved)
 
     # -- the tree -------------------------------------------------------------------------------
 
@@ -116,10 +148,17 @@ class Workspace:
     def create_placeholders(self) -> None:
         """A file mount needs a source: create each one that staging did not (empty, mtime 0)."""
         for point in self.layout.points:
-            host = self.tree_path(point.container)
-            if point.is_file and not os.path.lexists(host):
-                host.touch()
-                os.utime(host, (PLACEHOLDER_MTIME, PLACEHOLDER_MTIME))
+            if not point.is_file:
+                continue
+            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL  # never onto what is there
+            try:
+                fd = confined.open_beneath(self.fs, path_parts(point.container), flags)
+            except FileExistsError:
+                continue
+            try:
+                os.utime(fd, (PLACEHOLDER_MTIME, PLACEHOLDER_MTIME))
+            finally:
+                os.close(fd)
 
     def cancel(self) -> None:
         """Stop staging soon, from any thread: stage_inputs raises StagingCancelled (within one

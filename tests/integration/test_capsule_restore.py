@@ -200,3 +200,72 @@ def test_no_usable_capsule_restarts_from_scratch(
     assert any("from the beginning" in s for s in final.task_log["system_logs"])
     numbers = [int(x) for x in (tmp_path / "out" / "count").read_text().split()]
     assert numbers == list(range(1, N + 1))
+
+
+def test_a_stdout_swapped_for_a_host_link_is_never_mounted_by_a_restore(
+    tmp_path: Path, engine: PodmanEngine, busybox_image: str
+) -> None:
+    """The task replaces its own stdout file with a link to a host file, then is migrated: the
+    capsule's workspace comes back with that link where podman takes the stdout bind mount's
+    source. Restoring it would mount the host file into the task (which then writes into it);
+    the capsule is refused instead (reported unusable, said in system_logs) and the task starts
+    again."""
+    victim = tmp_path / "victim"  # an empty host file (CRIU wants the size it dumped)
+    victim.write_text("")
+    swap = (
+        f"rm /work/o; ln -s {victim} /work/o; touch /work/ready; "
+        "i=0; while [ $i -lt 40 ]; do i=$((i+1)); sleep 0.1; done; echo pwned"
+    )
+
+    def attempt(attempt_id: str, restore: list[CapsuleRef], seq: int) -> Assignment:
+        return Assignment(
+            attempt_id=attempt_id,
+            task_id="t-restore",
+            task={
+                "executors": [
+                    {"image": busybox_image, "command": ["sh", "-c", swap], "stdout": "/work/o"}
+                ],
+                "volumes": ["/work"],
+            },
+            settings=TaskSettings(allowed_dirs=[str(tmp_path / "allowed")]),
+            capsules=CapsuleSettings(store=str(tmp_path / "store")),
+            restore=restore,
+            next_sequence=seq,
+        )
+
+    ready = tmp_path / "tasks" / "t-restore" / "work" / "fs" / "work" / "ready"
+    first: Any = Recorder()
+    run = TaskRun(
+        attempt("a1", [], 1), first, tmp_path / "w1", engine, tasks_dir=tmp_path / "tasks"
+    )
+    run.start()
+    deadline = time.monotonic() + 60
+    while not (ready.exists() and any(r.status == "running" for r in first.reports)):
+        assert time.monotonic() < deadline, "the task never got ready"
+        time.sleep(0.05)
+    run.checkpoint(CheckpointOrder(attempt_id="a1", request_id="r1", stop=True))
+    run.join(timeout=60)
+    assert first.reports[-1].status == "interrupted", first.reports[-1]
+    [done] = [c for c in first.capsules if c.state == "complete"]
+    ref = CapsuleRef(
+        capsule_id=done.capsule_id,
+        sequence=done.sequence,
+        manifest_key=done.manifest_key or "",
+        manifest_sha256=done.manifest_sha256 or "",
+    )
+    second: Any = Recorder()
+    run2 = TaskRun(
+        attempt("a2", [ref], 2), second, tmp_path / "w2", engine, tasks_dir=tmp_path / "tasks"
+    )
+    thread = threading.Thread(target=run2.run)
+    thread.start()
+    thread.join(timeout=120)
+    assert not thread.is_alive()
+    final = second.reports[-1]
+    assert victim.read_text() == ""
+    lines = final.task_log["system_logs"]
+    assert [c.state for c in second.capsules] == ["corrupt", "none_usable"], lines
+    lines = final.task_log["system_logs"]
+    assert any("is a symlink in the task's directory" in line for line in lines), lines
+    assert final.status == "complete", final
+    assert "pwned" not in str(final.task_log)

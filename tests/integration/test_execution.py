@@ -306,3 +306,129 @@ def test_the_servers_state_is_private_after_a_start(runner: RunningServer) -> No
         assert stat.S_IMODE(path.lstat().st_mode) == want, rel
         checked += 1
     assert (data / "tescape.db").exists() and checked > 3
+
+
+# -- a task never reaches the host through a path it controls (issue 10) ---------------------------
+
+
+def full_stream(
+    srv: RunningServer, task_id: str, executor: int, stream: str, wait_s: float = 0.0
+) -> str:
+    """The full stream saved after the final report ("" when none was saved); waits up to
+    `wait_s` for it (streams are saved just after the final report, in executor order)."""
+    url = f"{srv.url}/api/v1/tasks/{task_id}/logs?executor={executor}&stream={stream}"
+    deadline = time.monotonic() + wait_s
+    resp = requests.get(url, timeout=10)
+    while resp.status_code == 404 and time.monotonic() < deadline:
+        time.sleep(0.1)
+        resp = requests.get(url, timeout=10)
+    return resp.text if resp.status_code == 200 else ""
+
+
+def test_a_stdout_symlink_to_the_host_creates_no_host_file(
+    runner: RunningServer, tmp_path: Path
+) -> None:
+    victim = tmp_path / "cron.d" / "x"  # stands in for /etc/cron.d/x
+    victim.parent.mkdir()
+    executors = [
+        {"image": "alpine", "command": ["ln", "-s", str(victim), "/work/o"]},
+        {"image": "alpine", "command": ["echo", "* * * * * root pwned"], "stdout": "/work/o"},
+    ]
+    task = wait(runner, submit(runner, executors=executors, volumes=["/work"]))
+    assert task["state"] == "EXECUTOR_ERROR", task
+    assert not victim.exists() and list(victim.parent.iterdir()) == []
+    lines = task["logs"][0]["system_logs"]
+    assert any(
+        "executor 1 could not start" in line
+        and f"/work/o leads through a symlink to {victim}" in line
+        and "outside the task's mounted directories" in line
+        for line in lines
+    ), lines
+
+
+def test_a_stdin_symlink_to_the_host_never_reads_host_bytes(
+    runner: RunningServer, tmp_path: Path
+) -> None:
+    secret = tmp_path / "hostname"  # stands in for /etc/hostname
+    secret.write_text("host-secret-bytes\n")
+    executors = [
+        {"image": "alpine", "command": ["sh", "-c", f"ln -s {secret} /work/i; echo ok >&2"]},
+        {"image": "alpine", "command": ["cat"], "stdin": "/work/i"},  # into the ExecutorLog
+    ]
+    task_id = submit(runner, executors=executors, volumes=["/work"])
+    task = wait(runner, task_id)
+    assert task["state"] == "EXECUTOR_ERROR", task
+    assert "host-secret-bytes" not in str(task)
+    assert full_stream(runner, task_id, 0, "stderr", wait_s=15) == "ok\n"  # the last one saved
+    for index in (0, 1):
+        for stream in ("stdout", "stderr"):
+            assert "host-secret" not in full_stream(runner, task_id, index, stream)
+    assert any(
+        "executor 1 could not start" in line and "/work/i leads through a symlink" in line
+        for line in task["logs"][0]["system_logs"]
+    ), task
+
+
+def test_a_link_inside_the_work_area_still_works(runner: RunningServer) -> None:
+    """Links the container's way stay links the container's way: /work/o → /work/real."""
+    executors = [
+        {"image": "alpine", "command": ["sh", "-c", "echo in > /work/real; ln -s real /work/i"]},
+        {"image": "alpine", "command": ["ln", "-s", "/work/sub/out", "/work/o"]},
+        {"image": "alpine", "command": ["cat"], "stdin": "/work/i", "stdout": "/work/o"},
+        {"image": "alpine", "command": ["cat", "/work/sub/out"]},
+    ]
+    task = wait(runner, submit(runner, executors=executors, volumes=["/work"]))
+    assert task["state"] == "COMPLETE", task
+    logs = task["logs"][0]["logs"]
+    assert logs[2]["stdout"] == "in\n" and logs[3]["stdout"] == "in\n"
+
+
+def test_a_stdout_file_swapped_for_a_host_link_is_not_read_back(
+    runner: RunningServer, tmp_path: Path
+) -> None:
+    """The executor replaces its own stdout file with a link to a host file while it runs:
+    neither the ExecutorLog's tail nor the full stream saved later carries the host's bytes;
+    a later executor doing the same to an earlier one's file is caught as well."""
+    secret = tmp_path / "shadow"
+    secret.write_text("host-secret-bytes\n")
+    swap = f"echo mine; rm /work/o; ln -s {secret} /work/o"
+    executors = [
+        {"image": "alpine", "command": ["sh", "-c", swap], "stdout": "/work/o"},
+        {"image": "alpine", "command": ["sh", "-c", "echo two"], "stdout": "/work/p"},
+        {
+            "image": "alpine",
+            "command": ["sh", "-c", f"rm /work/p; ln -s {secret} /work/p; echo done >&2"],
+        },
+    ]
+    task_id = submit(runner, executors=executors, volumes=["/work"])
+    task = wait(runner, task_id)
+    assert task["state"] == "COMPLETE", task
+    assert "host-secret-bytes" not in str(task)
+    logs = task["logs"][0]["logs"]
+    assert logs[0]["stdout"] == "" and logs[1]["stdout"] == "two\n"
+    assert any("executor 0's stdout is not read" in s for s in task["logs"][0]["system_logs"])
+    assert full_stream(runner, task_id, 2, "stderr", wait_s=15) == "done\n"  # the last saved
+    for index in (0, 1, 2):
+        assert "host-secret" not in full_stream(runner, task_id, index, "stdout")
+    assert secret.read_text() == "host-secret-bytes\n"
+
+
+def test_a_dangling_link_out_of_a_file_directory_input_ends_the_task(
+    runner: RunningServer, exec_root: Path
+) -> None:
+    """A dangling link in a file:// directory input that points anywhere but down into it is
+    refused at staging (SYSTEM_ERROR, said in system_logs): a later write through it — by
+    another input, or by the agent for a stdio path — could otherwise create a host file."""
+    src = exec_root / "linkdir"
+    src.mkdir()
+    victim = exec_root / "victim-dangling"
+    (src / "evil").symlink_to(victim)
+    executors = [{"image": "alpine", "command": ["echo", "pwned"], "stdout": "/work/in/evil"}]
+    inputs = [{"url": f"file://{src}", "path": "/work/in", "type": "DIRECTORY"}]
+    task = wait(runner, submit(runner, executors=executors, inputs=inputs))
+    assert task["state"] == "SYSTEM_ERROR", task
+    assert not victim.exists()
+    assert any(
+        "input staging failed" in line and "dangling link is copied only when" in line
+        for line in task["logs"][0]["system_logs"]
+    ), task

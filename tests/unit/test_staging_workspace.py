@@ -289,9 +289,8 @@ def test_shared_directories_are_writable_by_any_user(tmp_path: Path) -> None:
 def test_a_symlink_from_a_directory_input_cannot_redirect_a_later_write(tmp_path: Path) -> None:
     allowed = tmp_path / "allowed"
     (allowed / "dir").mkdir(parents=True)
-    victim = tmp_path / "victim.txt"  # outside allowed_dirs, and does not exist yet
-    (allowed / "dir" / "evil").symlink_to(victim)  # dangling: copied as a link
-    (allowed / "dir" / "evildir").symlink_to(tmp_path / "no-such-dir")
+    (allowed / "dir" / "evil").symlink_to("missing.txt")  # dangling, points down: kept as a link
+    (allowed / "dir" / "evildir").symlink_to("no-such-dir")
     task = {
         "inputs": [
             {"url": str(allowed / "dir"), "path": "/work/dir", "type": "DIRECTORY"},
@@ -304,8 +303,57 @@ def test_a_symlink_from_a_directory_input_cannot_redirect_a_later_write(tmp_path
         stage_inputs(task["inputs"], ws)
         assert ws.tree_path("/work/dir/evil").read_text() == "pwned"
         assert not ws.tree_path("/work/dir/evil").is_symlink()
-    assert not victim.exists()
+        assert not ws.tree_path("/work/dir/missing.txt").exists()
     task["inputs"][1] = {"content": "x", "path": "/work/dir/evildir/f", "type": "FILE"}
     with Workspace.create(tmp_path / "ws2", task, policy) as ws, pytest.raises(StagingError):
         stage_inputs(task["inputs"], ws)
-    assert not (tmp_path / "no-such-dir").exists()
+    assert not (allowed / "dir" / "no-such-dir").exists()
+
+
+@pytest.mark.parametrize(
+    "target", ["/victim.txt", "../victim.txt", "sub/../../victim.txt", "ABS"], ids=str
+)
+def test_a_dangling_link_that_escapes_its_input_directory_is_refused(
+    tmp_path: Path, target: str
+) -> None:
+    """A dangling link is data only when it points down into its own directory; any other
+    could lead a later write (of this or another input, or of the agent) out of the tree."""
+    allowed = tmp_path / "allowed"
+    (allowed / "dir").mkdir(parents=True)
+    victim = allowed / "victim.txt"  # inside allowed_dirs even, and does not exist yet
+    (allowed / "dir" / "evil").symlink_to(str(victim) if target == "ABS" else target)
+    task = {
+        "inputs": [
+            {"url": str(allowed / "dir"), "path": "/work/dir", "type": "DIRECTORY"},
+            {"content": "pwned", "path": "/work/dir/evil", "type": "FILE"},
+        ],
+        "executors": [EX],
+    }
+    with (
+        Workspace.create(tmp_path / "ws", task, StagingPolicy.create([allowed])) as ws,
+        pytest.raises(AccessRefused, match="dangling link is copied only when it points down"),
+    ):
+        stage_inputs(task["inputs"], ws)
+    assert not victim.exists() and not Path("/victim.txt").exists()
+
+
+def test_a_later_directory_input_never_writes_through_an_earlier_ones_link(
+    tmp_path: Path,
+) -> None:
+    allowed = tmp_path / "allowed"
+    (allowed / "outer" / "sub").mkdir(parents=True)
+    (allowed / "outer" / "sub" / "x").symlink_to("y")  # dangling, kept
+    (allowed / "inner").mkdir()
+    (allowed / "inner" / "x").write_text("inner x")
+    task = {
+        "inputs": [
+            {"url": str(allowed / "outer"), "path": "/data", "type": "DIRECTORY"},
+            {"url": str(allowed / "inner"), "path": "/data/sub", "type": "DIRECTORY"},
+        ],
+        "executors": [EX],
+    }
+    with Workspace.create(tmp_path / "ws", task, StagingPolicy.create([allowed])) as ws:
+        stage_inputs(task["inputs"], ws)
+        x = ws.tree_path("/data/sub/x")
+        assert not x.is_symlink() and x.read_text() == "inner x"
+        assert not ws.tree_path("/data/sub/y").exists()
