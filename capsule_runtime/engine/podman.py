@@ -137,6 +137,7 @@ class PodmanEngine:
         if self.cgroup_parent:
             args += ["--cgroup-parent", self.cgroup_parent]
         args += _ulimits()
+        args += HARDENING
         # CRIU's action script (the freeze gate) for consistent checkpoints; see freeze.py
         args += ["--annotation", f"{freeze.ANNOTATION}={self.criu_config}"]
         args += ["--entrypoint", json.dumps(list(argv)), spec.image]
@@ -333,6 +334,22 @@ def _loaded(stdout: str) -> list[str]:
         if sep and line.startswith("Loaded image"):
             refs += [name.strip() for name in names.split(",") if name.strip()]
     return refs
+
+
+# Every task container: no privilege gain through setuid binaries or file capabilities, a cap on
+# its process count (a fork bomb stays inside), and no capability to grant capabilities — on top
+# of podman's own defaults (no NET_RAW, MKNOD, AUDIT_WRITE, SYS_ADMIN). CRIU checkpoints and
+# restores such containers unchanged (it runs on the host; no_new_privs and the capability sets
+# are part of what it dumps). See docs/security.md.
+PIDS_LIMIT = 4096
+DROPPED_CAPABILITIES = ("SETFCAP", "SETPCAP")
+HARDENING = [
+    "--security-opt",
+    "no-new-privileges",
+    "--pids-limit",
+    str(PIDS_LIMIT),
+    *(arg for cap in DROPPED_CAPABILITIES for arg in ("--cap-drop", cap)),
+]
 
 
 def _ulimits() -> list[str]:

@@ -29,6 +29,7 @@ from capsule_runtime.engine import (
     images,
     launcher,
 )
+from capsule_runtime.engine.podman import PIDS_LIMIT
 from capsule_runtime.host import podman as host_podman
 from tests.fixtures.containers import _container_leak_check, _podman_engine  # noqa: F401
 from tests.fixtures.images import (  # noqa: F401
@@ -503,3 +504,20 @@ def test_recipe_hash_changes_with_the_recipe() -> None:
     assert a.digest() == images.debian_recipe("localhost/x:1").digest()
     assert a.digest() != images.debian_recipe("localhost/x:1", packages=("procps", "gzip")).digest()
     assert a.slug == "localhost_x_1"
+
+
+def test_containers_are_hardened(engine: PodmanEngine, busybox_image: str, tmp_path: Path) -> None:
+    """no_new_privs set, a pids limit, no CAP_SETFCAP/CAP_SETPCAP in the bounding set (issue 10),
+    read from the container's own /proc/self/status."""
+    script = "grep -E '^(NoNewPrivs|CapBnd)' /proc/self/status; cat /sys/fs/cgroup/pids/pids.max"
+    s = spec(busybox_image, "sh", "-c", f"{script} 2>/dev/null || true", tmp=tmp_path)
+    assert run_to_end(engine, s) == 0, (tmp_path / "stderr").read_text()
+    fields = dict(
+        line.split(":", 1) for line in (tmp_path / "stdout").read_text().splitlines() if ":" in line
+    )
+    assert fields["NoNewPrivs"].strip() == "1"
+    bounding = int(fields["CapBnd"].strip(), 16)
+    for bit in (8, 31):  # CAP_SETPCAP, CAP_SETFCAP
+        assert not bounding & (1 << bit), hex(bounding)
+    assert bounding & (1 << 0)  # CAP_CHOWN stays: tasks chown their own files
+    assert (tmp_path / "stdout").read_text().splitlines()[-1] == str(PIDS_LIMIT)
