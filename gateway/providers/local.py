@@ -213,6 +213,11 @@ class LocalProvider:
         log.info("launched local instance %s (agent pid %d)", instance.id, proc.pid)
 
     def terminate(self, instance_id: str) -> None:
+        if instance_id not in self.processes and (pid := self.orphan_pid(instance_id)):
+            # left running by a gateway process that died: it must not run its tasks on while
+            # they are recovered elsewhere (never two live copies of one task)
+            log.warning("instance %s: stopping the agent an earlier gateway left", instance_id)
+            self._kill_agent(instance_id, pid)
         self._stop([instance_id])
         self._forget(instance_id)
         self._drop_cgroup(instance_id)
@@ -245,25 +250,30 @@ class LocalProvider:
         return aws_time(deadline)
 
     def kill_hard(self, instance_id: str) -> None:
-        """The reclaim itself: no grace. The agent's process group is frozen (SIGSTOP) and then
-        killed (SIGKILL) with everything it started: a checkpoint in progress (podman, CRIU, the
-        freeze hook) dies with it, so it cannot hold its container's lock and block the removal.
-        Then every container the agent recorded (<work>/containers/<id>) is removed from inside
-        the instance's mount namespace, where its network namespace and root file system are
-        mounted; the namespace is held open by a descriptor taken before the kill."""
+        """The reclaim itself: no grace (see `_kill_agent`)."""
         proc = self.processes.get(instance_id)
         alive = proc is not None and proc.poll() is None
+        self._kill_agent(instance_id, proc.pid if proc is not None and alive else None)
+        if proc is not None and alive:
+            proc.wait()
+
+    def _kill_agent(self, instance_id: str, pid: int | None) -> None:
+        """The agent's process group is frozen (SIGSTOP) and then killed (SIGKILL) with
+        everything it started: a checkpoint in progress (podman, CRIU, the freeze hook) dies with
+        it, so it cannot hold its container's lock and block the removal. Then every container the
+        agent recorded (<work>/containers/<id>) is removed from inside the instance's mount
+        namespace, where its network namespace and root file system are mounted; the namespace is
+        held open by a descriptor taken before the kill."""
         namespace: int | None = None
         ids: list[str] = []
-        if proc is not None and alive:
+        if pid is not None:
             with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGSTOP)
+                os.killpg(pid, signal.SIGSTOP)
             if self.isolated:
                 with contextlib.suppress(OSError):
-                    namespace = os.open(f"/proc/{proc.pid}/ns/mnt", os.O_RDONLY)
+                    namespace = os.open(f"/proc/{pid}/ns/mnt", os.O_RDONLY)
             with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+                os.killpg(pid, signal.SIGKILL)
         try:
             ledger = self.work_root / instance_id / "containers"
             ids = [p.name for p in ledger.iterdir()] if ledger.is_dir() else []
@@ -289,6 +299,30 @@ class LocalProvider:
         self._drop_cgroup(instance_id)
         log.warning(
             "instance %s reclaimed: agent killed, %d containers removed", instance_id, len(ids)
+        )
+
+    def orphan_pid(self, instance_id: str) -> int | None:
+        """The process group of an agent of `instance_id` that an earlier gateway process started
+        and left behind (a SIGKILLed gateway's agents live on in sessions of their own), found by
+        its command line; None when there is none."""
+        needle = [b"capsule_runtime.agent", b"--instance-id", instance_id.encode()]
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                argv = (entry / "cmdline").read_bytes().split(b"\0")
+                if all(n in argv for n in needle) and self._ours(argv):
+                    return os.getpgid(int(entry.name))
+            except (OSError, ProcessLookupError):
+                continue
+        return None
+
+    def _ours(self, argv: list[bytes]) -> bool:
+        """An agent of this data dir: its --work-dir or --tasks-dir lies under our work root
+        (isolated agents see the standard path; their unshare wrapper names our folder)."""
+        root = str(self.work_root).encode()
+        return any(arg.startswith(root) for arg in argv) or (
+            self.isolated and str(INSTANCE_ROOT).encode() in argv
         )
 
     def _forget(self, instance_id: str) -> None:

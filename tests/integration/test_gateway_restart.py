@@ -4,8 +4,10 @@ start — its counter, pipe and loopback connection continue, nothing runs twice
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -16,11 +18,13 @@ from tests.integration.test_capsules import (
     admin,
     count_lines,
     ended,
+    events,
     get,
     numbers,
     stateful_task,
     submit,
     wait_for,
+    work_dirs,
 )
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="CRIU needs root")
@@ -57,3 +61,71 @@ def test_a_restart_of_tescape_loses_no_running_work(tmp_path: Path, busybox_imag
         assert numbers(out / name) == list(range(1, n + 1)), name  # continued, never from 1
     assert [a["reason"] for a in attempts] == ["first", "shutdown"], attempts
     assert task["logs"][-1]["metadata"]["restored_from"]
+
+
+def test_a_killed_gateway_leaves_no_second_copy_running(tmp_path: Path, busybox_image: str) -> None:
+    """The gateway dies (SIGKILL) while a task runs. Its agent lives on in a session of its own;
+    the next start stops that agent and its container before the task is recovered, so the task
+    never runs twice at once, and it goes on from its newest capsule, not from the beginning."""
+    from capsule_runtime.engine.podman import PodmanEngine
+
+    config: dict[str, Any] = {
+        "images": {"rewrites": {"alpine": busybox_image}},
+        "storage": {"allowed_dirs": [str(tmp_path)]},
+        "scheduler": {"interval_seconds": 0.2},
+        "providers": {"local": {"max_instances": 1}},
+        "capsules": {"store": str(tmp_path / "capsules"), "interval_seconds": 0},
+    }
+    task = stateful_task(tmp_path, "killed", 40, 0.1, 1, gate="/work/.release")
+    task["resources"]["backend_parameters"]["checkpoint_interval"] = "1s"
+    with tescape_server(tmp_path / "data", config=config, run_tasks=True) as first:
+        task_id = submit(first, task)
+        wait_for("a periodic capsule", lambda: capsules(first, task_id), srv=first)
+        [old] = {a["instance_id"] for a in attempts_of(first, task_id)}
+        ledger = tmp_path / "data" / "instances" / old / "containers"
+        old_containers = {p.name for p in ledger.iterdir()}
+        assert old_containers
+        first.process.kill()  # no shutdown: nothing is moved into a capsule on the way down
+        first.process.wait()
+    assert agent_pids(old), "the agent should outlive a SIGKILLed gateway"
+
+    with tescape_server(tmp_path / "data", config=config, run_tasks=True) as second:
+        wait_for("the old agent to be stopped", lambda: not agent_pids(old), srv=second)
+        engine = PodmanEngine()
+        wait_for(
+            "the old container to be removed",
+            lambda: not [c for c in engine.list_containers() if c.id in old_containers],
+            srv=second,
+        )
+        wait_for(
+            "the restore",
+            lambda: any(e["kind"] == "restored" for e in events(second, task_id)),
+            srv=second,
+        )
+        for work in work_dirs(tmp_path, task_id):
+            with contextlib.suppress(OSError):
+                (work / ".release").touch()
+        done = ended(second, task_id)
+        assert done["state"] == "COMPLETE", done
+        kinds = [e["kind"] for e in events(second, task_id)]
+        assert "restart_from_scratch" not in kinds, kinds
+    counted = numbers(tmp_path / "out" / "killed" / "count")
+    assert len(counted) >= 40 and counted == list(range(1, len(counted) + 1))
+
+
+def capsules(srv: Any, task_id: str) -> list[dict[str, Any]]:
+    found = admin(srv, "GET", f"/tasks/{task_id}/capsules").json()["capsules"]
+    return [c for c in found if c["state"] == "complete"]
+
+
+def attempts_of(srv: Any, task_id: str) -> list[dict[str, Any]]:
+    return admin(srv, "GET", f"/tasks/{task_id}/attempts").json()["attempts"]  # type: ignore[no-any-return]
+
+
+def agent_pids(instance_id: str) -> list[str]:
+    out = subprocess.run(
+        ["pgrep", "-f", f"capsule_runtime.agent .*--instance-id {instance_id}"],
+        capture_output=True,
+        text=True,
+    )
+    return out.stdout.split()
