@@ -4,21 +4,24 @@
 Every check is a real round trip (a `SELECT 1` to the database, a probe object written to and
 read back from the capsule store), so a monitor sees a stopped database or an unusable capsule
 store, not a cached belief. A failing check is reported, never raised: the status of a sick
-gateway is exactly what a monitor asks for. Counts are aggregates only (no task ids), read with
-one grouped query each over indexed columns, so they stay cheap with 100,000 tasks.
+gateway is exactly what a monitor asks for. Counts are aggregates only (no task ids): grouped
+queries over indexed columns, and checkpoint/restore outcomes counted incrementally from the
+events table (`OutcomeTally`), so they stay cheap with 100,000 tasks.
 """
 
 from __future__ import annotations
 
 import contextlib
+import threading
 import time
 import uuid
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import func, select, text
+from sqlalchemy import Connection, Engine, func, select, text
 
 from gateway import __version__
 from gateway.store.fleet import LIVE_PHASES
@@ -96,6 +99,54 @@ def check_capsule_store(services: Services) -> Check:
     return _timed(probe)
 
 
+class OutcomeTally:
+    """Checkpoint and restore outcomes counted from the events table without scanning it all
+    on every call (it has no index on `kind`, and grows by several rows per task).
+
+    Events below a watermark are counted once and kept; each call counts only the rows since
+    (a primary-key range). The last `SETTLE` ids are counted afresh every time, never kept: on
+    PostgreSQL an event with a smaller id can commit after a larger one was already seen."""
+
+    SETTLE = 1000
+
+    def __init__(self) -> None:
+        self.watermark = 0  # every event with id <= this is in `kept`
+        self.kept: dict[str, int] = {}
+        self.lock = threading.Lock()
+
+    def _count(self, conn: Connection, above: int, upto: int | None) -> dict[str, int]:
+        query = (
+            select(events.c.kind, func.count())
+            .where(events.c.id > above, events.c.kind.in_(_C_R_KINDS))
+            .group_by(events.c.kind)
+        )
+        if upto is not None:
+            query = query.where(events.c.id <= upto)
+        return {kind: int(n) for kind, n in conn.execute(query).all()}
+
+    def counts(self, conn: Connection) -> dict[str, int]:
+        with self.lock:
+            top = conn.execute(select(func.max(events.c.id))).scalar() or 0
+            settled = max(0, top - self.SETTLE)
+            if settled > self.watermark:
+                for kind, n in self._count(conn, self.watermark, settled).items():
+                    self.kept[kind] = self.kept.get(kind, 0) + n
+                self.watermark = settled
+            out = dict(self.kept)
+            for kind, n in self._count(conn, self.watermark, None).items():
+                out[kind] = out.get(kind, 0) + n
+            return out
+
+
+_TALLIES: weakref.WeakKeyDictionary[Engine, OutcomeTally] = weakref.WeakKeyDictionary()
+_TALLIES_LOCK = threading.Lock()
+
+
+def _tally(engine: Engine) -> OutcomeTally:
+    with _TALLIES_LOCK:
+        return _TALLIES.setdefault(engine, OutcomeTally())
+
+
 def _provider(services: Services) -> dict[str, Any]:
     scheduler = services.scheduler
     if scheduler is None:
@@ -135,13 +186,7 @@ def _counts(services: Services, now: datetime) -> dict[str, Any]:
         live = conn.execute(
             select(func.count()).where(attempts.c.phase.in_([p.value for p in LIVE_PHASES]))
         ).scalar_one()
-        kinds: dict[str, int] = dict(
-            conn.execute(
-                select(events.c.kind, func.count())
-                .where(events.c.kind.in_(_C_R_KINDS))
-                .group_by(events.c.kind)
-            ).all()
-        )
+        kinds = _tally(services.database.engine).counts(conn)
     instances_by: dict[str, dict[str, int]] = {}
     for state, market, count in inst_rows:
         instances_by.setdefault(state, {})[market] = count

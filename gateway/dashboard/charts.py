@@ -11,8 +11,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-WIDTH, HEIGHT = 640, 160  # the viewBox of every chart; CSS scales it
+# viewBox sizes; CSS scales a chart to its box, so a chart as wide as the page gets a wide
+# viewBox (text stays about the size of the page's own)
+WIDTH, HEIGHT = 640, 160  # a chart in a two-column grid
+WIDE = 1280  # a chart across the page
 PAD_LEFT, PAD_BOTTOM, PAD_TOP = 56, 20, 8
+STEPS = (1.0, 1.2, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0)
 
 
 def _t(value: str) -> float:
@@ -20,11 +24,11 @@ def _t(value: str) -> float:
 
 
 def _nice_max(value: float) -> float:
-    """The smallest 1, 2, 2.5 or 5 x 10^n at or above `value` (an axis that reads well)."""
+    """The smallest of `STEPS` x 10^n at or above `value` (an axis that reads well)."""
     if value <= 0:
         return 1.0
     magnitude = 10.0 ** int(f"{value:e}".split("e")[1])
-    for step in (1.0, 2.0, 2.5, 5.0, 10.0):
+    for step in STEPS:
         if step * magnitude >= value:
             return step * magnitude
     return 10 * magnitude
@@ -72,13 +76,16 @@ def line_chart(
 
 
 def usage_charts(usage: list[dict[str, Any]]) -> dict[str, Any]:
-    """The task page's CPU (cores busy) and memory (GiB) charts from agents' usage samples."""
+    """The task page's CPU (cores busy) and memory (MiB, or GiB from 1 GiB up) charts from
+    agents' usage samples."""
     cpu = [(s["time"], float(s["cpu_cores"])) for s in usage if s.get("cpu_cores") is not None]
     mem = [(s["time"], float(s["memory_bytes"])) for s in usage if s.get("memory_bytes")]
     limits = [s.get("memory_limit_bytes") or 0 for s in usage]
+    small = max((v for _, v in mem), default=0.0) < 2**30
+    unit, scale = ("MiB", 2**20) if small else ("GiB", 2**30)
     return {
         "cpu": line_chart(cpu, "cores"),
-        "memory": line_chart(mem, "GiB", floor_max=0.0, scale=2**30),
+        "memory": line_chart(mem, unit, floor_max=0.0, scale=scale),
         "memory_limit_gib": (max(limits) / 2**30) if any(limits) else None,
     }
 
@@ -99,6 +106,7 @@ class BarChart:
     y_max: float
     unit: str
     ghosts: list[Bar] = field(default_factory=list)  # e.g. the on-demand equivalent behind
+    width: int = WIDE
 
 
 def bar_chart(
@@ -108,7 +116,7 @@ def bar_chart(
     if not items:
         return BarChart([], 1.0, unit)
     y_max = _nice_max(max(max(v, g) for _, v, g in items))
-    inner_w, inner_h = WIDTH - PAD_LEFT - 4, HEIGHT - PAD_BOTTOM - PAD_TOP
+    inner_w, inner_h = WIDE - PAD_LEFT - 4, HEIGHT - PAD_BOTTOM - PAD_TOP
     slot = inner_w / len(items)
     bars: list[Bar] = []
     ghosts: list[Bar] = []
@@ -152,6 +160,7 @@ class Timeline:
     start: str
     end: str
     height: int
+    width: int = WIDE
 
 
 TIMELINE_MARKS = {
@@ -174,7 +183,7 @@ def timeline(
     end = now if any(a.get("start") and not a.get("end") for a in attempts) else max(times)
     t0, t1 = _t(created), _t(end)
     span = (t1 - t0) or 1.0
-    inner_w = WIDTH - PAD_LEFT - 4
+    inner_w = WIDE - PAD_LEFT - 4
 
     def x_of(value: str) -> float:
         return PAD_LEFT + max(0.0, min(1.0, (_t(value) - t0) / span)) * inner_w
@@ -207,4 +216,4 @@ def timeline(
             Mark(x_of(e["time"]), max(row, 0), kind, f"{e['time']} {e.get('message') or kind}")
         )
     n = max(len(attempts), 1)
-    return Timeline(spans, marks, n, created, end, 24 * n + 28)
+    return Timeline(spans, marks, n, created, end, 24 * n + 24)

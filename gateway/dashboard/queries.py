@@ -7,6 +7,7 @@ attempts table, as `GET /api/v1/costs` computes them.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -24,7 +25,21 @@ if TYPE_CHECKING:
     from gateway.app import Services
 
 PAGE_SIZE = 50
+CHUNK = 500  # ids per IN (...) list
 MAX_PAGE_SIZE = 500
+
+
+_COST_COLUMNS = (
+    attempts.c.id,
+    attempts.c.task_id,
+    attempts.c.instance_id,
+    attempts.c.market,
+    attempts.c.instance_type,
+    attempts.c.zone,
+    attempts.c.price_per_hour,
+    attempts.c.start_time,
+    attempts.c.end_time,
+)
 
 
 class FilterError(ValueError):
@@ -225,6 +240,14 @@ def instance_rows(services: Services, include_ended: bool) -> list[dict[str, Any
     from gateway.store.fleet import InstanceState
 
     fleet = services.fleet
+    with services.database.engine.connect() as conn:
+        ran: dict[str, int] = dict(
+            conn.execute(
+                select(attempts.c.instance_id, func.count(attempts.c.task_id.distinct()))
+                .where(attempts.c.instance_id.is_not(None))
+                .group_by(attempts.c.instance_id)
+            ).all()
+        )
     states = None if include_ended else {InstanceState.LAUNCHING, InstanceState.READY,
                                           InstanceState.TERMINATING}  # fmt: skip
     out = []
@@ -255,6 +278,7 @@ def instance_rows(services: Services, include_ended: bool) -> list[dict[str, Any
                 "cpu_pct": round(100 * cpu / cores, 1) if cores else None,
                 "mem_pct": round(100 * mem / (ram * 2**30), 1) if ram else None,
                 "task_ids": sorted({a.task_id for a in live}),
+                "tasks_run": int(ran.get(inst.id, 0)),
                 "notice": notice.get("action"),
                 "deadline": notice.get("deadline"),
             }
@@ -264,59 +288,76 @@ def instance_rows(services: Services, include_ended: bool) -> list[dict[str, Any
 
 # -- costs -------------------------------------------------------------------------------------
 
-_COST_COLUMNS = (
-    attempts.c.id,
-    attempts.c.task_id,
-    attempts.c.instance_id,
-    attempts.c.market,
-    attempts.c.instance_type,
-    attempts.c.zone,
-    attempts.c.price_per_hour,
-    attempts.c.start_time,
-    attempts.c.end_time,
-)
-
 
 def _attempt_rows(
     services: Services, principal: Principal, since: datetime
-) -> tuple[list[dict[str, Any]], dict[str, dict[str, str]], dict[str, str]]:
-    """Attempts running at or after `since` (their start clipped to it), the tags and the
-    names of their tasks."""
+) -> list[dict[str, Any]]:
+    """Attempts on an instance at or after `since`, their start clipped to it. Only the narrow
+    attempts table is read (the wide tasks rows only for a user's owner filter)."""
     since_s = rfc3339(since)
-    join = attempts.join(tasks, tasks.c.id == attempts.c.task_id)
     query = (
-        select(*_COST_COLUMNS, tasks.c.name)
-        .select_from(join)
+        select(*_COST_COLUMNS)
         .where(attempts.c.start_time.is_not(None))
         .where((attempts.c.end_time.is_(None)) | (attempts.c.end_time >= since_s))
     )
-    tag_query = (
-        select(tasks.c.id, task_tags.c.key, task_tags.c.value)
-        .select_from(join.join(task_tags, task_tags.c.task_seq == tasks.c.seq))
-        .where((attempts.c.end_time.is_(None)) | (attempts.c.end_time >= since_s))
-        .distinct()
-    )
     if principal.owner_filter is not None:
-        query = query.where(tasks.c.owner == principal.owner_filter)
-        tag_query = tag_query.where(tasks.c.owner == principal.owner_filter)
+        query = query.select_from(attempts.join(tasks, tasks.c.id == attempts.c.task_id)).where(
+            tasks.c.owner == principal.owner_filter
+        )
     with services.database.engine.connect() as conn:
-        rows = [dict(r._mapping) for r in conn.execute(query)]
-        tag_rows = conn.execute(tag_query).all()
-    names: dict[str, str] = {}
+        result = conn.execute(query)
+        keys = list(result.keys())  # once: a Row's own mapping costs more than the query
+        rows = [dict(zip(keys, r, strict=True)) for r in result]
+    return _clipped(rows, since_s)
+
+
+def _clipped(rows: list[dict[str, Any]], since_s: str) -> list[dict[str, Any]]:
+    """The attempts running at or after `since_s`, each counted from `since_s` at the earliest."""
+    out = []
     for row in rows:
-        names[row["task_id"]] = row.pop("name") or ""
-        if row["start_time"] < since_s:
-            row["start_time"] = since_s
+        if row["end_time"] is not None and row["end_time"] < since_s:
+            continue
+        out.append({**row, "start_time": max(row["start_time"], since_s)})
+    return out
+
+
+def _task_facts(
+    services: Services, task_ids: Iterable[str], with_tags: bool
+) -> tuple[dict[str, str], dict[str, dict[str, str]]]:
+    """Names (and tags) of these tasks, read by primary key in chunks."""
+    names: dict[str, str] = {}
     tags: dict[str, dict[str, str]] = {}
-    for task_id, key, value in tag_rows:
-        tags.setdefault(task_id, {})[key] = value
-    return rows, tags, names
+    wanted = list(dict.fromkeys(task_ids))
+    with services.database.engine.connect() as conn:
+        for i in range(0, len(wanted), CHUNK):
+            chunk = wanted[i : i + CHUNK]
+            found = conn.execute(
+                select(tasks.c.id, tasks.c.seq, tasks.c.name).where(tasks.c.id.in_(chunk))
+            ).all()
+            names.update({r.id: r.name or "" for r in found})
+            if with_tags:
+                by_seq = {r.seq: r.id for r in found}
+                for seq, key, value in conn.execute(
+                    select(task_tags.c.task_seq, task_tags.c.key, task_tags.c.value).where(
+                        task_tags.c.task_seq.in_(list(by_seq))
+                    )
+                ):
+                    tags.setdefault(by_seq[seq], {})[key] = value
+    return names, tags
 
 
-def spend(services: Services, principal: Principal, since: datetime, now: datetime) -> dict:
-    """Cost, on-demand equivalent and savings of what ran since `since`."""
-    rows, _, _ = _attempt_rows(services, principal, since)
-    return costs_summary(rows, now, on_demand_price, time_scale=_time_scale(services))["total"]
+def spend(
+    services: Services, principal: Principal, now: datetime, windows: dict[str, int]
+) -> dict[str, dict[str, Any]]:
+    """Cost, on-demand equivalent and savings of what ran in each window (name → days), from
+    one read of the attempts."""
+    widest = _attempt_rows(services, principal, now - timedelta(days=max(windows.values())))
+    out = {}
+    for name, days in windows.items():
+        rows = _clipped(widest, rfc3339(now - timedelta(days=days)))
+        summary = costs_summary(rows, now, on_demand_price, time_scale=_time_scale(services))
+        out[name] = summary["total"]
+    return out
 
 
 def cost_breakdown(
@@ -325,10 +366,12 @@ def cost_breakdown(
     """The costs page: totals, by task (the `top` dearest), by tag, by day (an attempt's cost
     goes to the day it started, or the window's first day)."""
     since = now - timedelta(days=days)
-    rows, tags, names = _attempt_rows(services, principal, since)
+    rows = _attempt_rows(services, principal, since)
     summary = costs_summary(rows, now, on_demand_price, time_scale=_time_scale(services))
     by_task = sorted(summary["tasks"], key=lambda t: t["cost_usd"], reverse=True)
-    for t in by_task:
+    _, tags = _task_facts(services, (r["task_id"] for r in rows), with_tags=True)
+    names, _ = _task_facts(services, (t["task_id"] for t in by_task[:top]), with_tags=False)
+    for t in by_task[:top]:
         t["name"] = names.get(t["task_id"], "")
     by_tag: dict[str, dict[str, float]] = {}
     by_day: dict[str, dict[str, float]] = {}

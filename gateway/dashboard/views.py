@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import csv
 import io
-from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from flask import Blueprint, Response, current_app, g, render_template, request, url_for
@@ -38,6 +37,7 @@ CSV_FIELDS = (
     "notice",
     "deadline",
     "task_ids",
+    "tasks_run",
 )
 
 
@@ -186,10 +186,7 @@ def system_page() -> Response:
     now = utcnow()
     spent = {}
     if doc["database"]["status"] == "ok":
-        spent = {
-            "week": queries.spend(services, g.principal, now - timedelta(days=7), now),
-            "month": queries.spend(services, g.principal, now - timedelta(days=30), now),
-        }
+        spent = queries.spend(services, g.principal, now, {"week": 7, "month": 30})
     return _page("system.html", status=503 if doc["status"] == "fail" else 200, s=doc, spent=spent)
 
 

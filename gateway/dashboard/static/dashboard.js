@@ -30,19 +30,23 @@ function followTasks(table) {
 function followTask(root) {
   if (root.dataset.terminal === "true") return; // an ended task does not change any more
   poll(root.dataset.live, 2000, (data) => {
-    const follow = document.getElementById("follow");
     for (const [name, html] of Object.entries(data.parts)) {
       const part = document.getElementById("part-" + name);
       if (part && part.innerHTML !== html) part.innerHTML = html;
     }
-    if (!follow || follow.checked) {
-      document.querySelectorAll("#part-logs pre.log").forEach((pre) => { pre.scrollTop = pre.scrollHeight; });
-    }
+    scrollLogs();
     if (data.terminal) return false; // this poll brought the final state
   });
 }
 
+function scrollLogs() {
+  const follow = document.getElementById("follow");
+  if (follow && !follow.checked) return;
+  document.querySelectorAll("#part-logs pre.log").forEach((pre) => { pre.scrollTop = pre.scrollHeight; });
+}
+
 document.addEventListener("DOMContentLoaded", () => {
+  scrollLogs();
   const tasks = document.getElementById("tasks");
   if (tasks && tasks.dataset.live) followTasks(tasks);
   const task = document.getElementById("task");
