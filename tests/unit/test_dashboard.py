@@ -14,10 +14,13 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
+from gateway import status as gateway_status
 from gateway.app import create_app
 from gateway.auth import token_sha256
 from gateway.config import load_config
 from gateway.dashboard import charts
+from gateway.status import OutcomeTally
+from gateway.store.fleet import InstanceState
 
 ADMIN = {"Authorization": "Bearer admin-token"}
 ALICE = {"Authorization": "Bearer alice-token"}
@@ -204,3 +207,75 @@ def test_bar_chart_draws_the_ghost_behind() -> None:
     assert chart.y_max == 4.0
     assert chart.ghosts[0].height > chart.bars[0].height > 0 and chart.bars[1].height == 0
     assert [b.label for b in chart.bars] == ["12-01", "12-02"]
+
+
+def test_a_reclaimed_instance_shows_its_notice_and_deadline(
+    app: Flask, client: FlaskClient
+) -> None:
+    fleet = app.extensions["tescape"].fleet
+    inst = fleet.add_instance(
+        provider="local",
+        instance_type="m5.large",
+        market="spot",
+        zone="us-east-1a",
+        price_per_hour=0.031,
+        token_sha256="x",
+        data={"capacity": {"cpu_cores": 2, "ram_gb": 8}},
+    )
+    deadline = "2026-12-01T10:02:00+00:00"
+    fleet.set_instance_state(
+        inst.id,
+        InstanceState.READY,
+        data={**inst.data, "interruption": {"action": "terminate", "deadline": deadline}},
+    )
+    page = client.get("/ui/instances", headers=ADMIN).text
+    assert inst.id in page and "terminate notice, gone at 10:02:00" in page
+    assert "0.0310" in page and "of 2.0" in page
+    [row] = csv.DictReader(io.StringIO(client.get("/ui/instances.csv", headers=ADMIN).text))
+    assert row["notice"] == "terminate" and row["deadline"] == deadline
+    assert row["market"] == "spot" and row["cpu_cores"] == "2.0"
+
+
+# -- the status document's checkpoint and restore tally -------------------------------------------
+
+
+def test_outcome_tally_counts_incrementally_and_matches_a_full_count(
+    app: Flask, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    services = app.extensions["tescape"]
+    monkeypatch.setattr(OutcomeTally, "SETTLE", 3)  # most events fall below the watermark
+    kinds = ["capsule", "state", "checkpoint_failed", "restored", "capsule", "capsule_corrupt"]
+    expected: dict[str, int] = {}
+    tally = OutcomeTally()
+    for round_ in range(4):
+        for kind in kinds[round_:]:
+            services.store.record(None, kind, message="x")
+            expected[kind] = expected.get(kind, 0) + 1
+        with services.database.engine.connect() as conn:
+            got = tally.counts(conn)
+        assert got == {k: v for k, v in expected.items() if k != "state"}
+    assert tally.watermark > 0  # it kept what had settled
+    doc = gateway_status.status(services)
+    assert doc["checkpoints"]["succeeded"] == expected["capsule"]
+    assert doc["checkpoints"]["failed"] == expected["checkpoint_failed"]
+    assert doc["restores"] == {
+        "succeeded": expected["restored"],
+        "failed": expected["capsule_corrupt"],
+        "success_rate": round(
+            expected["restored"] / (expected["restored"] + expected["capsule_corrupt"]), 4
+        ),
+    }
+
+
+def test_what_users_typed_is_escaped_everywhere(client: FlaskClient) -> None:
+    evil = '<script>alert("x")</script>'
+    doc = {
+        "name": evil,
+        "tags": {evil: evil},
+        "executors": [{"image": "busybox", "command": ["true"]}],
+    }
+    task_id = client.post("/ga4gh/tes/v1/tasks", json=doc, headers=ALICE).json["id"]  # type: ignore[index]
+    for path in ("/ui/", f"/ui/tasks/{task_id}", "/ui/live/tasks", f"/ui/live/tasks/{task_id}"):
+        body = client.get(path, headers=ALICE).text
+        assert "<script>alert" not in body and "&lt;script&gt;" in body
+    assert client.get("/ui", headers=ALICE).status_code in (301, 308)  # to /ui/
