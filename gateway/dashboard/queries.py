@@ -17,6 +17,7 @@ from sqlalchemy import func, select
 from gateway.auth import Principal
 from gateway.market.catalog import on_demand_price
 from gateway.market.costs import AttemptCost, attempt_cost, costs_summary
+from gateway.store.events import read_events
 from gateway.store.schema import attempts, task_tags, tasks
 from gateway.tes.states import State
 from gateway.tes.times import rfc3339
@@ -220,11 +221,36 @@ def task_detail(
         "logs": record.logs or [],
         "attempts": rows,
         "capsules": capsules,
-        "events": services.store.events(task_id),
+        "events": _with_notices(services, services.store.events(task_id), rows),
         "usage": _usage_series(rows),
         "cost_usd": sum(c.cost_usd for c in costs.values()),
         "on_demand_usd": sum(c.on_demand_usd for c in costs.values()),
     }
+
+
+INSTANCE_NOTICES = ("interruption", "rebalance")  # instance events a task's page shows too
+
+
+def _with_notices(
+    services: Services, task_events: list[dict[str, Any]], attempt_rows: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """The task's events and the interruption notices of the instances it ran on (recorded on
+    the instance, not the task), each notice tied to the attempt running there at the time."""
+    notices = []
+    for instance_id in dict.fromkeys(a["instance_id"] for a in attempt_rows if a["instance_id"]):
+        for e in read_events(services.database, instance_id=instance_id):
+            if e["kind"] not in INSTANCE_NOTICES or e.get("task_id"):
+                continue
+            on = [
+                a
+                for a in attempt_rows
+                if a["instance_id"] == instance_id
+                and (a["start"] or "") <= e["time"] <= (a["end"] or "9999")
+            ]
+            notices.append({**e, "attempt_id": on[0]["id"] if on else None})
+    if not notices:
+        return task_events
+    return sorted([*task_events, *notices], key=lambda e: (e["time"], e.get("id", 0)))
 
 
 def _time_scale(services: Services) -> float:

@@ -235,6 +235,36 @@ def test_a_running_task_page_follows_it_live(
     shot(page, screenshots, "task-live-done")
 
 
+def test_a_reclaim_shows_its_notice_on_the_timeline_and_the_instance(
+    server: RunningServer, tasks: dict[str, str], page: Page, screenshots: Path
+) -> None:
+    task_id = submit(
+        server,
+        task(
+            "count-reclaim",
+            "i=0; while [ $i -lt 40 ]; do i=$((i+1)); echo $i; sleep 0.25; done",
+            {"project": "gamma"},
+        ),
+    )
+    until("the task to run", lambda: state(server, task_id) == "RUNNING", server)
+    attempts = requests.get(f"{server.url}/api/v1/tasks/{task_id}/attempts", timeout=10)
+    victim = attempts.json()["attempts"][-1]["instance_id"]
+    resp = requests.post(
+        f"{server.url}/api/v1/instances/{victim}:interrupt", json={"notice_seconds": 30}, timeout=10
+    )
+    assert resp.status_code == 202, resp.text
+    page.goto(server.url + "/ui/instances")
+    expect(page.locator(f"tr[data-id='{victim}'] .notice")).to_contain_text("terminate notice")
+    shot(page, screenshots, "instances-reclaim")
+    until("the task to end", lambda: state(server, task_id) in TERMINAL, server)
+    page.goto(f"{server.url}/ui/tasks/{task_id}")
+    expect(page.locator("#task-state")).to_contain_text("COMPLETE")
+    expect(page.locator("#attempts tbody tr").nth(1)).to_contain_text("reclaim")
+    assert page.locator("svg.timeline circle.m-interruption").count() == 1
+    expect(page.locator("#events")).to_contain_text("terminate notice")
+    shot(page, screenshots, "task-reclaimed")
+
+
 def test_the_tasks_page_refreshes_itself(
     server: RunningServer, tasks: dict[str, str], page: Page
 ) -> None:
@@ -278,7 +308,10 @@ def test_system_page(
     expect(page.locator("#health-provider")).to_contain_text("scheduler running")
     expect(page.locator("#by-state")).to_contain_text("EXECUTOR_ERROR")
     expect(page.locator(".card", has_text="Checkpoints")).to_contain_text("100.0%")
-    expect(page.locator(".card", has_text="Restores")).to_contain_text("1 succeeded")
+    # the migrated task's restore, and the reclaimed one's when that test ran first
+    expect(page.locator(".card", has_text="Restores")).to_contain_text(
+        re.compile(r"[12] succeeded, 0 failed")
+    )
     expect(page.locator(".card", has_text="Spend, last 7 days")).to_contain_text("$")
     shot(page, screenshots, "system")
 
