@@ -71,6 +71,13 @@ def print_status(console: Console, doc: dict[str, Any]) -> None:
         "queue depth",
         f"{queue['depth']}" + (f" (oldest {oldest:.1f} s)" if oldest is not None else ""),
     )
+    latency = queue.get("latency") or {}
+    if latency.get("placements"):
+        work.add_row(
+            "queue latency",
+            f"median {latency['p50_seconds']:.1f} s, p95 {latency['p95_seconds']:.1f} s "
+            f"(last {latency['placements']} placements)",
+        )
     by_state = {k: v for k, v in doc["tasks"]["by_state"].items() if v}
     work.add_row(
         "tasks",

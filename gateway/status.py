@@ -161,6 +161,39 @@ def _provider(services: Services) -> dict[str, Any]:
     }
 
 
+LATENCY_SAMPLES = 200  # placements the queue latency is taken over (the newest)
+LATENCY_WINDOW = 20_000  # events looked back through for them, at most
+
+
+def queue_latency(conn: Connection) -> dict[str, Any]:
+    """Seconds from a task's creation to its placement (QUEUED → INITIALIZING), over the
+    newest placements: median, 95th percentile and how many. Looks back through a bounded
+    window of events (newest first, by primary key), so it costs the same on any store."""
+    top = conn.execute(select(func.max(events.c.id))).scalar() or 0
+    rows = conn.execute(
+        select(events.c.time, tasks.c.creation_time)
+        .join(tasks, tasks.c.id == events.c.task_id)
+        .where(
+            events.c.id > top - LATENCY_WINDOW,
+            events.c.kind == "state",
+            events.c.to_state == State.INITIALIZING.value,
+        )
+        .order_by(events.c.id.desc())
+        .limit(LATENCY_SAMPLES)
+    ).all()
+    waits = sorted(
+        max(0.0, (datetime.fromisoformat(t) - datetime.fromisoformat(c)).total_seconds())
+        for t, c in rows
+    )
+    if not waits:
+        return {"p50_seconds": None, "p95_seconds": None, "placements": 0}
+    return {
+        "p50_seconds": round(waits[len(waits) // 2], 3),
+        "p95_seconds": round(waits[min(len(waits) - 1, int(len(waits) * 0.95))], 3),
+        "placements": len(waits),
+    }
+
+
 def _rate(ok: int, failed: int) -> float | None:
     return round(ok / (ok + failed), 4) if ok + failed else None
 
@@ -187,6 +220,7 @@ def _counts(services: Services, now: datetime) -> dict[str, Any]:
             select(func.count()).where(attempts.c.phase.in_([p.value for p in LIVE_PHASES]))
         ).scalar_one()
         kinds = _tally(services.database.engine).counts(conn)
+        latency = queue_latency(conn)
     instances_by: dict[str, dict[str, int]] = {}
     for state, market, count in inst_rows:
         instances_by.setdefault(state, {})[market] = count
@@ -201,7 +235,11 @@ def _counts(services: Services, now: datetime) -> dict[str, Any]:
             "by_state": {s.value: by_state.get(s.value, 0) for s in State},
             "total": sum(by_state.values()),
         },
-        "queue": {"depth": by_state.get(State.QUEUED.value, 0), "oldest_seconds": queued_age},
+        "queue": {
+            "depth": by_state.get(State.QUEUED.value, 0),
+            "oldest_seconds": queued_age,
+            "latency": latency,
+        },
         "instances": {
             "by_state": instances_by,
             "total": sum(c for _, _, c in inst_rows),

@@ -307,6 +307,7 @@ def test_system_page(
     expect(page.locator("#health-capsule-store")).to_contain_text("ok")
     expect(page.locator("#health-provider")).to_contain_text("scheduler running")
     expect(page.locator("#by-state")).to_contain_text("EXECUTOR_ERROR")
+    expect(page.locator("#queue-latency")).to_contain_text(re.compile(r"last \d+ placements"))
     expect(page.locator(".card", has_text="Checkpoints")).to_contain_text("100.0%")
     # the migrated task's restore, and the reclaimed one's when that test ran first
     expect(page.locator(".card", has_text="Restores")).to_contain_text(

@@ -83,6 +83,7 @@ def test_status_document_and_cli(store_server: tuple[RunningServer, Path]) -> No
     assert set(doc["tasks"]["by_state"]) == {s.value for s in State}
     assert doc["tasks"]["total"] == 3
     assert doc["queue"]["depth"] == 3 and doc["queue"]["oldest_seconds"] >= 0
+    assert doc["queue"]["latency"]["placements"] == 0  # nothing placed: no scheduler
     assert doc["instances"] == {"by_state": {}, "total": 0, "live_attempts": 0}
     assert doc["checkpoints"] == {"succeeded": 0, "failed": 0, "success_rate": None}
     assert doc["restores"] == {"succeeded": 0, "failed": 0, "success_rate": None}

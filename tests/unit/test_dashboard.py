@@ -21,6 +21,7 @@ from gateway.config import load_config
 from gateway.dashboard import charts
 from gateway.status import OutcomeTally
 from gateway.store.fleet import InstanceState
+from gateway.tes.states import State
 
 ADMIN = {"Authorization": "Bearer admin-token"}
 ALICE = {"Authorization": "Bearer alice-token"}
@@ -279,3 +280,17 @@ def test_what_users_typed_is_escaped_everywhere(client: FlaskClient) -> None:
         body = client.get(path, headers=ALICE).text
         assert "<script>alert" not in body and "&lt;script&gt;" in body
     assert client.get("/ui", headers=ALICE).status_code in (301, 308)  # to /ui/
+
+
+def test_queue_latency_is_creation_to_placement(app: Flask, client: FlaskClient) -> None:
+    services = app.extensions["tescape"]
+    empty = gateway_status.status(services)["queue"]["latency"]
+    assert empty == {"p50_seconds": None, "p95_seconds": None, "placements": 0}
+    ids = [submit(client, ADMIN, f"q{i}") for i in range(4)]
+    for task_id in ids[:3]:
+        assert services.store.transition(task_id, State.INITIALIZING).applied
+    latency = gateway_status.status(services)["queue"]["latency"]
+    assert latency["placements"] == 3
+    assert 0 <= latency["p50_seconds"] <= latency["p95_seconds"] < 60
+    page = client.get("/ui/system", headers=ADMIN).text
+    assert "last 3 placements" in page
