@@ -1,3 +1,8 @@
 """tescape's gateway: the TES API, the store, the scheduler, the providers, the CLI."""
 
-__version__ = "0.1.0"
+from importlib import metadata
+
+try:  # one source of truth: pyproject.toml's version, as installed
+    __version__ = metadata.version("tescape")
+except metadata.PackageNotFoundError:  # run from a source tree that was never installed
+    __version__ = "0+unknown"

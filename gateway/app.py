@@ -9,11 +9,13 @@ from flask import Flask, Response, g, request
 
 from gateway.api import admin, agent
 from gateway.api import market as market_api
+from gateway.api import status as status_api
 from gateway.api.metrics import install_metrics
 from gateway.api.responses import json_response, register_error_handlers
 from gateway.api.tes import PREFIXES, tes_blueprint
 from gateway.auth import Authenticator
 from gateway.config import Config
+from gateway.dashboard import dashboard_blueprint
 from gateway.dispatch import Dispatcher
 from gateway.library import Library
 from gateway.market.model import Market
@@ -26,7 +28,7 @@ from gateway.store.database import Database, open_database
 from gateway.store.fleet import FleetStore
 from gateway.store.tasks import TaskStore
 
-PUBLIC_ENDPOINTS = {"service_info", "legacy_service_info", "healthz", "metrics"}
+PUBLIC_ENDPOINTS = {"service_info", "legacy_service_info", "healthz", "metrics", "readyz"}
 
 
 @dataclass
@@ -100,6 +102,8 @@ def create_app(config: Config, services: Services | None = None) -> Flask:
     app.register_blueprint(admin.bp)
     app.register_blueprint(agent.bp)
     app.register_blueprint(market_api.bp)
+    app.register_blueprint(status_api.bp)
+    app.register_blueprint(dashboard_blueprint(), url_prefix="/ui")
     if services.market is not None:
         app.extensions[market_api.MARKET_KEY] = services.market
     register_error_handlers(app)

@@ -257,6 +257,23 @@ def _call(server: str, method: str, path: str, **kwargs: Any) -> Any:
     return body
 
 
+@main.command("status")
+@server_option
+@click.option("--json", "as_json", is_flag=True, help="print the status document as JSON")
+def status_command(server: str, as_json: bool) -> None:
+    """The gateway's health and work (GET /api/v1/status). Exit code 0: ok or degraded (the
+    provider is down); 1: the database or capsule store fails, or the server cannot be reached."""
+    from gateway.cli_status import fetch_status, print_status
+
+    doc = fetch_status(server, os.environ.get("TESCAPE_TOKEN"))
+    if as_json:
+        click.echo(json.dumps(doc, indent=2, ensure_ascii=False))
+    else:
+        print_status(console, doc)
+    if doc.get("status") not in ("ok", "degraded"):
+        sys.exit(1)
+
+
 @main.group()
 def tasks() -> None:
     """List, show, submit and cancel tasks on a running server."""

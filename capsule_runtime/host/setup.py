@@ -21,8 +21,9 @@ from capsule_runtime.host import podman as podman_host
 # Debian packages per profile. Each step below may add its own.
 PACKAGES: dict[str, list[str]] = {
     "serve": [],
-    # wrk: the API benchmark's load generator (its smoke test runs in CI)
-    "test": ["postgresql", "python3-venv", "docker-registry", "apache2-utils", "wrk"],
+    # wrk: the API benchmark's load generator (its smoke test runs in CI); chromium: the
+    # dashboard's browser tests (Playwright drives it; it never downloads a browser)
+    "test": ["postgresql", "python3-venv", "docker-registry", "apache2-utils", "wrk", "chromium"],
 }
 
 
