@@ -13,6 +13,7 @@ import signal
 import socket
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -25,11 +26,13 @@ from gateway.tes.protocol import (
     Capacity,
     CapsuleReport,
     CheckpointOrder,
+    Orders,
     Registration,
 )
 
 log = logging.getLogger("tescape.agent")
 POLL_WAIT = 5.0
+EMPTY_ORDERS = Orders()
 
 
 class Agent:
@@ -82,11 +85,17 @@ class Agent:
         self.register()
         while not self.stopping.is_set():
             self._reap()
+            asked = time.monotonic()
             try:
                 orders = self.client.poll(list(self.runs), POLL_WAIT, self._usage())
             except GatewayUnreachable as exc:
                 log.error("gateway unreachable: %s", exc)
                 self.stopping.wait(2.0)
+                continue
+            if orders == EMPTY_ORDERS:
+                # a busy gateway answers at once instead of holding the poll (its long-poll
+                # slots are taken): wait here for the rest of the poll's time, not in a loop
+                self.stopping.wait(POLL_WAIT - (time.monotonic() - asked))
                 continue
             for assignment in orders.assign:
                 self._start(assignment)
