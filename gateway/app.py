@@ -98,7 +98,7 @@ def create_app(config: Config, services: Services | None = None) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = config.server.max_request_bytes
     services = services or build_services(config)
     app.extensions["tescape"] = services
-    app.extensions[agent.LONG_POLLS] = threading.BoundedSemaphore(config.server.long_poll_slots)
+    app.extensions[agent.LONG_POLLS] = threading.BoundedSemaphore(config.server.long_polls_held)
 
     for name, prefix in PREFIXES.items():
         app.register_blueprint(tes_blueprint(name), url_prefix=prefix or None)

@@ -38,14 +38,11 @@ class ServerConfig(Section):
     max_upload_bytes: int = Field(default=32 * 1024**3, ge=1024)
     cors_origins: list[str] = Field(default_factory=list)
 
-    @model_validator(mode="after")
-    def _threads_left_for_clients(self) -> ServerConfig:
-        if self.long_poll_slots >= self.threads:
-            raise ValueError(
-                f"server.long_poll_slots ({self.long_poll_slots}) must be below server.threads "
-                f"({self.threads}): agents' long polls would leave no thread for the TES API"
-            )
-        return self
+    @property
+    def long_polls_held(self) -> int:
+        """Long polls held at once: `long_poll_slots`, but never more than half the threads, so
+        at least half are always left to the TES API."""
+        return min(self.long_poll_slots, self.threads // 2)
 
 
 class DatabaseConfig(Section):
