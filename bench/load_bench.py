@@ -117,7 +117,8 @@ class Connection:
 
 @dataclass
 class Kind:
-    """The latencies (seconds) and outcomes of one kind of request."""
+    """The latencies (seconds) and outcomes of one kind of request. A request that timed out
+    counts as an error and, in the percentiles, as waiting the whole timeout (its client did)."""
 
     latencies: array = field(default_factory=lambda: array("d"))
     errors: Counter[str] = field(default_factory=Counter)
@@ -125,16 +126,17 @@ class Kind:
     def summary(self, seconds: float) -> dict[str, Any]:
         ordered = sorted(self.latencies)
         n = len(ordered)
+        errors = sum(self.errors.values())
 
         def pct(q: float) -> float | None:
             return round(ordered[min(n - 1, int(q * n))] * 1000, 2) if n else None
 
         return {
-            "requests": n + sum(self.errors.values()),
-            "ok": n,
-            "errors": sum(self.errors.values()),
+            "requests": n + errors - self.errors["timeout"],
+            "ok": n - self.errors["timeout"],
+            "errors": errors,
             "error_kinds": dict(self.errors),
-            "rps": round(n / seconds, 1) if seconds else 0.0,
+            "rps": round((n - self.errors["timeout"]) / seconds, 1) if seconds else 0.0,
             "p50_ms": pct(0.50),
             "p99_ms": pct(0.99),
             "max_ms": round(ordered[-1] * 1000, 2) if n else None,
@@ -166,6 +168,7 @@ class Run:
         except TimeoutError:
             conn.close()
             stats.errors["timeout"] += 1
+            stats.latencies.append(self.timeout)
             return None
         except (HttpError, OSError) as exc:
             stats.errors[f"connection: {exc}"] += 1
