@@ -26,13 +26,11 @@ from gateway.tes.protocol import (
     Capacity,
     CapsuleReport,
     CheckpointOrder,
-    Orders,
     Registration,
 )
 
 log = logging.getLogger("tescape.agent")
 POLL_WAIT = 5.0
-EMPTY_ORDERS = Orders()
 
 
 class Agent:
@@ -92,7 +90,13 @@ class Agent:
                 log.error("gateway unreachable: %s", exc)
                 self.stopping.wait(2.0)
                 continue
-            if orders == EMPTY_ORDERS:
+            if not (
+                orders.assign
+                or orders.cancel
+                or orders.checkpoint
+                or orders.resize
+                or orders.shutdown
+            ):
                 # a busy gateway answers at once instead of holding the poll (its long-poll
                 # slots are taken): wait here for the rest of the poll's time, not in a loop
                 self.stopping.wait(POLL_WAIT - (time.monotonic() - asked))
