@@ -7,6 +7,7 @@ import getpass
 import json
 import logging
 import os
+import resource
 import signal
 import sys
 import threading
@@ -147,8 +148,6 @@ def _leave_loop(signum: int, frame: Any) -> None:
 def _raise_open_files_limit(connections: int) -> None:
     """Each connection is a descriptor, and the database, logs and uploads need more: raise the
     soft limit towards the hard one when the default (often 1024) would cap the connections."""
-    import resource
-
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     wanted = connections + 256
     if soft != resource.RLIM_INFINITY and soft < wanted:

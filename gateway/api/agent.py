@@ -75,16 +75,14 @@ def poll(instance_id: str) -> Response:
     hold the threads the TES API needs."""
     caller, body = _caller(instance_id), _body(Poll)
     slots: threading.BoundedSemaphore = current_app.extensions[LONG_POLLS]
-    if body.wait_seconds > 0 and not slots.acquire(blocking=False):
+    held = body.wait_seconds > 0 and slots.acquire(blocking=False)
+    if not held:
         body = body.model_copy(update={"wait_seconds": 0.0})
+    try:
         orders = _dispatcher().poll(caller, body)
-    elif body.wait_seconds > 0:
-        try:
-            orders = _dispatcher().poll(caller, body)
-        finally:
+    finally:
+        if held:
             slots.release()
-    else:
-        orders = _dispatcher().poll(caller, body)
     return json_response(orders.model_dump(mode="json"))
 
 
