@@ -10,7 +10,8 @@ Each client keeps one HTTP/1.1 connection alive and polls one task of its own in
 does. `--creators` clients each create a task every `--create-interval` seconds. `--agents`
 instances (rows with known tokens written into the server's database before the run) long-poll
 the agent API as agents do, waiting on their side when the gateway answers at once. A request
-with no answer within `--timeout` seconds (Nextflow's read timeout) is an error, as is any status
+with no answer within `--timeout` seconds (Nextflow's read timeout; for a long poll, its wait on
+top, as the agent's client allows) is an error, as is any status
 but 200 and any dropped connection. The run stops after `--seconds` or `--max-requests`,
 whichever comes first.
 
@@ -157,18 +158,27 @@ class Run:
         return time.monotonic() >= self.deadline or self.count >= self.max_requests
 
     async def timed(
-        self, conn: Connection, kind: str, method: str, path: str, body: bytes = b""
+        self,
+        conn: Connection,
+        kind: str,
+        method: str,
+        path: str,
+        body: bytes = b"",
+        held: float = 0.0,
     ) -> bytes | None:
-        """One request; its latency or its error goes to `kind`. The answer's body, or None."""
+        """One request; its latency or its error goes to `kind`. The answer's body, or None.
+        `held`: seconds the server may hold it on purpose (a long poll), on top of the timeout,
+        as the agent's own client allows."""
         stats = self.kinds.setdefault(kind, Kind())
         self.count += 1
         start = time.monotonic()
+        limit = self.timeout + held
         try:
-            status, payload = await asyncio.wait_for(conn.request(method, path, body), self.timeout)
+            status, payload = await asyncio.wait_for(conn.request(method, path, body), limit)
         except TimeoutError:
             conn.close()
             stats.errors["timeout"] += 1
-            stats.latencies.append(self.timeout)
+            stats.latencies.append(limit)
             return None
         except (HttpError, OSError) as exc:
             stats.errors[f"connection: {exc}"] += 1
@@ -210,7 +220,7 @@ async def agent(run: Run, instance_id: str, token: str, wait: float) -> None:
     path = f"{AGENT}/instances/{instance_id}/poll"
     while not run.done():
         asked = time.monotonic()
-        await run.timed(conn, "agent_poll", "POST", path, body)
+        await run.timed(conn, "agent_poll", "POST", path, body, held=wait)
         rest = wait - (time.monotonic() - asked)
         if rest > 0:
             await asyncio.sleep(min(rest, max(0.0, run.deadline - time.monotonic())))
