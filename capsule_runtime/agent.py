@@ -13,6 +13,7 @@ import signal
 import socket
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -82,11 +83,23 @@ class Agent:
         self.register()
         while not self.stopping.is_set():
             self._reap()
+            asked = time.monotonic()
             try:
                 orders = self.client.poll(list(self.runs), POLL_WAIT, self._usage())
             except GatewayUnreachable as exc:
                 log.error("gateway unreachable: %s", exc)
                 self.stopping.wait(2.0)
+                continue
+            if not (
+                orders.assign
+                or orders.cancel
+                or orders.checkpoint
+                or orders.resize
+                or orders.shutdown
+            ):
+                # a busy gateway answers at once instead of holding the poll (its long-poll
+                # slots are taken): wait here for the rest of the poll's time, not in a loop
+                self.stopping.wait(POLL_WAIT - (time.monotonic() - asked))
                 continue
             for assignment in orders.assign:
                 self._start(assignment)

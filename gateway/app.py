@@ -3,6 +3,7 @@ nothing is read at import time."""
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 
 from flask import Flask, Response, g, request
@@ -54,7 +55,10 @@ class Services:
 
 
 def build_services(config: Config, database: Database | None = None) -> Services:
-    db = database or open_database(config.database_url, echo=config.database.echo)
+    # every server thread may hold a connection, and the scheduler's threads too
+    db = database or open_database(
+        config.database_url, echo=config.database.echo, pool_size=config.server.threads + 4
+    )
     store = TaskStore(db)
     fleet = FleetStore(db)
     wakeups = Wakeups()
@@ -96,6 +100,7 @@ def create_app(config: Config, services: Services | None = None) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = config.server.max_request_bytes
     services = services or build_services(config)
     app.extensions["tescape"] = services
+    app.extensions[agent.LONG_POLLS] = threading.BoundedSemaphore(config.server.long_polls_held)
 
     for name, prefix in PREFIXES.items():
         app.register_blueprint(tes_blueprint(name), url_prefix=prefix or None)
@@ -122,7 +127,9 @@ def create_app(config: Config, services: Services | None = None) -> Flask:
             or request.method == "OPTIONS"
         ):
             return
-        g.principal = services.auth.authenticate(request.headers.get("Authorization"))
+        g.principal = services.auth.authenticate(
+            request.headers.get("Authorization"), client=request.remote_addr or ""
+        )
 
     origins = set(config.server.cors_origins)
     if origins:

@@ -7,6 +7,7 @@ import getpass
 import json
 import logging
 import os
+import resource
 import signal
 import sys
 import threading
@@ -98,11 +99,18 @@ def serve(config_file: str | None, **flags: Any) -> None:
             if Path(allowed).is_relative_to(denied):
                 log.warning("storage.allowed_dirs %s lies inside %s: never used", allowed, denied)
     app = create_app(cfg)
+    _raise_open_files_limit(cfg.server.connection_limit)
     server = create_server(
         app,
         host=cfg.server.host,
         port=cfg.server.port,
         threads=cfg.server.threads,
+        connection_limit=cfg.server.connection_limit,
+        channel_timeout=cfg.server.channel_timeout,
+        # bodies past max_request_bytes are refused by the app, except streamed uploads
+        max_request_body_size=cfg.server.max_upload_bytes,
+        asyncore_use_poll=True,  # select() stops at 1024 descriptors
+        backlog=max(1024, cfg.server.connection_limit),
         ident="tescape",
         clear_untrusted_proxy_headers=True,
     )
@@ -144,6 +152,24 @@ def serve(config_file: str | None, **flags: Any) -> None:
 
 def _leave_loop(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
+
+
+def _raise_open_files_limit(connections: int) -> None:
+    """Each connection is a descriptor, and the database, logs and uploads need more: raise the
+    soft limit towards the hard one when the default (often 1024) would cap the connections."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = connections + 256
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        new = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+        if new > soft:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
+        if new < wanted:
+            logging.getLogger(__name__).warning(
+                "open files limited to %d: fewer than server.connection_limit %d connections "
+                "fit (raise `ulimit -Hn`)",
+                new,
+                connections,
+            )
 
 
 @main.command(
@@ -235,14 +261,16 @@ server_option = click.option(
 )
 
 
-def _call(server: str, method: str, path: str, **kwargs: Any) -> Any:
+def _call(
+    server: str, method: str, path: str, timeout: float | tuple[float, float] = 30, **kwargs: Any
+) -> Any:
     headers = {}
     token = os.environ.get("TESCAPE_TOKEN")
     if token:
         headers["Authorization"] = f"Bearer {token}"
     try:
         resp = requests.request(
-            method, server.rstrip("/") + path, headers=headers, timeout=30, **kwargs
+            method, server.rstrip("/") + path, headers=headers, timeout=timeout, **kwargs
         )
     except requests.RequestException as exc:
         err_console.print(f"[red]error:[/red] cannot reach {server}: {exc}")
@@ -433,7 +461,8 @@ def apps_add(
 def apps_import(server: str, name: str, archive: str) -> None:
     """Load an image archive (`podman save` / `docker save`) into the library as app NAME."""
     with open(archive, "rb") as body:
-        app = _call(server, "PUT", f"/api/v1/apps/{name}/archive", data=body)
+        # streamed; the server hashes and inspects the whole archive before it answers
+        app = _call(server, "PUT", f"/api/v1/apps/{name}/archive", timeout=(10, 3600), data=body)
     click.echo(f"{app['name']} → {app['image']} ({app['archive']['size_bytes']} bytes)")
 
 

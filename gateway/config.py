@@ -29,9 +29,21 @@ class Section(BaseModel):
 class ServerConfig(Section):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
-    threads: int = Field(default=8, ge=1, le=256)
+    # Sized for TES clients plus agents (docs/benchmarks.md, "Load"): every agent holds a
+    # connection, and a long poll holds a thread while it waits, at most `long_poll_slots` at once.
+    threads: int = Field(default=24, ge=2, le=512)
+    long_poll_slots: int = Field(default=8, ge=0)
+    connection_limit: int = Field(default=2000, ge=1)
+    channel_timeout: float = Field(default=300.0, gt=0)
     max_request_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
+    max_upload_bytes: int = Field(default=32 * 1024**3, ge=1024)
     cors_origins: list[str] = Field(default_factory=list)
+
+    @property
+    def long_polls_held(self) -> int:
+        """Long polls held at once: `long_poll_slots`, but never more than half the threads, so
+        at least half are always left to the TES API."""
+        return min(self.long_poll_slots, self.threads // 2)
 
 
 class DatabaseConfig(Section):
@@ -67,6 +79,9 @@ class AuthConfig(Section):
     users: list[BasicUser] = Field(default_factory=list)
     tokens: list[StaticToken] = Field(default_factory=list)
     oidc: OidcConfig | None = None
+    # Failed logins allowed per user name and client address within the window; more get 429.
+    max_failed_logins: int = Field(default=10, ge=1)
+    failed_login_window_seconds: float = Field(default=60.0, gt=0)
 
     @model_validator(mode="after")
     def _usable(self) -> AuthConfig:

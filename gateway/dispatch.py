@@ -357,7 +357,7 @@ class Dispatcher:
             )
             return
         if report.state == "complete" and report.manifest_key and report.manifest_sha256:
-            self.fleet.add_capsule(
+            added = self.fleet.add_capsule(
                 capsule_id=report.capsule_id,
                 task_id=attempt.task_id,
                 attempt_id=attempt.id,
@@ -368,6 +368,8 @@ class Dispatcher:
                 parent_id=report.parent,
                 data=data,
             )
+            if not added:
+                return  # the same report again (its answer was lost): handled the first time
             message = (
                 f"capsule {report.capsule_id} ({report.reason}): "
                 f"{report.size_bytes / 2**20:.1f} MiB, {report.uploaded_bytes / 2**20:.1f} MiB "

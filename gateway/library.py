@@ -19,6 +19,7 @@ from typing import IO, Any
 from capsule_runtime.imageref import rewrite_image
 from gateway.secrets import SecretBox
 from gateway.store.apps import App, AppStore, registry_of
+from gateway.tes.validation import IMAGE_FORBIDDEN
 
 NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,127}$")
 
@@ -64,6 +65,8 @@ class Library:
             raise LibraryError("app names are lowercase letters, digits, '.', '_' and '-'")
         if not image.strip():
             raise LibraryError("image must not be empty")
+        if image.startswith("-") or IMAGE_FORBIDDEN.search(image):
+            raise LibraryError(f"{image!r} is not an image reference")
         if (username is None) != (password is None):
             raise LibraryError("give both username and password, or neither")
         if username is not None and password is not None:

@@ -97,7 +97,7 @@ class PodmanEngine:
             args += ["--authfile", str(auth_file)]
         if not tls_verify:
             args.append("--tls-verify=false")
-        self.cli.run(*args, ref, timeout=self.pull_timeout)
+        self.cli.run(*args, "--", ref, timeout=self.pull_timeout)  # "--": a ref is never a flag
         return self._image_id(ref)
 
     def load_archive(self, path: Path) -> list[str]:
@@ -105,7 +105,7 @@ class PodmanEngine:
         return _loaded(out.stdout)
 
     def _image_id(self, ref: str) -> str:
-        out = self.cli.run("image", "inspect", "--format", "{{.Id}}", ref)
+        out = self.cli.run("image", "inspect", "--format", "{{.Id}}", "--", ref)
         return out.stdout.strip()
 
     # containers
@@ -140,7 +140,8 @@ class PodmanEngine:
         args += HARDENING
         # CRIU's action script (the freeze gate) for consistent checkpoints; see freeze.py
         args += ["--annotation", f"{freeze.ANNOTATION}={self.criu_config}"]
-        args += ["--entrypoint", json.dumps(list(argv)), spec.image]
+        # "--" ends podman's options: no image reference (the task's) can be read as a flag
+        args += ["--entrypoint", json.dumps(list(argv)), "--", spec.image]
         out = self.cli.run(*args)
         return out.stdout.strip().splitlines()[-1]
 

@@ -213,6 +213,8 @@ def import_app(name: str) -> Response:
     """Body: an image archive (`podman save` / `docker save`), streamed."""
     if (refused := _admin_only()) is not None:
         return refused
+    # streamed to disk in chunks: bound by server.max_upload_bytes, not max_request_bytes
+    request.max_content_length = _services().config.server.max_upload_bytes
     try:
         app = _services().library.import_archive(name, stream_chunks(request.stream))
     except LibraryError as exc:

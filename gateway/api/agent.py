@@ -3,6 +3,7 @@ user credentials."""
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 from flask import Blueprint, Response, current_app, request, send_file
@@ -10,7 +11,7 @@ from pydantic import BaseModel, ValidationError
 
 from gateway.api.responses import error_response, json_response
 from gateway.dispatch import Dispatcher, NotYours
-from gateway.store.fleet import Instance
+from gateway.store.fleet import CapsuleConflict, Instance
 from gateway.tes.protocol import (
     AGENT_API,
     AttemptReport,
@@ -22,6 +23,8 @@ from gateway.tes.protocol import (
 
 bp = Blueprint("agent", __name__, url_prefix=AGENT_API)
 INSTANCE_HEADER = "X-Tescape-Instance"
+# app.extensions key: the semaphore bounding the long polls held at once (server.long_poll_slots)
+LONG_POLLS = "tescape.long_polls"
 
 
 def _dispatcher() -> Dispatcher:
@@ -54,6 +57,11 @@ def _not_yours(exc: NotYours) -> Response:
     return error_response(404, f"attempt {exc.args[0]!r} is not assigned to this instance")
 
 
+@bp.errorhandler(CapsuleConflict)
+def _capsule_conflict(exc: CapsuleConflict) -> Response:
+    return error_response(409, f"capsule id {exc.args[0]!r} is taken by another capsule")
+
+
 @bp.post("/instances/<instance_id>/register")
 def register(instance_id: str) -> Response:
     _dispatcher().register(_caller(instance_id), _body(Registration))
@@ -62,7 +70,19 @@ def register(instance_id: str) -> Response:
 
 @bp.post("/instances/<instance_id>/poll")
 def poll(instance_id: str) -> Response:
-    orders = _dispatcher().poll(_caller(instance_id), _body(Poll))
+    """A long poll holds a server thread while it waits: when every long-poll slot is taken the
+    poll is answered at once (its agent waits on its side before the next), so agents never
+    hold the threads the TES API needs."""
+    caller, body = _caller(instance_id), _body(Poll)
+    slots: threading.BoundedSemaphore = current_app.extensions[LONG_POLLS]
+    held = body.wait_seconds > 0 and slots.acquire(blocking=False)
+    if not held:
+        body = body.model_copy(update={"wait_seconds": 0.0})
+    try:
+        orders = _dispatcher().poll(caller, body)
+    finally:
+        if held:
+            slots.release()
     return json_response(orders.model_dump(mode="json"))
 
 
@@ -88,6 +108,9 @@ def capsule(attempt_id: str) -> Response:
 def stream(attempt_id: str, executor: int, stream: str) -> Response:
     if stream not in ("stdout", "stderr"):
         return error_response(404, f"no stream {stream!r}")
+
+    # a full log is streamed to disk: stored whatever its size, not bound by max_request_bytes
+    request.max_content_length = current_app.extensions["tescape"].config.server.max_upload_bytes
 
     def chunks() -> Any:
         while chunk := request.stream.read(1 << 16):

@@ -10,7 +10,7 @@ from typing import Any
 from flask import Flask, Response
 from werkzeug.exceptions import HTTPException
 
-from gateway.auth import AuthError
+from gateway.auth import AuthError, TooManyFailures
 from gateway.service import BadRequest, NotFound
 from gateway.tes.errors import TaskValidationError
 
@@ -54,6 +54,16 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(AuthError)
     def _unauthorized(exc: AuthError) -> Response:
         return error_response(401, str(exc), headers={"WWW-Authenticate": exc.challenge})
+
+    @app.errorhandler(TooManyFailures)
+    def _throttled(exc: TooManyFailures) -> Response:
+        return error_response(429, str(exc), headers={"Retry-After": str(exc.retry_after)})
+
+    @app.errorhandler(RecursionError)
+    def _too_deep(exc: RecursionError) -> Response:
+        # only a request body nested past every parser's limit gets here (admin and agent
+        # routes parse with Flask's and pydantic's parsers; the TES routes refuse it earlier)
+        return error_response(400, "the request nests too deeply")
 
     @app.errorhandler(HTTPException)
     def _http(exc: HTTPException) -> Response:

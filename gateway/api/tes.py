@@ -18,6 +18,9 @@ PREFIXES = {"tes_ga4gh": "/ga4gh/tes/v1", "tes_v1": "/v1", "tes_root": ""}
 # In a UTF-8 body a surrogate can come only from a \uD800-\uDFFF escape (UTF-8 cannot encode one),
 # so only a body with such an escape, or in another encoding, needs the full lone-surrogate check.
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+# A TES task nests six levels at most (task → logs → [i] → logs → [i] → field); anything far
+# deeper is refused before it can exhaust the recursion of the code that walks it.
+MAX_JSON_DEPTH = 32
 
 
 def _service() -> TaskService:
@@ -36,12 +39,32 @@ def _json_body() -> Any:
         body = json.loads(raw, parse_constant=_refuse_constant)
     except (ValueError, UnicodeDecodeError) as exc:
         raise BadRequest("", f"malformed JSON: {exc}") from None
+    except RecursionError:  # nested past the parser's own limit
+        raise BadRequest(
+            "", f"the JSON document nests deeper than {MAX_JSON_DEPTH} levels"
+        ) from None
+    if json_depth(body) > MAX_JSON_DEPTH:
+        raise BadRequest("", f"the JSON document nests deeper than {MAX_JSON_DEPTH} levels")
     if _SURROGATE_ESCAPE.search(raw) or json.detect_encoding(raw) != "utf-8":
         try:  # a lone surrogate escape ("\ud800") parses, but can be neither stored nor sent back
             json.dumps(body, ensure_ascii=False).encode()
         except UnicodeEncodeError:
             raise BadRequest("", "malformed JSON: a string holds a lone surrogate escape") from None
     return body
+
+
+def json_depth(value: Any) -> int:
+    """How deeply `value` nests lists and objects (a scalar: 0), walked without recursion."""
+    if not isinstance(value, dict | list):
+        return 0
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        deepest = max(deepest, depth)
+        for child in item.values() if isinstance(item, dict) else item:
+            if isinstance(child, dict | list):
+                stack.append((child, depth + 1))
+    return deepest
 
 
 def _view() -> View:

@@ -37,19 +37,26 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.close()
 
 
-def create_db_engine(url: str, echo: bool = False) -> Engine:
+def create_db_engine(url: str, echo: bool = False, pool_size: int = 10) -> Engine:
+    """`pool_size`: connections kept open; as many again may be opened under a burst. Size it to
+    the threads that use the database at once (the server's threads and the scheduler), or a
+    request waits for a connection and fails after the pool's timeout."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
+        pool: dict[str, int] = {}
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+            pool = {"pool_size": pool_size, "max_overflow": pool_size}
         engine = create_engine(
-            parsed, echo=echo, connect_args={"check_same_thread": False, "timeout": 10}
+            parsed, echo=echo, connect_args={"check_same_thread": False, "timeout": 10}, **pool
         )
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
     if parsed.get_backend_name() == "postgresql" and parsed.drivername == "postgresql":
         parsed = parsed.set(drivername="postgresql+psycopg")  # psycopg 3, not psycopg2
-    return create_engine(parsed, echo=echo, pool_size=10, max_overflow=20, pool_pre_ping=True)
+    return create_engine(
+        parsed, echo=echo, pool_size=pool_size, max_overflow=2 * pool_size, pool_pre_ping=True
+    )
 
 
 def alembic_config(engine: Engine) -> AlembicConfig:
@@ -66,8 +73,10 @@ def migrate(engine: Engine, revision: str = "head") -> None:
         command.upgrade(cfg, revision)
 
 
-def open_database(url: str, echo: bool = False, run_migrations: bool = True) -> Database:
-    engine = create_db_engine(url, echo=echo)
+def open_database(
+    url: str, echo: bool = False, run_migrations: bool = True, pool_size: int = 10
+) -> Database:
+    engine = create_db_engine(url, echo=echo, pool_size=pool_size)
     if run_migrations:
         migrate(engine)
     return Database(engine)

@@ -12,6 +12,7 @@ from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import Connection, bindparam, func, insert, select, update
+from sqlalchemy.exc import IntegrityError
 
 from gateway.store.database import Database
 from gateway.store.events import write_event
@@ -29,6 +30,10 @@ LIVE_PHASES = frozenset(
         AttemptPhase.RESTORING,
     }
 )
+
+
+class CapsuleConflict(ValueError):
+    """A capsule id that another capsule holds already (not a resend of the same report)."""
 
 
 class InstanceState(StrEnum):
@@ -373,23 +378,37 @@ class FleetStore:
         size_bytes: int,
         parent_id: str | None,
         data: dict[str, Any],
-    ) -> None:
-        with self.db.engine.begin() as conn:
-            conn.execute(
-                insert(capsules).values(
-                    id=capsule_id,
-                    task_id=task_id,
-                    attempt_id=attempt_id,
-                    sequence=sequence,
-                    state="complete",
-                    store_key=store_key,
-                    size_bytes=size_bytes,
-                    manifest_sha256=manifest_sha256,
-                    parent_id=parent_id,
-                    created_time=self.now(),
-                    data=json.dumps(data),
+    ) -> bool:
+        """Record a complete capsule. False: this very capsule (same id, task, attempt and
+        manifest) is recorded already, a report sent again; CapsuleConflict: the id is taken by
+        another capsule."""
+        try:
+            with self.db.engine.begin() as conn:
+                conn.execute(
+                    insert(capsules).values(
+                        id=capsule_id,
+                        task_id=task_id,
+                        attempt_id=attempt_id,
+                        sequence=sequence,
+                        state="complete",
+                        store_key=store_key,
+                        size_bytes=size_bytes,
+                        manifest_sha256=manifest_sha256,
+                        parent_id=parent_id,
+                        created_time=self.now(),
+                        data=json.dumps(data),
+                    )
                 )
-            )
+        except IntegrityError:
+            with self.db.engine.connect() as conn:
+                row = conn.execute(select(capsules).where(capsules.c.id == capsule_id)).first()
+            if row is None:
+                raise  # not the id: another constraint
+            same = (row.task_id, row.attempt_id, row.store_key, row.manifest_sha256)
+            if same == (task_id, attempt_id, store_key, manifest_sha256):
+                return False
+            raise CapsuleConflict(capsule_id) from None
+        return True
 
     def capsules_of(self, task_id: str, states: set[str] | None = None) -> list[Capsule]:
         """Newest first."""

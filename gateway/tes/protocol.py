@@ -164,21 +164,25 @@ class AttemptReport(Message):
 # complete | failed: a checkpoint's outcome; corrupt: a capsule a restore refused; restored: the
 # restore that worked (with its durations); none_usable: no capsule worked, the task restarts
 CapsuleState = Literal["complete", "failed", "corrupt", "restored", "none_usable"]
+CAPSULE_ID = r"^[A-Za-z0-9._-]+$"
+NO_NUL = r"^[^\x00]*$"
 
 
 class CapsuleReport(Message):
     """A checkpoint's outcome ("complete" or "failed"), or a capsule a restore found "corrupt"."""
 
+    # ids, numbers and keys fit their columns (capsules.id is 64 characters, sequence an int32,
+    # sizes an int64, no NUL in PostgreSQL text): anything else is a 400, not a database error
     state: CapsuleState
-    capsule_id: str
-    sequence: int = 0
+    capsule_id: str = Field(min_length=1, max_length=64, pattern=CAPSULE_ID)
+    sequence: int = Field(default=0, ge=0, le=2**31 - 1)
     request_id: str | None = None  # the CheckpointOrder it answers; None: periodic
     stop: bool = False
     reason: str = "periodic"
-    manifest_key: str | None = None
-    manifest_sha256: str | None = None
-    parent: str | None = None
-    size_bytes: int = 0  # uncompressed
+    manifest_key: str | None = Field(default=None, max_length=4096, pattern=NO_NUL)
+    manifest_sha256: str | None = Field(default=None, max_length=64, pattern=NO_NUL)
+    parent: str | None = Field(default=None, min_length=1, max_length=64, pattern=CAPSULE_ID)
+    size_bytes: int = Field(default=0, ge=0, le=2**63 - 1)  # uncompressed
     stored_bytes: int = 0  # compressed, the whole capsule
     uploaded_bytes: int = 0  # compressed, written by this capsule (the rest was stored already)
     uploaded_chunks: int = 0

@@ -26,6 +26,9 @@ URL_SCHEMES = frozenset({"file", "s3", "gs", "http", "https", "ftp"})
 # The name and tags are stored in their own columns (filters use them); PostgreSQL text cannot hold
 # NUL, and a tag key is at most this long (task_tags.key). Refused with 400 rather than a 500.
 TAG_KEY_MAX_LENGTH = 255
+# What an executor's image may not hold: whitespace or control characters (no registry reference
+# has them). A leading '-' is refused separately: podman would read it as a flag.
+IMAGE_FORBIDDEN = re.compile(r"[\s\x00-\x1f\x7f]")
 
 
 class TaskLimits(BaseModel):
@@ -118,6 +121,9 @@ class _Checker:
             self.fail(name, "must not contain NUL characters")
 
     def url(self, name: str, url: str) -> None:
+        if "\x00" in url:
+            self.fail(name, "must not contain NUL characters")
+            return
         match = URL_SCHEME.match(url)
         if match:
             if match.group(1).lower() not in URL_SCHEMES:
@@ -143,10 +149,7 @@ class _Checker:
         self.count("executors", executors, lim.max_executors)
         for i, ex in enumerate(executors):
             at = f"executors[{i}]"
-            if not ex["image"].strip():
-                self.fail(f"{at}.image", "must name a container image")
-            if not ex["command"]:
-                self.fail(f"{at}.command", "must have at least one argument")
+            self.executor(at, ex)
             for key in ("workdir", "stdin", "stdout", "stderr"):
                 if key in ex:
                     self.container_path(f"{at}.{key}", ex[key])
@@ -170,6 +173,33 @@ class _Checker:
                 self.fail(f"tags.{key}", f"key is longer than {TAG_KEY_MAX_LENGTH} characters")
         if "resources" in task:
             self.resources(task["resources"])
+
+    def executor(self, at: str, ex: dict[str, Any]) -> None:
+        """What reaches podman's and the kernel's argv and environment: an image that cannot be
+        read as a flag, arguments and environment entries that execve can pass (no NUL; a
+        variable name neither empty nor holding '=')."""
+        image = ex["image"]
+        if not image.strip():
+            self.fail(f"{at}.image", "must name a container image")
+        elif image.startswith("-"):
+            self.fail(f"{at}.image", f"must be an image reference, not an option: {image!r}")
+        elif IMAGE_FORBIDDEN.search(image):
+            self.fail(f"{at}.image", "must not contain whitespace or control characters")
+        if not ex["command"]:
+            self.fail(f"{at}.command", "must have at least one argument")
+        for j, arg in enumerate(ex["command"]):
+            if "\x00" in arg:
+                self.fail(f"{at}.command[{j}]", "must not contain NUL characters")
+        for key, value in ex.get("env", {}).items():
+            name = f"{at}.env.{key}" if key else f"{at}.env"
+            if not key:
+                self.fail(name, "a variable name must not be empty")
+            elif "=" in key:
+                self.fail(name, f"a variable name must not contain '=': {key!r}")
+            elif "\x00" in key:
+                self.fail(name, "a variable name must not contain NUL characters")
+            if "\x00" in value:
+                self.fail(name, "a value must not contain NUL characters")
 
     def input(self, at: str, inp: dict[str, Any]) -> None:
         self.container_path(f"{at}.path", inp["path"])

@@ -344,6 +344,24 @@ def test_create_needs_a_local_image(engine: PodmanEngine) -> None:
         engine.create(spec("localhost/tescape-test/absent:1", "true"))
 
 
+@pytest.mark.parametrize("image", ["--privileged", "-v/:/host", "--rm"])
+def test_an_image_that_looks_like_a_flag_is_never_read_as_one(
+    engine: PodmanEngine, image: str
+) -> None:
+    """The image follows "--": podman refuses it as a reference instead of taking it as an
+    option (without "--", `--privileged` would be an option and the next argument the image)."""
+    before = {c.id for c in engine.list_containers()}
+    for call in (engine.has_image, engine.ensure_image):
+        with pytest.raises(EngineError) as err:
+            call(image)
+        assert "reference" in err.value.stderr
+    with pytest.raises(EngineError) as err:
+        engine.create(spec(image, "true"))
+    assert "reference" in err.value.stderr and "--" in err.value.argv
+    assert err.value.argv[err.value.argv.index("--") + 1] == image
+    assert {c.id for c in engine.list_containers()} == before
+
+
 # --- the Debian image ---------------------------------------------------------------------------
 
 

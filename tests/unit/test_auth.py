@@ -10,7 +10,15 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 from werkzeug.security import generate_password_hash
 
-from gateway.auth import ANONYMOUS, Authenticator, AuthError, Principal, token_sha256
+from gateway.auth import (
+    ANONYMOUS,
+    Authenticator,
+    AuthError,
+    LoginThrottle,
+    Principal,
+    TooManyFailures,
+    token_sha256,
+)
 from gateway.config import AuthConfig
 
 
@@ -116,3 +124,97 @@ def test_oidc_refuses_a_foreign_key(oidc) -> None:  # type: ignore[no-untyped-de
     )
     with pytest.raises(AuthError):
         auth.authenticate("Bearer " + token)
+
+
+# -- guessing is slowed down ------------------------------------------------------------------
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def throttled_auth(clock: Clock, **cfg: object) -> Authenticator:
+    users = [{"name": "alice", "password_hash": generate_password_hash("pw-a")}]
+    return Authenticator(
+        AuthConfig(mode="basic", users=users, **cfg),  # type: ignore[arg-type]
+        clock=clock,
+    )
+
+
+def test_failed_logins_are_limited_per_user_and_address() -> None:
+    clock = Clock()
+    auth = throttled_auth(clock, max_failed_logins=3, failed_login_window_seconds=60)
+    for _ in range(3):
+        with pytest.raises(AuthError):
+            auth.authenticate(basic("alice", "guess"), client="10.0.0.1")
+        clock.now += 1
+    # the fourth try is refused before the password is looked at, even the right one
+    with pytest.raises(TooManyFailures) as info:
+        auth.authenticate(basic("alice", "pw-a"), client="10.0.0.1")
+    assert info.value.retry_after == 57  # until the first failure leaves the window
+    # another address, or another name from the same address, is counted apart
+    assert auth.authenticate(basic("alice", "pw-a"), client="10.0.0.2").user == "alice"
+    with pytest.raises(AuthError):
+        auth.authenticate(basic("bob", "x"), client="10.0.0.1")
+    clock.now += 57
+    assert auth.authenticate(basic("alice", "pw-a"), client="10.0.0.1").user == "alice"
+
+
+def test_a_success_clears_the_count() -> None:
+    clock = Clock()
+    auth = throttled_auth(clock, max_failed_logins=2)
+    with pytest.raises(AuthError):
+        auth.authenticate(basic("alice", "guess"), client="a")
+    auth.authenticate(basic("alice", "pw-a"), client="a")
+    with pytest.raises(AuthError):
+        auth.authenticate(basic("alice", "guess"), client="a")
+    assert auth.authenticate(basic("alice", "pw-a"), client="a").user == "alice"
+
+
+def test_unknown_bearer_tokens_are_limited_per_address() -> None:
+    clock = Clock()
+    auth = Authenticator(
+        AuthConfig(
+            mode="bearer",
+            tokens=[{"token_sha256": token_sha256("s3cret"), "user": "ci"}],
+            max_failed_logins=2,
+        ),
+        clock=clock,
+    )
+    for _ in range(2):
+        with pytest.raises(AuthError):
+            auth.authenticate("Bearer nope", client="h")
+    with pytest.raises(TooManyFailures):
+        auth.authenticate("Bearer s3cret", client="h")
+    assert auth.authenticate("Bearer s3cret", client="other") == Principal("ci", False)
+
+
+def test_the_throttle_forgets_the_oldest_pairs_beyond_its_bound() -> None:
+    clock = Clock()
+    throttle = LoginThrottle(1, 60, clock=clock, max_keys=3)
+    for name in "abcd":
+        throttle.failed((name, "x"))
+    throttle.check(("a", "x"))  # forgotten: no longer refused
+    with pytest.raises(TooManyFailures):
+        throttle.check(("d", "x"))
+
+
+def test_an_unknown_user_costs_a_password_hash_too(basic_auth: Authenticator) -> None:
+    """Timing must not tell which names exist: an unknown name is checked against a dummy hash
+    made like the users' (without it, the refusal takes microseconds instead of milliseconds)."""
+    assert basic_auth.dummy_hash.split("$")[0] == generate_password_hash("x").split("$")[0]
+
+    def seconds(name: str) -> float:
+        best = float("inf")
+        for _ in range(3):
+            start = time.perf_counter()
+            with pytest.raises(AuthError):
+                basic_auth.authenticate(basic(name, "guess"), client=f"t-{name}-{_}")
+            best = min(best, time.perf_counter() - start)
+        return best
+
+    assert seconds("nobody") > 0.25 * seconds("alice")
