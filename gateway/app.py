@@ -7,6 +7,7 @@ import threading
 from dataclasses import dataclass
 
 from flask import Flask, Response, g, request
+from werkzeug.exceptions import Forbidden
 
 from gateway.api import admin, agent
 from gateway.api import market as market_api
@@ -118,6 +119,20 @@ def create_app(config: Config, services: Services | None = None) -> Flask:
     def healthz() -> Response:
         return json_response({"status": "ok"})
 
+    origins = set(config.server.cors_origins)
+
+    @app.before_request
+    def _same_origin_writes() -> None:
+        """A browser resends Basic credentials to any page's form: a cross-site POST (say, to
+        :cancel) carries an Origin header that is not ours, and is refused. TES clients send no
+        Origin; pages of this server and configured CORS origins pass."""
+        origin = request.headers.get("Origin")
+        if request.method in ("GET", "HEAD", "OPTIONS") or not origin:
+            return
+        if origin == request.host_url.rstrip("/") or "*" in origins or origin in origins:
+            return
+        raise Forbidden(f"cross-site request from {origin} refused")
+
     @app.before_request
     def _authenticate() -> None:
         endpoint = request.endpoint or ""
@@ -131,7 +146,6 @@ def create_app(config: Config, services: Services | None = None) -> Flask:
             request.headers.get("Authorization"), client=request.remote_addr or ""
         )
 
-    origins = set(config.server.cors_origins)
     if origins:
 
         @app.after_request

@@ -296,3 +296,18 @@ def test_apps_import_streams_past_max_request_bytes(
     (app,) = apps
     assert app["image"] == "localhost/big:1"
     assert app["archive"]["size_bytes"] == str(archive.stat().st_size)
+
+
+def test_cross_site_writes_are_refused(sqlite_server: RunningServer) -> None:
+    """A browser resends Basic credentials to a form on any site: a POST whose Origin is not this
+    server (or a configured CORS origin) is refused with a JSON 403; clients that send no Origin,
+    and this server's own pages, are not affected."""
+    body = {"executors": [{"image": "alpine", "command": ["true"]}]}
+    url = sqlite_server.tes + "/tasks"
+    evil = requests.post(url, json=body, headers={"Origin": "https://evil.example"}, timeout=10)
+    assert evil.status_code == 403 and "cross-site" in evil.json()["message"]
+    assert requests.post(url, json=body, timeout=10).status_code == 200
+    same = requests.post(url, json=body, headers={"Origin": sqlite_server.url}, timeout=10)
+    assert same.status_code == 200
+    listed = requests.get(url, headers={"Origin": "https://evil.example"}, timeout=10)
+    assert listed.status_code == 200  # reads are not writes
