@@ -14,7 +14,7 @@ import pytest
 from gateway.dispatch import Fenced
 from gateway.migration import Migrations
 from gateway.store.fleet import LIVE_PHASES, Instance, InstanceState
-from gateway.tes.protocol import AttemptReport, CapsuleReport, Capacity, Poll, Registration
+from gateway.tes.protocol import AttemptReport, Capacity, CapsuleReport, Poll, Registration
 from gateway.tes.states import AttemptPhase, State
 from gateway.tes.times import utcnow
 from tests.unit.test_scheduler import World, running_with
@@ -125,7 +125,7 @@ def test_a_stale_complete_after_recovery_is_refused(world: World) -> None:
 
 
 def test_another_instances_attempt_is_refused(world: World) -> None:
-    inst, aid = running_with(world)
+    _, aid = running_with(world)
     task_id = world.fleet.attempt(aid).task_id  # type: ignore[union-attr]
     other = world.fleet.add_instance(
         provider="fake", instance_type="x", market="spot", zone="z1", price_per_hour=None,
