@@ -101,7 +101,9 @@ class Agent:
                     list(self.runs),
                     POLL_WAIT,
                     self._usage(),
-                    received=sorted(i for ids in self.received.values() for i in ids),
+                    received=sorted(
+                        {i for ids in self.received.values() for i in ids} | self.cancelling
+                    ),
                 )
             except GatewayUnreachable as exc:
                 log.error("gateway unreachable: %s", exc)

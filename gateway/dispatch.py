@@ -187,8 +187,10 @@ class Dispatcher:
         seen = self.wakeups.version(inst.id)
         orders = self._orders(inst.id, poll.running, poll.received)
         wait = min(poll.wait_seconds, MAX_WAIT)
+        # a cancel the agent acknowledged (it is stopping that attempt) is no news: wait
+        news = [c for c in orders.cancel if c not in poll.received]
         if wait > 0 and not (
-            orders.assign or orders.cancel or orders.shutdown or orders.checkpoint or orders.resize
+            orders.assign or news or orders.shutdown or orders.checkpoint or orders.resize
         ):
             self.wakeups.wait(inst.id, seen, wait)
             self.fleet.heartbeat(inst.id)

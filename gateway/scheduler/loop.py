@@ -775,16 +775,24 @@ class Scheduler:
         for attempt in pending:
             record = self.tasks.get(attempt.task_id)
             if record is None or record.state not in (State.RUNNING, State.INITIALIZING):
-                self.fleet.set_phase(
-                    attempt.id, AttemptPhase.DONE, message="the task ended before its restore"
-                )
-                if record is not None and record.state is State.CANCELING:
-                    self.tasks.transition(
-                        attempt.task_id,
-                        State.CANCELED,
-                        message="cancelled between instances",
-                        attempt_id=attempt.id,
-                    )
+                with self.tasks.batch() as conn:  # the attempt and the cancel, or neither
+                    if (
+                        self.fleet.set_phase(
+                            attempt.id,
+                            AttemptPhase.DONE,
+                            expect={AttemptPhase.PROVISIONING},
+                            message="the task ended before its restore",
+                            conn=conn,
+                        )
+                        and self.tasks.state(attempt.task_id, conn) is State.CANCELING
+                    ):
+                        self.tasks.transition(
+                            attempt.task_id,
+                            State.CANCELED,
+                            message="cancelled between instances",
+                            attempt_id=attempt.id,
+                            conn=conn,
+                        )
                 continue
             spec = record.spec or {}
             need = attempt_need(attempt, spec, self.cfg)

@@ -127,7 +127,8 @@ class Notice(Message):
 class Poll(Message):
     running: list[str] = Field(default_factory=list)  # attempt ids the agent is running
     # ids of the checkpoint and resize orders the agent holds for attempts it still runs
-    # (CheckpointOrder.request_id, ResizeOrder.order_id): acknowledgements
+    # (CheckpointOrder.request_id, ResizeOrder.order_id), and the attempt ids it is cancelling:
+    # acknowledgements (an acknowledged cancel no longer cuts the long poll short)
     received: list[str] = Field(default_factory=list)
     # attempt id → what its running container uses now: {"cpu_cores", "memory_bytes",
     # "memory_limit_bytes"} (capsule_runtime/usage.py), for rightsizing and OOM protection

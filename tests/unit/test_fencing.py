@@ -6,6 +6,7 @@ agent acknowledges them; STARTING and CHECKPOINTING have deadlines."""
 from __future__ import annotations
 
 import threading
+import time
 from datetime import timedelta
 from pathlib import Path
 
@@ -217,3 +218,15 @@ def test_a_checkpoint_order_is_sent_again_and_times_out(
     assert world.fleet.attempt(aid).phase is AttemptPhase.RUNNING  # type: ignore[union-attr]
     world.report(inst, aid, "complete")
     assert world.state(task_id) is State.COMPLETE
+
+
+def test_an_acknowledged_cancel_does_not_cut_the_long_poll_short(world: World) -> None:
+    inst, aid = running_with(world)
+    task_id = world.fleet.attempt(aid).task_id  # type: ignore[union-attr]
+    assert world.tasks.transition(task_id, State.CANCELING).applied
+    began = time.monotonic()
+    orders = world.dispatch.poll(inst, Poll(running=[aid], wait_seconds=5))
+    assert orders.cancel == [aid] and time.monotonic() - began < 4  # news: at once
+    began = time.monotonic()
+    orders = world.dispatch.poll(inst, Poll(running=[aid], received=[aid], wait_seconds=0.5))
+    assert orders.cancel == [aid] and time.monotonic() - began >= 0.45  # known: held
