@@ -20,6 +20,7 @@ import hmac
 import logging
 import os
 from collections.abc import Iterable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -166,6 +167,9 @@ class Dispatcher:
         # never plan beyond what either side says the machine has
         data["capacity"] = {k: min(v, offered.get(k, v)) for k, v in reported.items()}
         data.update(hostname=reg.hostname, agent_version=reg.agent_version, facts=reg.facts)
+        # an agent registers once per process: what was sent before this moment, it no longer
+        # holds (gateway.scheduler.deadlines settles those attempts)
+        data["registered"] = rfc3339(utcnow())
         # Only a launching instance (or a READY one whose agent restarted) becomes READY: one the
         # scheduler gave up on (LOST) had its tasks moved elsewhere and never comes back.
         if not self.fleet.set_instance_state(
@@ -382,6 +386,9 @@ class Dispatcher:
             attempt = self._take(conn, inst, attempt_id, report.report_id)
             if attempt is None:
                 return
+            if not attempt.data.get("delivered"):  # it reports, so its assignment arrived
+                data = self.fleet.write_attempt_data(conn, attempt, delivered=rfc3339(utcnow()))
+                attempt = replace(attempt, data=data)
             logs = [self._with_metadata(report.task_log, inst, attempt)]
             if report.status in ("initializing", "restoring"):
                 self.tasks.set_logs(attempt.task_id, logs, conn=conn)
@@ -401,8 +408,6 @@ class Dispatcher:
     def _running(self, conn: Connection, attempt: Attempt, logs: list[dict[str, Any]]) -> None:
         if attempt.phase in (AttemptPhase.STARTING, AttemptPhase.RESTORING):
             self.fleet.change_phase(conn, attempt, AttemptPhase.RUNNING)
-            if not attempt.data.get("delivered"):  # it runs, so the assignment arrived
-                self.fleet.write_attempt_data(conn, attempt, delivered=rfc3339(utcnow()))
         result = self.tasks.transition(
             attempt.task_id,
             State.RUNNING,

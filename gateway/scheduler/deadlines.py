@@ -9,6 +9,10 @@
                 the checkpoint is given up (a `checkpoint_failed` event and a system_logs line
                 say why), the attempt is RUNNING again and the task runs on where it is
 
+    restart     the instance's agent registered again after the attempt was sent (a new agent
+                process, which runs nothing): the attempt is given up there and the task goes
+                on elsewhere
+
 Times come from the attempt's data (`sent` for an assignment, `checkpoint.sent` for an order),
 written by gateway.dispatch when the order first went out. 0 turns a deadline off.
 """
@@ -29,8 +33,15 @@ def _age(timestamp: str | None, now: datetime) -> float | None:
     return (now - datetime.fromisoformat(timestamp)).total_seconds()
 
 
-def overdue(attempt: Attempt, now: datetime, cfg: SchedulerConfig) -> str | None:
-    """Why `attempt` is past its phase's deadline, or None when it is not."""
+def overdue(
+    attempt: Attempt, now: datetime, cfg: SchedulerConfig, registered: str | None = None
+) -> str | None:
+    """Why `attempt` is past its phase's deadline or gone with its agent (`registered`: when
+    its instance's agent last registered), or None when neither."""
+    sent = _age(attempt.data.get("sent"), now)
+    since_registered = _age(registered, now)
+    if sent is not None and since_registered is not None and since_registered < sent:
+        return "its agent restarted after the attempt was sent and no longer runs it"
     if attempt.phase in (AttemptPhase.STARTING, AttemptPhase.RESTORING):
         age = _age(attempt.data.get("sent"), now)
         if age is None:

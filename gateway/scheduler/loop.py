@@ -411,9 +411,17 @@ class Scheduler:
         """Attempts past a deadline (gateway.scheduler.deadlines): an assignment never
         acknowledged or a start that never finished is given up on its instance and the task
         recovered elsewhere; a checkpoint never answered is given up and the task runs on."""
-        for attempt in self.fleet.live_attempts():
-            why = overdue(attempt, now, self.cfg.scheduler)
-            if why is None or attempt.instance_id is None:
+        attempts = self.fleet.live_attempts()
+        if not attempts:
+            return
+        registered = {
+            i.id: i.data.get("registered") for i in self.fleet.instances({InstanceState.READY})
+        }
+        for attempt in attempts:
+            if attempt.instance_id is None:
+                continue
+            why = overdue(attempt, now, self.cfg.scheduler, registered.get(attempt.instance_id))
+            if why is None:
                 continue
             log.warning("attempt %s of %s: %s", attempt.id, attempt.task_id, why)
             if attempt.phase is AttemptPhase.CHECKPOINTING:

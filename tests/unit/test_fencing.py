@@ -230,3 +230,22 @@ def test_an_acknowledged_cancel_does_not_cut_the_long_poll_short(world: World) -
     began = time.monotonic()
     orders = world.dispatch.poll(inst, Poll(running=[aid], received=[aid], wait_seconds=0.5))
     assert orders.cancel == [aid] and time.monotonic() - began >= 0.45  # known: held
+
+
+def test_attempts_of_a_restarted_agent_go_on_elsewhere(world: World) -> None:
+    """An agent registers once per process: one that registers again holds nothing it was
+    sent before, so those attempts are recovered instead of waiting forever."""
+    inst, aid = running_with(world)
+    task_id = world.fleet.attempt(aid).task_id  # type: ignore[union-attr]
+    world.dispatch.register(
+        inst,
+        Registration(
+            agent_version="t", hostname="h", capacity=Capacity(cpu_cores=4, ram_gb=8, disk_gb=1)
+        ),
+    )
+    world.scheduler.tick()
+    attempts = world.fleet.attempts_of(task_id)
+    assert attempts[0].phase is AttemptPhase.DONE and attempts[1].reason == "lost"
+    assert world.state(task_id) is State.RUNNING
+    with pytest.raises(Fenced):
+        world.report(inst, aid, "complete")
