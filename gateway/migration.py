@@ -153,7 +153,10 @@ class Migrations:
         if current.data.get("interruption"):
             return  # heard already (from the agent and from the provider)
         data = {**current.data, "interruption": {"action": kind, "deadline": when}}
-        self.fleet.set_instance_state(inst.id, current.state, data=data)
+        if not self.fleet.set_instance_state(
+            inst.id, current.state, data=data, expect={current.state}
+        ):
+            return  # its state moved meanwhile (LOST, TERMINATING): never write the old one back
         self.tasks.record(
             None,
             "interruption",
