@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import queue
 import signal
 import socket
 import sys
@@ -53,6 +54,7 @@ class Agent:
         # the attempt runs, and a resent order is not carried out twice
         self.received: dict[str, set[str]] = {}
         self.fenced: set[str] = set()  # attempts the gateway refused: stopped, never restarted
+        self._refused: queue.SimpleQueue[str] = queue.SimpleQueue()  # from any thread
         client.on_fenced = self.on_fenced
         self.stopping = threading.Event()
         self._shutdown_lock = threading.Lock()
@@ -74,12 +76,19 @@ class Agent:
 
     def on_fenced(self, attempt_id: str) -> None:
         """The gateway refused a message about this attempt (409: superseded, or settled
-        elsewhere): stop its container without uploading outputs; its work goes on elsewhere."""
-        self.fenced.add(attempt_id)
-        run = self.runs.get(attempt_id)
-        if run is not None and attempt_id not in self.cancelling:
-            self.cancelling.add(attempt_id)
-            threading.Thread(target=run.cancel, name=f"fenced-{attempt_id}").start()
+        elsewhere). Called from any thread; the main loop stops it (`_stop_refused`)."""
+        self._refused.put(attempt_id)
+
+    def _stop_refused(self) -> None:
+        """Stop the containers of refused attempts without uploading outputs: their work goes
+        on elsewhere (or has ended), and a resent assignment never starts them again."""
+        while not self._refused.empty():
+            attempt_id = self._refused.get()
+            self.fenced.add(attempt_id)
+            run = self.runs.get(attempt_id)
+            if run is not None and attempt_id not in self.cancelling:
+                self.cancelling.add(attempt_id)
+                threading.Thread(target=run.cancel, name=f"fenced-{attempt_id}").start()
 
     def register(self) -> None:
         self.client.register(
@@ -95,6 +104,7 @@ class Agent:
     def run(self) -> None:
         self.register()
         while not self.stopping.is_set():
+            self._stop_refused()
             self._reap()
             try:
                 orders = self.client.poll(

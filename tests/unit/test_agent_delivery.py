@@ -105,15 +105,16 @@ def test_resent_orders_run_once_and_are_acknowledged(tmp_path: Path) -> None:
 
 def test_a_fenced_attempt_is_stopped_and_never_started_again(tmp_path: Path) -> None:
     client = ScriptedClient(
-        [Orders(assign=[assign("a1")]), Orders(), Orders(assign=[assign("a1")])]
+        [Orders(assign=[assign("a1")]), Orders(), Orders(), Orders(assign=[assign("a1")])]
     )
     runs: list[FakeRun] = []
     a = agent(client, runs, tmp_path)
     original = client.poll
 
     def poll(*args: Any, **kwargs: Any) -> Orders:
-        if len(client.polls) == 1:  # after the first assignment: the gateway refuses a report
+        if len(client.polls) == 1:  # a runner thread's report was refused (409)
             client.on_fenced("a1")
+        if len(client.polls) == 2:  # the loop stopped it before this poll
             assert runs[0].cancelled.wait(10)
             runs[0].alive = False
         return original(*args, **kwargs)
@@ -121,4 +122,4 @@ def test_a_fenced_attempt_is_stopped_and_never_started_again(tmp_path: Path) -> 
     client.poll = poll  # type: ignore[method-assign]
     a.run()
     assert len(runs) == 1 and runs[0].cancelled.is_set()  # the resend started nothing
-    assert "a1" in a.fenced and client.polls[2]["running"] == []
+    assert "a1" in a.fenced and client.polls[3]["running"] == []
