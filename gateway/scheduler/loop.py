@@ -58,6 +58,7 @@ from gateway.tes.times import utcnow
 
 log = logging.getLogger(__name__)
 SCHEDULER = "scheduler"
+OVERDUE_EVERY = 5.0  # seconds between looks for attempts past a deadline
 MAX_LAUNCH_BACKOFF = 300.0
 # Placements per transaction: fewer commits, while a batch holds SQLite's write lock only for a
 # few milliseconds (docs/benchmarks.md, Scheduler scale).
@@ -210,6 +211,7 @@ class Scheduler:
         self.market = market
         self._last_tick: datetime | None = None
         self._last_triggers: datetime | None = None
+        self._last_overdue: datetime | None = None
         self.tasks = tasks
         self.fleet = fleet
         self.provider = provider
@@ -411,6 +413,11 @@ class Scheduler:
         """Attempts past a deadline (gateway.scheduler.deadlines): an assignment never
         acknowledged or a start that never finished is given up on its instance and the task
         recovered elsewhere; a checkpoint never answered is given up and the task runs on."""
+        # deadlines are minutes long: a look every few seconds is soon enough (each reads every
+        # live attempt)
+        if self._last_overdue is not None and _age_s(self._last_overdue, now) < OVERDUE_EVERY:
+            return
+        self._last_overdue = now
         attempts = self.fleet.live_attempts()
         if not attempts:
             return

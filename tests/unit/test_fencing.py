@@ -14,6 +14,7 @@ import pytest
 
 from gateway.dispatch import Fenced
 from gateway.migration import Migrations
+from gateway.scheduler.loop import OVERDUE_EVERY
 from gateway.store.fleet import LIVE_PHASES, Instance, InstanceState
 from gateway.tes.protocol import AttemptReport, Capacity, CapsuleReport, Poll, Registration
 from gateway.tes.states import AttemptPhase, State
@@ -232,7 +233,9 @@ def test_an_acknowledged_cancel_does_not_cut_the_long_poll_short(world: World) -
     assert orders.cancel == [aid] and time.monotonic() - began >= 0.45  # known: held
 
 
-def test_attempts_of_a_restarted_agent_go_on_elsewhere(world: World) -> None:
+def test_attempts_of_a_restarted_agent_go_on_elsewhere(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """An agent registers once per process: one that registers again holds nothing it was
     sent before, so those attempts are recovered instead of waiting forever."""
     inst, aid = running_with(world)
@@ -243,6 +246,8 @@ def test_attempts_of_a_restarted_agent_go_on_elsewhere(world: World) -> None:
             agent_version="t", hostname="h", capacity=Capacity(cpu_cores=4, ram_gb=8, disk_gb=1)
         ),
     )
+    later = utcnow() + timedelta(seconds=OVERDUE_EVERY + 1)  # the next look for overdue work
+    monkeypatch.setattr("gateway.scheduler.loop.utcnow", lambda: later)
     world.scheduler.tick()
     attempts = world.fleet.attempts_of(task_id)
     assert attempts[0].phase is AttemptPhase.DONE and attempts[1].reason == "lost"
