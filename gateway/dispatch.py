@@ -34,7 +34,7 @@ from gateway.rules import effective_parameters
 from gateway.scheduler.loop import SCHEDULER, container_limits
 from gateway.scheduler.wakeups import Wakeups
 from gateway.store.fleet import Attempt, FleetStore, Instance, InstanceState
-from gateway.store.tasks import TaskStore
+from gateway.store.tasks import TaskRecord, TaskStore
 from gateway.tes.backend_parameters import duration_seconds
 from gateway.tes.protocol import (
     Assignment,
@@ -247,7 +247,7 @@ class Dispatcher:
         return orders
 
     def _deliver(
-        self, attempt: Attempt, running: set[str], record: Any, inst: Instance
+        self, attempt: Attempt, running: set[str], record: TaskRecord, inst: Instance
     ) -> Assignment | None:
         """The attempt's assignment, until the agent acknowledges it (lists it as running):
         the first time it moves PROVISIONING → STARTING | RESTORING; a poll that does not list
