@@ -222,7 +222,9 @@ class Dispatcher:
             return Orders(shutdown=True)
         orders = Orders()
         running_ids, received_ids = set(running), set(received)
-        for attempt in self.fleet.live_attempts(instance_id):
+        live = self.fleet.live_attempts(instance_id)
+        orders.cancel.extend(self._superseded(instance_id, running_ids - {a.id for a in live}))
+        for attempt in live:
             record = self.tasks.get(attempt.task_id)
             if record is None:
                 continue
@@ -245,6 +247,23 @@ class Dispatcher:
             if (checkpoint := self._checkpoint_order(attempt, received_ids)) is not None:
                 orders.checkpoint.append(checkpoint)
         return orders
+
+    def _newest(self, attempt: Attempt | None) -> bool:
+        """Whether `attempt` is its task's newest attempt (read outside any transaction)."""
+        return attempt is not None and self.fleet.attempts_of(attempt.task_id)[-1].id == attempt.id
+
+    def _superseded(self, instance_id: str, ids: set[str]) -> list[str]:
+        """Of the attempts an agent says it runs that are not live here, those it must stop:
+        another instance's, or superseded by a newer attempt of their task (the gateway gave
+        up on them while the agent was unreachable). An attempt that just ended is left to
+        finish its last steps (full streams, clean-up)."""
+        stop = []
+        for attempt_id in sorted(ids):
+            attempt = self.fleet.attempt(attempt_id)
+            ours = attempt is not None and attempt.instance_id == instance_id
+            if not ours or not self._newest(attempt):
+                stop.append(attempt_id)
+        return stop
 
     def _deliver(
         self, attempt: Attempt, running: set[str], record: TaskRecord, inst: Instance
@@ -375,8 +394,7 @@ class Dispatcher:
         attempt = self.fleet.attempt(attempt_id)
         if attempt is None or attempt.instance_id != inst.id:
             raise Fenced(f"attempt {attempt_id}", "is not assigned to this instance")
-        newest = self.fleet.attempts_of(attempt.task_id)[-1]
-        if newest.id != attempt.id:
+        if not self._newest(attempt):
             raise Fenced(f"attempt {attempt_id}", "was superseded by a newer attempt of its task")
         return attempt
 

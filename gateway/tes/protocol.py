@@ -21,7 +21,8 @@ Fencing: each attempt id is the token of one placement. A message about an attem
 only from the instance it was assigned to, while it is that task's newest attempt and not yet
 settled; anything else (a superseded attempt, another instance's attempt, a register from an
 instance the gateway gave up on) is answered 409 with a JSON error, and the agent stops that
-attempt's work instead of retrying.
+attempt's work instead of retrying. An attempt the agent still lists in `Poll.running` after the
+gateway gave up on it gets a cancel order.
 
 Delivery: an Assignment is sent again on every poll until the agent lists its attempt in
 `Poll.running`; a CheckpointOrder or ResizeOrder until the agent lists its id in

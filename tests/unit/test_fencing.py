@@ -188,6 +188,8 @@ def test_an_unacknowledged_assignment_is_recovered_elsewhere(
     assert world.state(t) is State.INITIALIZING
     with pytest.raises(Fenced):  # the first agent's late start is refused
         world.report(inst, lost.attempt_id, "running")
+    # and its poll tells it to stop the superseded attempt
+    assert world.poll(inst, [lost.attempt_id]).cancel == [lost.attempt_id]
 
 
 def test_a_checkpoint_order_is_sent_again_and_times_out(
