@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import queue
 import signal
 import socket
 import sys
@@ -50,6 +51,12 @@ class Agent:
         self.tasks_dir = tasks_dir or work_dir / "tasks"
         self.runs: dict[str, Any] = {}
         self.cancelling: set[str] = set()
+        # checkpoint and resize order ids held, by attempt: acknowledged in every poll while
+        # the attempt runs, and a resent order is not carried out twice
+        self.received: dict[str, set[str]] = {}
+        self.fenced: set[str] = set()  # attempts the gateway refused: stopped, never restarted
+        self._refused: queue.SimpleQueue[str] = queue.SimpleQueue()  # from any thread
+        client.on_fenced = self.on_fenced
         self.stopping = threading.Event()
         self._shutdown_lock = threading.Lock()
         self._shut_down = False
@@ -68,6 +75,22 @@ class Agent:
         except GatewayUnreachable as exc:
             log.error("could not report the %s notice: %s", kind, exc)
 
+    def on_fenced(self, attempt_id: str) -> None:
+        """The gateway refused a message about this attempt (409: superseded, or settled
+        elsewhere). Called from any thread; the main loop stops it (`_stop_refused`)."""
+        self._refused.put(attempt_id)
+
+    def _stop_refused(self) -> None:
+        """Stop the containers of refused attempts without uploading outputs: their work goes
+        on elsewhere (or has ended), and a resent assignment never starts them again."""
+        while not self._refused.empty():
+            attempt_id = self._refused.get()
+            self.fenced.add(attempt_id)
+            run = self.runs.get(attempt_id)
+            if run is not None and attempt_id not in self.cancelling:
+                self.cancelling.add(attempt_id)
+                threading.Thread(target=run.cancel, name=f"fenced-{attempt_id}").start()
+
     def register(self) -> None:
         self.client.register(
             Registration(
@@ -82,10 +105,18 @@ class Agent:
     def run(self) -> None:
         self.register()
         while not self.stopping.is_set():
+            self._stop_refused()
             self._reap()
             asked = time.monotonic()
             try:
-                orders = self.client.poll(list(self.runs), POLL_WAIT, self._usage())
+                orders = self.client.poll(
+                    list(self.runs),
+                    POLL_WAIT,
+                    self._usage(),
+                    received=sorted(
+                        {i for ids in self.received.values() for i in ids} | self.cancelling
+                    ),
+                )
             except GatewayUnreachable as exc:
                 log.error("gateway unreachable: %s", exc)
                 self.stopping.wait(2.0)
@@ -111,29 +142,49 @@ class Agent:
             for order in orders.checkpoint:
                 self._checkpoint(order)
             for resize in orders.resize:
-                if (run := self.runs.get(resize.attempt_id)) is not None:
+                if (run := self.runs.get(resize.attempt_id)) is not None and self._first(
+                    resize.attempt_id, resize.order_id
+                ):
                     run.resize(resize.cpu_cores, resize.ram_gb)
             if orders.shutdown:
                 log.info("the gateway asked this instance to shut down")
                 break
         self.shutdown()
 
+    def _first(self, attempt_id: str, order_id: str) -> bool:
+        """Note an order as received; False when it was received before (a resend)."""
+        held = self.received.setdefault(attempt_id, set())
+        if not order_id:
+            return True
+        if order_id in held:
+            return False
+        held.add(order_id)
+        return True
+
     def _start(self, assignment: Assignment) -> None:
-        if assignment.attempt_id in self.runs:
+        # a resent assignment (the gateway did not hear this agent acknowledge it) starts nothing
+        if assignment.attempt_id in self.runs or assignment.attempt_id in self.fenced:
             return
         try:
             run = self.run_factory(assignment, self.client, self.work_dir, tasks_dir=self.tasks_dir)
             run.start()
         except Exception as exc:  # one bad assignment must not take the instance down
             log.exception("cannot start attempt %s", assignment.attempt_id)
-            self.client.report(
-                assignment.attempt_id,
-                AttemptReport(
-                    status="system_error",
-                    task_log={"logs": [], "outputs": [], "system_logs": [f"worker error: {exc}"]},
-                    message=str(exc),
-                ),
-            )
+            try:
+                self.client.report(
+                    assignment.attempt_id,
+                    AttemptReport(
+                        status="system_error",
+                        task_log={
+                            "logs": [],
+                            "outputs": [],
+                            "system_logs": [f"worker error: {exc}"],
+                        },
+                        message=str(exc),
+                    ),
+                )
+            except GatewayUnreachable as report_exc:
+                log.error("reporting attempt %s failed: %s", assignment.attempt_id, report_exc)
             return
         self.runs[assignment.attempt_id] = run
 
@@ -148,18 +199,23 @@ class Agent:
     def _checkpoint(self, order: CheckpointOrder) -> None:
         run = self.runs.get(order.attempt_id)
         if run is None:
-            self.client.report_capsule(
-                order.attempt_id,
-                CapsuleReport(
-                    state="failed",
-                    capsule_id=f"{order.attempt_id}-none",
-                    request_id=order.request_id,
-                    stop=order.stop,
-                    reason=order.reason,
-                    error="the attempt is not running on this instance",
-                ),
-            )
+            try:
+                self.client.report_capsule(
+                    order.attempt_id,
+                    CapsuleReport(
+                        state="failed",
+                        capsule_id=f"{order.attempt_id}-none",
+                        request_id=order.request_id,
+                        stop=order.stop,
+                        reason=order.reason,
+                        error="the attempt is not running on this instance",
+                    ),
+                )
+            except GatewayUnreachable as exc:
+                log.error("reporting checkpoint %s failed: %s", order.request_id, exc)
             return
+        if not self._first(order.attempt_id, order.request_id):
+            return  # resent: this checkpoint is under way or done
         threading.Thread(
             target=run.checkpoint, args=(order,), name=f"checkpoint-{order.attempt_id}"
         ).start()
@@ -169,6 +225,7 @@ class Agent:
             if not run.is_alive():
                 del self.runs[attempt_id]
                 self.cancelling.discard(attempt_id)
+                self.received.pop(attempt_id, None)
 
     def shutdown(self) -> None:
         """Stop every running task at once (idempotent), then wait for their last reports."""

@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
+import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -28,6 +30,12 @@ class GatewayUnreachable(RuntimeError):
     pass
 
 
+class Fenced(GatewayUnreachable):
+    """HTTP 409: the gateway refuses this message for good — the attempt was superseded or is
+    another instance's, or the instance was given up on. Never retried; the work it is about
+    stops."""
+
+
 class DownloadCorrupt(RuntimeError):
     """A download arrived whole but with another sha256 than expected, on every try."""
 
@@ -38,6 +46,8 @@ class GatewayClient:
         self.instance_id = instance_id
         self.retries = retries
         self.hurry = False  # set while the instance shuts down: one try each, no back-off
+        # called with the attempt id when the gateway refuses a message about it (409)
+        self.on_fenced: Callable[[str], None] | None = None
         self.session = requests.Session()
         self.session.headers.update(
             {"Authorization": f"Bearer {token}", "X-Tescape-Instance": instance_id}
@@ -73,6 +83,8 @@ class GatewayClient:
                 time.sleep(delay)
                 delay = min(delay * 2, 5.0)
                 continue
+            if resp.status_code == 409:
+                raise Fenced(f"{method} {path}: HTTP 409 {resp.text}")
             if resp.status_code >= 400:
                 raise GatewayUnreachable(f"{method} {path}: HTTP {resp.status_code} {resp.text}")
             return resp.json()
@@ -85,20 +97,37 @@ class GatewayClient:
             data=registration.model_dump_json(),
         )
 
+    def _attempt_call(self, attempt_id: str, method: str, path: str, **kwargs: Any) -> Any:
+        """A call about one attempt: a 409 tells `on_fenced`, then raises `Fenced`."""
+        try:
+            return self._call(method, path, **kwargs)
+        except Fenced:
+            log.warning("the gateway refused a message about attempt %s: stopping it", attempt_id)
+            if self.on_fenced is not None:
+                self.on_fenced(attempt_id)
+            raise
+
     def poll(
         self,
         running: list[str],
         wait_seconds: float,
         usage: dict[str, dict[str, float | int | None]] | None = None,
+        received: list[str] | None = None,
     ) -> Orders:
-        body = Poll(running=running, wait_seconds=wait_seconds, usage=usage or {}).model_dump_json()
+        body = Poll(
+            running=running, received=received or [], wait_seconds=wait_seconds, usage=usage or {}
+        ).model_dump_json()
         data = self._call(
             "POST", f"/instances/{self.instance_id}/poll", timeout=wait_seconds + 10, data=body
         )
         return Orders.model_validate(data)
 
     def report(self, attempt_id: str, report: AttemptReport) -> None:
-        self._call("POST", f"/attempts/{attempt_id}/report", data=report.model_dump_json())
+        if report.report_id is None:  # one id for every resend of this report
+            report = report.model_copy(update={"report_id": uuid.uuid4().hex})
+        self._attempt_call(
+            attempt_id, "POST", f"/attempts/{attempt_id}/report", data=report.model_dump_json()
+        )
 
     def notice(self, kind: str, when: str) -> None:
         self._call(
@@ -108,11 +137,20 @@ class GatewayClient:
         )
 
     def report_capsule(self, attempt_id: str, report: CapsuleReport) -> None:
-        self._call("POST", f"/attempts/{attempt_id}/capsules", data=report.model_dump_json())
+        if report.report_id is None:
+            report = report.model_copy(update={"report_id": uuid.uuid4().hex})
+        self._attempt_call(
+            attempt_id, "POST", f"/attempts/{attempt_id}/capsules", data=report.model_dump_json()
+        )
 
     def upload_stream(self, attempt_id: str, executor: int, stream: str, path: Path) -> None:
         if path.exists():
-            self._call("PUT", f"/attempts/{attempt_id}/streams/{executor}/{stream}", body_file=path)
+            self._attempt_call(
+                attempt_id,
+                "PUT",
+                f"/attempts/{attempt_id}/streams/{executor}/{stream}",
+                body_file=path,
+            )
 
     def download_app_archive(self, name: str, dest: Path, sha256: str | None = None) -> str:
         """Stream Application Library app `name`'s image archive to `dest` (through a `.partial`

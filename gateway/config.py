@@ -184,6 +184,15 @@ class SchedulerConfig(Section):
     launch_timeout_seconds: float = Field(default=120.0, gt=0)
     # An instance with no task for this long is stopped.
     idle_timeout_seconds: float = Field(default=300.0, gt=0)
+    # An assignment its agent has not acknowledged (listed as running) this long after it was
+    # first sent is given up on that instance; the task goes on elsewhere. 0: no deadline.
+    delivery_timeout_seconds: float = Field(default=120.0, ge=0)
+    # An attempt still starting (images, inputs) or restoring this long after its assignment
+    # was sent is given up on its instance; the task goes on elsewhere. 0: no deadline.
+    starting_timeout_seconds: float = Field(default=3600.0, ge=0)
+    # A checkpoint order not answered this long after it was sent is given up: the task runs on
+    # where it is and its system_logs say why. 0: no deadline.
+    checkpoint_timeout_seconds: float = Field(default=600.0, ge=0)
     # What a task gets when it asks for nothing.
     default_cpu_cores: int = Field(default=1, ge=1)
     default_ram_gb: float = Field(default=1.0, gt=0)

@@ -3,7 +3,15 @@ hand out orders, and reports that move tasks through their states.
 
 Orders are derived from the store on every poll, never kept only in memory, so a gateway restart
 loses nothing: an attempt in PROVISIONING on an instance is an assignment not yet picked up; a live
-attempt of a CANCELING task is a stop order.
+attempt of a CANCELING task is a stop order. Delivery is at least once: an assignment is sent
+again until the agent lists its attempt in `Poll.running`, a checkpoint or resize order until the
+agent lists its id in `Poll.received` (gateway.tes.protocol).
+
+Fencing: every report takes its attempt's row (FleetStore.lock_attempt) and, in that one
+transaction, checks that the attempt is the caller's, live, and its task's newest attempt, then
+applies the attempt's phase change, the task's transition and any next attempt — or nothing. A
+duplicated `interrupted` therefore creates one restore attempt, and a stale `complete` from a
+superseded attempt is refused (`Fenced`, HTTP 409) instead of ending the task.
 """
 
 from __future__ import annotations
@@ -12,8 +20,11 @@ import hmac
 import logging
 import os
 from collections.abc import Iterable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
+
+from sqlalchemy import Connection
 
 from gateway.auth import AuthError, token_sha256
 from gateway.config import Config
@@ -23,7 +34,7 @@ from gateway.rules import effective_parameters
 from gateway.scheduler.loop import SCHEDULER, container_limits
 from gateway.scheduler.wakeups import Wakeups
 from gateway.store.fleet import Attempt, FleetStore, Instance, InstanceState
-from gateway.store.tasks import TaskStore
+from gateway.store.tasks import TaskRecord, TaskStore
 from gateway.tes.backend_parameters import duration_seconds
 from gateway.tes.protocol import (
     Assignment,
@@ -57,8 +68,14 @@ STATUS_STATE = {
 }
 
 
-class NotYours(LookupError):
-    """The attempt does not exist or belongs to another instance."""
+class Fenced(LookupError):
+    """A message for an attempt that is not this instance's live attempt — it does not exist, it
+    belongs to another instance, it was settled or superseded — or a register from an instance
+    the gateway has given up on (HTTP 409: the agent stops that work, it does not retry)."""
+
+    def __init__(self, subject: str, why: str):
+        super().__init__(f"{subject} {why}")
+        self.subject = subject
 
 
 class Dispatcher:
@@ -151,169 +168,319 @@ class Dispatcher:
         # never plan beyond what either side says the machine has
         data["capacity"] = {k: min(v, offered.get(k, v)) for k, v in reported.items()}
         data.update(hostname=reg.hostname, agent_version=reg.agent_version, facts=reg.facts)
-        self.fleet.set_instance_state(inst.id, InstanceState.READY, data=data)
+        # an agent registers once per process: what was sent before this moment, it no longer
+        # holds (gateway.scheduler.deadlines settles those attempts)
+        data["registered"] = rfc3339(utcnow())
+        # Only a launching instance (or a READY one whose agent restarted) becomes READY: one the
+        # scheduler gave up on (LOST) had its tasks moved elsewhere and never comes back.
+        if not self.fleet.set_instance_state(
+            inst.id,
+            InstanceState.READY,
+            data=data,
+            expect={InstanceState.LAUNCHING, InstanceState.READY},
+        ):
+            current = self.fleet.instance(inst.id)
+            state = current.state.value if current is not None else "gone"
+            raise Fenced(f"instance {inst.id}", f"is {state} and cannot register again")
         self.fleet.heartbeat(inst.id)
         self.wakeups.notify(SCHEDULER)
 
     def poll(self, inst: Instance, poll: Poll) -> Orders:
         self.fleet.heartbeat(inst.id)
         if poll.usage:
-            self._record_usage(poll.usage)
+            self._record_usage(inst, poll.usage)
         seen = self.wakeups.version(inst.id)
-        orders = self._orders(inst.id, poll.running)
+        orders = self._orders(inst.id, poll.running, poll.received)
         wait = min(poll.wait_seconds, MAX_WAIT)
-        if wait > 0 and not (orders.assign or orders.cancel or orders.shutdown):
+        # a cancel the agent acknowledged (it is stopping that attempt) is no news: wait
+        news = [c for c in orders.cancel if c not in poll.received]
+        if wait > 0 and not (
+            orders.assign or news or orders.shutdown or orders.checkpoint or orders.resize
+        ):
             self.wakeups.wait(inst.id, seen, wait)
             self.fleet.heartbeat(inst.id)
-            orders = self._orders(inst.id, poll.running)
+            orders = self._orders(inst.id, poll.running, poll.received)
         return orders
 
-    def _record_usage(self, usage: dict[str, dict[str, Any]]) -> None:
-        """Keep the newest samples of each attempt (attempt data `usage`), oldest first."""
+    def _record_usage(self, inst: Instance, usage: dict[str, dict[str, Any]]) -> None:
+        """Keep the newest samples of each of this instance's live attempts (attempt data
+        `usage`), oldest first; samples for any other attempt are dropped."""
         now = rfc3339(utcnow())
         for attempt_id, sample in usage.items():
-            attempt = self.fleet.attempt(attempt_id)
-            if attempt is None or attempt.phase is AttemptPhase.DONE:
-                continue
-            history = list(attempt.data.get("usage") or [])[-(USAGE_SAMPLES - 1) :]
-            history.append({**sample, "time": now})
-            self.fleet.update_attempt_data(attempt_id, usage=history)
+            with self.tasks.batch() as conn:
+                attempt = self.fleet.lock_attempt(conn, attempt_id)
+                if attempt is None or attempt.instance_id != inst.id or not attempt.live:
+                    continue
+                history = list(attempt.data.get("usage") or [])[-(USAGE_SAMPLES - 1) :]
+                history.append({**sample, "time": now})
+                self.fleet.write_attempt_data(conn, attempt, usage=history)
 
-    def _orders(self, instance_id: str, running: Iterable[str]) -> Orders:
+    def _orders(
+        self, instance_id: str, running: Iterable[str], received: Iterable[str] = ()
+    ) -> Orders:
         inst = self.fleet.instance(instance_id)
         if inst is None or inst.state is not InstanceState.READY:
             return Orders(shutdown=True)
         orders = Orders()
-        running_ids = set(running)
-        for attempt in self.fleet.live_attempts(instance_id):
+        running_ids, received_ids = set(running), set(received)
+        live = self.fleet.live_attempts(instance_id)
+        orders.cancel.extend(self._superseded(instance_id, running_ids - {a.id for a in live}))
+        for attempt in live:
             record = self.tasks.get(attempt.task_id)
             if record is None:
                 continue
             if record.state is State.CANCELING:
                 if attempt.phase is AttemptPhase.PROVISIONING:
-                    self._finish(attempt, State.CANCELED, record.logs, "cancelled before start")
+                    self._cancel_unstarted(attempt, record.logs)
                 elif attempt.id in running_ids:
                     orders.cancel.append(attempt.id)
                 continue
-            restore = bool(attempt.data.get("restore"))
-            phase = AttemptPhase.RESTORING if restore else AttemptPhase.STARTING
-            if attempt.phase is AttemptPhase.PROVISIONING and self.fleet.set_phase(
-                attempt.id, phase, expect={AttemptPhase.PROVISIONING}
-            ):
-                spec = record.spec or {}
-                orders.assign.append(
-                    Assignment(
-                        attempt_id=attempt.id,
-                        task_id=attempt.task_id,
-                        task=spec,
-                        task_log=record.logs[-1] if record.logs else None,
-                        settings=self.settings(spec),
-                        capsules=self.capsule_settings(spec),
-                        restore=self.restore_refs(attempt.task_id) if restore else [],
-                        next_sequence=self.fleet.next_capsule_sequence(attempt.task_id),
-                        limits=container_limits(attempt, spec, inst),
-                    )
-                )
+            if attempt.phase in (
+                AttemptPhase.PROVISIONING,
+                AttemptPhase.STARTING,
+                AttemptPhase.RESTORING,
+            ) and not attempt.data.get("delivered"):
+                if (assignment := self._deliver(attempt, running_ids, record, inst)) is not None:
+                    orders.assign.append(assignment)
                 continue
-            resize = attempt.data.get("resize")
-            if resize and not resize.get("sent") and attempt.id in running_ids:
-                self.fleet.update_attempt_data(attempt.id, resize={**resize, "sent": True})
-                orders.resize.append(
-                    ResizeOrder(
-                        attempt_id=attempt.id,
-                        cpu_cores=resize.get("cpu_cores"),
-                        ram_gb=resize.get("ram_gb"),
-                    )
-                )
-            request = attempt.data.get("checkpoint")
-            if (
-                request
-                and not request.get("sent")
-                and self.fleet.set_phase(
-                    attempt.id, AttemptPhase.CHECKPOINTING, expect={AttemptPhase.RUNNING}
-                )
-            ):
-                self.fleet.update_attempt_data(attempt.id, checkpoint={**request, "sent": True})
-                orders.checkpoint.append(
-                    CheckpointOrder(
-                        attempt_id=attempt.id,
-                        request_id=request["id"],
-                        stop=bool(request.get("stop")),
-                        reason=request.get("reason", "manual"),
-                    )
-                )
+            if (resize := self._resize_order(attempt, running_ids, received_ids)) is not None:
+                orders.resize.append(resize)
+            if (checkpoint := self._checkpoint_order(attempt, received_ids)) is not None:
+                orders.checkpoint.append(checkpoint)
         return orders
+
+    def _newest(self, attempt: Attempt | None) -> bool:
+        """Whether `attempt` is its task's newest attempt (read outside any transaction)."""
+        return attempt is not None and self.fleet.attempts_of(attempt.task_id)[-1].id == attempt.id
+
+    def _superseded(self, instance_id: str, ids: set[str]) -> list[str]:
+        """Of the attempts an agent says it runs that are not live here, those it must stop:
+        another instance's, or superseded by a newer attempt of their task (the gateway gave
+        up on them while the agent was unreachable). An attempt that just ended is left to
+        finish its last steps (full streams, clean-up)."""
+        stop = []
+        for attempt_id in sorted(ids):
+            attempt = self.fleet.attempt(attempt_id)
+            ours = attempt is not None and attempt.instance_id == instance_id
+            if not ours or not self._newest(attempt):
+                stop.append(attempt_id)
+        return stop
+
+    def _deliver(
+        self, attempt: Attempt, running: set[str], record: TaskRecord, inst: Instance
+    ) -> Assignment | None:
+        """The attempt's assignment, until the agent acknowledges it (lists it as running):
+        the first time it moves PROVISIONING → STARTING | RESTORING; a poll that does not list
+        it gets it again (its answer was lost); the first poll that lists it marks it
+        delivered."""
+        now = rfc3339(utcnow())
+        with self.tasks.batch() as conn:
+            taken = self.fleet.lock_attempt(conn, attempt.id)
+            if taken is None or not taken.live or taken.data.get("delivered"):
+                return None
+            if taken.id in running:
+                self.fleet.write_attempt_data(conn, taken, delivered=now)
+                return None
+            if taken.phase is AttemptPhase.PROVISIONING:
+                restore = bool(taken.data.get("restore"))
+                phase = AttemptPhase.RESTORING if restore else AttemptPhase.STARTING
+                if self.fleet.change_phase(conn, taken, phase) is None:
+                    return None
+                self.fleet.write_attempt_data(conn, taken, sent=now)
+            elif taken.phase not in (AttemptPhase.STARTING, AttemptPhase.RESTORING):
+                return None
+        spec = record.spec or {}
+        restore = bool(taken.data.get("restore"))
+        return Assignment(
+            attempt_id=taken.id,
+            task_id=taken.task_id,
+            task=spec,
+            task_log=record.logs[-1] if record.logs else None,
+            settings=self.settings(spec),
+            capsules=self.capsule_settings(spec),
+            restore=self.restore_refs(taken.task_id) if restore else [],
+            next_sequence=self.fleet.next_capsule_sequence(taken.task_id),
+            limits=container_limits(taken, spec, inst),
+        )
+
+    def _resize_order(
+        self, attempt: Attempt, running: set[str], received: set[str]
+    ) -> ResizeOrder | None:
+        """The attempt's new limits, until the agent lists the order's id as received."""
+        resize = attempt.data.get("resize")
+        if not resize or resize.get("delivered") or attempt.id not in running:
+            return None
+        with self.tasks.batch() as conn:
+            taken = self.fleet.lock_attempt(conn, attempt.id)
+            resize = taken.data.get("resize") if taken is not None else None
+            if taken is None or not resize or resize.get("delivered"):
+                return None
+            order_id = resize.get("id") or f"rs-{taken.id}-{taken.version}"
+            if order_id in received:
+                self.fleet.write_attempt_data(
+                    conn, taken, resize={**resize, "id": order_id, "delivered": True}
+                )
+                return None
+            if not resize.get("sent") or not resize.get("id"):
+                resize = {**resize, "id": order_id, "sent": rfc3339(utcnow())}
+                self.fleet.write_attempt_data(conn, taken, resize=resize)
+        return ResizeOrder(
+            attempt_id=attempt.id,
+            cpu_cores=resize.get("cpu_cores"),
+            ram_gb=resize.get("ram_gb"),
+            order_id=order_id,
+        )
+
+    def _checkpoint_order(self, attempt: Attempt, received: set[str]) -> CheckpointOrder | None:
+        """The attempt's checkpoint request as an order, until the agent lists it as received:
+        the first time the attempt moves RUNNING → CHECKPOINTING."""
+        request = attempt.data.get("checkpoint")
+        if not request or request.get("delivered"):
+            return None
+        with self.tasks.batch() as conn:
+            taken = self.fleet.lock_attempt(conn, attempt.id)
+            request = taken.data.get("checkpoint") if taken is not None else None
+            if taken is None or not request or request.get("delivered"):
+                return None
+            if request["id"] in received:
+                self.fleet.write_attempt_data(
+                    conn, taken, checkpoint={**request, "delivered": True}
+                )
+                return None
+            if taken.phase is AttemptPhase.RUNNING and not request.get("sent"):
+                if self.fleet.change_phase(conn, taken, AttemptPhase.CHECKPOINTING) is None:
+                    return None
+                request = {**request, "sent": rfc3339(utcnow())}
+                self.fleet.write_attempt_data(conn, taken, checkpoint=request)
+            elif taken.phase is not AttemptPhase.CHECKPOINTING:
+                return None
+        return CheckpointOrder(
+            attempt_id=attempt.id,
+            request_id=request["id"],
+            stop=bool(request.get("stop")),
+            reason=request.get("reason", "manual"),
+        )
+
+    def _cancel_unstarted(self, attempt: Attempt, logs: list[dict[str, Any]] | None) -> None:
+        with self.tasks.batch() as conn:
+            taken = self.fleet.lock_attempt(conn, attempt.id)
+            if taken is not None and taken.phase is AttemptPhase.PROVISIONING:
+                self._finish(conn, taken, State.CANCELED, logs, "cancelled before start")
+        self.wakeups.notify(SCHEDULER)
 
     # -- reports ------------------------------------------------------------------------------
 
+    def _take(
+        self, conn: Connection, inst: Instance, attempt_id: str, report_id: str | None
+    ) -> Attempt | None:
+        """Take the attempt for a report from `inst`, in `conn`'s transaction: None when this
+        report was applied already (a resend: answered the same, applied once); `Fenced` when
+        the attempt is not this instance's, or was settled or superseded."""
+        attempt = self.fleet.lock_attempt(conn, attempt_id)
+        if attempt is None or attempt.instance_id != inst.id:
+            raise Fenced(f"attempt {attempt_id}", "is not assigned to this instance")
+        if report_id and report_id in attempt.report_ids:
+            return None
+        if not attempt.live:
+            raise Fenced(
+                f"attempt {attempt_id}", f"was settled already ({attempt.phase.value.lower()})"
+            )
+        if self.fleet.newest_attempt_number(conn, attempt.task_id) != attempt.number:
+            raise Fenced(f"attempt {attempt_id}", "was superseded by a newer attempt of its task")
+        return attempt
+
     def attempt_of(self, inst: Instance, attempt_id: str) -> Attempt:
+        """The attempt, read without taking it, when it is `inst`'s and its task's newest (it
+        may have ended: full streams are uploaded after the final report)."""
         attempt = self.fleet.attempt(attempt_id)
         if attempt is None or attempt.instance_id != inst.id:
-            raise NotYours(attempt_id)
+            raise Fenced(f"attempt {attempt_id}", "is not assigned to this instance")
+        if not self._newest(attempt):
+            raise Fenced(f"attempt {attempt_id}", "was superseded by a newer attempt of its task")
         return attempt
 
     def report(self, inst: Instance, attempt_id: str, report: AttemptReport) -> None:
-        attempt = self.attempt_of(inst, attempt_id)
-        if attempt.phase is AttemptPhase.DONE:
-            return  # a late report from an attempt that was settled already
-        logs = [self._with_metadata(report.task_log, inst, attempt)]
-        if report.status in ("initializing", "restoring"):
-            self.tasks.set_logs(attempt.task_id, logs)
-            return
-        if report.status == "interrupted":
-            self._interrupted(attempt, logs, report.message)
-            return
-        target = STATUS_STATE[report.status]
-        if target is State.RUNNING:
-            self.fleet.set_phase(
-                attempt.id,
-                AttemptPhase.RUNNING,
-                expect={AttemptPhase.STARTING, AttemptPhase.RESTORING},
-            )
-            result = self.tasks.transition(
-                attempt.task_id,
-                State.RUNNING,
-                expect={State.INITIALIZING},
-                logs=logs,
-                attempt_id=attempt.id,
-                instance_id=inst.id,
-            )
-            if not result.applied:
-                self.tasks.set_logs(attempt.task_id, logs)
-            return
-        self._finish(attempt, target, logs, report.message)
+        settled = False
+        with self.tasks.batch() as conn:
+            attempt = self._take(conn, inst, attempt_id, report.report_id)
+            if attempt is None:
+                return
+            if not attempt.data.get("delivered"):  # it reports, so its assignment arrived
+                data = self.fleet.write_attempt_data(conn, attempt, delivered=rfc3339(utcnow()))
+                attempt = replace(attempt, data=data)
+            logs = [self._with_metadata(report.task_log, inst, attempt)]
+            if report.status in ("initializing", "restoring"):
+                self.tasks.set_logs(attempt.task_id, logs, conn=conn)
+            elif report.status == "interrupted":
+                self._interrupted(conn, attempt, logs, report.message)
+                settled = True
+            elif report.status == "running":
+                self._running(conn, attempt, logs)
+            else:
+                self._finish(conn, attempt, STATUS_STATE[report.status], logs, report.message)
+                settled = True
+            if report.report_id:
+                self.fleet.remember_report(conn, attempt, report.report_id)
+        if settled:
+            self.wakeups.notify(SCHEDULER)
+
+    def _running(self, conn: Connection, attempt: Attempt, logs: list[dict[str, Any]]) -> None:
+        if attempt.phase in (AttemptPhase.STARTING, AttemptPhase.RESTORING):
+            self.fleet.change_phase(conn, attempt, AttemptPhase.RUNNING)
+        result = self.tasks.transition(
+            attempt.task_id,
+            State.RUNNING,
+            expect={State.INITIALIZING},
+            logs=logs,
+            attempt_id=attempt.id,
+            instance_id=attempt.instance_id,
+            conn=conn,
+        )
+        if not result.applied:
+            self.tasks.set_logs(attempt.task_id, logs, conn=conn)
 
     def _finish(
         self,
+        conn: Connection,
         attempt: Attempt,
         target: State,
         logs: list[dict[str, Any]] | None,
         message: str | None,
     ) -> None:
-        record = self.tasks.get(attempt.task_id, full=False)
-        if record is not None and record.state is State.CANCELING:
-            target = State.CANCELED  # the cancel was asked first; it wins
-        elif (
-            record is not None
-            and record.state is State.INITIALIZING
-            and target
-            in (
-                State.COMPLETE,
-                State.EXECUTOR_ERROR,
+        """The attempt ended (it was taken in `conn`): it is DONE and its task reaches `target`
+        (CANCELED when a cancel came first), in the one transaction."""
+        self.fleet.change_phase(conn, attempt, AttemptPhase.DONE, message=message)
+        for _ in range(3):  # PostgreSQL: a cancel may land between the read and the swap
+            state = self.tasks.state(attempt.task_id, conn)
+            if state is None or state.terminal:
+                break
+            final = State.CANCELED if state is State.CANCELING else target
+            if state is State.INITIALIZING and final in (State.COMPLETE, State.EXECUTOR_ERROR):
+                # executors ran, so the task was RUNNING even if that report never arrived
+                self.tasks.transition(
+                    attempt.task_id, State.RUNNING, expect={State.INITIALIZING}, conn=conn
+                )
+                state = State.RUNNING
+            result = self.tasks.transition(
+                attempt.task_id,
+                final,
+                expect={state},
+                logs=logs,
+                message=message,
+                attempt_id=attempt.id,
+                instance_id=attempt.instance_id,
+                conn=conn,
             )
-        ):
-            # executors ran, so the task was RUNNING even if that report never arrived
-            self.tasks.transition(attempt.task_id, State.RUNNING, expect={State.INITIALIZING})
-        self.fleet.set_phase(attempt.id, AttemptPhase.DONE, message=message)
-        self.tasks.transition(
+            if result.applied:
+                return
+        self.tasks.record(
             attempt.task_id,
-            target,
-            logs=logs,
-            message=message,
+            "report_not_applied",
             attempt_id=attempt.id,
             instance_id=attempt.instance_id,
+            message=f"attempt {attempt.id} ended {target.value}; the task was {state}",
+            conn=conn,
         )
-        self.wakeups.notify(SCHEDULER)
 
     # -- interruptions --------------------------------------------------------------------------
 
@@ -327,15 +494,23 @@ class Dispatcher:
 
     def capsule(self, inst: Instance, attempt_id: str, report: CapsuleReport) -> None:
         """A checkpoint's outcome, or a capsule found corrupt by a restore."""
-        attempt = self.attempt_of(inst, attempt_id)
-        data = report.model_dump(exclude_none=True, exclude={"state", "capsule_id"})
+        with self.tasks.batch() as conn:
+            attempt = self._take(conn, inst, attempt_id, report.report_id)
+            if attempt is None:
+                return
+            self._capsule(conn, attempt, report)
+            if report.report_id:
+                self.fleet.remember_report(conn, attempt, report.report_id)
+
+    def _capsule(self, conn: Connection, attempt: Attempt, report: CapsuleReport) -> None:
+        data = report.model_dump(exclude_none=True, exclude={"state", "capsule_id", "report_id"})
+        where = {"attempt_id": attempt.id, "instance_id": attempt.instance_id}
         if report.state in ("restored", "none_usable"):
             restored = report.state == "restored"
             self.tasks.record(
                 attempt.task_id,
                 "restored" if restored else "restart_from_scratch",
-                attempt_id=attempt.id,
-                instance_id=inst.id,
+                **where,
                 message=(
                     f"restored from capsule {report.capsule_id} in "
                     f"{report.seconds.get('total', 0.0):.2f} s"
@@ -343,20 +518,23 @@ class Dispatcher:
                     else "no usable capsule: the task starts again from the beginning"
                 ),
                 data=data if restored else None,
+                conn=conn,
             )
             return
         if report.state == "corrupt":
-            self.fleet.set_capsule_state(report.capsule_id, "corrupt")
+            self.fleet.set_capsule_state(report.capsule_id, "corrupt", conn=conn)
             self.tasks.record(
                 attempt.task_id,
                 "capsule_corrupt",
-                attempt_id=attempt.id,
-                instance_id=inst.id,
+                **where,
                 message=f"capsule {report.capsule_id} failed verification: {report.error}",
                 data=data,
+                conn=conn,
             )
             return
-        if report.state == "complete" and report.manifest_key and report.manifest_sha256:
+        complete = report.state == "complete" and report.manifest_key and report.manifest_sha256
+        if complete:
+            assert report.manifest_key and report.manifest_sha256
             added = self.fleet.add_capsule(
                 capsule_id=report.capsule_id,
                 task_id=attempt.task_id,
@@ -367,9 +545,10 @@ class Dispatcher:
                 size_bytes=report.size_bytes,
                 parent_id=report.parent,
                 data=data,
+                conn=conn,
             )
             if not added:
-                return  # the same report again (its answer was lost): handled the first time
+                return  # the same capsule again (its answer was lost): handled the first time
             message = (
                 f"capsule {report.capsule_id} ({report.reason}): "
                 f"{report.size_bytes / 2**20:.1f} MiB, {report.uploaded_bytes / 2**20:.1f} MiB "
@@ -379,20 +558,16 @@ class Dispatcher:
         else:
             message = f"checkpoint ({report.reason}) failed: {report.error}"
             kind = "checkpoint_failed"
-        self.tasks.record(
-            attempt.task_id,
-            kind,
-            attempt_id=attempt.id,
-            instance_id=inst.id,
-            message=message,
-            data=data,
-        )
+        self.tasks.record(attempt.task_id, kind, **where, message=message, data=data, conn=conn)
         if report.request_id is None:
             return  # periodic: the attempt's phase never left RUNNING
         request = attempt.data.get("checkpoint") or {}
+        if request.get("id") != report.request_id:
+            return  # an order given up on already (checkpoint timeout): nothing to settle
         leaving = report.stop and report.state == "complete"
-        self.fleet.update_attempt_data(
-            attempt.id,
+        self.fleet.write_attempt_data(
+            conn,
+            attempt,
             checkpoint=None,
             migrate=(
                 {
@@ -405,25 +580,35 @@ class Dispatcher:
                 else None
             ),
         )
-        if not leaving:  # leave-running, or failed: the task runs on here
-            self.fleet.set_phase(
-                attempt.id, AttemptPhase.RUNNING, expect={AttemptPhase.CHECKPOINTING}
-            )
+        if not leaving and attempt.phase is AttemptPhase.CHECKPOINTING:
+            self.fleet.change_phase(conn, attempt, AttemptPhase.RUNNING)  # the task runs on here
 
     def _interrupted(
-        self, attempt: Attempt, logs: list[dict[str, Any]], message: str | None
+        self, conn: Connection, attempt: Attempt, logs: list[dict[str, Any]], message: str | None
     ) -> None:
         """The attempt's container left in a capsule: the task (still RUNNING to its client)
-        gets a new attempt that restores it, on another instance."""
-        self.tasks.set_logs(attempt.task_id, logs)
-        self.fleet.set_phase(attempt.id, AttemptPhase.INTERRUPTED, message=message)
-        self.fleet.set_phase(attempt.id, AttemptPhase.DONE)
-        record = self.tasks.get(attempt.task_id, full=False)
-        if record is None or record.state.terminal or record.state is State.CANCELING:
-            if record is not None and record.state is State.CANCELING:
-                self.tasks.transition(
-                    attempt.task_id, State.CANCELED, message="cancelled while migrating"
-                )
+        gets a new attempt that restores it, on another instance — in the transaction that
+        settles this one, so a resent or duplicated report creates no second attempt."""
+        self.tasks.set_logs(attempt.task_id, logs, conn=conn)
+        current: Attempt | None = attempt
+        if attempt.phase is AttemptPhase.RUNNING:  # its checkpoint order timed out meanwhile
+            current = self.fleet.change_phase(conn, attempt, AttemptPhase.CHECKPOINTING)
+        if current is not None:
+            current = self.fleet.change_phase(
+                conn, current, AttemptPhase.INTERRUPTED, message=message
+            )
+        if current is None:
+            raise Fenced(
+                f"attempt {attempt.id}", f"cannot be interrupted while {attempt.phase.value}"
+            )
+        self.fleet.change_phase(conn, current, AttemptPhase.DONE)
+        state = self.tasks.state(attempt.task_id, conn)
+        if state is None or state.terminal:
+            return
+        if state is State.CANCELING:
+            self.tasks.transition(
+                attempt.task_id, State.CANCELED, message="cancelled while migrating", conn=conn
+            )
             return
         migrate = attempt.data.get("migrate") or {}
         target, reason = migrate.get("target"), migrate.get("reason") or "manual"
@@ -443,8 +628,8 @@ class Dispatcher:
             reason=reason,
             data=data,
             message=f"restore after {reason} migration from {attempt.instance_id}",
+            conn=conn,
         )
-        self.wakeups.notify(SCHEDULER)
 
     def _with_metadata(
         self, task_log: dict[str, Any], inst: Instance, attempt: Attempt

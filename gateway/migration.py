@@ -106,7 +106,13 @@ class Migrations:
             "plan": plan,  # where the restore goes (an offer), for cost and size moves
             "limits": limits,  # what the restored container may use, for size moves
         }
-        self.fleet.update_attempt_data(attempt.id, checkpoint=req)
+        with self.tasks.batch() as conn:  # checked again with the row taken: one request wins
+            taken = self.fleet.lock_attempt(conn, attempt.id)
+            if taken is None or taken.phase is not AttemptPhase.RUNNING:
+                raise Refused(409, f"task {task_id} is between instances; try again when it runs")
+            if taken.data.get("checkpoint"):
+                raise Refused(409, f"a checkpoint of task {task_id} is already in progress")
+            self.fleet.write_attempt_data(conn, taken, checkpoint=req)
         verb = "migration" if stop else "checkpoint"
         self.tasks.record(
             task_id,
@@ -147,7 +153,10 @@ class Migrations:
         if current.data.get("interruption"):
             return  # heard already (from the agent and from the provider)
         data = {**current.data, "interruption": {"action": kind, "deadline": when}}
-        self.fleet.set_instance_state(inst.id, current.state, data=data)
+        if not self.fleet.set_instance_state(
+            inst.id, current.state, data=data, expect={current.state}
+        ):
+            return  # its state moved meanwhile (LOST, TERMINATING): never write the old one back
         self.tasks.record(
             None,
             "interruption",

@@ -10,7 +10,7 @@ from flask import Blueprint, Response, current_app, request, send_file
 from pydantic import BaseModel, ValidationError
 
 from gateway.api.responses import error_response, json_response
-from gateway.dispatch import Dispatcher, NotYours
+from gateway.dispatch import Dispatcher, Fenced
 from gateway.store.fleet import CapsuleConflict, Instance
 from gateway.tes.protocol import (
     AGENT_API,
@@ -52,9 +52,11 @@ def _invalid(exc: _Invalid) -> Response:
     return error_response(400, f"invalid agent message: {exc}")
 
 
-@bp.errorhandler(NotYours)
-def _not_yours(exc: NotYours) -> Response:
-    return error_response(404, f"attempt {exc.args[0]!r} is not assigned to this instance")
+@bp.errorhandler(Fenced)
+def _fenced(exc: Fenced) -> Response:
+    """A superseded attempt, another instance's attempt, or an instance given up on: the agent
+    stops that work (409 is never retried)."""
+    return error_response(409, str(exc))
 
 
 @bp.errorhandler(CapsuleConflict)

@@ -2,8 +2,10 @@
 
 One thread, woken by every create and cancel and otherwise every `interval_seconds`. Each tick:
 
-    1. expire   instances that stopped polling (or never registered) become LOST; their tasks end
-                SYSTEM_ERROR with the reason in system_logs (capsule recovery comes later)
+    1. expire   instances that stopped polling (or never registered) become LOST; their tasks go
+                on elsewhere (from a capsule, else from the start) or end SYSTEM_ERROR; attempts
+                past a deadline (assignment unacknowledged, start or checkpoint unfinished) are
+                settled (gateway.scheduler.deadlines)
     2. place    each QUEUED task, oldest first, goes to a READY instance with room, as a new
                 attempt: QUEUED → INITIALIZING and the attempt row in one transaction
     3. launch   when queued tasks found no room and the provider allows more instances
@@ -47,6 +49,7 @@ from gateway.market.policy import (
 from gateway.migration import Migrations, Refused, restarts
 from gateway.providers.base import Offer, Provider, ProviderError, offer_of
 from gateway.rules import effective_parameters, effective_preemptible
+from gateway.scheduler.deadlines import give_up_checkpoint, overdue
 from gateway.scheduler.wakeups import Wakeups
 from gateway.store.fleet import Attempt, FleetStore, Instance, InstanceState
 from gateway.store.tasks import TaskStore
@@ -55,6 +58,7 @@ from gateway.tes.times import utcnow
 
 log = logging.getLogger(__name__)
 SCHEDULER = "scheduler"
+OVERDUE_EVERY = 5.0  # seconds between looks for attempts past a deadline
 MAX_LAUNCH_BACKOFF = 300.0
 # Placements per transaction: fewer commits, while a batch holds SQLite's write lock only for a
 # few milliseconds (docs/benchmarks.md, Scheduler scale).
@@ -207,6 +211,7 @@ class Scheduler:
         self.market = market
         self._last_tick: datetime | None = None
         self._last_triggers: datetime | None = None
+        self._last_overdue: datetime | None = None
         self.tasks = tasks
         self.fleet = fleet
         self.provider = provider
@@ -286,6 +291,7 @@ class Scheduler:
     def tick(self) -> None:
         now = utcnow()
         self._expire(now)
+        self._overdue(now)
         if self.failed_launches and self.fleet.instances({InstanceState.READY}):
             self.failed_launches = 0
         self._market_tick(now)
@@ -335,28 +341,47 @@ class Scheduler:
             )
         self.fleet.set_instance_state(inst.id, InstanceState.LOST)
         self.provider.terminate(inst.id)
-        reclaimed = bool(inst.data.get("interruption"))
+        reason = "reclaim" if inst.data.get("interruption") else "lost"
         for attempt in self.fleet.live_attempts(inst.id):
-            self.fleet.set_phase(attempt.id, AttemptPhase.LOST, message=why)
-            self.fleet.set_phase(attempt.id, AttemptPhase.DONE)
+            self._lose_attempt(attempt.id, inst.id, reason, why)
+
+    def _lose_attempt(self, attempt_id: str, instance_id: str, reason: str, why: str) -> None:
+        """One attempt is gone with its instance (or given up on there): LOST → DONE, then its
+        task goes on elsewhere or ends — in one transaction, so a report racing with this
+        either lands before it or is refused (gateway.dispatch), never half-applied."""
+        with self.tasks.batch() as conn:
+            attempt = self.fleet.lock_attempt(conn, attempt_id)
+            if attempt is None or not attempt.live:
+                return
+            lost = self.fleet.change_phase(conn, attempt, AttemptPhase.LOST, message=why)
+            self.fleet.change_phase(conn, lost or attempt, AttemptPhase.DONE)
             record = self.tasks.get(attempt.task_id)
             if record is None:
-                continue
-            if record.state in (State.RUNNING, State.INITIALIZING) and self._recover(
-                attempt, inst, "reclaim" if reclaimed else "lost", why
+                return
+            state = self.tasks.state(attempt.task_id, conn) or record.state
+            if state in (State.RUNNING, State.INITIALIZING) and self._recover(
+                conn, attempt, instance_id, reason, why
             ):
-                continue
-            target = State.CANCELED if record.state is State.CANCELING else State.SYSTEM_ERROR
+                return
+            target = State.CANCELED if state is State.CANCELING else State.SYSTEM_ERROR
             logs = record.logs or [{"logs": [], "outputs": []}]
-            message = f"instance {inst.id} was lost ({why}); the task cannot continue"
+            message = f"instance {instance_id} was lost ({why}); the task cannot continue"
             logs[-1].setdefault("system_logs", []).append(message)
             self.tasks.transition(
-                attempt.task_id, target, message=message, attempt_id=attempt.id, logs=logs
+                attempt.task_id,
+                target,
+                message=message,
+                attempt_id=attempt.id,
+                logs=logs,
+                conn=conn,
             )
 
-    def _recover(self, attempt: Attempt, inst: Instance, reason: str, why: str) -> bool:
+    def _recover(
+        self, conn: Connection, attempt: Attempt, instance_id: str, reason: str, why: str
+    ) -> bool:
         """A task whose instance is gone goes on elsewhere: from its newest capsule, else from
-        the beginning — unless it has used up `max_interruptions`. False: it cannot."""
+        the beginning — unless it has used up `max_interruptions`. False: it cannot. In the
+        caller's transaction."""
         losses = [
             a for a in self.fleet.attempts_of(attempt.task_id) if a.reason in ("reclaim", "lost")
         ]
@@ -368,22 +393,51 @@ class Scheduler:
             how = f"from capsule {capsules[0].id}" if capsules else "from the beginning"
             logs = record.logs
             logs[-1].setdefault("system_logs", []).append(
-                f"instance {inst.id} was lost ({why}); the task continues elsewhere, {how}"
+                f"instance {instance_id} was lost ({why}); the task continues elsewhere, {how}"
             )
-            self.tasks.set_logs(attempt.task_id, logs)
+            self.tasks.set_logs(attempt.task_id, logs, conn=conn)
         migrations = int(attempt.data.get("migrations", 0))
         self.fleet.add_pending_attempt(
             attempt.task_id,
             reason=reason,
             data={
                 "restore": bool(capsules),
-                "exclude": [inst.id],
+                "exclude": [instance_id],
                 "migrations": migrations + 1 if capsules else migrations,
                 **({"limits": attempt.data["limits"]} if attempt.data.get("limits") else {}),
             },
-            message=f"recovery after instance {inst.id} was lost ({why})",
+            message=f"recovery after instance {instance_id} was lost ({why})",
+            conn=conn,
         )
         return True
+
+    def _overdue(self, now: datetime) -> None:
+        """Attempts past a deadline (gateway.scheduler.deadlines): an assignment never
+        acknowledged or a start that never finished is given up on its instance and the task
+        recovered elsewhere; a checkpoint never answered is given up and the task runs on."""
+        # deadlines are minutes long: a look every few seconds is soon enough (each reads every
+        # live attempt)
+        if self._last_overdue is not None and _age_s(self._last_overdue, now) < OVERDUE_EVERY:
+            return
+        self._last_overdue = now
+        attempts = self.fleet.live_attempts()
+        if not attempts:
+            return
+        registered = {
+            i.id: i.data.get("registered") for i in self.fleet.instances({InstanceState.READY})
+        }
+        for attempt in attempts:
+            if attempt.instance_id is None:
+                continue
+            why = overdue(attempt, now, self.cfg.scheduler, registered.get(attempt.instance_id))
+            if why is None:
+                continue
+            log.warning("attempt %s of %s: %s", attempt.id, attempt.task_id, why)
+            if attempt.phase is AttemptPhase.CHECKPOINTING:
+                give_up_checkpoint(self.tasks, self.fleet, attempt.id, why)
+            else:
+                self._lose_attempt(attempt.id, attempt.instance_id, "lost", why)
+                self.wakeups.notify(attempt.instance_id)
 
     def _placeable(self) -> list[Instance]:
         """READY instances that take new work (not under an interruption notice)."""
@@ -738,16 +792,24 @@ class Scheduler:
         for attempt in pending:
             record = self.tasks.get(attempt.task_id)
             if record is None or record.state not in (State.RUNNING, State.INITIALIZING):
-                self.fleet.set_phase(
-                    attempt.id, AttemptPhase.DONE, message="the task ended before its restore"
-                )
-                if record is not None and record.state is State.CANCELING:
-                    self.tasks.transition(
-                        attempt.task_id,
-                        State.CANCELED,
-                        message="cancelled between instances",
-                        attempt_id=attempt.id,
-                    )
+                with self.tasks.batch() as conn:  # the attempt and the cancel, or neither
+                    if (
+                        self.fleet.set_phase(
+                            attempt.id,
+                            AttemptPhase.DONE,
+                            expect={AttemptPhase.PROVISIONING},
+                            message="the task ended before its restore",
+                            conn=conn,
+                        )
+                        and self.tasks.state(attempt.task_id, conn) is State.CANCELING
+                    ):
+                        self.tasks.transition(
+                            attempt.task_id,
+                            State.CANCELED,
+                            message="cancelled between instances",
+                            attempt_id=attempt.id,
+                            conn=conn,
+                        )
                 continue
             spec = record.spec or {}
             need = attempt_need(attempt, spec, self.cfg)

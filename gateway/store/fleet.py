@@ -1,18 +1,25 @@
 """Instances and attempts: where tasks run, and each placement of a task on an instance.
 
-An attempt's phase changes only through `FleetStore.set_phase`, a compare-and-swap against the
-attempt-phase table in gateway.tes.states that records an event, like task states.
+An attempt's phase changes only through `FleetStore.change_phase` (or `set_phase`, its own
+transaction), checked against the attempt-phase table in gateway.tes.states and recorded as an
+event, like task states.
+
+Every change of an attempt row first takes the row (`lock_attempt`: an UPDATE that bumps its
+`version`), then reads it: on PostgreSQL that holds the row lock, on SQLite the database's write
+lock, until the transaction ends. So a read-modify-write of an attempt (its data, its phase, an
+agent report with the task transition and the next attempt it causes) is never interleaved with
+another: no lost update, and the checks made on what was read still hold at commit.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from contextlib import nullcontext
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import Connection, bindparam, func, insert, select, update
-from sqlalchemy.exc import IntegrityError
 
 from gateway.store.database import Database
 from gateway.store.events import write_event
@@ -70,6 +77,12 @@ class Attempt:
     start_time: str | None
     end_time: str | None
     data: dict[str, Any] = field(default_factory=dict)
+    version: int = 0
+    report_ids: tuple[str, ...] = ()
+
+    @property
+    def live(self) -> bool:
+        return self.phase in LIVE_PHASES
 
 
 @dataclass(frozen=True)
@@ -130,8 +143,12 @@ def _attempt(row: Any) -> Attempt:
         start_time=row.start_time,
         end_time=row.end_time,
         data=json.loads(row.data) if row.data else {},
+        version=row.version,
+        report_ids=tuple(json.loads(row.report_ids)) if row.report_ids else (),
     )
 
+
+REPORT_IDS_KEPT = 64  # report ids remembered per attempt (an agent retries one report at a time)
 
 _LIVE_LOAD = (
     select(attempts, tasks.c.spec)
@@ -146,6 +163,12 @@ _LIVE_LOAD = (
 
 _TOP_NUMBER = select(func.max(attempts.c.number)).where(attempts.c.task_id == bindparam("task_id"))
 _INSERT_ATTEMPT = insert(attempts)  # values as parameters: built once, not per call
+_LOCK_ATTEMPT = (
+    update(attempts)
+    .where(attempts.c.id == bindparam("lock_id"))
+    .values(version=attempts.c.version + 1)
+)
+_GET_ATTEMPT = select(attempts).where(attempts.c.id == bindparam("id"))
 
 
 def _next_number(conn: Connection, task_id: str) -> int:
@@ -217,17 +240,29 @@ class FleetStore:
             return [_instance(r) for r in conn.execute(query).all()]
 
     def set_instance_state(
-        self, instance_id: str, state: InstanceState, data: dict[str, Any] | None = None
-    ) -> None:
+        self,
+        instance_id: str,
+        state: InstanceState,
+        data: dict[str, Any] | None = None,
+        *,
+        expect: set[InstanceState] | None = None,
+    ) -> bool:
+        """Set the instance's state (only from a state in `expect`, when given: a
+        compare-and-swap). False when `expect` refused it."""
         now = self.now()
         values: dict[str, Any] = {"state": state.value, "updated_time": now}
         if data is not None:
             values["data"] = json.dumps(data)
+        query = update(instances).where(instances.c.id == instance_id)
+        if expect is not None:
+            query = query.where(instances.c.state.in_(sorted(s.value for s in expect)))
         with self.db.engine.begin() as conn:
-            conn.execute(update(instances).where(instances.c.id == instance_id).values(**values))
+            if conn.execute(query.values(**values)).rowcount != 1:
+                return False
             self._event(
                 conn, None, "instance", instance_id=instance_id, message=state.value, now=now
             )
+        return True
 
     def set_price(self, instance_id: str, price_per_hour: float) -> None:
         """A Spot instance's price moved (the market's price of its pool)."""
@@ -301,11 +336,19 @@ class FleetStore:
         return attempt_id
 
     def add_pending_attempt(
-        self, task_id: str, reason: str, data: dict[str, Any], message: str | None = None
+        self,
+        task_id: str,
+        reason: str,
+        data: dict[str, Any],
+        message: str | None = None,
+        conn: Connection | None = None,
     ) -> str:
-        """The next attempt of a task, not yet on an instance (a restore the scheduler places)."""
-        with self.db.engine.begin() as conn:
+        """The next attempt of a task, not yet on an instance (a restore the scheduler places);
+        in the caller's transaction when `conn` is given."""
+        if conn is not None:
             return self.add_attempt(conn, task_id, None, reason, data, message)
+        with self.db.engine.begin() as own:
+            return self.add_attempt(own, task_id, None, reason, data, message)
 
     def unplaced_attempts(self) -> list[Attempt]:
         query = (
@@ -349,20 +392,53 @@ class FleetStore:
             )
         return True
 
-    def update_attempt_data(self, attempt_id: str, **changes: Any) -> dict[str, Any]:
-        """Merge `changes` into the attempt's data (a key set to None is removed)."""
-        with self.db.engine.begin() as conn:
-            raw = conn.execute(select(attempts.c.data).where(attempts.c.id == attempt_id)).scalar()
-            data = json.loads(raw) if raw else {}
-            for key, value in changes.items():
-                if value is None:
-                    data.pop(key, None)
-                else:
-                    data[key] = value
-            conn.execute(
-                update(attempts).where(attempts.c.id == attempt_id).values(data=json.dumps(data))
-            )
+    def update_attempt_data(
+        self, attempt_id: str, *, conn: Connection | None = None, **changes: Any
+    ) -> dict[str, Any]:
+        """Merge `changes` into the attempt's data (a key set to None is removed), with the row
+        taken first (`lock_attempt`): concurrent updates of different keys all survive. In the
+        caller's transaction when `conn` is given. Returns the data written ({} and nothing
+        written when the attempt does not exist)."""
+        if conn is None:
+            with self.db.engine.begin() as own:
+                return self.update_attempt_data(attempt_id, conn=own, **changes)
+        attempt = self.lock_attempt(conn, attempt_id)
+        if attempt is None:
+            return {}
+        return self.write_attempt_data(conn, attempt, **changes)
+
+    def write_attempt_data(
+        self, conn: Connection, attempt: Attempt, **changes: Any
+    ) -> dict[str, Any]:
+        """`update_attempt_data` on an attempt already taken in this transaction."""
+        data = dict(attempt.data)
+        for key, value in changes.items():
+            if value is None:
+                data.pop(key, None)
+            else:
+                data[key] = value
+        conn.execute(
+            update(attempts).where(attempts.c.id == attempt.id).values(data=json.dumps(data))
+        )
         return data
+
+    def lock_attempt(self, conn: Connection, attempt_id: str) -> Attempt | None:
+        """Take the attempt's row for the rest of `conn`'s transaction (bumping its version),
+        then read it: what this returns stays true until the transaction ends."""
+        if conn.execute(_LOCK_ATTEMPT, {"lock_id": attempt_id}).rowcount != 1:
+            return None
+        row = conn.execute(_GET_ATTEMPT, {"id": attempt_id}).first()
+        return _attempt(row) if row else None
+
+    def remember_report(self, conn: Connection, attempt: Attempt, report_id: str) -> None:
+        """Note that the agent report `report_id` was applied to `attempt` (taken in `conn`)."""
+        kept = [*attempt.report_ids, report_id][-REPORT_IDS_KEPT:]
+        conn.execute(
+            update(attempts).where(attempts.c.id == attempt.id).values(report_ids=json.dumps(kept))
+        )
+
+    def newest_attempt_number(self, conn: Connection, task_id: str) -> int:
+        return _next_number(conn, task_id) - 1
 
     # -- capsules -----------------------------------------------------------------------------
 
@@ -378,36 +454,34 @@ class FleetStore:
         size_bytes: int,
         parent_id: str | None,
         data: dict[str, Any],
+        conn: Connection | None = None,
     ) -> bool:
-        """Record a complete capsule. False: this very capsule (same id, task, attempt and
-        manifest) is recorded already, a report sent again; CapsuleConflict: the id is taken by
-        another capsule."""
-        try:
-            with self.db.engine.begin() as conn:
-                conn.execute(
-                    insert(capsules).values(
-                        id=capsule_id,
-                        task_id=task_id,
-                        attempt_id=attempt_id,
-                        sequence=sequence,
-                        state="complete",
-                        store_key=store_key,
-                        size_bytes=size_bytes,
-                        manifest_sha256=manifest_sha256,
-                        parent_id=parent_id,
-                        created_time=self.now(),
-                        data=json.dumps(data),
-                    )
+        """Record a complete capsule (in the caller's transaction, `conn`, when given). False:
+        this very capsule (same id, task, attempt and manifest) is recorded already, a report
+        sent again; CapsuleConflict: the id is taken by another capsule. The caller holds its
+        attempt's row lock, so one attempt's reports cannot race each other here."""
+        with self.db.engine.begin() if conn is None else nullcontext(conn) as conn_:
+            row = conn_.execute(select(capsules).where(capsules.c.id == capsule_id)).first()
+            if row is not None:
+                same = (row.task_id, row.attempt_id, row.store_key, row.manifest_sha256)
+                if same == (task_id, attempt_id, store_key, manifest_sha256):
+                    return False
+                raise CapsuleConflict(capsule_id)
+            conn_.execute(
+                insert(capsules).values(
+                    id=capsule_id,
+                    task_id=task_id,
+                    attempt_id=attempt_id,
+                    sequence=sequence,
+                    state="complete",
+                    store_key=store_key,
+                    size_bytes=size_bytes,
+                    manifest_sha256=manifest_sha256,
+                    parent_id=parent_id,
+                    created_time=self.now(),
+                    data=json.dumps(data),
                 )
-        except IntegrityError:
-            with self.db.engine.connect() as conn:
-                row = conn.execute(select(capsules).where(capsules.c.id == capsule_id)).first()
-            if row is None:
-                raise  # not the id: another constraint
-            same = (row.task_id, row.attempt_id, row.store_key, row.manifest_sha256)
-            if same == (task_id, attempt_id, store_key, manifest_sha256):
-                return False
-            raise CapsuleConflict(capsule_id) from None
+            )
         return True
 
     def capsules_of(self, task_id: str, states: set[str] | None = None) -> list[Capsule]:
@@ -419,9 +493,15 @@ class FleetStore:
             rows = conn.execute(query.order_by(capsules.c.sequence.desc())).all()
         return [_capsule(r) for r in rows]
 
-    def set_capsule_state(self, capsule_id: str, state: str) -> None:
-        with self.db.engine.begin() as conn:
-            conn.execute(update(capsules).where(capsules.c.id == capsule_id).values(state=state))
+    def set_capsule_state(
+        self, capsule_id: str, state: str, conn: Connection | None = None
+    ) -> None:
+        with self.db.engine.begin() if conn is None else nullcontext(conn) as conn_:
+            conn_.execute(update(capsules).where(capsules.c.id == capsule_id).values(state=state))
+
+    def capsule_exists(self, conn: Connection, capsule_id: str) -> bool:
+        query = select(capsules.c.id).where(capsules.c.id == capsule_id)
+        return conn.execute(query).first() is not None
 
     def next_capsule_sequence(self, task_id: str) -> int:
         with self.db.engine.connect() as conn:
@@ -494,41 +574,51 @@ class FleetStore:
         expect: set[AttemptPhase] | None = None,
         message: str | None = None,
         data: dict[str, Any] | None = None,
+        conn: Connection | None = None,
     ) -> bool:
-        with self.db.engine.begin() as conn:
-            row = conn.execute(
-                select(attempts.c.phase, attempts.c.task_id, attempts.c.instance_id).where(
-                    attempts.c.id == attempt_id
+        """Move the attempt to `phase` if the table allows it (and its phase is in `expect`,
+        when given), in its own transaction or the caller's `conn`. False: refused."""
+        if conn is None:
+            with self.db.engine.begin() as own:
+                return self.set_phase(
+                    attempt_id, phase, expect=expect, message=message, data=data, conn=own
                 )
-            ).first()
-            if row is None:
-                return False
-            src = AttemptPhase(row.phase)
-            if (expect is not None and src not in expect) or not can_change_phase(src, phase):
-                return False
-            now = self.now()
-            values: dict[str, Any] = {"phase": phase.value}
-            if phase is AttemptPhase.DONE:
-                values["end_time"] = now
-            result = conn.execute(
-                update(attempts)
-                .where(attempts.c.id == attempt_id, attempts.c.phase == src.value)
-                .values(**values)
-            )
-            if result.rowcount != 1:
-                return False
-            self._event(
-                conn,
-                row.task_id,
-                "phase",
-                attempt_id=attempt_id,
-                instance_id=row.instance_id,
-                phase=phase,
-                message=message or f"{src.value} → {phase.value}",
-                data=data,
-                now=now,
-            )
-            return True
+        attempt = self.lock_attempt(conn, attempt_id)
+        if attempt is None or (expect is not None and attempt.phase not in expect):
+            return False
+        return self.change_phase(conn, attempt, phase, message=message, data=data) is not None
+
+    def change_phase(
+        self,
+        conn: Connection,
+        attempt: Attempt,
+        phase: AttemptPhase,
+        *,
+        message: str | None = None,
+        data: dict[str, Any] | None = None,
+    ) -> Attempt | None:
+        """Move an attempt taken in this transaction (`lock_attempt`) to `phase`, with its event;
+        the attempt as it is now, or None when the table refuses the change."""
+        src = attempt.phase
+        if not can_change_phase(src, phase):
+            return None
+        now = self.now()
+        values: dict[str, Any] = {"phase": phase.value}
+        if phase is AttemptPhase.DONE:
+            values["end_time"] = now
+        conn.execute(update(attempts).where(attempts.c.id == attempt.id).values(**values))
+        self._event(
+            conn,
+            attempt.task_id,
+            "phase",
+            attempt_id=attempt.id,
+            instance_id=attempt.instance_id,
+            phase=phase,
+            message=message or f"{src.value} → {phase.value}",
+            data=data,
+            now=now,
+        )
+        return replace(attempt, phase=phase, end_time=values.get("end_time", attempt.end_time))
 
     def _event(self, conn: Connection, task_id: str | None, kind: str, **fields: Any) -> None:
         fields.setdefault("time", fields.pop("now", None) or self.now())

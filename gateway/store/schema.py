@@ -90,6 +90,12 @@ attempts = Table(
     Column("start_time", String(40), nullable=True),
     Column("end_time", String(40), nullable=True),
     Column("data", Text, nullable=True),
+    # Bumped by every change of the row (gateway.store.fleet takes the row with it before it
+    # reads, so concurrent read-modify-writes of `data` serialise instead of losing one).
+    Column("version", Integer, nullable=False, server_default="0"),
+    # The ids of the agent reports applied to this attempt (JSON list, newest last, bounded): a
+    # report sent again (its answer was lost) is answered the same and not applied twice.
+    Column("report_ids", Text, nullable=True),
     Index("ix_attempts_task_number", "task_id", "number", unique=True),
     Index("ix_attempts_instance", "instance_id"),
 )

@@ -372,14 +372,24 @@ class TaskStore:
         with self.db.engine.begin() as conn:
             yield conn
 
-    def set_logs(self, task_id: str, logs: list[dict[str, Any]]) -> None:
-        """Replace the TaskLogs without a state change (progress from a running attempt)."""
-        with self.db.engine.begin() as conn:
-            conn.execute(
+    def set_logs(
+        self, task_id: str, logs: list[dict[str, Any]], conn: Connection | None = None
+    ) -> None:
+        """Replace the TaskLogs without a state change (progress from a running attempt); in
+        the caller's transaction when `conn` is given."""
+        with self.db.engine.begin() if conn is None else nullcontext(conn) as conn_:
+            conn_.execute(
                 update(tasks)
                 .where(tasks.c.id == task_id)
                 .values(logs=json.dumps(logs, separators=(",", ":")), updated_time=self.now())
             )
+
+    def state(self, task_id: str, conn: Connection | None = None) -> State | None:
+        """The task's state now (None: no such task), read in `conn` when given: inside a
+        transaction that has written, what that transaction sees."""
+        with self._reads.connect() if conn is None else nullcontext(conn) as conn_:
+            value = conn_.execute(_GET_MINIMAL, {"id": task_id}).first()
+        return State(value.state) if value is not None else None
 
     def ids_in_state(self, state: State, limit: int = 1000) -> list[str]:
         """Oldest first: the scheduler's queue."""
@@ -398,10 +408,13 @@ class TaskStore:
             rows = conn.execute(_IN_STATE, {"state": state.value, "limit": limit}).all()
         return [_record(r, True) for r in rows]
 
-    def record(self, task_id: str | None, kind: str, **fields: Any) -> None:
-        """Record an event that is not a state change (a step, a warning, a measurement)."""
-        with self.db.engine.begin() as conn:
-            self._event(conn, task_id, kind, **fields)
+    def record(
+        self, task_id: str | None, kind: str, *, conn: Connection | None = None, **fields: Any
+    ) -> None:
+        """Record an event that is not a state change (a step, a warning, a measurement); in
+        the caller's transaction when `conn` is given."""
+        with self.db.engine.begin() if conn is None else nullcontext(conn) as conn_:
+            self._event(conn_, task_id, kind, **fields)
 
     # -- events -------------------------------------------------------------------------------
 

@@ -16,6 +16,18 @@ Migration, as the agent sees it: an Orders.checkpoint entry with `stop` → the 
 is checkpointed into a capsule (CapsuleReport "complete"), stopped, and the attempt reported
 "interrupted"; the gateway then assigns a new attempt of the same task, with `restore` naming
 the capsules to restore from (newest first), to another instance.
+
+Fencing: each attempt id is the token of one placement. A message about an attempt is accepted
+only from the instance it was assigned to, while it is that task's newest attempt and not yet
+settled; anything else (a superseded attempt, another instance's attempt, a register from an
+instance the gateway gave up on) is answered 409 with a JSON error, and the agent stops that
+attempt's work instead of retrying. An attempt the agent still lists in `Poll.running` after the
+gateway gave up on it gets a cancel order.
+
+Delivery: an Assignment is sent again on every poll until the agent lists its attempt in
+`Poll.running`; a CheckpointOrder or ResizeOrder until the agent lists its id in
+`Poll.received`. The agent ignores an order it holds already. Reports carry a `report_id`: one
+sent again (its answer was lost) is answered the same and not applied twice.
 """
 
 from __future__ import annotations
@@ -118,6 +130,10 @@ class Notice(Message):
 
 class Poll(Message):
     running: list[str] = Field(default_factory=list)  # attempt ids the agent is running
+    # ids of the checkpoint and resize orders the agent holds for attempts it still runs
+    # (CheckpointOrder.request_id, ResizeOrder.order_id), and the attempt ids it is cancelling:
+    # acknowledgements (an acknowledged cancel no longer cuts the long poll short)
+    received: list[str] = Field(default_factory=list)
     # attempt id → what its running container uses now: {"cpu_cores", "memory_bytes",
     # "memory_limit_bytes"} (capsule_runtime/usage.py), for rightsizing and OOM protection
     usage: dict[str, dict[str, float | int | None]] = Field(default_factory=dict)
@@ -131,6 +147,7 @@ class ResizeOrder(Message):
     attempt_id: str
     cpu_cores: float | None = None
     ram_gb: float | None = None
+    order_id: str = ""
 
 
 class Orders(Message):
@@ -159,6 +176,7 @@ class AttemptReport(Message):
     status: AttemptStatus
     task_log: dict[str, Any]
     message: str | None = None
+    report_id: str | None = None  # unique per report, the same on every resend of it
 
 
 # complete | failed: a checkpoint's outcome; corrupt: a capsule a restore refused; restored: the
@@ -189,3 +207,4 @@ class CapsuleReport(Message):
     reused_chunks: int = 0
     seconds: dict[str, float] = Field(default_factory=dict)  # step durations
     error: str | None = None
+    report_id: str | None = None  # unique per report, the same on every resend of it

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from gateway.config import Config, load_config
-from gateway.dispatch import Dispatcher
+from gateway.dispatch import Dispatcher, Fenced
 from gateway.library import Library
 from gateway.providers.base import Offer
 from gateway.scheduler.loop import Scheduler
@@ -89,14 +89,22 @@ class World:
         )
         return self.fleet.instance(inst.id)  # type: ignore[return-value]
 
-    def poll(self, inst: Instance, running: list[str] | None = None):  # type: ignore[no-untyped-def]
-        return self.dispatch.poll(inst, Poll(running=running or [], wait_seconds=0))
+    def poll(  # type: ignore[no-untyped-def]
+        self, inst: Instance, running: list[str] | None = None, received: list[str] | None = None
+    ):
+        return self.dispatch.poll(
+            inst, Poll(running=running or [], received=received or [], wait_seconds=0)
+        )
 
-    def report(self, inst: Instance, attempt_id: str, status: str, **log: Any) -> None:
+    def report(
+        self, inst: Instance, attempt_id: str, status: str, report_id: str | None = None, **log: Any
+    ) -> None:
         self.dispatch.report(
             inst,
             attempt_id,
-            AttemptReport(status=status, task_log={"logs": [], "outputs": [], **log}),
+            AttemptReport(
+                status=status, task_log={"logs": [], "outputs": [], **log}, report_id=report_id
+            ),
         )
 
     def state(self, task_id: str) -> State:
@@ -122,14 +130,16 @@ def test_happy_path(world: World) -> None:
     assert world.poll(inst, [aid]).assign == []  # handed out once
     world.report(inst, aid, "running", start_time="s")
     assert world.state(t) is State.RUNNING
-    world.report(inst, aid, "complete", logs=[{"exit_code": 0}])
+    world.report(inst, aid, "complete", report_id="r-done", logs=[{"exit_code": 0}])
     assert world.state(t) is State.COMPLETE
     rec = world.tasks.get(t)
     assert rec is not None and rec.logs is not None
     meta = rec.logs[0]["metadata"]
     assert meta["instance_type"] == "fake.large" and meta["vm_price_per_hour_usd"] == "0.050000"
     assert world.fleet.attempt(aid).phase is AttemptPhase.DONE  # type: ignore[union-attr]
-    world.report(inst, aid, "system_error")  # late duplicate: ignored
+    world.report(inst, aid, "complete", report_id="r-done")  # a resend: answered the same
+    with pytest.raises(Fenced):  # another report for a settled attempt: refused
+        world.report(inst, aid, "system_error")
     assert world.state(t) is State.COMPLETE
 
 
@@ -386,7 +396,9 @@ def test_a_busy_container_grows_in_place_when_its_instance_has_room(tmp_path: Pa
     assert attempt.data["limits"] == {"cpu_cores": 2.0, "ram_gb": 2.0}
     [order] = world.poll(inst, [aid]).resize
     assert (order.attempt_id, order.cpu_cores, order.ram_gb) == (aid, 2.0, 2.0)
-    assert world.poll(inst, [aid]).resize == []  # sent once
+    [again] = world.poll(inst, [aid]).resize  # sent again until the agent acknowledges it
+    assert again.order_id == order.order_id
+    assert world.poll(inst, [aid], [order.order_id]).resize == []  # acknowledged: not again
     world.scheduler.tick()  # measured against its new limits now: 49%, nothing more
     assert world.fleet.attempt(aid).data["limits"]["cpu_cores"] == 2.0  # type: ignore[union-attr]
     kinds = [e["kind"] for e in world.tasks.events(world.fleet.attempt(aid).task_id)]  # type: ignore[union-attr]
