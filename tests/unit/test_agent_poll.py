@@ -27,7 +27,9 @@ class BusyGateway:
     def register(self, registration: Any) -> None:
         pass
 
-    def poll(self, running: list[str], wait_seconds: float, usage: Any = None) -> Orders:
+    def poll(
+        self, running: list[str], wait_seconds: float, usage: Any = None, received: Any = None
+    ) -> Orders:
         self.times.append(time.monotonic())
         return Orders(shutdown=len(self.times) >= self.polls)
 
