@@ -6,6 +6,7 @@ with the gateway's check bypassed, by the agent's staging policy before any S3 r
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -232,3 +233,44 @@ def test_create_refuses_the_capsule_store_and_other_buckets(
     assert alice.status_code == 200, alice.text
     refused = create(gateway, ("alice", "a"), [f"s3://{b.lab}/bob/"], [])
     assert refused.status_code == 400 and "inputs[0].url" in refused.text
+
+
+# -- end to end: the lists reach a real agent ----------------------------------------------------
+
+
+def test_a_task_uses_its_allowed_prefix_beside_an_s3_capsule_store(
+    tmp_path: Path, seaweedfs: SeaweedS3, buckets: Buckets, busybox_image: str
+) -> None:
+    """A real agent and podman: the settings the gateway sends (allow-list, capsule location)
+    let a task read and write inside its allowed prefix, and the capsules stay untouched."""
+    b = buckets
+    before = capsule_objects(seaweedfs, b)
+    config = {
+        "capsules": {"store": f"s3://{b.store}", "keep": True},
+        "storage": {"s3": {**seaweedfs.s3_settings(), "allowed": [f"{b.shared}/inputs"]}},
+        "images": {"rewrites": {"alpine": busybox_image}},
+        "scheduler": {"interval_seconds": 0.2},
+    }
+    task = {
+        "inputs": [{"url": f"s3://{b.shared}/inputs/a.txt", "path": "/data/a.txt"}],
+        "outputs": [{"url": f"s3://{b.shared}/inputs/out/b.txt", "path": "/data/b.txt"}],
+        "executors": [
+            {"image": "alpine", "command": ["sh", "-c", "tr a-z A-Z < /data/a.txt > /data/b.txt"]}
+        ],
+    }
+    with tescape_server(tmp_path / "data", config=config, run_tasks=True) as srv:
+        resp = requests.post(srv.tes + "/tasks", json=task, timeout=10)
+        assert resp.status_code == 200, resp.text
+        task_id = resp.json()["id"]
+        deadline = time.monotonic() + 120
+        state = ""
+        while time.monotonic() < deadline:
+            doc = requests.get(f"{srv.tes}/tasks/{task_id}?view=FULL", timeout=10).json()
+            state = doc["state"]
+            if state in ("COMPLETE", "EXECUTOR_ERROR", "SYSTEM_ERROR", "CANCELED"):
+                break
+            time.sleep(0.2)
+        assert state == "COMPLETE", (doc, srv.log()[-3000:])
+    body = seaweedfs.client().get_object(Bucket=b.shared, Key="inputs/out/b.txt")["Body"]
+    assert body.read() == b"SHARED INPUT"
+    assert capsule_objects(seaweedfs, b) == before
