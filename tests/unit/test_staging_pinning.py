@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import requests
 
-from capsule_runtime.staging import AccessRefused, HttpStorage, StagingPolicy
+from capsule_runtime.staging import AccessRefused, HttpStorage, StagingError, StagingPolicy
 from capsule_runtime.staging.web import PinnedAdapter, pinned
 
 PUBLIC = "93.184.215.14"  # a global address (never reached: mapped to the loopback server)
@@ -157,3 +157,99 @@ def test_tls_names_the_original_host() -> None:
     params, kwargs = PinnedAdapter().build_connection_pool_key_attributes(request.prepare(), True)
     assert params["host"] == PUBLIC
     assert kwargs["server_hostname"] == kwargs["assert_hostname"] == "h.example"
+
+
+def self_signed(tmp_path: Path, name: str) -> tuple[Path, Path]:
+    """(certificate, key) of a self-signed certificate for `name` only."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_file, key_file = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_file, key_file
+
+
+@pytest.fixture
+def tls_server(tmp_path: Path) -> Iterator[tuple[Server, Path, list[str]]]:
+    """An https server on 127.0.0.1 whose certificate names only NAME; yields the server, the
+    certificate (the CA to trust) and the SNI names clients sent."""
+    import ssl
+
+    cert, key = self_signed(tmp_path, NAME)
+    sni: list[str] = []
+    seen = Server()
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            seen.hosts.append(self.headers.get("Host", ""))
+            body = b"over tls"
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    context.sni_callback = lambda sock, name, ctx: sni.append(str(name)) and None
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    httpd.socket = context.wrap_socket(httpd.socket, server_side=True)
+    seen.port = httpd.server_address[1]
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield seen, cert, sni
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join()
+
+
+def test_https_is_pinned_with_the_original_sni_and_certificate_name(
+    tls_server: tuple[Server, Path, list[str]], lookups: list[str], tmp_path: Path
+) -> None:
+    server, ca, sni = tls_server
+    policy, calls = rebinding([PUBLIC], ["127.0.0.1"])
+    storage = HttpStorage(policy, attempts=1)
+    storage._session().verify = str(ca)  # trust the test's certificate
+    assert storage.get(f"https://{NAME}:{server.port}/x", tmp_path / "f", "FILE") == 8
+    assert calls == [NAME] and lookups == [PUBLIC]
+    assert sni == [NAME]  # SNI named the host, not the pinned address
+    assert server.hosts == [f"{NAME}:{server.port}"]
+
+    # a certificate for another name is still refused: verification uses the original host
+    other = HttpStorage(StagingPolicy(resolver=lambda host: [PUBLIC]), attempts=1)
+    other._session().verify = str(ca)
+    with pytest.raises(StagingError, match=r"certificate|hostname"):
+        other.get(f"https://other.example:{server.port}/x", tmp_path / "g", "FILE")
