@@ -354,6 +354,26 @@ class Config(Section):
         return self.database.url or f"sqlite:///{self.data_path / 'tescape.db'}"
 
 
+def s3_notes(cfg: Config) -> list[str]:
+    """What an operator should know at start about tasks' S3 access: allow-list entries inside
+    the capsule store (never usable), a capsule store sharing task staging's S3 identity."""
+    notes = []
+    denied = [S3Location.parse(d) for d in cfg.s3_denied]
+    lists = [cfg.storage.s3.allowed or [], *cfg.storage.s3.allowed_by_user.values()]
+    for entry in dict.fromkeys(e for entries in lists for e in entries):
+        if any(d.covers(S3Location.parse(entry)) for d in denied):
+            notes.append(
+                f"storage.s3 allow-list entry {entry} lies in the capsule store: never used"
+            )
+    if denied and cfg.storage.capsules_s3 is None:
+        notes.append(
+            f"capsules.store {cfg.capsule_store} uses storage.s3's identity, which task staging "
+            "uses too: tescape's checks alone keep tasks off it (storage.capsules_s3 gives it an "
+            "identity of its own)"
+        )
+    return notes
+
+
 def sqlite_file(url: str) -> Path | None:
     """The database file of a SQLite URL; None for other databases and in-memory SQLite."""
     from sqlalchemy.engine import make_url

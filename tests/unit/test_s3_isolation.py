@@ -226,3 +226,14 @@ def test_the_agent_refuses_before_any_request(tmp_path: Path) -> None:
 def test_s3_store_location() -> None:
     assert s3_store_location("s3://b/p") == ["b/p"]
     assert s3_store_location("/data/capsules") == []
+
+
+def test_start_notes_on_s3_access() -> None:
+    from gateway.config import s3_notes
+
+    cfg = config(s3={"allowed": ["lab", f"{STORE}/t1"]})
+    notes = s3_notes(cfg)
+    assert any(f"{STORE}/t1 lies in the capsule store" in n for n in notes)
+    assert any("storage.s3's identity" in n for n in notes)
+    own = config(capsules_s3={"access_key_id": "c"})
+    assert s3_notes(own) == [] and s3_notes(Config()) == []
