@@ -96,6 +96,12 @@ def default_engine() -> ContainerEngine:
     return PodmanEngine()
 
 
+def s3_store_location(store: str) -> list[str]:
+    """The bucket/prefix of an s3:// capsule store (never a task's s3 URL, whatever the gateway
+    sent), else nothing."""
+    return [store[5:]] if store[:5].lower() == "s3://" else []
+
+
 class TaskRun(threading.Thread):
     def __init__(
         self,
@@ -244,6 +250,8 @@ class TaskRun(threading.Thread):
                     settings.allowed_dirs,
                     settings.block_private_networks,
                     denied_dirs=[*settings.denied_dirs, *self.private_dirs],
+                    s3_allowed=settings.s3_allowed,
+                    s3_denied=[*settings.s3_denied, *s3_store_location(self.a.capsules.store)],
                 ),
                 s3=S3Config.from_mapping(settings.s3),
             )

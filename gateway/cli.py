@@ -24,7 +24,7 @@ from rich.text import Text
 from gateway import __version__
 from gateway.cli_market import register as register_market_commands
 from gateway.cli_workflows import register as register_workflow_commands
-from gateway.config import Config, ConfigError, load_config
+from gateway.config import Config, ConfigError, load_config, s3_notes
 
 console = Console()
 err_console = Console(stderr=True)
@@ -98,6 +98,8 @@ def serve(config_file: str | None, **flags: Any) -> None:
         for denied in cfg.denied_dirs:
             if Path(allowed).is_relative_to(denied):
                 log.warning("storage.allowed_dirs %s lies inside %s: never used", allowed, denied)
+    for line in s3_notes(cfg):
+        log.warning("%s", line)
     app = create_app(cfg)
     _raise_open_files_limit(cfg.server.connection_limit)
     server = create_server(

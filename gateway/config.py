@@ -9,6 +9,7 @@ names it. `configs/default.yaml` documents every key; a test keeps it equal to t
 from __future__ import annotations
 
 import os
+from itertools import chain
 from pathlib import Path
 from typing import Any, Literal
 
@@ -17,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from gateway.market.config import MarketConfig
 from gateway.tes.local_paths import install_dirs, real, url_local_path
+from gateway.tes.s3_paths import S3Location
 from gateway.tes.validation import TaskLimits
 
 ENV_PREFIX = "TESCAPE_"
@@ -220,11 +222,32 @@ class SchedulerConfig(Section):
 
 
 class S3Config(Section):
+    """How to reach an S3 endpoint, and as whom."""
+
     endpoint_url: str | None = None
     region: str | None = None
     access_key_id: str | None = None
     secret_access_key: str | None = None
     addressing_style: Literal["auto", "path", "virtual"] = "auto"
+
+
+class StagingS3Config(S3Config):
+    # `bucket` or `bucket/prefix` entries task s3:// URLs must lie inside; null: any bucket. The
+    # capsule store's location is refused whatever this says (gateway/tes/s3_paths.py).
+    allowed: list[str] | None = None
+    # A user's own list instead of `allowed` (user name as auth knows it: basic user, token user,
+    # OIDC subject).
+    allowed_by_user: dict[str, list[str]] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _entries(self) -> StagingS3Config:
+        for entry in [*(self.allowed or []), *chain.from_iterable(self.allowed_by_user.values())]:
+            S3Location.parse(entry)  # ValueError names the entry
+        return self
+
+    def connection(self) -> dict[str, Any]:
+        """The connection settings the agent gets (no allow-lists, no unset values)."""
+        return self.model_dump(exclude_none=True, exclude={"allowed", "allowed_by_user"})
 
 
 class StorageConfig(Section):
@@ -233,9 +256,12 @@ class StorageConfig(Section):
     # capsule store, the SQLite database, the install tree and the virtualenv (Config.denied_dirs).
     allowed_dirs: list[str] | None = None
     # Refuse http(s)/s3 URLs that resolve to loopback or private addresses. Instance-metadata
-    # addresses (169.254.0.0/16, fd00:ec2::254) are always refused.
-    block_private_networks: bool = False
-    s3: S3Config = Field(default_factory=S3Config)
+    # addresses (169.254.0.0/16, fd00:ec2::254) are always refused. auto: on unless instances
+    # come from the local provider (they run on this machine, beside its own services).
+    block_private_networks: bool | Literal["auto"] = "auto"
+    s3: StagingS3Config = Field(default_factory=StagingS3Config)
+    # The capsule store's own S3 identity (when capsules.store is s3://); null: storage.s3's.
+    capsules_s3: S3Config | None = None
 
 
 class ImagesConfig(Section):
@@ -255,7 +281,8 @@ class ExecutorLogsConfig(Section):
 
 class CapsulesConfig(Section):
     # Where capsules (checkpoints of running tasks) are stored: a directory (`/abs/dir` or
-    # `file:///abs/dir`) or `s3://bucket/prefix` (connection settings from storage.s3).
+    # `file:///abs/dir`) or `s3://bucket/prefix` (connection settings from storage.capsules_s3,
+    # else storage.s3). Tasks can never reach it, by path or s3:// URL.
     # null: <data_dir>/capsules.
     store: str | None = None
     # Keep a task's capsules after it ends (diagnostics); by default they are deleted.
@@ -319,12 +346,56 @@ class Config(Section):
         return list(dict.fromkeys(str(real(d)) for d in denied))
 
     @property
+    def blocks_private_networks(self) -> bool:
+        """storage.block_private_networks, `auto` decided: on unless the provider is local."""
+        setting = self.storage.block_private_networks
+        return self.providers.default != "local" if setting == "auto" else setting
+
+    def s3_allowed(self, user: str) -> list[str] | None:
+        """The s3 allow-list for tasks of `user`: their own, else storage.s3.allowed (None: any
+        bucket but the capsule store's)."""
+        s3 = self.storage.s3
+        return s3.allowed_by_user.get(user, s3.allowed)
+
+    @property
+    def s3_denied(self) -> list[str]:
+        """s3 locations no task may use: the capsule store's bucket/prefix when it is in S3."""
+        store = self.capsule_store
+        return [store[5:]] if store[:5].lower() == "s3://" else []
+
+    @property
+    def capsule_s3(self) -> dict[str, Any]:
+        """Connection settings of an s3:// capsule store: storage.capsules_s3, else storage.s3."""
+        own = self.storage.capsules_s3
+        return own.model_dump(exclude_none=True) if own else self.storage.s3.connection()
+
+    @property
     def capsule_store(self) -> str:
         return self.capsules.store or str(self.data_path / "capsules")
 
     @property
     def database_url(self) -> str:
         return self.database.url or f"sqlite:///{self.data_path / 'tescape.db'}"
+
+
+def s3_notes(cfg: Config) -> list[str]:
+    """What an operator should know at start about tasks' S3 access: allow-list entries inside
+    the capsule store (never usable), a capsule store sharing task staging's S3 identity."""
+    notes = []
+    denied = [S3Location.parse(d) for d in cfg.s3_denied]
+    lists = [cfg.storage.s3.allowed or [], *cfg.storage.s3.allowed_by_user.values()]
+    for entry in dict.fromkeys(e for entries in lists for e in entries):
+        if any(d.covers(S3Location.parse(entry)) for d in denied):
+            notes.append(
+                f"storage.s3 allow-list entry {entry} lies in the capsule store: never used"
+            )
+    if denied and cfg.storage.capsules_s3 is None:
+        notes.append(
+            f"capsules.store {cfg.capsule_store} uses storage.s3's identity, which task staging "
+            "uses too: tescape's checks alone keep tasks off it (storage.capsules_s3 gives it an "
+            "identity of its own)"
+        )
+    return notes
 
 
 def sqlite_file(url: str) -> Path | None:

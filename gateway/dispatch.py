@@ -112,8 +112,9 @@ class Dispatcher:
     def _restarts(self, task_id: str) -> bool:
         return restarts(self.tasks, self.cfg, task_id)
 
-    def settings(self, task: dict[str, Any]) -> TaskSettings:
-        s3 = self.cfg.storage.s3.model_dump(exclude_none=True)
+    def settings(self, task: dict[str, Any], owner: str = "") -> TaskSettings:
+        """The agent's rules for one task of `owner` (its s3 allow-list may be their own)."""
+        s3 = self.cfg.storage.s3.connection()
         apps, credentials = self.library.resolve(
             (ex["image"] for ex in task.get("executors", [])), self.cfg.images.rewrites
         )
@@ -123,7 +124,9 @@ class Dispatcher:
             log_tail_bytes=self.cfg.executor_logs.tail_bytes,
             allowed_dirs=self.cfg.allowed_dirs,
             denied_dirs=self.cfg.denied_dirs,
-            block_private_networks=self.cfg.storage.block_private_networks,
+            block_private_networks=self.cfg.blocks_private_networks,
+            s3_allowed=self.cfg.s3_allowed(owner),
+            s3_denied=self.cfg.s3_denied,
             image_rewrites=self.cfg.images.rewrites,
             insecure_registries=self.cfg.images.insecure_registries,
             s3=s3,
@@ -136,7 +139,7 @@ class Dispatcher:
         if "checkpoint_interval" in params:
             interval = duration_seconds(params["checkpoint_interval"])
         store = self.cfg.capsule_store
-        s3 = self.cfg.storage.s3.model_dump(exclude_none=True) if store.startswith("s3://") else {}
+        s3 = self.cfg.capsule_s3 if store.startswith("s3://") else {}
         return CapsuleSettings(
             store=store,
             s3=s3,
@@ -296,7 +299,7 @@ class Dispatcher:
             task_id=taken.task_id,
             task=spec,
             task_log=record.logs[-1] if record.logs else None,
-            settings=self.settings(spec),
+            settings=self.settings(spec, record.owner),
             capsules=self.capsule_settings(spec),
             restore=self.restore_refs(taken.task_id) if restore else [],
             next_sequence=self.fleet.next_capsule_sequence(taken.task_id),

@@ -20,6 +20,7 @@ from gateway.store.tasks import TaskRecord, TaskStore
 from gateway.tes.backend_parameters import BackendParameters
 from gateway.tes.errors import FieldError, TaskValidationError
 from gateway.tes.local_paths import LocalPathRules, task_path_errors
+from gateway.tes.s3_paths import S3Rules, task_s3_errors
 from gateway.tes.states import State
 from gateway.tes.tasklog import initial_task_log
 from gateway.tes.validation import parse_task
@@ -81,6 +82,10 @@ class TaskService:
         # the agents check again while staging; refusing here tells the client at once (400)
         self.local_paths = LocalPathRules.create(config.allowed_dirs, config.denied_dirs)
 
+    def s3_rules(self, user: str) -> S3Rules:
+        """The s3:// rules for tasks of `user`: the agents get the same lists (dispatch)."""
+        return S3Rules.create(self.config.s3_allowed(user), self.config.s3_denied)
+
     # -- service-info -------------------------------------------------------------------------
 
     def service_info(self) -> dict[str, Any]:
@@ -113,7 +118,9 @@ class TaskService:
 
     def create(self, body: Any, who: Principal) -> dict[str, str]:
         parsed = parse_task(body, self.config.limits, self.backend_parameters)
-        if errors := task_path_errors(parsed.task, self.local_paths):
+        errors = task_path_errors(parsed.task, self.local_paths)
+        errors += task_s3_errors(parsed.task, self.s3_rules(who.user))
+        if errors:
             raise TaskValidationError(errors)
         record = self.store.create(
             parsed.task,

@@ -13,6 +13,10 @@ caller decides; `.command.err`, `.exitcode` and Cromwell's `rc` are outputs of f
 - Wildcard path: each match (a file, or a directory flattened as above) goes to
   `url` + '/' + its path below `path_prefix`.
 
+An s3:// output URL the staging policy refuses as a whole (the capsule store or a prefix above
+it, outside the allow-list) is a failed upload before anything under it is looked at; every
+object URL is checked again by the storage.
+
 Symlinks the task made are followed inside the tree only (see Layout.resolve); `size_bytes` is a
 string, as the spec says.
 """
@@ -157,12 +161,33 @@ def find_outputs(
     return files, finder.notes
 
 
+def _check_s3(
+    task_outputs: Sequence[Mapping[str, Any]], workspace: Workspace
+) -> tuple[list[Mapping[str, Any]], list[str]]:
+    """(the outputs whose s3 URL the policy allows as a whole, or that are not s3; a failure
+    line for each refused one)."""
+    policy = workspace.storages.policy
+    allowed: list[Mapping[str, Any]] = []
+    refused: list[str] = []
+    for out in task_outputs:
+        url = str(out.get("url", ""))
+        try:
+            if url[:5].lower() == "s3://":
+                policy.check_s3(url)
+        except StagingError as exc:
+            refused.append(f"{FAILED}: {out.get('path')} to {url}: {exc}")
+            continue
+        allowed.append(out)
+    return allowed, refused
+
+
 def upload_outputs_report(
     task_outputs: Sequence[Mapping[str, Any]], workspace: Workspace
 ) -> OutputReport:
     """Upload every output that exists; see the module docstring. Never raises for an output."""
-    files, notes = find_outputs(task_outputs, workspace)
-    report = OutputReport(system_logs=notes)
+    allowed, refused = _check_s3(task_outputs, workspace)
+    files, notes = find_outputs(allowed, workspace)
+    report = OutputReport(system_logs=[*refused, *notes], failed=len(refused))
     meter = workspace.meter("outputs", len(files))
 
     def upload(item: OutputFile) -> int:

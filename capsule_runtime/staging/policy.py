@@ -9,8 +9,13 @@
   fe80::/10), AWS's IPv6 IMDS fd00:ec2::254, and the same addresses written as IPv4-mapped or NAT64
   IPv6. Host names are resolved first and every address they resolve to is checked.
 - With `block_private_networks`, loopback, private and other non-global addresses are refused too.
+- s3:// URLs must lie inside `s3_allowed` (None: any bucket) and never inside or above an
+  `s3_denied` location (the capsule store): gateway.tes.s3_paths, the rules the gateway checks at
+  create, checked again before every S3 request a task's URL causes.
 
-The checks apply to http(s) URLs (every redirect hop included) and to the s3 endpoint URL.
+The address checks apply to http(s) URLs (every redirect hop included) and to the s3 endpoint URL.
+`pin` resolves a host once and returns the address to connect to, so a second DNS answer (a
+rebind between check and connect) is never used.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from urllib.parse import urlsplit
 
 from capsule_runtime.staging.errors import AccessRefused, StagingError
 from gateway.tes.local_paths import LocalPathRules
+from gateway.tes.s3_paths import S3Rules
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 Resolver = Callable[[str], list[str]]  # host name → its IP addresses, as strings
@@ -72,6 +78,7 @@ class StagingPolicy:
     block_private_networks: bool = False
     resolver: Resolver = field(default=system_resolver, compare=False, repr=False)
     denied_dirs: tuple[Path, ...] = ()
+    s3: S3Rules = field(default_factory=S3Rules)
 
     @classmethod
     def create(
@@ -80,9 +87,20 @@ class StagingPolicy:
         block_private_networks: bool = False,
         resolver: Resolver = system_resolver,
         denied_dirs: Iterable[str | os.PathLike[str]] = (),
+        s3_allowed: Iterable[str] | None = None,
+        s3_denied: Iterable[str] = (),
     ) -> StagingPolicy:
         rules = LocalPathRules.create(allowed_dirs, denied_dirs)
-        return cls(rules.allowed, block_private_networks, resolver, rules.denied)
+        s3 = S3Rules.create(s3_allowed, s3_denied)
+        return cls(rules.allowed, block_private_networks, resolver, rules.denied, s3)
+
+    # -- s3 locations ---------------------------------------------------------------------------
+
+    def check_s3(self, url: str) -> None:
+        """Refuse an s3:// URL outside the allow-list, inside the capsule store or above it."""
+        why = self.s3.refusal(url)
+        if why is not None:
+            raise AccessRefused(why)
 
     # -- local paths ----------------------------------------------------------------------------
 
@@ -117,9 +135,20 @@ class StagingPolicy:
             raise StagingError(f"{url}: the URL names no host")
         self.check_host(host, url)
 
-    def check_host(self, host: str, url: str | None = None) -> None:
+    def pin(self, host: str, url: str | None = None) -> str:
+        """The address to connect to for `host`: resolved once, every address checked, the
+        first returned. The caller connects to it and never resolves `host` again."""
+        addresses = self.check_host(host, url)
+        if not addresses:
+            raise StagingError(f"{url or host}: host {host!r} resolves to no address")
+        return addresses[0]
+
+    def check_host(self, host: str, url: str | None = None) -> list[str]:
+        """Every address `host` resolves to, once each checked; AccessRefused if one is not
+        allowed."""
         where = url or host
-        for text in self.resolver(host):
+        addresses = self.resolver(host)
+        for text in addresses:
             addr = ipaddress.ip_address(text)
             named = host if host == text else f"{host} resolves to {text}, which"
             if is_metadata(addr):
@@ -132,3 +161,4 @@ class StagingPolicy:
                     f"{where}: {named} is a loopback or private address, and this worker blocks "
                     "private networks (storage.block_private_networks)"
                 )
+        return list(addresses)

@@ -3,10 +3,12 @@
 Connection settings (endpoint URL, region, credentials, addressing style, retries) and transfer
 tuning come from `S3Config`; credentials left unset fall back to boto3's own chain (environment,
 ~/.aws, instance profile). The endpoint URL is checked against the staging policy before the
-first request. All transfers of one `S3Storage` share one s3transfer `TransferManager`: multipart
-above `multipart_threshold`, parts and files in parallel up to `max_concurrency`, every part
-streamed from or to disk. A prefix is downloaded object by object into a tree; keys that would
-land outside the destination (`..`, absolute) are refused.
+first request, and every task URL against its s3 rules (allow-list, never the capsule store's
+bucket/prefix nor a prefix above it) before any request for it. All transfers of one
+`S3Storage` share one s3transfer `TransferManager`: multipart above `multipart_threshold`, parts
+and files in parallel up to `max_concurrency`, every part streamed from or to disk. A prefix is
+downloaded object by object into a tree; keys that would land outside the destination (`..`,
+absolute) are refused.
 """
 
 from __future__ import annotations
@@ -138,7 +140,6 @@ class S3Storage:
             return self._client
 
     def _make_client(self) -> Any:
-
         if self.config.endpoint_url:
             self.policy.check_url(self.config.endpoint_url)
         return s3_client(self.config, min_pool=10)
@@ -200,6 +201,7 @@ class S3Storage:
     # -- Storage --------------------------------------------------------------------------------
 
     def stat(self, url: str) -> Stat | None:
+        self.policy.check_s3(url)
         bucket, key = s3_location(url)
         with self._errors(f"stat {url}"):
             if key and not key.endswith("/"):
@@ -215,6 +217,7 @@ class S3Storage:
     def get(
         self, url: str, dest: Path, kind: FileType, progress: ByteCallback | None = None
     ) -> int:
+        self.policy.check_s3(url)
         bucket, key = s3_location(url)
         with self._errors(url):
             if kind == "FILE" and key and not key.endswith("/"):
@@ -268,6 +271,7 @@ class S3Storage:
         return total
 
     def put(self, src: Path, url: str, progress: ByteCallback | None = None) -> int:
+        self.policy.check_s3(url)
         bucket, key = s3_location(url)
         if not key or key.endswith("/"):
             raise StagingError(f"{url}: an s3 URL for a file must name an object key")

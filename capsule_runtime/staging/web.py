@@ -5,10 +5,15 @@ be re-encoded); the one change is urllib3's: percent-escapes go out in upper cas
 same URL by RFC 3986 6.2.2.1), and characters that cannot appear in a request line are escaped.
 
 Redirects are followed by hand, at most `max_redirects`, and every hop is checked against the
-staging policy, so a redirect cannot reach an instance-metadata address. Bodies stream in 1 MiB
-chunks both ways; a PUT carries Content-Length (presigned S3 PUTs refuse chunked bodies).
-Connection errors and 5xx answers are retried `attempts` times with exponential backoff. DIRECTORY
-inputs are refused: plain HTTP has no listing to copy a tree from.
+staging policy, so a redirect cannot reach an instance-metadata address. Each hop's host is
+resolved once (`StagingPolicy.pin`, every address checked) and the request connects to that
+address, with the original Host header, TLS SNI and certificate name: a DNS answer that changes
+between the check and the connection (a rebind to a private or metadata address) is never used.
+So proxies from the environment are not used either (a proxy would resolve the name itself).
+
+Bodies stream in 1 MiB chunks both ways; a PUT carries Content-Length (presigned S3 PUTs refuse
+chunked bodies). Connection errors and 5xx answers are retried `attempts` times with exponential
+backoff. DIRECTORY inputs are refused: plain HTTP has no listing to copy a tree from.
 """
 
 from __future__ import annotations
@@ -18,10 +23,11 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO, Literal
-from urllib.parse import urljoin
+from typing import Any, BinaryIO, Literal
+from urllib.parse import urljoin, urlsplit
 
 import requests
+from requests.adapters import HTTPAdapter
 
 from capsule_runtime.staging.errors import SourceMissing, StagingError
 from capsule_runtime.staging.policy import StagingPolicy
@@ -52,6 +58,42 @@ class _Body:
         return data
 
 
+def _bare_host(host_header: str) -> str:
+    """The host name of a Host header value (`name`, `name:port`, `[v6]:port`)."""
+    if host_header.startswith("["):
+        return host_header[1 : host_header.find("]")]
+    return host_header.rsplit(":", 1)[0] if host_header.count(":") == 1 else host_header
+
+
+def pinned(url: str, address: str) -> tuple[str, str]:
+    """(`url` with its host replaced by `address`, the Host header naming the original host).
+    The rest of the URL is kept verbatim; userinfo is dropped (requests already made it an
+    Authorization header)."""
+    parts = urlsplit(url)
+    netloc = parts.netloc.rpartition("@")[2]
+    rest = url[len(parts.scheme) + 3 + len(parts.netloc) :]
+    literal = f"[{address}]" if ":" in address else address
+    port = f":{parts.port}" if parts.port is not None else ""
+    return f"{parts.scheme}://{literal}{port}{rest}", netloc
+
+
+class PinnedAdapter(HTTPAdapter):
+    """Connects to the address in the request's URL (the pinned one) while TLS names and
+    verifies the host of its Host header, as it would have without pinning."""
+
+    def build_connection_pool_key_attributes(
+        self, request: requests.PreparedRequest, verify: Any, cert: Any = None
+    ) -> Any:
+        host_params, pool_kwargs = super().build_connection_pool_key_attributes(
+            request, verify, cert
+        )
+        host_header = request.headers.get("Host")
+        if host_params.get("scheme") == "https" and host_header:
+            name = _bare_host(str(host_header))
+            return host_params, {**pool_kwargs, "server_hostname": name, "assert_hostname": name}
+        return host_params, pool_kwargs
+
+
 class HttpStorage:
     def __init__(
         self,
@@ -74,6 +116,10 @@ class HttpStorage:
         session: requests.Session | None = getattr(self._local, "session", None)
         if session is None:
             session = requests.Session()
+            session.trust_env = False  # no environment proxies (they resolve again), no .netrc
+            adapter = PinnedAdapter()
+            session.mount("http://", adapter)
+            session.mount("https://", adapter)
             self._local.session = session
         return session
 
@@ -104,15 +150,20 @@ class HttpStorage:
         session = self._session()
         current = url
         for _ in range(self.max_redirects + 1):
-            self.policy.check_url(current)
             data = body() if body is not None else None
             headers = {"Content-Length": str(len(data))} if data is not None else None
-            request = session.prepare_request(
-                requests.Request(method, current, data=data, headers=headers)
-            )
+            try:
+                request = session.prepare_request(
+                    requests.Request(method, current, data=data, headers=headers)
+                )
+            except (requests.exceptions.InvalidURL, ValueError) as exc:
+                raise StagingError(f"{current}: malformed URL: {exc}") from None
             if current.isascii() and current.isprintable() and " " not in current:
                 request.url = current  # verbatim: requests would re-quote some escapes
-            resp = session.send(request, stream=True, timeout=self.timeout, allow_redirects=False)
+            self._pin(request, current)
+            resp = session.send(
+                request, stream=True, timeout=self.timeout, allow_redirects=False, proxies={}
+            )
             if not resp.is_redirect:
                 return resp
             location = resp.headers.get("location", "")
@@ -121,6 +172,19 @@ class HttpStorage:
                 raise StagingError(f"PUT {url}: redirected with HTTP {resp.status_code}")
             current = urljoin(current, location)
         raise StagingError(f"{method} {url}: more than {self.max_redirects} redirects")
+
+    def _pin(self, request: requests.PreparedRequest, url: str) -> None:
+        """Point `request` at the one checked address of its host (resolved here, once)."""
+        prepared = str(request.url)
+        try:
+            parts = urlsplit(prepared)
+            host, _ = parts.hostname, parts.port  # .port raises for a malformed port
+        except ValueError as exc:
+            raise StagingError(f"{url}: malformed URL: {exc}") from None
+        if not host:
+            raise StagingError(f"{url}: the URL names no host")
+        address = self.policy.pin(host, url)
+        request.url, request.headers["Host"] = pinned(prepared, address)
 
     # -- Storage --------------------------------------------------------------------------------
 

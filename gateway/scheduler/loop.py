@@ -897,8 +897,7 @@ class Scheduler:
 
         if self._capsule_store is None:
             store = self.cfg.capsule_store
-            s3 = self.cfg.storage.s3.model_dump(exclude_none=True)
-            self._capsule_store = open_store({"url": store, "s3": s3})
+            self._capsule_store = open_store({"url": store, "s3": self.cfg.capsule_s3})
         for task_id in task_ids:
             try:
                 deleted = delete_task_capsules(self._capsule_store, task_id)

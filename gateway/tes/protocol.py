@@ -65,6 +65,10 @@ class TaskSettings(Message):
     # by a task's local paths, even under an allowed parent
     denied_dirs: list[str] = Field(default_factory=list)
     block_private_networks: bool = False
+    # `bucket` or `bucket/prefix` entries s3:// URLs must lie inside (None: any bucket), and the
+    # locations no s3:// URL may reach or cover (the capsule store)
+    s3_allowed: list[str] | None = None
+    s3_denied: list[str] = Field(default_factory=list)
     image_rewrites: dict[str, str] = Field(default_factory=dict)
     # executor image name → {"image": ref, "archive_sha256": hex | None} for Application Library
     # apps; an app with an archive is fetched from GET /agent/v1/apps/<name>/archive
