@@ -84,12 +84,15 @@ def serve(config_file: str | None, **flags: Any) -> None:
 
     from gateway.app import create_app, start_scheduler
     from gateway.private_state import make_private, private_umask
+    from gateway.tes.redact import install_log_redaction, remember_secret
 
     cfg = _load(config_file, **flags)
     logging.basicConfig(
         level=cfg.logging.level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     logging.getLogger("waitress.queue").setLevel(logging.ERROR)
+    install_log_redaction()  # passwords, keys and tokens masked in every line (tes/redact.py)
+    remember_secret(cfg.storage.s3.secret_access_key)
     private_umask()  # the database, keys, logs and capsules: this user's alone
     for path in make_private(cfg):
         log.info("%s: group and other access removed", path)

@@ -21,6 +21,7 @@ from gateway.store.events import read_events, write_event
 from gateway.store.group_commit import GroupCommit
 from gateway.store.ids import new_id
 from gateway.store.schema import events, task_tags, tasks
+from gateway.tes.redact import redact_lines
 from gateway.tes.states import State, can_transition
 from gateway.tes.tasklog import drop_unstarted
 from gateway.tes.times import Clock, rfc3339, utcnow
@@ -217,7 +218,7 @@ class TaskStore:
             "creation_time": now,
             "updated_time": now,
             "spec": json.dumps(spec, separators=(",", ":")),
-            "logs": json.dumps(logs, separators=(",", ":")) if logs else None,
+            "logs": _logs_json(logs) if logs else None,
         }
         seq = self._creates.write(_NewTask(row, spec.get("tags") or {}, tuple(warnings)))
         return TaskRecord(
@@ -340,7 +341,7 @@ class TaskStore:
                         {**tl, "logs": drop_unstarted(tl.get("logs", []))} for tl in current
                     ]
                 if final_logs is not None:
-                    values["logs"] = json.dumps(final_logs, separators=(",", ":"))
+                    values["logs"] = _logs_json(final_logs)
                 # The statement is built once; the columns to set come with the parameters.
                 result = conn_.execute(
                     _CAS_WRITE, {**values, "cas_id": task_id, "cas_version": row.version}
@@ -378,7 +379,7 @@ class TaskStore:
             conn.execute(
                 update(tasks)
                 .where(tasks.c.id == task_id)
-                .values(logs=json.dumps(logs, separators=(",", ":")), updated_time=self.now())
+                .values(logs=_logs_json(logs), updated_time=self.now())
             )
 
     def ids_in_state(self, state: State, limit: int = 1000) -> list[str]:
@@ -411,3 +412,15 @@ class TaskStore:
 
     def events(self, task_id: str) -> list[dict[str, Any]]:
         return read_events(self.db, task_id=task_id)
+
+
+def _logs_json(logs: list[dict[str, Any]]) -> str:
+    """TaskLogs as stored: each system_logs line with its secrets masked (gateway.tes.redact),
+    whoever wrote it (an agent's staging error, the gateway's own notes)."""
+    clean = [
+        {**tl, "system_logs": redact_lines(tl["system_logs"])}
+        if isinstance(tl, dict) and isinstance(tl.get("system_logs"), list)
+        else tl
+        for tl in logs
+    ]
+    return json.dumps(clean, separators=(",", ":"))
