@@ -562,7 +562,7 @@ class TaskRun(threading.Thread):
                 )
             except Exception as exc:  # a failed checkpoint never takes the task down
                 log.warning("checkpoint of %s failed: %s", self.a.attempt_id, exc)
-                report.error = str(exc)
+                report.error = redact(str(exc))
                 self.system_log(f"checkpoint {sequence} ({report.reason}) failed: {exc}")
                 self._send_capsule(report)
                 self._checkpoint_done.set()
@@ -627,7 +627,7 @@ class TaskRun(threading.Thread):
                         state="corrupt",
                         capsule_id=ref.capsule_id,
                         sequence=ref.sequence,
-                        error=str(exc),
+                        error=redact(str(exc)),
                     )
                 )
                 continue
