@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from capsule_runtime.capsules.crypto import KeyWrapper, wrapper_from_settings
+from capsule_runtime.capsules.crypto import CapsuleKeyError, KeyWrapper, wrapper_from_settings
 from capsule_runtime.capsules.errors import CapsuleCorrupt
 from capsule_runtime.capsules.manifest import Manifest
 from capsule_runtime.capsules.pipeline import (
@@ -77,8 +77,12 @@ class Checkpoint:
 
 
 def keys_of(settings: CapsuleSettings) -> KeyWrapper | None:
-    """What encrypts this task's capsules at rest (None: written in the clear)."""
-    return wrapper_from_settings(settings.encryption)
+    """What encrypts this task's capsules at rest (None: written in the clear); a setting this
+    agent cannot use is a CapsuleKeyError (no capsule of it can be written or read here)."""
+    try:
+        return wrapper_from_settings(settings.encryption)
+    except ValueError as exc:
+        raise CapsuleKeyError(f"capsules.encryption: {exc}") from None
 
 
 def options_of(settings: CapsuleSettings) -> CheckpointOptions:
@@ -206,6 +210,10 @@ def checkpoint(
 ) -> Checkpoint:
     """Checkpoint the container (see the module docstring). Raises CheckpointFailed; a failed
     checkpoint with `leave_running` leaves the task running."""
+    try:
+        keys = keys_of(settings)  # before anything starts: a bad key setting costs nothing
+    except CapsuleKeyError as exc:
+        raise CheckpointFailed(str(exc)) from None
     info = engine.inspect(container_id)
     if info.pid is None:
         raise CheckpointFailed("the container is not running")
@@ -245,7 +253,7 @@ def checkpoint(
                     level=settings.compression_level,
                     workers=settings.workers,
                     capsule_id=f"{attempt_id}-{sequence}",
-                    keys=keys_of(settings),
+                    keys=keys,
                 )
             except Exception as exc:
                 gate.thaw()

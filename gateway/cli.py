@@ -101,6 +101,10 @@ def serve(config_file: str | None, **flags: Any) -> None:
             if Path(allowed).is_relative_to(denied):
                 log.warning("storage.allowed_dirs %s lies inside %s: never used", allowed, denied)
     app = create_app(cfg)
+    try:  # the capsule master key: made at first start, a bad one refused before serving
+        app.extensions["tescape"].dispatcher.capsule_encryption()
+    except (OSError, ValueError) as exc:
+        raise click.ClickException(f"capsules.encryption: {exc}") from None
     server = create_server(
         app,
         host=cfg.server.host,

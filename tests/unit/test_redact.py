@@ -127,3 +127,23 @@ def test_events_and_system_logs_are_stored_redacted(tmp_path: Path) -> None:
     for secret in ("pw-in-url", "tok-abcdef", "sig123", "hunter22"):
         assert secret not in text
     assert "https://alice:***@h/x: 401" in text
+
+
+def test_an_agent_remembers_its_assignments_secrets() -> None:
+    from capsule_runtime.runner import _remember_secrets
+    from gateway.tes.protocol import Assignment, CapsuleSettings, TaskSettings
+
+    _remember_secrets(
+        Assignment(
+            attempt_id="a1",
+            task_id="t1",
+            task={"executors": [{"image": "x", "command": ["true"], "env": {"PGPASS": "nope"}}]},
+            settings=TaskSettings(
+                registry_credentials={"reg.example": {"username": "u", "password": "reg-pw-9876"}},
+                s3={"secret_access_key": "s3-secret-5432"},
+            ),
+            capsules=CapsuleSettings(encryption={"mode": "key", "key": "Y2Fwc3VsZS1rZXktYmFzZTY0"}),
+        )
+    )
+    line = "pull failed: reg-pw-9876 s3-secret-5432 Y2Fwc3VsZS1rZXktYmFzZTY0"
+    assert redact(line) == f"pull failed: {MASK} {MASK} {MASK}"
