@@ -220,7 +220,8 @@ class TaskStore:
             "spec": json.dumps(spec, separators=(",", ":")),
             "logs": _logs_json(logs) if logs else None,
         }
-        seq = self._creates.write(_NewTask(row, spec.get("tags") or {}, tuple(warnings)))
+        notes = tuple(redact_lines(warnings))  # events: secrets masked, as write_event does
+        seq = self._creates.write(_NewTask(row, spec.get("tags") or {}, notes))
         return TaskRecord(
             seq=seq,
             id=task_id,
