@@ -230,3 +230,16 @@ def test_master_key_files(tmp_path: Path) -> None:
     assert wrapper_from_settings({}) is None and wrapper_from_settings({"mode": "none"}) is None
     with pytest.raises(ValueError, match="not supported"):
         wrapper_from_settings({"mode": "kms"})
+
+
+def test_a_replaced_master_key_starts_a_new_chain(
+    store: FileStore, keys: LocalKeyWrapper, data: bytes
+) -> None:
+    first = write(store, data, keys=keys)
+    new_keys = LocalKeyWrapper(b"\x09" * 32)
+    second = write(store, data, seq=2, parent=read_manifest(store, first.key), keys=new_keys)
+    assert second.encryption is not None and second.encryption["key_id"] == new_keys.key_id
+    assert second.parent == first.capsule_id and second.uploaded_chunks > 0
+    assert restore(store, read_manifest(store, second.key), new_keys) == data
+    with pytest.raises(CapsuleKeyError):
+        restore(store, read_manifest(store, first.key), new_keys)
