@@ -40,6 +40,7 @@ stopped by PID; checkpoint archives and capsules are deleted as soon as they are
 from __future__ import annotations
 
 import argparse
+import base64
 import contextlib
 import hashlib
 import json
@@ -897,6 +898,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="touch this much memory once first (this VM's first touch is slow; -1: auto)",
     )
     p.add_argument("--workers", type=int, default=4, help="capsule pipeline threads (default 4)")
+    p.add_argument(
+        "--encryption",
+        choices=("key", "none"),
+        default="key",
+        help="capsules encrypted at rest (key, the gateway's default) or in the clear",
+    )
     p.add_argument("--out", help="results JSON (default bench/results/capsules-<date>.json)")
     p.add_argument(
         "--resummarize",
@@ -1122,7 +1129,12 @@ def main(argv: list[str] | None = None) -> int:
         from capsule_runtime.engine.images import ImageBuilder, busybox_recipe
 
         ImageBuilder(engine.cli, cache_dir=REPO / ".cache" / "images").ensure(busybox_recipe(IMAGE))
-    settings = CapsuleSettings(store=str(root / "capsules"), workers=args.workers)
+    encryption: dict[str, Any] = {}
+    if args.encryption == "key":  # a throwaway master key, as the gateway would hand out
+        encryption = {"mode": "key", "key": base64.b64encode(os.urandom(32)).decode()}
+    settings = CapsuleSettings(
+        store=str(root / "capsules"), workers=args.workers, encryption=encryption
+    )
     s3_enabled = not args.no_s3
     if s3_enabled:
         from tests.fixtures.seaweedfs import weed_binary
@@ -1138,7 +1150,8 @@ def main(argv: list[str] | None = None) -> int:
             "run_id": run_id,
             "machine": machine(),
             "loadavg_start": os.getloadavg(),
-            "settings": settings.model_dump(exclude={"store", "s3"}),
+            "settings": settings.model_dump(exclude={"store", "s3", "encryption"}),
+            "encryption": args.encryption,
             "sizes_mib": args.sizes,
             "flavours": args.flavour_list,
             "rounds": args.rounds,

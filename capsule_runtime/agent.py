@@ -283,6 +283,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    from gateway.tes.redact import install_log_redaction, remember_secret
+
+    install_log_redaction()  # registry passwords, keys and tokens never reach the agent's log
+    remember_secret(token)
     from capsule_runtime.runner import TaskRun
 
     args.work_dir.mkdir(parents=True, exist_ok=True)

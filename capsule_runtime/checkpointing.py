@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from capsule_runtime.capsules.crypto import CapsuleKeyError, KeyWrapper, wrapper_from_settings
 from capsule_runtime.capsules.errors import CapsuleCorrupt
 from capsule_runtime.capsules.manifest import Manifest
 from capsule_runtime.capsules.pipeline import (
@@ -48,6 +49,7 @@ from capsule_runtime.capsules.pipeline import (
     restore_part,
     write_capsule,
 )
+from capsule_runtime.capsules.reader import chunk_codec
 from capsule_runtime.capsules.store import CapsuleStore
 from capsule_runtime.capsules.workspace_tar import extract_directory, tar_directory
 from capsule_runtime.engine.freeze import FreezeGate
@@ -72,6 +74,15 @@ class Checkpoint:
     sha256: str
     seconds: dict[str, float] = field(default_factory=dict)
     engine_stats: dict[str, Any] = field(default_factory=dict)
+
+
+def keys_of(settings: CapsuleSettings) -> KeyWrapper | None:
+    """What encrypts this task's capsules at rest (None: written in the clear); a setting this
+    agent cannot use is a CapsuleKeyError (no capsule of it can be written or read here)."""
+    try:
+        return wrapper_from_settings(settings.encryption)
+    except ValueError as exc:
+        raise CapsuleKeyError(f"capsules.encryption: {exc}") from None
 
 
 def options_of(settings: CapsuleSettings) -> CheckpointOptions:
@@ -199,6 +210,10 @@ def checkpoint(
 ) -> Checkpoint:
     """Checkpoint the container (see the module docstring). Raises CheckpointFailed; a failed
     checkpoint with `leave_running` leaves the task running."""
+    try:
+        keys = keys_of(settings)  # before anything starts: a bad key setting costs nothing
+    except CapsuleKeyError as exc:
+        raise CheckpointFailed(str(exc)) from None
     info = engine.inspect(container_id)
     if info.pid is None:
         raise CheckpointFailed("the container is not running")
@@ -238,6 +253,7 @@ def checkpoint(
                     level=settings.compression_level,
                     workers=settings.workers,
                     capsule_id=f"{attempt_id}-{sequence}",
+                    keys=keys,
                 )
             except Exception as exc:
                 gate.thaw()
@@ -284,15 +300,17 @@ def restore(
     CapsuleCorrupt (the capsule must not be used) or EngineError/OSError."""
     started = time.monotonic()
     manifest = read_manifest(store, ref.manifest_key, ref.manifest_sha256)
+    keys = keys_of(settings)
+    chunk_codec(manifest, keys)  # a key that does not fit fails here, before the task's dir goes
     shutil.rmtree(task_dir, ignore_errors=True)
     task_dir.mkdir(parents=True)
-    _restore_workspace(store, manifest, task_dir, settings.workers)
+    _restore_workspace(store, manifest, task_dir, settings.workers, keys)
     files_done = time.monotonic()
     scratch.mkdir(parents=True, exist_ok=True)
     archive = scratch / f"restore-{manifest.capsule_id}.tar"
     try:
         with open(archive, "wb") as sink:
-            restore_part(store, manifest, "container", sink, workers=settings.workers)
+            restore_part(store, manifest, "container", sink, workers=settings.workers, keys=keys)
         fetched = time.monotonic()
         check_mount_sources(archive, task_dir)
         container_id, stats = engine.restore(archive, name, options_of(settings))
@@ -354,7 +372,9 @@ def _bind_sources(archive: Path) -> list[str]:
     ]
 
 
-def _restore_workspace(store: CapsuleStore, manifest: Manifest, dest: Path, workers: int) -> None:
+def _restore_workspace(
+    store: CapsuleStore, manifest: Manifest, dest: Path, workers: int, keys: KeyWrapper | None
+) -> None:
     """Stream the workspace part through a pipe into the extractor (no temporary file)."""
     read_fd, write_fd = os.pipe()
     errors: list[BaseException] = []
@@ -362,7 +382,7 @@ def _restore_workspace(store: CapsuleStore, manifest: Manifest, dest: Path, work
     def produce() -> None:
         try:
             with open(write_fd, "wb") as sink:
-                restore_part(store, manifest, "workspace", sink, workers=workers)
+                restore_part(store, manifest, "workspace", sink, workers=workers, keys=keys)
         except BaseException as exc:
             errors.append(exc)
 

@@ -59,6 +59,7 @@ from gateway.tes.protocol import (
     CapsuleReport,
     CheckpointOrder,
 )
+from gateway.tes.redact import is_secret_name, redact, remember_env_secrets, remember_secret
 from gateway.tes.tasklog import NOT_RUN, drop_unstarted
 from gateway.tes.times import rfc3339, utcnow
 
@@ -145,6 +146,7 @@ class TaskRun(threading.Thread):
         self._resumed_container = ""
         self._sampler = UsageSampler()
         self._pids: dict[str, int] = {}  # container id → its init process (host PID)
+        _remember_secrets(assignment)
         previous = assignment.task_log or {}
         self.log: dict[str, Any] = {
             "logs": list(previous.get("logs", [])),
@@ -195,13 +197,17 @@ class TaskRun(threading.Thread):
         try:
             self.client.report(
                 self.a.attempt_id,
-                AttemptReport(status=status, task_log=self.log, message=message),
+                AttemptReport(
+                    status=status,
+                    task_log=self.log,
+                    message=redact(message) if message else message,
+                ),
             )
         except GatewayUnreachable as exc:
             log.error("report %s for %s failed: %s", status, self.a.attempt_id, exc)
 
     def system_log(self, line: str) -> None:
-        self.log["system_logs"].append(line)
+        self.log["system_logs"].append(redact(line))
 
     # -- the run ------------------------------------------------------------------------------
 
@@ -564,7 +570,7 @@ class TaskRun(threading.Thread):
                 )
             except Exception as exc:  # a failed checkpoint never takes the task down
                 log.warning("checkpoint of %s failed: %s", self.a.attempt_id, exc)
-                report.error = str(exc)
+                report.error = redact(str(exc))
                 self.system_log(f"checkpoint {sequence} ({report.reason}) failed: {exc}")
                 self._send_capsule(report)
                 self._checkpoint_done.set()
@@ -629,7 +635,7 @@ class TaskRun(threading.Thread):
                         state="corrupt",
                         capsule_id=ref.capsule_id,
                         sequence=ref.sequence,
-                        error=str(exc),
+                        error=redact(str(exc)),
                     )
                 )
                 continue
@@ -716,3 +722,17 @@ class TaskRun(threading.Thread):
             except GatewayUnreachable as exc:
                 log.warning("full %s of executor %d not saved: %s", stream, index, exc)
         self._remove_containers()
+
+
+def _remember_secrets(assignment: Assignment) -> None:
+    """The secrets this task's run may print in an error (a registry password in a podman
+    message, the S3 secret key, the capsule key, the task's secret env values): masked in the
+    agent's logs and in the system_logs it reports (gateway.tes.redact)."""
+    settings = assignment.settings
+    remember_secret(*(c.get("password") for c in settings.registry_credentials.values()))
+    for s3 in (settings.s3, assignment.capsules.s3):
+        remember_secret(*(str(v) for k, v in s3.items() if is_secret_name(k) and v))
+    remember_secret(str(assignment.capsules.encryption.get("key") or ""))
+    for executor in assignment.task.get("executors") or []:
+        if isinstance(executor, dict) and isinstance(executor.get("env"), dict):
+            remember_env_secrets(executor["env"])

@@ -85,12 +85,15 @@ def serve(config_file: str | None, **flags: Any) -> None:
 
     from gateway.app import create_app, start_scheduler
     from gateway.private_state import make_private, private_umask
+    from gateway.tes.redact import install_log_redaction, remember_secret
 
     cfg = _load(config_file, **flags)
     logging.basicConfig(
         level=cfg.logging.level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     logging.getLogger("waitress.queue").setLevel(logging.ERROR)
+    install_log_redaction()  # passwords, keys and tokens masked in every line (tes/redact.py)
+    remember_secret(cfg.storage.s3.secret_access_key)
     private_umask()  # the database, keys, logs and capsules: this user's alone
     for path in make_private(cfg):
         log.info("%s: group and other access removed", path)
@@ -102,6 +105,10 @@ def serve(config_file: str | None, **flags: Any) -> None:
         log.warning("%s", line)
     app = create_app(cfg)
     _raise_open_files_limit(cfg.server.connection_limit)
+    try:  # the capsule master key: made at first start, a bad one refused before serving
+        app.extensions["tescape"].dispatcher.capsule_encryption()
+    except (OSError, ValueError) as exc:
+        raise click.ClickException(f"capsules.encryption: {exc}") from None
     server = create_server(
         app,
         host=cfg.server.host,

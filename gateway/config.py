@@ -279,6 +279,16 @@ class ExecutorLogsConfig(Section):
     tail_bytes: int = Field(default=65536, ge=0)
 
 
+class CapsuleEncryptionConfig(Section):
+    # Capsules hold a task's whole memory. `key`: each task's capsules are encrypted at rest
+    # (AES-256-GCM, a data key per task wrapped by the master key; docs/capsules.md); `none`:
+    # written in the clear. Capsules written either way stay readable.
+    mode: Literal["none", "key"] = "key"
+    # The 256-bit master key (base64 or 32 raw bytes); null: <data_dir>/capsule.key, created
+    # (0600) on first use. Keep it: capsules written with a lost key cannot be restored.
+    key_file: str | None = None
+
+
 class CapsulesConfig(Section):
     # Where capsules (checkpoints of running tasks) are stored: a directory (`/abs/dir` or
     # `file:///abs/dir`) or `s3://bucket/prefix` (connection settings from storage.capsules_s3,
@@ -300,6 +310,7 @@ class CapsulesConfig(Section):
     # task is moved into a capsule first, for this long at most; the next start restores it, so
     # a restart of tescape loses no work. 0: running tasks are stopped (SYSTEM_ERROR).
     shutdown_seconds: float = Field(default=120.0, ge=0)
+    encryption: CapsuleEncryptionConfig = Field(default_factory=CapsuleEncryptionConfig)
 
 
 class LoggingConfig(Section):
@@ -342,6 +353,7 @@ class Config(Section):
             denied.append(Path(url_local_path(store) or store))
         if database := sqlite_file(self.database_url):
             denied += [database.with_name(database.name + s) for s in ("", "-wal", "-shm")]
+        denied.append(self.capsule_key_file)
         denied += install_dirs()
         return list(dict.fromkeys(str(real(d)) for d in denied))
 
@@ -372,6 +384,12 @@ class Config(Section):
     @property
     def capsule_store(self) -> str:
         return self.capsules.store or str(self.data_path / "capsules")
+
+    @property
+    def capsule_key_file(self) -> Path:
+        """The capsule master key's file (capsules.encryption.key_file or the data dir's)."""
+        key_file = self.capsules.encryption.key_file
+        return Path(key_file).expanduser() if key_file else self.data_path / "capsule.key"
 
     @property
     def database_url(self) -> str:

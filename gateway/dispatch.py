@@ -16,6 +16,7 @@ superseded attempt is refused (`Fenced`, HTTP 409) instead of ending the task.
 
 from __future__ import annotations
 
+import base64
 import hmac
 import logging
 import os
@@ -50,6 +51,7 @@ from gateway.tes.protocol import (
     ResizeOrder,
     TaskSettings,
 )
+from gateway.tes.redact import remember_secret
 from gateway.tes.states import AttemptPhase, State
 from gateway.tes.times import rfc3339, utcnow
 
@@ -93,6 +95,7 @@ class Dispatcher:
         self.wakeups = wakeups
         self.library = library
         self.logs_dir = config.data_path / "logs"
+        self._capsule_key: str | None = None  # base64, once read
 
     # -- identity -----------------------------------------------------------------------------
 
@@ -149,7 +152,21 @@ class Dispatcher:
             chunk_mib=cfg.chunk_mib,
             compression_level=cfg.compression_level,
             workers=cfg.workers,
+            encryption=self.capsule_encryption(),
         )
+
+    def capsule_encryption(self) -> dict[str, Any]:
+        """CapsuleSettings.encryption: the master key for the agent (read, or created on first
+        use, once); {} when capsules are written in the clear."""
+        if self.cfg.capsules.encryption.mode == "none":
+            return {}
+        if self._capsule_key is None:
+            from capsule_runtime.capsules.crypto import load_or_create_master_key
+
+            key = load_or_create_master_key(self.cfg.capsule_key_file)
+            self._capsule_key = base64.b64encode(key).decode()
+            remember_secret(self._capsule_key)
+        return {"mode": "key", "key": self._capsule_key}
 
     def restore_refs(self, task_id: str) -> list[CapsuleRef]:
         return [

@@ -19,6 +19,7 @@ from typing import IO, Any
 from capsule_runtime.imageref import rewrite_image
 from gateway.secrets import SecretBox
 from gateway.store.apps import App, AppStore, registry_of
+from gateway.tes.redact import remember_secret
 from gateway.tes.validation import IMAGE_FORBIDDEN
 
 NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,127}$")
@@ -124,7 +125,9 @@ class Library:
         for registry in registries:
             found = self.store.credentials(registry)
             if found:
-                creds[registry] = {"username": found[0], "password": self.secrets.open(found[1])}
+                password = self.secrets.open(found[1])
+                remember_secret(password)  # masked wherever the gateway logs or records it
+                creds[registry] = {"username": found[0], "password": password}
         return resolved, creds
 
     @staticmethod

@@ -23,7 +23,14 @@ from gateway.tes.local_paths import url_local_path
 log = logging.getLogger(__name__)
 
 UMASK = 0o077
-STATE_FILES = ("tescape.db", "tescape.db-wal", "tescape.db-shm", "tescape.db-journal", "secret.key")
+STATE_FILES = (
+    "tescape.db",
+    "tescape.db-wal",
+    "tescape.db-shm",
+    "tescape.db-journal",
+    "secret.key",
+    "capsule.key",
+)
 STATE_DIRS = ("logs", "apps", "instances", "capsules")
 
 

@@ -20,7 +20,12 @@ content and tar parts are cut at member boundaries (`chunker`), the next checkpo
 task uploads only the chunks that changed (incremental without CRIU pre-dumps). Deleting a task's
 capsules is deleting `<task_id>/`.
 
-Modules: errors, keys, store (CapsuleStore, FileStore, MemoryStore, open_store), s3store
+With a KeyWrapper (`keys=`, crypto.py) a capsule is encrypted at rest: chunk ids become HMACs
+under the task chain's data key, chunks are sealed with AES-256-GCM, and the manifest (format 2)
+carries the data key wrapped; unencrypted (format 1) capsules stay readable.
+
+Modules: errors, keys, crypto (KeyWrapper, LocalKeyWrapper, CapsuleKeyError), store
+(CapsuleStore, FileStore, MemoryStore, open_store), s3store
 (S3Store), manifest, chunker (tar_chunks, fixed_chunks), parallel (ordered_map), writer
 (write_capsule), reader (read_manifest, restore_part, verify_capsule), pipeline (both, in one
 import), workspace_tar (tar_directory, extract_directory).

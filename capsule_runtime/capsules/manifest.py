@@ -30,7 +30,9 @@ __all__ = [
     "task_prefix",
 ]
 
-FORMAT = 1
+FORMAT = 1  # plain chunks: id = sha256 of the bytes, stored as the zstd frame
+ENCRYPTED_FORMAT = 2  # sealed chunks (crypto.py): id = HMAC, stored AES-256-GCM; `encryption` set
+FORMATS = (FORMAT, ENCRYPTED_FORMAT)
 
 
 class _Model(BaseModel):
@@ -38,9 +40,11 @@ class _Model(BaseModel):
 
 
 class ChunkRef(_Model):
-    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")  # of the uncompressed bytes
+    # The chunk's id and object name: the sha256 of the uncompressed bytes (format 1), or their
+    # HMAC-SHA256 under the capsule chain's name key (format 2, encrypted)
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     size: int = Field(ge=0)  # uncompressed
-    stored_size: int = Field(ge=0)  # the zstd frame's length in the store
+    stored_size: int = Field(ge=0)  # the object's length in the store (zstd frame, sealed or not)
 
 
 class Part(_Model):
@@ -65,6 +69,8 @@ class Manifest(_Model):
     reused_chunks: int = 0  # already in the store (parent, `known`, or earlier in this capsule)
     meta: dict[str, Any] = Field(default_factory=dict)  # versions, runner state, options
     timings: dict[str, float] = Field(default_factory=dict)  # seconds
+    # format 2: {scheme, wrapper, key_id, wrapped}: the chain's data key, wrapped (crypto.py)
+    encryption: dict[str, Any] | None = None
 
     _sha256: str | None = PrivateAttr(default=None)
 

@@ -2,16 +2,17 @@
 check of every chunk; plus listing and deleting a task's capsules.
 
 `restore_part` fetches chunks in parallel (`workers` threads, at most `2 * workers` chunks read
-ahead), checks each zstd frame's declared size before decoding it, decodes (the frame's own
-checksum is checked too), compares size and sha256 with the manifest, and writes the chunks to
-the sink in order. A chunk that is absent raises ChunkMissing (a CapsuleCorrupt and a
-CapsuleMissing); any other mismatch raises CapsuleCorrupt naming the part and chunk index.
+ahead), opens a sealed chunk of an encrypted capsule (its GCM tag checked, crypto.py), checks
+each zstd frame's declared size before decoding it, decodes (the frame's own checksum is checked
+too), compares size and id (sha256, or HMAC when encrypted) with the manifest, and writes the
+chunks to the sink in order. A chunk that is absent raises ChunkMissing (a CapsuleCorrupt and a
+CapsuleMissing); any other mismatch raises CapsuleCorrupt naming the part and chunk index; a
+data key that does not unwrap here raises CapsuleKeyError (a CapsuleCorrupt) saying which key.
 Store failures stay CapsuleStoreError.
 """
 
 from __future__ import annotations
 
-import hashlib
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -21,9 +22,22 @@ from typing import BinaryIO
 import pydantic
 import zstandard
 
+from capsule_runtime.capsules.crypto import (
+    ChunkCodec,
+    KeyWrapper,
+    PlainCodec,
+    SealedCodec,
+    unwrap_record,
+)
 from capsule_runtime.capsules.errors import CapsuleCorrupt, CapsuleMissing, ChunkMissing
 from capsule_runtime.capsules.keys import chunk_key, is_manifest_key, task_prefix
-from capsule_runtime.capsules.manifest import FORMAT, ChunkRef, Manifest, manifest_sha256
+from capsule_runtime.capsules.manifest import (
+    ENCRYPTED_FORMAT,
+    FORMATS,
+    ChunkRef,
+    Manifest,
+    manifest_sha256,
+)
 from capsule_runtime.capsules.parallel import ordered_map
 from capsule_runtime.capsules.store import CapsuleStore
 
@@ -41,16 +55,27 @@ def read_manifest(store: CapsuleStore, key: str, sha256: str | None = None) -> M
         manifest = Manifest.from_bytes(data, digest)
     except pydantic.ValidationError as exc:
         raise CapsuleCorrupt(f"manifest {key} is not a valid capsule manifest: {exc}") from exc
-    if manifest.format != FORMAT:
+    if manifest.format not in FORMATS:
         raise CapsuleCorrupt(f"manifest {key}: unsupported capsule format {manifest.format}")
+    if (manifest.format == ENCRYPTED_FORMAT) != (manifest.encryption is not None):
+        raise CapsuleCorrupt(f"manifest {key}: format {manifest.format} and encryption disagree")
     return manifest
 
 
-class _ChunkReader:
-    """The workers' side: get, decode, check. Thread-safe."""
+def chunk_codec(manifest: Manifest, keys: KeyWrapper | None) -> ChunkCodec:
+    """How the manifest's chunks are read: plain, or sealed with the data key `keys` unwraps
+    (CapsuleKeyError when it cannot; a KMS wrapper would cache what it unwrapped)."""
+    if manifest.encryption is None:
+        return PlainCodec()
+    return SealedCodec(unwrap_record(manifest.encryption, keys, manifest.task_id))
 
-    def __init__(self, store: CapsuleStore, task_id: str):
+
+class _ChunkReader:
+    """The workers' side: get, open, decode, check. Thread-safe."""
+
+    def __init__(self, store: CapsuleStore, task_id: str, codec: ChunkCodec):
         self.store = store
+        self.codec = codec
         self.task_id = task_id
         self._local = threading.local()
 
@@ -68,6 +93,7 @@ class _ChunkReader:
             data = self.store.get(key)
         except CapsuleMissing as exc:
             raise ChunkMissing(f"{where} missing ({key})") from exc
+        data = self.codec.open(ref.sha256, data, f"{where} ({key})")
         try:
             declared = zstandard.frame_content_size(data)
         except zstandard.ZstdError as exc:
@@ -80,8 +106,8 @@ class _ChunkReader:
             raise CapsuleCorrupt(f"{where} ({key}) does not decode: {exc}") from exc
         if len(raw) != ref.size:
             raise CapsuleCorrupt(f"{where} ({key}) has {len(raw)} bytes, not {ref.size}")
-        if hashlib.sha256(raw).hexdigest() != ref.sha256:
-            raise CapsuleCorrupt(f"{where} ({key}) does not match its sha256")
+        if self.codec.chunk_id(raw) != ref.sha256:
+            raise CapsuleCorrupt(f"{where} ({key}) does not match its id (sha256 or HMAC)")
         return raw
 
 
@@ -100,11 +126,13 @@ def restore_part(
     *,
     workers: int = DEFAULT_WORKERS,
     progress: Callable[[int], None] | None = None,
+    keys: KeyWrapper | None = None,
 ) -> int:
     """Write part `name` of the capsule to `sink` (not closed); the number of bytes written.
-    KeyError when the manifest has no such part. `progress(n)`: n more bytes written."""
+    KeyError when the manifest has no such part. `progress(n)`: n more bytes written. `keys`:
+    what unwraps an encrypted capsule's data key."""
     part = manifest.part(name)
-    reader = _ChunkReader(store, manifest.task_id)
+    reader = _ChunkReader(store, manifest.task_id, chunk_codec(manifest, keys))
     items = [(part.name, i, ref) for i, ref in enumerate(part.chunks)]
     written = 0
     with (
@@ -120,11 +148,15 @@ def restore_part(
 
 
 def verify_capsule(
-    store: CapsuleStore, manifest: Manifest, *, workers: int = DEFAULT_WORKERS
+    store: CapsuleStore,
+    manifest: Manifest,
+    *,
+    workers: int = DEFAULT_WORKERS,
+    keys: KeyWrapper | None = None,
 ) -> None:
     """Fetch, decode and check every chunk of every part (each distinct chunk once); raises
     as restore_part would, for the first bad chunk in manifest order."""
-    reader = _ChunkReader(store, manifest.task_id)
+    reader = _ChunkReader(store, manifest.task_id, chunk_codec(manifest, keys))
     seen: set[str] = set()
     items: list[tuple[str, int, ChunkRef]] = []
     for part in manifest.parts:

@@ -1,10 +1,12 @@
-"""Writing a capsule: parts → chunks → sha256 + zstd → store, then the manifest, last.
+"""Writing a capsule: parts → chunks → id + zstd (+ AES-GCM) → store, then the manifest, last.
 
 One thread (the caller's) opens each part in turn and cuts it into chunks; a pool of `workers`
 threads hashes, compresses (zstandard and hashlib release the GIL) and puts each chunk, at most
 `2 * workers` chunks in flight, so memory stays near `2 * workers * chunk_size` whatever the
-capsule's size. A chunk whose sha256 the parent manifest or `known` names, or that appeared
-earlier in this capsule, is not written again (counted in `reused_chunks`). Only when every chunk
+capsule's size. A chunk's id is its sha256, or with `keys` (encryption at rest, crypto.py) its
+HMAC under the chain's name key, and the stored frame is sealed (AES-256-GCM). A chunk whose id
+the parent manifest or `known` names, or that appeared earlier in this capsule, is not written
+again (counted in `reused_chunks`). Only when every chunk
 is stored is the manifest put; any failure raises CapsuleWriteError and leaves no manifest
 (orphan chunks are harmless: the next capsule reuses them, task deletion removes them), and the
 part being read is closed at once (a writer feeding it through a pipe gets EPIPE).
@@ -16,7 +18,6 @@ manifest's put).
 
 from __future__ import annotations
 
-import hashlib
 import threading
 import time
 import uuid
@@ -29,9 +30,26 @@ from typing import Any, BinaryIO
 import zstandard
 
 from capsule_runtime.capsules.chunker import DEFAULT_CHUNK_SIZE, fixed_chunks, tar_chunks
+from capsule_runtime.capsules.crypto import (
+    CapsuleKeyError,
+    ChunkCodec,
+    KeyWrapper,
+    PlainCodec,
+    SealedCodec,
+    encryption_record,
+    new_data_key,
+    unwrap_record,
+)
 from capsule_runtime.capsules.errors import CapsuleWriteError
 from capsule_runtime.capsules.keys import chunk_key, manifest_key
-from capsule_runtime.capsules.manifest import ChunkRef, Manifest, Part, rfc3339_now
+from capsule_runtime.capsules.manifest import (
+    ENCRYPTED_FORMAT,
+    FORMAT,
+    ChunkRef,
+    Manifest,
+    Part,
+    rfc3339_now,
+)
 from capsule_runtime.capsules.parallel import ordered_map
 from capsule_runtime.capsules.store import CapsuleStore
 
@@ -67,10 +85,18 @@ class _Stored:
 
 
 class _ChunkWriter:
-    """The workers' side: hash, decide, compress, put. Thread-safe."""
+    """The workers' side: hash, decide, compress, seal, put. Thread-safe."""
 
-    def __init__(self, store: CapsuleStore, task_id: str, level: int, known: dict[str, int | None]):
+    def __init__(
+        self,
+        store: CapsuleStore,
+        task_id: str,
+        level: int,
+        known: dict[str, int | None],
+        codec: ChunkCodec,
+    ):
         self.store = store
+        self.codec = codec
         self.task_id = task_id
         self.level = level
         self.known = known  # sha → stored size (None: in the store, size unknown)
@@ -91,7 +117,7 @@ class _ChunkWriter:
 
     def __call__(self, chunk: _Chunk) -> _Stored:
         t0 = time.perf_counter()
-        sha = hashlib.sha256(chunk.data).hexdigest()
+        sha = self.codec.chunk_id(chunk.data)
         t1 = time.perf_counter()
         seconds = {"hash": t1 - t0, "compress": 0.0, "upload": 0.0}
         size = len(chunk.data)
@@ -107,7 +133,7 @@ class _ChunkWriter:
         if not owner:  # the same bytes are being stored (or measured) by another worker
             return _Stored(chunk.part, sha, size, claim.result(), False, seconds)
         try:
-            compressed = self._compress(chunk.data)
+            compressed = self.codec.seal(sha, self._compress(chunk.data))
             t2 = time.perf_counter()
             seconds["compress"] = t2 - t1
             if upload:
@@ -155,12 +181,14 @@ def write_capsule(
     known: Collection[str] | Mapping[str, int] | None = None,
     progress: Callable[[int], None] | None = None,
     capsule_id: str | None = None,
+    keys: KeyWrapper | None = None,
 ) -> Manifest:
     """Write one capsule; the Manifest it stored, with `.key` and `.sha256` (of the manifest
     bytes) set. `known`: chunk sha256s already in the store besides the parent's — a mapping
     to stored sizes (see `known_chunks`) is best; a bare collection makes their stored size
     unknown, so those chunks are compressed (not uploaded) to measure it. `progress(n)`: n more
-    uncompressed bytes stored, called from this thread."""
+    uncompressed bytes stored, called from this thread. `keys`: encrypt at rest (format 2) with
+    the parent's data key when `keys` unwraps it, else a new one (then nothing is reused)."""
     key = manifest_key(task_id, attempt_id, sequence)  # ValueError on unsafe ids
     names = [p.name for p in parts]
     if len(set(names)) != len(names):
@@ -168,12 +196,13 @@ def write_capsule(
     if workers < 1:
         raise ValueError("workers must be at least 1")
     started = time.perf_counter()
+    codec, encryption, same_chain = _chain(task_id, parent, keys)
     sizes: dict[str, int | None] = {}
-    if known is not None:
+    if known is not None and same_chain:
         sizes.update(known.items() if isinstance(known, Mapping) else dict.fromkeys(known))
-    if parent is not None:
+    if parent is not None and same_chain:
         sizes.update(parent.chunk_sizes())
-    writer = _ChunkWriter(store, task_id, level, sizes)
+    writer = _ChunkWriter(store, task_id, level, sizes, codec)
     seconds = {"read": 0.0, "hash": 0.0, "compress": 0.0, "upload": 0.0}
     out = [Part(name=p.name) for p in parts]
     uploaded_chunks = reused_chunks = uploaded_bytes = 0
@@ -200,6 +229,8 @@ def write_capsule(
                 if progress is not None:
                     progress(done.size)
         manifest = Manifest(
+            format=ENCRYPTED_FORMAT if encryption is not None else FORMAT,
+            encryption=encryption,
             capsule_id=capsule_id or uuid.uuid4().hex,
             task_id=task_id,
             attempt_id=attempt_id,
@@ -230,3 +261,24 @@ def write_capsule(
             f"{type(exc).__name__}: {exc}"
         ) from exc
     return manifest
+
+
+def _chain(
+    task_id: str, parent: Manifest | None, keys: KeyWrapper | None
+) -> tuple[ChunkCodec, dict[str, Any] | None, bool]:
+    """The codec and `encryption` record of a new capsule, and whether it shares the parent's
+    chunk namespace (then the parent's and `known` chunks are reused). Encrypted: the parent's
+    data key when `keys` unwraps it (its wrapped form is copied, no new wrap), else a new key."""
+    parent_record = parent.encryption if parent is not None else None
+    if keys is None:
+        return PlainCodec(), None, parent_record is None
+    if parent_record is not None:
+        try:
+            data_key = unwrap_record(parent_record, keys, task_id)
+        except CapsuleKeyError:
+            pass  # written under another master key: start a new chain
+        else:
+            return SealedCodec(data_key), dict(parent_record), True
+    data_key = new_data_key()
+    record = encryption_record(keys, keys.wrap(data_key, task_id))
+    return SealedCodec(data_key), record, False

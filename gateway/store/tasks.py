@@ -21,6 +21,7 @@ from gateway.store.events import read_events, write_event
 from gateway.store.group_commit import GroupCommit
 from gateway.store.ids import new_id
 from gateway.store.schema import events, task_tags, tasks
+from gateway.tes.redact import redact_lines
 from gateway.tes.states import State, can_transition
 from gateway.tes.tasklog import drop_unstarted
 from gateway.tes.times import Clock, rfc3339, utcnow
@@ -217,9 +218,10 @@ class TaskStore:
             "creation_time": now,
             "updated_time": now,
             "spec": json.dumps(spec, separators=(",", ":")),
-            "logs": json.dumps(logs, separators=(",", ":")) if logs else None,
+            "logs": _logs_json(logs) if logs else None,
         }
-        seq = self._creates.write(_NewTask(row, spec.get("tags") or {}, tuple(warnings)))
+        notes = tuple(redact_lines(warnings))  # events: secrets masked, as write_event does
+        seq = self._creates.write(_NewTask(row, spec.get("tags") or {}, notes))
         return TaskRecord(
             seq=seq,
             id=task_id,
@@ -340,7 +342,7 @@ class TaskStore:
                         {**tl, "logs": drop_unstarted(tl.get("logs", []))} for tl in current
                     ]
                 if final_logs is not None:
-                    values["logs"] = json.dumps(final_logs, separators=(",", ":"))
+                    values["logs"] = _logs_json(final_logs)
                 # The statement is built once; the columns to set come with the parameters.
                 result = conn_.execute(
                     _CAS_WRITE, {**values, "cas_id": task_id, "cas_version": row.version}
@@ -381,7 +383,7 @@ class TaskStore:
             conn_.execute(
                 update(tasks)
                 .where(tasks.c.id == task_id)
-                .values(logs=json.dumps(logs, separators=(",", ":")), updated_time=self.now())
+                .values(logs=_logs_json(logs), updated_time=self.now())
             )
 
     def state(self, task_id: str, conn: Connection | None = None) -> State | None:
@@ -424,3 +426,15 @@ class TaskStore:
 
     def events(self, task_id: str) -> list[dict[str, Any]]:
         return read_events(self.db, task_id=task_id)
+
+
+def _logs_json(logs: list[dict[str, Any]]) -> str:
+    """TaskLogs as stored: each system_logs line with its secrets masked (gateway.tes.redact),
+    whoever wrote it (an agent's staging error, the gateway's own notes)."""
+    clean = [
+        {**tl, "system_logs": redact_lines(tl["system_logs"])}
+        if isinstance(tl, dict) and isinstance(tl.get("system_logs"), list)
+        else tl
+        for tl in logs
+    ]
+    return json.dumps(clean, separators=(",", ":"))

@@ -11,6 +11,7 @@ attempt restores with the capsules newest first:
 
 from __future__ import annotations
 
+import base64
 import os
 import threading
 import time
@@ -70,6 +71,10 @@ def engine() -> Iterator[PodmanEngine]:
         engine.remove(info.id)
 
 
+# encrypted at rest, as the gateway's default configuration has it
+ENCRYPTION = {"mode": "key", "key": base64.b64encode(b"k" * 32).decode()}
+
+
 def assignment(
     tmp: Path, attempt: str, image: str, restore: list[CapsuleRef] | None = None, seq: int = 1
 ) -> Assignment:
@@ -84,7 +89,7 @@ def assignment(
             "outputs": [{"path": "/work/count", "url": f"file://{out}/count", "type": "FILE"}],
         },
         settings=TaskSettings(allowed_dirs=[str(tmp)]),
-        capsules=CapsuleSettings(store=str(tmp / "store")),
+        capsules=CapsuleSettings(store=str(tmp / "store"), encryption=ENCRYPTION),
         restore=restore or [],
         next_sequence=seq,
     )
@@ -135,6 +140,7 @@ def corrupt_one_chunk_only_in(
     store: FileStore, newest: CapsuleRef, older: list[CapsuleRef]
 ) -> None:
     manifest = read_manifest(store, newest.manifest_key)
+    assert manifest.encryption is not None  # the sealed chunk fails its tag
     shared = {
         c.sha256
         for ref in older
@@ -228,7 +234,7 @@ def test_a_stdout_swapped_for_a_host_link_is_never_mounted_by_a_restore(
                 "volumes": ["/work"],
             },
             settings=TaskSettings(allowed_dirs=[str(tmp_path / "allowed")]),
-            capsules=CapsuleSettings(store=str(tmp_path / "store")),
+            capsules=CapsuleSettings(store=str(tmp_path / "store"), encryption=ENCRYPTION),
             restore=restore,
             next_sequence=seq,
         )

@@ -246,6 +246,8 @@ def test_a_stateful_task_migrates_without_restarting(server: RunningServer, root
     assert not any("from the beginning" in line for line in task_log.get("system_logs", []))
     # the restore ran on another instance
     assert attempts[0]["instance_id"] != attempts[1]["instance_id"]
+    # capsules are encrypted at rest by default: the gateway made its master key (0600)
+    assert (root / "data" / "capsule.key").stat().st_mode & 0o777 == 0o600
 
 
 def capsule_events(srv: RunningServer, task_id: str) -> list[dict[str, Any]]:
