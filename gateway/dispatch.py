@@ -36,6 +36,7 @@ from gateway.scheduler.loop import SCHEDULER, container_limits
 from gateway.scheduler.wakeups import Wakeups
 from gateway.store.fleet import Attempt, FleetStore, Instance, InstanceState
 from gateway.store.tasks import TaskRecord, TaskStore
+from gateway.telemetry import task_telemetry, time_scale, with_telemetry
 from gateway.tes.backend_parameters import duration_seconds
 from gateway.tes.protocol import (
     Assignment,
@@ -470,6 +471,9 @@ class Dispatcher:
         """The attempt ended (it was taken in `conn`): it is DONE and its task reaches `target`
         (CANCELED when a cancel came first), in the one transaction."""
         self.fleet.change_phase(conn, attempt, AttemptPhase.DONE, message=message)
+        if logs:  # what running on Spot cost the task, in its own TaskLog (gateway.telemetry)
+            telemetry = task_telemetry(conn, attempt.task_id, scale=time_scale(self.cfg))
+            logs = with_telemetry(logs, telemetry)
         for _ in range(3):  # PostgreSQL: a cancel may land between the read and the swap
             state = self.tasks.state(attempt.task_id, conn)
             if state is None or state.terminal:

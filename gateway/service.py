@@ -10,13 +10,14 @@ import base64
 import binascii
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from gateway import __version__
 from gateway.auth import Principal
 from gateway.config import Config
 from gateway.store.tasks import TaskRecord, TaskStore
+from gateway.telemetry import live_logs
 from gateway.tes.backend_parameters import BackendParameters
 from gateway.tes.errors import FieldError, TaskValidationError
 from gateway.tes.local_paths import LocalPathRules, task_path_errors
@@ -137,6 +138,9 @@ class TaskService:
         record = self.store.get(task_id, owner=who.owner_filter, full=view is not View.MINIMAL)
         if record is None:
             raise NotFound(task_id)
+        if view is View.FULL and not record.state.terminal and record.state is not State.QUEUED:
+            logs = live_logs(self.store.db.engine, self.config, task_id, record.logs)
+            record = replace(record, logs=logs)
         return _render(record, view)
 
     def list(self, query: ListQuery, who: Principal) -> dict[str, Any]:

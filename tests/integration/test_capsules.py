@@ -235,7 +235,14 @@ def test_a_stateful_task_migrates_without_restarting(server: RunningServer, root
     [task_log] = task["logs"]
     [ex] = task_log["logs"]
     assert ex["exit_code"] == 0 and ex["stdout"].endswith(f"{n}\ndone {n}\n")
-    assert task_log["metadata"]["migrations"] == "1"
+    meta = task_log["metadata"]
+    assert meta["migrations"] == "1"
+    # its telemetry (docs/telemetry.md): a manual move is no interruption
+    assert (meta["spot_interruptions"], meta["restores"]) == ("0", "1")
+    assert int(meta["checkpoints"]) >= 1 and int(meta["capsule_uploaded_bytes"]) > 0
+    assert float(meta["restore_seconds"]) > 0 and float(meta["checkpoint_seconds"]) > 0
+    assert len(meta["instance_types"].split(",")) == len(meta["markets"].split(",")) == 2
+    assert float(meta["on_demand_usd"]) >= float(meta["cost_usd"]) >= 0
     attempts = admin(server, "GET", f"/tasks/{task_id}/attempts").json()["attempts"]
     assert [a["phase"] for a in attempts] == ["DONE", "DONE"]
     assert attempts[0]["id"] == source["id"] and attempts[1]["reason"] == "manual"
