@@ -20,6 +20,7 @@ from tests.integration.test_capsules import (
     count_lines,
     ended,
     events,
+    get,
     instance_of,
     numbers,
     stateful_task,
@@ -114,6 +115,9 @@ def test_on_demand_after_one_reclaim(server: RunningServer, root: Path) -> None:
     assert instance(server, victim)["market"] == "spot"
     moved = instance_of(server, task_id)
     assert instance(server, moved)["market"] == "on-demand"
+    meta = get(server, task_id)["logs"][0]["metadata"]  # its telemetry (docs/telemetry.md)
+    assert (meta["spot_interruptions"], meta["markets"]) == ("1", "spot,on-demand")
+    assert float(meta["on_demand_usd"]) >= float(meta["cost_usd"]) > 0
 
 
 def test_an_exhausted_interruption_budget_goes_on_demand(server: RunningServer, root: Path) -> None:

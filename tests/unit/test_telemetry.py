@@ -4,11 +4,14 @@ in-process dispatcher of test_scheduler; the summary itself on fixed rows."""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
+import tes
+import tes.utils
 from sqlalchemy import event
 
 from gateway.auth import ANONYMOUS
@@ -112,6 +115,10 @@ def test_a_task_interrupted_once_and_restored_reports_it(
     assert meta["frozen_seconds"] == "0.750"
     assert meta["checkpoint_seconds"] == "3.000" and meta["restore_seconds"] == "3.250"
     assert float(meta["cost_usd"]) >= 0 and float(meta["on_demand_usd"]) >= float(meta["cost_usd"])
+    # py-tes 1.1.4 (what nf-ga4gh-like Python clients use) reads the task as TES says it is
+    wire = TaskService(world.cfg, world.tasks).get(task_id, View.FULL, ANONYMOUS)
+    task = tes.utils.unmarshal(json.dumps(wire), tes.Task)
+    assert task.logs[-1].metadata["spot_interruptions"] == "1"
 
 
 def test_a_task_that_never_moved_has_zeros_and_one_instance(tmp_path: Path) -> None:
