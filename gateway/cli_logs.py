@@ -1,0 +1,186 @@
+"""`tescape tasks logs|events`: an executor's full stdout/stderr (followed with `-f`) and the
+task's event history, from the admin API (`GET /api/v1/tasks/{id}/logs|events`).
+
+The gateway saves an executor's full stream when the executor ends (the agent uploads it then),
+so `-f` follows the task's state and prints each stream as it appears, asking with a `Range`
+header for only the bytes not printed yet. Until then only the tail that TES keeps in the task's
+ExecutorLog exists; without `-f` that tail is printed when there is no full stream yet.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any
+
+import click
+from rich.table import Table
+
+from gateway.cli_output import EXIT_OK, id_column, print_json, text_column
+from gateway.tes.states import TERMINAL
+
+FIRST_POLL_SECONDS = 0.5  # the poll interval starts here and doubles while nothing changes
+STREAM_GRACE_SECONDS = 30.0  # after the task ends, how long -f waits for its stream to appear
+
+
+def _cli() -> Any:
+    """gateway.cli, imported late: it imports this module to register the commands."""
+    from gateway import cli
+
+    return cli
+
+
+def _task(server: str, task_id: str, view: str = "MINIMAL") -> dict[str, Any]:
+    """The TES task (exit 4 when there is no such task, or not one of this user's)."""
+    task: dict[str, Any] = _cli()._call(server, "GET", f"/ga4gh/tes/v1/tasks/{task_id}?view={view}")
+    return task
+
+
+def _new_bytes(server: str, task_id: str, executor: int, stream: str, offset: int) -> bytes | None:
+    """The stream's bytes from `offset` on; None while the gateway has no full stream yet."""
+    cli = _cli()
+    headers = {"Range": f"bytes={offset}-"} if offset else {}
+    resp = cli._request(
+        server,
+        "GET",
+        f"/api/v1/tasks/{task_id}/logs",
+        params={"executor": executor, "stream": stream},
+        headers=headers,
+    )
+    if resp.status_code == 404:  # the task exists (checked first): the stream does not yet
+        return None
+    if resp.status_code == 416:  # nothing past what was printed
+        return b""
+    if resp.status_code >= 400:
+        cli._fail(resp)
+    data: bytes = resp.content
+    if resp.status_code == 200 and offset:  # the whole file despite the range
+        data = data[offset:]
+    return data
+
+
+def _write(data: bytes) -> None:
+    sys.stdout.buffer.write(data)
+    sys.stdout.buffer.flush()
+
+
+def _tail(task: dict[str, Any], executor: int, stream: str) -> str:
+    """The tail TES keeps in the newest attempt's ExecutorLog ('' when there is none)."""
+    attempts = task.get("logs") or []
+    logs = (attempts[-1].get("logs") or []) if attempts else []
+    if executor >= len(logs):
+        return ""
+    return str(logs[executor].get(stream) or "")
+
+
+def _ran(task: dict[str, Any], executor: int) -> bool:
+    """Whether the executor ran in some attempt (so that its stream is still to be saved)."""
+    return any(len(attempt.get("logs") or []) > executor for attempt in task.get("logs") or [])
+
+
+def _follow(server: str, task_id: str, executor: int, stream: str, interval: float) -> str:
+    """Print the stream as it grows until the task ends; return the task's final state."""
+    offset = 0
+    wait = FIRST_POLL_SECONDS
+    ended_at: float | None = None
+    while True:
+        state = str(_task(server, task_id).get("state", ""))
+        data = _new_bytes(server, task_id, executor, stream, offset)
+        if data:
+            _write(data)
+            offset += len(data)
+            wait = FIRST_POLL_SECONDS
+        if state in TERMINAL:
+            if data is not None or not _ran(_task(server, task_id, "BASIC"), executor):
+                return state  # printed, or never to come (cancelled before the executor ran)
+            ended_at = ended_at if ended_at is not None else time.monotonic()
+            if time.monotonic() - ended_at > STREAM_GRACE_SECONDS:
+                return state
+        time.sleep(wait)
+        wait = min(wait * 2, interval)
+
+
+def register(tasks: click.Group) -> None:
+    """Add `tescape tasks logs|events` to the `tasks` group (call it at the end of cli.py)."""
+    server_option = _cli().server_option
+
+    @tasks.command("logs")
+    @server_option
+    @click.argument("task_id")
+    @click.option(
+        "--executor", type=click.IntRange(min=0), default=0, show_default=True, help="executor"
+    )
+    @click.option(
+        "--stream", type=click.Choice(["stdout", "stderr"]), default="stdout", show_default=True
+    )
+    @click.option(
+        "-f", "--follow", is_flag=True, help="keep printing until the task ends (see above)"
+    )
+    @click.option(
+        "--interval",
+        type=click.FloatRange(FIRST_POLL_SECONDS, 60),
+        default=5.0,
+        show_default=True,
+        help="longest wait between polls with -f (they start at 0.5 s)",
+    )
+    def tasks_logs(
+        server: str, task_id: str, executor: int, stream: str, follow: bool, interval: float
+    ) -> None:
+        """Print an executor's full stdout or stderr.
+
+        The gateway saves a full stream when its executor ends. Before that, this prints the
+        tail kept in the task's logs; with -f it follows the task's state instead, prints the
+        stream when it appears (only bytes not printed yet), and exits when the task has ended.
+        The final state goes to stderr; exit 0 whatever it is, 4 when there is no such task.
+        """
+        task = _task(server, task_id)  # exit 4 before anything else when it does not exist
+        if follow:
+            state = _follow(server, task_id, executor, stream, interval)
+            _cli().err_console.print(f"task {task_id}: {state}")
+            sys.exit(EXIT_OK)
+        data = _new_bytes(server, task_id, executor, stream, 0)
+        if data is not None:
+            _write(data)
+            return
+        tail = _tail(_task(server, task_id, "FULL"), executor, stream)
+        if tail:
+            _write(tail.encode())
+        _cli().err_console.print(
+            f"(task {task_id} is {task.get('state', '?')}: "
+            f"no full {stream} of executor {executor} yet"
+            + ("; above, the tail the task's logs keep)" if tail else ")")
+        )
+
+    @tasks.command("events")
+    @server_option
+    @click.argument("task_id")
+    @click.option(
+        "--json",
+        "as_json",
+        is_flag=True,
+        help='print {"events": [{"id", "time", "kind", "message", "data", ...}]}',
+    )
+    def tasks_events(server: str, task_id: str, as_json: bool) -> None:
+        """What happened to a task: states, placements, checkpoints, migrations, in order."""
+        events = _cli()._call(server, "GET", f"/api/v1/tasks/{task_id}/events").get("events") or []
+        if as_json:
+            print_json({"events": events})
+            return
+        columns = [text_column("time"), text_column("kind")]
+        ids = [
+            (key, [str(e[key]) for e in events if e.get(key)])
+            for key in ("attempt_id", "instance_id")
+        ]
+        shown = [key for key, values in ids if values]
+        columns += [id_column(key.removesuffix("_id"), values) for key, values in ids if values]
+        columns.append(text_column("message"))
+        table = Table(*columns)
+        for e in events:
+            change = f" {e.get('from_state', '')}→{e['to_state']}" if e.get("to_state") else ""
+            table.add_row(
+                e.get("time", ""),
+                e.get("kind", "") + change,
+                *(str(e.get(key, "")) for key in shown),
+                e.get("message", ""),
+            )
+        _cli().console.print(table)
