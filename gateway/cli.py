@@ -17,6 +17,7 @@ from typing import Any
 
 import click
 import requests
+from rich import box
 from rich.console import Console
 from rich.table import Column, Table
 from rich.text import Text
@@ -467,21 +468,16 @@ def instances_list(server: str, as_json: bool) -> None:
         return
     table = Table(
         id_column("id", (i["id"] for i in found)),
-        text_column("type"),
-        text_column("market"),
-        text_column("zone"),
+        text_column("where"),
         text_column("state"),
         id_column("tasks", (t for i in found for t in i["task_ids"])),
+        box=box.SIMPLE_HEAD,
+        show_edge=False,
+        pad_edge=False,
     )
     for i in found:
-        table.add_row(
-            i["id"],
-            i["instance_type"],
-            i["market"],
-            i["zone"],
-            i["state"],
-            "\n".join(i["task_ids"]),
-        )
+        where = f"{i['instance_type']} {i['market']} {i['zone']}"
+        table.add_row(i["id"], where, i["state"], "\n".join(i["task_ids"]))
     console.print(table)
 
 

@@ -14,9 +14,11 @@ import time
 from typing import Any
 
 import click
-from rich.table import Table
+from rich.console import Group, RenderableType
+from rich.padding import Padding
+from rich.text import Text
 
-from gateway.cli_output import EXIT_OK, id_column, print_json, text_column
+from gateway.cli_output import EXIT_OK, print_json
 from gateway.tes.states import TERMINAL
 
 FIRST_POLL_SECONDS = 0.5  # the poll interval starts here and doubles while nothing changes
@@ -100,6 +102,25 @@ def _follow(server: str, task_id: str, executor: int, stream: str, interval: flo
         wait = min(wait * 2, interval)
 
 
+def _event_lines(event: dict[str, Any]) -> RenderableType:
+    """One event as a few lines: time and kind, then its attempt and instance (each id whole,
+    on its own line), then the message indented; a log reads better so than a cramped table."""
+    change = ""
+    if event.get("to_state"):
+        change = f" {event.get('from_state', '')}→{event['to_state']}"
+    text = Text.assemble(
+        (str(event.get("time", "")), "dim"), "  ", (str(event.get("kind", "")), "bold"), change
+    )
+    for key in ("attempt_id", "instance_id"):
+        if event.get(key):
+            text.append(f"\n    {key.removesuffix('_id')} ")
+            text.append(str(event[key]), style="cyan")
+    if not event.get("message"):
+        return text
+    message = Text(str(event["message"]))  # Text, not markup: messages quote errors verbatim
+    return Group(text, Padding(message, (0, 0, 0, 4)))
+
+
 def register(tasks: click.Group) -> None:
     """Add `tescape tasks logs|events` to the `tasks` group (call it at the end of cli.py)."""
     server_option = _cli().server_option
@@ -166,21 +187,6 @@ def register(tasks: click.Group) -> None:
         if as_json:
             print_json({"events": events})
             return
-        columns = [text_column("time"), text_column("kind")]
-        ids = [
-            (key, [str(e[key]) for e in events if e.get(key)])
-            for key in ("attempt_id", "instance_id")
-        ]
-        shown = [key for key, values in ids if values]
-        columns += [id_column(key.removesuffix("_id"), values) for key, values in ids if values]
-        columns.append(text_column("message"))
-        table = Table(*columns)
+        console = _cli().console
         for e in events:
-            change = f" {e.get('from_state', '')}→{e['to_state']}" if e.get("to_state") else ""
-            table.add_row(
-                e.get("time", ""),
-                e.get("kind", "") + change,
-                *(str(e.get(key, "")) for key in shown),
-                e.get("message", ""),
-            )
-        _cli().console.print(table)
+            console.print(_event_lines(e))

@@ -151,3 +151,29 @@ def test_shell_completion(tmp_path: Path) -> None:
         },
     )
     assert "logs" in words.stdout and "list" in words.stdout
+
+
+@pytest.fixture(scope="module")
+def runner(tmp_path_factory: pytest.TempPathFactory, busybox_image: str) -> Iterator[RunningServer]:
+    config = {
+        "images": {"rewrites": {"busybox": busybox_image}},
+        "scheduler": {"interval_seconds": 0.2},
+    }
+    data = tmp_path_factory.mktemp("cli-run")
+    with tescape_server(data, config=config, run_tasks=True) as running:
+        yield running
+
+
+def test_logs_follow_a_running_task(runner: RunningServer) -> None:
+    script = "echo one; echo oops >&2; sleep 2; echo two"
+    task_id = create(runner, executors=[{"image": "busybox", "command": ["sh", "-c", script]}])
+    follow = tescape(runner, "tasks", "logs", "-f", "--interval", "1", task_id)
+    assert follow.returncode == 0, follow.stderr
+    assert follow.stdout == "one\ntwo\n" and "COMPLETE" in follow.stderr
+    stderr = tescape(runner, "tasks", "logs", "--stream", "stderr", task_id)
+    assert stderr.returncode == 0 and stderr.stdout == "oops\n"
+    assert tescape(runner, "tasks", "logs", "--executor", "1", task_id).returncode == 0
+    events = json.loads(tescape(runner, "tasks", "events", "--json", task_id).stdout)["events"]
+    attempt = next(e["attempt_id"] for e in events if e.get("attempt_id"))
+    table = tescape(runner, "tasks", "events", task_id)
+    assert attempt in table.stdout  # whole, on 80 columns
