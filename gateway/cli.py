@@ -23,6 +23,7 @@ from rich.table import Column, Table
 from rich.text import Text
 
 from gateway import __version__
+from gateway.cli_complete import task_ids
 from gateway.cli_logs import register as register_log_commands
 from gateway.cli_market import register as register_market_commands
 from gateway.cli_output import exit_code_for, id_column, print_json, text_column
@@ -375,7 +376,7 @@ def tasks_list(
 
 @tasks.command("get")
 @server_option
-@click.argument("task_id")
+@click.argument("task_id", shell_complete=task_ids)
 @click.option("--view", default="FULL", show_default=True)
 def tasks_get(server: str, task_id: str, view: str) -> None:
     click.echo(
@@ -397,7 +398,7 @@ def tasks_submit(server: str, task_file: Any) -> None:
 
 @tasks.command("cancel")
 @server_option
-@click.argument("task_id")
+@click.argument("task_id", shell_complete=task_ids)
 def tasks_cancel(server: str, task_id: str) -> None:
     _call(server, "POST", f"/ga4gh/tes/v1/tasks/{task_id}:cancel")
     click.echo(f"cancel requested for {task_id}")
@@ -433,7 +434,7 @@ def _move(server: str, task_id: str, migrate: bool, instance: str | None, wait: 
 
 @tasks.command("checkpoint")
 @server_option
-@click.argument("task_id")
+@click.argument("task_id", shell_complete=task_ids)
 @click.option("--wait", type=float, default=0, help="seconds to wait for the capsule (0: don't)")
 def tasks_checkpoint(server: str, task_id: str, wait: float) -> None:
     """Checkpoint a RUNNING task into a capsule; it keeps running."""
@@ -442,7 +443,7 @@ def tasks_checkpoint(server: str, task_id: str, wait: float) -> None:
 
 @tasks.command("migrate")
 @server_option
-@click.argument("task_id")
+@click.argument("task_id", shell_complete=task_ids)
 @click.option("--instance", help="the READY instance to move to (default: the scheduler picks)")
 @click.option("--wait", type=float, default=0, help="seconds to wait for the capsule (0: don't)")
 def tasks_migrate(server: str, task_id: str, instance: str | None, wait: float) -> None:

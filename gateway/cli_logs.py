@@ -18,6 +18,7 @@ from rich.console import Group, RenderableType
 from rich.padding import Padding
 from rich.text import Text
 
+from gateway.cli_complete import task_ids
 from gateway.cli_output import EXIT_OK, print_json
 from gateway.tes.states import TERMINAL
 
@@ -127,7 +128,7 @@ def register(tasks: click.Group) -> None:
 
     @tasks.command("logs")
     @server_option
-    @click.argument("task_id")
+    @click.argument("task_id", shell_complete=task_ids)
     @click.option(
         "--executor", type=click.IntRange(min=0), default=0, show_default=True, help="executor"
     )
@@ -174,7 +175,7 @@ def register(tasks: click.Group) -> None:
 
     @tasks.command("events")
     @server_option
-    @click.argument("task_id")
+    @click.argument("task_id", shell_complete=task_ids)
     @click.option(
         "--json",
         "as_json",

@@ -177,3 +177,16 @@ def test_logs_follow_a_running_task(runner: RunningServer) -> None:
     attempt = next(e["attempt_id"] for e in events if e.get("attempt_id"))
     table = tescape(runner, "tasks", "events", task_id)
     assert attempt in table.stdout  # whole, on 80 columns
+
+
+def test_task_ids_complete_from_the_server(srv: RunningServer) -> None:
+    task_id = create(srv)
+    env = {
+        "_TESCAPE_COMPLETE": "bash_complete",
+        "COMP_WORDS": f"tescape tasks logs {task_id[:-3]}",
+        "COMP_CWORD": "3",
+    }
+    words = tescape(srv, env=env)
+    assert words.returncode == 0 and f"plain,{task_id}" in words.stdout.splitlines()
+    unreachable = tescape(None, env=env)  # a Tab press on a dead server: nothing, no error
+    assert unreachable.returncode == 0 and unreachable.stdout.strip() == ""
