@@ -1,10 +1,10 @@
 """`tescape tasks logs|events`: an executor's full stdout/stderr (followed with `-f`) and the
 task's event history, from the admin API (`GET /api/v1/tasks/{id}/logs|events`).
 
-The gateway saves an executor's full stream when the executor ends (the agent uploads it then),
-so `-f` follows the task's state and prints each stream as it appears, asking with a `Range`
-header for only the bytes not printed yet. Until then only the tail that TES keeps in the task's
-ExecutorLog exists; without `-f` that tail is printed when there is no full stream yet.
+The gateway saves the full streams just after the task ends (the agent uploads them once it has
+reported the result), so `-f` follows the task's state and prints the stream when it appears,
+asking with a `Range` header for only the bytes not printed yet. Until then only the tail that
+TES keeps in the task's ExecutorLog exists; without `-f` that tail is printed instead.
 """
 
 from __future__ import annotations
@@ -130,7 +130,11 @@ def register(tasks: click.Group) -> None:
     @server_option
     @click.argument("task_id", shell_complete=task_ids)
     @click.option(
-        "--executor", type=click.IntRange(min=0), default=0, show_default=True, help="executor"
+        "--executor",
+        type=click.IntRange(min=0),
+        default=0,
+        show_default=True,
+        help="index of the executor",
     )
     @click.option(
         "--stream", type=click.Choice(["stdout", "stderr"]), default="stdout", show_default=True
@@ -150,10 +154,11 @@ def register(tasks: click.Group) -> None:
     ) -> None:
         """Print an executor's full stdout or stderr.
 
-        The gateway saves a full stream when its executor ends. Before that, this prints the
-        tail kept in the task's logs; with -f it follows the task's state instead, prints the
-        stream when it appears (only bytes not printed yet), and exits when the task has ended.
-        The final state goes to stderr; exit 0 whatever it is, 4 when there is no such task.
+        The gateway saves the full streams just after the task ends. Before that, this prints
+        the tail kept in the task's logs; with -f it follows the task's state instead, prints
+        the stream when it appears (only bytes not printed yet; up to 30 s after the task
+        ended) and then exits. The final state goes to stderr; exit 0 whatever it is, 4 when
+        there is no such task.
         """
         task = _task(server, task_id)  # exit 4 before anything else when it does not exist
         if follow:
