@@ -17,12 +17,16 @@ from typing import Any
 
 import click
 import requests
+from rich import box
 from rich.console import Console
-from rich.table import Table
+from rich.table import Column, Table
 from rich.text import Text
 
 from gateway import __version__
+from gateway.cli_complete import task_ids
+from gateway.cli_logs import register as register_log_commands
 from gateway.cli_market import register as register_market_commands
+from gateway.cli_output import exit_code_for, id_column, print_json, text_column
 from gateway.cli_workflows import register as register_workflow_commands
 from gateway.config import Config, ConfigError, load_config, s3_notes
 
@@ -270,28 +274,50 @@ server_option = click.option(
 )
 
 
-def _call(
-    server: str, method: str, path: str, timeout: float | tuple[float, float] = 30, **kwargs: Any
-) -> Any:
-    headers = {}
+def _request(
+    server: str,
+    method: str,
+    path: str,
+    timeout: float | tuple[float, float] = 30,
+    headers: dict[str, str] | None = None,
+    **kwargs: Any,
+) -> requests.Response:
+    """One request with the user's token; an unreachable server ends the command (exit 1)."""
+    headers = dict(headers or {})
     token = os.environ.get("TESCAPE_TOKEN")
     if token:
         headers["Authorization"] = f"Bearer {token}"
     try:
-        resp = requests.request(
+        return requests.request(
             method, server.rstrip("/") + path, headers=headers, timeout=timeout, **kwargs
         )
     except requests.RequestException as exc:
         err_console.print(f"[red]error:[/red] cannot reach {server}: {exc}")
         sys.exit(1)
+
+
+def _fail(resp: requests.Response) -> None:
+    """Say what the server refused and exit with the code for its status (cli_output)."""
     try:
         body = resp.json()
     except ValueError:
         body = {"message": resp.text}
+    message = body.get("message", body) if isinstance(body, dict) else body
+    err_console.print(f"[red]error {resp.status_code}:[/red] {message}")
+    sys.exit(exit_code_for(resp.status_code))
+
+
+def _call(
+    server: str, method: str, path: str, timeout: float | tuple[float, float] = 30, **kwargs: Any
+) -> Any:
+    """A JSON API call; an error answer ends the command with exit 1, 2 (HTTP 400) or 4 (404)."""
+    resp = _request(server, method, path, timeout=timeout, **kwargs)
     if resp.status_code >= 400:
-        err_console.print(f"[red]error {resp.status_code}:[/red] {body.get('message', body)}")
-        sys.exit(1)
-    return body
+        _fail(resp)
+    try:
+        return resp.json()
+    except ValueError:
+        return {"message": resp.text}
 
 
 @main.command("status")
@@ -321,18 +347,36 @@ def tasks() -> None:
 @click.option("--state", help="only tasks in this state")
 @click.option("--name-prefix", help="only tasks whose name starts with this")
 @click.option("--limit", type=int, default=50, show_default=True)
-def tasks_list(server: str, state: str | None, name_prefix: str | None, limit: int) -> None:
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help='print {"tasks": [TES tasks, BASIC view], "next_page_token": str|null}',
+)
+def tasks_list(
+    server: str, state: str | None, name_prefix: str | None, limit: int, as_json: bool
+) -> None:
+    """Tasks, newest first (ids always print whole; other columns wrap)."""
     params = {"view": "BASIC", "page_size": limit, "state": state, "name_prefix": name_prefix}
     body = _call(server, "GET", "/ga4gh/tes/v1/tasks", params=params)
-    table = Table("id", "state", "name", "created")
-    for t in body["tasks"]:
+    found = body.get("tasks") or []
+    if as_json:
+        print_json({"tasks": found, "next_page_token": body.get("next_page_token") or None})
+        return
+    table = Table(
+        id_column("id", (t["id"] for t in found)),
+        Column("state", no_wrap=True),
+        text_column("name"),
+        text_column("created"),
+    )
+    for t in found:
         table.add_row(t["id"], t["state"], t.get("name", ""), t.get("creation_time", ""))
     console.print(table)
 
 
 @tasks.command("get")
 @server_option
-@click.argument("task_id")
+@click.argument("task_id", shell_complete=task_ids)
 @click.option("--view", default="FULL", show_default=True)
 def tasks_get(server: str, task_id: str, view: str) -> None:
     click.echo(
@@ -354,7 +398,7 @@ def tasks_submit(server: str, task_file: Any) -> None:
 
 @tasks.command("cancel")
 @server_option
-@click.argument("task_id")
+@click.argument("task_id", shell_complete=task_ids)
 def tasks_cancel(server: str, task_id: str) -> None:
     _call(server, "POST", f"/ga4gh/tes/v1/tasks/{task_id}:cancel")
     click.echo(f"cancel requested for {task_id}")
@@ -390,7 +434,7 @@ def _move(server: str, task_id: str, migrate: bool, instance: str | None, wait: 
 
 @tasks.command("checkpoint")
 @server_option
-@click.argument("task_id")
+@click.argument("task_id", shell_complete=task_ids)
 @click.option("--wait", type=float, default=0, help="seconds to wait for the capsule (0: don't)")
 def tasks_checkpoint(server: str, task_id: str, wait: float) -> None:
     """Checkpoint a RUNNING task into a capsule; it keeps running."""
@@ -399,7 +443,7 @@ def tasks_checkpoint(server: str, task_id: str, wait: float) -> None:
 
 @tasks.command("migrate")
 @server_option
-@click.argument("task_id")
+@click.argument("task_id", shell_complete=task_ids)
 @click.option("--instance", help="the READY instance to move to (default: the scheduler picks)")
 @click.option("--wait", type=float, default=0, help="seconds to wait for the capsule (0: don't)")
 def tasks_migrate(server: str, task_id: str, instance: str | None, wait: float) -> None:
@@ -414,13 +458,27 @@ def instances() -> None:
 
 @instances.command("list")
 @server_option
-def instances_list(server: str) -> None:
-    body = _call(server, "GET", "/api/v1/instances")
-    table = Table("id", "type", "market", "zone", "state", "tasks")
-    for i in body["instances"]:
-        table.add_row(
-            i["id"], i["instance_type"], i["market"], i["zone"], i["state"], " ".join(i["task_ids"])
-        )
+@click.option(
+    "--json", "as_json", is_flag=True, help='print {"instances": [...]} as the server sends it'
+)
+def instances_list(server: str, as_json: bool) -> None:
+    """Instances and the tasks on them (ids always print whole, one task a line)."""
+    found = _call(server, "GET", "/api/v1/instances").get("instances") or []
+    if as_json:
+        print_json({"instances": found})
+        return
+    table = Table(
+        id_column("id", (i["id"] for i in found)),
+        text_column("where"),
+        text_column("state"),
+        id_column("tasks", (t for i in found for t in i["task_ids"])),
+        box=box.SIMPLE_HEAD,
+        show_edge=False,
+        pad_edge=False,
+    )
+    for i in found:
+        where = f"{i['instance_type']} {i['market']} {i['zone']}"
+        table.add_row(i["id"], where, i["state"], "\n".join(i["task_ids"]))
     console.print(table)
 
 
@@ -477,9 +535,19 @@ def apps_import(server: str, name: str, archive: str) -> None:
 
 @apps.command("list")
 @server_option
-def apps_list(server: str) -> None:
-    table = Table("name", "image", "archive")
-    for app in _call(server, "GET", "/api/v1/apps")["apps"]:
+@click.option(
+    "--json", "as_json", is_flag=True, help='print {"apps": [...]} as the server sends it'
+)
+def apps_list(server: str, as_json: bool) -> None:
+    """Apps of the library: the name tasks use as their image, the image, its archive."""
+    found = _call(server, "GET", "/api/v1/apps").get("apps") or []
+    if as_json:
+        print_json({"apps": found})
+        return
+    table = Table(
+        id_column("name", (a["name"] for a in found)), text_column("image"), text_column("archive")
+    )
+    for app in found:
         archive = app.get("archive")
         table.add_row(app["name"], app["image"], archive["sha256"][:12] if archive else "")
     console.print(table)
@@ -495,6 +563,7 @@ def apps_remove(server: str, name: str) -> None:
 
 register_workflow_commands(main)  # tescape nextflow …, tescape cromwell …
 register_market_commands(main)  # tescape market show|set-price|costs
+register_log_commands(tasks)  # tescape tasks logs|events
 
 
 if __name__ == "__main__":

@@ -9,6 +9,8 @@ from typing import Any
 import click
 from rich.table import Table
 
+from gateway.cli_output import id_column, text_column
+
 
 def _cli() -> Any:
     """gateway.cli, imported late: it imports this module to register the commands."""
@@ -110,7 +112,16 @@ def register(main: click.Group) -> None:
         if as_json:
             click.echo(json.dumps(body, indent=2))
             return
-        table = Table("task", "attempts", "hours", "cost", "on-demand", "savings")
+        total = body["total"]
+        label = f"total ({total['tasks']} tasks)"
+        table = Table(
+            id_column("task", [label, *(t["task_id"] for t in body["tasks"])]),
+            "attempts",
+            "hours",
+            "cost",
+            "on-demand",
+            text_column("savings"),
+        )
         for t in body["tasks"]:
             table.add_row(
                 t["task_id"],
@@ -120,10 +131,9 @@ def register(main: click.Group) -> None:
                 f"${t['on_demand_usd']:.4f}",
                 f"${t['savings_usd']:.4f} ({t['savings_pct']:.1f}%)",
             )
-        total = body["total"]
         table.add_section()
         table.add_row(
-            f"total ({total['tasks']} tasks)",
+            label,
             "",
             f"{total['instance_hours']:.3f}",
             f"${total['cost_usd']:.4f}",
