@@ -24,7 +24,7 @@ from sqlalchemy import Connection, Engine, select
 from gateway.config import Config
 from gateway.market.catalog import on_demand_price
 from gateway.market.costs import attempt_cost
-from gateway.store.schema import attempts, events
+from gateway.store.schema import ATTEMPT_COST_COLUMNS, attempts, events
 from gateway.tes.times import utcnow
 
 # Attempt reasons that follow the loss of the instance under a task (a Spot reclaim, with or
@@ -33,17 +33,9 @@ INTERRUPTIONS = ("reclaim", "lost")
 EVENT_KINDS = ("capsule", "checkpoint_failed", "restored")
 
 _ATTEMPTS = select(
-    attempts.c.id,
-    attempts.c.task_id,
+    *ATTEMPT_COST_COLUMNS,
     attempts.c.number,
     attempts.c.reason,
-    attempts.c.instance_id,
-    attempts.c.market,
-    attempts.c.instance_type,
-    attempts.c.zone,
-    attempts.c.price_per_hour,
-    attempts.c.start_time,
-    attempts.c.end_time,
 ).order_by(attempts.c.number)
 _EVENTS = (
     select(events.c.kind, events.c.data).where(events.c.kind.in_(EVENT_KINDS)).order_by(events.c.id)

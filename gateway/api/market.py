@@ -21,7 +21,7 @@ from gateway.api.responses import error_response, json_response
 from gateway.market.catalog import on_demand_price
 from gateway.market.costs import costs_summary
 from gateway.market.model import Market, UnknownOffer
-from gateway.store.schema import attempts, tasks
+from gateway.store.schema import ATTEMPT_COST_COLUMNS, attempts, tasks
 from gateway.tes.times import utcnow
 
 if TYPE_CHECKING:
@@ -94,17 +94,7 @@ def costs() -> Response:
     task_ids = request.args.getlist("task_id")
     services: Services = current_app.extensions["tescape"]
     query = (
-        select(
-            attempts.c.id,
-            attempts.c.task_id,
-            attempts.c.instance_id,
-            attempts.c.market,
-            attempts.c.instance_type,
-            attempts.c.zone,
-            attempts.c.price_per_hour,
-            attempts.c.start_time,
-            attempts.c.end_time,
-        )
+        select(*ATTEMPT_COST_COLUMNS)
         .select_from(attempts.join(tasks, tasks.c.id == attempts.c.task_id))
         .order_by(tasks.c.seq, attempts.c.number)
     )

@@ -18,7 +18,7 @@ from gateway.auth import Principal
 from gateway.market.catalog import on_demand_price
 from gateway.market.costs import AttemptCost, attempt_cost, costs_summary
 from gateway.store.events import read_events
-from gateway.store.schema import attempts, task_tags, tasks
+from gateway.store.schema import ATTEMPT_COST_COLUMNS, attempts, task_tags, tasks
 from gateway.tes.states import State
 from gateway.tes.times import rfc3339
 
@@ -28,19 +28,6 @@ if TYPE_CHECKING:
 PAGE_SIZE = 50
 CHUNK = 500  # ids per IN (...) list
 MAX_PAGE_SIZE = 500
-
-
-_COST_COLUMNS = (
-    attempts.c.id,
-    attempts.c.task_id,
-    attempts.c.instance_id,
-    attempts.c.market,
-    attempts.c.instance_type,
-    attempts.c.zone,
-    attempts.c.price_per_hour,
-    attempts.c.start_time,
-    attempts.c.end_time,
-)
 
 
 class FilterError(ValueError):
@@ -168,7 +155,7 @@ def task_detail(
         return None
     fleet = services.fleet
     with services.database.engine.connect() as conn:
-        cost_rows = conn.execute(select(*_COST_COLUMNS).where(attempts.c.task_id == task_id))
+        cost_rows = conn.execute(select(*ATTEMPT_COST_COLUMNS).where(attempts.c.task_id == task_id))
         costs = {
             r.id: c
             for r in cost_rows
@@ -322,7 +309,7 @@ def _attempt_rows(
     attempts table is read (the wide tasks rows only for a user's owner filter)."""
     since_s = rfc3339(since)
     query = (
-        select(*_COST_COLUMNS)
+        select(*ATTEMPT_COST_COLUMNS)
         .where(attempts.c.start_time.is_not(None))
         .where((attempts.c.end_time.is_(None)) | (attempts.c.end_time >= since_s))
     )

@@ -158,3 +158,17 @@ registry_credentials = Table(
     Column("password_encrypted", Text, nullable=False),
     Column("updated_time", String(40), nullable=False),
 )
+
+# What the cost of an attempt is computed from (gateway/market/costs.py `attempt_cost`): the
+# columns the costs API, the dashboard and the task telemetry select.
+ATTEMPT_COST_COLUMNS = (
+    attempts.c.id,
+    attempts.c.task_id,
+    attempts.c.instance_id,
+    attempts.c.market,
+    attempts.c.instance_type,
+    attempts.c.zone,
+    attempts.c.price_per_hour,
+    attempts.c.start_time,
+    attempts.c.end_time,
+)
