@@ -478,7 +478,12 @@ def instances_list(server: str, as_json: bool) -> None:
     )
     for i in found:
         where = f"{i['instance_type']} {i['market']} {i['zone']}"
-        table.add_row(i["id"], where, i["state"], "\n".join(i["task_ids"]))
+        state = i["state"]
+        if i.get("draining"):  # a reclaim notice: its tasks are moving, it takes no new work
+            notice = i.get("interruption") or {}
+            when = str(notice.get("deadline", "?")).rpartition("T")[2]  # a notice is minutes away
+            state = f"DRAINING\n{notice.get('action', 'reclaim')} at {when}"
+        table.add_row(i["id"], where, state, "\n".join(i["task_ids"]))
     console.print(table)
 
 

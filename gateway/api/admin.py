@@ -36,6 +36,8 @@ def instances() -> Response:
     fleet = _services().fleet
     out = []
     for inst in fleet.instances():
+        # a reclaim notice: the instance takes no new work and its tasks are moving (draining)
+        notice = inst.data.get("interruption") or None
         out.append(
             {
                 "id": inst.id,
@@ -49,6 +51,8 @@ def instances() -> Response:
                 "last_heartbeat": inst.last_heartbeat,
                 "capacity": inst.data.get("capacity"),
                 "task_ids": sorted({a.task_id for a in fleet.live_attempts(inst.id)}),
+                "draining": notice is not None and inst.state.value in ("LAUNCHING", "READY"),
+                "interruption": notice,
             }
         )
     return json_response({"instances": out})

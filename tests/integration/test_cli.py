@@ -190,3 +190,27 @@ def test_task_ids_complete_from_the_server(srv: RunningServer) -> None:
     assert words.returncode == 0 and f"plain,{task_id}" in words.stdout.splitlines()
     unreachable = tescape(None, env=env)  # a Tab press on a dead server: nothing, no error
     assert unreachable.returncode == 0 and unreachable.stdout.strip() == ""
+
+
+def test_a_reclaimed_instance_shows_its_notice(srv: RunningServer) -> None:
+    """Issue 13: an instance with a reclaim notice is DRAINING, with the notice's action and
+    deadline, in the admin API and in `tescape instances list` (it used to stay READY)."""
+    from gateway.tes.protocol import Notice
+    from tests.fixtures.agents import add_instances
+
+    [inst] = add_instances(srv.url, f"sqlite:///{srv.data_dir / 'tescape.db'}")
+    deadline = "2026-12-02T12:00:00Z"
+    resp = inst.call(
+        "POST",
+        f"/instances/{inst.instance_id}/notice",
+        json=Notice(kind="terminate", time=deadline).model_dump(),
+    )
+    assert resp.status_code < 300, resp.text
+    listed = requests.get(srv.url + "/api/v1/instances", timeout=10).json()["instances"]
+    [shown] = [i for i in listed if i["id"] == inst.instance_id]
+    assert shown["draining"] is True
+    assert shown["interruption"] == {"action": "terminate", "deadline": deadline}
+    out = tescape(srv, "instances", "list")
+    assert out.returncode == 0, out.stderr
+    for shown_text in ("DRAINING", "terminate at", "12:00:00Z"):  # the table may fold the cell
+        assert shown_text in out.stdout, out.stdout
