@@ -10,7 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.fixtures.containers import _container_leak_check, _podman_engine  # noqa: F401
+from tests.fixtures.containers import (  # noqa: F401
+    _container_leak_check,
+    _podman_engine,
+    remove_containers,
+    task_containers,
+)
 from tests.fixtures.images import _busybox_image, _debian_bash_image  # noqa: F401
 from tests.fixtures.postgres import PostgresServer, start_postgres
 from tests.fixtures.server import API_CONFIG, RunningServer, tescape_server
@@ -53,9 +58,23 @@ def sqlite_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningS
         yield srv
 
 
+_before: set[str] | None = None
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    global _before
+    _before = task_containers()
+
+
 @pytest.hookimpl(trylast=True)  # after pytest's own hook has torn down session fixtures
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    """Leak check: no `tescape serve` started from this test session may outlive it."""
+    """Leak checks: no `tescape serve` started from this test session may outlive it, and no
+    task container its servers' agents made may be left (those are removed, then reported)."""
+    after = task_containers() if _before is not None else None
+    if after is not None and _before is not None and (left := after - _before):
+        remove_containers(left)
+        print(f"\nLEAK: task containers left behind (now removed): {sorted(left)}")
+        session.exitstatus = 1
     base = session.config._tmp_path_factory.getbasetemp()  # type: ignore[attr-defined]
     out = subprocess.run(
         ["pgrep", "-f", f"gateway.cli serve --port 0 --data-dir {base}"],
