@@ -45,7 +45,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
@@ -57,7 +57,14 @@ from sqlalchemy.engine import make_url
 from gateway.auth import token_sha256
 from gateway.config import Config, load_config
 from gateway.market.model import Market
-from gateway.providers.base import Offer
+from gateway.providers.base import (
+    Capability,
+    CloudState,
+    LaunchRecord,
+    LaunchSpec,
+    Offer,
+    Provider,
+)
 from gateway.scheduler.loop import Scheduler
 from gateway.scheduler.wakeups import Wakeups
 from gateway.store import TaskStore, open_database
@@ -76,7 +83,7 @@ MARKET_TYPE = "m5.8xlarge"  # 32 vCPU, 128 GiB
 MAX_INSTANCES = 64  # the configuration's upper bound
 
 
-class BenchProvider:
+class BenchProvider(Provider):
     """Instances come up at once: `launch` registers the agent (READY, with its capacity) as
     `Dispatcher.register` does. Offers: one shape, or the market's."""
 
@@ -87,6 +94,9 @@ class BenchProvider:
         self.shape = shape
         self.market = market
         self.live: set[str] = set()
+        self.max_instances = MAX_INSTANCES
+        caps = {Capability.SPOT, Capability.ON_DEMAND}
+        self.capabilities = frozenset(caps | ({Capability.PRICES} if market else set()))
 
     def offers(self) -> list[Offer]:
         if self.market is not None:
@@ -94,24 +104,24 @@ class BenchProvider:
         cpu, ram, disk = self.shape
         return [Offer("bench.xl", "spot", "z1", 0.05, cpu, ram, disk)]
 
-    def launch(self, instance: Instance, token: str) -> None:
-        self.live.add(instance.id)
-        register(self.fleet, instance)
+    def launch(self, spec: LaunchSpec) -> LaunchRecord:
+        self.live.add(spec.instance_id)
+        inst = self.fleet.instance(spec.instance_id)
+        assert inst is not None
+        register(self.fleet, inst)
+        return LaunchRecord(spec.instance_id, spec.offer.zone)
 
-    def terminate(self, instance_id: str) -> None:
-        self.live.discard(instance_id)
+    def query(self, records: Sequence[LaunchRecord]) -> dict[str, CloudState | None]:
+        return {
+            r.provider_id: CloudState.RUNNING if r.provider_id in self.live else None
+            for r in records
+        }
 
-    def alive(self, instance_id: str) -> bool:
-        return instance_id in self.live
-
-    def interrupt(self, instance_id: str, notice_seconds: float) -> str:
-        raise NotImplementedError("interruptions are off in this bench")
+    def terminate(self, record: LaunchRecord) -> None:
+        self.live.discard(record.provider_id)
 
     def close(self) -> None:
         self.live.clear()
-
-    def log_hint(self, instance_id: str) -> str:
-        return "nowhere"
 
 
 def register(fleet: FleetStore, inst: Instance) -> None:

@@ -77,19 +77,19 @@ def build_services(config: Config, database: Database | None = None) -> Services
         auth=Authenticator(config.auth),
         library=library,
         market=Market(config.providers.local.market)
-        if config.providers.local.market.enabled
+        if config.providers.default == "local" and config.providers.local.market.enabled
         else None,
     )
 
 
 def start_scheduler(services: Services, gateway_url: str) -> None:
-    """Start placing tasks, with the configured provider reaching this gateway at `gateway_url`."""
-    from gateway.providers.local import LocalProvider
+    """Start placing tasks, with the configured provider (`providers.default`, from the
+    registry) reaching this gateway at `gateway_url`."""
+    from gateway.providers.registry import ProviderContext, create
 
     cfg = services.config
-    provider = LocalProvider(
-        cfg.providers.local, gateway_url, cfg.data_path / "instances", market=services.market
-    )
+    provider = create(cfg.providers.default, ProviderContext(cfg, gateway_url, services.market))
+    provider.check()
     services.scheduler = Scheduler(
         cfg, services.store, services.fleet, provider, services.wakeups, market=services.market
     )

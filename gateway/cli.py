@@ -45,6 +45,7 @@ def _overrides(**flags: Any) -> dict[str, Any]:
         "threads": ("server", "threads"),
         "db_url": ("database", "url"),
         "data_dir": ("data_dir",),
+        "provider": ("providers", "default"),
     }
     for flag, path in mapping.items():
         value = flags.get(flag)
@@ -83,6 +84,7 @@ config_option = click.option(
 @click.option("--threads", type=int, help="worker threads of the WSGI server")
 @click.option("--data-dir", type=click.Path(file_okay=False), help="where state lives")
 @click.option("--db-url", help="SQLAlchemy URL, e.g. postgresql://user@host/db")
+@click.option("--provider", help="where instances come from: local (default) or fake")
 def serve(config_file: str | None, **flags: Any) -> None:
     """Start the TES server (waitress, a production WSGI server)."""
     from waitress.server import create_server

@@ -146,9 +146,35 @@ class LocalProviderConfig(Section):
     market: MarketConfig = Field(default_factory=MarketConfig)
 
 
+class FakeProviderConfig(Section):
+    # The in-memory provider (gateway/providers/fake.py): no machine starts and no agent runs,
+    # for tests and trying the API. One instance type, Spot and on-demand in each zone.
+    max_instances: int = Field(default=4, ge=1, le=64)
+    instance_type: str = "fake.large"
+    zones: list[str] = Field(default_factory=lambda: ["fake-1a"])
+    cpu_cores: float = Field(default=4.0, gt=0)
+    ram_gb: float = Field(default=8.0, gt=0)
+    disk_gb: float = Field(default=100.0, gt=0)
+    spot_price: float = Field(default=0.05, ge=0)
+    on_demand_price: float = Field(default=0.10, ge=0)
+
+
 class ProvidersConfig(Section):
-    default: Literal["local"] = "local"
+    # Which provider instances come from, by name (gateway/providers/registry.py); each has a
+    # section of its own below.
+    default: str = "local"
     local: LocalProviderConfig = Field(default_factory=LocalProviderConfig)
+    fake: FakeProviderConfig = Field(default_factory=FakeProviderConfig)
+
+    @model_validator(mode="after")
+    def _known(self) -> ProvidersConfig:
+        from gateway.providers.registry import names
+
+        if self.default not in names():
+            raise ValueError(
+                f"providers.default: no provider {self.default!r} (known: {', '.join(names())})"
+            )
+        return self
 
 
 class CostMigrationConfig(Section):
@@ -219,6 +245,11 @@ class SchedulerConfig(Section):
     # Instance losses (reclaims, crashes) a task survives — restored from its newest capsule, else
     # restarted — before it ends SYSTEM_ERROR. Apart from any retry budget for failures.
     max_interruptions: int = Field(default=10, ge=0)
+    # A pool (instance type + zone + market) whose launch failed for lack of capacity is not
+    # tried again for this long; the next fitting offer is. Also how long a reclaimed Spot pool
+    # is avoided (next_zone) with a provider that has no market of its own (the simulated
+    # market keeps providers.local.market.quarantine_seconds, in simulated time).
+    quarantine_seconds: float = Field(default=600.0, ge=0)
 
 
 class S3Config(Section):

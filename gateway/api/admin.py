@@ -10,7 +10,7 @@ from flask import Blueprint, Response, current_app, g, request, send_file
 from gateway.api.responses import error_response, json_response
 from gateway.library import LibraryError, stream_chunks
 from gateway.migration import Migrations, Refused
-from gateway.providers.base import ProviderError
+from gateway.providers.base import ProviderError, interrupter, record_of
 from gateway.service import NotFound
 from gateway.tes.protocol import Notice
 
@@ -74,7 +74,7 @@ def interrupt_instance(instance_id: str) -> Response:
     if inst is None:
         return error_response(404, f"no instance {instance_id!r}")
     try:
-        deadline = scheduler.provider.interrupt(instance_id, float(notice))
+        deadline = interrupter(scheduler.provider).interrupt(record_of(inst), float(notice))
     except ProviderError as exc:
         return error_response(409, str(exc))
     # the gateway hears of it at once (as from EC2's interruption event), besides the agent's

@@ -1,10 +1,32 @@
 """The provider interface: where instances come from. Small on purpose; the scheduler owns the
-decisions, a provider only starts and stops machines and says what it can offer."""
+decisions (placement, quarantines, recovery, cost moves), a provider only starts, looks at and
+stops machines, says what it can offer, and declares what it can do.
+
+A cloud implements it as a handful of calls (SkyPilot's `sky/provision`, dstack's `Compute`):
+
+    offers()          what can be started now (types, markets, zones, prices when known)
+    launch(spec)      start one machine → LaunchRecord(provider_id, zone, provider_data); the
+                      record is kept on the instance row, so a later gateway process finds,
+                      queries and terminates the machine with it
+    launch_many(...)  several in one call where the cloud allows (Capability.BATCH_LAUNCH)
+    query(records)    the state of the whole fleet in one call (one DescribeInstances), not one
+                      call per instance per tick; None: the provider knows no such machine
+    terminate(record) stop it (idempotent)
+
+Failures are typed: `CapacityUnavailable` (the scheduler quarantines that pool for a while and
+tries the next fitting offer), `PrecheckFailed` (this provider cannot launch at all: fix the
+configuration), `ProviderError` (anything else). Optional features are declared as capabilities;
+the simulation verb `interrupt` exists only on providers that declare
+`Capability.INTERRUPT_SIMULATION` (the `SimulatesInterruptions` mixin).
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Protocol
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, ClassVar
 
 from gateway.store.fleet import Instance
 
@@ -41,31 +63,154 @@ def offer_of(instance: Instance, fallback: Offer | None = None) -> Offer:
     )
 
 
-class Provider(Protocol):
-    name: str
+class Capability(StrEnum):
+    """What a provider can do beyond launch/query/terminate."""
 
-    def offers(self) -> list[Offer]: ...
+    SPOT = "spot"  # offers Spot (preemptible) instances
+    ON_DEMAND = "on-demand"  # offers on-demand instances
+    PRICES = "prices"  # offers carry prices: cost moves, rightsizing and recovery plans run
+    INTERRUPT_SIMULATION = "interrupt-simulation"  # interrupt(): a simulated Spot reclaim
+    GPUS = "gpus"  # offers instances with GPUs
+    INSTANCE_NAMESPACES = "instance-namespaces"  # each instance sees a file system of its own
+    BATCH_LAUNCH = "batch-launch"  # launch_many starts several instances in one call
+    EPHEMERAL = "ephemeral"  # instances end with the gateway process (close() stops them all)
 
-    def launch(self, instance: Instance, token: str) -> None:
-        """Start the machine for an instance row the scheduler created; its agent registers with
-        the token. Raises ProviderError when it cannot."""
 
-    def terminate(self, instance_id: str) -> None:
-        """Stop the machine (idempotent)."""
+class CloudState(StrEnum):
+    """A machine's state as its provider sees it."""
 
-    def alive(self, instance_id: str) -> bool:
-        """False once the machine is known to be gone."""
+    PENDING = "pending"  # asked for, not running yet
+    RUNNING = "running"
+    STOPPING = "stopping"  # on its way out (shutting-down)
+    TERMINATED = "terminated"  # gone, still listed
 
-    def close(self) -> None:
-        """Stop every machine this provider started (gateway shutdown)."""
 
-    def log_hint(self, instance_id: str) -> str:
-        """Where to look when an instance fails to come up."""
+LIVE_STATES = frozenset({CloudState.PENDING, CloudState.RUNNING})
 
-    def interrupt(self, instance_id: str, notice_seconds: float) -> str:
-        """Simulate a Spot reclaim: a notice now, the machine gone `notice_seconds` later;
-        return the deadline. Providers of real clouds raise ProviderError."""
+
+@dataclass(frozen=True)
+class LaunchSpec:
+    """One machine to start, for an instance row the scheduler has created."""
+
+    instance_id: str  # the gateway's id: the agent registers with it; a cloud tags the machine
+    token: str  # the agent's credential (TESCAPE_AGENT_TOKEN)
+    offer: Offer  # type, market, zone (may be "" or a region where the provider chooses)
+
+
+@dataclass(frozen=True)
+class LaunchRecord:
+    """What a launch returned: the provider's id for the machine, the zone it landed in, and
+    JSON-serialisable data the provider needs to find it again (kept on the instance row)."""
+
+    provider_id: str
+    zone: str
+    provider_data: dict[str, Any] = field(default_factory=dict)
+
+
+def record_of(instance: Instance) -> LaunchRecord:
+    """The launch record kept on an instance row. Rows whose launch never returned one (or that
+    predate records) carry the gateway's id: a provider finds such a machine by the tag it gave
+    it (`LaunchSpec.instance_id`)."""
+    return LaunchRecord(
+        instance.provider_id or instance.id, instance.zone, dict(instance.provider_data)
+    )
 
 
 class ProviderError(RuntimeError):
-    pass
+    """The provider could not do what was asked."""
+
+
+class PrecheckFailed(ProviderError):
+    """This provider cannot launch at all as configured (credentials, permissions, host
+    support): launching again will not help until the configuration changes."""
+
+
+class CapacityUnavailable(ProviderError):
+    """No capacity for this instance type in this zone (and market) now (EC2's
+    InsufficientInstanceCapacity): the pool is worth avoiding for a while."""
+
+    def __init__(self, instance_type: str, zone: str, market: str = "", message: str = ""):
+        self.instance_type = instance_type
+        self.zone = zone
+        self.market = market
+        pool = f"{instance_type} in {zone}" + (f" ({market})" if market else "")
+        super().__init__(message or f"no capacity for {pool}")
+
+
+class Unsupported(ProviderError):
+    """The provider does not declare the capability this needs."""
+
+
+class Provider(ABC):
+    """A source of instances. Subclasses set `name` and `capabilities` (on the class, or per
+    object when they depend on the configuration)."""
+
+    name: ClassVar[str]
+    capabilities: frozenset[Capability] = frozenset({Capability.ON_DEMAND})
+    max_instances: int = 1  # instances the scheduler keeps at most (LAUNCHING + READY)
+
+    def supports(self, capability: Capability) -> bool:
+        return capability in self.capabilities
+
+    @property
+    def ephemeral(self) -> bool:
+        return self.supports(Capability.EPHEMERAL)
+
+    def check(self) -> None:  # noqa: B027 (optional: most providers have nothing to check)
+        """Raise PrecheckFailed when nothing can be launched as configured (called at start)."""
+
+    @abstractmethod
+    def offers(self) -> list[Offer]:
+        """What can be started now."""
+
+    @abstractmethod
+    def launch(self, spec: LaunchSpec) -> LaunchRecord:
+        """Start one machine; its agent registers with `spec.token`. Raises
+        CapacityUnavailable, PrecheckFailed or ProviderError."""
+
+    def launch_many(self, specs: Sequence[LaunchSpec]) -> list[LaunchRecord | ProviderError]:
+        """Start several machines, one result per spec in order (a record, or the error that
+        one met). One call where the provider declares BATCH_LAUNCH; here, one at a time."""
+        results: list[LaunchRecord | ProviderError] = []
+        for spec in specs:
+            try:
+                results.append(self.launch(spec))
+            except ProviderError as exc:
+                results.append(exc)
+        return results
+
+    @abstractmethod
+    def query(self, records: Sequence[LaunchRecord]) -> dict[str, CloudState | None]:
+        """The state of each machine, keyed by provider_id, in one call for the whole fleet;
+        None for a machine the provider does not know (never launched, or long gone). Works on
+        records from an earlier gateway process too."""
+
+    @abstractmethod
+    def terminate(self, record: LaunchRecord) -> None:
+        """Stop the machine (idempotent; records from an earlier gateway process too)."""
+
+    def close(self) -> None:  # noqa: B027 (optional: only ephemeral providers stop all)
+        """The gateway stops: an ephemeral provider stops every machine it started."""
+
+    def log_hint(self, record: LaunchRecord) -> str:
+        """Where to look when an instance fails to come up."""
+        return f"the {self.name} provider's console for {record.provider_id}"
+
+
+class SimulatesInterruptions(ABC):
+    """The simulation verb, on providers that declare Capability.INTERRUPT_SIMULATION."""
+
+    @abstractmethod
+    def interrupt(self, record: LaunchRecord, notice_seconds: float) -> str:
+        """Simulate a Spot reclaim: a notice now, the machine gone `notice_seconds` later;
+        return the deadline (RFC 3339). ProviderError for a machine not running."""
+
+
+def interrupter(provider: Provider) -> SimulatesInterruptions:
+    """The provider as one that simulates interruptions; Unsupported when it does not declare
+    the capability (real clouds reclaim on their own)."""
+    if not provider.supports(Capability.INTERRUPT_SIMULATION) or not isinstance(
+        provider, SimulatesInterruptions
+    ):
+        raise Unsupported(f"the {provider.name} provider cannot simulate interruptions")
+    return provider

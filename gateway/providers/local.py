@@ -19,20 +19,31 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from capsule_runtime.engine import cgroup_parent
 from capsule_runtime.engine.errors import EngineError
 from gateway.config import LocalProviderConfig
-from gateway.providers.base import Offer, ProviderError, offer_of
+from gateway.providers.base import (
+    Capability,
+    CloudState,
+    LaunchRecord,
+    LaunchSpec,
+    Offer,
+    PrecheckFailed,
+    Provider,
+    ProviderError,
+    SimulatesInterruptions,
+)
 from gateway.providers.cgroups import InstanceCgroup, why_unsupported
 from gateway.providers.imds import InstanceMetadata, aws_time
 
 if TYPE_CHECKING:
     from gateway.market.model import Market
-from gateway.store.fleet import Instance
+    from gateway.providers.registry import ProviderContext
 
 log = logging.getLogger(__name__)
 STOP_GRACE = 30  # seconds an agent gets to stop its containers
@@ -71,9 +82,18 @@ def host_memory_gb() -> float:
     return 1.0
 
 
-class LocalProvider:
+def process_start(pid: int) -> int | None:
+    """When a process started (clock ticks after boot, /proc/<pid>/stat field 22): with its pid,
+    it names one process, not a later one that reuses the pid. None when there is none."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rpartition(")")[2].split()[19])
+
+
+class LocalProvider(Provider, SimulatesInterruptions):
     name = "local"
-    ephemeral = True  # its instances end with the gateway process
 
     def __init__(
         self,
@@ -97,6 +117,13 @@ class LocalProvider:
             log.warning(
                 "local instances have no cgroups of their own (%s)", self.cgroups_unsupported
             )
+        self.max_instances = cfg.max_instances
+        caps = {Capability.ON_DEMAND, Capability.INTERRUPT_SIMULATION, Capability.EPHEMERAL}
+        if market is not None:  # the simulated market: Spot at moving prices
+            caps |= {Capability.SPOT, Capability.PRICES}
+        if self.isolated:
+            caps.add(Capability.INSTANCE_NAMESPACES)
+        self.capabilities = frozenset(caps)
 
     def _isolation(self) -> bool:
         if self.cfg.isolation == "none":
@@ -110,7 +137,7 @@ class LocalProvider:
         if why_not is None:
             return True
         if self.cfg.isolation == "namespace":
-            raise ProviderError(f"providers.local.isolation is namespace, but {why_not}")
+            raise PrecheckFailed(f"providers.local.isolation is namespace, but {why_not}")
         log.warning("local instances share this machine's file view (%s)", why_not)
         return False
 
@@ -136,11 +163,13 @@ class LocalProvider:
             )
         ]
 
-    def launch(self, instance: Instance, token: str) -> None:
-        work = self.work_root / instance.id
+    def launch(self, spec: LaunchSpec) -> LaunchRecord:
+        """Start the instance's agent (in its own mount namespace when isolated). The record's
+        data names the agent's process (pid and start time), so a later gateway process finds
+        it again."""
+        instance_id, offer, token = spec.instance_id, spec.offer, spec.token
+        work = self.work_root / instance_id
         work.mkdir(parents=True, exist_ok=True)
-        # a simulated instance offers its type's size (all of them share this machine)
-        offer = offer_of(instance, self.machine_offers()[0])
         # isolated: its own folder at the standard path, in its own mount namespace; else the
         # instances share one tasks folder so that a capsule restores at the same path
         seen = INSTANCE_ROOT if self.isolated else work
@@ -151,7 +180,7 @@ class LocalProvider:
             "--gateway",
             self.gateway_url,
             "--instance-id",
-            instance.id,
+            instance_id,
             "--work-dir",
             str(seen),
             "--tasks-dir",
@@ -163,8 +192,8 @@ class LocalProvider:
             "--disk-gb",
             str(offer.disk_gb),
         ]
-        meta = InstanceMetadata(instance.id, instance.instance_type, instance.zone)
-        self.metadata[instance.id] = meta
+        meta = InstanceMetadata(instance_id, offer.instance_type, offer.zone)
+        self.metadata[instance_id] = meta
         cmd += ["--imds-url", meta.url, "--imds-interval", str(self.cfg.interruption_poll_seconds)]
         if self.isolated:
             # a private copy of every mount; the instance's folder bound over the standard path
@@ -186,14 +215,14 @@ class LocalProvider:
             ]
         env = dict(os.environ, TESCAPE_AGENT_TOKEN=token)
         if not self.cgroups_unsupported:
-            group = InstanceCgroup(instance.id, offer.cpu_cores, offer.ram_gb)
+            group = InstanceCgroup(instance_id, offer.cpu_cores, offer.ram_gb)
             try:
                 group.create()
             except OSError as exc:  # the instance runs on, its containers held by their own
-                log.warning("instance %s gets no cgroup of its own: %s", instance.id, exc)
+                log.warning("instance %s gets no cgroup of its own: %s", instance_id, exc)
                 group.remove(wait=0)
             else:
-                self.cgroups[instance.id] = group
+                self.cgroups[instance_id] = group
                 env[cgroup_parent.ENV] = group.parent
         try:
             with open(work / "agent.log", "ab") as out:
@@ -208,12 +237,52 @@ class LocalProvider:
                     umask=AGENT_UMASK,
                 )
         except OSError as exc:
+            self._forget(instance_id)
+            self._drop_cgroup(instance_id)
             raise ProviderError(f"cannot start a local agent: {exc}") from exc
-        self.processes[instance.id] = proc
-        log.info("launched local instance %s (agent pid %d)", instance.id, proc.pid)
+        self.processes[instance_id] = proc
+        log.info("launched local instance %s (agent pid %d)", instance_id, proc.pid)
+        data = {"pid": proc.pid, "started": process_start(proc.pid), "work_dir": str(work)}
+        return LaunchRecord(instance_id, offer.zone, data)
 
-    def terminate(self, instance_id: str) -> None:
-        if instance_id not in self.processes and (pid := self.orphan_pid(instance_id)):
+    def query(self, records: Sequence[LaunchRecord]) -> dict[str, CloudState | None]:
+        """RUNNING while the agent process lives; TERMINATED once an agent this process started
+        has exited; None for one it does not know. An agent an earlier gateway process started
+        is found by the pid and start time in its record."""
+        states: dict[str, CloudState | None] = {}
+        for record in records:
+            proc = self.processes.get(record.provider_id)
+            if proc is not None:
+                states[record.provider_id] = (
+                    CloudState.RUNNING if proc.poll() is None else CloudState.TERMINATED
+                )
+            else:
+                found = self._recorded_pid(record) is not None
+                states[record.provider_id] = CloudState.RUNNING if found else None
+        return states
+
+    def _recorded_pid(self, record: LaunchRecord) -> int | None:
+        """The agent process a launch record names, when it still runs (same pid, same start
+        time, an agent of this instance and this data dir)."""
+        data: dict[str, Any] = record.provider_data
+        pid = data.get("pid")
+        if not isinstance(pid, int) or pid <= 0:
+            return None
+        if data.get("started") is None or process_start(pid) != data["started"]:
+            return None
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            return None
+        if record.provider_id.encode() not in argv or not self._ours(argv):
+            return None
+        return pid
+
+    def terminate(self, record: LaunchRecord) -> None:
+        instance_id = record.provider_id
+        if instance_id not in self.processes and (
+            pid := self._recorded_pid(record) or self.orphan_pid(instance_id)
+        ):
             # left running by a gateway process that died: it must not run its tasks on while
             # they are recovered elsewhere (never two live copies of one task)
             log.warning("instance %s: stopping the agent an earlier gateway left", instance_id)
@@ -232,11 +301,12 @@ class LocalProvider:
         else:
             threading.Thread(target=group.remove, name=f"cgroup-{instance_id}", daemon=True).start()
 
-    def interrupt(self, instance_id: str, notice_seconds: float) -> str:
+    def interrupt(self, record: LaunchRecord, notice_seconds: float) -> str:
         """Post a Spot interruption notice; the instance dies hard `notice_seconds` later.
         Returns the deadline (RFC 3339). Raises ProviderError for an instance not running."""
+        instance_id = record.provider_id
         meta = self.metadata.get(instance_id)
-        if meta is None or not self.alive(instance_id):
+        if meta is None or not self._running(instance_id):
             raise ProviderError(f"instance {instance_id} is not running here")
         deadline = datetime.now(UTC) + timedelta(seconds=notice_seconds)
         meta.notice(deadline)
@@ -347,12 +417,12 @@ class LocalProvider:
                 proc.kill()
                 proc.wait()
 
-    def alive(self, instance_id: str) -> bool:
+    def _running(self, instance_id: str) -> bool:
         proc = self.processes.get(instance_id)
         return proc is not None and proc.poll() is None
 
-    def log_hint(self, instance_id: str) -> str:
-        return str(self.work_root / instance_id / "agent.log")
+    def log_hint(self, record: LaunchRecord) -> str:
+        return str(self.work_root / record.provider_id / "agent.log")
 
     def close(self) -> None:
         ids = list(self.processes)
@@ -361,3 +431,14 @@ class LocalProvider:
             self._forget(instance_id)
         for instance_id in list(self.cgroups):
             self._drop_cgroup(instance_id, wait=True)
+
+
+def from_context(context: ProviderContext) -> LocalProvider:
+    """`providers.default: local` (registry): agents under <data dir>/instances."""
+    cfg = context.config
+    return LocalProvider(
+        cfg.providers.local,
+        context.gateway_url,
+        cfg.data_path / "instances",
+        market=context.market,
+    )

@@ -47,9 +47,23 @@ from gateway.market.policy import (
     resize_decision,
 )
 from gateway.migration import Migrations, Refused, restarts
-from gateway.providers.base import Offer, Provider, ProviderError, offer_of
+from gateway.providers.base import (
+    LIVE_STATES,
+    Capability,
+    CapacityUnavailable,
+    CloudState,
+    LaunchRecord,
+    LaunchSpec,
+    Offer,
+    Provider,
+    ProviderError,
+    interrupter,
+    offer_of,
+    record_of,
+)
 from gateway.rules import effective_parameters, effective_preemptible
 from gateway.scheduler.deadlines import give_up_checkpoint, overdue
+from gateway.scheduler.quarantine import Quarantines
 from gateway.scheduler.wakeups import Wakeups
 from gateway.store.fleet import Attempt, FleetStore, Instance, InstanceState
 from gateway.store.tasks import TaskStore
@@ -60,6 +74,7 @@ log = logging.getLogger(__name__)
 SCHEDULER = "scheduler"
 OVERDUE_EVERY = 5.0  # seconds between looks for attempts past a deadline
 MAX_LAUNCH_BACKOFF = 300.0
+LAUNCH_TRIES = 5  # offers tried in one tick when launches meet capacity errors
 # Placements per transaction: fewer commits, while a batch holds SQLite's write lock only for a
 # few milliseconds (docs/benchmarks.md, Scheduler scale).
 PLACE_BATCH = 64
@@ -191,6 +206,11 @@ def _age_s(then: datetime, now: datetime) -> float:
     return (now - then).total_seconds()
 
 
+def _gone(states: dict[str, CloudState | None] | None, inst: Instance) -> bool:
+    """Whether the provider says the instance's machine is gone (not when it could not say)."""
+    return states is not None and states.get(inst.id) not in LIVE_STATES
+
+
 def _age(timestamp: str | None, now: datetime) -> float:
     if timestamp is None:
         return float("inf")
@@ -223,6 +243,8 @@ class Scheduler:
         self.failed_launches = 0
         self.next_launch = utcnow()
         self._capsule_store: Any = None
+        # pools avoided after a capacity error (or a reclaim, without a market of its own)
+        self.quarantines = Quarantines()
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -282,8 +304,11 @@ class Scheduler:
     def _recover_on_start(self) -> None:
         """Instances from a previous gateway process cannot be reached again by a local
         provider: mark them LOST so their tasks are settled by the next tick."""
-        for inst in self.fleet.instances({InstanceState.LAUNCHING, InstanceState.READY}):
-            if not self.provider.alive(inst.id):
+        found = self.fleet.instances({InstanceState.LAUNCHING, InstanceState.READY})
+        states = self._query(found)
+        for inst in found:
+            # an ephemeral provider's instances end with the gateway process that started them
+            if self.provider.ephemeral or _gone(states, inst):
                 self._lose(inst, "the gateway restarted and its agent is gone")
 
     # -- one tick -----------------------------------------------------------------------------
@@ -308,23 +333,44 @@ class Scheduler:
 
     def _expire(self, now: datetime) -> None:
         sch = self.cfg.scheduler
-        for inst in self.fleet.instances({InstanceState.TERMINATING}):
-            if not self.provider.alive(inst.id) or _age(inst.updated_time, now) > 60:
-                self.provider.terminate(inst.id)
+        fleet = self.fleet.instances(
+            {InstanceState.TERMINATING, InstanceState.LAUNCHING, InstanceState.READY}
+        )
+        states = self._query(fleet)  # one call for the whole fleet
+        for inst in fleet:
+            if inst.state is not InstanceState.TERMINATING:
+                continue
+            if _gone(states, inst) or _age(inst.updated_time, now) > 60:
+                self.provider.terminate(record_of(inst))
                 self.fleet.set_instance_state(inst.id, InstanceState.TERMINATED)
-        for inst in self.fleet.instances({InstanceState.LAUNCHING, InstanceState.READY}):
+        for inst in fleet:
+            if inst.state is InstanceState.TERMINATING:
+                continue
             if inst.state is InstanceState.LAUNCHING:
-                if not self.provider.alive(inst.id):
+                if _gone(states, inst):
                     self._lose(inst, "its agent exited before registering")
                 elif _age(inst.created_time, now) > sch.launch_timeout_seconds:
                     self._lose(inst, "its agent never registered")
             elif _age(inst.last_heartbeat, now) > sch.heartbeat_timeout_seconds:
                 self._lose(inst, "its agent stopped answering")
-            elif not self.provider.alive(inst.id):
+            elif _gone(states, inst):
                 self._lose(
                     inst,
                     "reclaimed" if inst.data.get("interruption") else "its machine is gone",
                 )
+
+    def _query(self, instances: list[Instance]) -> dict[str, CloudState | None] | None:
+        """The provider's state of each instance (by instance id), in one call; None when the
+        provider could not be asked (nothing is taken as gone on a failed look)."""
+        if not instances:
+            return {}
+        records = {inst.id: record_of(inst) for inst in instances}
+        try:
+            found = self.provider.query(list(records.values()))
+        except ProviderError as exc:
+            log.warning("asking the provider about %d instances: %s", len(records), exc)
+            return None
+        return {iid: found.get(r.provider_id) for iid, r in records.items()}
 
     def _lose(self, inst: Instance, why: str) -> None:
         log.warning("instance %s lost: %s", inst.id, why)
@@ -337,10 +383,10 @@ class Scheduler:
                 inst.id,
                 self.failed_launches,
                 delay,
-                self.provider.log_hint(inst.id),
+                self.provider.log_hint(record_of(inst)),
             )
         self.fleet.set_instance_state(inst.id, InstanceState.LOST)
-        self.provider.terminate(inst.id)
+        self.provider.terminate(record_of(inst))
         reason = "reclaim" if inst.data.get("interruption") else "lost"
         for attempt in self.fleet.live_attempts(inst.id):
             self._lose_attempt(attempt.id, inst.id, reason, why)
@@ -564,20 +610,34 @@ class Scheduler:
         if any(i.state is InstanceState.LAUNCHING for i in active):
             return  # one at a time: let it register first
         counted = [i for i in active if i.id not in not_counting and not i.data.get("interruption")]
-        if len(counted) >= self.cfg.providers.local.max_instances:
+        if len(counted) >= self.provider.max_instances:
             self._make_room(counted)
             return
-        offers = self.provider.offers()
-        quarantined = self.market.quarantined() if self.market is not None else frozenset()
-        offer = None
+        all_offers = self.provider.offers()
+        for _ in range(LAUNCH_TRIES):
+            offers = self.quarantines.usable(all_offers)
+            offer = self._launch_offer(wants, offers)
+            if offer is None or not self._launch_one(offer):
+                return  # nothing fits now, or the launch happened (or failed for good)
+
+    def _launch_offer(self, wants: list[Want], offers: list[Offer]) -> Offer | None:
+        """The offer for the first want that one serves (a recovery plan's own offer unless its
+        pool is quarantined)."""
         for want in wants:
-            offer = want.offer or choose_offer(
-                want.need, offers, want.policy, quarantined, only_type=want.only_type
+            if want.offer is not None:
+                if not self.quarantines.blocks(want.offer):
+                    return want.offer
+                continue
+            offer = choose_offer(
+                want.need, offers, want.policy, self._quarantined(), only_type=want.only_type
             )
             if offer is not None:
-                break
-        if offer is None:
-            return
+                return offer
+        return None
+
+    def _launch_one(self, offer: Offer) -> bool:
+        """Launch one instance of `offer`; True when its pool had no capacity (quarantined
+        now: the caller tries the next fitting offer)."""
         token = secrets.token_urlsafe(32)
         inst = self.fleet.add_instance(
             provider=self.provider.name,
@@ -595,16 +655,40 @@ class Scheduler:
             },
         )
         try:
-            self.provider.launch(inst, token)
+            (result,) = self.provider.launch_many([LaunchSpec(inst.id, token, offer)])
         except ProviderError as exc:
-            log.error("launch failed: %s", exc)
-            self.fleet.set_instance_state(inst.id, InstanceState.LOST)
+            result = exc
+        if isinstance(result, LaunchRecord):
+            self.fleet.set_launch_record(
+                inst.id, result.provider_id, result.zone or inst.zone, result.provider_data
+            )
+            return False
+        if isinstance(result, CapacityUnavailable):
+            seconds = self.cfg.scheduler.quarantine_seconds
+            log.warning("launch failed: %s; avoiding that pool for %.0fs", result, seconds)
+            self.quarantines.add(offer.instance_type, offer.zone, offer.market, seconds)
+            self.fleet.set_instance_state(inst.id, InstanceState.TERMINATED)
+            return True
+        log.error("launch failed: %s", result)
+        self.fleet.set_instance_state(inst.id, InstanceState.LOST)
+        return False
+
+    def _quarantined(self) -> frozenset[tuple[str, str]]:
+        """The Spot pools (type, zone) the simulated market quarantines (the scheduler's own
+        quarantines are taken out of the offers: `Quarantines.usable`)."""
+        return self.market.quarantined() if self.market is not None else frozenset()
+
+    def _offers(self) -> list[Offer]:
+        """What the provider offers, less the quarantined pools."""
+        return self.quarantines.usable(self.provider.offers())
 
     def _triggers(self, now: datetime) -> None:
         """Migrations on purpose: OOM protection and rightsizing from each running task's usage
         samples, and moves for price (gateway/market/policy.py decides; Migrations acts)."""
         sch = self.cfg.scheduler
-        if self.market is None or not (sch.rightsizing.enabled or sch.cost_migration.enabled):
+        if not self.provider.supports(Capability.PRICES) or not (
+            sch.rightsizing.enabled or sch.cost_migration.enabled
+        ):
             return
         # usage samples arrive with the agents' polls (seconds apart) and prices move in steps:
         # a look every triggers_interval_seconds is soon enough, however often the tick runs
@@ -612,8 +696,10 @@ class Scheduler:
         if self._last_triggers is not None and _age_s(self._last_triggers, now) < every:
             return
         self._last_triggers = now
+        if self.market is None:
+            self._refresh_prices()
         offers: list[Offer] | None = None
-        quarantined = self.market.quarantined()
+        quarantined = self._quarantined()
         for inst in self._placeable():
             for attempt in self.fleet.live_attempts(inst.id):
                 if attempt.phase is not AttemptPhase.RUNNING or attempt.data.get("checkpoint"):
@@ -621,7 +707,7 @@ class Scheduler:
                 record = self.tasks.get(attempt.task_id)
                 if record is None or record.state is not State.RUNNING or not record.spec:
                     continue
-                offers = offers if offers is not None else self.provider.offers()
+                offers = offers if offers is not None else self._offers()
                 spec = record.spec
                 move = self._trigger(attempt, inst, spec, offers, quarantined, now)
                 if move is None:
@@ -734,7 +820,8 @@ class Scheduler:
         c = sch.cost_migration
         if not c.enabled or inst.price_per_hour is None or inst.market != "spot":
             return None  # on-demand is where a policy or a recovery strategy put the task
-        ran = self.market.simulated_seconds(_age(attempt.start_time, now)) if self.market else 0.0
+        ran = _age(attempt.start_time, now)
+        ran = self.market.simulated_seconds(ran) if self.market is not None else ran
         memory_gib = float((history[-1].get("memory_bytes") if history else 0) or 0) / 2**30
         offer = cost_migration(
             inst.price_per_hour,
@@ -752,6 +839,21 @@ class Scheduler:
         )
         return ("cost", offer, None) if offer is not None else None
 
+    def _refresh_prices(self) -> None:
+        """A priced provider without the simulated market: each running Spot instance's price
+        follows its pool's current offer (the market tick does this for the market)."""
+        prices = {
+            (o.instance_type, o.zone): o.price_per_hour
+            for o in self.provider.offers()
+            if o.market == "spot" and o.price_per_hour is not None
+        }
+        for inst in self.fleet.instances({InstanceState.READY}):
+            price = prices.get((inst.instance_type, inst.zone))
+            if inst.market != "spot" or price is None:
+                continue
+            if inst.price_per_hour is None or abs(price - inst.price_per_hour) > 1e-9:
+                self.fleet.set_price(inst.id, price)
+
     def _market_tick(self, now: datetime) -> None:
         """Spot prices move (each running Spot instance's price follows its pool) and the
         market reclaims instances: each gets a notice now and dies at the deadline."""
@@ -768,9 +870,9 @@ class Scheduler:
             return
         live = [i for i in spot if not i.data.get("interruption")]
         for inst in self.market.draw_interruptions(live, dt):
-            notice = self.cfg.providers.local.market.notice_seconds
+            notice = self.market.config.notice_seconds
             try:
-                deadline = self.provider.interrupt(inst.id, notice)
+                deadline = interrupter(self.provider).interrupt(record_of(inst), notice)
             except ProviderError as exc:
                 log.warning("reclaiming %s: %s", inst.id, exc)
                 continue
@@ -854,7 +956,11 @@ class Scheduler:
         plan: dict[str, Any] = {}
         left = [self.fleet.instance(i) for i in exclude]
         source = next((i for i in left if i is not None), None)
-        if attempt.reason == "reclaim" and source is not None and self.market is not None:
+        if (
+            attempt.reason == "reclaim"
+            and source is not None
+            and self.provider.supports(Capability.PRICES)
+        ):
             params = effective_parameters(spec, self.cfg.tasks.rules)
             strategy = params.get("recovery") or self.cfg.scheduler.recovery
             reclaims = [a for a in self.fleet.attempts_of(attempt.task_id) if a.reason == "reclaim"]
@@ -862,16 +968,20 @@ class Scheduler:
                 strategy,
                 source,
                 len(reclaims),
-                self.provider.offers(),
+                self._offers(),
                 need,
-                self.market.quarantined(),
+                self._quarantined(),
                 task_policy(spec, self.cfg),
                 budget=interruption_budget(params, self.cfg),
             )
             if "budget" in result.reason:
                 self.tasks.record(attempt.task_id, "interruption_budget", message=result.reason)
             for instance_type, zone in result.quarantine:
-                self.market.quarantine(instance_type, zone)
+                if self.market is not None:
+                    self.market.quarantine(instance_type, zone)
+                else:
+                    seconds = self.cfg.scheduler.quarantine_seconds
+                    self.quarantines.add(instance_type, zone, "spot", seconds)
                 self.tasks.record(
                     attempt.task_id,
                     "quarantine",

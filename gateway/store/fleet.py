@@ -64,6 +64,9 @@ class Instance:
     updated_time: str
     last_heartbeat: str | None
     data: dict[str, Any]
+    # what the provider returned at launch (None/empty until then, and on rows from before)
+    provider_id: str | None = None
+    provider_data: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -129,6 +132,8 @@ def _instance(row: Any) -> Instance:
         updated_time=row.updated_time,
         last_heartbeat=row.last_heartbeat,
         data=json.loads(row.data) if row.data else {},
+        provider_id=row.provider_id,
+        provider_data=json.loads(row.provider_data) if row.provider_data else {},
     )
 
 
@@ -263,6 +268,22 @@ class FleetStore:
                 conn, None, "instance", instance_id=instance_id, message=state.value, now=now
             )
         return True
+
+    def set_launch_record(
+        self, instance_id: str, provider_id: str, zone: str, provider_data: dict[str, Any]
+    ) -> None:
+        """Keep what the provider returned at launch (its id, the zone it chose, its data): a
+        later gateway process finds, queries and terminates the machine with it."""
+        with self.db.engine.begin() as conn:
+            conn.execute(
+                update(instances)
+                .where(instances.c.id == instance_id)
+                .values(
+                    provider_id=provider_id,
+                    zone=zone,
+                    provider_data=json.dumps(provider_data),
+                )
+            )
 
     def set_price(self, instance_id: str, price_per_hour: float) -> None:
         """A Spot instance's price moved (the market's price of its pool)."""

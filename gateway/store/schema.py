@@ -70,6 +70,10 @@ instances = Table(
     Column("updated_time", String(40), nullable=False),
     Column("last_heartbeat", String(40), nullable=True),
     Column("data", Text, nullable=True),
+    # What the provider returned at launch (gateway.providers.base.LaunchRecord): its own id for
+    # the machine and the JSON it needs to find, query and terminate it again after a restart.
+    Column("provider_id", String(128), nullable=True),
+    Column("provider_data", Text, nullable=True),
     Index("ix_instances_state", "state"),
 )
 

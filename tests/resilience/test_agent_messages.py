@@ -264,5 +264,5 @@ def test_reports_racing_a_lost_instance_settle_once(stage: Stage) -> None:
 class _NoProvider:
     name = "none"
 
-    def terminate(self, instance_id: str) -> None:
+    def terminate(self, record: object) -> None:
         pass

@@ -107,7 +107,7 @@ def test_a_stale_complete_after_recovery_is_refused(world: World) -> None:
     late `complete` must not end the task whose recovery attempt is live."""
     inst, aid = running_with(world)
     task_id = world.fleet.attempt(aid).task_id  # type: ignore[union-attr]
-    world.provider.terminated.append(inst.id)
+    world.provider.vanish(inst.id)
     world.scheduler.tick()
     [recovery] = live(world, task_id)
     assert recovery != aid

@@ -12,7 +12,8 @@ import pytest
 from gateway.config import Config, load_config
 from gateway.dispatch import Dispatcher, Fenced
 from gateway.library import Library
-from gateway.providers.base import Offer
+from gateway.providers.base import Capability, LaunchRecord, Offer
+from gateway.providers.fake import FakeProvider as ShippedFakeProvider
 from gateway.scheduler.loop import Scheduler
 from gateway.scheduler.wakeups import Wakeups
 from gateway.secrets import SecretBox
@@ -26,34 +27,18 @@ from gateway.tes.times import utcnow
 EX = [{"image": "alpine", "command": ["true"]}]
 
 
-class FakeProvider:
-    name = "fake"
+class FakeProvider(ShippedFakeProvider):
+    """The shipped fake provider (gateway/providers/fake.py) offering one Spot shape, without
+    prices (the scheduler's price-driven moves stay off, as without a market)."""
 
     def __init__(self, cpu: float = 4, ram: float = 8) -> None:
+        super().__init__(
+            capabilities=frozenset({Capability.SPOT, Capability.ON_DEMAND}), max_instances=1
+        )
         self.cpu, self.ram = cpu, ram
-        self.launched: list[str] = []
-        self.terminated: list[str] = []
-        self.tokens: dict[str, str] = {}
 
     def offers(self) -> list[Offer]:
         return [Offer("fake.large", "spot", "z1", 0.05, self.cpu, self.ram, 100)]
-
-    def launch(self, instance: Instance, token: str) -> None:
-        self.launched.append(instance.id)
-        self.tokens[instance.id] = token
-
-    def terminate(self, instance_id: str) -> None:
-        self.terminated.append(instance_id)
-
-    def alive(self, instance_id: str) -> bool:
-        return instance_id in self.launched and instance_id not in self.terminated
-
-    def close(self) -> None:
-        for i in self.launched:
-            self.terminate(i)
-
-    def log_hint(self, instance_id: str) -> str:
-        return "nowhere"
 
 
 class World:
@@ -205,7 +190,7 @@ def test_lost_instance_past_the_interruption_budget_fails_its_tasks(tmp_path: Pa
     inst = world.boot()
     world.scheduler.tick()
     world.poll(inst)
-    world.provider.terminated.append(inst.id)  # the machine vanished
+    world.provider.vanish(inst.id)  # the machine vanished
     world.scheduler.tick()
     assert world.state(t) is State.SYSTEM_ERROR
     assert world.fleet.instance(inst.id).state is InstanceState.LOST  # type: ignore[union-attr]
@@ -221,7 +206,7 @@ def test_lost_instance_restarts_its_task_elsewhere(world: World) -> None:
     world.scheduler.tick()
     aid = world.poll(first).assign[0].attempt_id
     world.report(first, aid, "running")
-    world.provider.terminated.append(first.id)  # the machine vanished
+    world.provider.vanish(first.id)  # the machine vanished
     world.scheduler.tick()
     assert world.state(t) is State.RUNNING
     rec = world.tasks.get(t)
@@ -290,7 +275,7 @@ def test_failed_launches_back_off(world: World) -> None:
     world.submit()
     world.scheduler.tick()
     first = world.provider.launched[-1]
-    world.provider.terminated.append(first)  # the agent died before registering
+    world.provider.vanish(first)  # the agent died before registering
     world.scheduler.tick()
     assert world.fleet.instance(first).state is InstanceState.LOST  # type: ignore[union-attr]
     assert world.scheduler.failed_launches == 1
@@ -304,11 +289,12 @@ class MarketProvider(FakeProvider):
     def __init__(self, market: Any) -> None:
         super().__init__()
         self.market = market
+        self.capabilities = self.capabilities | {Capability.PRICES}
 
     def offers(self) -> list[Offer]:
         return list(self.market.offers())
 
-    def interrupt(self, instance_id: str, notice_seconds: float) -> str:
+    def interrupt(self, record: LaunchRecord, notice_seconds: float) -> str:
         return "2026-01-01T00:00:00Z"
 
 
@@ -474,7 +460,7 @@ def test_evacuated_work_is_placed_before_new_work(world: World) -> None:
     world.scheduler.tick()
     aid = world.poll(first).assign[0].attempt_id
     world.report(first, aid, "running")
-    world.provider.terminated.append(first.id)  # the machine vanished: its task must move
+    world.provider.vanish(first.id)  # the machine vanished: its task must move
     world.scheduler.tick()
     fresh = [world.submit(cpu_cores=1) for _ in range(2)]  # queued after the evacuation
     second = world.boot()
