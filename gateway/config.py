@@ -142,8 +142,20 @@ class LocalProviderConfig(Section):
     # capsule brought. "auto": when this process may (root, unshare); "none": all instances
     # share this machine's view, each in its own folder.
     isolation: Literal["auto", "namespace", "none"] = "auto"
+    # Pools whose launches fail for lack of capacity, as EC2's InsufficientInstanceCapacity
+    # (to try the scheduler's capacity quarantines): "type/zone" (both markets) or
+    # "type/zone/market", e.g. "m5.large/us-east-1a/spot".
+    no_capacity: list[str] = Field(default_factory=list)
     # The simulated Spot market local instances come from (gateway/market/).
     market: MarketConfig = Field(default_factory=MarketConfig)
+
+    @model_validator(mode="after")
+    def _pools(self) -> LocalProviderConfig:
+        for entry in self.no_capacity:
+            parts = entry.split("/")
+            if len(parts) not in (2, 3) or not all(parts):
+                raise ValueError(f"no_capacity: {entry!r} is not type/zone or type/zone/market")
+        return self
 
 
 class FakeProviderConfig(Section):

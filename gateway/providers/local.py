@@ -29,6 +29,7 @@ from capsule_runtime.engine.errors import EngineError
 from gateway.config import LocalProviderConfig
 from gateway.providers.base import (
     Capability,
+    CapacityUnavailable,
     CloudState,
     LaunchRecord,
     LaunchSpec,
@@ -118,6 +119,7 @@ class LocalProvider(Provider, SimulatesInterruptions):
                 "local instances have no cgroups of their own (%s)", self.cgroups_unsupported
             )
         self.max_instances = cfg.max_instances
+        self.no_capacity: set[str] = set(cfg.no_capacity)  # type/zone[/market] entries
         caps = {Capability.ON_DEMAND, Capability.INTERRUPT_SIMULATION, Capability.EPHEMERAL}
         if market is not None:  # the simulated market: Spot at moving prices
             caps |= {Capability.SPOT, Capability.PRICES}
@@ -168,6 +170,9 @@ class LocalProvider(Provider, SimulatesInterruptions):
         data names the agent's process (pid and start time), so a later gateway process finds
         it again."""
         instance_id, offer, token = spec.instance_id, spec.offer, spec.token
+        pool = f"{offer.instance_type}/{offer.zone}"
+        if pool in self.no_capacity or f"{pool}/{offer.market}" in self.no_capacity:
+            raise CapacityUnavailable(offer.instance_type, offer.zone, offer.market)
         work = self.work_root / instance_id
         work.mkdir(parents=True, exist_ok=True)
         # isolated: its own folder at the standard path, in its own mount namespace; else the
