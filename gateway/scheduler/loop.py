@@ -669,7 +669,11 @@ class Scheduler:
             self.quarantines.add(offer.instance_type, offer.zone, offer.market, seconds)
             self.fleet.set_instance_state(inst.id, InstanceState.TERMINATED)
             return True
-        log.error("launch failed: %s", result)
+        # a launch that fails for another reason will likely fail again: wait longer each time
+        self.failed_launches += 1
+        delay = min(2.0**self.failed_launches, MAX_LAUNCH_BACKOFF)
+        self.next_launch = utcnow() + timedelta(seconds=delay)
+        log.error("launch failed: %s; next launch in %.0fs", result, delay)
         self.fleet.set_instance_state(inst.id, InstanceState.LOST)
         return False
 

@@ -468,3 +468,110 @@ def test_evacuated_work_is_placed_before_new_work(world: World) -> None:
     [assignment] = world.poll(second).assign
     assert assignment.task_id == first_task and assignment.attempt_id != aid
     assert all(world.state(t) is State.QUEUED for t in fresh)
+
+
+# -- the provider boundary ---------------------------------------------------------------------
+
+
+def provider_world(tmp: Path, provider: ShippedFakeProvider, **cfg: Any) -> World:
+    world = World(tmp, **cfg)
+    world.provider = provider  # type: ignore[assignment]
+    world.scheduler = Scheduler(world.cfg, world.tasks, world.fleet, provider, world.wakeups)
+    return world
+
+
+def test_the_launch_record_is_kept_on_the_instance_row(world: World) -> None:
+    world.submit()
+    inst = world.boot()
+    # the fake cloud names its machines itself: the row carries that id and its data
+    assert inst.provider_id == "fake-0001" and inst.provider_id != inst.id
+    assert inst.provider_data == {"region": "fake-1", "tag": inst.id}
+
+
+def test_one_query_per_tick_for_the_whole_fleet(tmp_path: Path) -> None:
+    provider = ShippedFakeProvider(
+        capabilities=frozenset({Capability.SPOT, Capability.ON_DEMAND}), max_instances=3
+    )
+    world = provider_world(tmp_path, provider)
+    for _ in range(3):
+        world.submit(cpu_cores=4)
+    for _ in range(3):
+        world.boot()
+    assert len(world.fleet.instances({InstanceState.READY})) == 3
+    before = dict(provider.cloud.calls)
+    world.scheduler.tick()
+    assert provider.cloud.calls["query"] - before.get("query", 0) == 1
+
+
+def test_a_pool_without_capacity_is_quarantined_and_the_next_offer_tried(tmp_path: Path) -> None:
+    cheap = Offer("fake.large", "spot", "z1", 0.05, 4, 8, 100)
+    next_best = Offer("fake.large", "spot", "z2", 0.06, 4, 8, 100)
+    provider = ShippedFakeProvider(offers=[cheap, next_best])
+    provider.cloud.capacity[("fake.large", "z1", "spot")] = 0
+    world = provider_world(tmp_path, provider, scheduler={"quarantine_seconds": 60})
+    world.submit()
+    world.scheduler.tick()
+    rows = world.fleet.instances()
+    assert [(r.zone, r.state) for r in rows] == [
+        ("z1", InstanceState.TERMINATED),  # never started: no capacity
+        ("z2", InstanceState.LAUNCHING),
+    ]
+    assert world.scheduler.quarantines.blocks(cheap)
+    assert not world.scheduler.quarantines.blocks(next_best)
+    assert world.scheduler.failed_launches == 0  # not a broken setup: no back-off
+
+    # once the quarantine is over, the pool is tried again
+    later = utcnow() + timedelta(seconds=61)
+    world.scheduler.quarantines.clock = lambda: later
+    assert not world.scheduler.quarantines.blocks(cheap)
+
+
+def test_a_failed_precheck_loses_the_launch(tmp_path: Path) -> None:
+    provider = ShippedFakeProvider(precheck="no credentials")
+    world = provider_world(tmp_path, provider)
+    world.submit()
+    world.scheduler.tick()
+    [row] = world.fleet.instances()
+    assert row.state is InstanceState.LOST and provider.launched == []
+    world.scheduler.tick()
+    assert len(world.fleet.instances()) == 1  # backing off, not launching every tick
+
+
+def test_a_failed_query_loses_nothing(tmp_path: Path) -> None:
+    from gateway.providers.base import ProviderError
+
+    provider = ShippedFakeProvider(max_instances=1)
+    world = provider_world(tmp_path, provider)
+    world.submit()
+    inst = world.boot()
+
+    def failing(records: Any) -> Any:
+        raise ProviderError("DescribeInstances: throttled")
+
+    provider.query = failing  # type: ignore[method-assign]
+    provider.vanish(inst.id)
+    world.scheduler.tick()
+    assert world.fleet.instance(inst.id).state is InstanceState.READY  # type: ignore[union-attr]
+
+
+def test_prices_follow_the_offers_of_any_priced_provider(tmp_path: Path) -> None:
+    provider = ShippedFakeProvider(max_instances=1)  # prices, no simulated market
+    world = provider_world(tmp_path, provider, scheduler={"triggers_interval_seconds": 0})
+    world.submit()
+    inst = world.boot()
+    assert inst.price_per_hour == 0.05
+    provider.offer_list = [
+        Offer(o.instance_type, o.market, o.zone, 0.07 if o.market == "spot" else 0.1, 4, 8, 100)
+        for o in provider.offer_list
+    ]
+    world.scheduler.tick()
+    assert world.fleet.instance(inst.id).price_per_hour == 0.07  # type: ignore[union-attr]
+
+
+def test_interrupt_needs_the_simulation_capability(tmp_path: Path) -> None:
+    from gateway.providers.base import Unsupported, interrupter
+
+    plain = ShippedFakeProvider(capabilities=frozenset({Capability.ON_DEMAND}))
+    with pytest.raises(Unsupported, match="cannot simulate interruptions"):
+        interrupter(plain)
+    assert interrupter(ShippedFakeProvider()) is not None
