@@ -166,3 +166,38 @@ def test_a_price_spike_moves_the_task_to_a_cheaper_pool(server: RunningServer, r
     assert (after["instance_type"], after["zone"]) != (before["instance_type"], before["zone"])
     assert after["price_per_hour"] <= 0.06
     admin(server, "PUT", "/market/prices", json={**spike, "price": None})
+
+
+def test_spot_pools_without_capacity_are_avoided_for_the_next_offer(
+    tmp_path: Path, busybox_image: str
+) -> None:
+    """Both Spot pools of the one type answer "no capacity" (providers.local.no_capacity, as
+    EC2's InsufficientInstanceCapacity): each is quarantined in turn and the task runs
+    on-demand (spot_first's fallback), in the same tick, with real agents."""
+    config = {
+        "images": {"rewrites": {"alpine": busybox_image}},
+        "scheduler": {"interval_seconds": 0.2},
+        "providers": {
+            "local": {
+                "no_capacity": ["c5.large/us-east-1a/spot", "c5.large/us-east-1b/spot"],
+                "market": {
+                    "seed": 7,
+                    "instance_types": ["c5.large"],
+                    "zones": ["us-east-1a", "us-east-1b"],
+                    "interruptions": False,
+                },
+            }
+        },
+    }
+    with tescape_server(tmp_path / "data", config=config, run_tasks=True) as srv:
+        task_id = submit(srv, {"executors": [{"image": "alpine", "command": ["true"]}]})
+        done = ended(srv, task_id)
+        assert done["state"] == "COMPLETE", done
+        assert done["logs"][0]["metadata"]["market"] == "on-demand"
+        rows = admin(srv, "GET", "/instances").json()["instances"]
+        tried = sorted((i["market"], i["zone"], i["state"]) for i in rows if i["market"] == "spot")
+        assert tried == [
+            ("spot", "us-east-1a", "TERMINATED"),
+            ("spot", "us-east-1b", "TERMINATED"),
+        ]
+        assert any(i["market"] == "on-demand" for i in rows)
