@@ -205,6 +205,14 @@ class SimulatesInterruptions(ABC):
         """Simulate a Spot reclaim: a notice now, the machine gone `notice_seconds` later;
         return the deadline (RFC 3339). ProviderError for a machine not running."""
 
+    def reclaims(
+        self, instances: Sequence[Instance], dt_seconds: float
+    ) -> list[tuple[Instance, float]]:
+        """The running Spot instances a simulated market reclaims within the next `dt_seconds`,
+        each with its notice (seconds); the scheduler then calls `interrupt`. None here: only
+        a provider with a simulated market draws reclaims of its own."""
+        return []
+
 
 def interrupter(provider: Provider) -> SimulatesInterruptions:
     """The provider as one that simulates interruptions; Unsupported when it does not declare

@@ -45,6 +45,7 @@ from gateway.providers.imds import InstanceMetadata, aws_time
 if TYPE_CHECKING:
     from gateway.market.model import Market
     from gateway.providers.registry import ProviderContext
+    from gateway.store.fleet import Instance
 
 log = logging.getLogger(__name__)
 STOP_GRACE = 30  # seconds an agent gets to stop its containers
@@ -323,6 +324,15 @@ class LocalProvider(Provider, SimulatesInterruptions):
         timer.start()
         log.warning("instance %s: interruption notice, reclaimed at %s", instance_id, deadline)
         return aws_time(deadline)
+
+    def reclaims(
+        self, instances: Sequence[Instance], dt_seconds: float
+    ) -> list[tuple[Instance, float]]:
+        """The simulated market's reclaims (its interruption buckets) among `instances`."""
+        if self.market is None:
+            return []
+        notice = self.market.config.notice_seconds
+        return [(i, notice) for i in self.market.draw_interruptions(instances, dt_seconds)]
 
     def kill_hard(self, instance_id: str) -> None:
         """The reclaim itself: no grace (see `_kill_agent`)."""

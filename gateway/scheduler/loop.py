@@ -859,24 +859,27 @@ class Scheduler:
                 self.fleet.set_price(inst.id, price)
 
     def _market_tick(self, now: datetime) -> None:
-        """Spot prices move (each running Spot instance's price follows its pool) and the
-        market reclaims instances: each gets a notice now and dies at the deadline."""
-        if self.market is None:
+        """Spot prices move (each running Spot instance's price follows its market pool) and a
+        provider that simulates the Spot market reclaims instances: each gets a notice now and
+        dies at the deadline."""
+        simulates = self.provider.supports(Capability.INTERRUPT_SIMULATION)
+        if self.market is None and not simulates:
             return
         dt = 0.0 if self._last_tick is None else (now - self._last_tick).total_seconds()
         self._last_tick = now
         spot = [i for i in self.fleet.instances({InstanceState.READY}) if i.market == "spot"]
-        for inst in spot:
-            price = self.market.price(inst.instance_type, inst.zone, "spot")
-            if inst.price_per_hour is None or abs(price - inst.price_per_hour) > 1e-9:
-                self.fleet.set_price(inst.id, price)
-        if dt <= 0:
+        if self.market is not None:
+            for inst in spot:
+                price = self.market.price(inst.instance_type, inst.zone, "spot")
+                if inst.price_per_hour is None or abs(price - inst.price_per_hour) > 1e-9:
+                    self.fleet.set_price(inst.id, price)
+        if dt <= 0 or not simulates or not spot:
             return
+        simulation = interrupter(self.provider)
         live = [i for i in spot if not i.data.get("interruption")]
-        for inst in self.market.draw_interruptions(live, dt):
-            notice = self.market.config.notice_seconds
+        for inst, notice in simulation.reclaims(live, dt):
             try:
-                deadline = interrupter(self.provider).interrupt(record_of(inst), notice)
+                deadline = simulation.interrupt(record_of(inst), notice)
             except ProviderError as exc:
                 log.warning("reclaiming %s: %s", inst.id, exc)
                 continue

@@ -26,7 +26,7 @@ def test_builtins_are_known_and_fake_is_built_from_its_section() -> None:
 
 
 def test_an_unknown_provider_is_a_config_error_naming_the_known_ones() -> None:
-    with pytest.raises(ConfigError, match="no provider 'nimbus'.*fake, local"):
+    with pytest.raises(ConfigError, match=r"no provider 'nimbus'.*fake, local"):
         load_config(overrides={"providers": {"default": "nimbus"}}, environ={})
     with pytest.raises(ProviderError, match="no provider"):
         registry.factory("nimbus")

@@ -297,6 +297,10 @@ class MarketProvider(FakeProvider):
     def interrupt(self, record: LaunchRecord, notice_seconds: float) -> str:
         return "2026-01-01T00:00:00Z"
 
+    def reclaims(self, instances: Any, dt_seconds: float) -> list[tuple[Any, float]]:
+        notice = self.market.config.notice_seconds
+        return [(i, notice) for i in self.market.draw_interruptions(instances, dt_seconds)]
+
 
 def market_world(tmp: Path) -> World:
     from gateway.market.config import MarketConfig
@@ -575,3 +579,25 @@ def test_interrupt_needs_the_simulation_capability(tmp_path: Path) -> None:
     with pytest.raises(Unsupported, match="cannot simulate interruptions"):
         interrupter(plain)
     assert interrupter(ShippedFakeProvider()) is not None
+
+
+def test_a_simulating_provider_draws_its_own_reclaims(tmp_path: Path) -> None:
+    class Reclaiming(ShippedFakeProvider):
+        armed = False
+
+        def reclaims(self, instances: Any, dt_seconds: float) -> list[tuple[Any, float]]:
+            return [(i, 30.0) for i in instances] if self.armed else []
+
+    provider = Reclaiming(max_instances=1)  # no market: the provider decides alone
+    world = provider_world(tmp_path, provider)
+    t = world.submit()
+    inst = world.boot()
+    world.scheduler.tick()
+    aid = world.poll(inst).assign[0].attempt_id
+    world.report(inst, aid, "running")
+    provider.armed = True
+    world.scheduler.tick()
+    row = world.fleet.instance(inst.id)
+    assert row is not None and row.data["interruption"]["action"] == "terminate"
+    assert world.fleet.attempt(aid).data["checkpoint"]["reason"] == "reclaim"  # type: ignore[union-attr]
+    assert world.state(t) is State.RUNNING
