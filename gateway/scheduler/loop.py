@@ -668,7 +668,7 @@ class Scheduler:
             log.warning("launch failed: %s; avoiding that pool for %.0fs", result, seconds)
             self.quarantines.add(offer.instance_type, offer.zone, offer.market, seconds)
             self.fleet.set_instance_state(inst.id, InstanceState.TERMINATED)
-            return True
+            return seconds > 0  # with no quarantine the same pool would come first again
         # a launch that fails for another reason will likely fail again: wait longer each time
         self.failed_launches += 1
         delay = min(2.0**self.failed_launches, MAX_LAUNCH_BACKOFF)
