@@ -30,6 +30,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection
+from sqlalchemy.exc import OperationalError
 
 from gateway.auth import token_sha256
 from gateway.config import Config
@@ -191,6 +192,10 @@ def _age_s(then: datetime, now: datetime) -> float:
     return (now - then).total_seconds()
 
 
+def _first_line(exc: BaseException) -> str:
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+
+
 def _age(timestamp: str | None, now: datetime) -> float:
     if timestamp is None:
         return float("inf")
@@ -223,6 +228,10 @@ class Scheduler:
         self.failed_launches = 0
         self.next_launch = utcnow()
         self._capsule_store: Any = None
+        # Since when this gateway could record every agent's heartbeat: its start, or the end of
+        # the last database outage. An agent is judged silent only for time the gateway could
+        # have heard it (a heartbeat that could not be stored is not a missed one).
+        self._hearing_since: datetime | None = utcnow()
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -275,6 +284,10 @@ class Scheduler:
         while not self._stop.is_set():
             try:
                 self.tick()
+            except OperationalError as exc:  # the database is down: heartbeats are not stored
+                if self._hearing_since is not None:
+                    log.error("database unavailable, scheduling paused: %s", _first_line(exc))
+                self._hearing_since = None
             except Exception:  # a bad tick must not kill the scheduler
                 log.exception("scheduler tick failed")
             seen = self.wakeups.wait(SCHEDULER, seen, self.cfg.scheduler.interval_seconds)
@@ -290,6 +303,10 @@ class Scheduler:
 
     def tick(self) -> None:
         now = utcnow()
+        if self._hearing_since is None:  # the first tick since the database came back
+            self.fleet.instances({InstanceState.READY})  # raises while it is still down
+            log.warning("database available again, scheduling resumed")
+            self._hearing_since = now
         self._expire(now)
         self._overdue(now)
         if self.failed_launches and self.fleet.instances({InstanceState.READY}):
@@ -318,13 +335,18 @@ class Scheduler:
                     self._lose(inst, "its agent exited before registering")
                 elif _age(inst.created_time, now) > sch.launch_timeout_seconds:
                     self._lose(inst, "its agent never registered")
-            elif _age(inst.last_heartbeat, now) > sch.heartbeat_timeout_seconds:
+            elif self._silent_s(inst, now) > sch.heartbeat_timeout_seconds:
                 self._lose(inst, "its agent stopped answering")
             elif not self.provider.alive(inst.id):
                 self._lose(
                     inst,
                     "reclaimed" if inst.data.get("interruption") else "its machine is gone",
                 )
+
+    def _silent_s(self, inst: Instance, now: datetime) -> float:
+        """How long the agent has not been heard, counting only time the gateway could hear it."""
+        heard = self._hearing_since or now
+        return min(_age(inst.last_heartbeat, now), _age_s(heard, now))
 
     def _lose(self, inst: Instance, why: str) -> None:
         log.warning("instance %s lost: %s", inst.id, why)
