@@ -31,13 +31,13 @@ import stat
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from capsule_runtime import checkpointing
 from capsule_runtime.capsules.manifest import Manifest
 from capsule_runtime.capsules.pipeline import CapsuleCorrupt
 from capsule_runtime.capsules.store import CapsuleMissing, CapsuleStore, open_store
-from capsule_runtime.client import GatewayClient, GatewayUnreachable
+from capsule_runtime.client import Fenced, GatewayClient, GatewayUnreachable
 from capsule_runtime.engine.errors import EngineError, WaitTimeout
 from capsule_runtime.engine.protocol import ContainerEngine
 from capsule_runtime.engine.spec import ContainerSpec, Mount
@@ -63,6 +63,8 @@ from gateway.tes.redact import is_secret_name, redact, remember_env_secrets, rem
 from gateway.tes.tasklog import NOT_RUN, drop_unstarted
 from gateway.tes.times import rfc3339, utcnow
 
+# How a run ends: what it reports, or "superseded" (the gateway refused it for good: no report).
+Outcome = AttemptStatus | Literal["superseded"]
 log = logging.getLogger(__name__)
 GIB = 1024**3
 CANCEL_GRACE = 10.0  # seconds between SIGTERM and SIGKILL when a user cancels
@@ -222,6 +224,12 @@ class TaskRun(threading.Thread):
             self._leave()
             self.report(status, message)
             return
+        if status == "superseded":  # the gateway refused it for good: nothing more to say
+            self._remove_containers()
+            if self._workspace is not None:
+                self._workspace.close()
+            shutil.rmtree(self.dir, ignore_errors=True)
+            return
         if self._abort_reason and status not in ("complete", "executor_error"):
             status, message = "system_error", self._abort_reason
             self.system_log(f"stopped: {self._abort_reason}")
@@ -233,7 +241,7 @@ class TaskRun(threading.Thread):
             self._workspace.close()
         shutil.rmtree(self.dir, ignore_errors=True)
 
-    def _execute(self) -> tuple[AttemptStatus, str | None]:
+    def _execute(self) -> tuple[Outcome, str | None]:
         settings = self.a.settings
         images: dict[str, str] = {}
         resumed: int | None = None
@@ -300,6 +308,8 @@ class TaskRun(threading.Thread):
                 break
         if self._cancel.is_set():
             return "canceled", None
+        if not self._still_live():
+            return "superseded", None
         report = upload_outputs_report(self.task.get("outputs", []), workspace)
         self.log["outputs"] = report.outputs
         for note in report.system_logs:
@@ -309,6 +319,24 @@ class TaskRun(threading.Thread):
         if report.failed:  # COMPLETE means the outputs were uploaded (TES)
             return "system_error", f"{report.failed} output upload(s) failed"
         return "complete", None
+
+    def _still_live(self) -> bool:
+        """Before outputs go to the user's URLs: is this attempt still its task's live one? A
+        superseded copy (its instance given up on while it ran on, e.g. behind a partition)
+        must not overwrite what the attempt that replaced it writes. An unknown answer (the
+        gateway unreachable after the client's retries) counts as live: outputs are not held
+        back for a gateway that may never come back."""
+        try:
+            self.client.report(
+                self.a.attempt_id,
+                AttemptReport(status="running", task_log=self.log, message="uploading outputs"),
+            )
+        except Fenced as exc:
+            log.warning("attempt %s superseded, outputs not uploaded: %s", self.a.attempt_id, exc)
+            return False
+        except GatewayUnreachable as exc:
+            log.warning("uploading the outputs of %s unconfirmed: %s", self.a.attempt_id, exc)
+        return True
 
     def _prepare_images(self) -> dict[str, str]:
         """Every executor's image, available locally (raises EngineError, noted in system_logs)."""
