@@ -36,7 +36,12 @@ from typing import Any, Literal
 from capsule_runtime import checkpointing
 from capsule_runtime.capsules.manifest import Manifest
 from capsule_runtime.capsules.pipeline import CapsuleCorrupt
-from capsule_runtime.capsules.store import CapsuleMissing, CapsuleStore, open_store
+from capsule_runtime.capsules.store import (
+    CapsuleMissing,
+    CapsuleStore,
+    CapsuleStoreError,
+    open_store,
+)
 from capsule_runtime.client import Fenced, GatewayClient, GatewayUnreachable
 from capsule_runtime.engine.errors import EngineError, WaitTimeout
 from capsule_runtime.engine.protocol import ContainerEngine
@@ -56,6 +61,7 @@ from gateway.tes.protocol import (
     Assignment,
     AttemptReport,
     AttemptStatus,
+    CapsuleRef,
     CapsuleReport,
     CheckpointOrder,
 )
@@ -647,15 +653,7 @@ class TaskRun(threading.Thread):
         container in self._resumed_container), or None to start from scratch."""
         for ref in self.a.restore:
             try:
-                restored = checkpointing.restore(
-                    self.engine,
-                    self.store(),
-                    self.a.capsules,
-                    ref,
-                    task_dir=self.dir,
-                    scratch=self.scratch,
-                    name=f"tescape-{self.a.attempt_id}-r{ref.sequence}",
-                )
+                restored = self._restore_waiting(ref)
             except (CapsuleCorrupt, CapsuleMissing) as exc:
                 self.system_log(f"capsule {ref.capsule_id} is unusable ({exc}); not restored")
                 self._send_capsule(
@@ -667,7 +665,7 @@ class TaskRun(threading.Thread):
                     )
                 )
                 continue
-            except (EngineError, OSError) as exc:
+            except (EngineError, OSError, CapsuleStoreError) as exc:
                 self.system_log(f"restoring capsule {ref.capsule_id} failed: {exc}")
                 continue
             self._apply_limits(restored.container_id)
@@ -693,6 +691,35 @@ class TaskRun(threading.Thread):
         )
         self._send_capsule(CapsuleReport(state="none_usable", capsule_id="-"))
         return None
+
+    def _restore_waiting(self, ref: CapsuleRef) -> checkpointing.Restored:
+        """Restore one capsule; while its store cannot be reached, try again with a back-off
+        for `store_wait_seconds` (a store restarting or briefly unreachable must not cost the
+        task its capsule, or make it start again from the beginning). Cancellable."""
+        deadline = time.monotonic() + self.a.capsules.store_wait_seconds
+        delay = 1.0
+        while True:
+            try:
+                return checkpointing.restore(
+                    self.engine,
+                    self.store(),
+                    self.a.capsules,
+                    ref,
+                    task_dir=self.dir,
+                    scratch=self.scratch,
+                    name=f"tescape-{self.a.attempt_id}-r{ref.sequence}",
+                )
+            except CapsuleStoreError as exc:
+                left = deadline - time.monotonic()
+                if left <= 0 or self._cancel.is_set():
+                    raise
+                wait = min(delay, left)
+                self.system_log(
+                    f"capsule store unreachable while restoring {ref.capsule_id} ({exc}); "
+                    f"trying again in {wait:.0f} s"
+                )
+                self._cancel.wait(wait)
+                delay = min(delay * 2, 30.0)
 
     def _apply_limits(self, container_id: str) -> None:
         """A restored container comes back with the limits it was checkpointed with; a size

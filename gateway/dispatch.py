@@ -153,6 +153,7 @@ class Dispatcher:
             chunk_mib=cfg.chunk_mib,
             compression_level=cfg.compression_level,
             workers=cfg.workers,
+            store_wait_seconds=cfg.store_wait_seconds,
             encryption=self.capsule_encryption(),
         )
 
