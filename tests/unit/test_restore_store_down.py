@@ -106,7 +106,7 @@ def test_a_restore_waits_for_an_unreachable_store(tmp_path: Path) -> None:
     engine = FakeEngine(images=["img"])
     ref = one_capsule(tmp_path, engine)
     client, run = restore(tmp_path, engine, ref, wait=60, failures=2)
-    assert [c.state for c in client.capsules][0] == "restored", client.capsules
+    assert client.capsules[0].state == "restored", client.capsules
     notes = [line for line in run.log["system_logs"] if "unreachable" in line]
     assert len(notes) == 2, run.log["system_logs"]
     assert "trying again" in notes[0]
