@@ -47,6 +47,7 @@ from capsule_runtime.engine.errors import EngineError, WaitTimeout
 from capsule_runtime.engine.protocol import ContainerEngine
 from capsule_runtime.engine.spec import ContainerSpec, Mount
 from capsule_runtime.image_source import prepare_image
+from capsule_runtime.live_logs import LiveStreams, open_stream
 from capsule_runtime.staging import (
     S3Config,
     StagingError,
@@ -451,14 +452,31 @@ class TaskRun(threading.Thread):
         )
         entry = self._entry(index)
         entry.update(start_time=now(), exit_code=NOT_RUN)
+        live = self._live_sources(index, ex, {"stdout": out, "stderr": err})
         try:
             cid = self.engine.run(spec)
         except EngineError as exc:
+            LiveStreams(self.client, self.a.attempt_id, index, live).stop()  # closes them
             entry.update(end_time=now(), exit_code=127, stderr=str(exc))
             self.system_log(f"executor {index} could not start: {exc}")
             return 127
         self._record(cid)
-        return self._follow(index, ex, workspace, cid)
+        return self._follow(index, ex, workspace, cid, live)
+
+    def _live_sources(
+        self, index: int, ex: dict[str, Any], named: dict[str, Path] | None
+    ) -> dict[str, int | Path]:
+        """Where live logs read executor `index`'s streams from while it runs (live_logs.py):
+        the agent's own files by path; a file the task named only through a descriptor opened
+        here, from the path `_stdio` resolved — so only before its container starts (`named`),
+        never for a container restored from a capsule, whose task may have swapped it."""
+        sources: dict[str, int | Path] = {}
+        for stream in ("stdout", "stderr"):
+            if stream not in ex:
+                sources[stream] = self.dir / "streams" / f"{index}.{stream}"
+            elif named is not None and (fd := open_stream(named[stream])) is not None:
+                sources[stream] = fd
+        return sources
 
     def _record(self, cid: str, present: bool = True) -> None:
         path = self.ledger / cid
@@ -477,14 +495,25 @@ class TaskRun(threading.Thread):
                 log.warning("removing %s: %s", cid, exc)
         self._finished_containers.clear()
 
-    def _follow(self, index: int, ex: dict[str, Any], workspace: Workspace, cid: str) -> int | None:
-        """Wait for executor `index`'s running container `cid`; checkpoint it when due. Returns
-        its exit code, None when cancelled, MIGRATED when it left in a capsule."""
+    def _follow(
+        self,
+        index: int,
+        ex: dict[str, Any],
+        workspace: Workspace,
+        cid: str,
+        live: dict[str, int | Path] | None = None,
+    ) -> int | None:
+        """Wait for executor `index`'s running container `cid`; checkpoint it when due; push its
+        logs live meanwhile. Returns its exit code, None when cancelled, MIGRATED when it left
+        in a capsule."""
         with self._lock:
             self._container, self._index = cid, index
         if not self._running_reported:
             self._running_reported = True
             self.report("running")  # the first executor is running: INITIALIZING → RUNNING
+        if live is None:  # a restored container: the agent's own stream files only
+            live = self._live_sources(index, ex, None)
+        pusher = LiveStreams(self.client, self.a.attempt_id, index, live).start()
         if self._cancel.is_set():
             self._stop_container()
         try:
@@ -502,6 +531,7 @@ class TaskRun(threading.Thread):
             if code == 128 + 9 and self.engine.inspect(cid).oom_killed:  # SIGKILL: maybe OOM
                 self.system_log(f"executor {index} was killed: out of memory")
         finally:
+            pusher.stop()
             with self._lock:
                 self._container, self._index = None, None
             if cid not in self._finished_containers:
