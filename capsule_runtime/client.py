@@ -59,10 +59,14 @@ class GatewayClient:
         path: str,
         timeout: float = 30,
         body_file: Path | None = None,
+        retries: int | None = None,
+        accept: tuple[int, ...] = (),
         **kwargs: Any,
     ) -> Any:
+        """`retries`: tries after the first (default: the client's); `accept`: error statuses
+        whose JSON body is returned rather than raised."""
         delay = 0.2
-        retries = 0 if self.hurry else self.retries
+        retries = 0 if self.hurry else (self.retries if retries is None else retries)
         for attempt in range(retries + 1):
             try:
                 if body_file is not None:  # reopened on every try: a retry resends from the start
@@ -85,7 +89,7 @@ class GatewayClient:
                 continue
             if resp.status_code == 409:
                 raise Fenced(f"{method} {path}: HTTP 409 {resp.text}")
-            if resp.status_code >= 400:
+            if resp.status_code >= 400 and resp.status_code not in accept:
                 raise GatewayUnreachable(f"{method} {path}: HTTP {resp.status_code} {resp.text}")
             return resp.json()
         raise GatewayUnreachable(f"{method} {path}: no answer")
@@ -142,6 +146,23 @@ class GatewayClient:
         self._attempt_call(
             attempt_id, "POST", f"/attempts/{attempt_id}/capsules", data=report.model_dump_json()
         )
+
+    def push_stream(
+        self, attempt_id: str, executor: int, stream: str, offset: int, data: bytes
+    ) -> int:
+        """One live push of a running executor's stream: `data` stored from `offset` on. One
+        try (the next push carries the same bytes). Returns the size the gateway now has: where
+        the next push starts (after a gap, where the gateway's copy ends)."""
+        answer = self._attempt_call(
+            attempt_id,
+            "PUT",
+            f"/attempts/{attempt_id}/streams/{executor}/{stream}",
+            params={"offset": offset},
+            data=data,
+            retries=0,
+            accept=(416,),
+        )
+        return int(answer["size_bytes"])
 
     def upload_stream(self, attempt_id: str, executor: int, stream: str, path: Path) -> None:
         if path.exists():

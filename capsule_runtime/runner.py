@@ -31,17 +31,23 @@ import stat
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from capsule_runtime import checkpointing
 from capsule_runtime.capsules.manifest import Manifest
 from capsule_runtime.capsules.pipeline import CapsuleCorrupt
-from capsule_runtime.capsules.store import CapsuleMissing, CapsuleStore, open_store
-from capsule_runtime.client import GatewayClient, GatewayUnreachable
+from capsule_runtime.capsules.store import (
+    CapsuleMissing,
+    CapsuleStore,
+    CapsuleStoreError,
+    open_store,
+)
+from capsule_runtime.client import Fenced, GatewayClient, GatewayUnreachable
 from capsule_runtime.engine.errors import EngineError, WaitTimeout
 from capsule_runtime.engine.protocol import ContainerEngine
 from capsule_runtime.engine.spec import ContainerSpec, Mount
 from capsule_runtime.image_source import prepare_image
+from capsule_runtime.live_logs import LiveStreams, open_stream
 from capsule_runtime.staging import (
     S3Config,
     StagingError,
@@ -56,6 +62,7 @@ from gateway.tes.protocol import (
     Assignment,
     AttemptReport,
     AttemptStatus,
+    CapsuleRef,
     CapsuleReport,
     CheckpointOrder,
 )
@@ -63,6 +70,8 @@ from gateway.tes.redact import is_secret_name, redact, remember_env_secrets, rem
 from gateway.tes.tasklog import NOT_RUN, drop_unstarted
 from gateway.tes.times import rfc3339, utcnow
 
+# How a run ends: what it reports, or "superseded" (the gateway refused it for good: no report).
+Outcome = AttemptStatus | Literal["superseded"]
 log = logging.getLogger(__name__)
 GIB = 1024**3
 CANCEL_GRACE = 10.0  # seconds between SIGTERM and SIGKILL when a user cancels
@@ -222,6 +231,12 @@ class TaskRun(threading.Thread):
             self._leave()
             self.report(status, message)
             return
+        if status == "superseded":  # the gateway refused it for good: nothing more to say
+            self._remove_containers()
+            if self._workspace is not None:
+                self._workspace.close()
+            shutil.rmtree(self.dir, ignore_errors=True)
+            return
         if self._abort_reason and status not in ("complete", "executor_error"):
             status, message = "system_error", self._abort_reason
             self.system_log(f"stopped: {self._abort_reason}")
@@ -233,7 +248,7 @@ class TaskRun(threading.Thread):
             self._workspace.close()
         shutil.rmtree(self.dir, ignore_errors=True)
 
-    def _execute(self) -> tuple[AttemptStatus, str | None]:
+    def _execute(self) -> tuple[Outcome, str | None]:
         settings = self.a.settings
         images: dict[str, str] = {}
         resumed: int | None = None
@@ -300,6 +315,8 @@ class TaskRun(threading.Thread):
                 break
         if self._cancel.is_set():
             return "canceled", None
+        if not self._still_live():
+            return "superseded", None
         report = upload_outputs_report(self.task.get("outputs", []), workspace)
         self.log["outputs"] = report.outputs
         for note in report.system_logs:
@@ -309,6 +326,24 @@ class TaskRun(threading.Thread):
         if report.failed:  # COMPLETE means the outputs were uploaded (TES)
             return "system_error", f"{report.failed} output upload(s) failed"
         return "complete", None
+
+    def _still_live(self) -> bool:
+        """Before outputs go to the user's URLs: is this attempt still its task's live one? A
+        superseded copy (its instance given up on while it ran on, e.g. behind a partition)
+        must not overwrite what the attempt that replaced it writes. An unknown answer (the
+        gateway unreachable after the client's retries) counts as live: outputs are not held
+        back for a gateway that may never come back."""
+        try:
+            self.client.report(
+                self.a.attempt_id,
+                AttemptReport(status="running", task_log=self.log, message="uploading outputs"),
+            )
+        except Fenced as exc:
+            log.warning("attempt %s superseded, outputs not uploaded: %s", self.a.attempt_id, exc)
+            return False
+        except GatewayUnreachable as exc:
+            log.warning("uploading the outputs of %s unconfirmed: %s", self.a.attempt_id, exc)
+        return True
 
     def _prepare_images(self) -> dict[str, str]:
         """Every executor's image, available locally (raises EngineError, noted in system_logs)."""
@@ -417,14 +452,31 @@ class TaskRun(threading.Thread):
         )
         entry = self._entry(index)
         entry.update(start_time=now(), exit_code=NOT_RUN)
+        live = self._live_sources(index, ex, {"stdout": out, "stderr": err})
         try:
             cid = self.engine.run(spec)
         except EngineError as exc:
+            LiveStreams(self.client, self.a.attempt_id, index, live).stop()  # closes them
             entry.update(end_time=now(), exit_code=127, stderr=str(exc))
             self.system_log(f"executor {index} could not start: {exc}")
             return 127
         self._record(cid)
-        return self._follow(index, ex, workspace, cid)
+        return self._follow(index, ex, workspace, cid, live)
+
+    def _live_sources(
+        self, index: int, ex: dict[str, Any], named: dict[str, Path] | None
+    ) -> dict[str, int | Path]:
+        """Where live logs read executor `index`'s streams from while it runs (live_logs.py):
+        the agent's own files by path; a file the task named only through a descriptor opened
+        here, from the path `_stdio` resolved — so only before its container starts (`named`),
+        never for a container restored from a capsule, whose task may have swapped it."""
+        sources: dict[str, int | Path] = {}
+        for stream in ("stdout", "stderr"):
+            if stream not in ex:
+                sources[stream] = self.dir / "streams" / f"{index}.{stream}"
+            elif named is not None and (fd := open_stream(named[stream])) is not None:
+                sources[stream] = fd
+        return sources
 
     def _record(self, cid: str, present: bool = True) -> None:
         path = self.ledger / cid
@@ -443,14 +495,25 @@ class TaskRun(threading.Thread):
                 log.warning("removing %s: %s", cid, exc)
         self._finished_containers.clear()
 
-    def _follow(self, index: int, ex: dict[str, Any], workspace: Workspace, cid: str) -> int | None:
-        """Wait for executor `index`'s running container `cid`; checkpoint it when due. Returns
-        its exit code, None when cancelled, MIGRATED when it left in a capsule."""
+    def _follow(
+        self,
+        index: int,
+        ex: dict[str, Any],
+        workspace: Workspace,
+        cid: str,
+        live: dict[str, int | Path] | None = None,
+    ) -> int | None:
+        """Wait for executor `index`'s running container `cid`; checkpoint it when due; push its
+        logs live meanwhile. Returns its exit code, None when cancelled, MIGRATED when it left
+        in a capsule."""
         with self._lock:
             self._container, self._index = cid, index
         if not self._running_reported:
             self._running_reported = True
             self.report("running")  # the first executor is running: INITIALIZING → RUNNING
+        if live is None:  # a restored container: the agent's own stream files only
+            live = self._live_sources(index, ex, None)
+        pusher = LiveStreams(self.client, self.a.attempt_id, index, live).start()
         if self._cancel.is_set():
             self._stop_container()
         try:
@@ -468,6 +531,7 @@ class TaskRun(threading.Thread):
             if code == 128 + 9 and self.engine.inspect(cid).oom_killed:  # SIGKILL: maybe OOM
                 self.system_log(f"executor {index} was killed: out of memory")
         finally:
+            pusher.stop()
             with self._lock:
                 self._container, self._index = None, None
             if cid not in self._finished_containers:
@@ -619,15 +683,7 @@ class TaskRun(threading.Thread):
         container in self._resumed_container), or None to start from scratch."""
         for ref in self.a.restore:
             try:
-                restored = checkpointing.restore(
-                    self.engine,
-                    self.store(),
-                    self.a.capsules,
-                    ref,
-                    task_dir=self.dir,
-                    scratch=self.scratch,
-                    name=f"tescape-{self.a.attempt_id}-r{ref.sequence}",
-                )
+                restored = self._restore_waiting(ref)
             except (CapsuleCorrupt, CapsuleMissing) as exc:
                 self.system_log(f"capsule {ref.capsule_id} is unusable ({exc}); not restored")
                 self._send_capsule(
@@ -639,7 +695,7 @@ class TaskRun(threading.Thread):
                     )
                 )
                 continue
-            except (EngineError, OSError) as exc:
+            except (EngineError, OSError, CapsuleStoreError) as exc:
                 self.system_log(f"restoring capsule {ref.capsule_id} failed: {exc}")
                 continue
             self._apply_limits(restored.container_id)
@@ -665,6 +721,35 @@ class TaskRun(threading.Thread):
         )
         self._send_capsule(CapsuleReport(state="none_usable", capsule_id="-"))
         return None
+
+    def _restore_waiting(self, ref: CapsuleRef) -> checkpointing.Restored:
+        """Restore one capsule; while its store cannot be reached, try again with a back-off
+        for `store_wait_seconds` (a store restarting or briefly unreachable must not cost the
+        task its capsule, or make it start again from the beginning). Cancellable."""
+        deadline = time.monotonic() + self.a.capsules.store_wait_seconds
+        delay = 1.0
+        while True:
+            try:
+                return checkpointing.restore(
+                    self.engine,
+                    self.store(),
+                    self.a.capsules,
+                    ref,
+                    task_dir=self.dir,
+                    scratch=self.scratch,
+                    name=f"tescape-{self.a.attempt_id}-r{ref.sequence}",
+                )
+            except CapsuleStoreError as exc:
+                left = deadline - time.monotonic()
+                if left <= 0 or self._cancel.is_set():
+                    raise
+                wait = min(delay, left)
+                self.system_log(
+                    f"capsule store unreachable while restoring {ref.capsule_id} ({exc}); "
+                    f"trying again in {wait:.0f} s"
+                )
+                self._cancel.wait(wait)
+                delay = min(delay * 2, 30.0)
 
     def _apply_limits(self, container_id: str) -> None:
         """A restored container comes back with the limits it was checkpointed with; a size

@@ -30,7 +30,14 @@ from gateway.store.database import Database, open_database
 from gateway.store.fleet import FleetStore
 from gateway.store.tasks import TaskStore
 
-PUBLIC_ENDPOINTS = {"service_info", "legacy_service_info", "healthz", "metrics", "readyz"}
+PUBLIC_ENDPOINTS = {
+    "service_info",
+    "legacy_service_info",
+    "openapi",
+    "healthz",
+    "metrics",
+    "readyz",
+}
 
 
 @dataclass

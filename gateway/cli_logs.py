@@ -1,10 +1,11 @@
 """`tescape tasks logs|events`: an executor's full stdout/stderr (followed with `-f`) and the
 task's event history, from the admin API (`GET /api/v1/tasks/{id}/logs|events`).
 
-The gateway saves the full streams just after the task ends (the agent uploads them once it has
-reported the result), so `-f` follows the task's state and prints the stream when it appears,
-asking with a `Range` header for only the bytes not printed yet. Until then only the tail that
-TES keeps in the task's ExecutorLog exists; without `-f` that tail is printed instead.
+While an executor runs, its agent pushes the stream to the gateway as it grows (every 2 s,
+capsule_runtime/live_logs.py); once the task has ended the whole stream is uploaded and replaces
+it. `-f` follows the task's state and prints the stream as it grows, asking with a `Range` header
+for only the bytes not printed yet. Before the executor starts only the tail that TES keeps in
+the task's ExecutorLog exists; without `-f` that tail is printed instead.
 """
 
 from __future__ import annotations
@@ -154,11 +155,11 @@ def register(tasks: click.Group) -> None:
     ) -> None:
         """Print an executor's full stdout or stderr.
 
-        The gateway saves the full streams just after the task ends. Before that, this prints
-        the tail kept in the task's logs; with -f it follows the task's state instead, prints
-        the stream when it appears (only bytes not printed yet; up to 30 s after the task
-        ended) and then exits. The final state goes to stderr; exit 0 whatever it is, 4 when
-        there is no such task.
+        While the executor runs, the stream grows every few seconds; the whole stream is saved
+        once the task has ended. Before the executor starts this prints the tail kept in the
+        task's logs; with -f it follows the task's state instead, prints the stream as it grows
+        (only bytes not printed yet; up to 30 s after the task ended) and then exits. The final
+        state goes to stderr; exit 0 whatever it is, 4 when there is no such task.
         """
         task = _task(server, task_id)  # exit 4 before anything else when it does not exist
         if follow:

@@ -353,6 +353,10 @@ class CapsulesConfig(Section):
     # task is moved into a capsule first, for this long at most; the next start restores it, so
     # a restart of tescape loses no work. 0: running tasks are stopped (SYSTEM_ERROR).
     shutdown_seconds: float = Field(default=120.0, ge=0)
+    # A restore that cannot reach the capsule store (down, restarting, unreachable) waits this
+    # long for it, retrying, before it gives the capsule up; a capsule that is missing or
+    # corrupt is given up at once.
+    store_wait_seconds: float = Field(default=300.0, ge=0)
     encryption: CapsuleEncryptionConfig = Field(default_factory=CapsuleEncryptionConfig)
 
 

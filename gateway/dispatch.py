@@ -20,6 +20,7 @@ import base64
 import hmac
 import logging
 import os
+import threading
 from collections.abc import Iterable
 from dataclasses import replace
 from pathlib import Path
@@ -61,6 +62,7 @@ log = logging.getLogger(__name__)
 MAX_WAIT = 25.0  # seconds a poll may be held open
 USAGE_SAMPLES = 24  # usage samples kept per attempt (about two minutes at one per 5 s)
 STREAMS = ("stdout", "stderr")
+_STREAM_APPENDS = threading.Lock()  # live pushes are small: one at a time is plenty
 
 STATUS_STATE = {
     "running": State.RUNNING,
@@ -69,6 +71,14 @@ STATUS_STATE = {
     "system_error": State.SYSTEM_ERROR,
     "canceled": State.CANCELED,
 }
+
+
+class StreamGap(ValueError):
+    """A live push starts past the end of what the gateway has of that stream."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__(f"the stream has {size} bytes")
+        self.size = size
 
 
 class Fenced(LookupError):
@@ -153,6 +163,7 @@ class Dispatcher:
             chunk_mib=cfg.chunk_mib,
             compression_level=cfg.compression_level,
             workers=cfg.workers,
+            store_wait_seconds=cfg.store_wait_seconds,
             encryption=self.capsule_encryption(),
         )
 
@@ -674,17 +685,42 @@ class Dispatcher:
 
     # -- full executor streams ----------------------------------------------------------------
 
+    @staticmethod
+    def _append_stream(path: Path, offset: int, chunks: Iterable[bytes]) -> int:
+        with _STREAM_APPENDS:
+            size = path.stat().st_size if path.exists() else 0
+            if offset > size:
+                raise StreamGap(size)
+            with open(path, "r+b" if path.exists() else "wb") as out:
+                out.seek(offset)
+                for chunk in chunks:
+                    out.write(chunk)
+                out.truncate()
+                return out.tell()
+
     def stream_path(self, task_id: str, executor: int, stream: str) -> Path:
         if stream not in STREAMS or executor < 0:
             raise ValueError(f"no stream {stream!r} for executor {executor}")
         return self.logs_dir / task_id / f"{executor}.{stream}"
 
     def save_stream(
-        self, inst: Instance, attempt_id: str, executor: int, stream: str, chunks: Iterable[bytes]
+        self,
+        inst: Instance,
+        attempt_id: str,
+        executor: int,
+        stream: str,
+        chunks: Iterable[bytes],
+        offset: int | None = None,
     ) -> int:
+        """Store an executor's stream: whole (replacing what was there: the agent's upload once
+        the task has ended), or, with `offset`, the bytes from that offset on (the agent's
+        live pushes while the executor runs, so logs can be followed). A push sent again after
+        a lost answer writes the same bytes at the same place. Returns the stored size."""
         attempt = self.attempt_of(inst, attempt_id)
         path = self.stream_path(attempt.task_id, executor, stream)
         path.parent.mkdir(parents=True, exist_ok=True)
+        if offset is not None:
+            return self._append_stream(path, offset, chunks)
         tmp = path.with_suffix(path.suffix + f".{os.getpid()}.tmp")
         size = 0
         with open(tmp, "wb") as out:

@@ -13,6 +13,7 @@ import pytest
 from tests.fixtures.containers import (  # noqa: F401
     _container_leak_check,
     _podman_engine,
+    mounted_from,
     remove_containers,
     task_containers,
 )
@@ -70,12 +71,12 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """Leak checks: no `tescape serve` started from this test session may outlive it, and no
     task container its servers' agents made may be left (those are removed, then reported)."""
+    base = session.config._tmp_path_factory.getbasetemp()  # type: ignore[attr-defined]
     after = task_containers() if _before is not None else None
-    if after is not None and _before is not None and (left := after - _before):
+    if after is not None and _before is not None and (left := mounted_from(after - _before, base)):
         remove_containers(left)
         print(f"\nLEAK: task containers left behind (now removed): {sorted(left)}")
         session.exitstatus = 1
-    base = session.config._tmp_path_factory.getbasetemp()  # type: ignore[attr-defined]
     out = subprocess.run(
         ["pgrep", "-f", f"gateway.cli serve --port 0 --data-dir {base}"],
         capture_output=True,

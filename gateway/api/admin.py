@@ -102,7 +102,7 @@ def task_logs(task_id: str) -> Response:
         return error_response(400, str(exc))
     if not path.exists():
         return error_response(
-            404, "no such log yet (full streams are saved just after the task ends)"
+            404, "no such log yet (an executor's output arrives a few seconds after it starts)"
         )
     return send_file(path, mimetype="text/plain", conditional=True)
 

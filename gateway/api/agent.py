@@ -10,7 +10,7 @@ from flask import Blueprint, Response, current_app, request, send_file
 from pydantic import BaseModel, ValidationError
 
 from gateway.api.responses import error_response, json_response
-from gateway.dispatch import Dispatcher, Fenced
+from gateway.dispatch import Dispatcher, Fenced, StreamGap
 from gateway.store.fleet import CapsuleConflict, Instance
 from gateway.tes.protocol import (
     AGENT_API,
@@ -118,7 +118,22 @@ def stream(attempt_id: str, executor: int, stream: str) -> Response:
         while chunk := request.stream.read(1 << 16):
             yield chunk
 
-    size = _dispatcher().save_stream(_caller(), attempt_id, executor, stream, chunks())
+    offset = request.args.get("offset")
+    if offset is not None and not offset.isdigit():
+        return error_response(400, "offset must be a byte count")
+    try:
+        size = _dispatcher().save_stream(
+            _caller(),
+            attempt_id,
+            executor,
+            stream,
+            chunks(),
+            offset=int(offset) if offset is not None else None,
+        )
+    except StreamGap as gap:  # the agent resends from the size the gateway has
+        return json_response(
+            {"code": 416, "message": str(gap), "size_bytes": str(gap.size)}, status=416
+        )
     return json_response({"size_bytes": str(size)})
 
 

@@ -8,6 +8,7 @@ import logging
 from typing import Any
 
 from flask import Flask, Response
+from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import HTTPException
 
 from gateway.auth import AuthError, TooManyFailures
@@ -15,6 +16,7 @@ from gateway.service import BadRequest, NotFound
 from gateway.tes.errors import TaskValidationError
 
 log = logging.getLogger(__name__)
+DATABASE_RETRY_AFTER_S = 5
 
 
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -64,6 +66,17 @@ def register_error_handlers(app: Flask) -> None:
         # only a request body nested past every parser's limit gets here (admin and agent
         # routes parse with Flask's and pydantic's parsers; the TES routes refuse it earlier)
         return error_response(400, "the request nests too deeply")
+
+    @app.errorhandler(OperationalError)
+    def _database_down(exc: OperationalError) -> Response:
+        # PostgreSQL restarting or unreachable, SQLite locked past its timeout: nothing is lost
+        # (the request did not commit) and a retry a little later succeeds.
+        log.warning("database unavailable: %s", str(exc).splitlines()[0])
+        return error_response(
+            503,
+            "the database is unavailable; retry shortly",
+            headers={"Retry-After": str(DATABASE_RETRY_AFTER_S)},
+        )
 
     @app.errorhandler(HTTPException)
     def _http(exc: HTTPException) -> Response:

@@ -11,6 +11,7 @@ from flask import Blueprint, Response, current_app, g, request
 
 from gateway.api.responses import json_response
 from gateway.service import BadRequest, ListQuery, NotFound, TaskService
+from gateway.tes.openapi import openapi_document
 from gateway.tes.states import State
 from gateway.tes.views import View
 
@@ -121,6 +122,10 @@ def _refuse_nul() -> None:
             raise BadRequest(key, "must not contain NUL characters")
 
 
+def bp_prefix(name: str) -> str:
+    return PREFIXES[name]
+
+
 def tes_blueprint(name: str) -> Blueprint:
     bp = Blueprint(name, __name__)
     bp.before_request(_refuse_nul)
@@ -128,6 +133,10 @@ def tes_blueprint(name: str) -> Blueprint:
     @bp.get("/service-info")
     def service_info() -> Response:
         return json_response(_service().service_info())
+
+    @bp.get("/openapi.json")
+    def openapi() -> Response:
+        return json_response(openapi_document(request.url_root.rstrip("/") + bp_prefix(name)))
 
     # Must win over /tasks/<task_id>: a literal segment outranks a converter in Werkzeug.
     @bp.get("/tasks/service-info")

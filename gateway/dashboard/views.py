@@ -124,6 +124,7 @@ def _task_context(task_id: str) -> dict[str, Any] | None:
     task = queries.task_detail(_services(), g.principal, task_id, now)
     if task is None:
         return None
+    _with_live_output(task)
     return {
         "task": task,
         "usage": charts.usage_charts(task["usage"]),
@@ -131,6 +132,26 @@ def _task_context(task_id: str) -> dict[str, Any] | None:
             task["created"], task["attempts"], task["events"], rfc3339(now)
         ),
     }
+
+
+def _with_live_output(task: dict[str, Any]) -> None:
+    """A running executor's output so far — its agent pushes it as it grows — in place of the
+    tail TES keeps, which arrives only when the executor ends."""
+    if task.get("terminal") or not task.get("logs"):
+        return
+    dispatcher = _services().dispatcher
+    limit = _services().config.executor_logs.tail_bytes
+    for index, entry in enumerate(task["logs"][-1].get("logs") or []):
+        if entry.get("end_time"):
+            continue
+        for stream in ("stdout", "stderr"):
+            path = dispatcher.stream_path(task["id"], index, stream)
+            try:
+                with open(path, "rb") as f:
+                    f.seek(max(0, path.stat().st_size - limit))
+                    entry[stream] = f.read(limit).decode("utf-8", "replace")
+            except OSError:
+                continue
 
 
 def task_page(task_id: str) -> Response:

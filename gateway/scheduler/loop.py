@@ -30,6 +30,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection
+from sqlalchemy.exc import OperationalError
 
 from gateway.auth import token_sha256
 from gateway.config import Config
@@ -211,6 +212,10 @@ def _gone(states: dict[str, CloudState | None] | None, inst: Instance) -> bool:
     return states is not None and states.get(inst.id) not in LIVE_STATES
 
 
+def _first_line(exc: BaseException) -> str:
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+
+
 def _age(timestamp: str | None, now: datetime) -> float:
     if timestamp is None:
         return float("inf")
@@ -245,6 +250,10 @@ class Scheduler:
         self._capsule_store: Any = None
         # pools avoided after a capacity error (or a reclaim, without a market of its own)
         self.quarantines = Quarantines()
+        # Since when this gateway could record every agent's heartbeat: its start, or the end of
+        # the last database outage. An agent is judged silent only for time the gateway could
+        # have heard it (a heartbeat that could not be stored is not a missed one).
+        self._hearing_since: datetime | None = utcnow()
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -297,6 +306,10 @@ class Scheduler:
         while not self._stop.is_set():
             try:
                 self.tick()
+            except OperationalError as exc:  # the database is down: heartbeats are not stored
+                if self._hearing_since is not None:
+                    log.error("database unavailable, scheduling paused: %s", _first_line(exc))
+                self._hearing_since = None
             except Exception:  # a bad tick must not kill the scheduler
                 log.exception("scheduler tick failed")
             seen = self.wakeups.wait(SCHEDULER, seen, self.cfg.scheduler.interval_seconds)
@@ -315,6 +328,10 @@ class Scheduler:
 
     def tick(self) -> None:
         now = utcnow()
+        if self._hearing_since is None:  # the first tick since the database came back
+            self.fleet.instances({InstanceState.READY})  # raises while it is still down
+            log.warning("database available again, scheduling resumed")
+            self._hearing_since = now
         self._expire(now)
         self._overdue(now)
         if self.failed_launches and self.fleet.instances({InstanceState.READY}):
@@ -351,7 +368,7 @@ class Scheduler:
                     self._lose(inst, "its agent exited before registering")
                 elif _age(inst.created_time, now) > sch.launch_timeout_seconds:
                     self._lose(inst, "its agent never registered")
-            elif _age(inst.last_heartbeat, now) > sch.heartbeat_timeout_seconds:
+            elif self._silent_s(inst, now) > sch.heartbeat_timeout_seconds:
                 self._lose(inst, "its agent stopped answering")
             elif _gone(states, inst):
                 self._lose(
@@ -371,6 +388,11 @@ class Scheduler:
             log.warning("asking the provider about %d instances: %s", len(records), exc)
             return None
         return {iid: found.get(r.provider_id) for iid, r in records.items()}
+
+    def _silent_s(self, inst: Instance, now: datetime) -> float:
+        """How long the agent has not been heard, counting only time the gateway could hear it."""
+        heard = self._hearing_since or now
+        return min(_age(inst.last_heartbeat, now), _age_s(heard, now))
 
     def _lose(self, inst: Instance, why: str) -> None:
         log.warning("instance %s lost: %s", inst.id, why)

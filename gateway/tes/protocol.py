@@ -92,6 +92,7 @@ class CapsuleSettings(Message):
     chunk_mib: int = 4
     compression_level: int = 1
     workers: int = 4
+    store_wait_seconds: float = 300.0  # a restore waits this long for an unreachable store
     # Encryption at rest: {} or {"mode": "none"}; {"mode": "key", "key": base64 master key}
     # (capsule_runtime/capsules/crypto.py). Never logged.
     encryption: dict[str, Any] = Field(default_factory=dict, repr=False)

@@ -601,3 +601,22 @@ def test_a_simulating_provider_draws_its_own_reclaims(tmp_path: Path) -> None:
     assert row is not None and row.data["interruption"]["action"] == "terminate"
     assert world.fleet.attempt(aid).data["checkpoint"]["reason"] == "reclaim"  # type: ignore[union-attr]
     assert world.state(t) is State.RUNNING
+
+
+def test_silence_counts_only_from_when_the_gateway_could_hear(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An agent whose last heartbeat is old when this scheduler starts (a gateway restart, or the
+    end of a database outage) gets the whole heartbeat timeout from then before it is lost."""
+    world.submit()
+    inst = world.boot()
+    timeout = world.cfg.scheduler.heartbeat_timeout_seconds
+    start = utcnow() + timedelta(seconds=10 * timeout)  # its heartbeat is long stale by then
+    monkeypatch.setattr("gateway.scheduler.loop.utcnow", lambda: start)
+    fresh = Scheduler(world.cfg, world.tasks, world.fleet, world.provider, world.wakeups)
+    fresh.tick()
+    assert world.fleet.instance(inst.id).state is InstanceState.READY  # type: ignore[union-attr]
+    later = start + timedelta(seconds=timeout + 1)
+    monkeypatch.setattr("gateway.scheduler.loop.utcnow", lambda: later)
+    fresh.tick()
+    assert world.fleet.instance(inst.id).state is InstanceState.LOST  # type: ignore[union-attr]

@@ -1,0 +1,28 @@
+"""The gateway's side of live logs (Dispatcher._append_stream): bytes stored from an offset; a
+push sent again after a lost answer writes the same bytes at the same place; a push past the end
+is refused with the size the gateway has, where the agent starts again."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from gateway.dispatch import Dispatcher, StreamGap
+
+
+def test_pushes_append_and_a_resend_changes_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "0.stdout"
+    assert Dispatcher._append_stream(path, 0, [b"one\n"]) == 4
+    assert Dispatcher._append_stream(path, 4, [b"two\n", b"three\n"]) == 14
+    assert Dispatcher._append_stream(path, 4, [b"two\n", b"three\n"]) == 14  # the same again
+    assert path.read_bytes() == b"one\ntwo\nthree\n"
+
+
+def test_a_push_past_the_end_says_where_the_gateway_is(tmp_path: Path) -> None:
+    path = tmp_path / "0.stdout"
+    Dispatcher._append_stream(path, 0, [b"abc"])
+    with pytest.raises(StreamGap) as gap:
+        Dispatcher._append_stream(path, 10, [b"x"])
+    assert gap.value.size == 3
+    assert path.read_bytes() == b"abc"
