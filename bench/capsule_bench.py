@@ -67,7 +67,7 @@ from capsule_runtime import checkpointing
 from capsule_runtime.capsules.store import CapsuleStore, FileStore
 from capsule_runtime.engine import PodmanEngine
 from capsule_runtime.engine.spec import CheckpointOptions, ContainerSpec, Mount, Network
-from gateway.tes.protocol import CapsuleRef, CapsuleSettings
+from capsule_runtime.protocol.messages import CapsuleRef, CapsuleSettings
 
 REPO = Path(__file__).resolve().parents[1]
 CACHE = REPO / ".cache" / "bench"

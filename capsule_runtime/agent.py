@@ -18,10 +18,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from capsule_runtime import doctor
+from capsule_runtime import __version__, doctor
 from capsule_runtime.client import GatewayClient, GatewayUnreachable
-from gateway import __version__
-from gateway.tes.protocol import (
+from capsule_runtime.protocol.messages import (
     Assignment,
     AttemptReport,
     Capacity,
@@ -283,7 +282,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    from gateway.tes.redact import install_log_redaction, remember_secret
+    from capsule_runtime.protocol.redact import install_log_redaction, remember_secret
 
     install_log_redaction()  # registry passwords, keys and tokens never reach the agent's log
     remember_secret(token)

@@ -1,4 +1,5 @@
-"""The agent's HTTP client for the gateway (gateway.tes.protocol), with bounded retries."""
+"""The agent's HTTP client for the gateway (capsule_runtime.protocol.messages), with bounded
+retries."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from urllib.parse import quote
 
 import requests
 
-from gateway.tes.protocol import (
+from capsule_runtime.protocol.messages import (
     AGENT_API,
     AttemptReport,
     CapsuleReport,

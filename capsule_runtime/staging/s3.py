@@ -22,12 +22,12 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Literal
 
+from capsule_runtime.protocol.messages import FileType
 from capsule_runtime.staging.errors import SourceMissing, StagingError
 from capsule_runtime.staging.policy import StagingPolicy
 from capsule_runtime.staging.progress import ByteCallback
 from capsule_runtime.staging.storage import Stat
 from capsule_runtime.staging.urls import s3_location
-from gateway.tes.models import FileType
 
 MiB = 1 << 20
 

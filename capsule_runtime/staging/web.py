@@ -29,11 +29,11 @@ from urllib.parse import urljoin, urlsplit
 import requests
 from requests.adapters import HTTPAdapter
 
+from capsule_runtime.protocol.messages import FileType
 from capsule_runtime.staging.errors import SourceMissing, StagingError
 from capsule_runtime.staging.policy import StagingPolicy
 from capsule_runtime.staging.progress import ByteCallback
 from capsule_runtime.staging.storage import Stat
-from gateway.tes.models import FileType
 
 CHUNK = 1 << 20
 RETRY_STATUS = frozenset({500, 502, 503, 504})

@@ -25,8 +25,7 @@ from capsule_runtime.capsules.keys import chunk_key
 from capsule_runtime.capsules.pipeline import read_manifest
 from capsule_runtime.capsules.store import FileStore
 from capsule_runtime.engine.podman import PodmanEngine
-from capsule_runtime.runner import TaskRun
-from gateway.tes.protocol import (
+from capsule_runtime.protocol.messages import (
     Assignment,
     AttemptReport,
     CapsuleRef,
@@ -35,6 +34,7 @@ from gateway.tes.protocol import (
     CheckpointOrder,
     TaskSettings,
 )
+from capsule_runtime.runner import TaskRun
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="CRIU needs root")
 

@@ -195,7 +195,7 @@ def test_task_ids_complete_from_the_server(srv: RunningServer) -> None:
 def test_a_reclaimed_instance_shows_its_notice(srv: RunningServer) -> None:
     """Issue 13: an instance with a reclaim notice is DRAINING, with the notice's action and
     deadline, in the admin API and in `tescape instances list` (it used to stay READY)."""
-    from gateway.tes.protocol import Notice
+    from capsule_runtime.protocol.messages import Notice
     from tests.fixtures.agents import add_instances
 
     [inst] = add_instances(srv.url, f"sqlite:///{srv.data_dir / 'tescape.db'}")

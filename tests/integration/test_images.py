@@ -28,7 +28,7 @@ from capsule_runtime.engine import (
     RegistryAuthFailed,
 )
 from capsule_runtime.image_source import prepare_image
-from gateway.tes.protocol import TaskSettings
+from capsule_runtime.protocol.messages import TaskSettings
 from tests.fixtures.containers import _container_leak_check, _podman_engine  # noqa: F401
 from tests.fixtures.images import _busybox_image  # noqa: F401
 from tests.fixtures.registry import Registry, _auth_registry, _open_registry  # noqa: F401

@@ -9,6 +9,8 @@ from typing import Any
 
 import pytest
 
+from capsule_runtime.protocol.messages import AttemptReport, Capacity, Poll, Registration
+from capsule_runtime.protocol.times import utcnow
 from gateway.config import Config, load_config
 from gateway.dispatch import Dispatcher, Fenced
 from gateway.library import Library
@@ -19,9 +21,7 @@ from gateway.secrets import SecretBox
 from gateway.store import TaskStore, open_database
 from gateway.store.apps import AppStore
 from gateway.store.fleet import FleetStore, Instance, InstanceState
-from gateway.tes.protocol import AttemptReport, Capacity, Poll, Registration
 from gateway.tes.states import AttemptPhase, State
-from gateway.tes.times import utcnow
 
 EX = [{"image": "alpine", "command": ["true"]}]
 
@@ -439,7 +439,7 @@ def test_an_idle_instance_of_the_wrong_kind_makes_room_for_a_launch(tmp_path: Pa
 def test_a_notice_moves_capsule_tasks_and_leaves_restart_ones_running(world: World) -> None:
     """`restart` is the retry-based baseline: its task runs on to the deadline (it may finish
     there) instead of being stopped at the notice and started over."""
-    from gateway.tes.protocol import Notice
+    from capsule_runtime.protocol.messages import Notice
 
     moving = world.submit(cpu_cores=1)
     staying = world.submit(cpu_cores=1, backend_parameters={"recovery": "restart"})
