@@ -25,7 +25,7 @@ from gateway.migration import Migrations
 from gateway.scheduler.loop import OVERDUE_EVERY
 from gateway.store.fleet import LIVE_PHASES, Instance, InstanceState
 from gateway.tes.states import AttemptPhase, State
-from tests.unit.test_scheduler import World, running_with
+from tests.fixtures.world import World, running_with
 
 
 @pytest.fixture

@@ -23,7 +23,7 @@ from gateway.store.tasks import TaskRecord
 from gateway.telemetry import summarize, with_telemetry
 from gateway.tes.states import State
 from gateway.tes.views import View
-from tests.unit.test_scheduler import World, running_with
+from tests.fixtures.world import World, running_with
 
 KEYS = {
     "spot_interruptions",
