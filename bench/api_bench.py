@@ -41,6 +41,7 @@ from bench.plans import explain
 from bench.report import TARGETS, evaluate, markdown
 from bench.seed import grow, task_count
 from bench.storage import storage
+from capsule_runtime.host.meminfo import memory_gb
 from gateway.service import encode_page_token
 from gateway.store.database import open_database
 from gateway.store.schema import task_tags, tasks
@@ -311,7 +312,6 @@ def measure_size(
 
 
 def machine() -> dict[str, Any]:
-    mem = Path("/proc/meminfo").read_text().split("\n")[0].split()[1]
     model = next(
         (
             line.split(":", 1)[1].strip()
@@ -323,7 +323,7 @@ def machine() -> dict[str, Any]:
     return {
         "cpus": os.cpu_count(),
         "cpu_model": model,
-        "memory_gib": round(int(mem) / 2**20, 1),
+        "memory_gib": round(memory_gb(), 1),
         "kernel": platform.release(),
         "python": platform.python_version(),
         "load_generator": wrk_version(),

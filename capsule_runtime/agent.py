@@ -20,6 +20,7 @@ from typing import Any
 
 from capsule_runtime import __version__, doctor
 from capsule_runtime.client import GatewayClient, GatewayUnreachable
+from capsule_runtime.host.meminfo import memory_gb
 from capsule_runtime.protocol.messages import (
     Assignment,
     AttemptReport,
@@ -245,14 +246,6 @@ class Agent:
                 t.join(timeout=30)
         for run in runs:
             run.join(timeout=30)
-
-
-def memory_gb() -> float:
-    with open("/proc/meminfo") as f:
-        for line in f:
-            if line.startswith("MemTotal:"):
-                return int(line.split()[1]) / 1024 / 1024
-    return 1.0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 
 from capsule_runtime.engine import cgroup_parent
 from capsule_runtime.engine.errors import EngineError
+from capsule_runtime.host.meminfo import memory_gb
 from gateway.config import LocalProviderConfig
 from gateway.providers.base import Offer, ProviderError, offer_of
 from gateway.providers.cgroups import InstanceCgroup, why_unsupported
@@ -61,14 +62,6 @@ def namespaces_possible() -> str | None:
     if probe.returncode != 0:
         return f"unshare failed: {probe.stderr.strip()[:200]}"
     return None
-
-
-def host_memory_gb() -> float:
-    with open("/proc/meminfo") as f:
-        for line in f:
-            if line.startswith("MemTotal:"):
-                return int(line.split()[1]) / 1024 / 1024
-    return 1.0
 
 
 class LocalProvider:
@@ -131,7 +124,7 @@ class LocalProvider:
                 zone="local",
                 price_per_hour=0.0,
                 cpu_cores=self.cfg.cpu_cores or float(os.cpu_count() or 1),
-                ram_gb=self.cfg.ram_gb or round(host_memory_gb(), 2),
+                ram_gb=self.cfg.ram_gb or round(memory_gb(), 2),
                 disk_gb=self.cfg.disk_gb or round(disk, 1),
             )
         ]
