@@ -8,12 +8,11 @@ never see a partial object. Errors other than "not found" become CapsuleStoreErr
 
 from __future__ import annotations
 
-import threading
 from typing import Any
 
 from capsule_runtime.capsules.errors import CapsuleMissing, CapsuleStoreError
 from capsule_runtime.capsules.keys import check_key
-from capsule_runtime.staging.s3 import S3Config, s3_client
+from capsule_runtime.staging.s3 import S3Config, SharedS3Client
 
 _NOT_FOUND = ("404", "NoSuchKey", "NotFound")
 
@@ -30,20 +29,13 @@ class S3Store:
         self.bucket = bucket
         self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
         self.config = s3 or S3Config()
-        self._lock = threading.Lock()
-        self._client: Any = None
+        self._client = SharedS3Client(self.config, min_pool=16)
 
     def describe(self) -> str:
         return f"s3://{self.bucket}/{self.prefix}"
 
     def client(self) -> Any:
-        with self._lock:
-            if self._client is None:
-                self._client = self._make_client()
-            return self._client
-
-    def _make_client(self) -> Any:
-        return s3_client(self.config, min_pool=16)
+        return self._client.get()
 
     def _object(self, key: str) -> str:
         return self.prefix + check_key(key)

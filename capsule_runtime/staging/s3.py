@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import posixpath
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -80,6 +80,31 @@ def s3_client(cfg: S3Config, min_pool: int = 10) -> Any:
     )
 
 
+class SharedS3Client:
+    """One boto3 S3 client, made on first use and shared by every thread (boto3 clients are
+    thread-safe; sessions are not). The staging storage and the capsule store both hold one;
+    `before` runs once, ahead of the first connection (the staging policy's endpoint check)."""
+
+    def __init__(
+        self, config: S3Config, min_pool: int, before: Callable[[], None] | None = None
+    ) -> None:
+        self.config, self.min_pool, self.before = config, min_pool, before
+        self._lock = threading.Lock()
+        self._client: Any = None
+
+    @property
+    def made(self) -> bool:
+        return self._client is not None
+
+    def get(self) -> Any:
+        with self._lock:
+            if self._client is None:
+                if self.before is not None:
+                    self.before()
+                self._client = s3_client(self.config, self.min_pool)
+            return self._client
+
+
 class _Progress:
     """An s3transfer subscriber that forwards byte counts to a ByteCallback."""
 
@@ -128,21 +153,17 @@ class S3Storage:
         self.policy = policy
         self.config = config or S3Config()
         self._lock = threading.Lock()
-        self._client: Any = None
+        self._client = SharedS3Client(self.config, min_pool=10, before=self._check_endpoint)
         self._manager: Any = None
 
     # -- boto3 ----------------------------------------------------------------------------------
 
     def client(self) -> Any:
-        with self._lock:
-            if self._client is None:
-                self._client = self._make_client()
-            return self._client
+        return self._client.get()
 
-    def _make_client(self) -> Any:
+    def _check_endpoint(self) -> None:
         if self.config.endpoint_url:
             self.policy.check_url(self.config.endpoint_url)
-        return s3_client(self.config, min_pool=10)
 
     def _transfers(self) -> Any:
         client = self.client()

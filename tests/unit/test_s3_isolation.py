@@ -220,7 +220,7 @@ def test_the_agent_refuses_before_any_request(tmp_path: Path) -> None:
             storage.stat(url)
         with pytest.raises(AccessRefused):
             storage.put(src, url + "/x")
-    assert storage._client is None  # never connected
+    assert not storage._client.made  # never connected
 
 
 def test_s3_store_location() -> None:
