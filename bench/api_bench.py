@@ -39,6 +39,7 @@ from bench.documents import SERVER_CONFIG, client_bodies
 from bench.load import Measurement, run_wrk, write_requests, wrk_binary, wrk_version
 from bench.plans import explain
 from bench.report import TARGETS, evaluate, markdown
+from bench.scenarios import LATENCY, THROUGHPUT, WARMUP
 from bench.seed import grow, task_count
 from bench.storage import storage
 from capsule_runtime.host.meminfo import memory_gb
@@ -49,20 +50,6 @@ from tests.fixtures.postgres import start_postgres
 from tests.fixtures.server import tescape_server
 
 TES = "/ga4gh/tes/v1"
-# Every scenario runs on one connection (latency); these also on --concurrency (throughput).
-LATENCY = (
-    "healthz",
-    "get_minimal",
-    "get_full",
-    "list_minimal",
-    "list_basic",
-    "list_state",
-    "list_tag",
-    "list_deep",
-    "create",
-)
-THROUGHPUT = ("healthz", "get_minimal", "create")
-WARMUP = ("get_minimal", "get_full", "list_minimal", "list_deep")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
