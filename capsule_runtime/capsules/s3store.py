@@ -12,14 +12,7 @@ from typing import Any
 
 from capsule_runtime.capsules.errors import CapsuleMissing, CapsuleStoreError
 from capsule_runtime.capsules.keys import check_key
-from capsule_runtime.staging.s3 import S3Config, SharedS3Client
-
-_NOT_FOUND = ("404", "NoSuchKey", "NotFound")
-
-
-def _code(exc: Exception) -> str:
-    response = getattr(exc, "response", None)
-    return str(response.get("Error", {}).get("Code", "")) if isinstance(response, dict) else ""
+from capsule_runtime.staging.s3 import S3Config, SharedS3Client, error_code, is_not_found
 
 
 class S3Store:
@@ -41,7 +34,7 @@ class S3Store:
         return self.prefix + check_key(key)
 
     def _fail(self, what: str, key: str, exc: Exception) -> CapsuleStoreError:
-        code = _code(exc)
+        code = error_code(exc)
         detail = f"{code} {exc}" if code else (str(exc) or type(exc).__name__)
         return CapsuleStoreError(f"{self.describe()}: cannot {what} {key}: {detail}")
 
@@ -63,7 +56,7 @@ class S3Store:
             data: bytes = response["Body"].read()
             return data
         except ClientError as exc:
-            if _code(exc) in _NOT_FOUND:
+            if is_not_found(exc):
                 raise CapsuleMissing(f"{self.describe()}: no object {key}") from exc
             raise self._fail("read", key, exc) from exc
         except BotoCoreError as exc:
@@ -77,7 +70,7 @@ class S3Store:
             self.client().head_object(Bucket=self.bucket, Key=name)
             return True
         except ClientError as exc:
-            if _code(exc) in _NOT_FOUND:
+            if is_not_found(exc):
                 return False
             raise self._fail("check", key, exc) from exc
         except BotoCoreError as exc:

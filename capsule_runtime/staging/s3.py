@@ -130,10 +130,15 @@ def _describe(exc: Exception) -> str:
     return str(exc) or type(exc).__name__
 
 
-def _is_not_found(exc: Exception) -> bool:
+def error_code(exc: Exception) -> str:
+    """The S3 error code of a botocore ClientError ("" for anything else)."""
     response = getattr(exc, "response", None)
-    code = response.get("Error", {}).get("Code") if isinstance(response, dict) else None
-    return code in ("404", "NoSuchKey", "NotFound")
+    return str(response.get("Error", {}).get("Code", "")) if isinstance(response, dict) else ""
+
+
+def is_not_found(exc: Exception) -> bool:
+    """Whether S3 answered that the object (or bucket) does not exist."""
+    return error_code(exc) in ("404", "NoSuchKey", "NotFound")
 
 
 def tree_path(prefix: str, key: str) -> str | None:
@@ -198,7 +203,7 @@ class S3Storage:
         except StagingError:
             raise
         except ClientError as exc:
-            if _is_not_found(exc):
+            if is_not_found(exc):
                 raise SourceMissing(f"{what}: not found") from None
             raise StagingError(f"{what}: {_describe(exc)}") from None
         except (BotoCoreError, OSError) as exc:
@@ -230,7 +235,7 @@ class S3Storage:
                     head = self.client().head_object(Bucket=bucket, Key=key)
                     return Stat(is_dir=False, size=int(head["ContentLength"]))
                 except Exception as exc:
-                    if not _is_not_found(exc):
+                    if not is_not_found(exc):
                         raise
             prefix = key.rstrip("/") + "/" if key else ""
             return Stat(is_dir=True, size=None) if self._has_prefix(bucket, prefix) else None
