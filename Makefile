@@ -29,6 +29,7 @@ $(STAMP):
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 format: $(STAMP)
 	$(BIN)/ruff format .
@@ -41,4 +42,4 @@ bench: host-test $(STAMP)            ## API benchmarks; results go to docs/bench
 	$(BIN)/python -m bench.api_bench $(ARGS)
 
 clean:
-	rm -rf $(VENV) .cache .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .cache .pytest_cache .mypy_cache .ruff_cache .import_linter_cache

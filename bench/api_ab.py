@@ -28,11 +28,12 @@ from typing import Any
 from bench.api_bench import database, scenario_requests
 from bench.documents import SERVER_CONFIG
 from bench.load import run_wrk, write_requests
+from bench.scenarios import THROUGHPUT
 from bench.seed import grow
 from gateway.store.database import open_database
 from tests.fixtures.server import RunningServer, tescape_server
 
-SCENARIOS = ("healthz", "get_minimal", "create")
+SCENARIOS = THROUGHPUT
 
 
 @contextlib.contextmanager

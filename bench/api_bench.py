@@ -39,8 +39,10 @@ from bench.documents import SERVER_CONFIG, client_bodies
 from bench.load import Measurement, run_wrk, write_requests, wrk_binary, wrk_version
 from bench.plans import explain
 from bench.report import TARGETS, evaluate, markdown
+from bench.scenarios import LATENCY, THROUGHPUT, WARMUP
 from bench.seed import grow, task_count
 from bench.storage import storage
+from capsule_runtime.host.meminfo import memory_gb
 from gateway.service import encode_page_token
 from gateway.store.database import open_database
 from gateway.store.schema import task_tags, tasks
@@ -48,20 +50,6 @@ from tests.fixtures.postgres import start_postgres
 from tests.fixtures.server import tescape_server
 
 TES = "/ga4gh/tes/v1"
-# Every scenario runs on one connection (latency); these also on --concurrency (throughput).
-LATENCY = (
-    "healthz",
-    "get_minimal",
-    "get_full",
-    "list_minimal",
-    "list_basic",
-    "list_state",
-    "list_tag",
-    "list_deep",
-    "create",
-)
-THROUGHPUT = ("healthz", "get_minimal", "create")
-WARMUP = ("get_minimal", "get_full", "list_minimal", "list_deep")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -311,7 +299,6 @@ def measure_size(
 
 
 def machine() -> dict[str, Any]:
-    mem = Path("/proc/meminfo").read_text().split("\n")[0].split()[1]
     model = next(
         (
             line.split(":", 1)[1].strip()
@@ -323,7 +310,7 @@ def machine() -> dict[str, Any]:
     return {
         "cpus": os.cpu_count(),
         "cpu_model": model,
-        "memory_gib": round(int(mem) / 2**20, 1),
+        "memory_gib": round(memory_gb(), 1),
         "kernel": platform.release(),
         "python": platform.python_version(),
         "load_generator": wrk_version(),

@@ -67,7 +67,8 @@ from capsule_runtime import checkpointing
 from capsule_runtime.capsules.store import CapsuleStore, FileStore
 from capsule_runtime.engine import PodmanEngine
 from capsule_runtime.engine.spec import CheckpointOptions, ContainerSpec, Mount, Network
-from gateway.tes.protocol import CapsuleRef, CapsuleSettings
+from capsule_runtime.host.meminfo import meminfo_kib, memory_gb
+from capsule_runtime.protocol.messages import CapsuleRef, CapsuleSettings
 
 REPO = Path(__file__).resolve().parents[1]
 CACHE = REPO / ".cache" / "bench"
@@ -921,17 +922,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if not args.sizes or not args.flavour_list or set(args.flavour_list) - {"random", "half"}:
         p.error("--sizes-mib: at least one size; --flavours: random and/or half")
     if args.warm_mib < 0:
-        available = _meminfo("MemAvailable") // 1024
+        available = (meminfo_kib("MemAvailable") or 0) // 1024
         args.warm_mib = int(min(2 * max(args.sizes) + 2048, available // 2))
     return args
-
-
-def _meminfo(field: str) -> int:
-    """A /proc/meminfo value in KiB."""
-    for line in Path("/proc/meminfo").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    return 0
 
 
 def warm_memory(binary: Path, mib: int, root: Path) -> float:
@@ -972,7 +965,7 @@ def machine() -> dict[str, Any]:
         "kernel": platform.release(),
         "cpu": cpu,
         "cores": os.cpu_count(),
-        "mem_gib": round(_meminfo("MemTotal") / (1 << 20), 1),
+        "mem_gib": round(memory_gb(), 1),
         "criu": (cmd("criu", "--version").splitlines() or [""])[0],
         "podman": cmd("podman", "--version"),
         "python": platform.python_version(),

@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from capsule_runtime.protocol.tasklog import initial_task_log
 from gateway.tes.backend_parameters import BackendParameters
-from gateway.tes.tasklog import initial_task_log
 from gateway.tes.validation import TaskLimits, parse_task
 
 TASK_COLUMNS = (

@@ -11,6 +11,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from bench.scenarios import LATENCY
+
 TARGETS = {
     "p99_ms_at_largest": 10.0,  # GET by id and the first list page, at the largest size
     "growth_max": 1.5,  # p99 at the largest size / p99 at the smallest
@@ -80,26 +82,15 @@ def markdown(results: dict[str, Any]) -> str:
             "",
             "Latency on one connection, p50 / p99 in ms (median of rounds):",
             "",
-            "| tasks | healthz | GET MINIMAL | GET FULL | list MINIMAL | list BASIC "
-            "| list state | list tag | list deep | create |",
-            "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+            "| tasks | " + " | ".join(LATENCY.values()) + " |",
+            "|" + " ---: |" * (len(LATENCY) + 1),
         ]
         runs = [r for r in results["runs"] if r["store"] == store]
         for run in runs:
             lat = run["latency"]
             cells = [
                 f"{_ms(lat[n]['p50_ms'])} / {_ms(lat[n]['p99_ms'])}" if n in lat else "-"
-                for n in (
-                    "healthz",
-                    "get_minimal",
-                    "get_full",
-                    "list_minimal",
-                    "list_basic",
-                    "list_state",
-                    "list_tag",
-                    "list_deep",
-                    "create",
-                )
+                for n in LATENCY
             ]
             lines.append(f"| {run['tasks_at_start']:,} | " + " | ".join(cells) + " |")
         lines += [

@@ -18,10 +18,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from capsule_runtime import doctor
+from capsule_runtime import __version__, doctor
 from capsule_runtime.client import GatewayClient, GatewayUnreachable
-from gateway import __version__
-from gateway.tes.protocol import (
+from capsule_runtime.host.meminfo import memory_gb
+from capsule_runtime.protocol.messages import (
     Assignment,
     AttemptReport,
     Capacity,
@@ -248,14 +248,6 @@ class Agent:
             run.join(timeout=30)
 
 
-def memory_gb() -> float:
-    with open("/proc/meminfo") as f:
-        for line in f:
-            if line.startswith("MemTotal:"):
-                return int(line.split()[1]) / 1024 / 1024
-    return 1.0
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="tescape agent", description=__doc__)
     parser.add_argument("--gateway", required=True, help="the gateway's URL")
@@ -283,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    from gateway.tes.redact import install_log_redaction, remember_secret
+    from capsule_runtime.protocol.redact import install_log_redaction, remember_secret
 
     install_log_redaction()  # registry passwords, keys and tokens never reach the agent's log
     remember_secret(token)

@@ -55,8 +55,8 @@ from capsule_runtime.capsules.workspace_tar import extract_directory, tar_direct
 from capsule_runtime.engine.freeze import FreezeGate
 from capsule_runtime.engine.protocol import ContainerEngine
 from capsule_runtime.engine.spec import CheckpointOptions
+from capsule_runtime.protocol.messages import CapsuleRef, CapsuleSettings
 from capsule_runtime.staging.confined import has_symlink
-from gateway.tes.protocol import CapsuleRef, CapsuleSettings
 
 MiB = 1 << 20
 

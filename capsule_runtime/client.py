@@ -1,10 +1,10 @@
-"""The agent's HTTP client for the gateway (gateway.tes.protocol), with bounded retries."""
+"""The agent's HTTP client for the gateway (capsule_runtime.protocol.messages), with bounded
+retries (tenacity: exponential back-off, 409 never retried)."""
 
 from __future__ import annotations
 
 import hashlib
 import logging
-import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -12,8 +12,16 @@ from typing import Any
 from urllib.parse import quote
 
 import requests
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception_type,
+    retry_if_result,
+    stop_after_attempt,
+    wait_exponential,
+)
 
-from gateway.tes.protocol import (
+from capsule_runtime.protocol.messages import (
     AGENT_API,
     AttemptReport,
     CapsuleReport,
@@ -40,6 +48,15 @@ class DownloadCorrupt(RuntimeError):
     """A download arrived whole but with another sha256 than expected, on every try."""
 
 
+class _TryAgain(Exception):
+    """One try of a download failed in a way another try may not (5xx, a broken connection, a
+    digest that does not match)."""
+
+    def __init__(self, problem: str, quiet: bool = False, corrupt: bool = False):
+        super().__init__(problem)
+        self.quiet, self.corrupt = quiet, corrupt
+
+
 class GatewayClient:
     def __init__(self, gateway_url: str, instance_id: str, token: str, retries: int = 5):
         self.base = gateway_url.rstrip("/") + AGENT_API
@@ -53,6 +70,15 @@ class GatewayClient:
             {"Authorization": f"Bearer {token}", "X-Tescape-Instance": instance_id}
         )
 
+    def _retrying(self, retries: int | None = None, **policy: Any) -> Retrying:
+        """Bounded retries with exponential back-off (0.2 s, doubling up to 5 s) for one call
+        (`retries` after the first, default the client's); a single try while the instance
+        hurries to shut down."""
+        tries = 1 if self.hurry else (self.retries if retries is None else retries) + 1
+        return Retrying(
+            stop=stop_after_attempt(tries), wait=wait_exponential(0.2, max=5.0), **policy
+        )
+
     def _call(
         self,
         method: str,
@@ -63,36 +89,43 @@ class GatewayClient:
         accept: tuple[int, ...] = (),
         **kwargs: Any,
     ) -> Any:
-        """`retries`: tries after the first (default: the client's); `accept`: error statuses
-        whose JSON body is returned rather than raised."""
-        delay = 0.2
-        retries = 0 if self.hurry else (self.retries if retries is None else retries)
-        for attempt in range(retries + 1):
-            try:
-                if body_file is not None:  # reopened on every try: a retry resends from the start
-                    with open(body_file, "rb") as body:
-                        resp = self.session.request(
-                            method, self.base + path, timeout=timeout, data=body, **kwargs
-                        )
-                else:
-                    resp = self.session.request(method, self.base + path, timeout=timeout, **kwargs)
-            except requests.RequestException as exc:
-                if attempt == retries:
-                    raise GatewayUnreachable(f"{method} {path}: {exc}") from exc
-                log.warning("gateway unreachable (%s); retrying in %.1fs", exc, delay)
-                time.sleep(delay)
-                delay = min(delay * 2, 5.0)
-                continue
-            if resp.status_code >= 500 and attempt < retries:
-                time.sleep(delay)
-                delay = min(delay * 2, 5.0)
-                continue
-            if resp.status_code == 409:
-                raise Fenced(f"{method} {path}: HTTP 409 {resp.text}")
-            if resp.status_code >= 400 and resp.status_code not in accept:
-                raise GatewayUnreachable(f"{method} {path}: HTTP {resp.status_code} {resp.text}")
-            return resp.json()
-        raise GatewayUnreachable(f"{method} {path}: no answer")
+        """Connection errors and 5xx answers are tried again; a 409 never (Fenced).
+        `retries`: tries after the first (default: the client's); `accept`: error statuses whose
+        JSON body is returned rather than raised."""
+
+        def once() -> requests.Response:
+            if body_file is not None:  # reopened on every try: a retry resends from the start
+                with open(body_file, "rb") as body:
+                    return self.session.request(
+                        method, self.base + path, timeout=timeout, data=body, **kwargs
+                    )
+            return self.session.request(method, self.base + path, timeout=timeout, **kwargs)
+
+        def warn(state: RetryCallState) -> None:
+            assert state.outcome is not None and state.next_action is not None
+            if exc := state.outcome.exception():
+                log.warning(
+                    "gateway unreachable (%s); retrying in %.1fs", exc, state.next_action.sleep
+                )
+
+        def last(state: RetryCallState) -> requests.Response:
+            assert state.outcome is not None
+            if exc := state.outcome.exception():
+                raise GatewayUnreachable(f"{method} {path}: {exc}") from exc
+            return state.outcome.result()  # a 5xx, said below
+
+        resp = self._retrying(
+            retries,
+            retry=retry_if_exception_type(requests.RequestException)
+            | retry_if_result(lambda r: r.status_code >= 500),
+            before_sleep=warn,
+            retry_error_callback=last,
+        )(once)
+        if resp.status_code == 409:
+            raise Fenced(f"{method} {path}: HTTP 409 {resp.text}")
+        if resp.status_code >= 400 and resp.status_code not in accept:
+            raise GatewayUnreachable(f"{method} {path}: HTTP {resp.status_code} {resp.text}")
+        return resp.json()
 
     def register(self, registration: Registration) -> None:
         self._call(
@@ -179,20 +212,14 @@ class GatewayClient:
         Retried from the start like every call; returns the hex sha256 of what `dest` holds."""
         path = f"/apps/{quote(name, safe='')}/archive"
         partial = dest.with_name(dest.name + ".partial")
-        delay = 0.2
-        retries = 0 if self.hurry else self.retries
-        problem, corrupt = "no answer", False
-        for attempt in range(retries + 1):
-            if attempt:
-                time.sleep(delay)
-                delay = min(delay * 2, 5.0)
-            corrupt = False
+
+        def once() -> str:
             try:
                 with self.session.get(self.base + path, stream=True, timeout=(10, 300)) as resp:
                     if resp.status_code >= 400:
                         problem = f"HTTP {resp.status_code} {resp.text[:500]}"
                         if resp.status_code >= 500:
-                            continue
+                            raise _TryAgain(problem, quiet=True)
                         raise GatewayUnreachable(f"GET {path}: {problem}")
                     digest = hashlib.sha256()
                     with open(partial, "wb") as out:
@@ -200,17 +227,28 @@ class GatewayClient:
                             digest.update(chunk)
                             out.write(chunk)
             except requests.RequestException as exc:
-                problem = str(exc)
-                log.warning("downloading app %s: %s; retrying", name, exc)
-                continue
-            corrupt = sha256 is not None and digest.hexdigest() != sha256.lower()
-            if corrupt:
-                problem = f"sha256 {digest.hexdigest()}, expected {sha256}"
-                log.warning("downloading app %s: %s; retrying", name, problem)
-                continue
+                raise _TryAgain(str(exc)) from exc
+            if sha256 is not None and digest.hexdigest() != sha256.lower():
+                raise _TryAgain(f"sha256 {digest.hexdigest()}, expected {sha256}", corrupt=True)
             partial.replace(dest)
             return digest.hexdigest()
-        partial.unlink(missing_ok=True)
-        if corrupt:
-            raise DownloadCorrupt(f"GET {path}: {problem}")
-        raise GatewayUnreachable(f"GET {path}: {problem}")
+
+        def warn(state: RetryCallState) -> None:
+            assert state.outcome is not None
+            exc = state.outcome.exception()
+            if isinstance(exc, _TryAgain) and not exc.quiet:
+                log.warning("downloading app %s: %s; retrying", name, exc)
+
+        def last(state: RetryCallState) -> str:
+            assert state.outcome is not None
+            exc = state.outcome.exception()
+            assert isinstance(exc, _TryAgain)
+            partial.unlink(missing_ok=True)
+            if exc.corrupt:
+                raise DownloadCorrupt(f"GET {path}: {exc}")
+            raise GatewayUnreachable(f"GET {path}: {exc}")
+
+        retrying = self._retrying(
+            retry=retry_if_exception_type(_TryAgain), before_sleep=warn, retry_error_callback=last
+        )
+        return retrying(once)

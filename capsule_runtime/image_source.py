@@ -41,7 +41,7 @@ from capsule_runtime.client import DownloadCorrupt, GatewayClient, GatewayUnreac
 from capsule_runtime.engine.errors import EngineError, ImageNotFound, RegistryAuthFailed
 from capsule_runtime.engine.protocol import ContainerEngine
 from capsule_runtime.imageref import rewrite_image
-from gateway.tes.protocol import TaskSettings
+from capsule_runtime.protocol.messages import TaskSettings
 
 log = logging.getLogger(__name__)
 _PLAIN_HTTP = "server gave HTTP response to HTTPS client"

@@ -48,6 +48,23 @@ from capsule_runtime.engine.protocol import ContainerEngine
 from capsule_runtime.engine.spec import ContainerSpec, Mount
 from capsule_runtime.image_source import prepare_image
 from capsule_runtime.live_logs import LiveStreams, open_stream
+from capsule_runtime.protocol.local_paths import install_dirs
+from capsule_runtime.protocol.messages import (
+    Assignment,
+    AttemptReport,
+    AttemptStatus,
+    CapsuleRef,
+    CapsuleReport,
+    CheckpointOrder,
+)
+from capsule_runtime.protocol.redact import (
+    is_secret_name,
+    redact,
+    remember_env_secrets,
+    remember_secret,
+)
+from capsule_runtime.protocol.tasklog import NOT_RUN, drop_unstarted
+from capsule_runtime.protocol.times import rfc3339, utcnow
 from capsule_runtime.staging import (
     S3Config,
     StagingError,
@@ -57,18 +74,6 @@ from capsule_runtime.staging import (
     upload_outputs_report,
 )
 from capsule_runtime.usage import Usage, UsageSampler
-from gateway.tes.local_paths import install_dirs
-from gateway.tes.protocol import (
-    Assignment,
-    AttemptReport,
-    AttemptStatus,
-    CapsuleRef,
-    CapsuleReport,
-    CheckpointOrder,
-)
-from gateway.tes.redact import is_secret_name, redact, remember_env_secrets, remember_secret
-from gateway.tes.tasklog import NOT_RUN, drop_unstarted
-from gateway.tes.times import rfc3339, utcnow
 
 # How a run ends: what it reports, or "superseded" (the gateway refused it for good: no report).
 Outcome = AttemptStatus | Literal["superseded"]
@@ -812,7 +817,7 @@ class TaskRun(threading.Thread):
 def _remember_secrets(assignment: Assignment) -> None:
     """The secrets this task's run may print in an error (a registry password in a podman
     message, the S3 secret key, the capsule key, the task's secret env values): masked in the
-    agent's logs and in the system_logs it reports (gateway.tes.redact)."""
+    agent's logs and in the system_logs it reports (capsule_runtime.protocol.redact)."""
     settings = assignment.settings
     remember_secret(*(c.get("password") for c in settings.registry_credentials.values()))
     for s3 in (settings.s3, assignment.capsules.s3):

@@ -89,9 +89,9 @@ def serve(config_file: str | None, **flags: Any) -> None:
     """Start the TES server (waitress, a production WSGI server)."""
     from waitress.server import create_server
 
+    from capsule_runtime.protocol.redact import install_log_redaction, remember_secret
     from gateway.app import create_app, start_scheduler
     from gateway.private_state import make_private, private_umask
-    from gateway.tes.redact import install_log_redaction, remember_secret
 
     cfg = _load(config_file, **flags)
     logging.basicConfig(

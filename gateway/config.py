@@ -16,9 +16,9 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from capsule_runtime.protocol.local_paths import install_dirs, real, url_local_path
+from capsule_runtime.protocol.s3_paths import S3Location
 from gateway.market.config import MarketConfig
-from gateway.tes.local_paths import install_dirs, real, url_local_path
-from gateway.tes.s3_paths import S3Location
 from gateway.tes.validation import TaskLimits
 
 ENV_PREFIX = "TESCAPE_"
@@ -276,7 +276,7 @@ class S3Config(Section):
 
 class StagingS3Config(S3Config):
     # `bucket` or `bucket/prefix` entries task s3:// URLs must lie inside; null: any bucket. The
-    # capsule store's location is refused whatever this says (gateway/tes/s3_paths.py).
+    # capsule store's location is refused whatever this says (capsule_runtime/protocol/s3_paths.py).
     allowed: list[str] | None = None
     # A user's own list instead of `allowed` (user name as auth knows it: basic user, token user,
     # OIDC subject).

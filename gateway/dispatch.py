@@ -1,11 +1,11 @@
-"""The gateway's side of the agent protocol (gateway.tes.protocol): registration, long polls that
-hand out orders, and reports that move tasks through their states.
+"""The gateway's side of the agent protocol (capsule_runtime.protocol.messages): registration,
+long polls that hand out orders, and reports that move tasks through their states.
 
 Orders are derived from the store on every poll, never kept only in memory, so a gateway restart
 loses nothing: an attempt in PROVISIONING on an instance is an assignment not yet picked up; a live
 attempt of a CANCELING task is a stop order. Delivery is at least once: an assignment is sent
 again until the agent lists its attempt in `Poll.running`, a checkpoint or resize order until the
-agent lists its id in `Poll.received` (gateway.tes.protocol).
+agent lists its id in `Poll.received` (capsule_runtime.protocol.messages).
 
 Fencing: every report takes its attempt's row (FleetStore.lock_attempt) and, in that one
 transaction, checks that the attempt is the caller's, live, and its task's newest attempt, then
@@ -28,18 +28,7 @@ from typing import Any
 
 from sqlalchemy import Connection
 
-from gateway.auth import AuthError, token_sha256
-from gateway.config import Config
-from gateway.library import Library
-from gateway.migration import Migrations, restarts
-from gateway.rules import effective_parameters
-from gateway.scheduler.loop import SCHEDULER, container_limits
-from gateway.scheduler.wakeups import Wakeups
-from gateway.store.fleet import Attempt, FleetStore, Instance, InstanceState
-from gateway.store.tasks import TaskRecord, TaskStore
-from gateway.telemetry import task_telemetry, time_scale, with_telemetry
-from gateway.tes.backend_parameters import duration_seconds
-from gateway.tes.protocol import (
+from capsule_runtime.protocol.messages import (
     Assignment,
     AttemptReport,
     CapsuleRef,
@@ -53,9 +42,20 @@ from gateway.tes.protocol import (
     ResizeOrder,
     TaskSettings,
 )
-from gateway.tes.redact import remember_secret
+from capsule_runtime.protocol.redact import remember_secret
+from capsule_runtime.protocol.times import rfc3339, utcnow
+from gateway.auth import AuthError, token_sha256
+from gateway.config import Config
+from gateway.library import Library
+from gateway.migration import Migrations, restarts
+from gateway.rules import effective_parameters
+from gateway.scheduler.loop import SCHEDULER, container_limits
+from gateway.scheduler.wakeups import Wakeups
+from gateway.store.fleet import Attempt, FleetStore, Instance, InstanceState
+from gateway.store.tasks import TaskRecord, TaskStore
+from gateway.telemetry import task_telemetry, time_scale, with_telemetry
+from gateway.tes.backend_parameters import duration_seconds
 from gateway.tes.states import AttemptPhase, State
-from gateway.tes.times import rfc3339, utcnow
 
 log = logging.getLogger(__name__)
 

@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import IO, Any
 
 from capsule_runtime.imageref import rewrite_image
+from capsule_runtime.protocol.redact import remember_secret
 from gateway.secrets import SecretBox
 from gateway.store.apps import App, AppStore, registry_of
-from gateway.tes.redact import remember_secret
 from gateway.tes.validation import IMAGE_FORBIDDEN
 
 NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,127}$")

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from capsule_runtime.protocol.times import rfc3339, utcnow
 from gateway.config import Config
 from gateway.rules import effective_parameters
 from gateway.scheduler.wakeups import Wakeups
@@ -22,7 +23,6 @@ from gateway.store.fleet import FleetStore, Instance, InstanceState
 from gateway.store.ids import new_id
 from gateway.store.tasks import TaskStore
 from gateway.tes.states import AttemptPhase, State
-from gateway.tes.times import rfc3339, utcnow
 
 log = logging.getLogger(__name__)
 

@@ -17,8 +17,8 @@ import os
 import stat
 from pathlib import Path
 
+from capsule_runtime.protocol.local_paths import url_local_path
 from gateway.config import Config, sqlite_file
-from gateway.tes.local_paths import url_local_path
 
 log = logging.getLogger(__name__)
 

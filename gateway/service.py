@@ -13,6 +13,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
+from capsule_runtime.protocol.local_paths import LocalPathRules, task_path_errors
+from capsule_runtime.protocol.s3_paths import S3Rules, task_s3_errors
+from capsule_runtime.protocol.tasklog import initial_task_log
 from gateway import __version__
 from gateway.auth import Principal
 from gateway.config import Config
@@ -20,10 +23,7 @@ from gateway.store.tasks import TaskRecord, TaskStore
 from gateway.telemetry import live_logs
 from gateway.tes.backend_parameters import BackendParameters
 from gateway.tes.errors import FieldError, TaskValidationError
-from gateway.tes.local_paths import LocalPathRules, task_path_errors
-from gateway.tes.s3_paths import S3Rules, task_s3_errors
 from gateway.tes.states import State
-from gateway.tes.tasklog import initial_task_log
 from gateway.tes.validation import parse_task
 from gateway.tes.views import View, render_task
 

@@ -23,11 +23,11 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, Engine, func, select, text
 
+from capsule_runtime.protocol.times import utcnow
 from gateway import __version__
 from gateway.store.fleet import LIVE_PHASES
 from gateway.store.schema import attempts, events, instances, tasks
 from gateway.tes.states import State
-from gateway.tes.times import utcnow
 
 if TYPE_CHECKING:
     from gateway.app import Services

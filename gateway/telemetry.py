@@ -21,11 +21,11 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, select
 
+from capsule_runtime.protocol.times import utcnow
 from gateway.config import Config
 from gateway.market.catalog import on_demand_price
 from gateway.market.costs import attempt_cost
 from gateway.store.schema import ATTEMPT_COST_COLUMNS, attempts, events
-from gateway.tes.times import utcnow
 
 # Attempt reasons that follow the loss of the instance under a task (a Spot reclaim, with or
 # without a notice), the same set `scheduler.max_interruptions` counts.

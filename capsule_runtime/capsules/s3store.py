@@ -8,19 +8,11 @@ never see a partial object. Errors other than "not found" become CapsuleStoreErr
 
 from __future__ import annotations
 
-import threading
 from typing import Any
 
 from capsule_runtime.capsules.errors import CapsuleMissing, CapsuleStoreError
 from capsule_runtime.capsules.keys import check_key
-from capsule_runtime.staging.s3 import S3Config, s3_client
-
-_NOT_FOUND = ("404", "NoSuchKey", "NotFound")
-
-
-def _code(exc: Exception) -> str:
-    response = getattr(exc, "response", None)
-    return str(response.get("Error", {}).get("Code", "")) if isinstance(response, dict) else ""
+from capsule_runtime.staging.s3 import S3Config, SharedS3Client, error_code, is_not_found
 
 
 class S3Store:
@@ -30,26 +22,19 @@ class S3Store:
         self.bucket = bucket
         self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
         self.config = s3 or S3Config()
-        self._lock = threading.Lock()
-        self._client: Any = None
+        self._client = SharedS3Client(self.config, min_pool=16)
 
     def describe(self) -> str:
         return f"s3://{self.bucket}/{self.prefix}"
 
     def client(self) -> Any:
-        with self._lock:
-            if self._client is None:
-                self._client = self._make_client()
-            return self._client
-
-    def _make_client(self) -> Any:
-        return s3_client(self.config, min_pool=16)
+        return self._client.get()
 
     def _object(self, key: str) -> str:
         return self.prefix + check_key(key)
 
     def _fail(self, what: str, key: str, exc: Exception) -> CapsuleStoreError:
-        code = _code(exc)
+        code = error_code(exc)
         detail = f"{code} {exc}" if code else (str(exc) or type(exc).__name__)
         return CapsuleStoreError(f"{self.describe()}: cannot {what} {key}: {detail}")
 
@@ -71,7 +56,7 @@ class S3Store:
             data: bytes = response["Body"].read()
             return data
         except ClientError as exc:
-            if _code(exc) in _NOT_FOUND:
+            if is_not_found(exc):
                 raise CapsuleMissing(f"{self.describe()}: no object {key}") from exc
             raise self._fail("read", key, exc) from exc
         except BotoCoreError as exc:
@@ -85,7 +70,7 @@ class S3Store:
             self.client().head_object(Bucket=self.bucket, Key=name)
             return True
         except ClientError as exc:
-            if _code(exc) in _NOT_FOUND:
+            if is_not_found(exc):
                 return False
             raise self._fail("check", key, exc) from exc
         except BotoCoreError as exc:

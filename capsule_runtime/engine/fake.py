@@ -89,7 +89,7 @@ class _Container:
     oom_killed: bool = False
 
 
-class FakeEngine:
+class FakeEngine(ContainerEngine):
     """In-memory containers. `images` are present locally; `pullable` ones appear on first
     `ensure_image` (recorded in `pulls`, and in `pull_details` with what the pull was given: the
     auth file's content and mode as they were during the pull, and tls_verify). `load_archive`
@@ -189,15 +189,6 @@ class FakeEngine:
                 self._exit(ctr, SIGKILL_EXIT, oom=True)
             elif process.exit_code is not None:
                 self._exit(ctr, process.exit_code)
-
-    def run(self, spec: ContainerSpec) -> str:
-        container_id = self.create(spec)
-        try:
-            self.start(container_id)
-        except EngineError:
-            self.remove(container_id)
-            raise
-        return container_id
 
     def wait(self, container_id: str, timeout: float | None = None) -> int:
         with self._changed:
@@ -347,7 +338,3 @@ def _write_output(spec: ContainerSpec, process: FakeProcess) -> None:
     if spec.stderr is not None:
         with open(spec.stderr, "ab") as f:
             f.write(process.stderr)
-
-
-def _implements(engine: FakeEngine) -> ContainerEngine:
-    return engine  # mypy checks that FakeEngine satisfies the ContainerEngine protocol

@@ -54,7 +54,7 @@ DEFAULT_GRAPHROOT = Path("/var/lib/containers/storage")  # rootful podman's defa
 _NAME_UNSAFE = re.compile(r"[^a-zA-Z0-9_.-]+")
 
 
-class PodmanEngine:
+class PodmanEngine(ContainerEngine):
     """Containers through `podman`. `labels` go on every container created and select the ones
     `list_containers` returns (tests use a per-session label to find only their own)."""
 
@@ -161,15 +161,6 @@ class PodmanEngine:
                 "container", "inspect", "--format", "{{.StaticDir}}", container_id
             ).stdout.strip()
         )
-
-    def run(self, spec: ContainerSpec) -> str:
-        container_id = self.create(spec)
-        try:
-            self.start(container_id)
-        except EngineError:
-            self.remove(container_id)
-            raise
-        return container_id
 
     def wait(self, container_id: str, timeout: float | None = None) -> int:
         """podman polls the container's state (every 250 ms by default): poll every 10 ms for
@@ -408,7 +399,3 @@ def _info(raw: dict[str, Any]) -> ContainerInfo:
         oom_killed=bool(state.get("OOMKilled", False)),
         labels=dict((raw.get("Config") or {}).get("Labels") or {}),
     )
-
-
-def _implements(engine: PodmanEngine) -> ContainerEngine:
-    return engine  # mypy checks that PodmanEngine satisfies the ContainerEngine protocol

@@ -17,6 +17,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+from capsule_runtime.engine.errors import EngineError
 from capsule_runtime.engine.spec import CheckpointOptions, ContainerInfo, ContainerSpec
 
 
@@ -45,8 +46,15 @@ class ContainerEngine(Protocol):
     def start(self, container_id: str) -> None: ...
 
     def run(self, spec: ContainerSpec) -> str:
-        """Create and start; a container that fails to start is removed before the error rises."""
-        ...
+        """Create and start; a container that fails to start is removed before the error rises.
+        Written once here: the engines subclass this protocol and inherit it."""
+        container_id = self.create(spec)
+        try:
+            self.start(container_id)
+        except EngineError:
+            self.remove(container_id)
+            raise
+        return container_id
 
     def wait(self, container_id: str, timeout: float | None = None) -> int:
         """Block until the container exits; return its exit code. Raises WaitTimeout."""

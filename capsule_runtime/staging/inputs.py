@@ -16,12 +16,12 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from capsule_runtime.protocol.messages import FileType
 from capsule_runtime.staging.content import write_content
 from capsule_runtime.staging.errors import StagingError
 from capsule_runtime.staging.layout import normalise
 from capsule_runtime.staging.pool import run_until_error
 from capsule_runtime.staging.workspace import Mounts, Workspace
-from gateway.tes.models import FileType
 
 
 @dataclass(frozen=True)

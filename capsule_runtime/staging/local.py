@@ -20,12 +20,12 @@ import stat as st
 import uuid
 from pathlib import Path
 
+from capsule_runtime.protocol.messages import FileType
 from capsule_runtime.staging.errors import AccessRefused, SourceMissing, StagingError
 from capsule_runtime.staging.policy import StagingPolicy
 from capsule_runtime.staging.progress import ByteCallback
 from capsule_runtime.staging.storage import Stat
 from capsule_runtime.staging.urls import local_path
-from gateway.tes.models import FileType
 
 COPY_CHUNK = 64 << 20  # bytes per copy_file_range call: one progress report each
 BUFFER = 1 << 20  # the read/write fallback's buffer

@@ -9,10 +9,10 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
+from capsule_runtime.protocol.messages import FileType
 from capsule_runtime.staging.errors import SourceMissing
 from capsule_runtime.staging.progress import ByteCallback
 from capsule_runtime.staging.storage import Stat
-from gateway.tes.models import FileType
 
 
 class MemoryStorage:

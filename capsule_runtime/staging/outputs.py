@@ -31,13 +31,13 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from capsule_runtime.protocol.messages import FileType
 from capsule_runtime.staging.errors import StagingError
 from capsule_runtime.staging.layout import normalise
 from capsule_runtime.staging.pool import run_all
 from capsule_runtime.staging.urls import child_url
 from capsule_runtime.staging.wildcard import expand, has_wildcard, literal_base, output_url
 from capsule_runtime.staging.workspace import Workspace
-from gateway.tes.models import FileType
 
 FAILED = "output upload failed"  # how a failed upload's system_logs line starts
 

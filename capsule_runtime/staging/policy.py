@@ -4,14 +4,15 @@
   symlinks and `..` are resolved (like Funnel's AllowedDirs). No allowed_dirs: no local access.
   Nothing inside `denied_dirs` (tescape's own state and code, sent by the gateway, plus the
   agent's own folders) is ever reachable, even under an allowed parent; a directory used whole
-  must not contain one (gateway.tes.local_paths, the rules the gateway checks at create).
+  must not contain one (capsule_runtime.protocol.local_paths, the rules the gateway checks at
+  create).
 - Instance-metadata addresses are never reachable: the whole link-local range (169.254.0.0/16,
   fe80::/10), AWS's IPv6 IMDS fd00:ec2::254, and the same addresses written as IPv4-mapped or NAT64
   IPv6. Host names are resolved first and every address they resolve to is checked.
 - With `block_private_networks`, loopback, private and other non-global addresses are refused too.
 - s3:// URLs must lie inside `s3_allowed` (None: any bucket) and never inside or above an
-  `s3_denied` location (the capsule store): gateway.tes.s3_paths, the rules the gateway checks at
-  create, checked again before every S3 request a task's URL causes.
+  `s3_denied` location (the capsule store): capsule_runtime.protocol.s3_paths, the rules the
+  gateway checks at create, checked again before every S3 request a task's URL causes.
 
 The address checks apply to http(s) URLs (every redirect hop included) and to the s3 endpoint URL.
 `pin` resolves a host once and returns the address to connect to, so a second DNS answer (a
@@ -28,9 +29,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from capsule_runtime.protocol.local_paths import LocalPathRules
+from capsule_runtime.protocol.s3_paths import S3Rules
 from capsule_runtime.staging.errors import AccessRefused, StagingError
-from gateway.tes.local_paths import LocalPathRules
-from gateway.tes.s3_paths import S3Rules
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 Resolver = Callable[[str], list[str]]  # host name → its IP addresses, as strings

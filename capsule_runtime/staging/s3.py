@@ -16,18 +16,18 @@ from __future__ import annotations
 import contextlib
 import posixpath
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Literal
 
+from capsule_runtime.protocol.messages import FileType
 from capsule_runtime.staging.errors import SourceMissing, StagingError
 from capsule_runtime.staging.policy import StagingPolicy
 from capsule_runtime.staging.progress import ByteCallback
 from capsule_runtime.staging.storage import Stat
 from capsule_runtime.staging.urls import s3_location
-from gateway.tes.models import FileType
 
 MiB = 1 << 20
 
@@ -80,6 +80,31 @@ def s3_client(cfg: S3Config, min_pool: int = 10) -> Any:
     )
 
 
+class SharedS3Client:
+    """One boto3 S3 client, made on first use and shared by every thread (boto3 clients are
+    thread-safe; sessions are not). The staging storage and the capsule store both hold one;
+    `before` runs once, ahead of the first connection (the staging policy's endpoint check)."""
+
+    def __init__(
+        self, config: S3Config, min_pool: int, before: Callable[[], None] | None = None
+    ) -> None:
+        self.config, self.min_pool, self.before = config, min_pool, before
+        self._lock = threading.Lock()
+        self._client: Any = None
+
+    @property
+    def made(self) -> bool:
+        return self._client is not None
+
+    def get(self) -> Any:
+        with self._lock:
+            if self._client is None:
+                if self.before is not None:
+                    self.before()
+                self._client = s3_client(self.config, self.min_pool)
+            return self._client
+
+
 class _Progress:
     """An s3transfer subscriber that forwards byte counts to a ByteCallback."""
 
@@ -105,10 +130,15 @@ def _describe(exc: Exception) -> str:
     return str(exc) or type(exc).__name__
 
 
-def _is_not_found(exc: Exception) -> bool:
+def error_code(exc: Exception) -> str:
+    """The S3 error code of a botocore ClientError ("" for anything else)."""
     response = getattr(exc, "response", None)
-    code = response.get("Error", {}).get("Code") if isinstance(response, dict) else None
-    return code in ("404", "NoSuchKey", "NotFound")
+    return str(response.get("Error", {}).get("Code", "")) if isinstance(response, dict) else ""
+
+
+def is_not_found(exc: Exception) -> bool:
+    """Whether S3 answered that the object (or bucket) does not exist."""
+    return error_code(exc) in ("404", "NoSuchKey", "NotFound")
 
 
 def tree_path(prefix: str, key: str) -> str | None:
@@ -128,21 +158,17 @@ class S3Storage:
         self.policy = policy
         self.config = config or S3Config()
         self._lock = threading.Lock()
-        self._client: Any = None
+        self._client = SharedS3Client(self.config, min_pool=10, before=self._check_endpoint)
         self._manager: Any = None
 
     # -- boto3 ----------------------------------------------------------------------------------
 
     def client(self) -> Any:
-        with self._lock:
-            if self._client is None:
-                self._client = self._make_client()
-            return self._client
+        return self._client.get()
 
-    def _make_client(self) -> Any:
+    def _check_endpoint(self) -> None:
         if self.config.endpoint_url:
             self.policy.check_url(self.config.endpoint_url)
-        return s3_client(self.config, min_pool=10)
 
     def _transfers(self) -> Any:
         client = self.client()
@@ -177,7 +203,7 @@ class S3Storage:
         except StagingError:
             raise
         except ClientError as exc:
-            if _is_not_found(exc):
+            if is_not_found(exc):
                 raise SourceMissing(f"{what}: not found") from None
             raise StagingError(f"{what}: {_describe(exc)}") from None
         except (BotoCoreError, OSError) as exc:
@@ -209,7 +235,7 @@ class S3Storage:
                     head = self.client().head_object(Bucket=bucket, Key=key)
                     return Stat(is_dir=False, size=int(head["ContentLength"]))
                 except Exception as exc:
-                    if not _is_not_found(exc):
+                    if not is_not_found(exc):
                         raise
             prefix = key.rstrip("/") + "/" if key else ""
             return Stat(is_dir=True, size=None) if self._has_prefix(bucket, prefix) else None

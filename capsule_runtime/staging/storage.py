@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from capsule_runtime.protocol.messages import FileType
 from capsule_runtime.staging.progress import ByteCallback
-from gateway.tes.models import FileType
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ So proxies from the environment are not used either (a proxy would resolve the n
 
 Bodies stream in 1 MiB chunks both ways; a PUT carries Content-Length (presigned S3 PUTs refuse
 chunked bodies). Connection errors and 5xx answers are retried `attempts` times with exponential
-backoff. DIRECTORY inputs are refused: plain HTTP has no listing to copy a tree from.
+backoff (tenacity). DIRECTORY inputs are refused: plain HTTP has no listing to copy a tree from.
 """
 
 from __future__ import annotations
@@ -28,12 +28,20 @@ from urllib.parse import urljoin, urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception_type,
+    retry_if_result,
+    stop_after_attempt,
+    wait_exponential,
+)
 
+from capsule_runtime.protocol.messages import FileType
 from capsule_runtime.staging.errors import SourceMissing, StagingError
 from capsule_runtime.staging.policy import StagingPolicy
 from capsule_runtime.staging.progress import ByteCallback
 from capsule_runtime.staging.storage import Stat
-from gateway.tes.models import FileType
 
 CHUNK = 1 << 20
 RETRY_STATUS = frozenset({500, 502, 503, 504})
@@ -128,21 +136,31 @@ class HttpStorage:
     def _send(
         self, method: Method, url: str, body: Callable[[], _Body] | None = None
     ) -> requests.Response:
-        """The final response to `method url` (streamed); the caller closes it."""
-        last: Exception | None = None
-        for attempt in range(self.attempts):
-            if attempt:
-                self._sleep(self.backoff * 2 ** (attempt - 1))
-            try:
-                resp = self._follow(method, url, body)
-            except (requests.ConnectionError, requests.Timeout) as exc:
-                last = exc
-                continue
-            if resp.status_code in RETRY_STATUS and attempt + 1 < self.attempts:
-                resp.close()
-                continue
-            return resp
-        raise StagingError(f"{method} {url}: {last}")
+        """The final response to `method url` (streamed); the caller closes it. Connection
+        errors and RETRY_STATUS answers are tried again with exponential back-off (tenacity);
+        after the last try its answer is returned, its connection error raised."""
+
+        def discard(state: RetryCallState) -> None:  # an answer tried again is never read
+            assert state.outcome is not None
+            if not state.outcome.failed:
+                state.outcome.result().close()
+
+        def last(state: RetryCallState) -> requests.Response:
+            assert state.outcome is not None
+            if exc := state.outcome.exception():
+                raise StagingError(f"{method} {url}: {exc}")
+            return state.outcome.result()
+
+        retrying = Retrying(
+            stop=stop_after_attempt(self.attempts),
+            wait=wait_exponential(self.backoff),
+            retry=retry_if_exception_type((requests.ConnectionError, requests.Timeout))
+            | retry_if_result(lambda resp: resp.status_code in RETRY_STATUS),
+            before_sleep=discard,
+            retry_error_callback=last,
+            sleep=self._sleep,
+        )
+        return retrying(self._follow, method, url, body)
 
     def _follow(
         self, method: Method, url: str, body: Callable[[], _Body] | None

@@ -7,12 +7,12 @@ from typing import TYPE_CHECKING
 
 from flask import Blueprint, Response, current_app, g, request, send_file
 
+from capsule_runtime.protocol.messages import Notice
 from gateway.api.responses import error_response, json_response
 from gateway.library import LibraryError, stream_chunks
 from gateway.migration import Migrations, Refused
 from gateway.providers.base import ProviderError, interrupter, record_of
 from gateway.service import NotFound
-from gateway.tes.protocol import Notice
 
 if TYPE_CHECKING:
     from gateway.app import Services

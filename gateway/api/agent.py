@@ -1,5 +1,5 @@
-"""The agent routes (gateway.tes.protocol): authenticated by each instance's own token, never by
-user credentials."""
+"""The agent routes (capsule_runtime.protocol.messages): authenticated by each instance's own
+token, never by user credentials."""
 
 from __future__ import annotations
 
@@ -9,10 +9,7 @@ from typing import Any
 from flask import Blueprint, Response, current_app, request, send_file
 from pydantic import BaseModel, ValidationError
 
-from gateway.api.responses import error_response, json_response
-from gateway.dispatch import Dispatcher, Fenced, StreamGap
-from gateway.store.fleet import CapsuleConflict, Instance
-from gateway.tes.protocol import (
+from capsule_runtime.protocol.messages import (
     AGENT_API,
     AttemptReport,
     CapsuleReport,
@@ -20,6 +17,9 @@ from gateway.tes.protocol import (
     Poll,
     Registration,
 )
+from gateway.api.responses import error_response, json_response
+from gateway.dispatch import Dispatcher, Fenced, StreamGap
+from gateway.store.fleet import CapsuleConflict, Instance
 
 bp = Blueprint("agent", __name__, url_prefix=AGENT_API)
 INSTANCE_HEADER = "X-Tescape-Instance"

@@ -17,12 +17,12 @@ from typing import TYPE_CHECKING
 from flask import Blueprint, Response, current_app, g, request
 from sqlalchemy import select
 
+from capsule_runtime.protocol.times import utcnow
 from gateway.api.responses import error_response, json_response
 from gateway.market.catalog import on_demand_price
 from gateway.market.costs import costs_summary
 from gateway.market.model import Market, UnknownOffer
 from gateway.store.schema import ATTEMPT_COST_COLUMNS, attempts, tasks
-from gateway.tes.times import utcnow
 
 if TYPE_CHECKING:
     from gateway.app import Services

@@ -9,9 +9,9 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, g, request
 
+from gateway.api.openapi import openapi_document
 from gateway.api.responses import json_response
 from gateway.service import BadRequest, ListQuery, NotFound, TaskService
-from gateway.tes.openapi import openapi_document
 from gateway.tes.states import State
 from gateway.tes.views import View
 

@@ -14,13 +14,13 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func, select
 
+from capsule_runtime.protocol.times import rfc3339
 from gateway.auth import Principal
 from gateway.market.catalog import on_demand_price
 from gateway.market.costs import AttemptCost, attempt_cost, costs_summary
 from gateway.store.events import read_events
 from gateway.store.schema import ATTEMPT_COST_COLUMNS, attempts, task_tags, tasks
 from gateway.tes.states import State
-from gateway.tes.times import rfc3339
 
 if TYPE_CHECKING:
     from gateway.app import Services

@@ -10,12 +10,12 @@ from typing import TYPE_CHECKING, Any
 
 from flask import Blueprint, Response, current_app, g, render_template, request, url_for
 
+from capsule_runtime.protocol.times import rfc3339, utcnow
 from gateway import __version__
 from gateway import status as gateway_status
 from gateway.api.responses import json_response
 from gateway.dashboard import charts, queries
 from gateway.tes.states import State
-from gateway.tes.times import rfc3339, utcnow
 
 if TYPE_CHECKING:
     from gateway.app import Services

@@ -16,6 +16,7 @@ from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
+from capsule_runtime.protocol.times import Clock, rfc3339, utcnow
 from gateway.market.catalog import ZONES, InstanceType, select
 from gateway.market.config import BUCKET_LABELS, MarketConfig
 from gateway.market.interruptions import (
@@ -34,7 +35,6 @@ from gateway.market.prices import (
     parse_timestamp,
 )
 from gateway.providers.base import Offer
-from gateway.tes.times import Clock, rfc3339, utcnow
 
 SPOT = "spot"
 ON_DEMAND = "on-demand"

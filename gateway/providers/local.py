@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from capsule_runtime.engine import cgroup_parent
 from capsule_runtime.engine.errors import EngineError
+from capsule_runtime.host.meminfo import memory_gb
 from gateway.config import LocalProviderConfig
 from gateway.providers.base import (
     Capability,
@@ -74,14 +75,6 @@ def namespaces_possible() -> str | None:
     if probe.returncode != 0:
         return f"unshare failed: {probe.stderr.strip()[:200]}"
     return None
-
-
-def host_memory_gb() -> float:
-    with open("/proc/meminfo") as f:
-        for line in f:
-            if line.startswith("MemTotal:"):
-                return int(line.split()[1]) / 1024 / 1024
-    return 1.0
 
 
 def process_start(pid: int) -> int | None:
@@ -161,7 +154,7 @@ class LocalProvider(Provider, SimulatesInterruptions):
                 zone="local",
                 price_per_hour=0.0,
                 cpu_cores=self.cfg.cpu_cores or float(os.cpu_count() or 1),
-                ram_gb=self.cfg.ram_gb or round(host_memory_gb(), 2),
+                ram_gb=self.cfg.ram_gb or round(memory_gb(), 2),
                 disk_gb=self.cfg.disk_gb or round(disk, 1),
             )
         ]

@@ -32,6 +32,7 @@ from typing import Any
 from sqlalchemy import Connection
 from sqlalchemy.exc import OperationalError
 
+from capsule_runtime.protocol.times import utcnow
 from gateway.auth import token_sha256
 from gateway.config import Config
 from gateway.market.model import Market
@@ -69,7 +70,6 @@ from gateway.scheduler.wakeups import Wakeups
 from gateway.store.fleet import Attempt, FleetStore, Instance, InstanceState
 from gateway.store.tasks import TaskStore
 from gateway.tes.states import TERMINAL, AttemptPhase, State
-from gateway.tes.times import utcnow
 
 log = logging.getLogger(__name__)
 SCHEDULER = "scheduler"

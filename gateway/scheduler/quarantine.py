@@ -9,8 +9,8 @@ from __future__ import annotations
 import threading
 from datetime import datetime, timedelta
 
+from capsule_runtime.protocol.times import Clock, utcnow
 from gateway.providers.base import Offer
-from gateway.tes.times import Clock, utcnow
 
 Pool = tuple[str, str, str]  # (instance type, zone, market)
 

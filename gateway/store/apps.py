@@ -7,9 +7,9 @@ from dataclasses import dataclass
 
 from sqlalchemy import delete, insert, select, update
 
+from capsule_runtime.protocol.times import Clock, rfc3339, utcnow
 from gateway.store.database import Database
 from gateway.store.schema import apps, registry_credentials
-from gateway.tes.times import Clock, rfc3339, utcnow
 
 
 def registry_of(image: str) -> str:

@@ -9,9 +9,9 @@ from typing import Any
 
 from sqlalchemy import Connection, insert, select
 
+from capsule_runtime.protocol.redact import redact, redact_value
 from gateway.store.database import Database
 from gateway.store.schema import events
-from gateway.tes.redact import redact, redact_value
 
 _INSERT_EVENT = insert(events)
 
@@ -31,7 +31,7 @@ def write_event(
     data: dict[str, Any] | None = None,
 ) -> None:
     """Append one event inside the caller's transaction (secrets in `message` and `data`
-    masked: gateway.tes.redact)."""
+    masked: capsule_runtime.protocol.redact)."""
     conn.execute(
         _INSERT_EVENT,  # values as parameters: `.values(...)` per call costs ~0.1 ms of CPU
         {

@@ -21,12 +21,12 @@ from typing import Any
 
 from sqlalchemy import Connection, bindparam, func, insert, select, update
 
+from capsule_runtime.protocol.times import Clock, rfc3339, utcnow
 from gateway.store.database import Database
 from gateway.store.events import write_event
 from gateway.store.ids import new_id
 from gateway.store.schema import attempts, capsules, instances, tasks
 from gateway.tes.states import AttemptPhase, can_change_phase
-from gateway.tes.times import Clock, rfc3339, utcnow
 
 LIVE_PHASES = frozenset(
     {

@@ -16,15 +16,15 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, and_, bindparam, exists, insert, select, text, update
 
+from capsule_runtime.protocol.redact import redact_lines
+from capsule_runtime.protocol.tasklog import drop_unstarted
+from capsule_runtime.protocol.times import Clock, rfc3339, utcnow
 from gateway.store.database import Database
 from gateway.store.events import read_events, write_event
 from gateway.store.group_commit import GroupCommit
 from gateway.store.ids import new_id
 from gateway.store.schema import events, task_tags, tasks
-from gateway.tes.redact import redact_lines
 from gateway.tes.states import State, can_transition
-from gateway.tes.tasklog import drop_unstarted
-from gateway.tes.times import Clock, rfc3339, utcnow
 
 CAS_RETRIES = 8
 # Statements built once: building `select(...).where(...)` or `.values(...)` per call costs about
@@ -429,8 +429,9 @@ class TaskStore:
 
 
 def _logs_json(logs: list[dict[str, Any]]) -> str:
-    """TaskLogs as stored: each system_logs line with its secrets masked (gateway.tes.redact),
-    whoever wrote it (an agent's staging error, the gateway's own notes)."""
+    """TaskLogs as stored: each system_logs line with its secrets masked
+    (capsule_runtime.protocol.redact), whoever wrote it (an agent's staging error, the gateway's own
+    notes)."""
     clean = [
         {**tl, "system_logs": redact_lines(tl["system_logs"])}
         if isinstance(tl, dict) and isinstance(tl.get("system_logs"), list)

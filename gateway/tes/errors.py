@@ -1,17 +1,13 @@
-"""Validation errors that name the offending field as the client wrote it (`executors[0].image`)."""
+"""Validation errors that name the offending field as the client wrote it (`executors[0].image`).
+
+FieldError lives in capsule_runtime.protocol (the path rules both sides run report with it).
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from capsule_runtime.protocol.errors import FieldError
 
-
-@dataclass(frozen=True)
-class FieldError:
-    field: str
-    message: str
-
-    def __str__(self) -> str:
-        return f"{self.field}: {self.message}" if self.field else self.message
+__all__ = ["FieldError", "TaskValidationError"]
 
 
 class TaskValidationError(ValueError):

@@ -10,11 +10,12 @@ echoed: py-tes 0.4.2 and 1.1.4 raise on keys they do not know.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict, StrictBool, StrictStr
 
-FileType = Literal["FILE", "DIRECTORY"]
+from capsule_runtime.protocol.messages import FileType
+
 StrictFloat = Annotated[float, Strict()]  # accepts JSON integers and floats, never strings
 
 

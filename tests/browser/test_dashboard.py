@@ -9,7 +9,6 @@ import csv
 import io
 import os
 import re
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,35 +18,16 @@ import requests
 from playwright.sync_api import Browser, Page, expect
 
 from tests.fixtures.server import RunningServer, tescape_server
+from tests.fixtures.tasks import cancel, ended, submit, wait_for, wait_state
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="CRIU needs root")
 
-TERMINAL = {"COMPLETE", "EXECUTOR_ERROR", "SYSTEM_ERROR", "CANCELED"}
 WAIT_MS = 90_000
 
 
 def task(name: str, script: str, tags: dict[str, str], *more: str) -> dict[str, Any]:
     executors = [{"image": "alpine", "command": ["sh", "-c", s]} for s in (script, *more)]
     return {"name": name, "tags": tags, "executors": executors}
-
-
-def submit(srv: RunningServer, doc: dict[str, Any]) -> str:
-    resp = requests.post(srv.tes + "/tasks", json=doc, timeout=10)
-    assert resp.status_code == 200, resp.text
-    return str(resp.json()["id"])
-
-
-def state(srv: RunningServer, task_id: str) -> str:
-    return str(requests.get(f"{srv.tes}/tasks/{task_id}", timeout=10).json()["state"])
-
-
-def until(what: str, predicate: Any, srv: RunningServer, timeout: float = 120) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if value := predicate():
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}\n{srv.log()[-3000:]}")
 
 
 @pytest.fixture(scope="module")
@@ -100,17 +80,17 @@ def tasks(server: RunningServer) -> dict[str, str]:
             ),
         ),
     }
-    until("the cancel target to run", lambda: state(server, ids["cancelled"]) == "RUNNING", server)
-    assert requests.post(f"{server.tes}/tasks/{ids['cancelled']}:cancel", timeout=10).ok
-    until("the migrate target to run", lambda: state(server, ids["migrated"]) == "RUNNING", server)
+    wait_state(server, ids["cancelled"], {"RUNNING"}, view="MINIMAL")
+    cancel(server, ids["cancelled"])
+    wait_state(server, ids["migrated"], {"RUNNING"}, view="MINIMAL")
 
     def migrated() -> bool:
         resp = requests.post(f"{server.url}/api/v1/tasks/{ids['migrated']}:migrate", timeout=10)
         return resp.status_code == 202
 
-    until("a migration to be accepted", migrated, server)
-    for name, task_id in ids.items():
-        until(f"task {name} to end", lambda t=task_id: state(server, t) in TERMINAL, server)
+    wait_for("a migration to be accepted", migrated, timeout=120, srv=server, every=0.2)
+    for task_id in ids.values():
+        ended(server, task_id)
     return ids
 
 
@@ -222,7 +202,7 @@ def test_a_running_task_page_follows_it_live(
             "i=0; while [ $i -lt 60 ]; do i=$((i+1)); echo tick $i; sleep 0.25; done",
         ),
     )
-    until("the live task to run", lambda: state(server, task_id) == "RUNNING", server)
+    wait_state(server, task_id, {"RUNNING"}, view="MINIMAL")
     page.goto(f"{server.url}/ui/tasks/{task_id}")
     expect(page.locator("#task-state")).to_contain_text("RUNNING")
     page.evaluate("window.__sameDocument = true")  # gone if the page reloads
@@ -246,7 +226,7 @@ def test_a_reclaim_shows_its_notice_on_the_timeline_and_the_instance(
             {"project": "gamma"},
         ),
     )
-    until("the task to run", lambda: state(server, task_id) == "RUNNING", server)
+    wait_state(server, task_id, {"RUNNING"}, view="MINIMAL")
     attempts = requests.get(f"{server.url}/api/v1/tasks/{task_id}/attempts", timeout=10)
     victim = attempts.json()["attempts"][-1]["instance_id"]
     resp = requests.post(
@@ -256,7 +236,7 @@ def test_a_reclaim_shows_its_notice_on_the_timeline_and_the_instance(
     page.goto(server.url + "/ui/instances")
     expect(page.locator(f"tr[data-id='{victim}'] .notice")).to_contain_text("terminate notice")
     shot(page, screenshots, "instances-reclaim")
-    until("the task to end", lambda: state(server, task_id) in TERMINAL, server)
+    ended(server, task_id)
     page.goto(f"{server.url}/ui/tasks/{task_id}")
     expect(page.locator("#task-state")).to_contain_text("COMPLETE")
     expect(page.locator("#attempts tbody tr").nth(1)).to_contain_text("reclaim")

@@ -3,26 +3,24 @@ simulated Spot reclaim notice through the admin API (`POST /api/v1/instances/{id
 
 from __future__ import annotations
 
-import time
-
 import requests
 
 from tests.fixtures.server import RunningServer
+from tests.fixtures.tasks import state, wait_for
 
 NOTICE_SECONDS = 30
 
 
 def wait_running(server: RunningServer, task_id: str, timeout: float = 60) -> None:
     """Until the task's container runs (a notice during staging tests something else)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        state = requests.get(f"{server.tes}/tasks/{task_id}", timeout=10).json()["state"]
-        if state == "RUNNING":
-            return
-        if state not in ("QUEUED", "INITIALIZING"):
-            raise AssertionError(f"task {task_id} is {state}, not RUNNING")
-        time.sleep(0.1)
-    raise AssertionError(f"task {task_id} not RUNNING after {timeout:.0f} s")
+
+    def running() -> bool:
+        now = state(server, task_id)
+        if now not in ("QUEUED", "INITIALIZING", "RUNNING"):
+            raise AssertionError(f"task {task_id} is {now}, not RUNNING")
+        return now == "RUNNING"
+
+    wait_for(f"task {task_id} to be RUNNING", running, timeout)
 
 
 def instance_of(server: RunningServer, task_id: str) -> str:

@@ -12,7 +12,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from capsule_runtime.client import Fenced, GatewayClient
-from gateway.tes.protocol import AttemptReport, CapsuleReport
+from capsule_runtime.protocol.messages import AttemptReport, CapsuleReport
 
 
 class Gateway(ThreadingHTTPServer):

@@ -9,19 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from bench.scenarios import LATENCY, THROUGHPUT
 from tests.fixtures.bench import run_bench
 
-LATENCY = {
-    "healthz",
-    "get_minimal",
-    "get_full",
-    "list_minimal",
-    "list_basic",
-    "list_state",
-    "list_tag",
-    "list_deep",
-    "create",
-}
 STATS = {"rps", "p50_ms", "p99_ms", "errors", "requests", "cpu_ms_per_request"}
 
 
@@ -48,8 +38,8 @@ def test_quick_benchmark_writes_results(tmp_path: Path) -> None:
     for run in results["runs"]:
         assert run["store"] == "sqlite"
         assert run["tasks_at_start"] >= run["size"]
-        assert set(run["latency"]) == LATENCY
-        assert set(run["throughput"]) == {"healthz", "get_minimal", "create"}
+        assert set(run["latency"]) == set(LATENCY)
+        assert set(run["throughput"]) == set(THROUGHPUT)
         for stats in [*run["latency"].values(), *run["throughput"].values()]:
             assert set(stats) >= STATS
             assert stats["errors"] == 0 and stats["requests"] > 0

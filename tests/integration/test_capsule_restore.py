@@ -14,7 +14,6 @@ from __future__ import annotations
 import base64
 import os
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,8 +24,7 @@ from capsule_runtime.capsules.keys import chunk_key
 from capsule_runtime.capsules.pipeline import read_manifest
 from capsule_runtime.capsules.store import FileStore
 from capsule_runtime.engine.podman import PodmanEngine
-from capsule_runtime.runner import TaskRun
-from gateway.tes.protocol import (
+from capsule_runtime.protocol.messages import (
     Assignment,
     AttemptReport,
     CapsuleRef,
@@ -35,6 +33,8 @@ from gateway.tes.protocol import (
     CheckpointOrder,
     TaskSettings,
 )
+from capsule_runtime.runner import TaskRun
+from tests.fixtures.waiting import wait_for
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="CRIU needs root")
 
@@ -100,15 +100,13 @@ def count_file(tmp: Path) -> Path:
 
 
 def wait_count(tmp: Path, at_least: int) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
+    def reached() -> bool:
         try:
-            if len(count_file(tmp).read_text().split()) >= at_least:
-                return
+            return len(count_file(tmp).read_text().split()) >= at_least
         except OSError:
-            pass
-        time.sleep(0.05)
-    raise AssertionError(f"the counter never reached {at_least}")
+            return False
+
+    wait_for(f"the counter to reach {at_least}", reached, 60, every=0.05)
 
 
 def three_capsules(tmp: Path, engine: PodmanEngine, image: str) -> list[CapsuleRef]:
@@ -245,10 +243,12 @@ def test_a_stdout_swapped_for_a_host_link_is_never_mounted_by_a_restore(
         attempt("a1", [], 1), first, tmp_path / "w1", engine, tasks_dir=tmp_path / "tasks"
     )
     run.start()
-    deadline = time.monotonic() + 60
-    while not (ready.exists() and any(r.status == "running" for r in first.reports)):
-        assert time.monotonic() < deadline, "the task never got ready"
-        time.sleep(0.05)
+    wait_for(
+        "the task to get ready",
+        lambda: ready.exists() and any(r.status == "running" for r in first.reports),
+        60,
+        every=0.05,
+    )
     run.checkpoint(CheckpointOrder(attempt_id="a1", request_id="r1", stop=True))
     run.join(timeout=60)
     assert first.reports[-1].status == "interrupted", first.reports[-1]

@@ -22,45 +22,23 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import requests
 
 from gateway.providers.local import INSTANCE_ROOT
 from tests.fixtures.server import RunningServer, tescape_server
+from tests.fixtures.stateful import count_lines, numbers, stateful_task, work_dirs
+from tests.fixtures.tasks import (
+    TERMINAL,
+    admin,
+    cancel,
+    ended,
+    events,
+    get,
+    instance_of,
+    submit,
+    wait_for,
+)
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="CRIU needs root")
-
-TERMINAL = {"COMPLETE", "EXECUTOR_ERROR", "SYSTEM_ERROR", "CANCELED"}
-
-# $1 = how many numbers, $2 = seconds between them, $3 = MiB of /dev/shm "memory", $4 (optional)
-# = a gate file: after $1 numbers the count goes on until the test creates it, so an ordered
-# migration cannot race the task's own end.
-STATEFUL = r"""
-set -e
-cd /work
-mkfifo /work/.pipe /work/.net /work/.hold
-nc -ll -p 7001 -e /bin/cat &
-LISTENER=$!
-nc -l -p 7000 < /work/.hold > /work/net.log &
-exec 5>/work/.hold
-(while read x; do echo "$x" >> /work/pipe.log; done < /work/.pipe) &
-sleep 0.3
-nc 127.0.0.1 7000 < /work/.net &
-exec 3>/work/.pipe 4>/work/.net
-dd if=/dev/urandom of=/dev/shm/blob bs=1M count=$3 2>/dev/null
-i=0
-while [ $i -lt $1 ] || { [ -n "${4:-}" ] && [ ! -e "$4" ]; }; do
-  i=$((i + 1))
-  echo "$i"
-  echo "$i" >> /work/count
-  echo "$i" >&3
-  echo "$i" >&4
-  sleep $2
-done
-exec 3>&- 4>&- 5>&-
-kill $LISTENER
-wait
-echo "done $i"
-"""
 
 
 @pytest.fixture(scope="module")
@@ -81,81 +59,6 @@ def server(root: Path, busybox_image: str) -> Iterator[RunningServer]:
         yield srv
 
 
-def stateful_task(
-    root: Path, name: str, count: int, step: float, shm_mib: int, gate: str = ""
-) -> dict[str, Any]:
-    out = root / "out" / name
-    return {
-        "name": name,
-        "executors": [
-            {
-                "image": "alpine",
-                "command": [
-                    *["sh", "-c", STATEFUL, "stateful"],
-                    *[str(count), str(step), str(shm_mib), gate],
-                ],
-                "workdir": "/work",
-            }
-        ],
-        "outputs": [
-            {"path": f"/work/{f}", "url": f"file://{out}/{f}", "type": "FILE"}
-            for f in ("count", "pipe.log", "net.log")
-        ],
-        "resources": {"backend_parameters": {"tcp_established": "true"}},
-    }
-
-
-def submit(srv: RunningServer, task: dict[str, Any]) -> str:
-    resp = requests.post(srv.tes + "/tasks", json=task, timeout=10)
-    assert resp.status_code == 200, resp.text
-    return str(resp.json()["id"])
-
-
-def get(srv: RunningServer, task_id: str, view: str = "FULL") -> dict[str, Any]:
-    resp = requests.get(f"{srv.tes}/tasks/{task_id}?view={view}", timeout=10)
-    return resp.json()  # type: ignore[no-any-return]
-
-
-def admin(srv: RunningServer, method: str, path: str, **kw: Any) -> requests.Response:
-    return requests.request(method, f"{srv.url}/api/v1{path}", timeout=10, **kw)
-
-
-def wait_for(
-    what: str, predicate: Any, timeout: float = 60, srv: RunningServer | None = None
-) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(
-        f"timed out waiting for {what}" + (f"\n{srv.log()[-4000:]}" if srv else "")
-    )
-
-
-def work_dirs(root: Path, task_id: str) -> list[Path]:
-    """The task's /work on every instance that has it (each isolated instance has its own
-    folder, <data>/instances/<id>; shared ones use instances/tasks)."""
-    instances = root / "data" / "instances"
-    found = [instances / "tasks" / task_id, *instances.glob(f"*/tasks/{task_id}")]
-    return [d / "work" / "fs" / "work" for d in found if d.is_dir()]
-
-
-def count_lines(root: Path, task_id: str) -> int:
-    """How far the counter has got, read from the task's file on the instance (each isolated
-    instance has its own folder, <data>/instances/<id>; shared ones use instances/tasks)."""
-    instances = root / "data" / "instances"
-    found = 0
-    shared = instances / "tasks" / task_id / "work" / "fs" / "work" / "count"
-    for path in [shared, *instances.glob(f"*/tasks/{task_id}/work/fs/work/count")]:
-        try:
-            found = max(found, len(path.read_text().split()))
-        except OSError:
-            continue
-    return found
-
-
 class StateWatcher(threading.Thread):
     """Polls the task's state (MINIMAL, as Nextflow does) and records every change it sees."""
 
@@ -173,25 +76,6 @@ class StateWatcher(threading.Thread):
             if state in TERMINAL:
                 return
             time.sleep(0.05)
-
-
-def ended(srv: RunningServer, task_id: str, timeout: float = 120) -> dict[str, Any]:
-    """The task (FULL view) once it is in a terminal state."""
-    task: dict[str, Any] = wait_for(
-        "the task to end",
-        lambda: (t := get(srv, task_id)) and t["state"] in TERMINAL and t,
-        timeout=timeout,
-        srv=srv,
-    )
-    return task
-
-
-def events(srv: RunningServer, task_id: str) -> list[dict[str, Any]]:
-    return admin(srv, "GET", f"/tasks/{task_id}/events").json()["events"]  # type: ignore[no-any-return]
-
-
-def numbers(path: Path) -> list[int]:
-    return [int(x) for x in path.read_text().split()]
 
 
 def test_a_stateful_task_migrates_without_restarting(server: RunningServer, root: Path) -> None:
@@ -376,11 +260,6 @@ def test_a_checkpoint_that_fails_leaves_the_task_running(server: RunningServer, 
     wait_for("the other task", lambda: get(server, other, "MINIMAL")["state"] in TERMINAL)
 
 
-def instance_of(srv: RunningServer, task_id: str) -> str:
-    attempts = admin(srv, "GET", f"/tasks/{task_id}/attempts").json()["attempts"]
-    return str(attempts[-1]["instance_id"])
-
-
 def test_a_reclaim_notice_moves_the_task_before_the_deadline(
     server: RunningServer, root: Path
 ) -> None:
@@ -438,7 +317,7 @@ def test_cancel_during_a_migration_ends_canceled_with_nothing_left_running(
     wait_for("the counter to pass 5", lambda: count_lines(root, task_id) >= 5, srv=server)
     assert admin(server, "POST", f"/tasks/{task_id}:migrate").status_code == 202
     time.sleep(0.2)  # the checkpoint is under way (or just done): cancel now
-    assert requests.post(f"{server.tes}/tasks/{task_id}:cancel", timeout=10).status_code == 200
+    cancel(server, task_id)
     done = ended(server, task_id)
     assert done["state"] == "CANCELED", done
     attempts = admin(server, "GET", f"/tasks/{task_id}/attempts").json()["attempts"]

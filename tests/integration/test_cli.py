@@ -16,6 +16,7 @@ import pytest
 import requests
 
 from tests.fixtures.server import API_CONFIG, RunningServer, tescape_server
+from tests.fixtures.tasks import cancel
 
 LONG_NAME = "a-task-with-a-name-long-enough-to-crowd-an-eighty-column-terminal"
 TASK = {"name": LONG_NAME, "executors": [{"image": "busybox", "command": ["true"]}]}
@@ -88,7 +89,7 @@ def test_other_listings_json_shapes(srv: RunningServer) -> None:
 
 def test_events_table_and_json(srv: RunningServer) -> None:
     task_id = create(srv)
-    requests.post(f"{srv.tes}/tasks/{task_id}:cancel", timeout=30).raise_for_status()
+    cancel(srv, task_id)
     out = tescape(srv, "tasks", "events", task_id, "--json")
     assert out.returncode == 0, out.stderr
     events = json.loads(out.stdout)
@@ -103,7 +104,7 @@ def test_logs_of_a_task_without_streams(srv: RunningServer) -> None:
     task_id = create(srv)
     out = tescape(srv, "tasks", "logs", task_id)  # QUEUED: nothing yet, said on stderr
     assert out.returncode == 0 and out.stdout == "" and "no full stdout" in out.stderr
-    requests.post(f"{srv.tes}/tasks/{task_id}:cancel", timeout=30).raise_for_status()
+    cancel(srv, task_id)
     started = time.monotonic()
     follow = tescape(srv, "tasks", "logs", "-f", task_id)  # cancelled before running: ends
     assert follow.returncode == 0 and "CANCELED" in follow.stderr
@@ -195,7 +196,7 @@ def test_task_ids_complete_from_the_server(srv: RunningServer) -> None:
 def test_a_reclaimed_instance_shows_its_notice(srv: RunningServer) -> None:
     """Issue 13: an instance with a reclaim notice is DRAINING, with the notice's action and
     deadline, in the admin API and in `tescape instances list` (it used to stay READY)."""
-    from gateway.tes.protocol import Notice
+    from capsule_runtime.protocol.messages import Notice
     from tests.fixtures.agents import add_instances
 
     [inst] = add_instances(srv.url, f"sqlite:///{srv.data_dir / 'tescape.db'}")

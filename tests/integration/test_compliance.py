@@ -8,7 +8,6 @@ test_execution.py's style); the others run on an API-only server.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -16,10 +15,10 @@ import pytest
 import requests
 
 from tests.fixtures.server import RunningServer, tescape_server
+from tests.fixtures.tasks import TERMINAL, wait_state
 
 EX = [{"image": "alpine", "command": ["echo", "hello"]}]
 BASE = {"name": "CompTest", "description": "CompTest", "executors": EX}
-TERMINAL = {"COMPLETE", "EXECUTOR_ERROR", "SYSTEM_ERROR", "CANCELED"}
 
 
 @pytest.fixture(scope="module")
@@ -52,16 +51,6 @@ def get(srv: RunningServer, path: str, **params: Any) -> dict[str, Any]:
     assert resp.status_code == 200, resp.text
     assert resp.headers["Content-Type"] == "application/json"
     return resp.json()  # type: ignore[no-any-return]
-
-
-def poll(srv: RunningServer, task_id: str, states: set[str], timeout: float = 120) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        task = get(srv, f"/tasks/{task_id}", view="MINIMAL")
-        if task["state"] in states:
-            return task
-        time.sleep(0.1)
-    raise AssertionError(f"{task_id} still {task['state']}")
 
 
 # -- schema_validation_only checks -----------------------------------------------------------
@@ -211,20 +200,21 @@ def test_list_tasks_page_token(api: RunningServer) -> None:
 
 def test_create_task_functional(live: RunningServer) -> None:
     task_id = post(live, BASE)["id"]
-    assert poll(live, task_id, TERMINAL)["state"] == "COMPLETE"
+    assert wait_state(live, task_id, TERMINAL, view="MINIMAL")["state"] == "COMPLETE"
 
 
 def test_cancel_task_functional(live: RunningServer) -> None:
     body = {**BASE, "executors": [{"image": "alpine", "command": ["sleep", "60"]}]}
     task_id = post(live, body)["id"]
     requests.post(f"{live.tes}/tasks/{task_id}:cancel", timeout=10)
-    assert poll(live, task_id, {"CANCELED", "CANCELING"})["state"] in {"CANCELED", "CANCELING"}
-    assert poll(live, task_id, TERMINAL)["state"] == "CANCELED"
+    canceling = {"CANCELED", "CANCELING"}
+    assert wait_state(live, task_id, canceling, view="MINIMAL")["state"] in canceling
+    assert wait_state(live, task_id, TERMINAL, view="MINIMAL")["state"] == "CANCELED"
 
 
 def test_filter_task_by_state(live: RunningServer) -> None:
     task_id = post(live, BASE)["id"]
-    poll(live, task_id, TERMINAL)
+    wait_state(live, task_id, TERMINAL, view="MINIMAL")
     assert get(live, "/tasks", view="MINIMAL", state="COMPLETE")["tasks"][0]["state"] == "COMPLETE"
 
 
@@ -241,6 +231,6 @@ def test_create_task_ignore_error(live: RunningServer, ignore: bool, size: int) 
     task = get(live, f"/tasks/{task_id}", view="FULL")
     # The suite reads this right after create, without polling (see docs/compliance.md).
     assert isinstance(task["logs"][0]["logs"], list)
-    poll(live, task_id, TERMINAL)
+    wait_state(live, task_id, TERMINAL, view="MINIMAL")
     task = get(live, f"/tasks/{task_id}", view="FULL")
     assert len(task["logs"][0]["logs"]) == size

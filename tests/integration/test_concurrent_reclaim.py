@@ -16,16 +16,8 @@ from pathlib import Path
 import pytest
 
 from tests.fixtures.server import RunningServer, tescape_server
-from tests.integration.test_capsules import (
-    admin,
-    ended,
-    events,
-    numbers,
-    stateful_task,
-    submit,
-    wait_for,
-    work_dirs,
-)
+from tests.fixtures.stateful import numbers, stateful_task, work_dirs
+from tests.fixtures.tasks import admin, ended, events, submit, wait_for
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="CRIU needs root")
 

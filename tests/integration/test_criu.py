@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 
 from capsule_runtime.host import criu as host_criu
+from tests.fixtures.waiting import wait_for
 
 pytestmark = pytest.mark.skipif(
     os.geteuid() != 0, reason="CRIU checkpoint/restore needs root (CAP_SYS_ADMIN)"
@@ -155,14 +156,6 @@ def numbers(path: Path) -> list[int]:
     return [int(line) for line in path.read_text().splitlines()]
 
 
-def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.05)
-
-
 def is_ours(pid: int, marker: str) -> bool:
     try:
         return marker in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
@@ -202,7 +195,7 @@ def test_dump_and_restore_a_process_tree(
             workdir / "run.log", sys.executable, "-c", WORKLOAD, channel, str(out), str(state)
         )
         reapers.append(first)
-        wait_for(lambda: len(numbers(out)) >= 30, 30, "the workload to count to 30")
+        wait_for("the workload to count to 30", lambda: len(numbers(out)) >= 30, 30, every=0.05)
         pids = json.loads(state.read_text())
         parent, child = int(pids["parent"]), int(pids["child"])
         assert parent == first.started
@@ -238,7 +231,9 @@ def test_dump_and_restore_a_process_tree(
         restore_s = float(restored["t"])
         assert is_ours(parent, str(workdir)) and is_ours(child, str(workdir)), "same pids"
 
-        wait_for(lambda: len(numbers(out)) >= len(at_dump) + 30, 30, "counting to go on")
+        wait_for(
+            "counting to go on", lambda: len(numbers(out)) >= len(at_dump) + 30, 30, every=0.05
+        )
         after = numbers(out)
         # Continues where it was — not from zero — and nothing in flight was lost or repeated.
         assert after == list(range(1, len(after) + 1)), after[len(at_dump) - 3 :][:10]

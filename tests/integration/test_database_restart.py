@@ -17,15 +17,9 @@ import requests
 
 from tests.fixtures.postgres import PostgresServer, start_postgres
 from tests.fixtures.server import tescape_server
-from tests.integration.test_capsules import (
-    admin,
-    count_lines,
-    ended,
-    numbers,
-    stateful_task,
-    submit,
-    wait_for,
-)
+from tests.fixtures.stateful import count_lines, numbers, stateful_task
+from tests.fixtures.tasks import admin, ended, submit
+from tests.fixtures.waiting import wait_for
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="CRIU needs root")
 

@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 import requests
 
+from tests.fixtures import tasks
 from tests.fixtures.server import RunningServer, tescape_server
-
-TERMINAL = {"COMPLETE", "EXECUTOR_ERROR", "SYSTEM_ERROR", "CANCELED"}
+from tests.fixtures.tasks import cancel, wait_state
 
 
 @pytest.fixture(scope="module")
@@ -41,27 +41,11 @@ def runner(
 
 def submit(srv: RunningServer, **task: Any) -> str:
     task.setdefault("executors", [{"image": "alpine", "command": ["echo", "hello"]}])
-    resp = requests.post(srv.tes + "/tasks", json=task, timeout=10)
-    assert resp.status_code == 200, resp.text
-    return str(resp.json()["id"])
-
-
-def wait(
-    srv: RunningServer, task_id: str, states: set[str] = TERMINAL, timeout: float = 120
-) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        task = requests.get(f"{srv.tes}/tasks/{task_id}?view=FULL", timeout=10).json()
-        if task["state"] in states:
-            return task  # type: ignore[no-any-return]
-        time.sleep(0.1)
-    raise AssertionError(
-        f"task {task_id} still {task['state']} after {timeout}s:\n{srv.log()[-3000:]}"
-    )
+    return tasks.submit(srv, task)
 
 
 def test_echo_completes_with_logs(runner: RunningServer) -> None:
-    task = wait(runner, submit(runner))
+    task = wait_state(runner, submit(runner))
     assert task["state"] == "COMPLETE", task
     [task_log] = task["logs"]
     [ex] = task_log["logs"]
@@ -72,7 +56,7 @@ def test_echo_completes_with_logs(runner: RunningServer) -> None:
 
 
 def test_exit_code_3_is_executor_error(runner: RunningServer) -> None:
-    task = wait(
+    task = wait_state(
         runner, submit(runner, executors=[{"image": "alpine", "command": ["sh", "-c", "exit 3"]}])
     )
     assert task["state"] == "EXECUTOR_ERROR"
@@ -87,7 +71,7 @@ def test_ignore_error_chains(runner: RunningServer, ignore: bool, count: int, st
         {"image": "alpine", "command": ["ERROR"], "ignore_error": ignore},
         {"image": "alpine", "command": ["echo", "hello"]},
     ]
-    task = wait(runner, submit(runner, executors=executors))
+    task = wait_state(runner, submit(runner, executors=executors))
     assert task["state"] == state
     assert len(task["logs"][0]["logs"]) == count
     assert task["logs"][0]["logs"][0]["exit_code"] == 127
@@ -112,36 +96,27 @@ def test_executors_share_the_work_area_env_workdir_stdio(
         },
         {"image": "alpine", "command": ["sh", "-c", "pwd; cat out.txt"], "workdir": "/work"},
     ]
-    task = wait(runner, submit(runner, executors=executors, volumes=["/work"]))
+    task = wait_state(runner, submit(runner, executors=executors, volumes=["/work"]))
     assert task["state"] == "COMPLETE", task
     assert task["logs"][0]["logs"][2]["stdout"] == "/work\nhi\n"
 
 
 def test_cancel_while_running_stops_the_container(runner: RunningServer) -> None:
     task_id = submit(runner, executors=[{"image": "alpine", "command": ["sleep", "300"]}])
-    wait(runner, task_id, {"RUNNING"})
-    assert requests.post(f"{runner.tes}/tasks/{task_id}:cancel", timeout=10).json() == {}
-    task = wait(runner, task_id, timeout=60)
+    wait_state(runner, task_id, {"RUNNING"})
+    assert cancel(runner, task_id) == {}
+    task = wait_state(runner, task_id, timeout=60)
     assert task["state"] == "CANCELED"
 
 
 def test_full_logs_events_and_instances_in_the_admin_api(runner: RunningServer) -> None:
     script = "i=0; while [ $i -lt 20000 ]; do echo line$i; i=$((i+1)); done"
     task_id = submit(runner, executors=[{"image": "alpine", "command": ["sh", "-c", script]}])
-    task = wait(runner, task_id)
+    task = wait_state(runner, task_id)
     tail = task["logs"][0]["logs"][0]["stdout"]
     assert len(tail.encode()) <= 65536 and tail.endswith("line19999\n")
-    url = f"{runner.url}/api/v1/tasks/{task_id}/logs?executor=0&stream=stdout"
-    deadline = time.monotonic() + 15  # full streams are saved just after the final report
-    full = requests.get(url, timeout=10)
-    while full.status_code == 404 and time.monotonic() < deadline:
-        time.sleep(0.1)
-        full = requests.get(url, timeout=10)
-    assert (
-        full.status_code == 200
-        and full.text.startswith("line0\n")
-        and full.text.count("\n") == 20000
-    )
+    full = full_stream(runner, task_id, 0, "stdout", wait_s=15)  # saved after the final report
+    assert full.startswith("line0\n") and full.count("\n") == 20000
     events = requests.get(f"{runner.url}/api/v1/tasks/{task_id}/events", timeout=10).json()[
         "events"
     ]
@@ -180,7 +155,7 @@ def test_inputs_staged_and_outputs_uploaded_even_on_failure(
         ],
         "executors": [{"image": "alpine", "command": ["sh", "/work/script.sh"]}],
     }
-    done = wait(runner, submit(runner, **task))
+    done = wait_state(runner, submit(runner, **task))
     assert done["state"] == "EXECUTOR_ERROR"
     assert (out_dir / "result.txt").read_text() == "from disk\n"
     assert (out_dir / "script.sh").exists() and not (out_dir / "missing.txt").exists()
@@ -246,7 +221,7 @@ def test_links_met_while_staging_never_reach_the_servers_state(
     leak = exec_root / "leak-in"
     leak.mkdir()
     (leak / "db").symlink_to(data / "tescape.db")
-    done = wait(
+    done = wait_state(
         runner,
         submit(
             runner,
@@ -263,7 +238,7 @@ def test_links_met_while_staging_never_reach_the_servers_state(
     out.mkdir()
     (out / "state").symlink_to(data)
     marker = data / "planted.txt"
-    done = wait(
+    done = wait_state(
         runner,
         submit(
             runner,
@@ -291,7 +266,7 @@ def test_the_servers_state_is_private_after_a_start(runner: RunningServer) -> No
     """Issue 10: state files 0600, folders 0700 (the database and its WAL, logs, the secret key,
     instance folders and agent logs, capsules)."""
     data = runner.data_dir
-    wait(runner, submit(runner))  # an instance, its folder and agent log exist
+    wait_state(runner, submit(runner))  # an instance, its folder and agent log exist
     assert stat.S_IMODE(data.stat().st_mode) == 0o700
     checked = 0
     for path in data.rglob("*"):
@@ -334,7 +309,7 @@ def test_a_stdout_symlink_to_the_host_creates_no_host_file(
         {"image": "alpine", "command": ["ln", "-s", str(victim), "/work/o"]},
         {"image": "alpine", "command": ["echo", "* * * * * root pwned"], "stdout": "/work/o"},
     ]
-    task = wait(runner, submit(runner, executors=executors, volumes=["/work"]))
+    task = wait_state(runner, submit(runner, executors=executors, volumes=["/work"]))
     assert task["state"] == "EXECUTOR_ERROR", task
     assert not victim.exists() and list(victim.parent.iterdir()) == []
     lines = task["logs"][0]["system_logs"]
@@ -356,7 +331,7 @@ def test_a_stdin_symlink_to_the_host_never_reads_host_bytes(
         {"image": "alpine", "command": ["cat"], "stdin": "/work/i"},  # into the ExecutorLog
     ]
     task_id = submit(runner, executors=executors, volumes=["/work"])
-    task = wait(runner, task_id)
+    task = wait_state(runner, task_id)
     assert task["state"] == "EXECUTOR_ERROR", task
     assert "host-secret-bytes" not in str(task)
     assert full_stream(runner, task_id, 0, "stderr", wait_s=15) == "ok\n"  # the last one saved
@@ -377,7 +352,7 @@ def test_a_link_inside_the_work_area_still_works(runner: RunningServer) -> None:
         {"image": "alpine", "command": ["cat"], "stdin": "/work/i", "stdout": "/work/o"},
         {"image": "alpine", "command": ["cat", "/work/sub/out"]},
     ]
-    task = wait(runner, submit(runner, executors=executors, volumes=["/work"]))
+    task = wait_state(runner, submit(runner, executors=executors, volumes=["/work"]))
     assert task["state"] == "COMPLETE", task
     logs = task["logs"][0]["logs"]
     assert logs[2]["stdout"] == "in\n" and logs[3]["stdout"] == "in\n"
@@ -401,7 +376,7 @@ def test_a_stdout_file_swapped_for_a_host_link_is_not_read_back(
         },
     ]
     task_id = submit(runner, executors=executors, volumes=["/work"])
-    task = wait(runner, task_id)
+    task = wait_state(runner, task_id)
     assert task["state"] == "COMPLETE", task
     assert "host-secret-bytes" not in str(task)
     logs = task["logs"][0]["logs"]
@@ -425,7 +400,7 @@ def test_a_dangling_link_out_of_a_file_directory_input_ends_the_task(
     (src / "evil").symlink_to(victim)
     executors = [{"image": "alpine", "command": ["echo", "pwned"], "stdout": "/work/in/evil"}]
     inputs = [{"url": f"file://{src}", "path": "/work/in", "type": "DIRECTORY"}]
-    task = wait(runner, submit(runner, executors=executors, inputs=inputs))
+    task = wait_state(runner, submit(runner, executors=executors, inputs=inputs))
     assert task["state"] == "SYSTEM_ERROR", task
     assert not victim.exists()
     assert any(

@@ -14,18 +14,8 @@ from typing import Any
 import pytest
 
 from tests.fixtures.server import tescape_server
-from tests.integration.test_capsules import (
-    admin,
-    count_lines,
-    ended,
-    events,
-    get,
-    numbers,
-    stateful_task,
-    submit,
-    wait_for,
-    work_dirs,
-)
+from tests.fixtures.stateful import count_lines, numbers, stateful_task, work_dirs
+from tests.fixtures.tasks import admin, ended, events, get, submit, wait_for
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="CRIU needs root")
 

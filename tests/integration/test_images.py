@@ -12,7 +12,6 @@ from __future__ import annotations
 import secrets
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, cast
@@ -28,13 +27,12 @@ from capsule_runtime.engine import (
     RegistryAuthFailed,
 )
 from capsule_runtime.image_source import prepare_image
-from gateway.tes.protocol import TaskSettings
+from capsule_runtime.protocol.messages import TaskSettings
 from tests.fixtures.containers import _container_leak_check, _podman_engine  # noqa: F401
 from tests.fixtures.images import _busybox_image  # noqa: F401
 from tests.fixtures.registry import Registry, _auth_registry, _open_registry  # noqa: F401
 from tests.fixtures.server import RunningServer, tescape_server
-
-TERMINAL = {"COMPLETE", "EXECUTOR_ERROR", "SYSTEM_ERROR", "CANCELED"}
+from tests.fixtures.tasks import ended, submit
 
 
 @pytest.fixture(scope="module")
@@ -202,16 +200,7 @@ def add_app(srv: RunningServer, name: str, ref: str, username: str, password: st
 
 def run_task(srv: RunningServer, image: str, timeout: float = 120) -> dict[str, Any]:
     task = {"executors": [{"image": image, "command": ["echo", "hello from", image]}]}
-    resp = requests.post(srv.tes + "/tasks", json=task, timeout=10)
-    assert resp.status_code == 200, resp.text
-    task_id = resp.json()["id"]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        got = requests.get(f"{srv.tes}/tasks/{task_id}?view=FULL", timeout=10).json()
-        if got["state"] in TERMINAL:
-            return cast(dict[str, Any], got)
-        time.sleep(0.1)
-    raise AssertionError(f"task {task_id} not done after {timeout}s:\n{srv.log()[-3000:]}")
+    return ended(srv, submit(srv, task), timeout)
 
 
 def assert_ran(task: dict[str, Any], image: str) -> None:

@@ -15,7 +15,9 @@ import pytest
 import requests
 
 from tests.fixtures.server import RunningServer, tescape_server
-from tests.integration.test_capsules import ended, get, submit, wait_for, work_dirs
+from tests.fixtures.stateful import work_dirs
+from tests.fixtures.tasks import ended, get, submit
+from tests.fixtures.waiting import wait_for
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="podman tests run as root here")
 

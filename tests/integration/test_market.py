@@ -15,18 +15,8 @@ import pytest
 import requests
 
 from tests.fixtures.server import RunningServer, tescape_server
-from tests.integration.test_capsules import (
-    admin,
-    count_lines,
-    ended,
-    events,
-    get,
-    instance_of,
-    numbers,
-    stateful_task,
-    submit,
-    wait_for,
-)
+from tests.fixtures.stateful import count_lines, numbers, stateful_task
+from tests.fixtures.tasks import admin, ended, events, get, instance_of, submit, wait_for
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="CRIU needs root")
 

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from tests.fixtures.server import RunningServer, tescape_server
-from tests.integration.test_capsules import TERMINAL, admin, events, get, submit, wait_for
+from tests.fixtures.tasks import TERMINAL, admin, events, get, submit, wait_for
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="CRIU needs root")
 

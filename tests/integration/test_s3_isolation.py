@@ -6,7 +6,6 @@ with the gateway's check bypassed, by the agent's staging policy before any S3 r
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ from capsule_runtime.staging import (
 )
 from tests.fixtures.seaweedfs import SeaweedS3, _seaweedfs  # noqa: F401
 from tests.fixtures.server import RunningServer, tescape_server
+from tests.fixtures.tasks import ended, submit
 
 pytestmark = pytest.mark.timeout(180)
 EX: dict[str, Any] = {"image": "alpine", "command": ["true"], "workdir": "/work"}
@@ -259,18 +259,8 @@ def test_a_task_uses_its_allowed_prefix_beside_an_s3_capsule_store(
         ],
     }
     with tescape_server(tmp_path / "data", config=config, run_tasks=True) as srv:
-        resp = requests.post(srv.tes + "/tasks", json=task, timeout=10)
-        assert resp.status_code == 200, resp.text
-        task_id = resp.json()["id"]
-        deadline = time.monotonic() + 120
-        state = ""
-        while time.monotonic() < deadline:
-            doc = requests.get(f"{srv.tes}/tasks/{task_id}?view=FULL", timeout=10).json()
-            state = doc["state"]
-            if state in ("COMPLETE", "EXECUTOR_ERROR", "SYSTEM_ERROR", "CANCELED"):
-                break
-            time.sleep(0.2)
-        assert state == "COMPLETE", (doc, srv.log()[-3000:])
+        doc = ended(srv, submit(srv, task))
+        assert doc["state"] == "COMPLETE", (doc, srv.log()[-3000:])
     body = seaweedfs.client().get_object(Bucket=b.shared, Key="inputs/out/b.txt")["Body"]
     assert body.read() == b"SHARED INPUT"
     assert capsule_objects(seaweedfs, b) == before

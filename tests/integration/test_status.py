@@ -11,7 +11,6 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ from werkzeug.security import generate_password_hash
 from gateway.tes.states import State
 from tests.fixtures.postgres import PostgresServer, _as_postgres, _pg_bin, start_postgres
 from tests.fixtures.server import RunningServer, tescape_server
+from tests.fixtures.tasks import wait_for
 
 TASK = {"name": "status-probe", "executors": [{"image": "busybox", "command": ["true"]}]}
 
@@ -44,15 +44,6 @@ def cli(srv: RunningServer, *args: str, token: str | None = None) -> subprocess.
 
 def get(srv: RunningServer, path: str, **kw: Any) -> requests.Response:
     return requests.get(srv.url + path, timeout=30, **kw)
-
-
-def until(what: str, predicate: Any, timeout: float = 20) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if value := predicate():
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.fixture
@@ -145,9 +136,10 @@ def test_a_stopped_database_turns_readiness_red(tmp_path: Path) -> None:
                 [_pg_bin("pg_ctl"), "-D", str(pg.directory / "data"), "-m", "fast", "-w", "stop"]
             )
             # (a Response is falsy when its status is an error: wrap it)
-            [ready] = until(
+            [ready] = wait_for(
                 "readyz to fail",
                 lambda: [r] if (r := get(srv, "/readyz")).status_code == 503 else [],
+                timeout=20,
             )
             assert ready.json()["database"]["status"] == "fail"
             assert ready.json()["capsule_store"]["status"] == "ok"

@@ -24,13 +24,13 @@ from typing import Any
 import pytest
 import requests
 
+from capsule_runtime.protocol.messages import AGENT_API
 from gateway.auth import token_sha256
 from gateway.migration import Migrations
 from gateway.scheduler.wakeups import Wakeups
 from gateway.store import TaskStore, open_database
 from gateway.store.database import Database
 from gateway.store.fleet import FleetStore, Instance, InstanceState
-from gateway.tes.protocol import AGENT_API
 from gateway.tes.states import State
 from tests.fixtures.server import RunningServer
 from tests.resilience.invariants import check_attempts, check_finished, check_legal

@@ -9,7 +9,13 @@ from pathlib import Path
 from typing import Any
 
 from capsule_runtime.agent import Agent
-from gateway.tes.protocol import Assignment, Capacity, CheckpointOrder, Orders, ResizeOrder
+from capsule_runtime.protocol.messages import (
+    Assignment,
+    Capacity,
+    CheckpointOrder,
+    Orders,
+    ResizeOrder,
+)
 
 
 class FakeRun:

@@ -12,7 +12,7 @@ import pytest
 
 from capsule_runtime import agent as agent_module
 from capsule_runtime.agent import Agent
-from gateway.tes.protocol import Capacity, Orders
+from capsule_runtime.protocol.messages import Capacity, Orders
 
 
 class BusyGateway:

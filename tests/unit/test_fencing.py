@@ -12,14 +12,20 @@ from pathlib import Path
 
 import pytest
 
+from capsule_runtime.protocol.messages import (
+    AttemptReport,
+    Capacity,
+    CapsuleReport,
+    Poll,
+    Registration,
+)
+from capsule_runtime.protocol.times import utcnow
 from gateway.dispatch import Fenced
 from gateway.migration import Migrations
 from gateway.scheduler.loop import OVERDUE_EVERY
 from gateway.store.fleet import LIVE_PHASES, Instance, InstanceState
-from gateway.tes.protocol import AttemptReport, Capacity, CapsuleReport, Poll, Registration
 from gateway.tes.states import AttemptPhase, State
-from gateway.tes.times import utcnow
-from tests.unit.test_scheduler import World, running_with
+from tests.fixtures.world import World, running_with
 
 
 @pytest.fixture

@@ -20,8 +20,8 @@ from capsule_runtime.engine import FakeEngine, ImageNotFound, RegistryAuthFailed
 from capsule_runtime.engine.podman import _loaded
 from capsule_runtime.engine.podman_cli import classify
 from capsule_runtime.image_source import ArchiveError, prepare_image, registry_of
+from capsule_runtime.protocol.messages import TaskSettings
 from gateway.store.apps import registry_of as gateway_registry_of
-from gateway.tes.protocol import TaskSettings
 
 REG = "127.0.0.1:5000"
 PRIVATE = f"{REG}/lab/tool:1"

@@ -14,12 +14,12 @@ import pytest
 
 import gateway
 from capsule_runtime.capsules import FileStore
+from capsule_runtime.protocol.local_paths import LocalPathRules, task_path_errors
 from capsule_runtime.staging.errors import AccessRefused
 from capsule_runtime.staging.local import LocalStorage
 from capsule_runtime.staging.policy import StagingPolicy
 from gateway.config import Config, load_config
 from gateway.private_state import make_private
-from gateway.tes.local_paths import LocalPathRules, task_path_errors
 
 
 @pytest.fixture

@@ -1,4 +1,5 @@
-"""gateway.tes.redact: secrets masked in log lines, events and system_logs, ordinary text kept."""
+"""capsule_runtime.protocol.redact: secrets masked in log lines, events and system_logs, ordinary
+text kept."""
 
 from __future__ import annotations
 
@@ -8,9 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.store.database import open_database
-from gateway.store.tasks import TaskStore
-from gateway.tes.redact import (
+from capsule_runtime.protocol.redact import (
     MASK,
     RedactingFilter,
     is_secret_name,
@@ -19,6 +18,8 @@ from gateway.tes.redact import (
     remember_env_secrets,
     remember_secret,
 )
+from gateway.store.database import open_database
+from gateway.store.tasks import TaskStore
 
 
 @pytest.mark.parametrize(
@@ -130,8 +131,8 @@ def test_events_and_system_logs_are_stored_redacted(tmp_path: Path) -> None:
 
 
 def test_an_agent_remembers_its_assignments_secrets() -> None:
+    from capsule_runtime.protocol.messages import Assignment, CapsuleSettings, TaskSettings
     from capsule_runtime.runner import _remember_secrets
-    from gateway.tes.protocol import Assignment, CapsuleSettings, TaskSettings
 
     _remember_secrets(
         Assignment(

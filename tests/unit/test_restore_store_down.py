@@ -13,8 +13,7 @@ from typing import Any
 
 from capsule_runtime.capsules.store import CapsuleStoreError, FileStore
 from capsule_runtime.engine.fake import FakeEngine
-from capsule_runtime.runner import TaskRun
-from gateway.tes.protocol import (
+from capsule_runtime.protocol.messages import (
     Assignment,
     AttemptReport,
     CapsuleRef,
@@ -22,6 +21,7 @@ from gateway.tes.protocol import (
     CapsuleSettings,
     CheckpointOrder,
 )
+from capsule_runtime.runner import TaskRun
 
 
 class Recorder:

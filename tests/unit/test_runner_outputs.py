@@ -13,8 +13,13 @@ import pytest
 
 from capsule_runtime.client import Fenced, GatewayUnreachable
 from capsule_runtime.engine.fake import FakeEngine
+from capsule_runtime.protocol.messages import (
+    Assignment,
+    AttemptReport,
+    CapsuleSettings,
+    TaskSettings,
+)
 from capsule_runtime.runner import TaskRun
-from gateway.tes.protocol import Assignment, AttemptReport, CapsuleSettings, TaskSettings
 
 
 class Gateway:

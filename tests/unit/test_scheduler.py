@@ -9,93 +9,14 @@ from typing import Any
 
 import pytest
 
-from gateway.config import Config, load_config
-from gateway.dispatch import Dispatcher, Fenced
-from gateway.library import Library
+from capsule_runtime.protocol.times import utcnow
+from gateway.dispatch import Fenced
 from gateway.providers.base import Capability, LaunchRecord, Offer
 from gateway.providers.fake import FakeProvider as ShippedFakeProvider
 from gateway.scheduler.loop import Scheduler
-from gateway.scheduler.wakeups import Wakeups
-from gateway.secrets import SecretBox
-from gateway.store import TaskStore, open_database
-from gateway.store.apps import AppStore
-from gateway.store.fleet import FleetStore, Instance, InstanceState
-from gateway.tes.protocol import AttemptReport, Capacity, Poll, Registration
+from gateway.store.fleet import Instance, InstanceState
 from gateway.tes.states import AttemptPhase, State
-from gateway.tes.times import utcnow
-
-EX = [{"image": "alpine", "command": ["true"]}]
-
-
-class FakeProvider(ShippedFakeProvider):
-    """The shipped fake provider (gateway/providers/fake.py) offering one Spot shape, without
-    prices (the scheduler's price-driven moves stay off, as without a market)."""
-
-    def __init__(self, cpu: float = 4, ram: float = 8) -> None:
-        super().__init__(
-            capabilities=frozenset({Capability.SPOT, Capability.ON_DEMAND}), max_instances=1
-        )
-        self.cpu, self.ram = cpu, ram
-
-    def offers(self) -> list[Offer]:
-        return [Offer("fake.large", "spot", "z1", 0.05, self.cpu, self.ram, 100)]
-
-
-class World:
-    def __init__(self, tmp: Path, **cfg: Any) -> None:
-        self.cfg: Config = load_config(overrides={"data_dir": str(tmp), **cfg}, environ={})
-        self.db = open_database(f"sqlite:///{tmp / 't.db'}")
-        self.tasks = TaskStore(self.db)
-        self.fleet = FleetStore(self.db)
-        self.wakeups = Wakeups()
-        self.provider = FakeProvider()
-        self.scheduler = Scheduler(self.cfg, self.tasks, self.fleet, self.provider, self.wakeups)
-        library = Library(AppStore(self.db), SecretBox(tmp / "secret.key"), tmp / "apps")
-        self.dispatch = Dispatcher(self.cfg, self.tasks, self.fleet, self.wakeups, library)
-
-    def submit(self, **resources: Any) -> str:
-        spec: dict[str, Any] = {"executors": EX}
-        if resources:
-            spec["resources"] = resources
-        return self.tasks.create(spec).id
-
-    def boot(self) -> Instance:
-        """Tick until an instance is launched, then register its agent."""
-        self.scheduler.tick()
-        inst = self.fleet.instance(self.provider.launched[-1])
-        assert inst is not None
-        self.dispatch.register(
-            inst,
-            Registration(
-                agent_version="t",
-                hostname="h",
-                capacity=Capacity(cpu_cores=4, ram_gb=8, disk_gb=100),
-            ),
-        )
-        return self.fleet.instance(inst.id)  # type: ignore[return-value]
-
-    def poll(  # type: ignore[no-untyped-def]
-        self, inst: Instance, running: list[str] | None = None, received: list[str] | None = None
-    ):
-        return self.dispatch.poll(
-            inst, Poll(running=running or [], received=received or [], wait_seconds=0)
-        )
-
-    def report(
-        self, inst: Instance, attempt_id: str, status: str, report_id: str | None = None, **log: Any
-    ) -> None:
-        self.dispatch.report(
-            inst,
-            attempt_id,
-            AttemptReport(
-                status=status, task_log={"logs": [], "outputs": [], **log}, report_id=report_id
-            ),
-        )
-
-    def state(self, task_id: str) -> State:
-        rec = self.tasks.get(task_id, full=False)
-        assert rec is not None
-        return rec.state
+from tests.fixtures.world import FakeProvider, World, running_with
 
 
 @pytest.fixture
@@ -367,15 +288,6 @@ def test_a_quiet_task_stays_put(tmp_path: Path) -> None:
     assert "checkpoint" not in world.fleet.attempt(aid).data  # type: ignore[union-attr]
 
 
-def running_with(world: World, **resources: Any) -> tuple[Instance, str]:
-    world.submit(**resources)
-    inst = world.boot()  # registers 4 cores and 8 GB
-    world.scheduler.tick()
-    aid = world.poll(inst).assign[0].attempt_id
-    world.report(inst, aid, "running")
-    return inst, aid
-
-
 def test_a_busy_container_grows_in_place_when_its_instance_has_room(tmp_path: Path) -> None:
     world = market_world(tmp_path)
     inst, aid = running_with(world, cpu_cores=1, ram_gb=2)
@@ -429,7 +341,7 @@ def test_an_idle_instance_of_the_wrong_kind_makes_room_for_a_launch(tmp_path: Pa
 def test_a_notice_moves_capsule_tasks_and_leaves_restart_ones_running(world: World) -> None:
     """`restart` is the retry-based baseline: its task runs on to the deadline (it may finish
     there) instead of being stopped at the notice and started over."""
-    from gateway.tes.protocol import Notice
+    from capsule_runtime.protocol.messages import Notice
 
     moving = world.submit(cpu_cores=1)
     staying = world.submit(cpu_cores=1, backend_parameters={"recovery": "restart"})

@@ -14,16 +14,16 @@ import tes
 import tes.utils
 from sqlalchemy import event
 
+from capsule_runtime.protocol.messages import AttemptReport, CapsuleReport
 from gateway.auth import ANONYMOUS
 from gateway.migration import Migrations
 from gateway.providers.base import Offer
 from gateway.service import TaskService
 from gateway.store.tasks import TaskRecord
 from gateway.telemetry import summarize, with_telemetry
-from gateway.tes.protocol import AttemptReport, CapsuleReport
 from gateway.tes.states import State
 from gateway.tes.views import View
-from tests.unit.test_scheduler import World, running_with
+from tests.fixtures.world import World, running_with
 
 KEYS = {
     "spot_interruptions",

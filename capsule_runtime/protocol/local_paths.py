@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from gateway.tes.errors import FieldError
+from capsule_runtime.protocol.errors import FieldError
 
 FORBIDDEN = "tescape's own state or code, which tasks may never use"
 

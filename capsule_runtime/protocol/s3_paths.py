@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from gateway.tes.errors import FieldError
+from capsule_runtime.protocol.errors import FieldError
 
 CAPSULES = "the capsule store, which tasks may never use"
 BUCKET = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,254}$")

@@ -1,7 +1,7 @@
 """The agent protocol: what the gateway and a worker agent (capsule_runtime) say to each other.
 
-A leaf like the rest of gateway.tes, so an agent installs with pydantic alone. Exchanges, all JSON
-over HTTP with the instance's own bearer token:
+A leaf (pydantic and the standard library), so an agent installs without the gateway. Exchanges,
+all JSON over HTTP with the instance's own bearer token:
 
     agent → POST /agent/v1/register   Registration            → {}
     agent → POST /agent/v1/poll       Poll (heartbeat)        → Orders   (long poll)
@@ -37,6 +37,10 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 AGENT_API = "/agent/v1"
+
+# A TES input/output `type`, as the task document in an Assignment carries it (the agent stages
+# by it; gateway.tes.models uses the same type on the wire)
+FileType = Literal["FILE", "DIRECTORY"]
 
 
 class Message(BaseModel):
