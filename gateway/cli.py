@@ -27,6 +27,8 @@ from gateway.cli_complete import task_ids
 from gateway.cli_logs import register as register_log_commands
 from gateway.cli_market import register as register_market_commands
 from gateway.cli_output import exit_code_for, id_column, print_json, text_column
+from gateway.cli_submit import read_task_file
+from gateway.cli_submit import register as register_submit_command
 from gateway.cli_workflows import register as register_workflow_commands
 from gateway.config import Config, ConfigError, load_config, s3_notes
 
@@ -388,11 +390,9 @@ def tasks_get(server: str, task_id: str, view: str) -> None:
 @server_option
 @click.argument("task_file", type=click.File("r"))
 def tasks_submit(server: str, task_file: Any) -> None:
-    """Submit a task document (JSON; `-` reads stdin) and print its id."""
-    try:
-        doc = json.load(task_file)
-    except ValueError as exc:
-        raise click.UsageError(f"{task_file.name} is not JSON: {exc}") from None
+    """Submit a TES task document (JSON or YAML; `-` reads stdin) and print its id (see also
+    `tescape submit`)."""
+    doc = read_task_file(task_file)
     click.echo(_call(server, "POST", "/ga4gh/tes/v1/tasks", json=doc)["id"])
 
 
@@ -569,6 +569,7 @@ def apps_remove(server: str, name: str) -> None:
 register_workflow_commands(main)  # tescape nextflow …, tescape cromwell …
 register_market_commands(main)  # tescape market show|set-price|costs
 register_log_commands(tasks)  # tescape tasks logs|events
+register_submit_command(main)  # tescape submit
 
 
 if __name__ == "__main__":
