@@ -152,9 +152,7 @@ def register(main: click.Group) -> None:
     """Add `tescape submit` to the top-level group (call it at the end of cli.py)."""
     from gateway import cli
 
-    @main.command(
-        "submit", context_settings={"allow_interspersed_args": False}, no_args_is_help=True
-    )
+    @main.command("submit", no_args_is_help=True)
     @cli.server_option
     @click.option("--image", "-i", help="container image (or an app of the library)")
     @click.option("--cpu", type=click.IntRange(min=1), help="CPU cores")
@@ -181,8 +179,9 @@ def register(main: click.Group) -> None:
           tescape submit --image ubuntu:24.04 --cpu 2 --mem 4G -- sh -c 'echo hi'
           tescape submit task.yaml        (TES task as JSON or YAML; - reads stdin)
 
-        Prints the task's id. With --wait, follows it to the end (the state goes to stderr)
-        and exits 0 when COMPLETE, 1 when it failed or was cancelled.
+        Put the command after `--` (its own options are then never read as tescape's). Prints
+        the task's id. With --wait, follows it to the end (the state goes to stderr) and exits
+        0 when COMPLETE, 1 when it failed or was cancelled.
         """
         task = _task_from(args, opts)
         created = cli._call(server, "POST", "/ga4gh/tes/v1/tasks", json=task)

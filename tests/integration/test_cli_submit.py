@@ -84,13 +84,13 @@ def test_task_files(srv: RunningServer, tmp_path: Path, suffix: str) -> None:
     else:
         path.write_text("name: from-yaml\nexecutors:\n  - image: busybox\n    command: [true]\n")
         task["executors"][0]["command"] = [True]  # type: ignore[list-item]
-    out = tescape(srv, "submit", str(path))
+    out = tescape(srv, "submit", str(path), "--json")  # options may follow the file
     if suffix == "yaml":  # YAML's bare `true` is a boolean: the server says which field
         assert out.returncode == 2 and "command" in out.stderr, out.stderr
         path.write_text("name: from-yaml\nexecutors:\n  - image: busybox\n    command: ['true']\n")
-        out = tescape(srv, "submit", str(path))
+        out = tescape(srv, "submit", str(path), "--json")
     assert out.returncode == 0, out.stderr
-    assert stored(srv, out.stdout.strip())["name"] == f"from-{suffix}"
+    assert stored(srv, json.loads(out.stdout)["id"])["name"] == f"from-{suffix}"
 
 
 @pytest.mark.parametrize(
