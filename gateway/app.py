@@ -29,6 +29,7 @@ from gateway.store.apps import AppStore
 from gateway.store.database import Database, open_database
 from gateway.store.fleet import FleetStore
 from gateway.store.tasks import TaskStore
+from gateway.telemetry import on_task_end
 
 PUBLIC_ENDPOINTS = {
     "service_info",
@@ -67,7 +68,7 @@ def build_services(config: Config, database: Database | None = None) -> Services
     db = database or open_database(
         config.database_url, echo=config.database.echo, pool_size=config.server.threads + 4
     )
-    store = TaskStore(db)
+    store = TaskStore(db, on_end=on_task_end(config))  # telemetry of tasks the gateway ends
     fleet = FleetStore(db)
     wakeups = Wakeups()
     library = Library(

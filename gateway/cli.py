@@ -27,6 +27,9 @@ from gateway.cli_complete import task_ids
 from gateway.cli_logs import register as register_log_commands
 from gateway.cli_market import register as register_market_commands
 from gateway.cli_output import exit_code_for, id_column, print_json, text_column
+from gateway.cli_progress import UploadReader, uploading, waiting
+from gateway.cli_submit import read_task_file
+from gateway.cli_submit import register as register_submit_command
 from gateway.cli_workflows import register as register_workflow_commands
 from gateway.config import Config, ConfigError, load_config, s3_notes
 
@@ -390,11 +393,9 @@ def tasks_get(server: str, task_id: str, view: str) -> None:
 @server_option
 @click.argument("task_file", type=click.File("r"))
 def tasks_submit(server: str, task_file: Any) -> None:
-    """Submit a task document (JSON; `-` reads stdin) and print its id."""
-    try:
-        doc = json.load(task_file)
-    except ValueError as exc:
-        raise click.UsageError(f"{task_file.name} is not JSON: {exc}") from None
+    """Submit a TES task document (JSON or YAML; `-` reads stdin) and print its id (see also
+    `tescape submit`)."""
+    doc = read_task_file(task_file)
     click.echo(_call(server, "POST", "/ga4gh/tes/v1/tasks", json=doc)["id"])
 
 
@@ -409,15 +410,17 @@ def tasks_cancel(server: str, task_id: str) -> None:
 def _wait_capsule(server: str, task_id: str, request_id: str, timeout: float) -> dict[str, Any]:
     """Poll the task's events until the request's capsule is written (or failed)."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for event in _call(server, "GET", f"/api/v1/tasks/{task_id}/events")["events"]:
-            data = event.get("data") or {}
-            if data.get("request_id") == request_id and event["kind"] in (
-                "capsule",
-                "checkpoint_failed",
-            ):
-                return dict(event)
-        time.sleep(0.5)
+    with waiting(f"task {task_id}", enabled=err_console.is_terminal) as progress:
+        progress("checkpointing")
+        while time.monotonic() < deadline:
+            for event in _call(server, "GET", f"/api/v1/tasks/{task_id}/events")["events"]:
+                data = event.get("data") or {}
+                if data.get("request_id") == request_id and event["kind"] in (
+                    "capsule",
+                    "checkpoint_failed",
+                ):
+                    return dict(event)
+            time.sleep(0.5)
     err_console.print(f"[red]error:[/red] no capsule after {timeout:g} s (still in progress?)")
     sys.exit(1)
 
@@ -534,8 +537,13 @@ def apps_add(
 @click.argument("archive", type=click.Path(exists=True, dir_okay=False))
 def apps_import(server: str, name: str, archive: str) -> None:
     """Load an image archive (`podman save` / `docker save`) into the library as app NAME."""
-    with open(archive, "rb") as body:
+    size = os.path.getsize(archive)
+    with (
+        open(archive, "rb") as stream,
+        uploading(f"uploading {Path(archive).name}", size, err_console.is_terminal) as advance,
+    ):
         # streamed; the server hashes and inspects the whole archive before it answers
+        body = UploadReader(stream, size, advance)
         app = _call(server, "PUT", f"/api/v1/apps/{name}/archive", timeout=(10, 3600), data=body)
     click.echo(f"{app['name']} → {app['image']} ({app['archive']['size_bytes']} bytes)")
 
@@ -571,6 +579,7 @@ def apps_remove(server: str, name: str) -> None:
 register_workflow_commands(main)  # tescape nextflow …, tescape cromwell …
 register_market_commands(main)  # tescape market show|set-price|costs
 register_log_commands(tasks)  # tescape tasks logs|events
+register_submit_command(main)  # tescape submit
 
 
 if __name__ == "__main__":

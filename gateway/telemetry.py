@@ -7,6 +7,10 @@ TES metadata is a string map: every value is a string (counts as integers, secon
 decimals, USD with six, like `vm_price_per_hour_usd`). The keys are documented in
 docs/telemetry.md.
 
+Tasks that end without a last report of their agent (cancelled while queued, lost with their
+instance, never placed, given up on by a deadline) get the same keys when the gateway ends them
+(`on_task_end`, called by the task store in the transaction that ends the task).
+
 Everything is derived from the store in two indexed queries: the task's attempts (interruptions,
 instance types and markets, cost: gateway.market.costs) and its capsule events (`capsule`,
 `checkpoint_failed`, `restored`: sizes and step durations as the agent reported them).
@@ -31,6 +35,7 @@ from gateway.store.schema import ATTEMPT_COST_COLUMNS, attempts, events
 # without a notice), the same set `scheduler.max_interruptions` counts.
 INTERRUPTIONS = ("reclaim", "lost")
 EVENT_KINDS = ("capsule", "checkpoint_failed", "restored")
+TELEMETRY_KEY = "spot_interruptions"  # present in a TaskLog's metadata: telemetry added
 
 _ATTEMPTS = select(
     *ATTEMPT_COST_COLUMNS,
@@ -122,6 +127,21 @@ def live_logs(
         return logs
     with engine.connect() as conn:
         return with_telemetry(logs, task_telemetry(conn, task_id, scale=time_scale(cfg)))
+
+
+def on_task_end(
+    cfg: Config,
+) -> Callable[[Connection, str, list[dict[str, Any]]], list[dict[str, Any]]]:
+    """The task store's `on_end` hook: the telemetry merged into the TaskLogs of a task reaching
+    a terminal state, unless its agent's last report brought it already (gateway.dispatch)."""
+    scale = time_scale(cfg)
+
+    def add(conn: Connection, task_id: str, logs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        if not logs or TELEMETRY_KEY in (logs[-1].get("metadata") or {}):
+            return logs
+        return with_telemetry(logs, task_telemetry(conn, task_id, scale=scale)) or logs
+
+    return add
 
 
 def with_telemetry(

@@ -1,5 +1,8 @@
 """Prometheus metrics at /metrics: request counts and latencies, tasks by state, instances by
-state. Task and instance counts are read from the store when scraped, so they are exact."""
+state, market and type; and, from the event log and attempts (gateway.api.metrics_events),
+queue latency, checkpoints and restores, migrations, interruptions and spend. Counts are read
+from the store when scraped, so they are exact and survive a restart. configs/grafana-tescape.json
+is a dashboard of them."""
 
 from __future__ import annotations
 
@@ -14,6 +17,7 @@ from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector
 from sqlalchemy import func, select
 
+from gateway.api.metrics_events import EventCollector
 from gateway.store.schema import instances, tasks
 
 if TYPE_CHECKING:
@@ -31,7 +35,9 @@ class StoreCollector(Collector):
                 select(tasks.c.state, func.count()).group_by(tasks.c.state)
             ).all()
             by_instance = conn.execute(
-                select(instances.c.state, func.count()).group_by(instances.c.state)
+                select(
+                    instances.c.state, instances.c.market, instances.c.instance_type, func.count()
+                ).group_by(instances.c.state, instances.c.market, instances.c.instance_type)
             ).all()
         task_gauge = GaugeMetricFamily(
             "tescape_tasks", "Tasks in the store by state", labels=["state"]
@@ -39,9 +45,13 @@ class StoreCollector(Collector):
         for state, count in by_state:
             task_gauge.add_metric([state], count)
         yield task_gauge
-        inst_gauge = GaugeMetricFamily("tescape_instances", "Instances by state", labels=["state"])
-        for state, count in by_instance:
-            inst_gauge.add_metric([state], count)
+        inst_gauge = GaugeMetricFamily(
+            "tescape_instances",
+            "Instances by state, market and type",
+            labels=["state", "market", "instance_type"],
+        )
+        for state, market, instance_type, count in by_instance:
+            inst_gauge.add_metric([state, market or "", instance_type or ""], count)
         yield inst_gauge
 
 
@@ -61,6 +71,9 @@ def install_metrics(app: Flask, services: Services) -> None:
         registry=registry,
     )
     registry.register(StoreCollector(services))
+    market = services.market
+    scale = (lambda: market.time_scale) if market is not None else (lambda: 1.0)
+    registry.register(EventCollector(services.database.engine, scale))
 
     @app.before_request
     def _start_timer() -> None:

@@ -17,7 +17,7 @@ from sqlalchemy import func, select
 from capsule_runtime.protocol.times import rfc3339
 from gateway.auth import Principal
 from gateway.market.catalog import on_demand_price
-from gateway.market.costs import AttemptCost, attempt_cost, costs_summary
+from gateway.market.costs import AttemptCost, attempt_cost, summary_of, window_totals
 from gateway.store.events import read_events
 from gateway.store.schema import ATTEMPT_COST_COLUMNS, attempts, task_tags, tasks
 from gateway.tes.states import State
@@ -334,43 +334,44 @@ def _clipped(rows: list[dict[str, Any]], since_s: str) -> list[dict[str, Any]]:
     return out
 
 
-def _task_facts(
-    services: Services, task_ids: Iterable[str], with_tags: bool
-) -> tuple[dict[str, str], dict[str, dict[str, str]]]:
-    """Names (and tags) of these tasks, read by primary key in chunks."""
+def _task_names(services: Services, task_ids: Iterable[str]) -> dict[str, str]:
+    """Names of these tasks, read by primary key in chunks."""
     names: dict[str, str] = {}
+    wanted = list(dict.fromkeys(task_ids))
+    with services.database.engine.connect() as conn:
+        for i in range(0, len(wanted), CHUNK):
+            found = conn.execute(
+                select(tasks.c.id, tasks.c.name).where(tasks.c.id.in_(wanted[i : i + CHUNK]))
+            ).all()
+            names.update({r.id: r.name or "" for r in found})
+    return names
+
+
+def _task_tags(services: Services, task_ids: Iterable[str]) -> dict[str, dict[str, str]]:
+    """Tags of these tasks. Only the index on tasks.id is read (id → seq), never the wide task
+    rows: the costs page asks for the tags of every task that ran in the window."""
     tags: dict[str, dict[str, str]] = {}
     wanted = list(dict.fromkeys(task_ids))
     with services.database.engine.connect() as conn:
         for i in range(0, len(wanted), CHUNK):
-            chunk = wanted[i : i + CHUNK]
-            found = conn.execute(
-                select(tasks.c.id, tasks.c.seq, tasks.c.name).where(tasks.c.id.in_(chunk))
-            ).all()
-            names.update({r.id: r.name or "" for r in found})
-            if with_tags:
-                by_seq = {r.seq: r.id for r in found}
-                for seq, key, value in conn.execute(
-                    select(task_tags.c.task_seq, task_tags.c.key, task_tags.c.value).where(
-                        task_tags.c.task_seq.in_(list(by_seq))
-                    )
-                ):
-                    tags.setdefault(by_seq[seq], {})[key] = value
-    return names, tags
+            query = (
+                select(tasks.c.id, task_tags.c.key, task_tags.c.value)
+                .select_from(tasks.join(task_tags, task_tags.c.task_seq == tasks.c.seq))
+                .where(tasks.c.id.in_(wanted[i : i + CHUNK]))
+            )
+            for task_id, key, value in conn.execute(query):
+                tags.setdefault(task_id, {})[key] = value
+    return tags
 
 
 def spend(
     services: Services, principal: Principal, now: datetime, windows: dict[str, int]
 ) -> dict[str, dict[str, Any]]:
     """Cost, on-demand equivalent and savings of what ran in each window (name → days), from
-    one read of the attempts."""
+    one read of the attempts (the totals only: no per-task summaries are built)."""
     widest = _attempt_rows(services, principal, now - timedelta(days=max(windows.values())))
-    out = {}
-    for name, days in windows.items():
-        rows = _clipped(widest, rfc3339(now - timedelta(days=days)))
-        summary = costs_summary(rows, now, on_demand_price, time_scale=_time_scale(services))
-        out[name] = summary["total"]
-    return out
+    since = {name: now - timedelta(days=days) for name, days in windows.items()}
+    return window_totals(widest, now, since, on_demand_price, _time_scale(services))
 
 
 def cost_breakdown(
@@ -380,19 +381,21 @@ def cost_breakdown(
     goes to the day it started, or the window's first day)."""
     since = now - timedelta(days=days)
     rows = _attempt_rows(services, principal, since)
-    summary = costs_summary(rows, now, on_demand_price, time_scale=_time_scale(services))
+    scale = _time_scale(services)
+    priced = [
+        (row, c)
+        for row in rows
+        if (c := attempt_cost(row, now, on_demand_price, scale)) is not None
+    ]  # each attempt priced once, for the totals and the breakdowns
+    summary = summary_of(c for _, c in priced)
     by_task = sorted(summary["tasks"], key=lambda t: t["cost_usd"], reverse=True)
-    _, tags = _task_facts(services, (r["task_id"] for r in rows), with_tags=True)
-    names, _ = _task_facts(services, (t["task_id"] for t in by_task[:top]), with_tags=False)
+    tags = _task_tags(services, (c.task_id for _, c in priced))
+    names = _task_names(services, (t["task_id"] for t in by_task[:top]))
     for t in by_task[:top]:
         t["name"] = names.get(t["task_id"], "")
     by_tag: dict[str, dict[str, float]] = {}
     by_day: dict[str, dict[str, float]] = {}
-    scale = _time_scale(services)
-    for row in rows:
-        c = attempt_cost(row, now, on_demand_price, scale)
-        if c is None:
-            continue
+    for row, c in priced:
         keys = [f"{k}={v}" for k, v in sorted(tags.get(c.task_id, {}).items())] or ["(no tag)"]
         for key in keys:
             _add(by_tag, key, c)

@@ -84,6 +84,10 @@ def _totals(costs: Iterable[AttemptCost]) -> dict[str, float]:
         cost += c.cost_usd
         od += c.on_demand_usd
         hours += c.hours
+    return _sums(cost, od, hours)
+
+
+def _sums(cost: float, od: float, hours: float) -> dict[str, float]:
     return {
         "cost_usd": round(cost, 6),
         "on_demand_usd": round(od, 6),
@@ -103,11 +107,16 @@ def costs_summary(
     """Attempt rows → {"tasks": [{task_id, attempts, cost_usd, on_demand_usd, savings_usd,
     savings_pct, instance_hours[, attempt_costs]}], "total": {...}, "currency": "USD"}; tasks in
     the order their first attempt appears."""
+    priced = (attempt_cost(row, now, on_demand, time_scale) for row in rows)
+    return summary_of((c for c in priced if c is not None), attempts=attempts)
+
+
+def summary_of(costs: Iterable[AttemptCost], attempts: bool = False) -> dict[str, Any]:
+    """`costs_summary` of attempts priced already (a caller that needs each attempt's cost
+    too prices it once)."""
     per_task: dict[str, list[AttemptCost]] = {}
-    for row in rows:
-        c = attempt_cost(row, now, on_demand, time_scale)
-        if c is not None:
-            per_task.setdefault(c.task_id, []).append(c)
+    for c in costs:
+        per_task.setdefault(c.task_id, []).append(c)
     tasks = []
     for task_id, costs in per_task.items():
         entry: dict[str, Any] = {"task_id": task_id, "attempts": len(costs), **_totals(costs)}
@@ -118,3 +127,44 @@ def costs_summary(
         tasks.append(entry)
     every = [c for costs in per_task.values() for c in costs]
     return {"currency": "USD", "tasks": tasks, "total": {"tasks": len(tasks), **_totals(every)}}
+
+
+def window_totals(
+    rows: Iterable[Mapping[str, Any]],
+    now: datetime,
+    since: Mapping[str, datetime],
+    on_demand: Callable[[str], float | None] = catalog_on_demand,
+    time_scale: float = 1.0,
+) -> dict[str, dict[str, float]]:
+    """For each window (name → its first moment), the `total` that `costs_summary` gives for the
+    attempts running in it, each counted from the window's start at the earliest. Each row's
+    times are parsed once and nothing is kept per task but its id: the system page prices the
+    week and the month of 100,000 tasks' attempts with this."""
+    prices: dict[str, float | None] = {}
+    parsed = []
+    for row in rows:
+        start = _time(row.get("start_time"))
+        if start is None or ("instance_id" in row and row["instance_id"] is None):
+            continue  # as attempt_cost: never started, or a restore waiting for an instance
+        itype = row.get("instance_type")
+        if itype and itype not in prices:
+            prices[itype] = on_demand(itype)
+        od_price = prices.get(itype) if itype else None
+        own = row.get("market") == ON_DEMAND or od_price is None
+        price = float(row.get("price_per_hour") or 0.0)
+        end = _time(row.get("end_time"))
+        parsed.append((row.get("task_id"), start, end, price, None if own else od_price))
+    out = {}
+    for name, first in since.items():
+        cost = od = hours = 0.0
+        tasks = set()
+        for task_id, start, end, price, od_price in parsed:
+            if end is not None and end < first:
+                continue
+            h = max(0.0, ((end or now) - max(start, first)).total_seconds()) * time_scale / 3600
+            cost += price * h
+            od += price * h if od_price is None else od_price * h
+            hours += h
+            tasks.add(task_id)
+        out[name] = {"tasks": len(tasks), **_sums(cost, od, hours)}
+    return out

@@ -102,6 +102,8 @@ attempts = Table(
     Column("report_ids", Text, nullable=True),
     Index("ix_attempts_task_number", "task_id", "number", unique=True),
     Index("ix_attempts_instance", "instance_id"),
+    Index("ix_attempts_end_time", "end_time"),  # what ran in a window (costs), what still runs
+    Index("ix_attempts_phase", "phase"),  # the live attempts (status)
 )
 
 capsules = Table(
@@ -137,6 +139,7 @@ events = Table(
     Column("data", Text, nullable=True),
     Index("ix_events_task_id", "task_id", "id"),
     Index("ix_events_instance_id", "instance_id", "id"),
+    Index("ix_events_kind_id", "kind", "id"),  # the newest events of a kind (status, metrics)
 )
 
 # The Application Library: named images, optionally with an image archive held by the gateway

@@ -178,10 +178,17 @@ def _prefix_upper(prefix: str) -> str | None:
     return None
 
 
+# What the store calls on the TaskLogs of a task reaching a terminal state, in the transaction
+# that ends it: (conn, task_id, logs) → the logs to store (gateway.telemetry.on_task_end adds
+# the task's telemetry to a task the gateway itself ends: cancelled, lost, failed to place).
+FinalLogs = Callable[[Connection, str, list[dict[str, Any]]], list[dict[str, Any]]]
+
+
 class TaskStore:
-    def __init__(self, db: Database, clock: Clock = utcnow):
+    def __init__(self, db: Database, clock: Clock = utcnow, on_end: FinalLogs | None = None):
         self.db = db
         self.clock = clock
+        self.on_end = on_end
         self._reads: Engine
         if db.dialect == "postgresql":
             # One statement needs no BEGIN/COMMIT (or ROLLBACK) round trips around it. (SQLite
@@ -341,6 +348,8 @@ class TaskStore:
                     final_logs = [
                         {**tl, "logs": drop_unstarted(tl.get("logs", []))} for tl in current
                     ]
+                    if self.on_end is not None:
+                        final_logs = self.on_end(conn_, task_id, final_logs)
                 if final_logs is not None:
                     values["logs"] = _logs_json(final_logs)
                 # The statement is built once; the columns to set come with the parameters.

@@ -4,9 +4,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,28 +12,12 @@ from typing import Any
 import pytest
 import requests
 
+from tests.fixtures.cli import tescape
 from tests.fixtures.server import API_CONFIG, RunningServer, tescape_server
 from tests.fixtures.tasks import cancel
 
 LONG_NAME = "a-task-with-a-name-long-enough-to-crowd-an-eighty-column-terminal"
 TASK = {"name": LONG_NAME, "executors": [{"image": "busybox", "command": ["true"]}]}
-
-
-def tescape(
-    srv: RunningServer | None, *args: str, env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    base = {k: v for k, v in os.environ.items() if not k.startswith("TESCAPE_")}
-    base["COLUMNS"] = "80"
-    base["TESCAPE_SERVER"] = srv.url if srv else "http://127.0.0.1:9"  # discard: nothing listens
-    base.update(env or {})
-    code = "from gateway.cli import main; main(prog_name='tescape')"
-    return subprocess.run(
-        [sys.executable, "-c", code, *args],
-        capture_output=True,
-        text=True,
-        env=base,
-        timeout=120,
-    )
 
 
 @pytest.fixture(scope="module")

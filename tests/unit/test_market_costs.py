@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from gateway.market.costs import attempt_cost, costs_summary
+from gateway.market.costs import attempt_cost, costs_summary, window_totals
 
 NOW = datetime(2026, 2, 1, 12, tzinfo=UTC)
 
@@ -104,3 +104,32 @@ def test_summary_per_task_and_total() -> None:
     assert total["on_demand_usd"] == pytest.approx(0.362)
     assert total["instance_hours"] == pytest.approx(4.0)
     assert costs_summary([], NOW)["total"]["savings_pct"] == 0.0
+
+
+def test_window_totals_equal_the_summary_of_clipped_rows() -> None:
+    """The system page's fast totals agree with costs_summary over the same attempts, each
+    counted from the window's start (attempts that ended before it left out)."""
+    rows = [
+        row(
+            "t1", "spot", "m5.large", 0.04, "2026-01-20T09:00:00+00:00", "2026-01-30T10:00:00+00:00"
+        ),
+        row("t1", "spot", "m5.large", 0.05, "2026-01-31T09:00:00+00:00", None),
+        row("t2", "on-demand", "c5.large", 0.085, "2026-01-01T08:00:00+00:00", None),
+        row(
+            "t3", "spot", "m5.large", 0.04, "2026-01-02T08:00:00+00:00", "2026-01-03T08:00:00+00:00"
+        ),
+        row("t4", None, None, None, None, None),
+        row("t5", "spot", "local", 0.01, "2026-01-31T00:00:00+00:00", None, instance_id=None),
+    ]
+    since = {"week": datetime(2026, 1, 25, tzinfo=UTC), "month": datetime(2026, 1, 2, tzinfo=UTC)}
+    fast = window_totals(rows, NOW, since)
+    for name, first in since.items():
+        first_s = first.isoformat()
+        clipped = [
+            {**r, "start_time": max(str(r["start_time"]), first_s)}
+            for r in rows
+            if r["start_time"] and (r["end_time"] is None or str(r["end_time"]) >= first_s)
+        ]
+        slow = costs_summary(clipped, NOW)["total"]
+        assert fast[name] == pytest.approx(slow), name
+    assert fast["week"]["tasks"] == 2 and fast["month"]["tasks"] == 3

@@ -20,7 +20,7 @@ from gateway.migration import Migrations
 from gateway.providers.base import Offer
 from gateway.service import TaskService
 from gateway.store.tasks import TaskRecord
-from gateway.telemetry import summarize, with_telemetry
+from gateway.telemetry import on_task_end, summarize, with_telemetry
 from gateway.tes.states import State
 from gateway.tes.views import View
 from tests.fixtures.world import World, running_with
@@ -215,3 +215,67 @@ def _row(
 def _metadata(record: TaskRecord | None) -> dict[str, str]:
     assert record is not None and record.logs
     return dict(record.logs[-1]["metadata"])
+
+
+def ended_by_the_gateway(tmp_path: Path, **cfg: Any) -> World:
+    """A World whose task store adds telemetry when the gateway ends a task, as build_services
+    wires it."""
+    world = World(tmp_path, **cfg)
+    world.tasks.on_end = on_task_end(world.cfg)
+    return world
+
+
+def test_a_task_cancelled_while_queued_carries_the_keys(tmp_path: Path) -> None:
+    world = ended_by_the_gateway(tmp_path)
+    service = TaskService(world.cfg, world.tasks)  # as a client creates it: with a TaskLog
+    created = service.create({"executors": [{"image": "alpine", "command": ["true"]}]}, ANONYMOUS)
+    task_id = created["id"]
+    service.cancel(task_id, ANONYMOUS)
+    assert world.state(task_id) is State.CANCELED
+    meta = _metadata(world.tasks.get(task_id))
+    assert set(meta) >= KEYS and meta["spot_interruptions"] == "0"
+    assert meta["instance_types"] == "" and meta["cost_usd"] == "0.000000"
+
+
+def test_a_task_lost_with_its_instance_carries_the_keys(tmp_path: Path) -> None:
+    world = ended_by_the_gateway(tmp_path, scheduler={"max_interruptions": 0})
+    task_id = world.submit()
+    inst = world.boot()
+    world.scheduler.tick()
+    world.poll(inst)
+    world.provider.vanish(inst.id)  # the machine vanished: no last report
+    world.scheduler.tick()
+    assert world.state(task_id) is State.SYSTEM_ERROR
+    meta = _metadata(world.tasks.get(task_id))
+    assert meta["instance_types"] == "fake.large"  # where it ran (survived: none)
+    assert float(meta["cost_usd"]) >= 0
+
+
+def test_a_task_no_instance_fits_carries_the_keys(tmp_path: Path) -> None:
+    world = ended_by_the_gateway(tmp_path)
+    task_id = world.submit(cpu_cores=64)
+    world.scheduler.tick()
+    assert world.state(task_id) is State.SYSTEM_ERROR
+    meta = _metadata(world.tasks.get(task_id))
+    assert set(meta) >= KEYS and meta["markets"] == ""
+
+
+def test_the_agents_report_is_not_priced_twice(tmp_path: Path) -> None:
+    """A task whose agent reported its end has the telemetry from the dispatcher: the hook
+    sees the key and leaves it."""
+    world = ended_by_the_gateway(tmp_path)
+    calls: list[str] = []
+    hook = world.tasks.on_end
+    assert hook is not None
+
+    def counting(conn: Any, task_id: str, logs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        out = hook(conn, task_id, logs)
+        calls.append("same" if out is logs else "added")
+        return out
+
+    world.tasks.on_end = counting
+    inst, aid = running_with(world)
+    task_id = world.fleet.attempt(aid).task_id  # type: ignore[union-attr]
+    world.report(inst, aid, "complete", logs=[{"exit_code": 0}])
+    assert world.state(task_id) is State.COMPLETE and calls == ["same"]
+    assert _metadata(world.tasks.get(task_id))["checkpoints"] == "0"
