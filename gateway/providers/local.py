@@ -6,6 +6,10 @@ Spot interruption notices exactly as on AWS. `interrupt(id, notice_seconds)` pos
 the deadline the instance dies hard: its agent is killed (SIGKILL, whole process group) and every
 container it ran is removed, as when AWS reclaims the machine. Prices and the market model build
 on this in the Spot-market issue.
+
+The agents run in sessions of their own, so a gateway that dies (SIGKILL, a crash) leaves them
+running; the next gateway process on the same data dir adopts them (`adopt`: found by their
+command line in /proc, driven as its own from then on) and stops the rest (`terminate`).
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from typing import TYPE_CHECKING
 from capsule_runtime.engine import cgroup_parent
 from capsule_runtime.engine.errors import EngineError
 from gateway.config import LocalProviderConfig
+from gateway.providers.adopted import AdoptedAgent, argv_of, option
 from gateway.providers.base import Offer, ProviderError, offer_of
 from gateway.providers.cgroups import InstanceCgroup, why_unsupported
 from gateway.providers.imds import InstanceMetadata, aws_time
@@ -71,6 +76,26 @@ def host_memory_gb() -> float:
     return 1.0
 
 
+def _namespace_of(container_ids: list[str]) -> int | None:
+    """A descriptor of the mount namespace that one of these containers runs in (through its
+    conmon, which outlives a dead agent), or None: where their network namespaces are mounted,
+    so removing them there releases their addresses."""
+    for cid in container_ids:
+        try:
+            found = subprocess.run(
+                ["podman", "container", "inspect", "--format", "{{.State.ConmonPid}}", cid],
+                capture_output=True,
+                text=True,
+                timeout=30,
+            )
+            pid = int(found.stdout.strip() or 0)
+            if found.returncode == 0 and pid > 0:
+                return os.open(f"/proc/{pid}/ns/mnt", os.O_RDONLY)
+        except (OSError, ValueError, subprocess.TimeoutExpired):
+            continue
+    return None
+
+
 class LocalProvider:
     name = "local"
     ephemeral = True  # its instances end with the gateway process
@@ -86,7 +111,8 @@ class LocalProvider:
         self.market = market
         self.gateway_url = gateway_url
         self.work_root = work_root
-        self.processes: dict[str, subprocess.Popen[bytes]] = {}
+        # the agents this process started, and those it adopted from an earlier gateway process
+        self.processes: dict[str, subprocess.Popen[bytes] | AdoptedAgent] = {}
         self.metadata: dict[str, InstanceMetadata] = {}
         self._deadlines: dict[str, threading.Timer] = {}
         self.cgroups: dict[str, InstanceCgroup] = {}
@@ -212,12 +238,51 @@ class LocalProvider:
         self.processes[instance.id] = proc
         log.info("launched local instance %s (agent pid %d)", instance.id, proc.pid)
 
+    def adopt(self, instance: Instance) -> bool:
+        """Take over the agent of `instance` that an earlier gateway process of this data dir
+        started and left running (it died: SIGKILL, a crash): from now on it is driven as if
+        this process had started it (`alive`, `terminate`, `interrupt`), its metadata service
+        answers again on the port the agent watches, and its cgroup is removed with it. False
+        when no such agent runs (it is gone: the instance is lost)."""
+        if instance.id in self.processes:
+            return self.alive(instance.id)
+        pid = self.orphan_pid(instance.id)
+        argv = argv_of(pid) if pid is not None else None
+        if pid is None or argv is None:
+            return False
+        agent = AdoptedAgent(pid, argv)
+        if not agent.running():
+            return False
+        self.processes[instance.id] = agent
+        imds = option(argv, "--imds-url")
+        if imds and instance.id not in self.metadata:
+            port = int(imds.rpartition(":")[2] or 0)
+            try:
+                meta = InstanceMetadata(instance.id, instance.instance_type, instance.zone, port)
+            except OSError as exc:  # the agent runs on; only simulated reclaims miss it
+                log.warning(
+                    "instance %s: no metadata service on port %d: %s", instance.id, port, exc
+                )
+            else:
+                self.metadata[instance.id] = meta
+        if not self.cgroups_unsupported:
+            group = InstanceCgroup(instance.id, 0.0, 0.0)
+            if group.exists():
+                self.cgroups[instance.id] = group
+        log.warning(
+            "instance %s: adopted the agent an earlier gateway left (pid %d)", instance.id, pid
+        )
+        return True
+
     def terminate(self, instance_id: str) -> None:
-        if instance_id not in self.processes and (pid := self.orphan_pid(instance_id)):
-            # left running by a gateway process that died: it must not run its tasks on while
-            # they are recovered elsewhere (never two live copies of one task)
-            log.warning("instance %s: stopping the agent an earlier gateway left", instance_id)
-            self._kill_agent(instance_id, pid)
+        if instance_id not in self.processes:
+            # an agent an earlier gateway process left (not adopted), or the containers of one
+            # that died as well: none may run its tasks on while they are recovered elsewhere
+            # (never two live copies of one task)
+            pid = self.orphan_pid(instance_id)
+            if pid is not None or self._recorded(instance_id):
+                log.warning("instance %s: stopping what an earlier gateway left", instance_id)
+                self._kill_agent(instance_id, pid)
         self._stop([instance_id])
         self._forget(instance_id)
         self._drop_cgroup(instance_id)
@@ -277,6 +342,8 @@ class LocalProvider:
         try:
             ledger = self.work_root / instance_id / "containers"
             ids = [p.name for p in ledger.iterdir()] if ledger.is_dir() else []
+            if ids and namespace is None and self.isolated:
+                namespace = _namespace_of(ids)  # the agent died before: its containers hold it
             if ids:
                 from capsule_runtime.engine.podman import PodmanEngine
                 from capsule_runtime.engine.podman_cli import PodmanCli
@@ -300,6 +367,11 @@ class LocalProvider:
         log.warning(
             "instance %s reclaimed: agent killed, %d containers removed", instance_id, len(ids)
         )
+
+    def _recorded(self, instance_id: str) -> bool:
+        """Whether the instance's agent recorded containers it has not removed."""
+        ledger = self.work_root / instance_id / "containers"
+        return ledger.is_dir() and any(ledger.iterdir())
 
     def orphan_pid(self, instance_id: str) -> int | None:
         """The process group of an agent of `instance_id` that an earlier gateway process started

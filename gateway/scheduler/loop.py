@@ -49,6 +49,7 @@ from gateway.market.policy import (
 from gateway.migration import Migrations, Refused, restarts
 from gateway.providers.base import Offer, Provider, ProviderError, offer_of
 from gateway.rules import effective_parameters, effective_preemptible
+from gateway.scheduler.adoption import adopt_instances
 from gateway.scheduler.deadlines import give_up_checkpoint, overdue
 from gateway.scheduler.wakeups import Wakeups
 from gateway.store.fleet import Attempt, FleetStore, Instance, InstanceState
@@ -280,11 +281,10 @@ class Scheduler:
             seen = self.wakeups.wait(SCHEDULER, seen, self.cfg.scheduler.interval_seconds)
 
     def _recover_on_start(self) -> None:
-        """Instances from a previous gateway process cannot be reached again by a local
-        provider: mark them LOST so their tasks are settled by the next tick."""
-        for inst in self.fleet.instances({InstanceState.LAUNCHING, InstanceState.READY}):
-            if not self.provider.alive(inst.id):
-                self._lose(inst, "the gateway restarted and its agent is gone")
+        """Instances a previous gateway process left: those whose agents still run are adopted
+        (their tasks go on where they run), the rest are LOST and their tasks settled
+        (gateway.scheduler.adoption)."""
+        adopt_instances(self.fleet, self.provider, self._lose)
 
     # -- one tick -----------------------------------------------------------------------------
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import stat
 import subprocess
 from pathlib import Path
@@ -63,10 +64,68 @@ def test_a_restart_of_tescape_loses_no_running_work(tmp_path: Path, busybox_imag
     assert task["logs"][-1]["metadata"]["restored_from"]
 
 
-def test_a_killed_gateway_leaves_no_second_copy_running(tmp_path: Path, busybox_image: str) -> None:
-    """The gateway dies (SIGKILL) while a task runs. Its agent lives on in a session of its own;
-    the next start stops that agent and its container before the task is recovered, so the task
-    never runs twice at once, and it goes on from its newest capsule, not from the beginning."""
+def test_a_killed_gateway_adopts_its_running_agent(tmp_path: Path, busybox_image: str) -> None:
+    """The gateway dies (SIGKILL) while a stateful task runs, with no capsule of it anywhere.
+    Its agent lives on in a session of its own and keeps running the task; the gateway started
+    again on the same data dir and port adopts that agent: the task goes on in the same
+    container under the same attempt (never restored, never restarted, never lost), its agent's
+    polls and final report reach the new process, and the counter runs 1..n without a gap."""
+    config: dict[str, Any] = {
+        "images": {"rewrites": {"alpine": busybox_image}},
+        "storage": {"allowed_dirs": [str(tmp_path)]},
+        "scheduler": {"interval_seconds": 0.2},
+        "providers": {"local": {"max_instances": 1}},
+        "capsules": {"store": str(tmp_path / "capsules"), "interval_seconds": 0},
+    }
+    task = stateful_task(tmp_path, "adopted", 20, 0.1, 1, gate="/work/.release")
+    with tescape_server(tmp_path / "data", config=config, run_tasks=True) as first:
+        task_id = submit(first, task)
+        wait_for("the counter to pass 5", lambda: count_lines(tmp_path, task_id) >= 5, srv=first)
+        [before] = attempts_of(first, task_id)
+        port = int(first.url.rpartition(":")[2])
+        first.process.kill()  # no shutdown: nothing is moved into a capsule on the way down
+        first.process.wait()
+    agents = agent_pids(before["instance_id"])
+    assert agents, "the agent should outlive a SIGKILLed gateway"
+    at_kill = count_lines(tmp_path, task_id)
+
+    with tescape_server(tmp_path / "data", config=config, run_tasks=True, port=port) as second:
+        assert "adopted the agent an earlier gateway left" in second.log()
+        assert get(second, task_id, "MINIMAL")["state"] == "RUNNING"
+        # the container ran on while no gateway was there, and runs on now
+        wait_for(
+            "the counter to go on",
+            lambda: count_lines(tmp_path, task_id) > at_kill + 10,
+            srv=second,
+        )
+        [instance] = admin(second, "GET", "/instances").json()["instances"]
+        assert (instance["id"], instance["state"]) == (before["instance_id"], "READY"), instance
+        for work in work_dirs(tmp_path, task_id):
+            with contextlib.suppress(OSError):
+                (work / ".release").touch()
+        done = ended(second, task_id)
+        assert done["state"] == "COMPLETE", done
+        [after] = attempts_of(second, task_id)
+        found = events(second, task_id)
+    kinds = [e["kind"] for e in found]
+    assert not [e for e in found if "lost" in (e.get("message") or "")], found
+    assert after["id"] == before["id"] and after["reason"] == "first", after
+    for kind in ("restart_from_scratch", "restored"):
+        assert kind not in kinds, kinds
+    assert not done["logs"][-1].get("metadata", {}).get("restored_from"), done["logs"][-1]
+    for name in ("count", "pipe.log", "net.log"):
+        counted = numbers(tmp_path / "out" / "adopted" / name)
+        assert len(counted) >= 20 and counted == list(range(1, len(counted) + 1)), name
+    # the second gateway's graceful stop stopped the agent it adopted
+    assert not agent_pids(before["instance_id"])
+
+
+def test_a_killed_gateway_whose_agent_died_too_recovers_from_the_capsule(
+    tmp_path: Path, busybox_image: str
+) -> None:
+    """The gateway dies (SIGKILL), then its agent too (the machine is gone): the next start finds
+    nothing to adopt, removes the containers that agent left, and the task goes on from its
+    newest capsule, not from the beginning."""
     config: dict[str, Any] = {
         "images": {"rewrites": {"alpine": busybox_image}},
         "storage": {"allowed_dirs": [str(tmp_path)]},
@@ -85,10 +144,11 @@ def test_a_killed_gateway_leaves_no_second_copy_running(tmp_path: Path, busybox_
         assert old_containers
         first.process.kill()  # no shutdown: nothing is moved into a capsule on the way down
         first.process.wait()
-    assert agent_pids(old), "the agent should outlive a SIGKILLed gateway"
+    [pid] = agent_pids(old)
+    os.killpg(int(pid), signal.SIGKILL)  # the machine goes too (its containers run on here)
+    wait_for("the agent to die", lambda: not agent_pids(old))
 
     with tescape_server(tmp_path / "data", config=config, run_tasks=True) as second:
-        wait_for("the old agent to be stopped", lambda: not agent_pids(old), srv=second)
         wait_for(
             "the old container to be removed",
             lambda: not [c for c in old_containers if container_exists(c)],
