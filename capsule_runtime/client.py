@@ -46,6 +46,12 @@ class GatewayClient:
         self.instance_id = instance_id
         self.retries = retries
         self.hurry = False  # set while the instance shuts down: one try each, no back-off
+        # reports about attempts are retried while the gateway answered less than `patience`
+        # seconds ago, or until `deliver_until` (time.monotonic()), so that a gateway that
+        # restarts, or comes back after a partition, still gets them; 0: `retries` tries only
+        self.patience = 0.0
+        self.deliver_until = 0.0
+        self.last_answer = time.monotonic()  # when the gateway last answered anything
         # called with the attempt id when the gateway refuses a message about it (409)
         self.on_fenced: Callable[[str], None] | None = None
         self.session = requests.Session()
@@ -59,11 +65,16 @@ class GatewayClient:
         path: str,
         timeout: float = 30,
         body_file: Path | None = None,
+        patient: bool = False,
         **kwargs: Any,
     ) -> Any:
+        """One request, tried again on a connection error or a 5xx: `retries` times, or — when
+        `patient` (a report the gateway must not miss) — for as long as `_patient` allows."""
         delay = 0.2
         retries = 0 if self.hurry else self.retries
-        for attempt in range(retries + 1):
+        tried = 0
+        while True:
+            tried += 1
             try:
                 if body_file is not None:  # reopened on every try: a retry resends from the start
                     with open(body_file, "rb") as body:
@@ -73,13 +84,14 @@ class GatewayClient:
                 else:
                     resp = self.session.request(method, self.base + path, timeout=timeout, **kwargs)
             except requests.RequestException as exc:
-                if attempt == retries:
+                if tried > retries and not (patient and self._patient()):
                     raise GatewayUnreachable(f"{method} {path}: {exc}") from exc
                 log.warning("gateway unreachable (%s); retrying in %.1fs", exc, delay)
                 time.sleep(delay)
                 delay = min(delay * 2, 5.0)
                 continue
-            if resp.status_code >= 500 and attempt < retries:
+            self.last_answer = time.monotonic()
+            if resp.status_code >= 500 and (tried <= retries or (patient and self._patient())):
                 time.sleep(delay)
                 delay = min(delay * 2, 5.0)
                 continue
@@ -88,7 +100,14 @@ class GatewayClient:
             if resp.status_code >= 400:
                 raise GatewayUnreachable(f"{method} {path}: HTTP {resp.status_code} {resp.text}")
             return resp.json()
-        raise GatewayUnreachable(f"{method} {path}: no answer")
+
+    def _patient(self) -> bool:
+        """Whether a report is still worth retrying: the gateway answered within `patience`
+        seconds, or the agent gave it until `deliver_until` (its tasks' last reports)."""
+        if self.hurry:
+            return False
+        now = time.monotonic()
+        return now < self.last_answer + self.patience or now < self.deliver_until
 
     def register(self, registration: Registration) -> None:
         self._call(
@@ -100,7 +119,7 @@ class GatewayClient:
     def _attempt_call(self, attempt_id: str, method: str, path: str, **kwargs: Any) -> Any:
         """A call about one attempt: a 409 tells `on_fenced`, then raises `Fenced`."""
         try:
-            return self._call(method, path, **kwargs)
+            return self._call(method, path, patient=True, **kwargs)
         except Fenced:
             log.warning("the gateway refused a message about attempt %s: stopping it", attempt_id)
             if self.on_fenced is not None:

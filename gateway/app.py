@@ -88,7 +88,11 @@ def start_scheduler(services: Services, gateway_url: str) -> None:
 
     cfg = services.config
     provider = LocalProvider(
-        cfg.providers.local, gateway_url, cfg.data_path / "instances", market=services.market
+        cfg.providers.local,
+        gateway_url,
+        cfg.data_path / "instances",
+        market=services.market,
+        gateway_lost_seconds=cfg.agent.gateway_lost_seconds,
     )
     services.scheduler = Scheduler(
         cfg, services.store, services.fleet, provider, services.wakeups, market=services.market

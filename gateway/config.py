@@ -317,6 +317,15 @@ class LoggingConfig(Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
 
+class AgentConfig(Section):
+    """What every instance's agent is told at launch."""
+
+    # An agent that has not reached the gateway for this long takes each running task into a
+    # capsule, stops its containers, keeps trying to deliver its reports for as long again,
+    # then exits; 0: it never gives up (its tasks run on without a gateway)
+    gateway_lost_seconds: float = Field(default=600.0, ge=0)
+
+
 class Config(Section):
     data_dir: str | None = None  # default: the directory `tescape serve` runs in
     server: ServerConfig = Field(default_factory=ServerConfig)
@@ -331,6 +340,7 @@ class Config(Section):
     images: ImagesConfig = Field(default_factory=ImagesConfig)
     executor_logs: ExecutorLogsConfig = Field(default_factory=ExecutorLogsConfig)
     capsules: CapsulesConfig = Field(default_factory=CapsulesConfig)
+    agent: AgentConfig = Field(default_factory=AgentConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
 
     @property

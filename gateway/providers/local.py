@@ -106,8 +106,10 @@ class LocalProvider:
         gateway_url: str,
         work_root: Path,
         market: Market | None = None,
+        gateway_lost_seconds: float = 0.0,
     ):
         self.cfg = cfg
+        self.gateway_lost_seconds = gateway_lost_seconds  # agent.gateway_lost_seconds
         self.market = market
         self.gateway_url = gateway_url
         self.work_root = work_root
@@ -188,6 +190,8 @@ class LocalProvider:
             str(offer.ram_gb),
             "--disk-gb",
             str(offer.disk_gb),
+            "--gateway-lost-seconds",
+            str(self.gateway_lost_seconds),
         ]
         meta = InstanceMetadata(instance.id, instance.instance_type, instance.zone)
         self.metadata[instance.id] = meta

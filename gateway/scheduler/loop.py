@@ -51,6 +51,7 @@ from gateway.providers.base import Offer, Provider, ProviderError, offer_of
 from gateway.rules import effective_parameters, effective_preemptible
 from gateway.scheduler.adoption import adopt_instances
 from gateway.scheduler.deadlines import give_up_checkpoint, overdue
+from gateway.scheduler.unreported import record_unreported
 from gateway.scheduler.wakeups import Wakeups
 from gateway.store.fleet import Attempt, FleetStore, Instance, InstanceState
 from gateway.store.tasks import TaskStore
@@ -349,6 +350,7 @@ class Scheduler:
         """One attempt is gone with its instance (or given up on there): LOST → DONE, then its
         task goes on elsewhere or ends — in one transaction, so a report racing with this
         either lands before it or is refused (gateway.dispatch), never half-applied."""
+        self._take_unreported(attempt_id)
         with self.tasks.batch() as conn:
             attempt = self.fleet.lock_attempt(conn, attempt_id)
             if attempt is None or not attempt.live:
@@ -375,6 +377,25 @@ class Scheduler:
                 logs=logs,
                 conn=conn,
             )
+
+    def _take_unreported(self, attempt_id: str) -> None:
+        """Capsules the lost attempt wrote but never reported count for its recovery
+        (gateway.scheduler.unreported); the store being away costs only those."""
+        attempt = self.fleet.attempt(attempt_id)
+        if attempt is None or not attempt.live:
+            return
+        try:
+            record_unreported(self._store(), self.fleet, self.tasks, attempt)
+        except Exception as exc:
+            log.warning("looking for unreported capsules of %s: %s", attempt_id, exc)
+
+    def _store(self) -> Any:
+        if self._capsule_store is None:
+            from capsule_runtime.capsules.store import open_store
+
+            store = self.cfg.capsule_store
+            self._capsule_store = open_store({"url": store, "s3": self.cfg.capsule_s3})
+        return self._capsule_store
 
     def _recover(
         self, conn: Connection, attempt: Attempt, instance_id: str, reason: str, why: str
@@ -893,14 +914,10 @@ class Scheduler:
         if not task_ids:
             return
         from capsule_runtime.capsules.pipeline import delete_task_capsules
-        from capsule_runtime.capsules.store import open_store
 
-        if self._capsule_store is None:
-            store = self.cfg.capsule_store
-            self._capsule_store = open_store({"url": store, "s3": self.cfg.capsule_s3})
         for task_id in task_ids:
             try:
-                deleted = delete_task_capsules(self._capsule_store, task_id)
+                deleted = delete_task_capsules(self._store(), task_id)
             except Exception as exc:  # the store may be away; try again next tick
                 log.warning("deleting the capsules of %s: %s", task_id, exc)
                 return
