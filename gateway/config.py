@@ -195,6 +195,9 @@ class SchedulerConfig(Section):
     # A checkpoint order not answered this long after it was sent is given up: the task runs on
     # where it is and its system_logs say why. 0: no deadline.
     checkpoint_timeout_seconds: float = Field(default=600.0, ge=0)
+    # Gateways sharing one database: the one holding the scheduler lease schedules, renewing it
+    # every tick; the others serve the API and take over once it has not been renewed this long.
+    lease_seconds: float = Field(default=15.0, gt=0)
     # What a task gets when it asks for nothing.
     default_cpu_cores: int = Field(default=1, ge=1)
     default_ram_gb: float = Field(default=1.0, gt=0)

@@ -51,6 +51,7 @@ from gateway.providers.base import Offer, Provider, ProviderError, offer_of
 from gateway.rules import effective_parameters, effective_preemptible
 from gateway.scheduler.adoption import adopt_instances
 from gateway.scheduler.deadlines import give_up_checkpoint, overdue
+from gateway.scheduler.leadership import LostLeadership, SchedulerLease
 from gateway.scheduler.unreported import record_unreported
 from gateway.scheduler.wakeups import Wakeups
 from gateway.store.fleet import Attempt, FleetStore, Instance, InstanceState
@@ -208,8 +209,12 @@ class Scheduler:
         provider: Provider,
         wakeups: Wakeups,
         market: Market | None = None,
+        lease: SchedulerLease | None = None,
     ):
         self.cfg = config
+        # several gateways on one database: this one schedules only while it holds the lease
+        # (gateway.scheduler.leadership); None: it always does
+        self.lease = lease
         self.market = market
         self._last_tick: datetime | None = None
         self._last_triggers: datetime | None = None
@@ -229,7 +234,8 @@ class Scheduler:
     # -- lifecycle ----------------------------------------------------------------------------
 
     def start(self) -> None:
-        self._recover_on_start()
+        if self.lease is None:
+            self._recover_on_start()
         self._thread = threading.Thread(target=self._run, name="scheduler", daemon=True)
         self._thread.start()
 
@@ -238,8 +244,11 @@ class Scheduler:
         self.wakeups.notify(SCHEDULER)
         if self._thread is not None:
             self._thread.join(timeout=30)
-        self._park()
+        if self.lease is None or self.lease.leading:  # a follower parks no one's tasks
+            self._park()
         self.provider.close()
+        if self.lease is not None:
+            self.lease.release()  # another gateway takes over at its next tick
 
     def _park(self) -> None:
         """The gateway is stopping and its instances go with it: move every running task into a
@@ -276,16 +285,40 @@ class Scheduler:
         seen = self.wakeups.version(SCHEDULER)
         while not self._stop.is_set():
             try:
-                self.tick()
+                if self._lead():
+                    self.tick()
+            except LostLeadership as exc:  # its transaction was rolled back: follow from now on
+                log.error("scheduler tick stopped: %s", exc)
             except Exception:  # a bad tick must not kill the scheduler
                 log.exception("scheduler tick failed")
             seen = self.wakeups.wait(SCHEDULER, seen, self.cfg.scheduler.interval_seconds)
+
+    def _lead(self) -> bool:
+        """Whether this gateway schedules now: it holds (or just took) the lease. One that has
+        just become the leader takes over the instances first, as a restarted one does."""
+        if self.lease is None:
+            return True
+        was = self.lease.leading
+        if not self.lease.hold():
+            return False
+        if not was:
+            self._recover_on_start()
+        return True
+
+    def _fence(self, conn: Connection) -> None:
+        """In a scheduler transaction that matters: LostLeadership unless this gateway still
+        leads with its epoch (gateway.scheduler.leadership)."""
+        if self.lease is not None:
+            self.lease.fence(conn)
 
     def _recover_on_start(self) -> None:
         """Instances a previous gateway process left: those whose agents still run are adopted
         (their tasks go on where they run), the rest are LOST and their tasks settled
         (gateway.scheduler.adoption)."""
-        adopt_instances(self.fleet, self.provider, self._lose)
+        adopted = adopt_instances(self.fleet, self.provider, self._lose)
+        if self.lease is not None:
+            for instance_id in adopted:
+                self.fleet.set_owner(instance_id, self.lease.holder)
 
     # -- one tick -----------------------------------------------------------------------------
 
@@ -352,6 +385,7 @@ class Scheduler:
         either lands before it or is refused (gateway.dispatch), never half-applied."""
         self._take_unreported(attempt_id)
         with self.tasks.batch() as conn:
+            self._fence(conn)
             attempt = self.fleet.lock_attempt(conn, attempt_id)
             if attempt is None or not attempt.live:
                 return
@@ -514,6 +548,7 @@ class Scheduler:
             placed: dict[str, None] = {}
             refused: list[tuple[str, Request]] = []
             with self.tasks.batch() as conn:
+                self._fence(conn)
                 for record in queued[start : start + PLACE_BATCH]:
                     if record.spec is None:
                         continue
@@ -600,7 +635,17 @@ class Scheduler:
         if offer is None:
             return
         token = secrets.token_urlsafe(32)
-        inst = self.fleet.add_instance(
+        with self.tasks.batch() as conn:
+            self._fence(conn)
+            inst = self._add_instance(conn, offer, token)
+        try:
+            self.provider.launch(inst, token)
+        except ProviderError as exc:
+            log.error("launch failed: %s", exc)
+            self.fleet.set_instance_state(inst.id, InstanceState.LOST)
+
+    def _add_instance(self, conn: Connection, offer: Offer, token: str) -> Instance:
+        return self.fleet.add_instance(
             provider=self.provider.name,
             instance_type=offer.instance_type,
             market=offer.market,
@@ -614,12 +659,9 @@ class Scheduler:
                     "disk_gb": offer.disk_gb,
                 }
             },
+            owner=self.lease.holder if self.lease is not None else None,
+            conn=conn,
         )
-        try:
-            self.provider.launch(inst, token)
-        except ProviderError as exc:
-            log.error("launch failed: %s", exc)
-            self.fleet.set_instance_state(inst.id, InstanceState.LOST)
 
     def _triggers(self, now: datetime) -> None:
         """Migrations on purpose: OOM protection and rightsizing from each running task's usage

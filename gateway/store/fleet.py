@@ -64,6 +64,7 @@ class Instance:
     updated_time: str
     last_heartbeat: str | None
     data: dict[str, Any]
+    owner: str | None = None  # the gateway that launched or adopted it (scheduler leadership)
 
 
 @dataclass(frozen=True)
@@ -129,6 +130,7 @@ def _instance(row: Any) -> Instance:
         updated_time=row.updated_time,
         last_heartbeat=row.last_heartbeat,
         data=json.loads(row.data) if row.data else {},
+        owner=row.owner,
     )
 
 
@@ -197,10 +199,14 @@ class FleetStore:
         token_sha256: str,
         data: dict[str, Any] | None = None,
         instance_id: str | None = None,
+        owner: str | None = None,
+        conn: Connection | None = None,
     ) -> Instance:
+        """A LAUNCHING instance (in the caller's transaction, `conn`, when given: the scheduler
+        fences it with its leadership epoch)."""
         now = self.now()
         iid = instance_id or new_id("i-")
-        with self.db.engine.begin() as conn:
+        with self.db.engine.begin() if conn is None else nullcontext(conn) as conn:
             conn.execute(
                 insert(instances).values(
                     id=iid,
@@ -214,12 +220,17 @@ class FleetStore:
                     created_time=now,
                     updated_time=now,
                     data=json.dumps(data or {}),
+                    owner=owner,
                 )
             )
             self._event(conn, None, "instance", instance_id=iid, message="launching", now=now)
-        found = self.instance(iid)
-        assert found is not None
-        return found
+            row = conn.execute(select(instances).where(instances.c.id == iid)).first()
+        return _instance(row)
+
+    def set_owner(self, instance_id: str, owner: str | None) -> None:
+        """The gateway that drives the instance from now on (it adopted it)."""
+        with self.db.engine.begin() as conn:
+            conn.execute(update(instances).where(instances.c.id == instance_id).values(owner=owner))
 
     def instance(self, instance_id: str) -> Instance | None:
         with self.db.engine.connect() as conn:

@@ -90,7 +90,7 @@ def test_a_killed_gateway_adopts_its_running_agent(tmp_path: Path, busybox_image
     at_kill = count_lines(tmp_path, task_id)
 
     with tescape_server(tmp_path / "data", config=config, run_tasks=True, port=port) as second:
-        assert "adopted the agent an earlier gateway left" in second.log()
+        wait_for("the adoption", lambda: "adopted the agent an earlier" in second.log())
         assert get(second, task_id, "MINIMAL")["state"] == "RUNNING"
         # the container ran on while no gateway was there, and runs on now
         wait_for(

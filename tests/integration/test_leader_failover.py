@@ -1,0 +1,61 @@
+"""Two gateways on one PostgreSQL: both serve the API, exactly one schedules (the scheduler
+lease). The leader is killed with its machine; the other takes over within the lease time and
+the work goes on."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.fixtures.postgres import PostgresServer
+from tests.fixtures.server import tescape_server
+from tests.integration.test_capsules import ended, submit, wait_for
+from tests.integration.test_gateway_restart import agent_pids, attempts_of
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="podman needs root here")
+LEASE = 3.0
+
+
+def echo(text: str) -> dict[str, Any]:
+    return {"executors": [{"image": "alpine", "command": ["echo", text]}]}
+
+
+def test_one_leader_and_a_takeover_when_it_dies(
+    tmp_path: Path, postgres: PostgresServer, busybox_image: str
+) -> None:
+    db = postgres.create_database(f"failover_{os.getpid()}")
+    config: dict[str, Any] = {
+        "images": {"rewrites": {"alpine": busybox_image}},
+        "scheduler": {"interval_seconds": 0.2, "lease_seconds": LEASE},
+        "providers": {"local": {"max_instances": 1}},
+        "capsules": {
+            "store": str(tmp_path / "capsules"),
+            "encryption": {"key_file": str(tmp_path / "capsule.key")},
+        },
+    }
+    run = {"config": config, "db_url": db, "run_tasks": True}
+    with tescape_server(tmp_path / "a", **run) as a, tescape_server(tmp_path / "b", **run) as b:
+        wait_for("a leader", lambda: "leads the scheduler" in a.log() + b.log())
+        leader, follower = (a, b) if "leads the scheduler" in a.log() else (b, a)
+        first = submit(follower, echo("one"))  # any gateway takes tasks
+        assert ended(follower, first)["state"] == "COMPLETE"
+        [attempt] = attempts_of(follower, first)
+        assert "leads the scheduler" not in follower.log()  # it never scheduled
+        assert "launched local instance" not in follower.log()
+        # the leader's machine dies: the gateway and its agent, with no goodbye
+        leader.process.kill()
+        leader.process.wait()
+        for pid in agent_pids(attempt["instance_id"]):
+            os.killpg(int(pid), signal.SIGKILL)
+        killed = time.monotonic()
+        second = submit(follower, echo("two"))
+        wait_for("the takeover", lambda: "leads the scheduler" in follower.log(), timeout=30)
+        took = time.monotonic() - killed
+        assert took < LEASE + 5, f"took over after {took:.1f} s"
+        assert ended(follower, second)["state"] == "COMPLETE"
+        assert "epoch 2" in follower.log()
