@@ -902,7 +902,10 @@ class Scheduler:
                 unplaced.append(Want(need, policy, _only_type(spec, self.cfg), offer, exclude))
                 leaving |= exclude
                 continue
-            if self.fleet.place_attempt(attempt.id, target):
+            with self.tasks.batch() as conn:
+                self._fence(conn)
+                placed = self.fleet.place_attempt(attempt.id, target, conn=conn)
+            if placed:
                 rooms[target.id] = rooms[target.id].minus(need)
                 self.wakeups.notify(target.id)
         return unplaced, frozenset(leaving)

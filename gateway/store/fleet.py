@@ -373,9 +373,12 @@ class FleetStore:
         with self.db.engine.connect() as conn:
             return [_attempt(r) for r in conn.execute(query)]
 
-    def place_attempt(self, attempt_id: str, instance: Instance) -> bool:
-        """Put an unplaced attempt on an instance (compare-and-swap on the empty instance)."""
-        with self.db.engine.begin() as conn:
+    def place_attempt(
+        self, attempt_id: str, instance: Instance, conn: Connection | None = None
+    ) -> bool:
+        """Put an unplaced attempt on an instance (compare-and-swap on the empty instance); in
+        the caller's transaction, `conn`, when given."""
+        with self.db.engine.begin() if conn is None else nullcontext(conn) as conn:
             result = conn.execute(
                 update(attempts)
                 .where(attempts.c.id == attempt_id, attempts.c.instance_id.is_(None))

@@ -65,7 +65,8 @@ def test_a_restart_of_tescape_loses_no_running_work(tmp_path: Path, busybox_imag
 
 
 def test_a_killed_gateway_adopts_its_running_agent(tmp_path: Path, busybox_image: str) -> None:
-    """The gateway dies (SIGKILL) while a stateful task runs, with no capsule of it anywhere.
+    """The gateway dies (SIGKILL) while a stateful task runs, with no capsule of it anywhere,
+    and another waits QUEUED for room.
     Its agent lives on in a session of its own and keeps running the task; the gateway started
     again on the same data dir and port adopts that agent: the task goes on in the same
     container under the same attempt (never restored, never restarted, never lost), its agent's
@@ -82,6 +83,17 @@ def test_a_killed_gateway_adopts_its_running_agent(tmp_path: Path, busybox_image
         task_id = submit(first, task)
         wait_for("the counter to pass 5", lambda: count_lines(tmp_path, task_id) >= 5, srv=first)
         [before] = attempts_of(first, task_id)
+        # a second task that fits the instance only once the first is done waits QUEUED
+        [instance] = admin(first, "GET", "/instances").json()["instances"]
+        cores = instance["capacity"]["cpu_cores"]
+        queued = submit(
+            first,
+            {
+                "executors": [{"image": "alpine", "command": ["echo", "queued"]}],
+                "resources": {"cpu_cores": cores},
+            },
+        )
+        assert get(first, queued, "MINIMAL")["state"] == "QUEUED"
         port = int(first.url.rpartition(":")[2])
         first.process.kill()  # no shutdown: nothing is moved into a capsule on the way down
         first.process.wait()
@@ -105,6 +117,8 @@ def test_a_killed_gateway_adopts_its_running_agent(tmp_path: Path, busybox_image
                 (work / ".release").touch()
         done = ended(second, task_id)
         assert done["state"] == "COMPLETE", done
+        assert ended(second, queued)["state"] == "COMPLETE"  # then the queued one, once
+        assert len(attempts_of(second, queued)) == 1
         [after] = attempts_of(second, task_id)
         found = events(second, task_id)
     kinds = [e["kind"] for e in found]
