@@ -373,7 +373,9 @@ class Scheduler:
                 delay,
                 self.provider.log_hint(inst.id),
             )
-        self.fleet.set_instance_state(inst.id, InstanceState.LOST)
+        with self.tasks.batch() as conn:  # a deposed leader loses nothing
+            self._fence(conn)
+            self.fleet.set_instance_state(inst.id, InstanceState.LOST, conn=conn)
         self.provider.terminate(inst.id)
         reason = "reclaim" if inst.data.get("interruption") else "lost"
         for attempt in self.fleet.live_attempts(inst.id):

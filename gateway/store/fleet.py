@@ -257,9 +257,11 @@ class FleetStore:
         data: dict[str, Any] | None = None,
         *,
         expect: set[InstanceState] | None = None,
+        conn: Connection | None = None,
     ) -> bool:
         """Set the instance's state (only from a state in `expect`, when given: a
-        compare-and-swap). False when `expect` refused it."""
+        compare-and-swap; in the caller's transaction, `conn`, when given). False when
+        `expect` refused it."""
         now = self.now()
         values: dict[str, Any] = {"state": state.value, "updated_time": now}
         if data is not None:
@@ -267,7 +269,7 @@ class FleetStore:
         query = update(instances).where(instances.c.id == instance_id)
         if expect is not None:
             query = query.where(instances.c.state.in_(sorted(s.value for s in expect)))
-        with self.db.engine.begin() as conn:
+        with self.db.engine.begin() if conn is None else nullcontext(conn) as conn:
             if conn.execute(query.values(**values)).rowcount != 1:
                 return False
             self._event(

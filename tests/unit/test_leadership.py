@@ -82,3 +82,28 @@ def test_release_hands_over_at_the_next_tick(db: Database) -> None:
 def test_gateway_id_is_kept(tmp_path: Path) -> None:
     first = gateway_id(tmp_path)
     assert first.startswith("g-") and gateway_id(tmp_path) == first
+
+
+def test_a_deposed_scheduler_places_nothing(tmp_path: Path) -> None:
+    """The scheduler of a gateway that lost the lease (stalled past it while another took over)
+    has its placement rolled back: the task stays QUEUED for the new leader."""
+    from gateway.tes.states import State
+    from tests.unit.test_scheduler import World
+
+    w = World(tmp_path)
+    clock = FakeClock()
+    w.scheduler.lease = SchedulerLease(w.db, "g-a", 10, clock)
+    assert w.scheduler._lead()
+    first = w.submit()
+    inst = w.boot()
+    assert inst.owner == "g-a"
+    w.scheduler.tick()
+    assert w.state(first) is State.INITIALIZING  # placed while it led
+    clock.advance(11)
+    assert SchedulerLease(w.db, "g-b", 10, clock).hold()
+    task = w.submit()
+    with pytest.raises(LostLeadership):
+        w.scheduler.tick()
+    assert w.state(task) is State.QUEUED
+    assert not w.fleet.attempts_of(task)
+    assert not w.scheduler._lead()  # it follows from now on
