@@ -43,12 +43,14 @@ class Agent:
         run_factory: Any,
         tasks_dir: Path | None = None,
         gateway_lost_seconds: float = 0.0,
+        gateway_file: Path | None = None,
     ):
         self.client = client
         # after this long without an answer from the gateway the agent parks its tasks in
         # capsules and exits (0: never); its attempt reports are retried as long (client.py)
         self.gateway_lost_seconds = gateway_lost_seconds
         client.patience = gateway_lost_seconds
+        self.gateway_file = gateway_file  # where a gateway that moved says where it is now
         self.capacity = capacity
         self.work_dir = work_dir
         # (Assignment, GatewayClient, Path, tasks_dir=Path) -> TaskRun
@@ -126,6 +128,8 @@ class Agent:
                 log.error("gateway unreachable: %s", exc)
                 if self._gateway_lost():
                     break
+                if self.gateway_file is not None:
+                    self.client.follow(self.gateway_file)
                 self.stopping.wait(2.0)
                 continue
             if not (
@@ -325,6 +329,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--imds-interval", type=float, default=1.0, help="seconds between polls")
     parser.add_argument(
+        "--gateway-file",
+        type=Path,
+        help="a file naming the gateway's URL, read when the gateway cannot be reached (a "
+        "gateway restarted on another port writes its new URL there)",
+    )
+    parser.add_argument(
         "--gateway-lost-seconds",
         type=float,
         default=600.0,
@@ -354,6 +364,7 @@ def main(argv: list[str] | None = None) -> int:
         TaskRun,
         tasks_dir=args.tasks_dir,
         gateway_lost_seconds=args.gateway_lost_seconds,
+        gateway_file=args.gateway_file,
     )
 
     def _stop(signum: int, frame: Any) -> None:

@@ -101,6 +101,18 @@ class GatewayClient:
                 raise GatewayUnreachable(f"{method} {path}: HTTP {resp.status_code} {resp.text}")
             return resp.json()
 
+    def follow(self, url_file: Path) -> None:
+        """Take the gateway's URL from `url_file` when it names another one (the gateway was
+        restarted elsewhere, on another port); an unreadable file changes nothing."""
+        try:
+            url = url_file.read_text().strip()
+        except OSError:
+            return
+        base = url.rstrip("/") + AGENT_API
+        if url and base != self.base:
+            log.warning("the gateway is now at %s", url)
+            self.base = base
+
     def _patient(self) -> bool:
         """Whether a report is still worth retrying: the gateway answered within `patience`
         seconds, or the agent gave it until `deliver_until` (its tasks' last reports)."""

@@ -119,6 +119,11 @@ class LocalProvider:
         self._deadlines: dict[str, threading.Timer] = {}
         self.cgroups: dict[str, InstanceCgroup] = {}
         self.isolated = self._isolation()
+        # where this gateway is now: read by agents that cannot reach the URL they were started
+        # with (a gateway restarted on another port finds the agents it adopts again)
+        self.url_file = work_root / "gateway.url"
+        work_root.mkdir(parents=True, exist_ok=True)
+        self.url_file.write_text(gateway_url + "\n")
         # an isolated instance also gets a cgroup of its type's size, when podman allows
         self.cgroups_unsupported = why_unsupported() if self.isolated else "not isolated"
         if self.isolated and self.cgroups_unsupported:
@@ -192,6 +197,8 @@ class LocalProvider:
             str(offer.disk_gb),
             "--gateway-lost-seconds",
             str(self.gateway_lost_seconds),
+            "--gateway-file",
+            str(self.url_file),
         ]
         meta = InstanceMetadata(instance.id, instance.instance_type, instance.zone)
         self.metadata[instance.id] = meta

@@ -66,11 +66,11 @@ def test_a_restart_of_tescape_loses_no_running_work(tmp_path: Path, busybox_imag
 
 def test_a_killed_gateway_adopts_its_running_agent(tmp_path: Path, busybox_image: str) -> None:
     """The gateway dies (SIGKILL) while a stateful task runs, with no capsule of it anywhere,
-    and another waits QUEUED for room.
-    Its agent lives on in a session of its own and keeps running the task; the gateway started
-    again on the same data dir and port adopts that agent: the task goes on in the same
-    container under the same attempt (never restored, never restarted, never lost), its agent's
-    polls and final report reach the new process, and the counter runs 1..n without a gap."""
+    and another task waits QUEUED for room. The agent lives on in a session of its own and keeps
+    running its task; the gateway started again on the same data dir (on another port: the
+    agent reads where it went) adopts that agent. The task goes on in the same container under
+    the same attempt (never restored, restarted or lost), the agent's polls and final report
+    reach the new process, the counter runs 1..n without a gap; the queued task runs once."""
     config: dict[str, Any] = {
         "images": {"rewrites": {"alpine": busybox_image}},
         "storage": {"allowed_dirs": [str(tmp_path)]},
@@ -101,7 +101,9 @@ def test_a_killed_gateway_adopts_its_running_agent(tmp_path: Path, busybox_image
     assert agents, "the agent should outlive a SIGKILLed gateway"
     at_kill = count_lines(tmp_path, task_id)
 
-    with tescape_server(tmp_path / "data", config=config, run_tasks=True, port=port) as second:
+    # started on another port: the agent reads where it went (instances/gateway.url)
+    with tescape_server(tmp_path / "data", config=config, run_tasks=True) as second:
+        assert not second.url.endswith(f":{port}")
         wait_for("the adoption", lambda: "adopted the agent an earlier" in second.log())
         assert get(second, task_id, "MINIMAL")["state"] == "RUNNING"
         # the container ran on while no gateway was there, and runs on now
