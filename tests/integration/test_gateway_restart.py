@@ -114,6 +114,8 @@ def test_a_killed_gateway_adopts_its_running_agent(tmp_path: Path, busybox_image
         )
         [instance] = admin(second, "GET", "/instances").json()["instances"]
         assert (instance["id"], instance["state"]) == (before["instance_id"], "READY"), instance
+        gateway = (tmp_path / "data" / "gateway.id").read_text().strip()
+        assert instance["owner"] == gateway  # the same data dir: the same gateway id
         for work in work_dirs(tmp_path, task_id):
             with contextlib.suppress(OSError):
                 (work / ".release").touch()
