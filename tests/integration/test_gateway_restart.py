@@ -9,6 +9,8 @@ import os
 import signal
 import stat
 import subprocess
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -186,6 +188,75 @@ def test_a_killed_gateway_whose_agent_died_too_recovers_from_the_capsule(
         assert "restart_from_scratch" not in kinds, kinds
     counted = numbers(tmp_path / "out" / "killed" / "count")
     assert len(counted) >= 40 and counted == list(range(1, len(counted) + 1))
+
+
+class HeldInput:
+    """An http input that answers only once released: its task stays INITIALIZING (staging)."""
+
+    def __init__(self) -> None:
+        self.asked, self.released = threading.Event(), threading.Event()
+        held = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                held.asked.set()
+                held.released.wait(120)
+                body = b"staged across a restart\n"
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/in.txt"
+
+    def close(self) -> None:
+        self.released.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_a_killed_gateway_adopts_an_agent_staging_inputs(
+    tmp_path: Path, busybox_image: str
+) -> None:
+    """The gateway dies (SIGKILL) while a task is INITIALIZING (its input still downloading);
+    the restarted gateway adopts the agent, and the task runs to COMPLETE under its first and
+    only attempt."""
+    config: dict[str, Any] = {
+        "images": {"rewrites": {"alpine": busybox_image}},
+        "storage": {"allowed_dirs": [str(tmp_path)]},
+        "scheduler": {"interval_seconds": 0.2},
+        "providers": {"local": {"max_instances": 1}},
+        "capsules": {"store": str(tmp_path / "capsules"), "interval_seconds": 0},
+    }
+    held = HeldInput()
+    task = {
+        "inputs": [{"url": held.url, "path": "/work/in.txt"}],
+        "executors": [{"image": "alpine", "command": ["cat", "/work/in.txt"]}],
+    }
+    try:
+        with tescape_server(tmp_path / "data", config=config, run_tasks=True) as first:
+            task_id = submit(first, task)
+            wait_for("the input download", held.asked.is_set, srv=first)
+            assert get(first, task_id, "MINIMAL")["state"] == "INITIALIZING"
+            [before] = attempts_of(first, task_id)
+            first.process.kill()
+            first.process.wait()
+        with tescape_server(tmp_path / "data", config=config, run_tasks=True) as second:
+            wait_for("the adoption", lambda: "adopted the agent an earlier" in second.log())
+            held.released.set()
+            done = ended(second, task_id)
+            assert done["state"] == "COMPLETE", done
+            assert done["logs"][-1]["logs"][0]["stdout"] == "staged across a restart\n"
+            [after] = attempts_of(second, task_id)
+            assert after["id"] == before["id"]
+    finally:
+        held.close()
 
 
 def capsules(srv: Any, task_id: str) -> list[dict[str, Any]]:
