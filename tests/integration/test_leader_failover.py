@@ -47,6 +47,9 @@ def test_one_leader_and_a_takeover_when_it_dies(
         [attempt] = attempts_of(follower, first)
         assert "leads the scheduler" not in follower.log()  # it never scheduled
         assert "launched local instance" not in follower.log()
+        # its container is removed after the final report: gone before the machine dies
+        ledger = leader.data_dir / "instances" / attempt["instance_id"] / "containers"
+        wait_for("the finished container to be removed", lambda: not any(ledger.iterdir()))
         # the leader's machine dies: the gateway and its agent, with no goodbye
         leader.process.kill()
         leader.process.wait()
