@@ -118,6 +118,9 @@ class LocalProvider:
         self.metadata: dict[str, InstanceMetadata] = {}
         self._deadlines: dict[str, threading.Timer] = {}
         self.cgroups: dict[str, InstanceCgroup] = {}
+        # the instances folder of each adopted agent another gateway's data dir holds (a
+        # scheduler takeover on this machine): where its ledger and log are
+        self.roots: dict[str, Path] = {}
         self.isolated = self._isolation()
         # where this gateway is now: read by agents that cannot reach the URL they were started
         # with (a gateway restarted on another port finds the agents it adopts again)
@@ -257,7 +260,7 @@ class LocalProvider:
         when no such agent runs (it is gone: the instance is lost)."""
         if instance.id in self.processes:
             return self.alive(instance.id)
-        pid = self.orphan_pid(instance.id)
+        pid = self.orphan_pid(instance.id, anywhere=True)
         argv = argv_of(pid) if pid is not None else None
         if pid is None or argv is None:
             return False
@@ -265,6 +268,7 @@ class LocalProvider:
         if not agent.running():
             return False
         self.processes[instance.id] = agent
+        self._redirect(instance.id, option(argv, "--gateway-file"))
         imds = option(argv, "--imds-url")
         if imds and instance.id not in self.metadata:
             port = int(imds.rpartition(":")[2] or 0)
@@ -284,6 +288,23 @@ class LocalProvider:
             "instance %s: adopted the agent an earlier gateway left (pid %d)", instance.id, pid
         )
         return True
+
+    def _redirect(self, instance_id: str, url_file: str | None) -> None:
+        """An agent another gateway started (it led the scheduler and died): note where its
+        folder is, and write this gateway's URL into the file it rereads when its own gateway
+        cannot be reached, so it polls here from now on."""
+        if not url_file or Path(url_file) == self.url_file:
+            return
+        self.roots[instance_id] = Path(url_file).parent
+        try:
+            Path(url_file).write_text(self.gateway_url + "\n")
+        except OSError as exc:
+            log.warning(
+                "instance %s: cannot tell its agent where this gateway is: %s", instance_id, exc
+            )
+
+    def _root(self, instance_id: str) -> Path:
+        return self.roots.get(instance_id, self.work_root)
 
     def terminate(self, instance_id: str) -> None:
         if instance_id not in self.processes:
@@ -351,7 +372,7 @@ class LocalProvider:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(pid, signal.SIGKILL)
         try:
-            ledger = self.work_root / instance_id / "containers"
+            ledger = self._root(instance_id) / instance_id / "containers"
             ids = [p.name for p in ledger.iterdir()] if ledger.is_dir() else []
             if ids and namespace is None and self.isolated:
                 namespace = _namespace_of(ids)  # the agent died before: its containers hold it
@@ -381,20 +402,22 @@ class LocalProvider:
 
     def _recorded(self, instance_id: str) -> bool:
         """Whether the instance's agent recorded containers it has not removed."""
-        ledger = self.work_root / instance_id / "containers"
+        ledger = self._root(instance_id) / instance_id / "containers"
         return ledger.is_dir() and any(ledger.iterdir())
 
-    def orphan_pid(self, instance_id: str) -> int | None:
+    def orphan_pid(self, instance_id: str, anywhere: bool = False) -> int | None:
         """The process group of an agent of `instance_id` that an earlier gateway process started
         and left behind (a SIGKILLed gateway's agents live on in sessions of their own), found by
-        its command line; None when there is none."""
+        its command line; None when there is none. `anywhere`: of any data dir (instance ids
+        are unique, and one in this database is this database's: another gateway on it, which
+        led the scheduler, started it)."""
         needle = [b"capsule_runtime.agent", b"--instance-id", instance_id.encode()]
         for entry in Path("/proc").iterdir():
             if not entry.name.isdigit():
                 continue
             try:
                 argv = (entry / "cmdline").read_bytes().split(b"\0")
-                if all(n in argv for n in needle) and self._ours(argv):
+                if all(n in argv for n in needle) and (anywhere or self._ours(argv)):
                     return os.getpgid(int(entry.name))
             except (OSError, ProcessLookupError):
                 continue
@@ -435,7 +458,7 @@ class LocalProvider:
         return proc is not None and proc.poll() is None
 
     def log_hint(self, instance_id: str) -> str:
-        return str(self.work_root / instance_id / "agent.log")
+        return str(self._root(instance_id) / instance_id / "agent.log")
 
     def close(self) -> None:
         ids = list(self.processes)
