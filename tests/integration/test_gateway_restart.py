@@ -190,6 +190,48 @@ def test_a_killed_gateway_whose_agent_died_too_recovers_from_the_capsule(
     assert len(counted) >= 40 and counted == list(range(1, len(counted) + 1))
 
 
+def test_a_gateway_killed_as_it_orders_a_move_restores_the_task_after_restart(
+    tmp_path: Path, busybox_image: str
+) -> None:
+    """The gateway is SIGKILLed the moment it accepts a migration (the checkpoint order out, or
+    about to be): the adopted agent's capsule and `interrupted` reports reach the restarted
+    gateway (retried until it answers, at its new address), and the task continues from that
+    capsule on a new instance — never from the beginning."""
+    config: dict[str, Any] = {
+        "images": {"rewrites": {"alpine": busybox_image}},
+        "storage": {"allowed_dirs": [str(tmp_path)]},
+        "scheduler": {"interval_seconds": 0.2},
+        "providers": {"local": {"max_instances": 1}},
+        "capsules": {"store": str(tmp_path / "capsules"), "interval_seconds": 0},
+    }
+    task = stateful_task(tmp_path, "moving", 20, 0.1, 1, gate="/work/.release")
+    with tescape_server(tmp_path / "data", config=config, run_tasks=True) as first:
+        task_id = submit(first, task)
+        wait_for("the counter to pass 5", lambda: count_lines(tmp_path, task_id) >= 5, srv=first)
+        assert admin(first, "POST", f"/tasks/{task_id}:migrate").status_code == 202
+        first.process.kill()
+        first.process.wait()
+    with tescape_server(tmp_path / "data", config=config, run_tasks=True) as second:
+        wait_for(
+            "the restore",
+            lambda: any(e["kind"] == "restored" for e in events(second, task_id)),
+            timeout=120,
+            srv=second,
+        )
+        for work in work_dirs(tmp_path, task_id):
+            with contextlib.suppress(OSError):
+                (work / ".release").touch()
+        done = ended(second, task_id)
+        assert done["state"] == "COMPLETE", done
+        kinds = [e["kind"] for e in events(second, task_id)]
+        attempts = attempts_of(second, task_id)
+    assert "restart_from_scratch" not in kinds, kinds
+    assert [a["reason"] for a in attempts] == ["first", "manual"], attempts
+    for name in ("count", "pipe.log", "net.log"):
+        counted = numbers(tmp_path / "out" / "moving" / name)
+        assert len(counted) >= 20 and counted == list(range(1, len(counted) + 1)), name
+
+
 class HeldInput:
     """An http input that answers only once released: its task stays INITIALIZING (staging)."""
 
