@@ -42,8 +42,15 @@ class Agent:
         work_dir: Path,
         run_factory: Any,
         tasks_dir: Path | None = None,
+        gateway_lost_seconds: float = 0.0,
+        gateway_file: Path | None = None,
     ):
         self.client = client
+        # after this long without an answer from the gateway the agent parks its tasks in
+        # capsules and exits (0: never); its attempt reports are retried as long (client.py)
+        self.gateway_lost_seconds = gateway_lost_seconds
+        client.patience = gateway_lost_seconds
+        self.gateway_file = gateway_file  # where a gateway that moved says where it is now
         self.capacity = capacity
         self.work_dir = work_dir
         # (Assignment, GatewayClient, Path, tasks_dir=Path) -> TaskRun
@@ -119,6 +126,10 @@ class Agent:
                 )
             except GatewayUnreachable as exc:
                 log.error("gateway unreachable: %s", exc)
+                if self._gateway_lost():
+                    break
+                if self.gateway_file is not None:
+                    self.client.follow(self.gateway_file)
                 self.stopping.wait(2.0)
                 continue
             if not (
@@ -150,6 +161,47 @@ class Agent:
                 log.info("the gateway asked this instance to shut down")
                 break
         self.shutdown()
+
+    def _gateway_lost(self) -> bool:
+        """After `gateway_lost_seconds` without an answer from the gateway, stop safely: each
+        running task is taken into a capsule and its container stopped (what cannot be, is
+        stopped unreported); the capsule and `interrupted` reports are retried for as long
+        again, so a gateway that comes back meanwhile restores the tasks from them. True: done,
+        the agent exits. A gateway that comes back later finds the instance lost and takes the
+        newest capsule in the store, reported or not (gateway.scheduler.unreported)."""
+        limit = self.gateway_lost_seconds
+        away = time.monotonic() - self.client.last_answer
+        if not limit or away < limit:
+            return False
+        log.error(
+            "the gateway has not answered for %.0f s: taking every running task into a capsule, "
+            "then stopping",
+            away,
+        )
+        self.client.deliver_until = time.monotonic() + limit
+        runs = [
+            (attempt_id, run)
+            for attempt_id, run in self.runs.items()
+            if attempt_id not in self.cancelling and attempt_id not in self.fenced
+        ]
+        parkers = [
+            threading.Thread(target=self._park, args=(a, r), name=f"park-{a}") for a, r in runs
+        ]
+        for t in parkers:
+            t.start()
+        for t in parkers:
+            t.join()
+        for _, run in runs:  # their last reports, retried until deliver_until
+            run.join(timeout=max(1.0, self.client.deliver_until - time.monotonic() + 30))
+        log.error("every task stopped; the agent exits")
+        return True
+
+    def _park(self, attempt_id: str, run: Any) -> None:
+        run.checkpoint(
+            CheckpointOrder(attempt_id=attempt_id, request_id="", stop=True, reason="gateway_lost")
+        )
+        if not run.left_in_capsule:
+            run.abandon("the gateway was out of reach and the task could not be checkpointed")
 
     def _first(self, attempt_id: str, order_id: str) -> bool:
         """Note an order as received; False when it was received before (a resend)."""
@@ -268,6 +320,19 @@ def main(argv: list[str] | None = None) -> int:
         "(on EC2: http://169.254.169.254; default: not watched)",
     )
     parser.add_argument("--imds-interval", type=float, default=1.0, help="seconds between polls")
+    parser.add_argument(
+        "--gateway-file",
+        type=Path,
+        help="a file naming the gateway's URL, read when the gateway cannot be reached (a "
+        "gateway restarted on another port writes its new URL there)",
+    )
+    parser.add_argument(
+        "--gateway-lost-seconds",
+        type=float,
+        default=600.0,
+        help="without an answer from the gateway for this long, take every running task into "
+        "a capsule, stop it and exit (0: never; agent.gateway_lost_seconds)",
+    )
     args = parser.parse_args(argv)
     token = os.environ.get("TESCAPE_AGENT_TOKEN")
     if not token:
@@ -284,7 +349,15 @@ def main(argv: list[str] | None = None) -> int:
     args.work_dir.mkdir(parents=True, exist_ok=True)
     client = GatewayClient(args.gateway, args.instance_id, token)
     capacity = Capacity(cpu_cores=args.cpu_cores, ram_gb=args.ram_gb, disk_gb=args.disk_gb)
-    agent = Agent(client, capacity, args.work_dir, TaskRun, tasks_dir=args.tasks_dir)
+    agent = Agent(
+        client,
+        capacity,
+        args.work_dir,
+        TaskRun,
+        tasks_dir=args.tasks_dir,
+        gateway_lost_seconds=args.gateway_lost_seconds,
+        gateway_file=args.gateway_file,
+    )
 
     def _stop(signum: int, frame: Any) -> None:
         # stop containers now, from a thread: the main thread may be inside a long poll

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -17,7 +18,6 @@ from tenacity import (
     Retrying,
     retry_if_exception_type,
     retry_if_result,
-    stop_after_attempt,
     wait_exponential,
 )
 
@@ -63,6 +63,12 @@ class GatewayClient:
         self.instance_id = instance_id
         self.retries = retries
         self.hurry = False  # set while the instance shuts down: one try each, no back-off
+        # reports about attempts are retried while the gateway answered less than `patience`
+        # seconds ago, or until `deliver_until` (time.monotonic()), so that a gateway that
+        # restarts, or comes back after a partition, still gets them; 0: `retries` tries only
+        self.patience = 0.0
+        self.deliver_until = 0.0
+        self.last_answer = time.monotonic()  # when the gateway last answered anything
         # called with the attempt id when the gateway refuses a message about it (409)
         self.on_fenced: Callable[[str], None] | None = None
         self.session = requests.Session()
@@ -70,14 +76,18 @@ class GatewayClient:
             {"Authorization": f"Bearer {token}", "X-Tescape-Instance": instance_id}
         )
 
-    def _retrying(self, retries: int | None = None, **policy: Any) -> Retrying:
+    def _retrying(
+        self, retries: int | None = None, patient: bool = False, **policy: Any
+    ) -> Retrying:
         """Bounded retries with exponential back-off (0.2 s, doubling up to 5 s) for one call
-        (`retries` after the first, default the client's); a single try while the instance
-        hurries to shut down."""
+        (`retries` after the first, default the client's; past them a `patient` call goes on
+        while `_patient` says so); a single try while the instance hurries to shut down."""
         tries = 1 if self.hurry else (self.retries if retries is None else retries) + 1
-        return Retrying(
-            stop=stop_after_attempt(tries), wait=wait_exponential(0.2, max=5.0), **policy
-        )
+
+        def stop(state: RetryCallState) -> bool:
+            return state.attempt_number >= tries and not (patient and self._patient())
+
+        return Retrying(stop=stop, wait=wait_exponential(0.2, max=5.0), **policy)
 
     def _call(
         self,
@@ -87,19 +97,24 @@ class GatewayClient:
         body_file: Path | None = None,
         retries: int | None = None,
         accept: tuple[int, ...] = (),
+        patient: bool = False,
         **kwargs: Any,
     ) -> Any:
         """Connection errors and 5xx answers are tried again; a 409 never (Fenced).
-        `retries`: tries after the first (default: the client's); `accept`: error statuses whose
-        JSON body is returned rather than raised."""
+        `retries`: tries after the first (default: the client's), or — when `patient` (a report
+        the gateway must not miss) — for as long as `_patient` allows; `accept`: error statuses
+        whose JSON body is returned rather than raised."""
 
         def once() -> requests.Response:
             if body_file is not None:  # reopened on every try: a retry resends from the start
                 with open(body_file, "rb") as body:
-                    return self.session.request(
+                    resp = self.session.request(
                         method, self.base + path, timeout=timeout, data=body, **kwargs
                     )
-            return self.session.request(method, self.base + path, timeout=timeout, **kwargs)
+            else:
+                resp = self.session.request(method, self.base + path, timeout=timeout, **kwargs)
+            self.last_answer = time.monotonic()
+            return resp
 
         def warn(state: RetryCallState) -> None:
             assert state.outcome is not None and state.next_action is not None
@@ -116,6 +131,7 @@ class GatewayClient:
 
         resp = self._retrying(
             retries,
+            patient,
             retry=retry_if_exception_type(requests.RequestException)
             | retry_if_result(lambda r: r.status_code >= 500),
             before_sleep=warn,
@@ -127,6 +143,26 @@ class GatewayClient:
             raise GatewayUnreachable(f"{method} {path}: HTTP {resp.status_code} {resp.text}")
         return resp.json()
 
+    def follow(self, url_file: Path) -> None:
+        """Take the gateway's URL from `url_file` when it names another one (the gateway was
+        restarted elsewhere, on another port); an unreadable file changes nothing."""
+        try:
+            url = url_file.read_text().strip()
+        except OSError:
+            return
+        base = url.rstrip("/") + AGENT_API
+        if url and base != self.base:
+            log.warning("the gateway is now at %s", url)
+            self.base = base
+
+    def _patient(self) -> bool:
+        """Whether a report is still worth retrying: the gateway answered within `patience`
+        seconds, or the agent gave it until `deliver_until` (its tasks' last reports)."""
+        if self.hurry:
+            return False
+        now = time.monotonic()
+        return now < self.last_answer + self.patience or now < self.deliver_until
+
     def register(self, registration: Registration) -> None:
         self._call(
             "POST",
@@ -137,7 +173,7 @@ class GatewayClient:
     def _attempt_call(self, attempt_id: str, method: str, path: str, **kwargs: Any) -> Any:
         """A call about one attempt: a 409 tells `on_fenced`, then raises `Fenced`."""
         try:
-            return self._call(method, path, **kwargs)
+            return self._call(method, path, patient=True, **kwargs)
         except Fenced:
             log.warning("the gateway refused a message about attempt %s: stopping it", attempt_id)
             if self.on_fenced is not None:

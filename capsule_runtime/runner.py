@@ -141,6 +141,7 @@ class TaskRun(threading.Thread):
         self.task: dict[str, Any] = assignment.task
         self._cancel = threading.Event()
         self._abort_reason: str | None = None
+        self._abandoned: str | None = None
         self._container: str | None = None
         self._workspace: Workspace | None = None
         self._finished_containers: list[str] = []
@@ -182,6 +183,18 @@ class TaskRun(threading.Thread):
         self._abort_reason = reason
         self._cancel.set()
         self._stop_container(ABORT_GRACE)
+
+    def abandon(self, reason: str) -> None:
+        """The gateway is out of reach and this instance gives up on it: stop at once and send
+        no final report (a gateway that comes back finds the instance lost and continues the
+        task from its newest capsule, as after any lost instance)."""
+        self._abandoned = reason
+        self.abort(reason)
+
+    @property
+    def left_in_capsule(self) -> bool:
+        """Whether the task has left this instance in a capsule (a move's checkpoint)."""
+        return self._migrated is not None
 
     def _stop_container(self, grace: float = CANCEL_GRACE) -> None:
         with self._lock:
@@ -241,6 +254,10 @@ class TaskRun(threading.Thread):
             if self._workspace is not None:
                 self._workspace.close()
             shutil.rmtree(self.dir, ignore_errors=True)
+            return
+        if self._abandoned and status not in ("complete", "executor_error"):
+            log.warning("attempt %s stopped unreported: %s", self.a.attempt_id, self._abandoned)
+            self._leave()
             return
         if self._abort_reason and status not in ("complete", "executor_error"):
             status, message = "system_error", self._abort_reason
@@ -608,7 +625,7 @@ class TaskRun(threading.Thread):
                 sequence=sequence,
                 request_id=order.request_id or None,
                 stop=order.stop,
-                reason="periodic" if periodic else order.reason,
+                reason="periodic" if periodic and not order.stop else order.reason,
             )
             with self._lock:
                 cid, index = self._container, self._index
@@ -663,10 +680,10 @@ class TaskRun(threading.Thread):
                     "seconds": {**m.timings, **done.seconds},
                 }
             )
-            self._send_capsule(report)  # before `interrupted`: the gateway restores from it
-            if order.stop:
-                self._migrated = m.capsule_id
+            if order.stop:  # the capsule is durable: this copy ends now, whether or not the
+                self._migrated = m.capsule_id  # gateway hears of it at once
                 self._stop_moved(cid)
+            self._send_capsule(report)  # before `interrupted`: the gateway restores from it
             self._checkpoint_done.set()
 
     def _stop_moved(self, cid: str) -> None:

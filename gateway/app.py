@@ -21,6 +21,7 @@ from gateway.dashboard import dashboard_blueprint
 from gateway.dispatch import Dispatcher
 from gateway.library import Library
 from gateway.market.model import Market
+from gateway.scheduler.leadership import SchedulerLease, gateway_id
 from gateway.scheduler.loop import SCHEDULER, Scheduler
 from gateway.scheduler.wakeups import Wakeups
 from gateway.secrets import SecretBox
@@ -98,8 +99,17 @@ def start_scheduler(services: Services, gateway_url: str) -> None:
     cfg = services.config
     provider = create(cfg.providers.default, ProviderContext(cfg, gateway_url, services.market))
     provider.check()
+    lease = SchedulerLease(
+        services.database, gateway_id(cfg.data_path), cfg.scheduler.lease_seconds
+    )
     services.scheduler = Scheduler(
-        cfg, services.store, services.fleet, provider, services.wakeups, market=services.market
+        cfg,
+        services.store,
+        services.fleet,
+        provider,
+        services.wakeups,
+        market=services.market,
+        lease=lease,
     )
     services.scheduler.start()
 

@@ -233,6 +233,9 @@ class SchedulerConfig(Section):
     # A checkpoint order not answered this long after it was sent is given up: the task runs on
     # where it is and its system_logs say why. 0: no deadline.
     checkpoint_timeout_seconds: float = Field(default=600.0, ge=0)
+    # Gateways sharing one database: the one holding the scheduler lease schedules, renewing it
+    # every tick; the others serve the API and take over once it has not been renewed this long.
+    lease_seconds: float = Field(default=15.0, gt=0)
     # What a task gets when it asks for nothing.
     default_cpu_cores: int = Field(default=1, ge=1)
     default_ram_gb: float = Field(default=1.0, gt=0)
@@ -364,6 +367,15 @@ class LoggingConfig(Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
 
+class AgentConfig(Section):
+    """What every instance's agent is told at launch."""
+
+    # An agent that has not reached the gateway for this long takes each running task into a
+    # capsule, stops its containers, keeps trying to deliver its reports for as long again,
+    # then exits; 0: it never gives up (its tasks run on without a gateway)
+    gateway_lost_seconds: float = Field(default=600.0, ge=0)
+
+
 class Config(Section):
     data_dir: str | None = None  # default: the directory `tescape serve` runs in
     server: ServerConfig = Field(default_factory=ServerConfig)
@@ -378,6 +390,7 @@ class Config(Section):
     images: ImagesConfig = Field(default_factory=ImagesConfig)
     executor_logs: ExecutorLogsConfig = Field(default_factory=ExecutorLogsConfig)
     capsules: CapsulesConfig = Field(default_factory=CapsulesConfig)
+    agent: AgentConfig = Field(default_factory=AgentConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
 
     @property

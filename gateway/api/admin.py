@@ -51,6 +51,7 @@ def instances() -> Response:
                 "last_heartbeat": inst.last_heartbeat,
                 "capacity": inst.data.get("capacity"),
                 "task_ids": sorted({a.task_id for a in fleet.live_attempts(inst.id)}),
+                "owner": inst.owner,  # the gateway that launched or adopted it
                 "draining": notice is not None and inst.state.value in ("LAUNCHING", "READY"),
                 "interruption": notice,
             }

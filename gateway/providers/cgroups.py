@@ -64,6 +64,9 @@ class InstanceCgroup:
             return [self.root / TOP / self.instance_id]
         return [self.root / c / TOP / self.instance_id for c in ("memory", "cpu")]
 
+    def exists(self) -> bool:
+        return any(d.is_dir() for d in self._dirs())
+
     def create(self) -> None:
         """The instance's cgroup with its limits. Raises OSError."""
         memory = str(int(self.ram_gb * 2**30))

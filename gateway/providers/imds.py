@@ -35,7 +35,7 @@ def aws_time(when: datetime) -> str:
 class InstanceMetadata:
     """The metadata of one instance, served on 127.0.0.1:<port> until `close()`."""
 
-    def __init__(self, instance_id: str, instance_type: str, zone: str):
+    def __init__(self, instance_id: str, instance_type: str, zone: str, port: int = 0):
         self.instance_id = instance_id
         self.instance_type = instance_type
         self.zone = zone
@@ -43,7 +43,8 @@ class InstanceMetadata:
         self.rebalance: str | None = None
         self._tokens: set[str] = set()
         self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
+        # `port`: the one an adopted agent already watches (gateway restart); 0 picks a free one
+        self._server = ThreadingHTTPServer(("127.0.0.1", port), _handler(self))
         self._server.daemon_threads = True
         self._thread = threading.Thread(
             target=self._server.serve_forever, name=f"imds-{instance_id}", daemon=True

@@ -6,6 +6,10 @@ Spot interruption notices exactly as on AWS. `interrupt(id, notice_seconds)` pos
 the deadline the instance dies hard: its agent is killed (SIGKILL, whole process group) and every
 container it ran is removed, as when AWS reclaims the machine. Prices and the market model build
 on this in the Spot-market issue.
+
+The agents run in sessions of their own, so a gateway that dies (SIGKILL, a crash) leaves them
+running; the next gateway process on the same data dir adopts them (`adopt`: found by their
+command line in /proc, driven as its own from then on) and stops the rest (`terminate`).
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from capsule_runtime.engine import cgroup_parent
 from capsule_runtime.engine.errors import EngineError
 from capsule_runtime.host.meminfo import memory_gb
 from gateway.config import LocalProviderConfig
+from gateway.providers.adopted import AdoptedAgent, argv_of, option
 from gateway.providers.base import (
     Capability,
     CapacityUnavailable,
@@ -87,6 +92,26 @@ def process_start(pid: int) -> int | None:
     return int(stat.rpartition(")")[2].split()[19])
 
 
+def _namespace_of(container_ids: list[str]) -> int | None:
+    """A descriptor of the mount namespace that one of these containers runs in (through its
+    conmon, which outlives a dead agent), or None: where their network namespaces are mounted,
+    so removing them there releases their addresses."""
+    for cid in container_ids:
+        try:
+            found = subprocess.run(
+                ["podman", "container", "inspect", "--format", "{{.State.ConmonPid}}", cid],
+                capture_output=True,
+                text=True,
+                timeout=30,
+            )
+            pid = int(found.stdout.strip() or 0)
+            if found.returncode == 0 and pid > 0:
+                return os.open(f"/proc/{pid}/ns/mnt", os.O_RDONLY)
+        except (OSError, ValueError, subprocess.TimeoutExpired):
+            continue
+    return None
+
+
 class LocalProvider(Provider, SimulatesInterruptions):
     name = "local"
 
@@ -96,16 +121,27 @@ class LocalProvider(Provider, SimulatesInterruptions):
         gateway_url: str,
         work_root: Path,
         market: Market | None = None,
+        gateway_lost_seconds: float = 0.0,
     ):
         self.cfg = cfg
+        self.gateway_lost_seconds = gateway_lost_seconds  # agent.gateway_lost_seconds
         self.market = market
         self.gateway_url = gateway_url
         self.work_root = work_root
-        self.processes: dict[str, subprocess.Popen[bytes]] = {}
+        # the agents this process started, and those it adopted from an earlier gateway process
+        self.processes: dict[str, subprocess.Popen[bytes] | AdoptedAgent] = {}
         self.metadata: dict[str, InstanceMetadata] = {}
         self._deadlines: dict[str, threading.Timer] = {}
         self.cgroups: dict[str, InstanceCgroup] = {}
+        # the instances folder of each adopted agent another gateway's data dir holds (a
+        # scheduler takeover on this machine): where its ledger and log are
+        self.roots: dict[str, Path] = {}
         self.isolated = self._isolation()
+        # where this gateway is now: read by agents that cannot reach the URL they were started
+        # with (a gateway restarted on another port finds the agents it adopts again)
+        self.url_file = work_root / "gateway.url"
+        work_root.mkdir(parents=True, exist_ok=True)
+        self.url_file.write_text(gateway_url + "\n")
         # an isolated instance also gets a cgroup of its type's size, when podman allows
         self.cgroups_unsupported = why_unsupported() if self.isolated else "not isolated"
         if self.isolated and self.cgroups_unsupported:
@@ -190,6 +226,10 @@ class LocalProvider(Provider, SimulatesInterruptions):
             str(offer.ram_gb),
             "--disk-gb",
             str(offer.disk_gb),
+            "--gateway-lost-seconds",
+            str(self.gateway_lost_seconds),
+            "--gateway-file",
+            str(self.url_file),
         ]
         meta = InstanceMetadata(instance_id, offer.instance_type, offer.zone)
         self.metadata[instance_id] = meta
@@ -277,15 +317,70 @@ class LocalProvider(Provider, SimulatesInterruptions):
             return None
         return pid
 
+    def adopt(self, instance: Instance) -> bool:
+        """Take over the agent of `instance` that an earlier gateway process of this data dir
+        started and left running (it died: SIGKILL, a crash): from now on it is driven as if
+        this process had started it (`alive`, `terminate`, `interrupt`), its metadata service
+        answers again on the port the agent watches, and its cgroup is removed with it. False
+        when no such agent runs (it is gone: the instance is lost)."""
+        if instance.id in self.processes:
+            return self._running(instance.id)
+        pid = self.orphan_pid(instance.id, anywhere=True)
+        argv = argv_of(pid) if pid is not None else None
+        if pid is None or argv is None:
+            return False
+        agent = AdoptedAgent(pid, argv)
+        if not agent.running():
+            return False
+        self.processes[instance.id] = agent
+        self._redirect(instance.id, option(argv, "--gateway-file"))
+        imds = option(argv, "--imds-url")
+        if imds and instance.id not in self.metadata:
+            port = int(imds.rpartition(":")[2] or 0)
+            try:
+                meta = InstanceMetadata(instance.id, instance.instance_type, instance.zone, port)
+            except OSError as exc:  # the agent runs on; only simulated reclaims miss it
+                log.warning(
+                    "instance %s: no metadata service on port %d: %s", instance.id, port, exc
+                )
+            else:
+                self.metadata[instance.id] = meta
+        if not self.cgroups_unsupported:
+            group = InstanceCgroup(instance.id, 0.0, 0.0)
+            if group.exists():
+                self.cgroups[instance.id] = group
+        log.warning(
+            "instance %s: adopted the agent an earlier gateway left (pid %d)", instance.id, pid
+        )
+        return True
+
+    def _redirect(self, instance_id: str, url_file: str | None) -> None:
+        """An agent another gateway started (it led the scheduler and died): note where its
+        folder is, and write this gateway's URL into the file it rereads when its own gateway
+        cannot be reached, so it polls here from now on."""
+        if not url_file or Path(url_file) == self.url_file:
+            return
+        self.roots[instance_id] = Path(url_file).parent
+        try:
+            Path(url_file).write_text(self.gateway_url + "\n")
+        except OSError as exc:
+            log.warning(
+                "instance %s: cannot tell its agent where this gateway is: %s", instance_id, exc
+            )
+
+    def _root(self, instance_id: str) -> Path:
+        return self.roots.get(instance_id, self.work_root)
+
     def terminate(self, record: LaunchRecord) -> None:
         instance_id = record.provider_id
-        if instance_id not in self.processes and (
-            pid := self._recorded_pid(record) or self.orphan_pid(instance_id)
-        ):
-            # left running by a gateway process that died: it must not run its tasks on while
-            # they are recovered elsewhere (never two live copies of one task)
-            log.warning("instance %s: stopping the agent an earlier gateway left", instance_id)
-            self._kill_agent(instance_id, pid)
+        if instance_id not in self.processes:
+            # an agent an earlier gateway process left (not adopted), or the containers of one
+            # that died as well: none may run its tasks on while they are recovered elsewhere
+            # (never two live copies of one task)
+            pid = self._recorded_pid(record) or self.orphan_pid(instance_id)
+            if pid is not None or self._recorded(instance_id):
+                log.warning("instance %s: stopping what an earlier gateway left", instance_id)
+                self._kill_agent(instance_id, pid)
         self._stop([instance_id])
         self._forget(instance_id)
         self._drop_cgroup(instance_id)
@@ -353,8 +448,10 @@ class LocalProvider(Provider, SimulatesInterruptions):
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(pid, signal.SIGKILL)
         try:
-            ledger = self.work_root / instance_id / "containers"
+            ledger = self._root(instance_id) / instance_id / "containers"
             ids = [p.name for p in ledger.iterdir()] if ledger.is_dir() else []
+            if ids and namespace is None and self.isolated:
+                namespace = _namespace_of(ids)  # the agent died before: its containers hold it
             if ids:
                 from capsule_runtime.engine.podman import PodmanEngine
                 from capsule_runtime.engine.podman_cli import PodmanCli
@@ -379,17 +476,24 @@ class LocalProvider(Provider, SimulatesInterruptions):
             "instance %s reclaimed: agent killed, %d containers removed", instance_id, len(ids)
         )
 
-    def orphan_pid(self, instance_id: str) -> int | None:
+    def _recorded(self, instance_id: str) -> bool:
+        """Whether the instance's agent recorded containers it has not removed."""
+        ledger = self._root(instance_id) / instance_id / "containers"
+        return ledger.is_dir() and any(ledger.iterdir())
+
+    def orphan_pid(self, instance_id: str, anywhere: bool = False) -> int | None:
         """The process group of an agent of `instance_id` that an earlier gateway process started
         and left behind (a SIGKILLed gateway's agents live on in sessions of their own), found by
-        its command line; None when there is none."""
+        its command line; None when there is none. `anywhere`: of any data dir (instance ids
+        are unique, and one in this database is this database's: another gateway on it, which
+        led the scheduler, started it)."""
         needle = [b"capsule_runtime.agent", b"--instance-id", instance_id.encode()]
         for entry in Path("/proc").iterdir():
             if not entry.name.isdigit():
                 continue
             try:
                 argv = (entry / "cmdline").read_bytes().split(b"\0")
-                if all(n in argv for n in needle) and self._ours(argv):
+                if all(n in argv for n in needle) and (anywhere or self._ours(argv)):
                     return os.getpgid(int(entry.name))
             except (OSError, ProcessLookupError):
                 continue
@@ -430,7 +534,7 @@ class LocalProvider(Provider, SimulatesInterruptions):
         return proc is not None and proc.poll() is None
 
     def log_hint(self, record: LaunchRecord) -> str:
-        return str(self.work_root / record.provider_id / "agent.log")
+        return str(self._root(record.provider_id) / record.provider_id / "agent.log")
 
     def close(self) -> None:
         ids = list(self.processes)
@@ -449,4 +553,5 @@ def from_context(context: ProviderContext) -> LocalProvider:
         context.gateway_url,
         cfg.data_path / "instances",
         market=context.market,
+        gateway_lost_seconds=cfg.agent.gateway_lost_seconds,
     )

@@ -64,8 +64,11 @@ from gateway.providers.base import (
     record_of,
 )
 from gateway.rules import effective_parameters, effective_preemptible
+from gateway.scheduler.adoption import adopt_instances
 from gateway.scheduler.deadlines import give_up_checkpoint, overdue
+from gateway.scheduler.leadership import LostLeadership, SchedulerLease
 from gateway.scheduler.quarantine import Quarantines
+from gateway.scheduler.unreported import record_unreported
 from gateway.scheduler.wakeups import Wakeups
 from gateway.store.fleet import Attempt, FleetStore, Instance, InstanceState
 from gateway.store.tasks import TaskStore
@@ -231,8 +234,12 @@ class Scheduler:
         provider: Provider,
         wakeups: Wakeups,
         market: Market | None = None,
+        lease: SchedulerLease | None = None,
     ):
         self.cfg = config
+        # several gateways on one database: this one schedules only while it holds the lease
+        # (gateway.scheduler.leadership); None: it always does
+        self.lease = lease
         self.market = market
         self._last_tick: datetime | None = None
         self._last_triggers: datetime | None = None
@@ -258,7 +265,8 @@ class Scheduler:
     # -- lifecycle ----------------------------------------------------------------------------
 
     def start(self) -> None:
-        self._recover_on_start()
+        if self.lease is None:
+            self._recover_on_start()
         self._thread = threading.Thread(target=self._run, name="scheduler", daemon=True)
         self._thread.start()
 
@@ -267,8 +275,11 @@ class Scheduler:
         self.wakeups.notify(SCHEDULER)
         if self._thread is not None:
             self._thread.join(timeout=30)
-        self._park()
+        if self.lease is None or self.lease.leading:  # a follower parks no one's tasks
+            self._park()
         self.provider.close()
+        if self.lease is not None:
+            self.lease.release()  # another gateway takes over at its next tick
 
     def _park(self) -> None:
         """The gateway is stopping and its instances go with it: move every running task into a
@@ -305,7 +316,10 @@ class Scheduler:
         seen = self.wakeups.version(SCHEDULER)
         while not self._stop.is_set():
             try:
-                self.tick()
+                if self._lead():
+                    self.tick()
+            except LostLeadership as exc:  # its transaction was rolled back: follow from now on
+                log.error("scheduler tick stopped: %s", exc)
             except OperationalError as exc:  # the database is down: heartbeats are not stored
                 if self._hearing_since is not None:
                     log.error("database unavailable, scheduling paused: %s", _first_line(exc))
@@ -314,15 +328,36 @@ class Scheduler:
                 log.exception("scheduler tick failed")
             seen = self.wakeups.wait(SCHEDULER, seen, self.cfg.scheduler.interval_seconds)
 
+    def _lead(self) -> bool:
+        """Whether this gateway schedules now: it holds (or just took) the lease. One that has
+        just become the leader takes over the instances first, as a restarted one does."""
+        if self.lease is None:
+            return True
+        was = self.lease.leading
+        if not self.lease.hold():
+            return False
+        if not was:
+            self._recover_on_start()
+        return True
+
+    def _fence(self, conn: Connection) -> None:
+        """In a scheduler transaction that matters: LostLeadership unless this gateway still
+        leads with its epoch (gateway.scheduler.leadership)."""
+        if self.lease is not None:
+            self.lease.fence(conn)
+
     def _recover_on_start(self) -> None:
-        """Instances from a previous gateway process cannot be reached again by a local
-        provider: mark them LOST so their tasks are settled by the next tick."""
+        """Instances a previous gateway process left: those whose agents still run are adopted
+        (their tasks go on where they run), the rest are LOST and their tasks settled
+        (gateway.scheduler.adoption)."""
         found = self.fleet.instances({InstanceState.LAUNCHING, InstanceState.READY})
         states = self._query(found)
-        for inst in found:
-            # an ephemeral provider's instances end with the gateway process that started them
-            if self.provider.ephemeral or _gone(states, inst):
-                self._lose(inst, "the gateway restarted and its agent is gone")
+        adopted = adopt_instances(
+            self.fleet, self.provider, lambda inst: _gone(states, inst), self._lose
+        )
+        if self.lease is not None:
+            for instance_id in adopted:
+                self.fleet.set_owner(instance_id, self.lease.holder)
 
     # -- one tick -----------------------------------------------------------------------------
 
@@ -407,7 +442,9 @@ class Scheduler:
                 delay,
                 self.provider.log_hint(record_of(inst)),
             )
-        self.fleet.set_instance_state(inst.id, InstanceState.LOST)
+        with self.tasks.batch() as conn:  # a deposed leader loses nothing
+            self._fence(conn)
+            self.fleet.set_instance_state(inst.id, InstanceState.LOST, conn=conn)
         self.provider.terminate(record_of(inst))
         reason = "reclaim" if inst.data.get("interruption") else "lost"
         for attempt in self.fleet.live_attempts(inst.id):
@@ -417,7 +454,9 @@ class Scheduler:
         """One attempt is gone with its instance (or given up on there): LOST → DONE, then its
         task goes on elsewhere or ends — in one transaction, so a report racing with this
         either lands before it or is refused (gateway.dispatch), never half-applied."""
+        self._take_unreported(attempt_id)
         with self.tasks.batch() as conn:
+            self._fence(conn)
             attempt = self.fleet.lock_attempt(conn, attempt_id)
             if attempt is None or not attempt.live:
                 return
@@ -443,6 +482,25 @@ class Scheduler:
                 logs=logs,
                 conn=conn,
             )
+
+    def _take_unreported(self, attempt_id: str) -> None:
+        """Capsules the lost attempt wrote but never reported count for its recovery
+        (gateway.scheduler.unreported); the store being away costs only those."""
+        attempt = self.fleet.attempt(attempt_id)
+        if attempt is None or not attempt.live:
+            return
+        try:
+            record_unreported(self._store(), self.fleet, self.tasks, attempt)
+        except Exception as exc:
+            log.warning("looking for unreported capsules of %s: %s", attempt_id, exc)
+
+    def _store(self) -> Any:
+        if self._capsule_store is None:
+            from capsule_runtime.capsules.store import open_store
+
+            store = self.cfg.capsule_store
+            self._capsule_store = open_store({"url": store, "s3": self.cfg.capsule_s3})
+        return self._capsule_store
 
     def _recover(
         self, conn: Connection, attempt: Attempt, instance_id: str, reason: str, why: str
@@ -561,6 +619,7 @@ class Scheduler:
             placed: dict[str, None] = {}
             refused: list[tuple[str, Request]] = []
             with self.tasks.batch() as conn:
+                self._fence(conn)
                 for record in queued[start : start + PLACE_BATCH]:
                     if record.spec is None:
                         continue
@@ -661,21 +720,9 @@ class Scheduler:
         """Launch one instance of `offer`; True when its pool had no capacity (quarantined
         now: the caller tries the next fitting offer)."""
         token = secrets.token_urlsafe(32)
-        inst = self.fleet.add_instance(
-            provider=self.provider.name,
-            instance_type=offer.instance_type,
-            market=offer.market,
-            zone=offer.zone,
-            price_per_hour=offer.price_per_hour,
-            token_sha256=token_sha256(token),
-            data={
-                "capacity": {
-                    "cpu_cores": offer.cpu_cores,
-                    "ram_gb": offer.ram_gb,
-                    "disk_gb": offer.disk_gb,
-                }
-            },
-        )
+        with self.tasks.batch() as conn:
+            self._fence(conn)
+            inst = self._add_instance(conn, offer, token)
         try:
             (result,) = self.provider.launch_many([LaunchSpec(inst.id, token, offer)])
         except ProviderError as exc:
@@ -698,6 +745,25 @@ class Scheduler:
         log.error("launch failed: %s; next launch in %.0fs", result, delay)
         self.fleet.set_instance_state(inst.id, InstanceState.LOST)
         return False
+
+    def _add_instance(self, conn: Connection, offer: Offer, token: str) -> Instance:
+        return self.fleet.add_instance(
+            provider=self.provider.name,
+            instance_type=offer.instance_type,
+            market=offer.market,
+            zone=offer.zone,
+            price_per_hour=offer.price_per_hour,
+            token_sha256=token_sha256(token),
+            data={
+                "capacity": {
+                    "cpu_cores": offer.cpu_cores,
+                    "ram_gb": offer.ram_gb,
+                    "disk_gb": offer.disk_gb,
+                }
+            },
+            owner=self.lease.holder if self.lease is not None else None,
+            conn=conn,
+        )
 
     def _quarantined(self) -> frozenset[tuple[str, str]]:
         """The Spot pools (type, zone) the simulated market quarantines (the scheduler's own
@@ -970,7 +1036,10 @@ class Scheduler:
                 unplaced.append(Want(need, policy, _only_type(spec, self.cfg), offer, exclude))
                 leaving |= exclude
                 continue
-            if self.fleet.place_attempt(attempt.id, target):
+            with self.tasks.batch() as conn:
+                self._fence(conn)
+                placed = self.fleet.place_attempt(attempt.id, target, conn=conn)
+            if placed:
                 rooms[target.id] = rooms[target.id].minus(need)
                 self.wakeups.notify(target.id)
         return unplaced, frozenset(leaving)
@@ -1032,14 +1101,10 @@ class Scheduler:
         if not task_ids:
             return
         from capsule_runtime.capsules.pipeline import delete_task_capsules
-        from capsule_runtime.capsules.store import open_store
 
-        if self._capsule_store is None:
-            store = self.cfg.capsule_store
-            self._capsule_store = open_store({"url": store, "s3": self.cfg.capsule_s3})
         for task_id in task_ids:
             try:
-                deleted = delete_task_capsules(self._capsule_store, task_id)
+                deleted = delete_task_capsules(self._store(), task_id)
             except Exception as exc:  # the store may be away; try again next tick
                 log.warning("deleting the capsules of %s: %s", task_id, exc)
                 return

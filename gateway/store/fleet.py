@@ -67,6 +67,7 @@ class Instance:
     # what the provider returned at launch (None/empty until then, and on rows from before)
     provider_id: str | None = None
     provider_data: dict[str, Any] = field(default_factory=dict)
+    owner: str | None = None  # the gateway that launched or adopted it (scheduler leadership)
 
 
 @dataclass(frozen=True)
@@ -134,6 +135,7 @@ def _instance(row: Any) -> Instance:
         data=json.loads(row.data) if row.data else {},
         provider_id=row.provider_id,
         provider_data=json.loads(row.provider_data) if row.provider_data else {},
+        owner=row.owner,
     )
 
 
@@ -202,10 +204,14 @@ class FleetStore:
         token_sha256: str,
         data: dict[str, Any] | None = None,
         instance_id: str | None = None,
+        owner: str | None = None,
+        conn: Connection | None = None,
     ) -> Instance:
+        """A LAUNCHING instance (in the caller's transaction, `conn`, when given: the scheduler
+        fences it with its leadership epoch)."""
         now = self.now()
         iid = instance_id or new_id("i-")
-        with self.db.engine.begin() as conn:
+        with self.db.engine.begin() if conn is None else nullcontext(conn) as conn:
             conn.execute(
                 insert(instances).values(
                     id=iid,
@@ -219,12 +225,17 @@ class FleetStore:
                     created_time=now,
                     updated_time=now,
                     data=json.dumps(data or {}),
+                    owner=owner,
                 )
             )
             self._event(conn, None, "instance", instance_id=iid, message="launching", now=now)
-        found = self.instance(iid)
-        assert found is not None
-        return found
+            row = conn.execute(select(instances).where(instances.c.id == iid)).first()
+        return _instance(row)
+
+    def set_owner(self, instance_id: str, owner: str | None) -> None:
+        """The gateway that drives the instance from now on (it adopted it)."""
+        with self.db.engine.begin() as conn:
+            conn.execute(update(instances).where(instances.c.id == instance_id).values(owner=owner))
 
     def instance(self, instance_id: str) -> Instance | None:
         with self.db.engine.connect() as conn:
@@ -251,9 +262,11 @@ class FleetStore:
         data: dict[str, Any] | None = None,
         *,
         expect: set[InstanceState] | None = None,
+        conn: Connection | None = None,
     ) -> bool:
         """Set the instance's state (only from a state in `expect`, when given: a
-        compare-and-swap). False when `expect` refused it."""
+        compare-and-swap; in the caller's transaction, `conn`, when given). False when
+        `expect` refused it."""
         now = self.now()
         values: dict[str, Any] = {"state": state.value, "updated_time": now}
         if data is not None:
@@ -261,7 +274,7 @@ class FleetStore:
         query = update(instances).where(instances.c.id == instance_id)
         if expect is not None:
             query = query.where(instances.c.state.in_(sorted(s.value for s in expect)))
-        with self.db.engine.begin() as conn:
+        with self.db.engine.begin() if conn is None else nullcontext(conn) as conn:
             if conn.execute(query.values(**values)).rowcount != 1:
                 return False
             self._event(
@@ -383,9 +396,12 @@ class FleetStore:
         with self.db.engine.connect() as conn:
             return [_attempt(r) for r in conn.execute(query)]
 
-    def place_attempt(self, attempt_id: str, instance: Instance) -> bool:
-        """Put an unplaced attempt on an instance (compare-and-swap on the empty instance)."""
-        with self.db.engine.begin() as conn:
+    def place_attempt(
+        self, attempt_id: str, instance: Instance, conn: Connection | None = None
+    ) -> bool:
+        """Put an unplaced attempt on an instance (compare-and-swap on the empty instance); in
+        the caller's transaction, `conn`, when given."""
+        with self.db.engine.begin() if conn is None else nullcontext(conn) as conn:
             result = conn.execute(
                 update(attempts)
                 .where(attempts.c.id == attempt_id, attempts.c.instance_id.is_(None))

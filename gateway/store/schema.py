@@ -74,7 +74,19 @@ instances = Table(
     # the machine and the JSON it needs to find, query and terminate it again after a restart.
     Column("provider_id", String(128), nullable=True),
     Column("provider_data", Text, nullable=True),
+    Column("owner", String(64), nullable=True),  # the gateway that launched or adopted it
     Index("ix_instances_state", "state"),
+)
+
+# One row per lease ("scheduler"): the gateway that runs the scheduler, until `expires`; every
+# takeover bumps `epoch`, the fencing token the leader's writes check (scheduler/leadership.py).
+scheduler_lease = Table(
+    "scheduler_lease",
+    metadata,
+    Column("name", String(32), primary_key=True),
+    Column("holder", String(64), nullable=False),
+    Column("epoch", Integer, nullable=False),
+    Column("expires", String(40), nullable=False),
 )
 
 attempts = Table(

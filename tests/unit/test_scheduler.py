@@ -12,6 +12,7 @@ import pytest
 from capsule_runtime.protocol.times import utcnow
 from gateway.dispatch import Fenced
 from gateway.providers.base import Capability, LaunchRecord, Offer
+from gateway.providers.fake import FakeCloud
 from gateway.providers.fake import FakeProvider as ShippedFakeProvider
 from gateway.scheduler.loop import Scheduler
 from gateway.store.fleet import Instance, InstanceState
@@ -532,3 +533,53 @@ def test_silence_counts_only_from_when_the_gateway_could_hear(
     monkeypatch.setattr("gateway.scheduler.loop.utcnow", lambda: later)
     fresh.tick()
     assert world.fleet.instance(inst.id).state is InstanceState.LOST  # type: ignore[union-attr]
+
+
+class AdoptingProvider(FakeProvider):
+    """A provider that finds the agents an earlier gateway process left (`left`)."""
+
+    def __init__(self, left: set[str], cloud: FakeCloud) -> None:
+        super().__init__()
+        self.cloud = cloud  # the same machines the earlier process started
+        self.max_instances = 2
+        self.left = left
+
+    def adopt(self, instance: Instance) -> bool:
+        if instance.id not in self.left:
+            return False
+        self.launched.append(instance.id)
+        return True
+
+
+def test_restart_adopts_live_agents_and_loses_the_gone(tmp_path: Path) -> None:
+    """A gateway that starts again keeps the instances whose agents still run: their attempts
+    stay live and unchanged, and the downtime does not count against the heartbeat; an instance
+    whose agent is gone is LOST and its task goes on elsewhere."""
+    two = {"providers": {"local": {"max_instances": 2}}}
+    w = World(tmp_path, **two)
+    w.provider.max_instances = 2
+    t1, t2 = w.submit(cpu_cores=4), w.submit(cpu_cores=4)
+    kept = w.boot()
+    w.scheduler.tick()
+    [a1] = w.poll(kept).assign
+    w.report(kept, a1.attempt_id, "running")
+    gone = w.boot()
+    assert gone.id != kept.id
+    w.scheduler.tick()
+    assert w.poll(gone).assign
+    # the gateway was down longer than the heartbeat timeout
+    down = timedelta(seconds=w.cfg.scheduler.heartbeat_timeout_seconds * 3)
+    again = World(tmp_path, **two)
+    again.fleet.clock = lambda: utcnow() + down  # the new process starts `down` later
+    again.provider = again.scheduler.provider = AdoptingProvider({kept.id}, w.provider.cloud)
+    again.scheduler._recover_on_start()
+    again.scheduler._expire(utcnow() + down)
+    assert again.fleet.instance(kept.id).state is InstanceState.READY  # type: ignore[union-attr]
+    assert again.fleet.instance(gone.id).state is InstanceState.LOST  # type: ignore[union-attr]
+    assert again.state(t1) is State.RUNNING
+    assert [a.reason for a in again.fleet.attempts_of(t1)] == ["first"]
+    assert again.fleet.attempts_of(t1)[0].phase is AttemptPhase.RUNNING
+    assert [a.reason for a in again.fleet.attempts_of(t2)] == ["first", "lost"]
+    # the adopted agent's reports go on against the new process, under the same attempt
+    again.report(kept, a1.attempt_id, "complete")
+    assert again.state(t1) is State.COMPLETE
