@@ -19,10 +19,11 @@ The order of one checkpoint:
     5. the manifest is written last; a checkpoint that failed anywhere has no manifest
 
 A restore reads and verifies the manifest, streams the workspace part back into the same host
-path (podman's config names the bind mounts by host path) while, at the same time, the container
-part is fetched into a scratch file (podman's import reads its archive twice, so it cannot be a
-FIFO), and runs `podman container restore --import`. Each part's chunks are fetched, opened,
-decoded and checked in parallel and written in order (capsules.reader).
+path (podman's config names the bind mounts by host path) while, at the same time, the
+container part is fetched into a scratch file (podman's import reads its archive three times,
+so it cannot simply be a FIFO), and runs `podman container restore --import`. Each part's
+chunks are fetched, opened, decoded and checked in parallel and written in order
+(capsules.reader).
 """
 
 from __future__ import annotations
