@@ -8,8 +8,8 @@ HMAC under the chain's name key, and the stored frame is sealed (AES-256-GCM). A
 the parent manifest or `known` names, or that appeared earlier in this capsule, is not written
 again (counted in `reused_chunks`). A chunk of zero bytes is neither hashed nor compressed (its
 id is computed once per size) and is marked `zero` in the manifest; a chunk whose samples do not
-compress is stored as a raw zstd frame without running the compressor over it (frames.py,
-`compress_sampled`). Only when every chunk
+compress is stored as a raw zstd frame without running the compressor over it (frames.py:
+`worth_compressing`, `raw_frame`). Only when every chunk
 is stored is the manifest put; any failure raises CapsuleWriteError and leaves no manifest
 (orphan chunks are harmless: the next capsule reuses them, task deletion removes them), and the
 part being read is closed at once (a writer feeding it through a pipe gets EPIPE).
