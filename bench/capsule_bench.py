@@ -19,6 +19,9 @@ each step on a fresh, identical container:
 
   tescape_file  notice capsule (leave_running=False) to a FileStore → checkpointing.restore of it
                 under a new container name → digest checked
+  tescape_old   the same through the previous pipeline (every chunk compressed, chunk files
+                left in the page cache, the container part fetched after the workspace): new
+                and old side by side in one run (--no-old skips it)
   raw           `podman container checkpoint --export FILE --compress none` (+ an fsync of FILE,
                 timed apart) → `podman container restore --import FILE` → digest checked →
                 boto3 put_object of FILE's bytes to SeaweedFS, chunk-sized pieces in `workers`
@@ -65,7 +68,7 @@ from typing import Any
 
 from capsule_runtime import checkpointing
 from capsule_runtime.capsules.store import CapsuleStore, FileStore
-from capsule_runtime.engine import PodmanEngine
+from capsule_runtime.engine import EngineError, PodmanEngine
 from capsule_runtime.engine.spec import CheckpointOptions, ContainerSpec, Mount, Network
 from capsule_runtime.host.meminfo import meminfo_kib, memory_gb
 from capsule_runtime.protocol.messages import CapsuleRef, CapsuleSettings
@@ -298,7 +301,11 @@ class Hog:
         verify = self.work / "verify"
         verify.unlink(missing_ok=True)
         os.kill(self._pid(), signal.SIGUSR2)
-        words = wait_until("memhog verify", lambda: read_words(verify), 60 + self.mib / 100)
+        try:
+            words = wait_until("memhog verify", lambda: read_words(verify), 60 + self.mib / 100)
+        except TimeoutError:
+            self._pid()  # "not running" (or gone) says more than the timeout
+            raise
         return bool(words[0] == "ok" and words[2] == self.digest)
 
     def remove(self) -> None:
@@ -315,6 +322,7 @@ class Env:
     run_id: str
     settings: CapsuleSettings
     file_store: FileStore
+    old_store: FileStore | None = None  # the previous pipeline's: page cache kept
     s3: Any = None  # tests.fixtures.seaweedfs.SeaweedS3
     s3_store: CapsuleStore | None = None
     bucket: str = ""
@@ -354,6 +362,9 @@ def ckpt_record(ck: checkpointing.Checkpoint, wall: float, cpu: dict[str, Any]) 
         "uploaded_bytes": m.uploaded_bytes,
         "uploaded_chunks": m.uploaded_chunks,
         "reused_chunks": m.reused_chunks,
+        "zero_chunks": m.zero_chunks,
+        "raw_chunks": m.raw_chunks,
+        "chunks": sum(len(p.chunks) for p in m.parts),
         "steps": ck.seconds,
         "pipeline": m.timings,  # read/hash/compress/upload summed over workers; total = wall
         "criu_frozen_s": stats.get("criu_frozen_time"),
@@ -389,6 +400,7 @@ def tescape_checkpoint(
     sequence: int,
     parent: Any,
     leave_running: bool,
+    sampled: bool = True,
 ) -> tuple[checkpointing.Checkpoint, dict[str, Any]]:
     """checkpointing.checkpoint, timed: the Checkpoint and its record (ckpt_record)."""
     cpu: dict[str, Any] = {}
@@ -407,17 +419,27 @@ def tescape_checkpoint(
             parent=parent,
             meta={"bench": True},
             leave_running=leave_running,
+            sampled=sampled,
         )
     return ck, ckpt_record(ck, time.perf_counter() - started, cpu)
 
 
-def run_tescape_file(env: Env, mib: int, flavour: str, tag: str) -> dict[str, Any]:
+def run_tescape_old(env: Env, mib: int, flavour: str, tag: str) -> dict[str, Any]:
+    """run_tescape_file through the previous pipeline (see the module docstring)."""
+    return run_tescape_file(env, mib, flavour, tag, old=True)
+
+
+def run_tescape_file(
+    env: Env, mib: int, flavour: str, tag: str, old: bool = False
+) -> dict[str, Any]:
     """Notice capsule to the FileStore, then checkpointing.restore of it (digest checked)."""
-    hog = env.hog(f"tf-{tag}", mib, flavour)
+    hog = env.hog(f"{'to' if old else 'tf'}-{tag}", mib, flavour)
     out: dict[str, Any] = {"fill_seconds": round(hog.fill_seconds, 3)}
-    store = env.file_store
-    task = f"notice-{env.run_id}-{tag}"
-    notice, out["notice"] = tescape_checkpoint(env, store, hog, task, 1, None, False)
+    store = env.old_store if old and env.old_store is not None else env.file_store
+    task = f"{'old' if old else 'notice'}-{env.run_id}-{tag}"
+    notice, out["notice"] = tescape_checkpoint(
+        env, store, hog, task, 1, None, False, sampled=not old
+    )
     hog.remove()
     ref = CapsuleRef(
         capsule_id=notice.manifest.capsule_id,
@@ -435,7 +457,8 @@ def run_tescape_file(env: Env, mib: int, flavour: str, tag: str) -> dict[str, An
             ref,
             task_dir=hog.task_dir,
             scratch=env.root / "scratch",
-            name=f"bench-{env.run_id}-tf-{tag}-restored",
+            name=f"bench-{env.run_id}-{'to' if old else 'tf'}-{tag}-restored",
+            overlap=not old,
         )
     wall = time.perf_counter() - started
     hog.container_id = restored.container_id
@@ -666,6 +689,17 @@ def summarize(rounds: list[dict[str, Any]], periodic: dict[str, Any] | None) -> 
     }
     for name, path in {
         "notice_file_s": "tescape_file.notice.seconds",
+        "notice_old_s": "tescape_old.notice.seconds",
+        "restore_old_s": "tescape_old.restore.seconds",
+        "notice_cpu_self_s": "tescape_file.notice.cpu_self_s",
+        "notice_old_cpu_self_s": "tescape_old.notice.cpu_self_s",
+        "notice_cpu_children_s": "tescape_file.notice.cpu_children_s",
+        "notice_old_cpu_children_s": "tescape_old.notice.cpu_children_s",
+        "raw_export_cpu_children_s": "raw.export_file.cpu_children_s",
+        "restore_cpu_self_s": "tescape_file.restore.cpu_self_s",
+        "restore_old_cpu_self_s": "tescape_old.restore.cpu_self_s",
+        "raw_chunks": "tescape_file.notice.raw_chunks",
+        "chunks": "tescape_file.notice.chunks",
         "raw_export_file_s": "raw.export_file.seconds",
         "raw_export_file_fsync_s": "raw.export_file.seconds_with_fsync",
         "restore_s": "tescape_file.restore.seconds",
@@ -686,8 +720,18 @@ def summarize(rounds: list[dict[str, Any]], periodic: dict[str, Any] | None) -> 
         "tescape_file.notice.seconds", "raw.export_file.seconds_with_fsync"
     )
     s["restore_vs_raw_restore"] = paired("tescape_file.restore.seconds", "raw.restore.seconds")
+    s["notice_old_vs_raw_export"] = paired("tescape_old.notice.seconds", "raw.export_file.seconds")
+    s["restore_old_vs_raw_restore"] = paired("tescape_old.restore.seconds", "raw.restore.seconds")
+    s["notice_new_vs_old"] = paired("tescape_file.notice.seconds", "tescape_old.notice.seconds")
+    s["restore_new_vs_old"] = paired("tescape_file.restore.seconds", "tescape_old.restore.seconds")
+    s["notice_cpu_new_vs_old"] = paired(
+        "tescape_file.notice.cpu_self_s", "tescape_old.notice.cpu_self_s"
+    )
     s["restores_verified"] = all(
-        v is True for v in pick("tescape_file.restore.verified") + pick("raw.restore.verified")
+        v is True
+        for v in pick("tescape_file.restore.verified")
+        + pick("raw.restore.verified")
+        + [v for v in pick("tescape_old.restore.verified") if v is not None]
     )
     s["file_rate_gbs"] = gbs(s["capsule_size_bytes"], s["notice_file_s"])
     # S3: tescape's rate against the slower of the raw dump rate and the raw store write rate
@@ -723,9 +767,22 @@ def summarize(rounds: list[dict[str, Any]], periodic: dict[str, Any] | None) -> 
                 "incremental_upload_vs_first": round(periodic["incremental_ratio"], 4),
             }
         )
+    s["notice_cpu_pair"] = _pair(s["notice_cpu_self_s"], s["notice_old_cpu_self_s"])
+    s["children_cpu_triple"] = _pair(
+        s["notice_cpu_children_s"], s["notice_old_cpu_children_s"], s["raw_export_cpu_children_s"]
+    )
+    s["restore_cpu_pair"] = _pair(s["restore_cpu_self_s"], s["restore_old_cpu_self_s"])
+    s["raw_chunk_pair"] = _pair(s["raw_chunks"], s["chunks"])
     s["profile"] = profile(rounds)
     s["loadavg_1min"] = [r.get("loadavg") for r in rounds]
     return s
+
+
+def _pair(*values: float | None) -> str | None:
+    """Medians shown together in one cell ("1.2 / 3.4"); None when the first is missing."""
+    if values[0] is None:
+        return None
+    return " / ".join("-" if v is None else f"{v:g}" for v in values)
 
 
 def profile(rounds: list[dict[str, Any]]) -> dict[str, Any]:
@@ -754,8 +811,14 @@ def profile(rounds: list[dict[str, Any]]) -> dict[str, Any]:
             [dig(r, f"tescape_file.notice.pipeline.{key}") for r in rounds]
         )
         p[f"s3_pipeline_{key}_s"] = med([dig(r, f"s3.notice.pipeline.{key}") for r in rounds])
-    for key in ("workspace", "fetch_container", "podman_restore"):
+        p[f"old_pipeline_{key}_s"] = med(
+            [dig(r, f"tescape_old.notice.pipeline.{key}") for r in rounds]
+        )
+    for key in ("workspace", "fetch_container", "fetch_container_total", "podman_restore"):
         p[f"restore_{key}_s"] = med([dig(r, f"tescape_file.restore.steps.{key}") for r in rounds])
+        p[f"old_restore_{key}_s"] = med(
+            [dig(r, f"tescape_old.restore.steps.{key}") for r in rounds]
+        )
     for key in ("restore_duration", "runtime_restore_duration", "criu_restore_time"):
         p[f"restore_{key}"] = med([dig(r, f"tescape_file.restore.engine.{key}") for r in rounds])
         p[f"raw_restore_{key}"] = med([dig(r, f"raw.restore.engine.{key}") for r in rounds])
@@ -886,6 +949,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--quick", action="store_true", help="64 MiB, half, 1 round, no warm-up (a smoke run)"
     )
     p.add_argument("--no-s3", action="store_true", help="skip SeaweedFS (S3Store, raw put)")
+    p.add_argument("--no-old", action="store_true", help="skip the previous pipeline (tescape_old)")
     p.add_argument(
         "--shift-kib",
         type=int,
@@ -1031,6 +1095,16 @@ ROWS = [
     ("raw store rate, boto3 put (GB/s)", "raw_store_rate_gbs", 1),
     ("tescape S3 rate (GB/s)", "s3_rate_gbs", 1),
     ("**S3 rate / slower raw** (≥ 0.8)", "s3_rate_vs_slower_raw", 1),
+    ("notice→durable, old pipeline (s)", "notice_old_s", 1),
+    ("**notice new / old** (paired)", "notice_new_vs_old", 1),
+    ("notice old / raw export", "notice_old_vs_raw_export", 1),
+    ("restore, old pipeline (s)", "restore_old_s", 1),
+    ("**restore new / old** (paired)", "restore_new_vs_old", 1),
+    ("restore old / raw", "restore_old_vs_raw_restore", 1),
+    ("agent CPU, notice new / old (core-s)", "notice_cpu_pair", 1),
+    ("podman+CRIU CPU, notice new / old / raw export (core-s)", "children_cpu_triple", 1),
+    ("agent CPU, restore new / old (core-s)", "restore_cpu_pair", 1),
+    ("chunks stored raw (not compressible) / all", "raw_chunk_pair", 1),
     ("CRIU frozen, notice (s)", "notice_criu_frozen_s", 1),
     ("files frozen, notice (s)", "notice_files_frozen_s", 1),
     ("CRIU frozen, raw export (s)", "raw_criu_frozen_s", 1),
@@ -1055,6 +1129,8 @@ def markdown_table(summary: dict[str, dict[str, Any]]) -> str:
                 cells.append("-")
             elif isinstance(value, bool):
                 cells.append("yes" if value else "**NO**")
+            elif isinstance(value, str):
+                cells.append(value)
             elif scale != 1:
                 cells.append(f"{value * scale:,.0f}")
             else:
@@ -1149,12 +1225,14 @@ def main(argv: list[str] | None = None) -> int:
             "flavours": args.flavour_list,
             "rounds": args.rounds,
             "s3": s3_enabled,
+            "old_pipeline": not args.no_old,
         },
         "targets": TARGETS,
         "runs": {},
         "summary": {},
     }
     env = Env(engine, binary, root, run_id, settings, FileStore(root / "capsules"))
+    env.old_store = FileStore(root / "capsules", drop_cache=False)
     previous = signal.signal(signal.SIGTERM, _terminate)
     started = time.perf_counter()
 
@@ -1172,26 +1250,46 @@ def main(argv: list[str] | None = None) -> int:
                 key = f"{mib}/{flavour}"
                 rounds: list[dict[str, Any]] = []
                 periodic = None
-                for r in range(args.rounds):
-                    tag = f"{mib}-{flavour}-{r}"
+                retried: list[str] = []
+                r = attempt = 0
+                while r < args.rounds:
+                    tag = f"{mib}-{flavour}-{r}-{attempt}"
                     steps: list[tuple[str, Callable[[Env, int, str, str], dict[str, Any]]]] = [
                         ("tescape_file", run_tescape_file),
                         ("raw", run_raw),
                     ]
+                    if not args.no_old:
+                        steps.insert(1, ("tescape_old", run_tescape_old))
                     if s3_enabled:
                         steps.append(("s3", run_s3))
                     turn = r % len(steps)
                     record: dict[str, Any] = {"round": r, "order": [], "loadavg": []}
-                    with seaweed(env, root / f"seaweedfs-{tag}", s3_enabled):
-                        for name, fn in steps[turn:] + steps[:turn]:
-                            log(f"{key} round {r}: {name}")
-                            record["loadavg"].append(round(os.getloadavg()[0], 2))
-                            record[name] = fn(env, mib, flavour, tag)
-                            record["order"].append(name)
+                    try:
+                        with seaweed(env, root / f"seaweedfs-{tag}", s3_enabled):
+                            for name, fn in steps[turn:] + steps[:turn]:
+                                log(f"{key} round {r}: {name}")
+                                record["loadavg"].append(round(os.getloadavg()[0], 2))
+                                record[name] = fn(env, mib, flavour, tag)
+                                record["order"].append(name)
+                        if r == 0:
+                            log(f"{key}: periodic pair")
+                            periodic = run_periodic(env, mib, flavour, tag)
+                    except (RuntimeError, TimeoutError, EngineError) as exc:
+                        # on a shared machine another test session's leak check may remove
+                        # this run's containers (they carry io.tescape.task): run it again
+                        attempt += 1
+                        retried.append(f"round {r}: {type(exc).__name__}: {exc}"[:300])
+                        log(f"{key} round {r} failed ({retried[-1]}); again")
+                        for hog in env.containers:
+                            with contextlib.suppress(Exception):
+                                hog.remove()
+                        if attempt > 2 * args.rounds:
+                            raise
+                        continue
                     rounds.append(record)
-                    if r == 0:
-                        log(f"{key}: periodic pair")
-                        periodic = run_periodic(env, mib, flavour, tag)
+                    r += 1
+                if retried:
+                    results.setdefault("retried", {})[key] = retried
                 results["runs"][key] = {"rounds": rounds, "periodic": periodic}
                 results["summary"][key] = summarize(rounds, periodic)
         if args.shift_kib:

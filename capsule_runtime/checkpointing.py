@@ -19,9 +19,11 @@ The order of one checkpoint:
     5. the manifest is written last; a checkpoint that failed anywhere has no manifest
 
 A restore reads and verifies the manifest, streams the workspace part back into the same host
-path (podman's config names the bind mounts by host path), writes the container part to a
-scratch file (podman's import reads its archive twice, so it cannot be a FIFO), and runs
-`podman container restore --import`.
+path (podman's config names the bind mounts by host path) while, at the same time, the
+container part is fetched into a scratch file (podman's import reads its archive three times,
+so it cannot simply be a FIFO), and runs `podman container restore --import`. Each part's
+chunks are fetched, opened, decoded and checked in parallel and written in order
+(capsules.reader).
 """
 
 from __future__ import annotations
@@ -207,9 +209,11 @@ def checkpoint(
     meta: dict[str, Any],
     leave_running: bool,
     freeze_timeout: float = 600.0,
+    sampled: bool = True,
 ) -> Checkpoint:
     """Checkpoint the container (see the module docstring). Raises CheckpointFailed; a failed
-    checkpoint with `leave_running` leaves the task running."""
+    checkpoint with `leave_running` leaves the task running. `sampled=False`: compress every
+    chunk (write_capsule's; the bench's old path)."""
     try:
         keys = keys_of(settings)  # before anything starts: a bad key setting costs nothing
     except CapsuleKeyError as exc:
@@ -254,6 +258,7 @@ def checkpoint(
                     workers=settings.workers,
                     capsule_id=f"{attempt_id}-{sequence}",
                     keys=keys,
+                    sampled=sampled,
                 )
             except Exception as exc:
                 gate.thaw()
@@ -295,22 +300,32 @@ def restore(
     task_dir: Path,
     scratch: Path,
     name: str,
+    overlap: bool = True,
 ) -> Restored:
     """Restore the task from one capsule into `task_dir` and a new container `name`. Raises
-    CapsuleCorrupt (the capsule must not be used) or EngineError/OSError."""
+    CapsuleCorrupt (the capsule must not be used) or EngineError/OSError. `overlap=False`:
+    fetch the container part only after the workspace (the bench's old path)."""
     started = time.monotonic()
     manifest = read_manifest(store, ref.manifest_key, ref.manifest_sha256)
     keys = keys_of(settings)
     chunk_codec(manifest, keys)  # a key that does not fit fails here, before the task's dir goes
     shutil.rmtree(task_dir, ignore_errors=True)
     task_dir.mkdir(parents=True)
-    _restore_workspace(store, manifest, task_dir, settings.workers, keys)
-    files_done = time.monotonic()
     scratch.mkdir(parents=True, exist_ok=True)
     archive = scratch / f"restore-{manifest.capsule_id}.tar"
+    fetch = _ContainerFetch(store, manifest, archive, settings.workers, keys)
     try:
-        with open(archive, "wb") as sink:
-            restore_part(store, manifest, "container", sink, workers=settings.workers, keys=keys)
+        if overlap:
+            fetch.start()  # the container part comes while the workspace is extracted
+        try:
+            _restore_workspace(store, manifest, task_dir, settings.workers, keys)
+        except BaseException:
+            fetch.cancel()
+            raise
+        files_done = time.monotonic()
+        if not overlap:
+            fetch.start()
+        fetch.result()
         fetched = time.monotonic()
         check_mount_sources(archive, task_dir)
         container_id, stats = engine.restore(archive, name, options_of(settings))
@@ -319,11 +334,67 @@ def restore(
     done = time.monotonic()
     seconds = {
         "workspace": round(files_done - started, 4),
-        "fetch_container": round(fetched - files_done, 4),
+        "fetch_container": round(fetched - files_done, 4),  # waited for after the workspace
+        "fetch_container_total": round(fetch.seconds, 4),
         "podman_restore": round(done - fetched, 4),
         "total": round(done - started, 4),
     }
     return Restored(manifest, container_id, seconds, stats)
+
+
+class _Cancelled(Exception):
+    pass
+
+
+class _ContainerFetch(threading.Thread):
+    """The container part written to the scratch archive, in a thread; `result()` joins it and
+    raises what it raised. `cancel()` stops it at its next chunk and waits for it."""
+
+    def __init__(
+        self,
+        store: CapsuleStore,
+        manifest: Manifest,
+        archive: Path,
+        workers: int,
+        keys: KeyWrapper | None,
+    ):
+        super().__init__(name="restore-container", daemon=True)
+        self.args = (store, manifest, archive, workers, keys)
+        self.error: BaseException | None = None
+        self.seconds = 0.0
+        self._cancelled = threading.Event()
+
+    def run(self) -> None:
+        store, manifest, archive, workers, keys = self.args
+        started = time.monotonic()
+        try:
+            with open(archive, "wb") as sink:
+                restore_part(
+                    store,
+                    manifest,
+                    "container",
+                    sink,
+                    workers=workers,
+                    keys=keys,
+                    progress=self._check,
+                )
+        except BaseException as exc:
+            self.error = exc
+        self.seconds = time.monotonic() - started
+
+    def _check(self, _: int) -> None:
+        if self._cancelled.is_set():
+            raise _Cancelled
+
+    def cancel(self) -> None:
+        self._cancelled.set()
+        if self.ident is not None:
+            self.join()
+
+    def result(self) -> None:
+        self.join()
+        if self.error is not None:
+            raise self.error
 
 
 class UnsafeWorkspace(CapsuleCorrupt):

@@ -26,7 +26,8 @@ carries the data key wrapped; unencrypted (format 1) capsules stay readable.
 
 Modules: errors, keys, crypto (KeyWrapper, LocalKeyWrapper, CapsuleKeyError), store
 (CapsuleStore, FileStore, MemoryStore, open_store), s3store
-(S3Store), manifest, chunker (tar_chunks, fixed_chunks), parallel (ordered_map), writer
+(S3Store), manifest, chunker (tar_chunks, fixed_chunks), frames (zero chunks, raw zstd
+frames for chunks that do not compress), parallel (ordered_map), writer
 (write_capsule), reader (read_manifest, restore_part, verify_capsule), pipeline (both, in one
 import), workspace_tar (tar_directory, extract_directory).
 

@@ -13,7 +13,14 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    SerializerFunctionWrapHandler,
+    model_serializer,
+)
 
 from capsule_runtime.capsules.keys import chunk_key, manifest_key, task_prefix
 
@@ -45,6 +52,17 @@ class ChunkRef(_Model):
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     size: int = Field(ge=0)  # uncompressed
     stored_size: int = Field(ge=0)  # the object's length in the store (zstd frame, sealed or not)
+    # all zero bytes: a reader writes `size` zeros without fetching (frames.py). The object is
+    # still stored once under its id, so readers that ignore the mark restore it too. Written
+    # only when true, so manifests without zero chunks are byte-for-byte what they were.
+    zero: bool = False
+
+    @model_serializer(mode="wrap")
+    def _omit_false_zero(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)
+        if not data.get("zero"):
+            data.pop("zero", None)
+        return data
 
 
 class Part(_Model):
@@ -67,6 +85,8 @@ class Manifest(_Model):
     uploaded_bytes: int = 0  # compressed bytes this capsule wrote (new chunks only)
     uploaded_chunks: int = 0
     reused_chunks: int = 0  # already in the store (parent, `known`, or earlier in this capsule)
+    zero_chunks: int = 0  # all zero bytes: neither hashed nor compressed (ChunkRef.zero)
+    raw_chunks: int = 0  # did not compress when sampled: stored as a raw zstd frame (frames.py)
     meta: dict[str, Any] = Field(default_factory=dict)  # versions, runner state, options
     timings: dict[str, float] = Field(default_factory=dict)  # seconds
     # format 2: {scheme, wrapper, key_id, wrapped}: the chain's data key, wrapped (crypto.py)

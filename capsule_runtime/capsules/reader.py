@@ -5,9 +5,12 @@ check of every chunk; plus listing and deleting a task's capsules.
 ahead), opens a sealed chunk of an encrypted capsule (its GCM tag checked, crypto.py), checks
 each zstd frame's declared size before decoding it, decodes (the frame's own checksum is checked
 too), compares size and id (sha256, or HMAC when encrypted) with the manifest, and writes the
-chunks to the sink in order. A chunk that is absent raises ChunkMissing (a CapsuleCorrupt and a
-CapsuleMissing); any other mismatch raises CapsuleCorrupt naming the part and chunk index; a
-data key that does not unwrap here raises CapsuleKeyError (a CapsuleCorrupt) saying which key.
+chunks to the sink in order (while later chunks are still being fetched and checked). A chunk the
+manifest marks `zero` is not fetched: its id must be the id of that many zero bytes (computed
+once per size), and zeros are written. A chunk that is absent raises ChunkMissing (a
+CapsuleCorrupt and a CapsuleMissing); any other mismatch raises CapsuleCorrupt naming the part
+and chunk index; a data key that does not unwrap here raises CapsuleKeyError (a CapsuleCorrupt)
+saying which key.
 Store failures stay CapsuleStoreError.
 """
 
@@ -30,6 +33,7 @@ from capsule_runtime.capsules.crypto import (
     unwrap_record,
 )
 from capsule_runtime.capsules.errors import CapsuleCorrupt, CapsuleMissing, ChunkMissing
+from capsule_runtime.capsules.frames import ZeroIds
 from capsule_runtime.capsules.keys import chunk_key, is_manifest_key, task_prefix
 from capsule_runtime.capsules.manifest import (
     ENCRYPTED_FORMAT,
@@ -77,6 +81,7 @@ class _ChunkReader:
         self.store = store
         self.codec = codec
         self.task_id = task_id
+        self.zero_id = ZeroIds(codec.chunk_id)
         self._local = threading.local()
 
     def _decompressor(self) -> zstandard.ZstdDecompressor:
@@ -89,6 +94,10 @@ class _ChunkReader:
         part, index, ref = item
         where = f"chunk {index} of part {part}"
         key = chunk_key(self.task_id, ref.sha256)
+        if ref.zero:
+            if self.zero_id(ref.size) != ref.sha256:
+                raise CapsuleCorrupt(f"{where} ({key}) is marked zero but its id is not")
+            return bytes(ref.size)
         try:
             data = self.store.get(key)
         except CapsuleMissing as exc:

@@ -71,13 +71,24 @@ class CapsuleStore(Protocol):
         ...
 
 
+def _drop_cache(fd: int) -> None:
+    """Drop a written, fsync'ed file's pages from the page cache. A capsule is written once and
+    read on another instance (if ever): caching it only pushes out what the host uses, and the
+    pages freed are reused by the next chunk's write instead of fresh ones (which this kind of VM
+    faults in slowly: docs/benchmarks.md, Capsules 2026-12-02)."""
+    with contextlib.suppress(OSError, AttributeError):
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+
+
 class FileStore:
     """A directory tree: key "a/b/c" is the file root/a/b/c. A put writes a temporary file beside
-    the target, fsyncs it (unless `fsync=False`) and renames it into place."""
+    the target, fsyncs it (unless `fsync=False`; then drops it from the page cache) and renames
+    it into place."""
 
-    def __init__(self, root: Path, *, fsync: bool = True):
+    def __init__(self, root: Path, *, fsync: bool = True, drop_cache: bool = True):
         self.root = Path(root).absolute()
         self.fsync = fsync
+        self.drop_cache = drop_cache  # after the fsync (False: the bench's old path)
 
     def describe(self) -> str:
         return f"file:{self.root}"
@@ -97,6 +108,8 @@ class FileStore:
                     if self.fsync:
                         f.flush()
                         os.fsync(f.fileno())
+                        if self.drop_cache:
+                            _drop_cache(f.fileno())
                 os.replace(tmp, path)
                 return
             except OSError as exc:

@@ -6,7 +6,10 @@ threads hashes, compresses (zstandard and hashlib release the GIL) and puts each
 capsule's size. A chunk's id is its sha256, or with `keys` (encryption at rest, crypto.py) its
 HMAC under the chain's name key, and the stored frame is sealed (AES-256-GCM). A chunk whose id
 the parent manifest or `known` names, or that appeared earlier in this capsule, is not written
-again (counted in `reused_chunks`). Only when every chunk
+again (counted in `reused_chunks`). A chunk of zero bytes is neither hashed nor compressed (its
+id is computed once per size) and is marked `zero` in the manifest; a chunk whose samples do not
+compress is stored as a raw zstd frame without running the compressor over it (frames.py:
+`worth_compressing`, `raw_frame`). Only when every chunk
 is stored is the manifest put; any failure raises CapsuleWriteError and leaves no manifest
 (orphan chunks are harmless: the next capsule reuses them, task deletion removes them), and the
 part being read is closed at once (a writer feeding it through a pipe gets EPIPE).
@@ -41,6 +44,13 @@ from capsule_runtime.capsules.crypto import (
     unwrap_record,
 )
 from capsule_runtime.capsules.errors import CapsuleWriteError
+from capsule_runtime.capsules.frames import (
+    SAMPLED,
+    ZeroIds,
+    is_zero,
+    raw_frame,
+    worth_compressing,
+)
 from capsule_runtime.capsules.keys import chunk_key, manifest_key
 from capsule_runtime.capsules.manifest import (
     ENCRYPTED_FORMAT,
@@ -82,6 +92,8 @@ class _Stored:
     stored_size: int
     uploaded: bool
     seconds: dict[str, float]
+    zero: bool = False
+    raw: bool = False
 
 
 class _ChunkWriter:
@@ -94,9 +106,12 @@ class _ChunkWriter:
         level: int,
         known: dict[str, int | None],
         codec: ChunkCodec,
+        sampled: bool = True,
     ):
         self.store = store
         self.codec = codec
+        self.sampled = sampled  # sample each chunk; store what does not compress raw
+        self.zero_id = ZeroIds(codec.chunk_id)
         self.task_id = task_id
         self.level = level
         self.known = known  # sha → stored size (None: in the store, size unknown)
@@ -105,22 +120,40 @@ class _ChunkWriter:
         self._lock = threading.Lock()
         self._local = threading.local()
 
-    def _compress(self, data: bytes) -> bytes:
+    def _compressor(self) -> zstandard.ZstdCompressor:
         cctx = getattr(self._local, "cctx", None)
         if cctx is None:
             cctx = zstandard.ZstdCompressor(
                 level=self.level, write_checksum=True, write_content_size=True
             )
             self._local.cctx = cctx
-        compressed: bytes = cctx.compress(data)
-        return compressed
+        return cctx
+
+    def _sampler(self) -> zstandard.ZstdCompressor:
+        sctx = getattr(self._local, "sctx", None)
+        if sctx is None:
+            sctx = self._local.sctx = zstandard.ZstdCompressor(level=self.level)
+        return sctx
+
+    def _frame(self, data: bytes, zero: bool) -> tuple[bytes, bool]:
+        """The chunk's zstd frame, and whether it is raw (stored uncompressed)."""
+        if (
+            self.sampled
+            and not zero
+            and len(data) > SAMPLED
+            and not worth_compressing(data, self._sampler().compress)
+        ):
+            return raw_frame(data), True
+        compressed: bytes = self._compressor().compress(data)
+        return compressed, False
 
     def __call__(self, chunk: _Chunk) -> _Stored:
         t0 = time.perf_counter()
-        sha = self.codec.chunk_id(chunk.data)
+        size = len(chunk.data)
+        zero = is_zero(chunk.data)
+        sha = self.zero_id(size) if zero else self.codec.chunk_id(chunk.data)
         t1 = time.perf_counter()
         seconds = {"hash": t1 - t0, "compress": 0.0, "upload": 0.0}
-        size = len(chunk.data)
         with self._lock:
             known_size = self.known.get(sha)
             upload = sha not in self.known
@@ -129,11 +162,12 @@ class _ChunkWriter:
             if claim is None:
                 claim = self._claims[sha] = Future()
         if known_size is not None:
-            return _Stored(chunk.part, sha, size, known_size, False, seconds)
+            return _Stored(chunk.part, sha, size, known_size, False, seconds, zero)
         if not owner:  # the same bytes are being stored (or measured) by another worker
-            return _Stored(chunk.part, sha, size, claim.result(), False, seconds)
+            return _Stored(chunk.part, sha, size, claim.result(), False, seconds, zero)
         try:
-            compressed = self.codec.seal(sha, self._compress(chunk.data))
+            frame, raw = self._frame(chunk.data, zero)
+            compressed = self.codec.seal(sha, frame)
             t2 = time.perf_counter()
             seconds["compress"] = t2 - t1
             if upload:
@@ -143,7 +177,7 @@ class _ChunkWriter:
             claim.set_exception(exc)
             raise
         claim.set_result(len(compressed))
-        return _Stored(chunk.part, sha, size, len(compressed), upload, seconds)
+        return _Stored(chunk.part, sha, size, len(compressed), upload, seconds, zero, raw)
 
 
 def _read_parts(
@@ -182,13 +216,15 @@ def write_capsule(
     progress: Callable[[int], None] | None = None,
     capsule_id: str | None = None,
     keys: KeyWrapper | None = None,
+    sampled: bool = True,
 ) -> Manifest:
     """Write one capsule; the Manifest it stored, with `.key` and `.sha256` (of the manifest
     bytes) set. `known`: chunk sha256s already in the store besides the parent's — a mapping
     to stored sizes (see `known_chunks`) is best; a bare collection makes their stored size
     unknown, so those chunks are compressed (not uploaded) to measure it. `progress(n)`: n more
     uncompressed bytes stored, called from this thread. `keys`: encrypt at rest (format 2) with
-    the parent's data key when `keys` unwraps it, else a new one (then nothing is reused)."""
+    the parent's data key when `keys` unwraps it, else a new one (then nothing is reused).
+    `sampled=False`: compress every chunk (no sampling, no raw frames; the bench's old path)."""
     key = manifest_key(task_id, attempt_id, sequence)  # ValueError on unsafe ids
     names = [p.name for p in parts]
     if len(set(names)) != len(names):
@@ -202,10 +238,10 @@ def write_capsule(
         sizes.update(known.items() if isinstance(known, Mapping) else dict.fromkeys(known))
     if parent is not None and same_chain:
         sizes.update(parent.chunk_sizes())
-    writer = _ChunkWriter(store, task_id, level, sizes, codec)
+    writer = _ChunkWriter(store, task_id, level, sizes, codec, sampled)
     seconds = {"read": 0.0, "hash": 0.0, "compress": 0.0, "upload": 0.0}
     out = [Part(name=p.name) for p in parts]
-    uploaded_chunks = reused_chunks = uploaded_bytes = 0
+    uploaded_chunks = reused_chunks = uploaded_bytes = zero_chunks = raw_chunks = 0
     try:
         with (
             ThreadPoolExecutor(workers, thread_name_prefix="capsule-write") as pool,
@@ -216,9 +252,13 @@ def write_capsule(
                 stored_size = done.stored_size
                 part = out[done.part]
                 part.chunks.append(
-                    ChunkRef(sha256=done.sha, size=done.size, stored_size=stored_size)
+                    ChunkRef(
+                        sha256=done.sha, size=done.size, stored_size=stored_size, zero=done.zero
+                    )
                 )
                 part.size += done.size
+                zero_chunks += done.zero
+                raw_chunks += done.raw
                 if done.uploaded:
                     uploaded_chunks += 1
                     uploaded_bytes += stored_size
@@ -243,12 +283,15 @@ def write_capsule(
             uploaded_bytes=uploaded_bytes,
             uploaded_chunks=uploaded_chunks,
             reused_chunks=reused_chunks,
+            zero_chunks=zero_chunks,
+            raw_chunks=raw_chunks,
             meta={
                 **(meta or {}),
                 "chunking": {
                     "chunk_size": chunk_size,
                     "zstd_level": level,
                     "zstandard": zstandard.__version__,
+                    "sampled": sampled,
                 },
             },
         )

@@ -50,6 +50,10 @@ def test_quick_capsule_benchmark(tmp_path: Path, busybox_image: str) -> None:
     assert 0.3 < summary["capsule_stored_bytes"] / summary["capsule_size_bytes"] < 0.7
     for key in ("notice_file_s", "raw_export_file_s", "restore_s", "raw_restore_s"):
         assert summary[key] > 0, key
+    # the previous pipeline ran in the same round, its restore verified too
+    for key in ("notice_old_s", "restore_old_s", "notice_new_vs_old", "restore_new_vs_old"):
+        assert summary[key] > 0, key
+    assert results["runs"]["64/half"]["rounds"][0]["tescape_old"]["restore"]["verified"] is True
     assert summary["notice_criu_frozen_s"] > 0
     assert summary["notice_files_frozen_s"] is not None
     assert 0 < summary["incremental_upload_vs_first"] < 0.5

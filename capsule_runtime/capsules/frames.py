@@ -1,0 +1,98 @@
+"""Cheap decisions about a chunk before the compressor sees it: all zeros, or not worth compressing.
+
+Memory images are full of both: pages a program zeroed (a calloc'ed or `np.zeros` buffer) and
+pages of data that is already compressed or random (model weights, encrypted or packed data),
+on which zstd spends its time to emit the same bytes. So:
+
+- `is_zero(data)` is one memcmp (the first bytes are checked first, so data that is not zero
+  costs almost nothing). A zero chunk is neither hashed nor compressed: its
+  id is computed once per size (`ZeroIds`), and the manifest marks it (`ChunkRef.zero`) so a
+  restore writes zeros without fetching anything. It is still stored once per task (under its
+  id, as any chunk), so a reader that does not know the mark restores it as before.
+- `worth_compressing(data, compress)` compresses a few samples spread over the chunk; when they
+  shrink by less than `MIN_SAVING`, the chunk (if longer than SAMPLED: a small one is simply
+  compressed) is stored as `raw_frame(data)`: a valid zstd frame
+  of raw blocks (content size in the header, no checksum — the chunk's id is verified on every
+  read anyway), which every zstd decoder, hence every earlier tescape reader, decodes.
+"""
+
+from __future__ import annotations
+
+import struct
+import threading
+from collections.abc import Callable
+
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+RAW_BLOCK_MAX = 128 * 1024  # zstd's largest block
+# frame header descriptor: 8-byte content size (flag 3), single segment, no checksum, no dict
+_SINGLE_SEGMENT_FCS8 = 0xE0
+SAMPLES = 4
+SAMPLE_BYTES = 32 * 1024
+MIN_SAVING = 0.05  # compress when the samples shrink by at least 5%
+_PROBE = 256  # zero check: these first bytes before the full comparison
+
+
+def is_zero(data: bytes) -> bool:
+    """Whether `data` is non-empty and all zero bytes. Compares with `bytes(n)`: calloc'ed, so
+    its pages are the kernel's shared zero page and the comparison is one memcmp."""
+    n = len(data)
+    if not n:
+        return False
+    probe = min(n, _PROBE)
+    return data[:probe] == bytes(probe) and data == bytes(n)
+
+
+class ZeroIds:
+    """The id of an all-zero chunk of each size, computed once per size with `chunk_id`
+    (sha256, or the HMAC of an encrypted chain)."""
+
+    def __init__(self, chunk_id: Callable[[bytes], str]):
+        self._chunk_id = chunk_id
+        self._ids: dict[int, str] = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, size: int) -> str:
+        with self._lock:
+            found = self._ids.get(size)
+        if found is None:
+            found = self._chunk_id(bytes(size))
+            with self._lock:
+                self._ids[size] = found
+        return found
+
+
+SAMPLED = SAMPLES * SAMPLE_BYTES  # smaller chunks are simply compressed (zstd's own raw blocks)
+
+
+def worth_compressing(data: bytes, compress: Callable[[bytes], bytes]) -> bool:
+    """Whether zstd would save at least MIN_SAVING of `data`, judged from SAMPLES slices of
+    SAMPLE_BYTES spread evenly over it (all of it when it is no longer than SAMPLED)."""
+    n = len(data)
+    if n <= SAMPLED:
+        samples = [data]
+    else:
+        step = (n - SAMPLE_BYTES) // (SAMPLES - 1)
+        view = memoryview(data)
+        samples = [bytes(view[i * step : i * step + SAMPLE_BYTES]) for i in range(SAMPLES)]
+    raw = sum(len(s) for s in samples)
+    packed = sum(len(compress(s)) for s in samples)
+    return packed <= raw * (1 - MIN_SAVING)
+
+
+def raw_frame(data: bytes) -> bytes:
+    """`data` as a zstd frame of raw (stored) blocks: one copy, no compression."""
+    n = len(data)
+    pieces: list[bytes | memoryview] = [
+        ZSTD_MAGIC + bytes([_SINGLE_SEGMENT_FCS8]) + struct.pack("<Q", n)
+    ]
+    view = memoryview(data)
+    offset = 0
+    while True:
+        size = min(RAW_BLOCK_MAX, n - offset)
+        last = offset + size >= n
+        # block header, 3 bytes little-endian: last-block bit, type 0 (raw), size << 3
+        pieces.append((int(last) | size << 3).to_bytes(3, "little"))
+        pieces.append(view[offset : offset + size])
+        offset += size
+        if last:
+            return b"".join(pieces)
