@@ -84,7 +84,7 @@ config_option = click.option(
 @click.option("--threads", type=int, help="worker threads of the WSGI server")
 @click.option("--data-dir", type=click.Path(file_okay=False), help="where state lives")
 @click.option("--db-url", help="SQLAlchemy URL, e.g. postgresql://user@host/db")
-@click.option("--provider", help="where instances come from: local (default) or fake")
+@click.option("--provider", help="where instances come from: local (default), fake or aws")
 def serve(config_file: str | None, **flags: Any) -> None:
     """Start the TES server (waitress, a production WSGI server)."""
     from waitress.server import create_server
