@@ -33,7 +33,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from gateway.config import AwsProviderConfig
 from gateway.market import catalog
-from gateway.providers.aws.errors import error_code, mapped
+from gateway.providers.aws.errors import RETRYABLE, error_code, mapped
 from gateway.providers.aws.userdata import Bootstrap, render
 from gateway.providers.base import (
     Capability,
@@ -62,6 +62,11 @@ STATES = {
 }
 # botocore retries throttling (RequestLimitExceeded) and server errors with exponential backoff
 RETRIES = BotoConfig(retries={"mode": "standard", "max_attempts": 6}, connect_timeout=10)
+# ... except for RunInstances: EC2 answers InsufficientInstanceCapacity with HTTP 500, which
+# botocore would retry; a capacity error should reach the scheduler at once (next pool), so
+# launches retry only throttling and server errors themselves (LAUNCH_BACKOFF, seconds).
+NO_RETRIES = BotoConfig(retries={"mode": "standard", "max_attempts": 1}, connect_timeout=10)
+LAUNCH_BACKOFF = (0.5, 1.0, 2.0, 4.0)
 
 
 class AwsProvider(Provider):
@@ -91,8 +96,10 @@ class AwsProvider(Provider):
         if cfg.endpoint_url:
             kw["endpoint_url"] = cfg.endpoint_url
         self.ec2 = session.client("ec2", **kw)
+        self.ec2_launch = session.client("ec2", **{**kw, "config": NO_RETRIES})
         self.ssm = session.client("ssm", **kw)
         self.clock = clock
+        self.sleep = time.sleep
         self._lock = threading.Lock()
         self._subnets: dict[str, list[str]] | None = None  # zone → subnet ids
         self._sizes: dict[str, tuple[float, float]] | None = None  # type → (vCPUs, GiB)
@@ -255,7 +262,7 @@ class AwsProvider(Provider):
         args = self.run_args(spec, subnet)
         action = f"launch {offer.instance_type} ({offer.market}) in {zone}"
         try:
-            answer = self.ec2.run_instances(**args)
+            answer = self._run_instances(args)
         except (ClientError, BotoCoreError) as exc:
             raise mapped(exc, action, offer.instance_type, zone, offer.market) from exc
         (instance,) = answer["Instances"]
@@ -408,6 +415,20 @@ class AwsProvider(Provider):
         )
 
     # -- helpers ----------------------------------------------------------------------------
+
+    def _run_instances(self, args: dict[str, Any]) -> dict[str, Any]:
+        """RunInstances, retried with backoff on throttling and server errors only (the same
+        ClientToken: a retry whose first try did launch returns that instance)."""
+        for delay in (*LAUNCH_BACKOFF, None):
+            try:
+                answer: dict[str, Any] = self.ec2_launch.run_instances(**args)
+                return answer
+            except ClientError as exc:
+                if delay is None or error_code(exc) not in RETRYABLE:
+                    raise
+                log.warning("RunInstances: %s; retrying in %.1f s", error_code(exc), delay)
+                self.sleep(delay)
+        raise AssertionError("unreachable")
 
     def _pages(self, operation: str, action: str, **kwargs: Any) -> Iterable[dict[str, Any]]:
         """Every page of a paginated EC2 call, errors mapped."""
