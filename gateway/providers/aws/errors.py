@@ -63,6 +63,7 @@ PRECHECK = frozenset(
         "InvalidParameterCombination",
         "InvalidInstanceType",
         "InvalidUserData.Malformed",
+        "NoSuchEntity",  # IAM: the instance profile does not exist
         "ParameterNotFound",  # SSM: the AMI parameter does not exist in this region
         "AccessDeniedException",
         "AccessDenied",

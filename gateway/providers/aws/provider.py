@@ -100,6 +100,7 @@ class AwsProvider(Provider):
         self.ssm = session.client("ssm", **kw)
         self.clock = clock
         self.sleep = time.sleep
+        self.page_size = 1000  # DescribeInstances results per page (EC2 allows 5 to 1000)
         self._lock = threading.Lock()
         self._subnets: dict[str, list[str]] | None = None  # zone → subnet ids
         self._sizes: dict[str, tuple[float, float]] | None = None  # type → (vCPUs, GiB)
@@ -378,7 +379,7 @@ class AwsProvider(Provider):
             "describe_instances",
             "describe instances",
             Filters=[{"Name": f"tag:{GATEWAY_TAG}", "Values": [gateway_id]}],
-            MaxResults=1000,
+            MaxResults=self.page_size,
         ):
             for reservation in page["Reservations"]:
                 yield from reservation["Instances"]
