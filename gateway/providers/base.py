@@ -148,6 +148,9 @@ class Provider(ABC):
     name: ClassVar[str]
     capabilities: frozenset[Capability] = frozenset({Capability.ON_DEMAND})
     max_instances: int = 1  # instances the scheduler keeps at most (LAUNCHING + READY)
+    # seconds an instance may sit without a task before the scheduler stops it; None: the
+    # scheduler's own `idle_timeout_seconds` (a cloud bills idle machines: aws sets its own)
+    idle_seconds: float | None = None
 
     def supports(self, capability: Capability) -> bool:
         return capability in self.capabilities

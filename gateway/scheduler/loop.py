@@ -1071,7 +1071,8 @@ class Scheduler:
             if self.fleet.live_attempts(inst.id):
                 continue
             idle_from = self.fleet.last_attempt_end(inst.id) or inst.created_time
-            if _age(idle_from, now) > self.cfg.scheduler.idle_timeout_seconds:
+            idle_limit = self.provider.idle_seconds or self.cfg.scheduler.idle_timeout_seconds
+            if _age(idle_from, now) > idle_limit:
                 log.info("stopping idle instance %s", inst.id)
                 self.fleet.set_instance_state(inst.id, InstanceState.TERMINATING)
                 self.wakeups.notify(inst.id)  # its next poll answers `shutdown`

@@ -250,6 +250,23 @@ def test_idle_instance_is_retired_and_told_to_shut_down(
     assert world.poll(inst).shutdown
 
 
+def test_a_providers_own_idle_time_wins(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    """providers.aws.idle_seconds: a cloud's idle machines cost money, so it may stop sooner."""
+    world.provider.idle_seconds = 5.0
+    t = world.submit()
+    inst = world.boot()
+    world.scheduler.tick()
+    aid = world.poll(inst).assign[0].attempt_id
+    world.report(inst, aid, "complete")
+    assert world.state(t) is State.COMPLETE
+    later = utcnow() + timedelta(seconds=6)
+    monkeypatch.setattr("gateway.scheduler.loop.utcnow", lambda: later)
+    world.fleet.heartbeat(inst.id)
+    monkeypatch.setattr(world.scheduler, "_expire", lambda now: None)
+    world.scheduler.tick()
+    assert world.fleet.instance(inst.id).state is InstanceState.TERMINATING  # type: ignore[union-attr]
+
+
 def test_restart_settles_tasks_of_unreachable_instances(tmp_path: Path) -> None:
     w = World(tmp_path)
     t = w.submit()
