@@ -108,6 +108,9 @@ ExecStart=$VENV/bin/python -m capsule_runtime.agent --gateway $GATEWAY_URL \\
     --cpu-cores {cpu_cores} --ram-gb {ram_gb} --disk-gb {disk_gb}
 Restart=on-failure
 RestartSec=5
+# the agent exits cleanly only when the gateway tells it to shut down (idle, drained): the
+# machine powers off, and InstanceInitiatedShutdownBehavior=terminate ends its billing at once
+ExecStopPost=/bin/sh -c 'if [ "\$\$SERVICE_RESULT" = success ]; then systemctl poweroff; fi'
 KillMode=mixed
 TimeoutStopSec=60
 
