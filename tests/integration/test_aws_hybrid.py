@@ -4,12 +4,18 @@ user-data says (its gateway URL, instance id, token and sizes, read back from wh
 with the instance's metadata service served locally. The aws provider decides everything:
 offer, launch, state, idle retirement.
 
-Not yet here (issue 12): a reclaim moving the task through an S3 capsule (SeaweedFS), injected
-price series."""
+A reclaim: the test posts a Spot interruption notice on the played instance's metadata service;
+the agent checkpoints the task into an S3 capsule (SeaweedFS), the aws provider launches a second
+instance, which the test plays too, and at the notice's deadline the first machine dies hard
+(its agent killed, its containers removed, its EC2 instance terminated in moto): the task is
+restored there and completes.
+
+Not yet here (issue 12): injected price series."""
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import os
 import re
 import shlex
@@ -18,6 +24,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -26,6 +33,7 @@ import requests
 
 from gateway.providers.imds import InstanceMetadata
 from tests.fixtures.moto_server import MotoServer
+from tests.fixtures.seaweedfs import SeaweedS3, _seaweedfs  # noqa: F401
 from tests.fixtures.server import RunningServer, tescape_server
 
 pytestmark = [pytest.mark.timeout(240), pytest.mark.slow]
@@ -84,6 +92,46 @@ def agent_command(script: str, work: Path, imds_url: str) -> tuple[list[str], st
         *(x for kv in sizes.items() for x in kv),
     ]
     return cmd, token.group(1)
+
+
+class Played:
+    """One EC2 instance of moto's, played on this machine as its user-data says."""
+
+    def __init__(self, moto: MotoServer, instance: dict[str, Any], root: Path, tasks: Path):
+        self.moto = moto
+        self.ec2_id = instance["InstanceId"]
+        zone = instance["Placement"]["AvailabilityZone"]
+        self.imds = InstanceMetadata(self.ec2_id, instance["InstanceType"], zone)
+        self.work = root / self.ec2_id
+        cmd, token = agent_command(user_data(moto, self.ec2_id), self.work, self.imds.url)
+        # every EC2 instance has its tasks at one path; here they share a folder
+        cmd += ["--tasks-dir", str(tasks)]
+        self.work.mkdir(parents=True)
+        self.log = open(root / f"{self.ec2_id}.log", "wb")  # noqa: SIM115 - closed in stop
+        self.agent = subprocess.Popen(
+            cmd,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "TESCAPE_AGENT_TOKEN": token},
+            start_new_session=True,
+        )
+
+    def reclaim(self) -> None:
+        """The machine is gone: its agent and everything it started die at once."""
+        self.stop()
+        self.moto.client().terminate_instances(InstanceIds=[self.ec2_id])
+
+    def stop(self) -> None:
+        if self.agent.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.agent.pid, signal.SIGKILL)
+            self.agent.wait(timeout=30)
+        ledger = self.work / "containers"
+        ids = [p.name for p in ledger.iterdir()] if ledger.is_dir() else []
+        if ids:
+            subprocess.run(["podman", "rm", "-f", "-t", "0", *ids], capture_output=True)
+        self.log.close()
+        self.imds.close()
 
 
 @pytest.fixture
@@ -161,3 +209,104 @@ def test_a_task_runs_on_a_spot_instance_the_aws_provider_launched(
             agent.wait(timeout=30)
         log.close()
         imds.close()
+
+
+COUNTER = "i=0; while [ $i -lt 200 ]; do i=$((i + 1)); echo $i >> /work/count; sleep 0.1; done"
+
+
+@pytest.fixture
+def reclaimable(
+    moto: MotoServer,
+    seaweedfs: SeaweedS3,
+    busybox_image: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Iterator[RunningServer]:
+    if os.geteuid() != 0:
+        pytest.skip("CRIU needs root")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    bucket = seaweedfs.create_bucket(f"capsules-{os.getpid()}-{time.monotonic_ns()}")
+    config = {
+        "images": {"rewrites": {"busybox": busybox_image}},
+        "scheduler": {"interval_seconds": 0.2},
+        "capsules": {"store": f"s3://{bucket}/capsules", "interval_seconds": 0},
+        "storage": {"capsules_s3": seaweedfs.s3_settings()},
+        "providers": {
+            "default": "aws",
+            "aws": {
+                "endpoint_url": moto.url,
+                "ami": moto.ami(),
+                "instance_types": ["m5.large"],
+                "markets": ["spot"],
+                "max_instances": 2,
+                "gateway_id": GATEWAY_ID,
+            },
+        },
+    }
+    with tescape_server(tmp_path / "gateway", config=config, run_tasks=True) as running:
+        yield running
+
+
+def test_a_reclaimed_spot_instance_moves_its_task_through_an_s3_capsule(
+    reclaimable: RunningServer, moto: MotoServer, tmp_path: Path
+) -> None:
+    gw = reclaimable
+    task = {
+        "executors": [{"image": "busybox", "command": ["sh", "-c", COUNTER], "workdir": "/work"}],
+        "volumes": ["/work"],
+    }
+    created = requests.post(gw.tes + "/tasks", json=task, timeout=30)
+    assert created.status_code == 200, created.text
+    task_id = created.json()["id"]
+    tasks = tmp_path / "tasks"
+    played: list[Played] = []
+    try:
+        first = wait("an EC2 launch", lambda: (ours(moto) or [None])[0])
+        played.append(Played(moto, first, tmp_path / "machines", tasks))
+        count = tasks / task_id / "work" / "fs" / "work" / "count"
+
+        def counting() -> bool | None:
+            view = requests.get(f"{gw.tes}/tasks/{task_id}?view=FULL", timeout=10).json()
+            assert view["state"] in ("QUEUED", "INITIALIZING", "RUNNING"), view
+            with contextlib.suppress(OSError):
+                return len(count.read_text().split()) >= 10 or None
+            return None
+
+        wait("the counter to pass 10", counting)
+        deadline = datetime.now(UTC) + timedelta(seconds=30)
+        played[0].imds.notice(deadline)  # EC2's two-minute warning, shorter
+
+        def second_launch() -> dict[str, Any] | None:
+            return next((i for i in ours(moto) if i["InstanceId"] != first["InstanceId"]), None)
+
+        second = wait("a second EC2 launch", second_launch)
+        assert second["InstanceLifecycle"] == "spot"
+
+        def checkpointed() -> bool | None:
+            url = f"{gw.url}/api/v1/tasks/{task_id}/capsules"
+            capsules = requests.get(url, timeout=10).json()["capsules"]
+            return any(c["state"] == "complete" for c in capsules) or None
+
+        wait("the capsule", checkpointed)
+        played[0].reclaim()  # the deadline: the machine is gone
+        played.append(Played(moto, second, tmp_path / "machines", tasks))
+
+        def ended() -> dict[str, Any] | None:
+            view = requests.get(f"{gw.tes}/tasks/{task_id}?view=FULL", timeout=10).json()
+            return view if view["state"] in ("COMPLETE", "EXECUTOR_ERROR", "SYSTEM_ERROR") else None
+
+        view = wait("the task to end", ended, deadline=180)
+        kinds = [e["kind"] for e in events(gw, task_id)]
+        assert view["state"] == "COMPLETE", (view, kinds, gw.log()[-3000:])
+        assert "restored" in kinds and "restart_from_scratch" not in kinds, kinds
+        attempts = requests.get(f"{gw.url}/api/v1/tasks/{task_id}/attempts", timeout=10).json()
+        assert len(attempts["attempts"]) == 2
+    finally:
+        for machine in played:
+            machine.stop()
+
+
+def events(gw: RunningServer, task_id: str) -> list[dict[str, Any]]:
+    got = requests.get(f"{gw.url}/api/v1/tasks/{task_id}/events", timeout=10).json()
+    return list(got["events"])
