@@ -5,6 +5,10 @@ offers from EC2's own answers, and `tescape serve --provider aws` settings from 
 from __future__ import annotations
 
 import base64
+import json
+import os
+import subprocess
+import sys
 from collections import Counter
 from typing import Any
 
@@ -12,6 +16,7 @@ import pytest
 
 from gateway.config import AwsProviderConfig, load_config
 from gateway.providers.aws import AwsProvider, gateway_id
+from gateway.providers.aws.plan import iam_policy
 from gateway.providers.base import Capability, CloudState, LaunchRecord, LaunchSpec
 from gateway.providers.registry import ProviderContext, create
 from tests.fixtures.moto_server import MotoServer
@@ -187,3 +192,58 @@ def test_serve_provider_aws_from_the_environment(moto: MotoServer, tmp_path: Any
         assert p.gateway_id == gateway_id(tmp_path)  # made once, kept in the data dir
         p.check()
         assert {o.instance_type for o in p.offers()} == {"m5.large", "c5.xlarge"}
+
+
+def test_the_iam_policy_names_exactly_the_calls_made(moto: MotoServer) -> None:
+    p = provider(moto, instance_types=["m5.large"])
+    calls = count_calls(p)
+    p.check()
+    offers = p.offers()
+    spot = p.launch(LaunchSpec("inst-a", "tok", next(o for o in offers if o.market == "spot")))
+    p.query([spot])
+    p.terminate(spot)
+    made = {f"ec2:{name}" for name in calls}
+    policy = iam_policy(p.cfg)
+    allowed = {
+        action
+        for st in policy["Statement"]
+        for action in ([st["Action"]] if isinstance(st["Action"], str) else st["Action"])
+        if action.startswith("ec2:")
+    }
+    assert made == allowed - {"ec2:CreateTags"}  # CreateTags: authorised inside RunInstances
+
+
+def tescape(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("TESCAPE_")}
+    return subprocess.run(
+        [sys.executable, "-m", "gateway.cli", *args],
+        capture_output=True,
+        text=True,
+        env={**clean, **env},
+        timeout=120,
+    )
+
+
+def test_tescape_aws_plan_and_check(moto: MotoServer, tmp_path: Any) -> None:
+    env = {
+        "TESCAPE_DATA_DIR": str(tmp_path),
+        "TESCAPE_PROVIDERS__AWS__ENDPOINT_URL": moto.url,
+        "TESCAPE_PROVIDERS__AWS__AMI": moto.ami(),
+        "TESCAPE_PROVIDERS__AWS__INSTANCE_PROFILE": "tescape-agent",
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+    }
+    plan = tescape("aws", "plan", "--json", env=env)
+    assert plan.returncode == 0, plan.stderr
+    sids = {st["Sid"] for st in json.loads(plan.stdout)["Statement"]}
+    assert sids == {
+        "Read",
+        "Launch",
+        "TerminateOnlyOurs",
+        "PassInstanceRole",
+        "SpotServiceLinkedRole",
+    }
+    ok = tescape("aws", "check", env=env)
+    assert ok.returncode == 0 and ok.stdout.startswith("ok: "), ok.stderr
+    bad = tescape("aws", "check", env={**env, "TESCAPE_PROVIDERS__AWS__INSTANCE_TYPES": "m5.nope"})
+    assert bad.returncode == 1 and "m5.nope" in bad.stderr

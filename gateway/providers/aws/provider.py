@@ -149,7 +149,9 @@ class AwsProvider(Provider):
             sizes: dict[str, tuple[float, float]] = {}
             types = list(self.cfg.instance_types)
             for page in self._pages(
-                "describe_instance_types", "describe instance types", InstanceTypes=types
+                "describe_instance_types",
+                f"describe instance types {', '.join(types)} (providers.aws.instance_types)",
+                InstanceTypes=types,
             ):
                 for t in page["InstanceTypes"]:
                     sizes[t["InstanceType"]] = (
