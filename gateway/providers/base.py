@@ -192,6 +192,12 @@ class Provider(ABC):
     def terminate(self, record: LaunchRecord) -> None:
         """Stop the machine (idempotent; records from an earlier gateway process too)."""
 
+    def orphans(self, records: Sequence[LaunchRecord]) -> list[LaunchRecord]:
+        """Live machines this gateway started that none of `records` (its live instance rows)
+        names: left by a crash or a failed terminate; the scheduler terminates them at start.
+        None here: a provider that cannot list its machines by owner finds none."""
+        return []
+
     def close(self) -> None:  # noqa: B027 (optional: only ephemeral providers stop all)
         """The gateway stops: an ephemeral provider stops every machine it started."""
 

@@ -323,6 +323,20 @@ class Scheduler:
             # an ephemeral provider's instances end with the gateway process that started them
             if self.provider.ephemeral or _gone(states, inst):
                 self._lose(inst, "the gateway restarted and its agent is gone")
+        self._terminate_orphans()
+
+    def _terminate_orphans(self) -> None:
+        """Machines the provider says this gateway started but no live row names (a crash
+        between launch and record, a terminate that failed): terminated, never left billing."""
+        rows = self.fleet.instances(
+            {InstanceState.LAUNCHING, InstanceState.READY, InstanceState.TERMINATING}
+        )
+        try:
+            for record in self.provider.orphans([record_of(i) for i in rows]):
+                log.warning("terminating orphaned machine %s", record.provider_id)
+                self.provider.terminate(record)
+        except ProviderError as exc:
+            log.warning("looking for orphaned machines: %s", exc)
 
     # -- one tick -----------------------------------------------------------------------------
 

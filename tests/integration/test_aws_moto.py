@@ -247,3 +247,15 @@ def test_tescape_aws_plan_and_check(moto: MotoServer, tmp_path: Any) -> None:
     assert ok.returncode == 0 and ok.stdout.startswith("ok: "), ok.stderr
     bad = tescape("aws", "check", env={**env, "TESCAPE_PROVIDERS__AWS__INSTANCE_TYPES": "m5.nope"})
     assert bad.returncode == 1 and "m5.nope" in bad.stderr
+
+
+def test_orphans_are_the_live_tagged_machines_no_row_names(moto: MotoServer) -> None:
+    p = provider(moto, instance_types=["m5.large"])
+    offer = next(o for o in p.offers() if o.market == "on-demand")
+    kept = p.launch(LaunchSpec("inst-kept", "tok", offer))
+    p.launch(LaunchSpec("inst-unstored", "tok", offer))  # its row kept the gateway's id only
+    orphan = p.launch(LaunchSpec("inst-orphan", "tok", offer))
+    ended = p.launch(LaunchSpec("inst-ended", "tok", offer))
+    p.terminate(ended)
+    rows = [kept, LaunchRecord("inst-unstored", offer.zone, {})]
+    assert [r.provider_id for r in p.orphans(rows)] == [orphan.provider_id]

@@ -12,7 +12,7 @@ import pytest
 from gateway.config import Config, load_config
 from gateway.dispatch import Dispatcher, Fenced
 from gateway.library import Library
-from gateway.providers.base import Capability, LaunchRecord, Offer
+from gateway.providers.base import Capability, CloudState, LaunchRecord, LaunchSpec, Offer
 from gateway.providers.fake import FakeProvider as ShippedFakeProvider
 from gateway.scheduler.loop import Scheduler
 from gateway.scheduler.wakeups import Wakeups
@@ -265,6 +265,27 @@ def test_a_providers_own_idle_time_wins(world: World, monkeypatch: pytest.Monkey
     monkeypatch.setattr(world.scheduler, "_expire", lambda now: None)
     world.scheduler.tick()
     assert world.fleet.instance(inst.id).state is InstanceState.TERMINATING  # type: ignore[union-attr]
+
+
+def test_orphaned_machines_are_terminated_at_start(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A machine the provider says this gateway started, that no live row names, is terminated
+    when the scheduler starts (and a row's own machine is left alone)."""
+    world.submit()
+    inst = world.boot()
+    stray = world.provider.cloud.start(LaunchSpec("stray", "tok", world.provider.offers()[0]))
+    seen: list[list[str]] = []
+
+    def orphans(records: list[LaunchRecord]) -> list[LaunchRecord]:
+        seen.append([r.provider_id for r in records])
+        return [LaunchRecord(stray.provider_id, "fake-1a", {})]
+
+    monkeypatch.setattr(world.provider, "orphans", orphans, raising=False)
+    world.scheduler._recover_on_start()
+    assert seen and inst.provider_id in seen[0]
+    assert world.provider.cloud.state(stray.provider_id) is CloudState.TERMINATED
+    assert world.provider.cloud.state(inst.provider_id) is CloudState.RUNNING
 
 
 def test_restart_settles_tasks_of_unreachable_instances(tmp_path: Path) -> None:

@@ -386,6 +386,22 @@ class AwsProvider(Provider):
             for reservation in page["Reservations"]:
                 yield from reservation["Instances"]
 
+    def orphans(self, records: Sequence[LaunchRecord]) -> list[LaunchRecord]:
+        """Pending or running instances tagged with this gateway's id that no record names,
+        by EC2 id or by the gateway's instance id in their `tescape:instance` tag."""
+        known = {r.provider_id for r in records}
+        found = []
+        for instance in self.tagged(self.gateway_id):
+            tags = {t["Key"]: t["Value"] for t in instance.get("Tags", [])}
+            if instance["State"]["Name"] not in ("pending", "running"):
+                continue
+            if instance["InstanceId"] in known or tags.get(INSTANCE_TAG) in known:
+                continue
+            zone = instance.get("Placement", {}).get("AvailabilityZone", "")
+            data = {"region": self.cfg.region, "gateway_id": self.gateway_id}
+            found.append(LaunchRecord(instance["InstanceId"], zone, data))
+        return found
+
     def terminate(self, record: LaunchRecord) -> None:
         """Terminate the instance (its root volume goes with it; a Spot request of one-time
         type closes). An instance already gone is fine."""
