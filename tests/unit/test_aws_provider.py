@@ -143,3 +143,13 @@ def test_user_data_renders_quoted_and_bash_accepts_it(tmp_path: Path) -> None:
 def test_a_token_that_would_need_quoting_is_refused() -> None:
     with pytest.raises(ValueError):
         render(Bootstrap("https://gw", "i", "a\nB=1", None, 1, 1, 1))
+
+
+def test_a_loopback_gateway_url_is_refused_on_real_aws() -> None:
+    """Agents on EC2 cannot reach 127.0.0.1: said at start, before any call to AWS."""
+    session = boto3.Session(
+        region_name="us-east-1", aws_access_key_id="k", aws_secret_access_key="s"
+    )
+    p = AwsProvider(AwsProviderConfig(ami="ami-1"), "http://127.0.0.1:8000", "gw", session)
+    with pytest.raises(PrecheckFailed, match="gateway_url"):
+        p.check()
