@@ -87,7 +87,7 @@ config_option = click.option(
 @click.option("--threads", type=int, help="worker threads of the WSGI server")
 @click.option("--data-dir", type=click.Path(file_okay=False), help="where state lives")
 @click.option("--db-url", help="SQLAlchemy URL, e.g. postgresql://user@host/db")
-@click.option("--provider", help="where instances come from: local (default) or fake")
+@click.option("--provider", help="where instances come from: local (default), fake or aws")
 def serve(config_file: str | None, **flags: Any) -> None:
     """Start the TES server (waitress, a production WSGI server)."""
     from waitress.server import create_server
@@ -578,6 +578,54 @@ def apps_remove(server: str, name: str) -> None:
 
 register_workflow_commands(main)  # tescape nextflow …, tescape cromwell …
 register_market_commands(main)  # tescape market show|set-price|costs
+
+
+@main.group("aws")
+def aws_group() -> None:
+    """The aws provider: what it would create, and whether it can (docs/aws.md)."""
+
+
+@aws_group.command("plan")
+@config_option
+@click.option("--json", "as_json", is_flag=True, help="the IAM policy alone, as JSON")
+def aws_plan(config_file: str | None, as_json: bool) -> None:
+    """Print what `providers.aws` would create and the least-privilege IAM policy it needs."""
+    import json as _json
+
+    from gateway.providers.aws.plan import iam_policy, plan_lines
+
+    cfg = _load(config_file)
+    gid = cfg.providers.aws.gateway_id
+    policy = _json.dumps(iam_policy(cfg.providers.aws, gid), indent=2)
+    if as_json:
+        click.echo(policy)
+        return
+    for line in plan_lines(cfg.providers.aws, gid):
+        click.echo(f"- {line}")
+    click.echo("\nIAM policy for the gateway's credentials:\n" + policy)
+
+
+@aws_group.command("check")
+@config_option
+def aws_check(config_file: str | None) -> None:
+    """Check credentials, AMI, subnets and instance types against EC2 (exit 1 when not)."""
+    from gateway.providers.aws import from_context
+    from gateway.providers.base import ProviderError
+    from gateway.providers.registry import ProviderContext
+
+    cfg = _load(config_file)
+    url = f"http://{cfg.server.host}:{cfg.server.port}"
+    try:
+        provider = from_context(ProviderContext(cfg, url))
+        provider.check()
+        offers = provider.offers()
+    except ProviderError as exc:
+        err_console.print(f"[red]error:[/red] {exc}")
+        sys.exit(1)
+    zones = ", ".join(provider.subnets())
+    click.echo(f"ok: {len(offers)} offers in {zones} (AMI {provider.ami()})")
+
+
 register_log_commands(tasks)  # tescape tasks logs|events
 register_submit_command(main)  # tescape submit
 

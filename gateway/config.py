@@ -22,6 +22,7 @@ from gateway.market.config import MarketConfig
 from gateway.tes.validation import TaskLimits
 
 ENV_PREFIX = "TESCAPE_"
+MARKETS: tuple[Literal["spot", "on-demand"], ...] = ("spot", "on-demand")
 
 
 class Section(BaseModel):
@@ -171,12 +172,67 @@ class FakeProviderConfig(Section):
     on_demand_price: float = Field(default=0.10, ge=0)
 
 
+class AwsProviderConfig(Section):
+    # Real EC2 instances (gateway/providers/aws/; docs/aws.md). Credentials come from boto3's
+    # usual chain (environment, ~/.aws, an instance profile), never from this file.
+    region: str = "us-east-1"
+    # Another EC2 endpoint (moto, LocalStack); null: AWS's own for the region.
+    endpoint_url: str | None = None
+    # The AMI instances boot; null: Debian 12's official AMI, from the public SSM parameter.
+    ami: str | None = None
+    ami_parameter: str = "/aws/service/debian/release/bookworm/latest/amd64"
+    # Subnets to launch into (one or more per zone); empty: the default VPC's default subnets.
+    subnets: list[str] = Field(default_factory=list)
+    # Instance types offered, in each zone of the subnets.
+    instance_types: list[str] = Field(default_factory=lambda: ["m5.large", "m5.xlarge"])
+    # Markets offered: spot, on-demand or both.
+    markets: list[Literal["spot", "on-demand"]] = Field(default_factory=lambda: [*MARKETS])
+    # At most this many EC2 instances run at once.
+    max_instances: int = Field(default=4, ge=1, le=1000)
+    # An instance with no task this long is terminated; null: scheduler.idle_timeout_seconds.
+    idle_seconds: float | None = Field(default=None, gt=0)
+    # Where agents on EC2 reach this gateway (https://…); null: the address the gateway serves.
+    gateway_url: str | None = None
+    # The value of the `tescape:gateway` tag on everything this gateway creates; null: an id
+    # made once and kept in the data dir (aws-gateway-id).
+    gateway_id: str | None = None
+    # Size of each instance's root EBS volume (GB); deleted with the instance.
+    disk_gb: int = Field(default=100, ge=8)
+    # Security groups for the instances (ids); empty: the VPC's default group.
+    security_groups: list[str] = Field(default_factory=list)
+    # IAM instance profile (name or ARN) the instances get, for S3 access; null: none.
+    instance_profile: str | None = None
+    # EC2 key pair for SSH access; null: none.
+    key_name: str | None = None
+    # Highest Spot price to pay (USD/hour); null: up to the on-demand price (EC2's default).
+    spot_max_price: float | None = Field(default=None, gt=0)
+    # On-demand prices (USD/hour) by instance type; a type not listed: the built-in us-east-1
+    # list price (gateway/market/catalog.py), else no price.
+    on_demand_prices: dict[str, float] = Field(default_factory=dict)
+    # Where the bootstrap installs the agent from when the AMI lacks it (a wheel's https:// or
+    # s3:// URL); null: the AMI must have it already.
+    agent_wheel_url: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _lists(cls, data: Any) -> Any:
+        """Lists from the environment may be comma-separated (`TESCAPE_PROVIDERS__AWS__SUBNETS=
+        subnet-1,subnet-2`), as well as YAML flow lists (`[subnet-1, subnet-2]`)."""
+        if isinstance(data, dict):
+            for key in ("subnets", "instance_types", "markets", "security_groups"):
+                value = data.get(key)
+                if isinstance(value, str):
+                    data = {**data, key: [v.strip() for v in value.split(",") if v.strip()]}
+        return data
+
+
 class ProvidersConfig(Section):
     # Which provider instances come from, by name (gateway/providers/registry.py); each has a
     # section of its own below.
     default: str = "local"
     local: LocalProviderConfig = Field(default_factory=LocalProviderConfig)
     fake: FakeProviderConfig = Field(default_factory=FakeProviderConfig)
+    aws: AwsProviderConfig = Field(default_factory=AwsProviderConfig)
 
     @model_validator(mode="after")
     def _known(self) -> ProvidersConfig:

@@ -18,6 +18,7 @@ from tests.fixtures.containers import (  # noqa: F401
     task_containers,
 )
 from tests.fixtures.images import _busybox_image, _debian_bash_image  # noqa: F401
+from tests.fixtures.moto_server import _moto_server, moto  # noqa: F401
 from tests.fixtures.postgres import PostgresServer, start_postgres
 from tests.fixtures.server import API_CONFIG, RunningServer, tescape_server
 

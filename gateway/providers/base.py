@@ -148,6 +148,9 @@ class Provider(ABC):
     name: ClassVar[str]
     capabilities: frozenset[Capability] = frozenset({Capability.ON_DEMAND})
     max_instances: int = 1  # instances the scheduler keeps at most (LAUNCHING + READY)
+    # seconds an instance may sit without a task before the scheduler stops it; None: the
+    # scheduler's own `idle_timeout_seconds` (a cloud bills idle machines: aws sets its own)
+    idle_seconds: float | None = None
 
     def supports(self, capability: Capability) -> bool:
         return capability in self.capabilities
@@ -188,6 +191,12 @@ class Provider(ABC):
     @abstractmethod
     def terminate(self, record: LaunchRecord) -> None:
         """Stop the machine (idempotent; records from an earlier gateway process too)."""
+
+    def orphans(self, records: Sequence[LaunchRecord]) -> list[LaunchRecord]:
+        """Live machines this gateway started that none of `records` (its live instance rows)
+        names: left by a crash or a failed terminate; the scheduler terminates them at start.
+        None here: a provider that cannot list its machines by owner finds none."""
+        return []
 
     def close(self) -> None:  # noqa: B027 (optional: only ephemeral providers stop all)
         """The gateway stops: an ephemeral provider stops every machine it started."""

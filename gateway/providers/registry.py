@@ -31,6 +31,7 @@ Factory = Callable[[ProviderContext], Provider]
 BUILTIN: dict[str, str] = {
     "local": "gateway.providers.local:from_context",
     "fake": "gateway.providers.fake:from_context",
+    "aws": "gateway.providers.aws:from_context",
 }
 _registered: dict[str, Factory] = {}
 

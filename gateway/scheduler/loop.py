@@ -358,6 +358,20 @@ class Scheduler:
         if self.lease is not None:
             for instance_id in adopted:
                 self.fleet.set_owner(instance_id, self.lease.holder)
+        self._terminate_orphans()
+
+    def _terminate_orphans(self) -> None:
+        """Machines the provider says this gateway started but no live row names (a crash
+        between launch and record, a terminate that failed): terminated, never left billing."""
+        rows = self.fleet.instances(
+            {InstanceState.LAUNCHING, InstanceState.READY, InstanceState.TERMINATING}
+        )
+        try:
+            for record in self.provider.orphans([record_of(i) for i in rows]):
+                log.warning("terminating orphaned machine %s", record.provider_id)
+                self.provider.terminate(record)
+        except ProviderError as exc:
+            log.warning("looking for orphaned machines: %s", exc)
 
     # -- one tick -----------------------------------------------------------------------------
 
@@ -1136,7 +1150,8 @@ class Scheduler:
             if self.fleet.live_attempts(inst.id):
                 continue
             idle_from = self.fleet.last_attempt_end(inst.id) or inst.created_time
-            if _age(idle_from, now) > self.cfg.scheduler.idle_timeout_seconds:
+            idle_limit = self.provider.idle_seconds or self.cfg.scheduler.idle_timeout_seconds
+            if _age(idle_from, now) > idle_limit:
                 log.info("stopping idle instance %s", inst.id)
                 self.fleet.set_instance_state(inst.id, InstanceState.TERMINATING)
                 self.wakeups.notify(inst.id)  # its next poll answers `shutdown`

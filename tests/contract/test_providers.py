@@ -1,6 +1,8 @@
 """One contract for every provider (gateway/providers/base.py): `local` with real agent processes
-(talking to a stub gateway on loopback) and the in-memory `fake`, with and without the
-interruption-simulation capability. The AWS provider joins it later.
+(talking to a stub gateway on loopback), the in-memory `fake`, with and without the
+interruption-simulation capability, and `aws` against moto in server mode (a real HTTP process on
+loopback holding EC2's state; moto cannot run out of capacity, so `exhaust` answers RunInstances
+for that pool with EC2's InsufficientInstanceCapacity error at botocore's before-call hook).
 
 launch → query says running → terminate → query says gone; one query for several machines;
 several launched in one call; a pool without capacity fails CapacityUnavailable; declared
@@ -21,7 +23,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.config import LocalProviderConfig
+from gateway.config import AwsProviderConfig, LocalProviderConfig
+from gateway.providers.aws import AwsProvider
 from gateway.providers.base import (
     LIVE_STATES,
     Capability,
@@ -39,6 +42,7 @@ from gateway.providers.fake import DEFAULT_CAPABILITIES, FakeCloud, FakeProvider
 from gateway.providers.local import LocalProvider
 from gateway.store import open_database
 from gateway.store.fleet import FleetStore
+from tests.fixtures.moto_server import MotoServer
 
 pytestmark = pytest.mark.timeout(120)
 DEADLINE = 30.0  # seconds a machine gets to come up or go away
@@ -127,10 +131,61 @@ def _fake(capabilities: frozenset[Capability]) -> Subject:
     return Subject(first, open_one, exhaust, opened)
 
 
-@pytest.fixture(params=["local", "fake", "fake-no-interrupt"])
+def _aws(moto: MotoServer) -> Subject:
+    cfg = AwsProviderConfig(
+        endpoint_url=moto.url, ami=moto.ami(), instance_types=["m5.large"], max_instances=8
+    )
+    opened: list[Provider] = []
+    exhausted: set[tuple[str, str, str]] = set()  # (type, subnet, market)
+
+    def open_one() -> Provider:
+        provider = AwsProvider(cfg, "http://gateway.test:8000", "gw-contract", moto.session())
+        events = provider.ec2_launch.meta.events
+        events.register("before-parameter-build.ec2.RunInstances", _remember_pool)
+        events.register("before-call.ec2.RunInstances", _no_capacity(exhausted))
+        opened.append(provider)
+        return provider
+
+    first = open_one()
+
+    def exhaust(offer: Offer) -> None:
+        assert isinstance(first, AwsProvider)
+        subnet = first.subnets()[offer.zone][0]
+        exhausted.add((offer.instance_type, subnet, offer.market))
+
+    return Subject(first, open_one, exhaust, opened)
+
+
+def _remember_pool(params: dict[str, object], context: dict[str, object], **_: object) -> None:
+    market = "spot" if params.get("InstanceMarketOptions") else "on-demand"
+    context["pool"] = (params.get("InstanceType"), params.get("SubnetId"), market)
+
+
+def _no_capacity(exhausted: set[tuple[str, str, str]]) -> Callable[..., object]:
+    def handler(context: dict[str, object], **_: object) -> object:
+        if context.get("pool") not in exhausted:
+            return None
+        from botocore.awsrequest import AWSResponse
+
+        error = {
+            "Code": "InsufficientInstanceCapacity",
+            "Message": "We currently do not have sufficient capacity in the Availability Zone "
+            "you requested.",
+        }
+        return AWSResponse("http://moto", 500, {}, None), {
+            "Error": error,
+            "ResponseMetadata": {"HTTPStatusCode": 500},
+        }
+
+    return handler
+
+
+@pytest.fixture(params=["local", "fake", "fake-no-interrupt", "aws"])
 def subject(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Subject]:
     if request.param == "local":
         made = _local(tmp_path, request.getfixturevalue("stub_gateway"))
+    elif request.param == "aws":
+        made = _aws(request.getfixturevalue("moto"))
     elif request.param == "fake":
         made = _fake(DEFAULT_CAPABILITIES)
     else:

@@ -11,7 +11,7 @@ import pytest
 
 from capsule_runtime.protocol.times import utcnow
 from gateway.dispatch import Fenced
-from gateway.providers.base import Capability, LaunchRecord, Offer
+from gateway.providers.base import Capability, CloudState, LaunchRecord, LaunchSpec, Offer
 from gateway.providers.fake import FakeCloud
 from gateway.providers.fake import FakeProvider as ShippedFakeProvider
 from gateway.scheduler.loop import Scheduler
@@ -170,6 +170,44 @@ def test_idle_instance_is_retired_and_told_to_shut_down(
     world.scheduler.tick()
     assert world.fleet.instance(inst.id).state is InstanceState.TERMINATING  # type: ignore[union-attr]
     assert world.poll(inst).shutdown
+
+
+def test_a_providers_own_idle_time_wins(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    """providers.aws.idle_seconds: a cloud's idle machines cost money, so it may stop sooner."""
+    world.provider.idle_seconds = 5.0
+    t = world.submit()
+    inst = world.boot()
+    world.scheduler.tick()
+    aid = world.poll(inst).assign[0].attempt_id
+    world.report(inst, aid, "complete")
+    assert world.state(t) is State.COMPLETE
+    later = utcnow() + timedelta(seconds=6)
+    monkeypatch.setattr("gateway.scheduler.loop.utcnow", lambda: later)
+    world.fleet.heartbeat(inst.id)
+    monkeypatch.setattr(world.scheduler, "_expire", lambda now: None)
+    world.scheduler.tick()
+    assert world.fleet.instance(inst.id).state is InstanceState.TERMINATING  # type: ignore[union-attr]
+
+
+def test_orphaned_machines_are_terminated_at_start(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A machine the provider says this gateway started, that no live row names, is terminated
+    when the scheduler starts (and a row's own machine is left alone)."""
+    world.submit()
+    inst = world.boot()
+    stray = world.provider.cloud.start(LaunchSpec("stray", "tok", world.provider.offers()[0]))
+    seen: list[list[str]] = []
+
+    def orphans(records: list[LaunchRecord]) -> list[LaunchRecord]:
+        seen.append([r.provider_id for r in records])
+        return [LaunchRecord(stray.provider_id, "fake-1a", {})]
+
+    monkeypatch.setattr(world.provider, "orphans", orphans, raising=False)
+    world.scheduler._recover_on_start()
+    assert seen and inst.provider_id in seen[0]
+    assert world.provider.cloud.state(stray.provider_id) is CloudState.TERMINATED
+    assert world.provider.cloud.state(inst.provider_id) is CloudState.RUNNING
 
 
 def test_restart_settles_tasks_of_unreachable_instances(tmp_path: Path) -> None:

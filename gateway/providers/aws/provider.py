@@ -1,0 +1,464 @@
+"""The `aws` provider: real EC2 instances (Spot or on-demand) through boto3.
+
+One `run_instances` per instance (its user-data carries that instance's token, so instances of
+one call could not differ), Spot through `InstanceMarketOptions` (one-time, terminate on
+interruption), into the subnet of the offer's zone. Everything it creates — the instance and its
+root volume, both in `run_instances`' TagSpecifications — carries `tescape:gateway` (this
+gateway's id) and `tescape:instance` (the gateway's instance id); the root volume is deleted
+with the instance, so nothing outlives it. `ClientToken` is the gateway's instance id: a launch
+retried after a lost answer starts no second machine.
+
+`query` is one paginated DescribeInstances filtered by this gateway's tag, for the whole fleet.
+Offers combine the configured types' sizes (DescribeInstanceTypes), where each is offered
+(DescribeInstanceTypeOfferings), the newest Spot price per type and zone
+(DescribeSpotPriceHistory) and on-demand prices from configuration or the built-in us-east-1
+list; sizes and zones are read once, prices at most every `PRICE_TTL` seconds.
+
+Interruptions need nothing here: the agent watches the instance's IMDSv2 (spot/instance-action,
+rebalance recommendations) as it watches the local provider's simulated one.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import boto3
+from botocore.config import Config as BotoConfig
+from botocore.exceptions import BotoCoreError, ClientError
+
+from gateway.config import AwsProviderConfig
+from gateway.market import catalog
+from gateway.providers.aws.errors import RETRYABLE, error_code, mapped
+from gateway.providers.aws.userdata import Bootstrap, render
+from gateway.providers.base import (
+    Capability,
+    CloudState,
+    LaunchRecord,
+    LaunchSpec,
+    Offer,
+    PrecheckFailed,
+    Provider,
+    ProviderError,
+)
+
+log = logging.getLogger(__name__)
+
+GATEWAY_TAG = "tescape:gateway"
+INSTANCE_TAG = "tescape:instance"
+PRICE_TTL = 300.0  # seconds Spot prices are reused before DescribeSpotPriceHistory again
+LINUX = "Linux/UNIX"
+STATES = {
+    "pending": CloudState.PENDING,
+    "running": CloudState.RUNNING,
+    "shutting-down": CloudState.STOPPING,
+    "stopping": CloudState.STOPPING,
+    "stopped": CloudState.STOPPING,  # not live; terminate finishes it
+    "terminated": CloudState.TERMINATED,
+}
+# botocore retries throttling (RequestLimitExceeded) and server errors with exponential backoff
+RETRIES = BotoConfig(retries={"mode": "standard", "max_attempts": 6}, connect_timeout=10)
+# ... except for RunInstances: EC2 answers InsufficientInstanceCapacity with HTTP 500, which
+# botocore would retry; a capacity error should reach the scheduler at once (next pool), so
+# launches retry only throttling and server errors themselves (LAUNCH_BACKOFF, seconds).
+NO_RETRIES = BotoConfig(retries={"mode": "standard", "max_attempts": 1}, connect_timeout=10)
+LAUNCH_BACKOFF = (0.5, 1.0, 2.0, 4.0)
+
+
+class AwsProvider(Provider):
+    name = "aws"
+
+    def __init__(
+        self,
+        cfg: AwsProviderConfig,
+        gateway_url: str,
+        gateway_id: str,
+        session: boto3.Session | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.cfg = cfg
+        self.gateway_url = cfg.gateway_url or gateway_url
+        self.gateway_id = gateway_id
+        self.max_instances = cfg.max_instances
+        self.idle_seconds = cfg.idle_seconds
+        caps = {Capability.PRICES}
+        if "spot" in cfg.markets:
+            caps.add(Capability.SPOT)
+        if "on-demand" in cfg.markets:
+            caps.add(Capability.ON_DEMAND)
+        self.capabilities = frozenset(caps)
+        session = session or boto3.Session(region_name=cfg.region)
+        kw: dict[str, Any] = {"region_name": cfg.region, "config": RETRIES}
+        if cfg.endpoint_url:
+            kw["endpoint_url"] = cfg.endpoint_url
+        self.ec2 = session.client("ec2", **kw)
+        self.ec2_launch = session.client("ec2", **{**kw, "config": NO_RETRIES})
+        self.ssm = session.client("ssm", **kw)
+        self.clock = clock
+        self.sleep = time.sleep
+        self.page_size = 1000  # DescribeInstances results per page (EC2 allows 5 to 1000)
+        self._lock = threading.Lock()
+        self._subnets: dict[str, list[str]] | None = None  # zone → subnet ids
+        self._sizes: dict[str, tuple[float, float]] | None = None  # type → (vCPUs, GiB)
+        self._where: dict[str, set[str]] | None = None  # type → zones it is offered in
+        self._spot: dict[tuple[str, str], float] = {}  # (type, zone) → newest Spot price
+        self._spot_read_at: float | None = None
+        self._ami: str | None = cfg.ami
+        self._root_device: str | None = None
+
+    # -- what is there -------------------------------------------------------------------------
+
+    def check(self) -> None:
+        """Credentials, AMI, subnets and instance types, and an address agents can reach."""
+        host = self.gateway_url.split("://", 1)[-1].split("/", 1)[0].rsplit(":", 1)[0]
+        if self.cfg.endpoint_url is None and host in ("127.0.0.1", "localhost", "[::1]", "::1"):
+            raise PrecheckFailed(
+                f"agents on EC2 cannot reach the gateway at {self.gateway_url}: set "
+                "providers.aws.gateway_url (TESCAPE_PROVIDERS__AWS__GATEWAY_URL) to an address "
+                "they can"
+            )
+        self.ami()
+        if not self.subnets():
+            raise PrecheckFailed(
+                "no subnets: configure providers.aws.subnets, or create a default VPC "
+                "(aws ec2 create-default-vpc)"
+            )
+        self.sizes()
+
+    def subnets(self) -> dict[str, list[str]]:
+        """Zone → subnet ids: the configured ones, else the default VPC's default subnets."""
+        if self._subnets is None:
+            if self.cfg.subnets:
+                args: dict[str, Any] = {"SubnetIds": list(self.cfg.subnets)}
+            else:
+                args = {"Filters": [{"Name": "default-for-az", "Values": ["true"]}]}
+            found: dict[str, list[str]] = {}
+            for page in self._pages("describe_subnets", "list subnets", **args):
+                for subnet in page["Subnets"]:
+                    found.setdefault(subnet["AvailabilityZone"], []).append(subnet["SubnetId"])
+            self._subnets = {zone: sorted(ids) for zone, ids in sorted(found.items())}
+        return self._subnets
+
+    def sizes(self) -> dict[str, tuple[float, float]]:
+        """Instance type → (vCPUs, memory GiB), from DescribeInstanceTypes (read once)."""
+        if self._sizes is None:
+            sizes: dict[str, tuple[float, float]] = {}
+            types = list(self.cfg.instance_types)
+            for page in self._pages(
+                "describe_instance_types",
+                f"describe instance types {', '.join(types)} (providers.aws.instance_types)",
+                InstanceTypes=types,
+            ):
+                for t in page["InstanceTypes"]:
+                    sizes[t["InstanceType"]] = (
+                        float(t["VCpuInfo"]["DefaultVCpus"]),
+                        round(t["MemoryInfo"]["SizeInMiB"] / 1024, 2),
+                    )
+            unknown = sorted(set(types) - set(sizes))
+            if unknown:
+                raise PrecheckFailed(f"EC2 does not know instance types {', '.join(unknown)}")
+            self._sizes = sizes
+        return self._sizes
+
+    def zones_of(self) -> dict[str, set[str]]:
+        """Instance type → the zones it is offered in (DescribeInstanceTypeOfferings, once)."""
+        if self._where is None:
+            where: dict[str, set[str]] = {t: set() for t in self.cfg.instance_types}
+            for page in self._pages(
+                "describe_instance_type_offerings",
+                "list where instance types are offered",
+                LocationType="availability-zone",
+                Filters=[{"Name": "instance-type", "Values": list(self.cfg.instance_types)}],
+            ):
+                for o in page["InstanceTypeOfferings"]:
+                    where.setdefault(o["InstanceType"], set()).add(o["Location"])
+            self._where = where
+        return self._where
+
+    def spot_prices(self) -> dict[tuple[str, str], float]:
+        """(type, zone) → the newest Spot price, from DescribeSpotPriceHistory with StartTime
+        now (the price in effect in each pool), reread at most every PRICE_TTL seconds."""
+        now = self.clock()
+        if self._spot_read_at is not None and now - self._spot_read_at < PRICE_TTL:
+            return self._spot
+        newest: dict[tuple[str, str], tuple[datetime, float]] = {}
+        for page in self._pages(
+            "describe_spot_price_history",
+            "read Spot prices",
+            InstanceTypes=list(self.cfg.instance_types),
+            ProductDescriptions=[LINUX],
+            StartTime=datetime.now(UTC),
+        ):
+            for p in page["SpotPriceHistory"]:
+                pool = (p["InstanceType"], p["AvailabilityZone"])
+                when = p["Timestamp"]
+                if pool not in newest or when > newest[pool][0]:
+                    newest[pool] = (when, float(p["SpotPrice"]))
+        self._spot = {pool: price for pool, (_, price) in newest.items()}
+        self._spot_read_at = now
+        return self._spot
+
+    def on_demand_price(self, instance_type: str) -> float | None:
+        if instance_type in self.cfg.on_demand_prices:
+            return self.cfg.on_demand_prices[instance_type]
+        return catalog.on_demand_price(instance_type)
+
+    def offers(self) -> list[Offer]:
+        """Each configured type in each zone that has a subnet and offers it: Spot where EC2
+        lists a Spot price there, on-demand everywhere it is offered."""
+        with self._lock:
+            zones = self.subnets()
+            sizes = self.sizes()
+            where = self.zones_of()
+            spot = self.spot_prices() if Capability.SPOT in self.capabilities else {}
+        out: list[Offer] = []
+        disk = float(self.cfg.disk_gb)
+        for itype in self.cfg.instance_types:
+            cpus, ram = sizes[itype]
+            for zone in zones:
+                if zone not in where.get(itype, set()):
+                    continue
+                if (itype, zone) in spot:
+                    out.append(Offer(itype, "spot", zone, spot[itype, zone], cpus, ram, disk))
+                if Capability.ON_DEMAND in self.capabilities:
+                    price = self.on_demand_price(itype)
+                    out.append(Offer(itype, "on-demand", zone, price, cpus, ram, disk))
+        return out
+
+    def ami(self) -> str:
+        """The configured AMI, else Debian 12's official one from its public SSM parameter."""
+        if self._ami is None:
+            try:
+                got = self.ssm.get_parameter(Name=self.cfg.ami_parameter)
+            except (ClientError, BotoCoreError) as exc:
+                raise mapped(exc, f"read the AMI parameter {self.cfg.ami_parameter}") from exc
+            self._ami = str(got["Parameter"]["Value"])
+        return self._ami
+
+    def root_device(self) -> str:
+        """The AMI's root device name, so the launch can size the volume and delete it with
+        the instance."""
+        if self._root_device is None:
+            ami = self.ami()
+            try:
+                images = self.ec2.describe_images(ImageIds=[ami])["Images"]
+            except (ClientError, BotoCoreError) as exc:
+                raise mapped(exc, f"describe the AMI {ami}") from exc
+            if not images:
+                raise PrecheckFailed(f"the AMI {ami} does not exist in {self.cfg.region}")
+            self._root_device = str(images[0].get("RootDeviceName") or "/dev/xvda")
+        return self._root_device
+
+    # -- launch, query, terminate ---------------------------------------------------------------
+
+    def launch(self, spec: LaunchSpec) -> LaunchRecord:
+        offer = spec.offer
+        zones = self.subnets()
+        zone = offer.zone or next(iter(zones), "")
+        if zone not in zones:
+            raise ProviderError(f"no subnet in zone {zone!r} (subnets in: {', '.join(zones)})")
+        subnet = zones[zone][0]
+        args = self.run_args(spec, subnet)
+        action = f"launch {offer.instance_type} ({offer.market}) in {zone}"
+        try:
+            answer = self._run_instances(args)
+        except (ClientError, BotoCoreError) as exc:
+            raise mapped(exc, action, offer.instance_type, zone, offer.market) from exc
+        (instance,) = answer["Instances"]
+        landed = instance.get("Placement", {}).get("AvailabilityZone") or zone
+        log.info("launched EC2 %s for %s (%s)", instance["InstanceId"], spec.instance_id, action)
+        return LaunchRecord(
+            instance["InstanceId"],
+            landed,
+            {
+                "region": self.cfg.region,
+                "zone": landed,
+                "subnet": subnet,
+                "ami": args["ImageId"],
+                "instance_type": offer.instance_type,
+                "market": offer.market,
+                "spot_request_id": instance.get("SpotInstanceRequestId"),
+                "gateway_id": self.gateway_id,
+            },
+        )
+
+    def run_args(self, spec: LaunchSpec, subnet: str) -> dict[str, Any]:
+        """The RunInstances request for one instance (tests read what moto received)."""
+        offer = spec.offer
+        tags = [
+            {"Key": GATEWAY_TAG, "Value": self.gateway_id},
+            {"Key": INSTANCE_TAG, "Value": spec.instance_id},
+            {"Key": "Name", "Value": f"tescape {spec.instance_id}"},
+        ]
+        user_data = render(
+            Bootstrap(
+                gateway_url=self.gateway_url,
+                instance_id=spec.instance_id,
+                token=spec.token,
+                agent_wheel_url=self.cfg.agent_wheel_url,
+                cpu_cores=offer.cpu_cores,
+                ram_gb=offer.ram_gb,
+                disk_gb=offer.disk_gb,
+            )
+        )
+        args: dict[str, Any] = {
+            "ImageId": self.ami(),
+            "InstanceType": offer.instance_type,
+            "MinCount": 1,
+            "MaxCount": 1,
+            "SubnetId": subnet,
+            "UserData": user_data,
+            "ClientToken": spec.instance_id[:64],
+            "InstanceInitiatedShutdownBehavior": "terminate",
+            "MetadataOptions": {
+                "HttpTokens": "required",  # IMDSv2 only
+                "HttpEndpoint": "enabled",
+                "HttpPutResponseHopLimit": 1,  # containers (one hop further) get no token
+            },
+            "BlockDeviceMappings": [
+                {
+                    "DeviceName": self.root_device(),
+                    "Ebs": {
+                        "VolumeSize": self.cfg.disk_gb,
+                        "VolumeType": "gp3",
+                        "DeleteOnTermination": True,
+                    },
+                }
+            ],
+            "TagSpecifications": [
+                {"ResourceType": "instance", "Tags": tags},
+                {"ResourceType": "volume", "Tags": tags},
+            ],
+        }
+        if offer.market == "spot":
+            if Capability.SPOT not in self.capabilities:
+                raise ProviderError("providers.aws.markets does not include spot")
+            spot: dict[str, Any] = {
+                "SpotInstanceType": "one-time",
+                "InstanceInterruptionBehavior": "terminate",
+            }
+            if self.cfg.spot_max_price is not None:
+                spot["MaxPrice"] = f"{self.cfg.spot_max_price:.5f}"
+            args["InstanceMarketOptions"] = {"MarketType": "spot", "SpotOptions": spot}
+            args["TagSpecifications"].append(
+                {"ResourceType": "spot-instances-request", "Tags": tags}
+            )
+        if self.cfg.security_groups:
+            args["SecurityGroupIds"] = list(self.cfg.security_groups)
+        if self.cfg.instance_profile:
+            key = "Arn" if self.cfg.instance_profile.startswith("arn:") else "Name"
+            args["IamInstanceProfile"] = {key: self.cfg.instance_profile}
+        if self.cfg.key_name:
+            args["KeyName"] = self.cfg.key_name
+        return args
+
+    def query(self, records: Sequence[LaunchRecord]) -> dict[str, CloudState | None]:
+        """One paginated DescribeInstances per gateway id the records were tagged with (one
+        for the whole fleet, unless the gateway's id changed); a record whose machine is not
+        among them is None. A record made before its launch returned (its provider id is the
+        gateway's instance id) is found by its `tescape:instance` tag."""
+        if not records:
+            return {}
+        gateways = {str(r.provider_data.get("gateway_id") or self.gateway_id) for r in records}
+        by_id: dict[str, CloudState] = {}
+        by_tag: dict[str, CloudState] = {}
+        for gateway in sorted(gateways):
+            for instance in self.tagged(gateway):
+                state = STATES.get(instance["State"]["Name"], CloudState.STOPPING)
+                by_id[instance["InstanceId"]] = state
+                for tag in instance.get("Tags", []):
+                    if tag["Key"] == INSTANCE_TAG and _livelier(state, by_tag.get(tag["Value"])):
+                        by_tag[tag["Value"]] = state
+        return {r.provider_id: by_id.get(r.provider_id, by_tag.get(r.provider_id)) for r in records}
+
+    def tagged(self, gateway_id: str) -> Iterable[dict[str, Any]]:
+        """Every instance tagged with `gateway_id` (terminated ones stay listed about an hour)."""
+        for page in self._pages(
+            "describe_instances",
+            "describe instances",
+            Filters=[{"Name": f"tag:{GATEWAY_TAG}", "Values": [gateway_id]}],
+            MaxResults=self.page_size,
+        ):
+            for reservation in page["Reservations"]:
+                yield from reservation["Instances"]
+
+    def orphans(self, records: Sequence[LaunchRecord]) -> list[LaunchRecord]:
+        """Pending or running instances tagged with this gateway's id that no record names,
+        by EC2 id or by the gateway's instance id in their `tescape:instance` tag."""
+        known = {r.provider_id for r in records}
+        found = []
+        for instance in self.tagged(self.gateway_id):
+            tags = {t["Key"]: t["Value"] for t in instance.get("Tags", [])}
+            if instance["State"]["Name"] not in ("pending", "running"):
+                continue
+            if instance["InstanceId"] in known or tags.get(INSTANCE_TAG) in known:
+                continue
+            zone = instance.get("Placement", {}).get("AvailabilityZone", "")
+            data = {"region": self.cfg.region, "gateway_id": self.gateway_id}
+            found.append(LaunchRecord(instance["InstanceId"], zone, data))
+        return found
+
+    def terminate(self, record: LaunchRecord) -> None:
+        """Terminate the instance (its root volume goes with it; a Spot request of one-time
+        type closes). An instance already gone is fine."""
+        ids = [record.provider_id]
+        if not record.provider_id.startswith("i-"):  # launched, but its answer never stored
+            gateway = str(record.provider_data.get("gateway_id") or self.gateway_id)
+            ids = [
+                i["InstanceId"]
+                for i in self.tagged(gateway)
+                if {"Key": INSTANCE_TAG, "Value": record.provider_id} in i.get("Tags", [])
+                and i["State"]["Name"] != "terminated"
+            ]
+            if not ids:
+                return
+        try:
+            self.ec2.terminate_instances(InstanceIds=ids)
+        except ClientError as exc:
+            if error_code(exc) == "InvalidInstanceID.NotFound":
+                return
+            raise mapped(exc, f"terminate {', '.join(ids)}") from exc
+        except BotoCoreError as exc:
+            raise mapped(exc, f"terminate {', '.join(ids)}") from exc
+
+    def log_hint(self, record: LaunchRecord) -> str:
+        region = record.provider_data.get("region", self.cfg.region)
+        return (
+            f"the instance's console output (aws ec2 get-console-output --region {region} "
+            f"--instance-id {record.provider_id}); the bootstrap logs to "
+            "/var/log/tescape-bootstrap.log"
+        )
+
+    # -- helpers ----------------------------------------------------------------------------
+
+    def _run_instances(self, args: dict[str, Any]) -> dict[str, Any]:
+        """RunInstances, retried with backoff on throttling and server errors only (the same
+        ClientToken: a retry whose first try did launch returns that instance)."""
+        for delay in (*LAUNCH_BACKOFF, None):
+            try:
+                answer: dict[str, Any] = self.ec2_launch.run_instances(**args)
+                return answer
+            except ClientError as exc:
+                if delay is None or error_code(exc) not in RETRYABLE:
+                    raise
+                log.warning("RunInstances: %s; retrying in %.1f s", error_code(exc), delay)
+                self.sleep(delay)
+        raise AssertionError("unreachable")
+
+    def _pages(self, operation: str, action: str, **kwargs: Any) -> Iterable[dict[str, Any]]:
+        """Every page of a paginated EC2 call, errors mapped."""
+        try:
+            paginator = self.ec2.get_paginator(operation)
+            yield from paginator.paginate(**kwargs)
+        except (ClientError, BotoCoreError) as exc:
+            raise mapped(exc, action) from exc
+
+
+def _livelier(state: CloudState, before: CloudState | None) -> bool:
+    """Of two machines with one instance tag (a retried launch), report the live one."""
+    order = [CloudState.TERMINATED, CloudState.STOPPING, CloudState.PENDING, CloudState.RUNNING]
+    return before is None or order.index(state) > order.index(before)

@@ -1,0 +1,261 @@
+"""The aws provider against moto in server mode (a real HTTP process on loopback): what EC2
+received at launch, default-subnet discovery, one paginated DescribeInstances for the fleet,
+offers from EC2's own answers, and `tescape serve --provider aws` settings from the environment."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import subprocess
+import sys
+from collections import Counter
+from typing import Any
+
+import pytest
+
+from gateway.config import AwsProviderConfig, load_config
+from gateway.providers.aws import AwsProvider, gateway_id
+from gateway.providers.aws.plan import iam_policy
+from gateway.providers.base import Capability, CloudState, LaunchRecord, LaunchSpec
+from gateway.providers.registry import ProviderContext, create
+from tests.fixtures.moto_server import MotoServer
+
+pytestmark = pytest.mark.timeout(120)
+GATEWAY = "https://gateway.example:8000"
+
+
+def provider(moto: MotoServer, **settings: Any) -> AwsProvider:
+    cfg = AwsProviderConfig(endpoint_url=moto.url, ami=moto.ami(), **settings)
+    return AwsProvider(cfg, GATEWAY, "gw-test", moto.session())
+
+
+def count_calls(p: AwsProvider) -> Counter[str]:
+    calls: Counter[str] = Counter()
+
+    def seen(model: Any, **_: Any) -> None:
+        calls[model.name] += 1
+
+    for client in (p.ec2, p.ec2_launch):
+        client.meta.events.register("before-call.ec2.*", seen)
+    return calls
+
+
+def described(moto: MotoServer, instance_id: str) -> dict[str, Any]:
+    (reservation,) = moto.client().describe_instances(InstanceIds=[instance_id])["Reservations"]
+    instance: dict[str, Any] = reservation["Instances"][0]
+    return instance
+
+
+def test_a_spot_launch_is_what_ec2_receives(moto: MotoServer) -> None:
+    moto.client("iam").create_instance_profile(InstanceProfileName="tescape-agent")
+    p = provider(moto, instance_types=["m5.large"], instance_profile="tescape-agent")
+    offer = next(o for o in p.offers() if o.market == "spot" and o.zone == "us-east-1b")
+    token = "tok_" + "a" * 30
+    record = p.launch(LaunchSpec("inst-spot", token, offer))
+    got = described(moto, record.provider_id)
+    assert got["InstanceType"] == "m5.large"
+    assert got["InstanceLifecycle"] == "spot"
+    assert got["Placement"]["AvailabilityZone"] == "us-east-1b" == record.zone
+    assert got["SubnetId"] == p.subnets()["us-east-1b"][0]
+    assert got["MetadataOptions"]["HttpTokens"] == "required"
+    assert got["IamInstanceProfile"]["Arn"].endswith("/tescape-agent")
+    tags = {t["Key"]: t["Value"] for t in got["Tags"]}
+    assert tags["tescape:gateway"] == "gw-test" and tags["tescape:instance"] == "inst-spot"
+    volumes = moto.client().describe_volumes(
+        Filters=[{"Name": "tag:tescape:gateway", "Values": ["gw-test"]}]
+    )["Volumes"]
+    assert [(v["Size"], v["Attachments"][0]["InstanceId"]) for v in volumes] == [
+        (100, record.provider_id)
+    ]
+    attr = moto.client().describe_instance_attribute(
+        InstanceId=record.provider_id, Attribute="userData"
+    )
+    script = base64.b64decode(attr["UserData"]["Value"]).decode()
+    assert script.startswith("#!/bin/bash") and GATEWAY in script
+    assert f"TESCAPE_AGENT_TOKEN={token}" in script
+    assert "testing" not in script  # the gateway's AWS credentials never travel
+    assert record.provider_data["gateway_id"] == "gw-test"
+    assert record.provider_data["region"] == "us-east-1"
+    p.terminate(record)  # the root volume goes with the instance (DeleteOnTermination)
+    left = moto.client().describe_volumes(
+        Filters=[{"Name": "tag:tescape:gateway", "Values": ["gw-test"]}]
+    )["Volumes"]
+    assert left == []
+
+
+def test_an_on_demand_launch_has_no_market_options(moto: MotoServer) -> None:
+    p = provider(moto, instance_types=["m5.large"])
+    offer = next(o for o in p.offers() if o.market == "on-demand")
+    record = p.launch(LaunchSpec("inst-od", "tok", offer))
+    assert "InstanceLifecycle" not in described(moto, record.provider_id)
+
+
+def test_default_vpc_subnets_are_discovered_one_zone_each(moto: MotoServer) -> None:
+    zones = provider(moto).subnets()
+    assert sorted(zones) == [f"us-east-1{z}" for z in "abcdef"]
+    assert all(len(ids) == 1 and ids[0].startswith("subnet-") for ids in zones.values())
+
+
+def test_configured_subnets_limit_the_zones(moto: MotoServer) -> None:
+    ec2 = moto.client()
+    subnets = ec2.describe_subnets(Filters=[{"Name": "default-for-az", "Values": ["true"]}])
+    chosen = sorted(subnets["Subnets"], key=lambda s: s["AvailabilityZone"])[:2]
+    p = provider(moto, subnets=[s["SubnetId"] for s in chosen])
+    assert sorted(p.subnets()) == ["us-east-1a", "us-east-1b"]
+    assert {o.zone for o in p.offers()} == {"us-east-1a", "us-east-1b"}
+
+
+def test_offers_carry_ec2_sizes_and_prices(moto: MotoServer) -> None:
+    p = provider(
+        moto, instance_types=["m5.large", "r5.xlarge"], on_demand_prices={"r5.xlarge": 0.3}
+    )
+    offers = p.offers()
+    large = next(o for o in offers if o.instance_type == "m5.large" and o.market == "on-demand")
+    assert (large.cpu_cores, large.ram_gb, large.disk_gb) == (2.0, 8.0, 100.0)
+    assert large.price_per_hour == pytest.approx(0.096)  # the built-in us-east-1 list price
+    r5 = next(o for o in offers if o.instance_type == "r5.xlarge" and o.market == "on-demand")
+    assert r5.price_per_hour == 0.3 and r5.ram_gb == 32.0
+    assert any(o.market == "spot" and o.price_per_hour is not None for o in offers)
+    calls = count_calls(p)
+    p.offers()
+    assert not calls  # sizes, zones and (for PRICE_TTL) Spot prices are remembered
+
+
+def test_on_demand_only_declares_no_spot(moto: MotoServer) -> None:
+    p = provider(moto, markets=["on-demand"])
+    assert not p.supports(Capability.SPOT) and p.supports(Capability.ON_DEMAND)
+    assert {o.market for o in p.offers()} == {"on-demand"}
+
+
+def test_one_paginated_describe_for_the_whole_fleet(moto: MotoServer) -> None:
+    p = provider(moto, instance_types=["m5.large"])
+    offer = next(o for o in p.offers() if o.market == "on-demand")
+    records = [p.launch(LaunchSpec(f"inst-{n}", "tok", offer)) for n in range(7)]
+    p.page_size = 5  # moto pages as EC2 does: 7 instances, two pages
+    calls = count_calls(p)
+    states = p.query([*records, LaunchRecord("i-00000000000000000", "us-east-1a", {})])
+    assert calls == {"DescribeInstances": 2}
+    assert [states[r.provider_id] for r in records] == [CloudState.RUNNING] * 7
+    assert states["i-00000000000000000"] is None
+
+
+def test_a_record_without_an_ec2_id_is_found_by_its_tag(moto: MotoServer) -> None:
+    """The gateway died between RunInstances and storing its answer: the row's record carries
+    the gateway's instance id, which the machine is tagged with."""
+    p = provider(moto, instance_types=["m5.large"])
+    offer = next(o for o in p.offers() if o.market == "on-demand")
+    p.launch(LaunchSpec("inst-lost", "tok", offer))
+    again = provider(moto, instance_types=["m5.large"])
+    orphan = LaunchRecord("inst-lost", offer.zone, {})
+    assert again.query([orphan]) == {"inst-lost": CloudState.RUNNING}
+    again.terminate(orphan)
+    assert again.query([orphan])["inst-lost"] is CloudState.TERMINATED
+
+
+def test_a_launch_is_idempotent_by_client_token(moto: MotoServer) -> None:
+    """EC2 returns the first launch's instance for a repeated ClientToken (moto does not model
+    this, so the request is checked); should two machines carry one tag anyway, the live one
+    answers for it."""
+    p = provider(moto, instance_types=["m5.large"])
+    offer = next(o for o in p.offers() if o.market == "on-demand")
+    spec = LaunchSpec("inst-twice", "tok", offer)
+    assert p.run_args(spec, "subnet-1")["ClientToken"] == "inst-twice"
+    first, second = p.launch(spec), p.launch(spec)
+    p.terminate(first)
+    assert p.query([LaunchRecord("inst-twice", offer.zone, {})]) == {
+        "inst-twice": CloudState.RUNNING
+    }
+    p.terminate(second)
+
+
+def test_serve_provider_aws_from_the_environment(moto: MotoServer, tmp_path: Any) -> None:
+    env = {
+        "TESCAPE_DATA_DIR": str(tmp_path),
+        "TESCAPE_PROVIDERS__DEFAULT": "aws",
+        "TESCAPE_PROVIDERS__AWS__REGION": "us-east-1",
+        "TESCAPE_PROVIDERS__AWS__ENDPOINT_URL": moto.url,
+        "TESCAPE_PROVIDERS__AWS__AMI": moto.ami(),
+        "TESCAPE_PROVIDERS__AWS__INSTANCE_TYPES": "m5.large,c5.xlarge",
+        "TESCAPE_PROVIDERS__AWS__SUBNETS": "[]",
+        "TESCAPE_PROVIDERS__AWS__IDLE_SECONDS": "120",
+        "TESCAPE_PROVIDERS__AWS__GATEWAY_URL": GATEWAY,
+    }
+    cfg = load_config(environ=env)
+    assert cfg.providers.aws.instance_types == ["m5.large", "c5.xlarge"]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("AWS_ACCESS_KEY_ID", "testing")
+        mp.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+        p = create("aws", ProviderContext(cfg, "http://127.0.0.1:8000"))
+        assert isinstance(p, AwsProvider)
+        assert p.gateway_url == GATEWAY and p.idle_seconds == 120
+        assert p.gateway_id == gateway_id(tmp_path)  # made once, kept in the data dir
+        p.check()
+        assert {o.instance_type for o in p.offers()} == {"m5.large", "c5.xlarge"}
+
+
+def test_the_iam_policy_names_exactly_the_calls_made(moto: MotoServer) -> None:
+    p = provider(moto, instance_types=["m5.large"])
+    calls = count_calls(p)
+    p.check()
+    offers = p.offers()
+    spot = p.launch(LaunchSpec("inst-a", "tok", next(o for o in offers if o.market == "spot")))
+    p.query([spot])
+    p.terminate(spot)
+    made = {f"ec2:{name}" for name in calls}
+    policy = iam_policy(p.cfg)
+    allowed = {
+        action
+        for st in policy["Statement"]
+        for action in ([st["Action"]] if isinstance(st["Action"], str) else st["Action"])
+        if action.startswith("ec2:")
+    }
+    assert made == allowed - {"ec2:CreateTags"}  # CreateTags: authorised inside RunInstances
+
+
+def tescape(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("TESCAPE_")}
+    return subprocess.run(
+        [sys.executable, "-m", "gateway.cli", *args],
+        capture_output=True,
+        text=True,
+        env={**clean, **env},
+        timeout=120,
+    )
+
+
+def test_tescape_aws_plan_and_check(moto: MotoServer, tmp_path: Any) -> None:
+    env = {
+        "TESCAPE_DATA_DIR": str(tmp_path),
+        "TESCAPE_PROVIDERS__AWS__ENDPOINT_URL": moto.url,
+        "TESCAPE_PROVIDERS__AWS__AMI": moto.ami(),
+        "TESCAPE_PROVIDERS__AWS__INSTANCE_PROFILE": "tescape-agent",
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+    }
+    plan = tescape("aws", "plan", "--json", env=env)
+    assert plan.returncode == 0, plan.stderr
+    sids = {st["Sid"] for st in json.loads(plan.stdout)["Statement"]}
+    assert sids == {
+        "Read",
+        "Launch",
+        "TerminateOnlyOurs",
+        "PassInstanceRole",
+        "SpotServiceLinkedRole",
+    }
+    ok = tescape("aws", "check", env=env)
+    assert ok.returncode == 0 and ok.stdout.startswith("ok: "), ok.stderr
+    bad = tescape("aws", "check", env={**env, "TESCAPE_PROVIDERS__AWS__INSTANCE_TYPES": "m5.nope"})
+    assert bad.returncode == 1 and "m5.nope" in bad.stderr
+
+
+def test_orphans_are_the_live_tagged_machines_no_row_names(moto: MotoServer) -> None:
+    p = provider(moto, instance_types=["m5.large"])
+    offer = next(o for o in p.offers() if o.market == "on-demand")
+    kept = p.launch(LaunchSpec("inst-kept", "tok", offer))
+    p.launch(LaunchSpec("inst-unstored", "tok", offer))  # its row kept the gateway's id only
+    orphan = p.launch(LaunchSpec("inst-orphan", "tok", offer))
+    ended = p.launch(LaunchSpec("inst-ended", "tok", offer))
+    p.terminate(ended)
+    rows = [kept, LaunchRecord("inst-unstored", offer.zone, {})]
+    assert [r.provider_id for r in p.orphans(rows)] == [orphan.provider_id]
