@@ -312,7 +312,7 @@ def test_cancel_during_a_migration_ends_canceled_with_nothing_left_running(
     server: RunningServer, root: Path
 ) -> None:
     from capsule_runtime.engine.errors import EngineError
-from capsule_runtime.engine.podman import PodmanEngine
+    from capsule_runtime.engine.podman import PodmanEngine
 
     task_id = submit(server, stateful_task(root, "cancelmove", 200, 0.1, 8))
     wait_for("the counter to pass 5", lambda: count_lines(root, task_id) >= 5, srv=server)
