@@ -26,14 +26,13 @@ from capsule_runtime.capsules.store import FileStore
 from capsule_runtime.engine.podman import PodmanEngine
 from capsule_runtime.protocol.messages import (
     Assignment,
-    AttemptReport,
     CapsuleRef,
-    CapsuleReport,
     CapsuleSettings,
     CheckpointOrder,
     TaskSettings,
 )
 from capsule_runtime.runner import TaskRun
+from tests.fixtures.recorder import Recorder
 from tests.fixtures.waiting import wait_for
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="CRIU needs root")
@@ -42,25 +41,6 @@ COUNTER = (
     "i=0; while [ $i -lt $1 ]; do i=$((i+1)); echo $i >> /work/count; echo $i; sleep 0.1; done"
 )
 N = 50
-
-
-class Recorder:
-    """The GatewayClient methods a TaskRun calls, recording what it says."""
-
-    hurry = False
-
-    def __init__(self) -> None:
-        self.reports: list[AttemptReport] = []
-        self.capsules: list[CapsuleReport] = []
-
-    def report(self, attempt_id: str, report: AttemptReport) -> None:
-        self.reports.append(report)
-
-    def report_capsule(self, attempt_id: str, report: CapsuleReport) -> None:
-        self.capsules.append(report)
-
-    def upload_stream(self, attempt_id: str, executor: int, stream: str, path: Path) -> None:
-        pass
 
 
 @pytest.fixture

@@ -15,30 +15,12 @@ from capsule_runtime.capsules.store import CapsuleStoreError, FileStore
 from capsule_runtime.engine.fake import FakeEngine
 from capsule_runtime.protocol.messages import (
     Assignment,
-    AttemptReport,
     CapsuleRef,
-    CapsuleReport,
     CapsuleSettings,
     CheckpointOrder,
 )
 from capsule_runtime.runner import TaskRun
-
-
-class Recorder:
-    hurry = False
-
-    def __init__(self) -> None:
-        self.reports: list[AttemptReport] = []
-        self.capsules: list[CapsuleReport] = []
-
-    def report(self, attempt_id: str, report: AttemptReport) -> None:
-        self.reports.append(report)
-
-    def report_capsule(self, attempt_id: str, report: CapsuleReport) -> None:
-        self.capsules.append(report)
-
-    def upload_stream(self, *args: Any) -> None:
-        pass
+from tests.fixtures.recorder import Recorder
 
 
 class Unreachable:
