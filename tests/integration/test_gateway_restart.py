@@ -106,7 +106,7 @@ def capsules(srv: Any, task_id: str) -> list[dict[str, Any]]:
 
 
 def attempts_of(srv: Any, task_id: str) -> list[dict[str, Any]]:
-    return admin(srv, "GET", f"/tasks/{task_id}/attempts").json()["attempts"]  # type: ignore[no-any-return]
+    return admin(srv, "GET", f"/tasks/{task_id}/attempts").json()["attempts"]
 
 
 def agent_pids(instance_id: str) -> list[str]:
