@@ -142,13 +142,15 @@ class TaskRun(threading.Thread):
         self.task: dict[str, Any] = assignment.task
         self._cancel = threading.Event()
         self._abort_reason: str | None = None
+        # the executor container running now and its index (None between executors), and the
+        # workspace: set and read under _lock (cancel, resize, usage, a checkpoint's _claim)
+        self._lock = threading.Lock()
         self._container: str | None = None
+        self._index: int | None = None
         self._workspace: Workspace | None = None
         self._finished_containers: list[str] = []
         self._streams: list[tuple[int, str]] = []  # (executor, "stdout" | "stderr") to upload
         self._running_reported = False
-        self._lock = threading.Lock()
-        self._index: int | None = None  # the executor whose container is running
         # capsules: the store opened on first use, shared by the sessions
         self._store: CapsuleStore | None = None
         self._checkpoints = Checkpointer(
