@@ -18,6 +18,9 @@ task directory comes back at the same host path, the container resumes where it 
 goes on from that executor with the same TaskLog. A corrupt capsule is reported and skipped for
 the one before it; when none is usable the task starts from scratch (said in system_logs).
 
+The capsule sessions (checkpoints, restores, resizes) are capsule_runtime/sessions.py; how an
+executor and the attempt end is typed in capsule_runtime/outcomes.py.
+
 The task directory is `<tasks_dir>/<task_id>`, the same on every instance, because podman's
 checkpoint names its bind mounts by host path.
 """
@@ -29,32 +32,31 @@ import os
 import shutil
 import stat
 import threading
-import time
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from capsule_runtime import checkpointing
-from capsule_runtime.capsules.manifest import Manifest
-from capsule_runtime.capsules.pipeline import CapsuleCorrupt
-from capsule_runtime.capsules.store import (
-    CapsuleMissing,
-    CapsuleStore,
-    CapsuleStoreError,
-    open_store,
-)
+from capsule_runtime.capsules.store import CapsuleStore, open_store
 from capsule_runtime.client import Fenced, GatewayClient, GatewayUnreachable
-from capsule_runtime.engine.errors import EngineError, WaitTimeout
+from capsule_runtime.engine.errors import EngineError
 from capsule_runtime.engine.protocol import ContainerEngine
 from capsule_runtime.engine.spec import ContainerSpec, Mount
 from capsule_runtime.image_source import prepare_image
 from capsule_runtime.live_logs import LiveStreams, open_stream
+from capsule_runtime.outcomes import (
+    AttemptEnd,
+    Cancelled,
+    ExecutorEnd,
+    Exited,
+    FinalStatus,
+    Finished,
+    Moved,
+    Superseded,
+)
 from capsule_runtime.protocol.local_paths import install_dirs
 from capsule_runtime.protocol.messages import (
     Assignment,
     AttemptReport,
     AttemptStatus,
-    CapsuleRef,
-    CapsuleReport,
     CheckpointOrder,
 )
 from capsule_runtime.protocol.redact import (
@@ -65,6 +67,7 @@ from capsule_runtime.protocol.redact import (
 )
 from capsule_runtime.protocol.tasklog import NOT_RUN, drop_unstarted
 from capsule_runtime.protocol.times import rfc3339, utcnow
+from capsule_runtime.sessions import Checkpointer, Resizer, Restorer, Running
 from capsule_runtime.staging import (
     S3Config,
     StagingError,
@@ -75,13 +78,11 @@ from capsule_runtime.staging import (
 )
 from capsule_runtime.usage import Usage, UsageSampler
 
-# How a run ends: what it reports, or "superseded" (the gateway refused it for good: no report).
-Outcome = AttemptStatus | Literal["superseded"]
 log = logging.getLogger(__name__)
 GIB = 1024**3
 CANCEL_GRACE = 10.0  # seconds between SIGTERM and SIGKILL when a user cancels
 ABORT_GRACE = 2.0  # ... when the instance shuts down
-MIGRATED = -1000  # _run_executor's result when the container left in a capsule
+CANCELED = Finished("canceled")
 
 
 def now() -> str:
@@ -142,23 +143,40 @@ class TaskRun(threading.Thread):
         self._cancel = threading.Event()
         self._abort_reason: str | None = None
         self._abandoned: str | None = None
+        # the executor container running now and its index (None between executors), and the
+        # workspace: set and read under _lock (cancel, resize, usage, a checkpoint's _claim)
+        self._lock = threading.Lock()
         self._container: str | None = None
+        self._index: int | None = None
         self._workspace: Workspace | None = None
         self._finished_containers: list[str] = []
         self._streams: list[tuple[int, str]] = []  # (executor, "stdout" | "stderr") to upload
         self._running_reported = False
-        self._lock = threading.Lock()
-        # capsules
+        # capsules: the store opened on first use, shared by the sessions
         self._store: CapsuleStore | None = None
-        self._sequence = assignment.next_sequence
-        self._parent: Manifest | None = None
-        self._index: int | None = None  # the executor whose container is running
-        self._checkpoint_lock = threading.Lock()  # one checkpoint at a time
-        self._checkpoint_done = threading.Event()
-        self._checkpoint_done.set()
-        self._migrated: str | None = None  # the capsule the task left in
-        self._last_capsule = time.monotonic()
-        self._resumed_container = ""
+        self._checkpoints = Checkpointer(
+            assignment,
+            client,
+            self.engine,
+            self.store,
+            task_dir=self.dir,
+            scratch=self.scratch,
+            claim=self._claim,
+            cancelled=self._cancel,
+            system_log=self.system_log,
+            progress=lambda: self.report("running"),
+        )
+        self._restorer = Restorer(
+            assignment,
+            client,
+            self.engine,
+            self.store,
+            task_dir=self.dir,
+            scratch=self.scratch,
+            cancelled=self._cancel,
+            system_log=self.system_log,
+        )
+        self._resizer = Resizer(assignment, self.engine, self.system_log)
         self._sampler = UsageSampler()
         self._pids: dict[str, int] = {}  # container id → its init process (host PID)
         _remember_secrets(assignment)
@@ -194,7 +212,7 @@ class TaskRun(threading.Thread):
     @property
     def left_in_capsule(self) -> bool:
         """Whether the task has left this instance in a capsule (a move's checkpoint)."""
-        return self._migrated is not None
+        return self._checkpoints.moved_to is not None
 
     def _stop_container(self, grace: float = CANCEL_GRACE) -> None:
         with self._lock:
@@ -240,21 +258,28 @@ class TaskRun(threading.Thread):
 
     def run(self) -> None:
         try:
-            status, message = self._execute()
+            end = self._execute()
         except Exception as exc:  # anything unexpected is a system error, never a hang
             log.exception("attempt %s failed", self.a.attempt_id)
-            status, message = "system_error", f"internal error on the worker: {exc}"
-            self.system_log(message)
-        if status == "interrupted":
-            self._leave()
-            self.report(status, message)
-            return
-        if status == "superseded":  # the gateway refused it for good: nothing more to say
-            self._remove_containers()
-            if self._workspace is not None:
-                self._workspace.close()
-            shutil.rmtree(self.dir, ignore_errors=True)
-            return
+            why = f"internal error on the worker: {exc}"
+            self.system_log(why)
+            end = Finished("system_error", why)
+        match end:
+            case Moved(capsule_id):
+                self._leave()
+                self.report("interrupted", f"moved into capsule {capsule_id}")
+            case Superseded():  # the gateway refused it for good: nothing more to say
+                self._remove_containers()
+                if self._workspace is not None:
+                    self._workspace.close()
+                shutil.rmtree(self.dir, ignore_errors=True)
+            case Finished(status, message):
+                self._finish(status, message)
+
+    def _finish(self, status: FinalStatus, message: str | None) -> None:
+        """The final report (a cancel or an abort overrides all but a real end), then the
+        streams saved, the containers removed and the work area dropped. An abandoned attempt
+        (the gateway out of reach for good) ends with no report."""
         if self._abandoned and status not in ("complete", "executor_error"):
             log.warning("attempt %s stopped unreported: %s", self.a.attempt_id, self._abandoned)
             self._leave()
@@ -270,19 +295,19 @@ class TaskRun(threading.Thread):
             self._workspace.close()
         shutil.rmtree(self.dir, ignore_errors=True)
 
-    def _execute(self) -> tuple[Outcome, str | None]:
+    def _execute(self) -> AttemptEnd:
         settings = self.a.settings
         images: dict[str, str] = {}
-        resumed: int | None = None
+        resumed: Running | None = None  # the executor a capsule brought back, running again
         if self.a.restore:
             self.report("restoring")
             try:
                 images = self._prepare_images()
             except EngineError as exc:
-                return "system_error", str(exc)
+                return Finished("system_error", str(exc))
             resumed = self._restore()
             if self._cancel.is_set():
-                return "canceled", None
+                return CANCELED
         else:
             self.report("initializing")
         try:
@@ -306,48 +331,49 @@ class TaskRun(threading.Thread):
                 mounts = stage_inputs(self.task.get("inputs", []), workspace)
             else:
                 mounts = workspace.mounts()
-                for index in range(resumed):  # their full streams came along in the capsule
+                for index in range(resumed.index):  # their full streams came in the capsule
                     self._streams += [(index, "stdout"), (index, "stderr")]
         except (StagingError, OSError) as exc:
             self.system_log(f"input staging failed: {exc}")
-            return "system_error", str(exc)
+            return Finished("system_error", str(exc))
         if self._cancel.is_set():
-            return "canceled", None
+            return CANCELED
         if not images:
             try:
                 images = self._prepare_images()
             except EngineError as exc:
-                return "system_error", str(exc)
+                return Finished("system_error", str(exc))
         failed = False
         for index, ex in enumerate(self.task["executors"]):
-            if resumed is not None and index < resumed:
+            if resumed is not None and index < resumed.index:
                 continue  # ran on an earlier instance
             if self._cancel.is_set():
-                return "canceled", None
-            if index == resumed:
-                code = self._follow(index, ex, workspace, self._resumed_container)
+                return CANCELED
+            if resumed is not None and index == resumed.index:
+                end = self._follow(index, ex, workspace, resumed.container_id)
             else:
-                code = self._run_executor(index, ex, images[ex["image"]], workspace, mounts)
-            if code is None:
-                return "canceled", None
-            if code == MIGRATED:
-                return "interrupted", f"moved into capsule {self._migrated}"
-            if code != 0 and not ex.get("ignore_error"):
-                failed = True
-                break
+                end = self._run_executor(index, ex, images[ex["image"]], workspace, mounts)
+            match end:
+                case Cancelled():
+                    return CANCELED
+                case Moved():
+                    return end
+                case Exited(code) if code != 0 and not ex.get("ignore_error"):
+                    failed = True
+                    break
         if self._cancel.is_set():
-            return "canceled", None
+            return CANCELED
         if not self._still_live():
-            return "superseded", None
+            return Superseded()
         report = upload_outputs_report(self.task.get("outputs", []), workspace)
         self.log["outputs"] = report.outputs
         for note in report.system_logs:
             self.system_log(note)
         if failed:
-            return "executor_error", None
+            return Finished("executor_error")
         if report.failed:  # COMPLETE means the outputs were uploaded (TES)
-            return "system_error", f"{report.failed} output upload(s) failed"
-        return "complete", None
+            return Finished("system_error", f"{report.failed} output upload(s) failed")
+        return Finished("complete")
 
     def _still_live(self) -> bool:
         """Before outputs go to the user's URLs: is this attempt still its task's live one? A
@@ -448,14 +474,14 @@ class TaskRun(threading.Thread):
         image: str,
         workspace: Workspace,
         mounts: tuple[Mount, ...],
-    ) -> int | None:
+    ) -> ExecutorEnd:
         try:
             stdin, out, err = self._open_stdio(index, ex, workspace)
         except (StagingError, OSError) as exc:
             entry = self._entry(index)
             entry.update(start_time=now(), end_time=now(), exit_code=127, stderr=str(exc))
             self.system_log(f"executor {index} could not start: {exc}")
-            return 127
+            return Exited(127)
         res = {**self.task.get("resources", {}), **(self.a.limits or {})}
         spec = ContainerSpec(
             image=image,
@@ -481,7 +507,7 @@ class TaskRun(threading.Thread):
             LiveStreams(self.client, self.a.attempt_id, index, live).stop()  # closes them
             entry.update(end_time=now(), exit_code=127, stderr=str(exc))
             self.system_log(f"executor {index} could not start: {exc}")
-            return 127
+            return Exited(127)
         self._record(cid)
         return self._follow(index, ex, workspace, cid, live)
 
@@ -524,10 +550,10 @@ class TaskRun(threading.Thread):
         workspace: Workspace,
         cid: str,
         live: dict[str, int | Path] | None = None,
-    ) -> int | None:
+    ) -> ExecutorEnd:
         """Wait for executor `index`'s running container `cid`; checkpoint it when due; push its
-        logs live meanwhile. Returns its exit code, None when cancelled, MIGRATED when it left
-        in a capsule."""
+        logs live meanwhile. Exited with its exit code, Cancelled, or Moved when it left in a
+        capsule."""
         with self._lock:
             self._container, self._index = cid, index
         if not self._running_reported:
@@ -540,16 +566,16 @@ class TaskRun(threading.Thread):
             self._stop_container()
         try:
             try:
-                code = self._wait(cid)
+                code = self._checkpoints.wait(cid)
             except EngineError:
                 # podman cannot wait for a container a checkpoint has just stopped
-                self._checkpoint_done.wait()
-                if self._migrated is None:
+                self._checkpoints.settled()
+                if self._checkpoints.moved_to is None:
                     raise
-            self._checkpoint_done.wait()  # a checkpoint that stopped the container ends first
-            if self._migrated is not None:
+            self._checkpoints.settled()  # a checkpoint that stopped the container ends first
+            if (capsule_id := self._checkpoints.moved_to) is not None:
                 self._finished_containers.append(cid)
-                return MIGRATED
+                return Moved(capsule_id)
             if code == 128 + 9 and self.engine.inspect(cid).oom_killed:  # SIGKILL: maybe OOM
                 self.system_log(f"executor {index} was killed: out of memory")
         finally:
@@ -566,22 +592,10 @@ class TaskRun(threading.Thread):
         self._entry(index).update(end_time=now(), exit_code=code, **tails)
         self._streams += [(index, "stdout"), (index, "stderr")]
         if self._cancel.is_set():
-            return None
+            return Cancelled()
         if index < len(self.task["executors"]) - 1:
             self.report("running")  # progress; the last executor's log goes with the final report
-        return code
-
-    def _wait(self, cid: str) -> int:
-        """engine.wait, taking the periodic checkpoints on the way."""
-        interval = self.a.capsules.interval_seconds if self.a.capsules.store else 0.0
-        while True:
-            if interval <= 0:
-                return self.engine.wait(cid)
-            due = self._last_capsule + interval - time.monotonic()
-            try:
-                return self.engine.wait(cid, timeout=max(due, 0.05))
-            except WaitTimeout:
-                self.checkpoint(CheckpointOrder(attempt_id=self.a.attempt_id, request_id=""))
+        return Exited(code)
 
     # -- usage ------------------------------------------------------------------------------
 
@@ -605,6 +619,7 @@ class TaskRun(threading.Thread):
     # -- capsules -----------------------------------------------------------------------------
 
     def store(self) -> CapsuleStore:
+        """The capsule store, opened on first use (a task that never checkpoints needs none)."""
         if self._store is None:
             self._store = open_store({"url": self.a.capsules.store, "s3": self.a.capsules.s3})
         return self._store
@@ -613,199 +628,39 @@ class TaskRun(threading.Thread):
         """Checkpoint the running executor's container into a capsule (from any thread). With
         `order.stop`, the container ends and the attempt reports `interrupted`; a failure leaves
         the task running and says why in system_logs. Always answers with a CapsuleReport."""
-        periodic = not order.request_id
-        with self._checkpoint_lock:
-            if self._migrated is not None:
-                return  # the task has left this instance already
-            self._last_capsule = time.monotonic()
-            sequence = self._sequence
-            report = CapsuleReport(
-                state="failed",
-                capsule_id=f"{self.a.attempt_id}-{sequence}",
-                sequence=sequence,
-                request_id=order.request_id or None,
-                stop=order.stop,
-                reason="periodic" if periodic and not order.stop else order.reason,
-            )
-            with self._lock:
-                cid, index = self._container, self._index
-                if cid is not None and not self._cancel.is_set():
-                    self._checkpoint_done.clear()
-            try:
-                if not self.a.capsules.store:
-                    raise checkpointing.CheckpointFailed("capsules are not configured")
-                if cid is None or index is None or self._cancel.is_set():
-                    raise checkpointing.CheckpointFailed(
-                        "no executor is running (staging, uploading or finished)"
-                    )
-                done = checkpointing.checkpoint(
-                    self.engine,
-                    self.store(),
-                    self.a.capsules,
-                    container_id=cid,
-                    task_dir=self.dir,
-                    scratch=self.scratch,
-                    task_id=self.a.task_id,
-                    attempt_id=self.a.attempt_id,
-                    sequence=sequence,
-                    parent=self._parent,
-                    meta={"executor_index": index, "reason": report.reason},
-                    # A move, too, leaves the task running until its capsule is durable: a
-                    # store that fails mid-upload then costs a failed checkpoint, never the task
-                    leave_running=True,
-                )
-            except Exception as exc:  # a failed checkpoint never takes the task down
-                log.warning("checkpoint of %s failed: %s", self.a.attempt_id, exc)
-                report.error = redact(str(exc))
-                self.system_log(f"checkpoint {sequence} ({report.reason}) failed: {exc}")
-                self._send_capsule(report)
-                self._checkpoint_done.set()
-                self.report("running")  # the system_logs line
-                return
-            self._sequence += 1
-            self._parent = done.manifest
-            m = done.manifest
-            report = report.model_copy(
-                update={
-                    "state": "complete",
-                    "capsule_id": m.capsule_id,
-                    "manifest_key": done.key,
-                    "manifest_sha256": done.sha256,
-                    "parent": m.parent,
-                    "size_bytes": m.size_bytes,
-                    "stored_bytes": m.stored_bytes,
-                    "uploaded_bytes": m.uploaded_bytes,
-                    "uploaded_chunks": m.uploaded_chunks,
-                    "reused_chunks": m.reused_chunks,
-                    "seconds": {**m.timings, **done.seconds},
-                }
-            )
-            if order.stop:  # the capsule is durable: this copy ends now, whether or not the
-                self._migrated = m.capsule_id  # gateway hears of it at once
-                self._stop_moved(cid)
-            self._send_capsule(report)  # before `interrupted`: the gateway restores from it
-            self._checkpoint_done.set()
+        self._checkpoints.checkpoint(order)
 
-    def _stop_moved(self, cid: str) -> None:
-        """The task lives on in its capsule: end this copy at once (what it did since the dump
-        is redone from the capsule, on the instance it moves to)."""
-        try:
-            self.engine.stop(cid, grace=0)
-        except EngineError as exc:  # it may have ended by itself in the meantime
-            log.info("stopping %s after its move: %s", cid, exc)
+    def _claim(self) -> Running | None:
+        """The container a checkpoint may take now, held for it (sessions.Checkpointer) under
+        the same lock `_follow` sets and clears it with."""
+        with self._lock:
+            cid, index = self._container, self._index
+            if cid is None or index is None or self._cancel.is_set():
+                return None
+            self._checkpoints.begin()
+            return Running(cid, index)
 
-    def _send_capsule(self, report: CapsuleReport) -> None:
-        try:
-            self.client.report_capsule(self.a.attempt_id, report)
-        except GatewayUnreachable as exc:
-            log.error("capsule report for %s failed: %s", self.a.attempt_id, exc)
-
-    def _restore(self) -> int | None:
-        """Restore from the newest usable capsule: the executor index now running again (its
-        container in self._resumed_container), or None to start from scratch."""
-        for ref in self.a.restore:
-            try:
-                restored = self._restore_waiting(ref)
-            except (CapsuleCorrupt, CapsuleMissing) as exc:
-                self.system_log(f"capsule {ref.capsule_id} is unusable ({exc}); not restored")
-                self._send_capsule(
-                    CapsuleReport(
-                        state="corrupt",
-                        capsule_id=ref.capsule_id,
-                        sequence=ref.sequence,
-                        error=redact(str(exc)),
-                    )
-                )
-                continue
-            except (EngineError, OSError, CapsuleStoreError) as exc:
-                self.system_log(f"restoring capsule {ref.capsule_id} failed: {exc}")
-                continue
-            self._apply_limits(restored.container_id)
-            self._parent = restored.manifest
-            self._resumed_container = restored.container_id
-            self._record(restored.container_id)
-            self._finished_containers.append(restored.container_id)  # removed at the end
-            index = int(restored.manifest.meta.get("executor_index", 0))
-            self.log["metadata"]["restored_from"] = ref.capsule_id
-            self._send_capsule(
-                CapsuleReport(
-                    state="restored",
-                    capsule_id=ref.capsule_id,
-                    sequence=ref.sequence,
-                    size_bytes=restored.manifest.size_bytes,
-                    stored_bytes=restored.manifest.stored_bytes,
-                    seconds=restored.seconds,
-                )
-            )
-            return index
-        self.system_log(
-            "no usable capsule to restore from; the task starts again from the beginning"
-        )
-        self._send_capsule(CapsuleReport(state="none_usable", capsule_id="-"))
-        return None
-
-    def _restore_waiting(self, ref: CapsuleRef) -> checkpointing.Restored:
-        """Restore one capsule; while its store cannot be reached, try again with a back-off
-        for `store_wait_seconds` (a store restarting or briefly unreachable must not cost the
-        task its capsule, or make it start again from the beginning). Cancellable."""
-        deadline = time.monotonic() + self.a.capsules.store_wait_seconds
-        delay = 1.0
-        while True:
-            try:
-                return checkpointing.restore(
-                    self.engine,
-                    self.store(),
-                    self.a.capsules,
-                    ref,
-                    task_dir=self.dir,
-                    scratch=self.scratch,
-                    name=f"tescape-{self.a.attempt_id}-r{ref.sequence}",
-                )
-            except CapsuleStoreError as exc:
-                left = deadline - time.monotonic()
-                if left <= 0 or self._cancel.is_set():
-                    raise
-                wait = min(delay, left)
-                self.system_log(
-                    f"capsule store unreachable while restoring {ref.capsule_id} ({exc}); "
-                    f"trying again in {wait:.0f} s"
-                )
-                self._cancel.wait(wait)
-                delay = min(delay * 2, 30.0)
-
-    def _apply_limits(self, container_id: str) -> None:
-        """A restored container comes back with the limits it was checkpointed with; a size
-        move (rightsizing, OOM protection) gave this attempt others: set them in place."""
-        limits = self.a.limits or {}
-        if limits:
-            self._set_limits(
-                container_id, limits.get("cpu_cores"), limits.get("ram_gb"), "the restored"
-            )
+    def _restore(self) -> Running | None:
+        """Restore from the newest usable capsule: its executor, running again, or None to
+        start from scratch."""
+        found = self._restorer.newest_usable()
+        if found is None:
+            return None
+        ref, restored = found
+        self._resizer.restored(restored.container_id)
+        self._checkpoints.parent = restored.manifest
+        self._record(restored.container_id)
+        self._finished_containers.append(restored.container_id)  # removed at the end
+        index = int(restored.manifest.meta.get("executor_index", 0))
+        self.log["metadata"]["restored_from"] = ref.capsule_id
+        self._restorer.confirm(ref, restored)
+        return Running(restored.container_id, index)
 
     def resize(self, cpu_cores: float | None, ram_gb: float | None) -> None:
         """The gateway's in-place resize: new limits for the running executor's container."""
         with self._lock:
             cid = self._container
-        if cid is None:
-            self.system_log("resize ordered between executors; the next one keeps the old limits")
-            return
-        self.a.limits = {
-            **(self.a.limits or {}),
-            **{k: v for k, v in (("cpu_cores", cpu_cores), ("ram_gb", ram_gb)) if v is not None},
-        }
-        self._set_limits(cid, cpu_cores, ram_gb, "the running")
-
-    def _set_limits(
-        self, container_id: str, cpu: float | None, ram: float | None, which: str
-    ) -> None:
-        memory = int(ram * GIB) if ram is not None else None
-        try:
-            self.engine.update(container_id, cpu_cores=cpu, memory_bytes=memory)
-        except EngineError as exc:
-            self.system_log(f"{which} container keeps its old limits: {exc}")
-            return
-        parts = [f"cpu {cpu:g}" if cpu is not None else "", f"memory {ram:g} GB" if ram else ""]
-        self.system_log(f"limits of {which} container: " + ", ".join(p for p in parts if p))
+        self._resizer.resize(cid, cpu_cores, ram_gb)
 
     def _leave(self) -> None:
         """The task moved into a capsule: free this instance's copy before the gateway assigns

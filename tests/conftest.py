@@ -83,7 +83,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         capture_output=True,
         text=True,
     )
-    left = [pid for pid in out.stdout.split() if pid.strip()]
-    if left:
-        print(f"\nLEAK: tescape servers still running: {left}")
+    servers = [pid for pid in out.stdout.split() if pid.strip()]
+    if servers:
+        print(f"\nLEAK: tescape servers still running: {servers}")
         session.exitstatus = 1

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from playwright.sync_api import Browser, Page, expect
+from playwright.sync_api import Browser, HttpCredentials, Page, expect
 from playwright.sync_api import Error as PlaywrightError
 from werkzeug.security import generate_password_hash
 
@@ -52,7 +52,7 @@ def owned(server: RunningServer) -> dict[str, list[str]]:
 
 
 def page_as(browser: Browser, user: str | None) -> Page:
-    creds = {"username": user, "password": USERS[user][0]} if user else None
+    creds = HttpCredentials(username=user, password=USERS[user][0]) if user else None
     context = browser.new_context(viewport={"width": 1360, "height": 900}, http_credentials=creds)
     return context.new_page()
 

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import threading
+from typing import Any
 
 from gateway.store import TaskStore, open_database
 from gateway.store.fleet import FleetStore
@@ -26,7 +27,8 @@ def test_concurrent_attempt_data_updates_are_never_lost(db_url: str) -> None:
             start.wait()
             try:
                 for j in range(WRITES):
-                    fleet.update_attempt_data(aid, **{f"k{i}-{j}": j})
+                    change: dict[str, Any] = {f"k{i}-{j}": j}
+                    fleet.update_attempt_data(aid, **change)
             except BaseException as exc:  # reported below, with the lost writes
                 errors.append(exc)
 

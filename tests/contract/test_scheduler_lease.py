@@ -51,7 +51,12 @@ def test_a_takeover_waits_for_the_fenced_transaction(db_url: str) -> None:
         taken = threading.Event()
         with db.engine.begin() as conn:
             old.fence(conn)  # still the holder of epoch 1: its write goes ahead
-            taker = threading.Thread(target=lambda: new.hold() and taken.set())
+
+            def take() -> None:
+                if new.hold():
+                    taken.set()
+
+            taker = threading.Thread(target=take)
             taker.start()
             taker.join(0.5)
             assert not taken.is_set()  # waits for the lease row

@@ -168,7 +168,7 @@ def test_a_task_runs_on_a_spot_instance_the_aws_provider_launched(
     assert created.status_code == 200, created.text
     task_id = created.json()["id"]
 
-    instance = wait("an EC2 launch", lambda: (ours(moto) or [None])[0])
+    instance = wait("an EC2 launch", lambda: next(iter(ours(moto)), None))
     assert instance["InstanceLifecycle"] == "spot" and instance["InstanceType"] == "m5.large"
     script = user_data(moto, instance["InstanceId"])
     imds = InstanceMetadata(
@@ -262,7 +262,7 @@ def test_a_reclaimed_spot_instance_moves_its_task_through_an_s3_capsule(
     tasks = tmp_path / "tasks"
     played: list[Played] = []
     try:
-        first = wait("an EC2 launch", lambda: (ours(moto) or [None])[0])
+        first = wait("an EC2 launch", lambda: next(iter(ours(moto)), None))
         played.append(Played(moto, first, tmp_path / "machines", tasks))
         count = tasks / task_id / "work" / "fs" / "work" / "count"
 

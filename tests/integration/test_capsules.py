@@ -204,11 +204,11 @@ def test_checkpoint_leaves_the_task_running_and_capsules_go_when_it_ends(
     sample = wait_for("a usage sample", usage)
     assert sample["memory_bytes"] > 2**20  # the shell, nc, and the 1 MiB in /dev/shm
     cli = [sys.executable, "-m", "gateway.cli", "tasks", "checkpoint", task_id]
-    done = subprocess.run(
+    asked = subprocess.run(
         [*cli, "--server", server.url, "--wait", "60"], capture_output=True, text=True, timeout=90
     )
-    assert done.returncode == 0, done.stderr
-    assert "checkpoint requested" in done.stdout and "MiB uploaded" in done.stdout
+    assert asked.returncode == 0, asked.stderr
+    assert "checkpoint requested" in asked.stdout and "MiB uploaded" in asked.stdout
     capsules = admin(server, "GET", f"/tasks/{task_id}/capsules").json()["capsules"]
     assert capsules and capsules[0]["state"] == "complete"
     assert (root / "capsules" / task_id).is_dir()

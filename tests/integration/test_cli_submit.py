@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
@@ -77,13 +78,16 @@ def test_json_output(srv: RunningServer) -> None:
 
 @pytest.mark.parametrize("suffix", ["json", "yaml"])
 def test_task_files(srv: RunningServer, tmp_path: Path, suffix: str) -> None:
-    task = {"name": f"from-{suffix}", "executors": [{"image": "busybox", "command": ["true"]}]}
+    task: dict[str, Any] = {
+        "name": f"from-{suffix}",
+        "executors": [{"image": "busybox", "command": ["true"]}],
+    }
     path = tmp_path / f"task.{suffix}"
     if suffix == "json":
         path.write_text(json.dumps(task))
     else:
         path.write_text("name: from-yaml\nexecutors:\n  - image: busybox\n    command: [true]\n")
-        task["executors"][0]["command"] = [True]  # type: ignore[list-item]
+        task["executors"][0]["command"] = [True]
     out = tescape(srv, "submit", str(path), "--json")  # options may follow the file
     if suffix == "yaml":  # YAML's bare `true` is a boolean: the server says which field
         assert out.returncode == 2 and "command" in out.stderr, out.stderr

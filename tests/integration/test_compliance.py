@@ -43,14 +43,14 @@ def live(
 def post(srv: RunningServer, body: dict[str, Any], status: int = 200) -> dict[str, Any]:
     resp = requests.post(srv.tes + "/tasks", json=body, timeout=10)
     assert resp.status_code == status, resp.text
-    return resp.json()  # type: ignore[no-any-return]
+    return resp.json()
 
 
 def get(srv: RunningServer, path: str, **params: Any) -> dict[str, Any]:
     resp = requests.get(srv.tes + path, params=params, timeout=10)
     assert resp.status_code == 200, resp.text
     assert resp.headers["Content-Type"] == "application/json"
-    return resp.json()  # type: ignore[no-any-return]
+    return resp.json()
 
 
 # -- schema_validation_only checks -----------------------------------------------------------

@@ -41,7 +41,7 @@ def test_one_leader_and_a_takeover_when_it_dies(
             "encryption": {"key_file": str(tmp_path / "capsule.key")},
         },
     }
-    run = {"config": config, "db_url": db, "run_tasks": True}
+    run: dict[str, Any] = {"config": config, "db_url": db, "run_tasks": True}
     with tescape_server(tmp_path / "a", **run) as a, tescape_server(tmp_path / "b", **run) as b:
         wait_for("a leader", lambda: "leads the scheduler" in a.log() + b.log())
         leader, follower = (a, b) if "leads the scheduler" in a.log() else (b, a)
@@ -86,7 +86,7 @@ def test_a_running_task_goes_on_through_a_takeover(
             "encryption": {"key_file": str(tmp_path / "capsule.key")},
         },
     }
-    run = {"config": config, "db_url": db, "run_tasks": True}
+    run: dict[str, Any] = {"config": config, "db_url": db, "run_tasks": True}
     task = stateful_task(tmp_path, "takeover", 20, 0.1, 1, gate="/work/.release")
     a_dir, b_dir = tmp_path / "a" / "data", tmp_path / "b" / "data"
     with tescape_server(a_dir, **run) as a, tescape_server(b_dir, **run) as b:

@@ -29,7 +29,7 @@ TALKER = (
 def live_text(srv: RunningServer, task_id: str) -> str:
     resp = requests.get(
         f"{srv.url}/api/v1/tasks/{task_id}/logs",
-        params={"executor": 0, "stream": "stdout"},
+        params={"executor": "0", "stream": "stdout"},
         timeout=10,
     )
     return resp.text if resp.status_code in (200, 206) else ""
@@ -99,7 +99,7 @@ def test_a_running_executors_stdout_can_be_followed(
                 follower.wait()
         final = wait_for(
             "the whole stream",
-            lambda: (t := live_text(srv, task_id)).endswith("end\n") and t,
+            lambda: t if (t := live_text(srv, task_id)).endswith("end\n") else None,
             srv=srv,
         )
     lines = final.splitlines()

@@ -51,7 +51,7 @@ def instance(srv: RunningServer, instance_id: str) -> dict[str, Any]:
     [found] = [
         i for i in admin(srv, "GET", "/instances").json()["instances"] if i["id"] == instance_id
     ]
-    return found  # type: ignore[no-any-return]
+    return found
 
 
 def test_tasks_go_to_the_cheapest_spot_offer_unless_they_ask_for_on_demand(

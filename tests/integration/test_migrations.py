@@ -1,5 +1,7 @@
 """Alembic migrations produce exactly the schema in gateway/store/schema.py, on both databases."""
 
+from pathlib import Path
+
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
@@ -19,7 +21,7 @@ def test_migrated_schema_matches_metadata(db_url: str) -> None:
         db.close()
 
 
-def test_sqlite_runs_in_wal_mode(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_sqlite_runs_in_wal_mode(tmp_path: Path) -> None:
     db = open_database(f"sqlite:///{tmp_path / 'w.db'}")
     with db.engine.connect() as conn:
         assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"

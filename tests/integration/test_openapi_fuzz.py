@@ -22,6 +22,7 @@ from schemathesis.checks import (
     response_schema_conformance,
     status_code_conformance,
 )
+from schemathesis.specs.openapi.schemas import OpenApiSchema
 
 from tests.fixtures.server import API_CONFIG, RunningServer, tescape_server
 from tests.tes_schemas import SCHEMAS
@@ -42,7 +43,7 @@ def api_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServ
 
 
 @pytest.fixture(scope="module")
-def served_openapi(api_server: RunningServer) -> schemathesis.BaseSchema:
+def served_openapi(api_server: RunningServer) -> OpenApiSchema:
     return schemathesis.openapi.from_url(api_server.tes + "/openapi.json")
 
 
@@ -62,7 +63,7 @@ OPERATIONS = ["GetServiceInfo", "ListTasks", "CreateTask", "GetTask", "CancelTas
     ],
 )
 def test_generated_requests_get_no_5xx_and_documented_answers(
-    served_openapi: schemathesis.BaseSchema, operation_id: str, mode: GenerationMode
+    served_openapi: OpenApiSchema, operation_id: str, mode: GenerationMode
 ) -> None:
     """Positive cases follow the document; negative ones break it (wrong types, missing
     required fields, bad enums) and must get a documented answer, never a 5xx. (Some of those the

@@ -22,7 +22,7 @@ REPO = Path(__file__).resolve().parents[2]
 def run(cmd: list[str], **kw: object) -> subprocess.CompletedProcess[str]:
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, **kw)  # type: ignore[call-overload]
     assert done.returncode == 0, f"{cmd}: {done.stdout[-2000:]}\n{done.stderr[-4000:]}"
-    return done  # type: ignore[no-any-return]
+    return done
 
 
 def source_tree(dest: Path) -> Path:

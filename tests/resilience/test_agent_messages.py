@@ -17,16 +17,25 @@ from __future__ import annotations
 import secrets
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
 import requests
+from sqlalchemy import Connection
 
 from capsule_runtime.protocol.messages import AGENT_API
 from gateway.auth import token_sha256
 from gateway.migration import Migrations
+from gateway.providers.base import (
+    CloudState,
+    LaunchRecord,
+    LaunchSpec,
+    Offer,
+    Provider,
+    ProviderError,
+)
 from gateway.scheduler.wakeups import Wakeups
 from gateway.store import TaskStore, open_database
 from gateway.store.database import Database
@@ -115,12 +124,16 @@ class Stage:
 
     def place(self, task_id: str, agent: FakeAgent) -> None:
         """What the scheduler does: QUEUED → INITIALIZING with an attempt on the instance."""
+
+        def add_attempt(c: Connection) -> None:
+            self.fleet.add_attempt(c, task_id, agent.instance)
+
         with self.tasks.batch() as conn:
             done = self.tasks.transition(
                 task_id,
                 State.INITIALIZING,
                 expect={State.QUEUED},
-                on_apply=lambda c: self.fleet.add_attempt(c, task_id, agent.instance),
+                on_apply=add_attempt,
                 conn=conn,
             )
         assert done.applied
@@ -245,12 +258,14 @@ def test_reports_racing_a_lost_instance_settle_once(stage: Stage) -> None:
     assert a.report(aid, "running") == 200
     cfg = load_config(overrides={"data_dir": str(stage.server.data_dir)}, environ={})
     scheduler = Scheduler(cfg, stage.tasks, stage.fleet, _NoProvider(), Wakeups())
-    codes = send_at_once(
-        [
-            lambda: a.report(aid, "complete"),
-            lambda: scheduler._lose(stage.fleet.instance(a.instance.id), "test") or 0,  # type: ignore[arg-type]
-        ]
-    )
+    inst = stage.fleet.instance(a.instance.id)
+    assert inst is not None
+
+    def lose() -> int:
+        scheduler._lose(inst, "test")
+        return 0
+
+    codes = send_at_once([lambda: a.report(aid, "complete"), lose])
     attempts = stage.fleet.attempts_of(task_id)
     events = stage.events(task_id)
     path = check_legal(events)
@@ -261,8 +276,19 @@ def test_reports_racing_a_lost_instance_settle_once(stage: Stage) -> None:
         assert 409 in codes and path[-1] is State.RUNNING and len(attempts) == 2
 
 
-class _NoProvider:
+class _NoProvider(Provider):
+    """Launches nothing and knows of nothing; terminating is a no-op (the agent is the test's)."""
+
     name = "none"
 
-    def terminate(self, record: object) -> None:
+    def offers(self) -> list[Offer]:
+        return []
+
+    def launch(self, spec: LaunchSpec) -> LaunchRecord:
+        raise ProviderError("this test launches nothing")
+
+    def query(self, records: Sequence[LaunchRecord]) -> dict[str, CloudState | None]:
+        return {}
+
+    def terminate(self, record: LaunchRecord) -> None:
         pass

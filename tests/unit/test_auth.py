@@ -4,6 +4,7 @@ import base64
 import json
 import time
 from pathlib import Path
+from typing import Protocol
 
 import jwt
 import pytest
@@ -19,7 +20,13 @@ from gateway.auth import (
     TooManyFailures,
     token_sha256,
 )
-from gateway.config import AuthConfig
+from gateway.config import AuthConfig, BasicUser, OidcConfig, StaticToken
+
+
+class Signer(Protocol):
+    """Signs a JWT with the test key: the usual claims, overridden by the given ones."""
+
+    def __call__(self, **claims: object) -> str: ...
 
 
 def basic(user: str, password: str) -> str:
@@ -38,8 +45,8 @@ def basic_auth() -> Authenticator:
         AuthConfig(
             mode="basic",
             users=[
-                {"name": "alice", "password_hash": generate_password_hash("pw-a")},
-                {"name": "root", "password_hash": generate_password_hash("pw-r"), "admin": True},
+                BasicUser(name="alice", password_hash=generate_password_hash("pw-a")),
+                BasicUser(name="root", password_hash=generate_password_hash("pw-r"), admin=True),
             ],
         )
     )
@@ -63,7 +70,9 @@ def test_basic_refusals(basic_auth: Authenticator, header: str | None) -> None:
 
 def test_static_bearer_tokens() -> None:
     auth = Authenticator(
-        AuthConfig(mode="bearer", tokens=[{"token_sha256": token_sha256("s3cret"), "user": "ci"}])
+        AuthConfig(
+            mode="bearer", tokens=[StaticToken(token_sha256=token_sha256("s3cret"), user="ci")]
+        )
     )
     assert auth.authenticate("Bearer s3cret") == Principal("ci", False)
     with pytest.raises(AuthError):
@@ -71,7 +80,7 @@ def test_static_bearer_tokens() -> None:
 
 
 @pytest.fixture
-def oidc(tmp_path: Path):  # type: ignore[no-untyped-def]
+def oidc(tmp_path: Path) -> tuple[Authenticator, Signer]:
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     jwk = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(key.public_key()))
     jwk.update(kid="k1", use="sig", alg="RS256")
@@ -80,12 +89,12 @@ def oidc(tmp_path: Path):  # type: ignore[no-untyped-def]
     auth = Authenticator(
         AuthConfig(
             mode="bearer",
-            oidc={"issuer": "https://idp.test", "audience": "tescape", "jwks_file": str(jwks)},
+            oidc=OidcConfig(issuer="https://idp.test", audience="tescape", jwks_file=str(jwks)),
         )
     )
 
-    def sign(**claims):  # type: ignore[no-untyped-def]
-        base = {
+    def sign(**claims: object) -> str:
+        base: dict[str, object] = {
             "iss": "https://idp.test",
             "aud": "tescape",
             "sub": "alice",
@@ -97,7 +106,7 @@ def oidc(tmp_path: Path):  # type: ignore[no-untyped-def]
     return auth, sign
 
 
-def test_oidc_jwt(oidc) -> None:  # type: ignore[no-untyped-def]
+def test_oidc_jwt(oidc: tuple[Authenticator, Signer]) -> None:
     auth, sign = oidc
     assert auth.authenticate(sign()) == Principal("alice", False)
     assert auth.authenticate(sign(groups=["tescape-admin"])) == Principal("alice", True)
@@ -107,13 +116,13 @@ def test_oidc_jwt(oidc) -> None:  # type: ignore[no-untyped-def]
     "claims",
     [{"exp": 1}, {"iss": "https://evil"}, {"aud": "other"}, {"sub": None}],
 )
-def test_oidc_refusals(oidc, claims) -> None:  # type: ignore[no-untyped-def]
+def test_oidc_refusals(oidc: tuple[Authenticator, Signer], claims: dict[str, object]) -> None:
     auth, sign = oidc
     with pytest.raises(AuthError):
         auth.authenticate(sign(**claims))
 
 
-def test_oidc_refuses_a_foreign_key(oidc) -> None:  # type: ignore[no-untyped-def]
+def test_oidc_refuses_a_foreign_key(oidc: tuple[Authenticator, Signer]) -> None:
     auth, _ = oidc
     other = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     token = jwt.encode(
@@ -137,12 +146,17 @@ class Clock:
         return self.now
 
 
-def throttled_auth(clock: Clock, **cfg: object) -> Authenticator:
-    users = [{"name": "alice", "password_hash": generate_password_hash("pw-a")}]
-    return Authenticator(
-        AuthConfig(mode="basic", users=users, **cfg),  # type: ignore[arg-type]
-        clock=clock,
+def throttled_auth(
+    clock: Clock, max_failed_logins: int, failed_login_window_seconds: float = 60.0
+) -> Authenticator:
+    users = [BasicUser(name="alice", password_hash=generate_password_hash("pw-a"))]
+    config = AuthConfig(
+        mode="basic",
+        users=users,
+        max_failed_logins=max_failed_logins,
+        failed_login_window_seconds=failed_login_window_seconds,
     )
+    return Authenticator(config, clock=clock)
 
 
 def test_failed_logins_are_limited_per_user_and_address() -> None:
@@ -180,7 +194,7 @@ def test_unknown_bearer_tokens_are_limited_per_address() -> None:
     auth = Authenticator(
         AuthConfig(
             mode="bearer",
-            tokens=[{"token_sha256": token_sha256("s3cret"), "user": "ci"}],
+            tokens=[StaticToken(token_sha256=token_sha256("s3cret"), user="ci")],
             max_failed_logins=2,
         ),
         clock=clock,

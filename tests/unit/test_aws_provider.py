@@ -107,7 +107,7 @@ def test_throttled_launches_back_off_and_capacity_errors_do_not_retry() -> None:
     p, _ = stubbed()
     stub = Stubber(p.ec2_launch)
     slept: list[float] = []
-    p.sleep = slept.append
+    p.sleep = slept.append  # type: ignore[assignment]
     stub.add_client_error("run_instances", "RequestLimitExceeded", http_status_code=503)
     stub.add_response("run_instances", {"Instances": [{"InstanceId": "i-1"}]})
     stub.add_client_error("run_instances", "InsufficientInstanceCapacity", http_status_code=500)

@@ -322,7 +322,7 @@ def capsule(tmp_path: Path) -> tuple[FileStore, Manifest, bytes, CapsuleSettings
         attempt_id="a1",
         sequence=1,
         parts=[
-            PartSource("workspace", lambda: tar_directory(work)),  # type: ignore[arg-type]
+            PartSource("workspace", lambda: tar_directory(work)),
             PartSource("container", lambda: io.BytesIO(container)),
         ],
         chunk_size=CHUNK,

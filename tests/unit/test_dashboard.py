@@ -9,6 +9,7 @@ import io
 import re
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from flask import Flask
@@ -173,7 +174,7 @@ def test_line_chart_spans_the_plot_area() -> None:
 
 
 def test_memory_is_charted_in_mib_below_a_gib() -> None:
-    usage = [
+    usage: list[dict[str, Any]] = [
         {"time": "2026-12-01T10:00:00+00:00", "cpu_cores": None, "memory_bytes": 300 * 2**20},
         {"time": "2026-12-01T10:00:05+00:00", "cpu_cores": 0.5, "memory_bytes": 310 * 2**20},
     ]

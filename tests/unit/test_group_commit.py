@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Column, Connection, Integer, MetaData, String, Table, insert, select
+from sqlalchemy import Column, Connection, Engine, Integer, MetaData, String, Table, insert, select
 
 from gateway.store.database import create_db_engine
 from gateway.store.group_commit import GroupCommit
@@ -74,14 +74,14 @@ def _run(group: GroupCommit[str, int], names: list[str]) -> dict[str, int | Exce
 
 
 @pytest.fixture
-def engine(tmp_path: Path):  # type: ignore[no-untyped-def]
+def engine(tmp_path: Path) -> Iterator[Engine]:
     engine = create_db_engine(f"sqlite:///{tmp_path / 'g.db'}")
     metadata.create_all(engine)
     yield engine
     engine.dispose()
 
 
-def test_concurrent_writes_share_a_transaction(engine) -> None:  # type: ignore[no-untyped-def]
+def test_concurrent_writes_share_a_transaction(engine: Engine) -> None:
     writer = Writer()
     group = GroupCommit(engine, writer)
     names = [f"n{i}" for i in range(12)]
@@ -94,7 +94,7 @@ def test_concurrent_writes_share_a_transaction(engine) -> None:  # type: ignore[
     assert not group._leading and not group._queue
 
 
-def test_a_failing_item_fails_only_its_caller(engine) -> None:  # type: ignore[no-untyped-def]
+def test_a_failing_item_fails_only_its_caller(engine: Engine) -> None:
     writer = Writer()
     group = GroupCommit(engine, writer)
     results = _run(group, ["first", "a", "bad", "b"])
@@ -108,7 +108,7 @@ def test_a_failing_item_fails_only_its_caller(engine) -> None:  # type: ignore[n
     assert sorted(map(tuple, writer.batches[2:])) == [("a",), ("b",), ("bad",)]
 
 
-def test_a_database_error_reaches_the_caller(engine) -> None:  # type: ignore[no-untyped-def]
+def test_a_database_error_reaches_the_caller(engine: Engine) -> None:
     group: GroupCommit[str, int] = GroupCommit(
         engine,
         lambda conn, names: [

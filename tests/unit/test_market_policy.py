@@ -9,6 +9,7 @@ from gateway.market.policy import (
     CostRule,
     MarketPolicy,
     Need,
+    RecoveryContext,
     RecoveryPlan,
     ResizeRule,
     Sample,
@@ -178,7 +179,7 @@ def test_strategies_by_name() -> None:
             parse_strategy(bad)
 
     @register_recovery("cheapest_on_demand")
-    def _od(ctx):  # type: ignore[no-untyped-def]
+    def _od(ctx: RecoveryContext) -> RecoveryPlan:
         return RecoveryPlan(choose_offer(ctx.need, ctx.offers, "on_demand_only"), True)
 
     try:

@@ -72,7 +72,7 @@ def one_capsule(tmp: Path, engine: FakeEngine) -> CapsuleRef:
 def restore(tmp: Path, engine: FakeEngine, ref: CapsuleRef, wait: float, failures: int) -> Any:
     client = Recorder()
     run = TaskRun(assignment(tmp, "a2", wait, [ref]), client, tmp / "w2", engine)  # type: ignore[arg-type]
-    run._store = Unreachable(FileStore(tmp / "store"), failures)  # type: ignore[assignment]
+    run._store = Unreachable(FileStore(tmp / "store"), failures)
     thread = threading.Thread(target=run.run)
     thread.start()
     deadline = time.monotonic() + 30

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -15,7 +16,7 @@ from gateway.market.interruptions import Bucket
 TASKS = workload(40, seed=3)
 
 
-def by_policy(rows: list[dict[str, object]]) -> dict[str, dict[str, object]]:
+def by_policy(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return {str(r["policy"]): r for r in rows}
 
 

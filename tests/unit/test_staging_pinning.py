@@ -221,7 +221,11 @@ def tls_server(tmp_path: Path) -> Iterator[tuple[Server, Path, list[str]]]:
 
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert, key)
-    context.sni_callback = lambda sock, name, ctx: sni.append(str(name)) and None
+
+    def remember_name(sock: ssl.SSLObject, name: str | None, ctx: ssl.SSLContext) -> None:
+        sni.append(str(name))
+
+    context.sni_callback = remember_name
 
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     httpd.socket = context.wrap_socket(httpd.socket, server_side=True)

@@ -171,7 +171,7 @@ def test_summary_of_fixed_rows() -> None:
         _row(2, "reclaim", "spot", "m5.xlarge", 0.08, "01:00", "01:30"),
         {"id": "a3", "task_id": "t", "number": 3, "reason": "lost", "instance_id": None},
     ]
-    steps = [
+    steps: list[tuple[str, dict[str, Any]]] = [
         ("checkpoint_failed", {"seconds": {"total": 4.0, "files_frozen": 0.125}}),
         ("capsule", {"size_bytes": 10, "stored_bytes": 5, "uploaded_bytes": 5, "seconds": {}}),
     ]
@@ -186,7 +186,10 @@ def test_summary_of_fixed_rows() -> None:
 
 
 def test_with_telemetry_merges_into_the_newest_tasklog_only() -> None:
-    logs = [{"metadata": {"a": "1"}}, {"logs": [], "metadata": {"instance_id": "i"}}]
+    logs: list[dict[str, Any]] = [
+        {"metadata": {"a": "1"}},
+        {"logs": [], "metadata": {"instance_id": "i"}},
+    ]
     out = with_telemetry(logs, {"checkpoints": "0"})
     assert out == [logs[0], {"logs": [], "metadata": {"instance_id": "i", "checkpoints": "0"}}]
     assert logs[1]["metadata"] == {"instance_id": "i"}  # the given list is left as it was

@@ -1,13 +1,15 @@
 """The three views exactly as the spec defines them."""
 
+from typing import Any
+
 from gateway.tes.views import View, render_task
 
-SPEC = {
+SPEC: dict[str, Any] = {
     "name": "t",
     "inputs": [{"path": "/a", "content": "secret", "type": "FILE"}],
     "executors": [{"image": "alpine", "command": ["true"]}],
 }
-LOGS = [
+LOGS: list[dict[str, Any]] = [
     {
         "logs": [{"exit_code": 0, "stdout": "out", "stderr": "err", "start_time": "t0"}],
         "outputs": [],
