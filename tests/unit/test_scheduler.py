@@ -9,11 +9,9 @@ from typing import Any
 
 import pytest
 
-from capsule_runtime.protocol.times import utcnow
 from gateway.dispatch import Fenced
 from gateway.providers.base import Capability, LaunchRecord, Offer
 from gateway.providers.fake import FakeProvider as ShippedFakeProvider
-from gateway.scheduler.loop import Scheduler
 from gateway.store.fleet import Instance, InstanceState
 from gateway.tes.states import AttemptPhase, State
 from tests.fixtures.world import FakeProvider, World, running_with
@@ -143,29 +141,23 @@ def test_lost_instance_restarts_its_task_elsewhere(world: World) -> None:
     assert world.state(t) is State.COMPLETE
 
 
-def test_silent_agent_is_lost(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_silent_agent_is_lost(world: World) -> None:
     world.submit()
     inst = world.boot()
-    later = utcnow() + timedelta(seconds=world.cfg.scheduler.heartbeat_timeout_seconds + 1)
-    monkeypatch.setattr("gateway.scheduler.loop.utcnow", lambda: later)
+    world.clock.advance(world.cfg.scheduler.heartbeat_timeout_seconds + 1)
     world.scheduler.tick()
     assert world.fleet.instance(inst.id).state is InstanceState.LOST  # type: ignore[union-attr]
 
 
-def test_idle_instance_is_retired_and_told_to_shut_down(
-    world: World, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_idle_instance_is_retired_and_told_to_shut_down(world: World) -> None:
     t = world.submit()
     inst = world.boot()
     world.scheduler.tick()
     aid = world.poll(inst).assign[0].attempt_id
     world.report(inst, aid, "complete")
     assert world.state(t) is State.COMPLETE
-    world.fleet.heartbeat(inst.id)
-    later = utcnow() + timedelta(seconds=world.cfg.scheduler.idle_timeout_seconds + 1)
-    monkeypatch.setattr("gateway.scheduler.loop.utcnow", lambda: later)
-    world.fleet.heartbeat(inst.id)
-    monkeypatch.setattr(world.scheduler, "_expire", lambda now: None)
+    world.clock.advance(world.cfg.scheduler.idle_timeout_seconds + 1)
+    world.fleet.heartbeat(inst.id)  # the agent kept polling meanwhile
     world.scheduler.tick()
     assert world.fleet.instance(inst.id).state is InstanceState.TERMINATING  # type: ignore[union-attr]
     assert world.poll(inst).shutdown
@@ -230,9 +222,7 @@ def market_world(tmp: Path) -> World:
     world = World(tmp, scheduler={"triggers_interval_seconds": 0})
     market = Market(MarketConfig(instance_types=["c5.large", "c5.xlarge", "r5.large"], seed=1))
     world.provider = MarketProvider(market)
-    world.scheduler = Scheduler(
-        world.cfg, world.tasks, world.fleet, world.provider, world.wakeups, market=market
-    )
+    world.scheduler = world.new_scheduler(world.provider, market)
     return world
 
 
@@ -247,7 +237,7 @@ def running_on_market(world: World) -> tuple[str, Instance, str]:
 
 
 def usage(aid: str, world: World, cpu: float, gib: float, seconds: int = 40) -> None:
-    start = utcnow() - timedelta(seconds=seconds)
+    start = world.clock() - timedelta(seconds=seconds)
     history = [
         {
             "cpu_cores": cpu,
@@ -392,7 +382,7 @@ def test_evacuated_work_is_placed_before_new_work(world: World) -> None:
 def provider_world(tmp: Path, provider: ShippedFakeProvider, **cfg: Any) -> World:
     world = World(tmp, **cfg)
     world.provider = provider  # type: ignore[assignment]
-    world.scheduler = Scheduler(world.cfg, world.tasks, world.fleet, provider, world.wakeups)
+    world.scheduler = world.new_scheduler(provider)
     return world
 
 
@@ -437,8 +427,7 @@ def test_a_pool_without_capacity_is_quarantined_and_the_next_offer_tried(tmp_pat
     assert world.scheduler.failed_launches == 0  # not a broken setup: no back-off
 
     # once the quarantine is over, the pool is tried again
-    later = utcnow() + timedelta(seconds=61)
-    world.scheduler.quarantines.clock = lambda: later
+    world.clock.advance(61)
     assert not world.scheduler.quarantines.blocks(cheap)
 
 
@@ -508,6 +497,7 @@ def test_a_simulating_provider_draws_its_own_reclaims(tmp_path: Path) -> None:
     aid = world.poll(inst).assign[0].attempt_id
     world.report(inst, aid, "running")
     provider.armed = True
+    world.clock.advance(1)  # reclaims are drawn for the time since the last tick
     world.scheduler.tick()
     row = world.fleet.instance(inst.id)
     assert row is not None and row.data["interruption"]["action"] == "terminate"
@@ -515,20 +505,16 @@ def test_a_simulating_provider_draws_its_own_reclaims(tmp_path: Path) -> None:
     assert world.state(t) is State.RUNNING
 
 
-def test_silence_counts_only_from_when_the_gateway_could_hear(
-    world: World, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_silence_counts_only_from_when_the_gateway_could_hear(world: World) -> None:
     """An agent whose last heartbeat is old when this scheduler starts (a gateway restart, or the
     end of a database outage) gets the whole heartbeat timeout from then before it is lost."""
     world.submit()
     inst = world.boot()
     timeout = world.cfg.scheduler.heartbeat_timeout_seconds
-    start = utcnow() + timedelta(seconds=10 * timeout)  # its heartbeat is long stale by then
-    monkeypatch.setattr("gateway.scheduler.loop.utcnow", lambda: start)
-    fresh = Scheduler(world.cfg, world.tasks, world.fleet, world.provider, world.wakeups)
+    world.clock.advance(10 * timeout)  # its heartbeat is long stale by then
+    fresh = world.new_scheduler(world.provider)
     fresh.tick()
     assert world.fleet.instance(inst.id).state is InstanceState.READY  # type: ignore[union-attr]
-    later = start + timedelta(seconds=timeout + 1)
-    monkeypatch.setattr("gateway.scheduler.loop.utcnow", lambda: later)
+    world.clock.advance(timeout + 1)
     fresh.tick()
     assert world.fleet.instance(inst.id).state is InstanceState.LOST  # type: ignore[union-attr]
