@@ -553,13 +553,19 @@ def simulate(
     params: SimParams,
     buckets: tuple[Bucket, ...] = tuple(Bucket),
     policies: tuple[SimPolicy, ...] = POLICIES,
+    engine: str = "model",
 ) -> list[dict[str, Any]]:
-    """One row per bucket and policy."""
+    """One row per bucket and policy. engine `model`: this module's `Run`; `scheduler`: the
+    gateway's real scheduler in simulated time (bench/sim_scheduler.py; on_demand and
+    spot_restart so far)."""
+    from bench.sim_scheduler import SchedulerRun
+
+    runner = SchedulerRun if engine == "scheduler" else Run
     rows: list[dict[str, Any]] = []
     for bucket in buckets:
         mine = []
         for policy in policies:
-            row = asdict(Run(tasks, policy, bucket, params).run())
+            row = asdict(runner(tasks, policy, bucket, params).run())
             row["exposure_hours"] = params.exposure_hours
             row["seed"] = params.seed
             mine.append(row)
@@ -734,6 +740,18 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         help="comma-separated: each value repeats the buckets (730: 'per month' literally)",
     )
     ap.add_argument("--recovery", default="next_zone", help="for the capsule policies")
+    ap.add_argument(
+        "--engine",
+        choices=("model", "scheduler"),
+        default="model",
+        help="model: this module's event model; scheduler: the real scheduler in simulated time "
+        "(bench/sim_scheduler.py: on_demand and spot_restart only, so far)",
+    )
+    ap.add_argument(
+        "--policies",
+        default=",".join(p.name for p in POLICIES),
+        help="comma-separated policies to run",
+    )
     ap.add_argument("--no-notice", type=float, default=0.05, help="reclaims without a notice")
     ap.add_argument("--dump-gib-s", type=float, default=0.8)
     ap.add_argument("--restore-gib-s", type=float, default=0.8)
@@ -750,6 +768,8 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     seeds = [int(x) for x in args.seeds.split(",")]
     buckets = tuple(Bucket(b.strip()) for b in args.buckets.split(","))
+    chosen = {p.strip() for p in args.policies.split(",")}
+    policies = tuple(p for p in POLICIES if p.name in chosen)
     base = SimParams(
         no_notice=args.no_notice,
         dump_gib_s=args.dump_gib_s,
@@ -765,7 +785,8 @@ def main(argv: list[str] | None = None) -> int:
         runs = []
         for seed in seeds:
             params = replace(base, seed=seed, exposure_hours=exposure)
-            runs.append(simulate(workload(args.tasks, seed), params, buckets))
+            tasks = workload(args.tasks, seed)
+            runs.append(simulate(tasks, params, buckets, policies, args.engine))
         per_seed += [r for run in runs for r in run]
         mine = combine(runs)
         rows += mine
@@ -782,6 +803,7 @@ def main(argv: list[str] | None = None) -> int:
             "python": platform.python_version(),
             "machine": platform.machine(),
             "params": {**asdict(base), "seed": seeds, "exposure_hours": exposures},
+            "engine": args.engine,
             "seconds": round(time.perf_counter() - started, 2),
         },
         "workload": {str(seed): describe(workload(args.tasks, seed)) for seed in seeds},

@@ -43,7 +43,7 @@ from capsule_runtime.protocol.messages import (
     TaskSettings,
 )
 from capsule_runtime.protocol.redact import remember_secret
-from capsule_runtime.protocol.times import rfc3339, utcnow
+from capsule_runtime.protocol.times import Clock, rfc3339, utcnow
 from gateway.auth import AuthError, token_sha256
 from gateway.config import Config
 from gateway.library import Library
@@ -99,8 +99,11 @@ class Dispatcher:
         fleet: FleetStore,
         wakeups: Wakeups,
         library: Library,
+        *,
+        clock: Clock = utcnow,
     ):
         self.cfg = config
+        self.clock = clock  # when orders were sent and agents registered (deadlines read them)
         self.tasks = tasks
         self.fleet = fleet
         self.wakeups = wakeups
@@ -202,7 +205,7 @@ class Dispatcher:
         data.update(hostname=reg.hostname, agent_version=reg.agent_version, facts=reg.facts)
         # an agent registers once per process: what was sent before this moment, it no longer
         # holds (gateway.scheduler.deadlines settles those attempts)
-        data["registered"] = rfc3339(utcnow())
+        data["registered"] = rfc3339(self.clock())
         # Only a launching instance (or a READY one whose agent restarted) becomes READY: one the
         # scheduler gave up on (LOST) had its tasks moved elsewhere and never comes back.
         if not self.fleet.set_instance_state(
@@ -237,7 +240,7 @@ class Dispatcher:
     def _record_usage(self, inst: Instance, usage: dict[str, dict[str, Any]]) -> None:
         """Keep the newest samples of each of this instance's live attempts (attempt data
         `usage`), oldest first; samples for any other attempt are dropped."""
-        now = rfc3339(utcnow())
+        now = rfc3339(self.clock())
         for attempt_id, sample in usage.items():
             with self.tasks.batch() as conn:
                 attempt = self.fleet.lock_attempt(conn, attempt_id)
@@ -305,7 +308,7 @@ class Dispatcher:
         the first time it moves PROVISIONING → STARTING | RESTORING; a poll that does not list
         it gets it again (its answer was lost); the first poll that lists it marks it
         delivered."""
-        now = rfc3339(utcnow())
+        now = rfc3339(self.clock())
         with self.tasks.batch() as conn:
             taken = self.fleet.lock_attempt(conn, attempt.id)
             if taken is None or not taken.live or taken.data.get("delivered"):
@@ -354,7 +357,7 @@ class Dispatcher:
                 )
                 return None
             if not resize.get("sent") or not resize.get("id"):
-                resize = {**resize, "id": order_id, "sent": rfc3339(utcnow())}
+                resize = {**resize, "id": order_id, "sent": rfc3339(self.clock())}
                 self.fleet.write_attempt_data(conn, taken, resize=resize)
         return ResizeOrder(
             attempt_id=attempt.id,
@@ -382,7 +385,7 @@ class Dispatcher:
             if taken.phase is AttemptPhase.RUNNING and not request.get("sent"):
                 if self.fleet.change_phase(conn, taken, AttemptPhase.CHECKPOINTING) is None:
                     return None
-                request = {**request, "sent": rfc3339(utcnow())}
+                request = {**request, "sent": rfc3339(self.clock())}
                 self.fleet.write_attempt_data(conn, taken, checkpoint=request)
             elif taken.phase is not AttemptPhase.CHECKPOINTING:
                 return None
@@ -438,7 +441,7 @@ class Dispatcher:
             if attempt is None:
                 return
             if not attempt.data.get("delivered"):  # it reports, so its assignment arrived
-                data = self.fleet.write_attempt_data(conn, attempt, delivered=rfc3339(utcnow()))
+                data = self.fleet.write_attempt_data(conn, attempt, delivered=rfc3339(self.clock()))
                 attempt = replace(attempt, data=data)
             logs = [self._with_metadata(report.task_log, inst, attempt)]
             if report.status in ("initializing", "restoring"):
@@ -521,7 +524,7 @@ class Dispatcher:
 
     def notice(self, inst: Instance, notice: Notice) -> None:
         """A Spot interruption notice on `inst` (from its agent's watcher or the provider)."""
-        Migrations(self.tasks, self.fleet, self.wakeups).on_notice(
+        Migrations(self.tasks, self.fleet, self.wakeups, self.clock).on_notice(
             inst, notice.kind, notice.time, stays=self._restarts
         )
 

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from capsule_runtime.protocol.times import rfc3339, utcnow
+from capsule_runtime.protocol.times import Clock, rfc3339, utcnow
 from gateway.config import Config
 from gateway.rules import effective_parameters
 from gateway.scheduler.wakeups import Wakeups
@@ -49,6 +49,7 @@ class Migrations:
     tasks: TaskStore
     fleet: FleetStore
     wakeups: Wakeups
+    clock: Clock = utcnow  # when a request was made (`requested`)
 
     def request(
         self,
@@ -102,7 +103,7 @@ class Migrations:
             "stop": stop,
             "reason": reason,
             "target": target,
-            "requested": rfc3339(utcnow()),
+            "requested": rfc3339(self.clock()),
             "plan": plan,  # where the restore goes (an offer), for cost and size moves
             "limits": limits,  # what the restored container may use, for size moves
         }

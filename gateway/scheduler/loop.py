@@ -32,7 +32,7 @@ from typing import Any
 from sqlalchemy import Connection
 from sqlalchemy.exc import OperationalError
 
-from capsule_runtime.protocol.times import utcnow
+from capsule_runtime.protocol.times import Clock, utcnow
 from gateway.auth import token_sha256
 from gateway.config import Config
 from gateway.market.model import Market
@@ -235,11 +235,17 @@ class Scheduler:
         wakeups: Wakeups,
         market: Market | None = None,
         lease: SchedulerLease | None = None,
+        *,
+        migrations: Migrations | None = None,
+        clock: Clock = utcnow,
     ):
         self.cfg = config
         # several gateways on one database: this one schedules only while it holds the lease
         # (gateway.scheduler.leadership); None: it always does
         self.lease = lease
+        # Every time the scheduler reads comes from `clock`: tests and the cost simulator
+        # (bench/spot_sim.py) move it by hand.
+        self.clock = clock
         self.market = market
         self._last_tick: datetime | None = None
         self._last_triggers: datetime | None = None
@@ -248,19 +254,20 @@ class Scheduler:
         self.fleet = fleet
         self.provider = provider
         self.wakeups = wakeups
+        self.migrations = migrations or Migrations(tasks, fleet, wakeups, clock=clock)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         # Instances that died before their agent registered, in a row: each one doubles the wait
         # before the next launch (capped), so a broken worker setup does not spin.
         self.failed_launches = 0
-        self.next_launch = utcnow()
+        self.next_launch = clock()
         self._capsule_store: Any = None
         # pools avoided after a capacity error (or a reclaim, without a market of its own)
-        self.quarantines = Quarantines()
+        self.quarantines = Quarantines(clock)
         # Since when this gateway could record every agent's heartbeat: its start, or the end of
         # the last database outage. An agent is judged silent only for time the gateway could
         # have heard it (a heartbeat that could not be stored is not a missed one).
-        self._hearing_since: datetime | None = utcnow()
+        self._hearing_since: datetime | None = clock()
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -295,9 +302,7 @@ class Scheduler:
                 if attempt.phase is not AttemptPhase.RUNNING:
                     continue
                 try:
-                    Migrations(self.tasks, self.fleet, self.wakeups).request(
-                        attempt.task_id, stop=True, reason="shutdown"
-                    )
+                    self.migrations.request(attempt.task_id, stop=True, reason="shutdown")
                 except Refused as exc:
                     log.info("not parking %s: %s", attempt.task_id, exc)
                     continue
@@ -376,7 +381,7 @@ class Scheduler:
     # -- one tick -----------------------------------------------------------------------------
 
     def tick(self) -> None:
-        now = utcnow()
+        now = self.clock()
         if self._hearing_since is None:  # the first tick since the database came back
             self.fleet.instances({InstanceState.READY})  # raises while it is still down
             log.warning("database available again, scheduling resumed")
@@ -448,7 +453,7 @@ class Scheduler:
         if inst.state is InstanceState.LAUNCHING:
             self.failed_launches += 1
             delay = min(2.0**self.failed_launches, MAX_LAUNCH_BACKOFF)
-            self.next_launch = utcnow() + timedelta(seconds=delay)
+            self.next_launch = self.clock() + timedelta(seconds=delay)
             log.error(
                 "instance %s never came up (%d in a row); next launch in %.0fs; see %s",
                 inst.id,
@@ -699,7 +704,7 @@ class Scheduler:
     def _launch(self, wants: list[Want], not_counting: frozenset[str] = frozenset()) -> None:
         """Start one instance for the first want that any offer serves (one at a time: each
         new instance registers before the next is started)."""
-        if utcnow() < self.next_launch:
+        if self.clock() < self.next_launch:
             return
         active = self.fleet.instances({InstanceState.LAUNCHING, InstanceState.READY})
         if any(i.state is InstanceState.LAUNCHING for i in active):
@@ -755,7 +760,7 @@ class Scheduler:
         # a launch that fails for another reason will likely fail again: wait longer each time
         self.failed_launches += 1
         delay = min(2.0**self.failed_launches, MAX_LAUNCH_BACKOFF)
-        self.next_launch = utcnow() + timedelta(seconds=delay)
+        self.next_launch = self.clock() + timedelta(seconds=delay)
         log.error("launch failed: %s; next launch in %.0fs", result, delay)
         self.fleet.set_instance_state(inst.id, InstanceState.LOST)
         return False
@@ -825,7 +830,7 @@ class Scheduler:
                     continue
                 plan = asdict(offer)
                 try:
-                    Migrations(self.tasks, self.fleet, self.wakeups).request(
+                    self.migrations.request(
                         attempt.task_id, stop=True, reason=reason, plan=plan, limits=limits
                     )
                 except Refused as exc:
@@ -985,7 +990,7 @@ class Scheduler:
             except ProviderError as exc:
                 log.warning("reclaiming %s: %s", inst.id, exc)
                 continue
-            Migrations(self.tasks, self.fleet, self.wakeups).on_notice(
+            self.migrations.on_notice(
                 inst, "terminate", deadline, stays=lambda t: restarts(self.tasks, self.cfg, t)
             )
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import threading
 import time
-from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -19,7 +18,6 @@ from capsule_runtime.protocol.messages import (
     Poll,
     Registration,
 )
-from capsule_runtime.protocol.times import utcnow
 from gateway.dispatch import Fenced
 from gateway.migration import Migrations
 from gateway.scheduler.loop import OVERDUE_EVERY
@@ -178,14 +176,13 @@ def test_a_lost_assignment_is_sent_again_until_acknowledged(world: World) -> Non
 
 
 def test_an_unacknowledged_assignment_is_recovered_elsewhere(
-    world: World, monkeypatch: pytest.MonkeyPatch
+    world: World,
 ) -> None:
     t = world.submit()
     inst = world.boot()
     world.scheduler.tick()
     [lost] = world.poll(inst).assign
-    later = utcnow() + timedelta(seconds=world.cfg.scheduler.delivery_timeout_seconds + 1)
-    monkeypatch.setattr("gateway.scheduler.loop.utcnow", lambda: later)
+    world.clock.advance(world.cfg.scheduler.delivery_timeout_seconds + 1)
     world.scheduler.tick()
     assert world.fleet.instance(inst.id).state is InstanceState.READY  # type: ignore[union-attr]
     attempts = world.fleet.attempts_of(t)
@@ -199,7 +196,7 @@ def test_an_unacknowledged_assignment_is_recovered_elsewhere(
 
 
 def test_a_checkpoint_order_is_sent_again_and_times_out(
-    world: World, monkeypatch: pytest.MonkeyPatch
+    world: World,
 ) -> None:
     inst, aid = running_with(world)
     task_id = world.fleet.attempt(aid).task_id  # type: ignore[union-attr]
@@ -208,8 +205,7 @@ def test_a_checkpoint_order_is_sent_again_and_times_out(
     [again] = world.poll(inst, [aid]).checkpoint
     assert again.request_id == order.request_id
     assert world.poll(inst, [aid], [order.request_id]).checkpoint == []
-    later = utcnow() + timedelta(seconds=world.cfg.scheduler.checkpoint_timeout_seconds + 1)
-    monkeypatch.setattr("gateway.scheduler.loop.utcnow", lambda: later)
+    world.clock.advance(world.cfg.scheduler.checkpoint_timeout_seconds + 1)
     world.scheduler.tick()
     attempt = world.fleet.attempt(aid)
     assert attempt is not None and attempt.phase is AttemptPhase.RUNNING
@@ -242,20 +238,20 @@ def test_an_acknowledged_cancel_does_not_cut_the_long_poll_short(world: World) -
 
 
 def test_attempts_of_a_restarted_agent_go_on_elsewhere(
-    world: World, monkeypatch: pytest.MonkeyPatch
+    world: World,
 ) -> None:
     """An agent registers once per process: one that registers again holds nothing it was
     sent before, so those attempts are recovered instead of waiting forever."""
     inst, aid = running_with(world)
     task_id = world.fleet.attempt(aid).task_id  # type: ignore[union-attr]
+    world.clock.advance(1)  # the new agent process registers after the attempt was sent
     world.dispatch.register(
         inst,
         Registration(
             agent_version="t", hostname="h", capacity=Capacity(cpu_cores=4, ram_gb=8, disk_gb=1)
         ),
     )
-    later = utcnow() + timedelta(seconds=OVERDUE_EVERY + 1)  # the next look for overdue work
-    monkeypatch.setattr("gateway.scheduler.loop.utcnow", lambda: later)
+    world.clock.advance(OVERDUE_EVERY + 1)  # the next look for overdue work
     world.scheduler.tick()
     attempts = world.fleet.attempts_of(task_id)
     assert attempts[0].phase is AttemptPhase.DONE and attempts[1].reason == "lost"

@@ -9,12 +9,10 @@ from typing import Any
 
 import pytest
 
-from capsule_runtime.protocol.times import utcnow
 from gateway.dispatch import Fenced
 from gateway.providers.base import Capability, CloudState, LaunchRecord, LaunchSpec, Offer
 from gateway.providers.fake import FakeCloud
 from gateway.providers.fake import FakeProvider as ShippedFakeProvider
-from gateway.scheduler.loop import Scheduler
 from gateway.store.fleet import Instance, InstanceState
 from gateway.tes.states import AttemptPhase, State
 from tests.fixtures.world import FakeProvider, World, running_with
@@ -144,35 +142,29 @@ def test_lost_instance_restarts_its_task_elsewhere(world: World) -> None:
     assert world.state(t) is State.COMPLETE
 
 
-def test_silent_agent_is_lost(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_silent_agent_is_lost(world: World) -> None:
     world.submit()
     inst = world.boot()
-    later = utcnow() + timedelta(seconds=world.cfg.scheduler.heartbeat_timeout_seconds + 1)
-    monkeypatch.setattr("gateway.scheduler.loop.utcnow", lambda: later)
+    world.clock.advance(world.cfg.scheduler.heartbeat_timeout_seconds + 1)
     world.scheduler.tick()
     assert world.fleet.instance(inst.id).state is InstanceState.LOST  # type: ignore[union-attr]
 
 
-def test_idle_instance_is_retired_and_told_to_shut_down(
-    world: World, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_idle_instance_is_retired_and_told_to_shut_down(world: World) -> None:
     t = world.submit()
     inst = world.boot()
     world.scheduler.tick()
     aid = world.poll(inst).assign[0].attempt_id
     world.report(inst, aid, "complete")
     assert world.state(t) is State.COMPLETE
-    world.fleet.heartbeat(inst.id)
-    later = utcnow() + timedelta(seconds=world.cfg.scheduler.idle_timeout_seconds + 1)
-    monkeypatch.setattr("gateway.scheduler.loop.utcnow", lambda: later)
-    world.fleet.heartbeat(inst.id)
-    monkeypatch.setattr(world.scheduler, "_expire", lambda now: None)
+    world.clock.advance(world.cfg.scheduler.idle_timeout_seconds + 1)
+    world.fleet.heartbeat(inst.id)  # the agent kept polling meanwhile
     world.scheduler.tick()
     assert world.fleet.instance(inst.id).state is InstanceState.TERMINATING  # type: ignore[union-attr]
     assert world.poll(inst).shutdown
 
 
-def test_a_providers_own_idle_time_wins(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_providers_own_idle_time_wins(world: World) -> None:
     """providers.aws.idle_seconds: a cloud's idle machines cost money, so it may stop sooner."""
     world.provider.idle_seconds = 5.0
     t = world.submit()
@@ -181,10 +173,8 @@ def test_a_providers_own_idle_time_wins(world: World, monkeypatch: pytest.Monkey
     aid = world.poll(inst).assign[0].attempt_id
     world.report(inst, aid, "complete")
     assert world.state(t) is State.COMPLETE
-    later = utcnow() + timedelta(seconds=6)
-    monkeypatch.setattr("gateway.scheduler.loop.utcnow", lambda: later)
-    world.fleet.heartbeat(inst.id)
-    monkeypatch.setattr(world.scheduler, "_expire", lambda now: None)
+    world.clock.advance(6)
+    world.fleet.heartbeat(inst.id)  # the agent kept polling meanwhile
     world.scheduler.tick()
     assert world.fleet.instance(inst.id).state is InstanceState.TERMINATING  # type: ignore[union-attr]
 
@@ -269,9 +259,7 @@ def market_world(tmp: Path) -> World:
     world = World(tmp, scheduler={"triggers_interval_seconds": 0})
     market = Market(MarketConfig(instance_types=["c5.large", "c5.xlarge", "r5.large"], seed=1))
     world.provider = MarketProvider(market)
-    world.scheduler = Scheduler(
-        world.cfg, world.tasks, world.fleet, world.provider, world.wakeups, market=market
-    )
+    world.scheduler = world.new_scheduler(world.provider, market)
     return world
 
 
@@ -286,7 +274,7 @@ def running_on_market(world: World) -> tuple[str, Instance, str]:
 
 
 def usage(aid: str, world: World, cpu: float, gib: float, seconds: int = 40) -> None:
-    start = utcnow() - timedelta(seconds=seconds)
+    start = world.clock() - timedelta(seconds=seconds)
     history = [
         {
             "cpu_cores": cpu,
@@ -431,7 +419,7 @@ def test_evacuated_work_is_placed_before_new_work(world: World) -> None:
 def provider_world(tmp: Path, provider: ShippedFakeProvider, **cfg: Any) -> World:
     world = World(tmp, **cfg)
     world.provider = provider  # type: ignore[assignment]
-    world.scheduler = Scheduler(world.cfg, world.tasks, world.fleet, provider, world.wakeups)
+    world.scheduler = world.new_scheduler(provider)
     return world
 
 
@@ -476,8 +464,7 @@ def test_a_pool_without_capacity_is_quarantined_and_the_next_offer_tried(tmp_pat
     assert world.scheduler.failed_launches == 0  # not a broken setup: no back-off
 
     # once the quarantine is over, the pool is tried again
-    later = utcnow() + timedelta(seconds=61)
-    world.scheduler.quarantines.clock = lambda: later
+    world.clock.advance(61)
     assert not world.scheduler.quarantines.blocks(cheap)
 
 
@@ -547,6 +534,7 @@ def test_a_simulating_provider_draws_its_own_reclaims(tmp_path: Path) -> None:
     aid = world.poll(inst).assign[0].attempt_id
     world.report(inst, aid, "running")
     provider.armed = True
+    world.clock.advance(1)  # reclaims are drawn for the time since the last tick
     world.scheduler.tick()
     row = world.fleet.instance(inst.id)
     assert row is not None and row.data["interruption"]["action"] == "terminate"
@@ -554,21 +542,17 @@ def test_a_simulating_provider_draws_its_own_reclaims(tmp_path: Path) -> None:
     assert world.state(t) is State.RUNNING
 
 
-def test_silence_counts_only_from_when_the_gateway_could_hear(
-    world: World, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_silence_counts_only_from_when_the_gateway_could_hear(world: World) -> None:
     """An agent whose last heartbeat is old when this scheduler starts (a gateway restart, or the
     end of a database outage) gets the whole heartbeat timeout from then before it is lost."""
     world.submit()
     inst = world.boot()
     timeout = world.cfg.scheduler.heartbeat_timeout_seconds
-    start = utcnow() + timedelta(seconds=10 * timeout)  # its heartbeat is long stale by then
-    monkeypatch.setattr("gateway.scheduler.loop.utcnow", lambda: start)
-    fresh = Scheduler(world.cfg, world.tasks, world.fleet, world.provider, world.wakeups)
+    world.clock.advance(10 * timeout)  # its heartbeat is long stale by then
+    fresh = world.new_scheduler(world.provider)
     fresh.tick()
     assert world.fleet.instance(inst.id).state is InstanceState.READY  # type: ignore[union-attr]
-    later = start + timedelta(seconds=timeout + 1)
-    monkeypatch.setattr("gateway.scheduler.loop.utcnow", lambda: later)
+    world.clock.advance(timeout + 1)
     fresh.tick()
     assert world.fleet.instance(inst.id).state is InstanceState.LOST  # type: ignore[union-attr]
 
@@ -606,12 +590,12 @@ def test_restart_adopts_live_agents_and_loses_the_gone(tmp_path: Path) -> None:
     w.scheduler.tick()
     assert w.poll(gone).assign
     # the gateway was down longer than the heartbeat timeout
-    down = timedelta(seconds=w.cfg.scheduler.heartbeat_timeout_seconds * 3)
     again = World(tmp_path, **two)
-    again.fleet.clock = lambda: utcnow() + down  # the new process starts `down` later
-    again.provider = again.scheduler.provider = AdoptingProvider({kept.id}, w.provider.cloud)
+    again.clock.advance(w.cfg.scheduler.heartbeat_timeout_seconds * 3)  # it starts that later
+    provider = AdoptingProvider({kept.id}, w.provider.cloud)
+    again.provider, again.scheduler = provider, again.new_scheduler(provider)
     again.scheduler._recover_on_start()
-    again.scheduler._expire(utcnow() + down)
+    again.scheduler._expire(again.clock())
     assert again.fleet.instance(kept.id).state is InstanceState.READY  # type: ignore[union-attr]
     assert again.fleet.instance(gone.id).state is InstanceState.LOST  # type: ignore[union-attr]
     assert again.state(t1) is State.RUNNING
