@@ -49,7 +49,8 @@ from gateway.config import Config
 from gateway.library import Library
 from gateway.migration import Migrations, restarts
 from gateway.rules import effective_parameters
-from gateway.scheduler.loop import SCHEDULER, container_limits
+from gateway.scheduler.loop import SCHEDULER
+from gateway.scheduler.needs import container_limits
 from gateway.scheduler.wakeups import Wakeups
 from gateway.store.fleet import Attempt, FleetStore, Instance, InstanceState
 from gateway.store.tasks import TaskRecord, TaskStore

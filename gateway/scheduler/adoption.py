@@ -11,7 +11,7 @@ LAUNCHING or READY instance is
               down is not counted against `heartbeat_timeout_seconds`; its tasks go on where
               they run, their attempts unchanged (the same attempt ids: fencing holds)
     lost      its agent is gone: its tasks go on elsewhere from their newest capsule, or from
-              the beginning (Scheduler._lose)
+              the beginning (gateway.scheduler.losses.lose)
 
 A provider that cannot adopt (no `adopt` method) loses every instance it cannot see alive.
 """

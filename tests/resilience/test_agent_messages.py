@@ -248,6 +248,7 @@ def test_reports_racing_a_lost_instance_settle_once(stage: Stage) -> None:
     arrives: either the report lands first and the task is COMPLETE with no recovery attempt,
     or the loss lands first and the report is refused — never both."""
     from gateway.config import load_config
+    from gateway.scheduler import losses
     from gateway.scheduler.loop import Scheduler
 
     a = stage.agent()
@@ -262,7 +263,7 @@ def test_reports_racing_a_lost_instance_settle_once(stage: Stage) -> None:
     assert inst is not None
 
     def lose() -> int:
-        scheduler._lose(inst, "test")
+        losses.lose(scheduler, inst, "test")
         return 0
 
     codes = send_at_once([lambda: a.report(aid, "complete"), lose])

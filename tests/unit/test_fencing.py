@@ -20,7 +20,7 @@ from capsule_runtime.protocol.messages import (
 )
 from gateway.dispatch import Fenced
 from gateway.migration import Migrations
-from gateway.scheduler.loop import OVERDUE_EVERY
+from gateway.scheduler.losses import OVERDUE_EVERY
 from gateway.store.fleet import LIVE_PHASES, Instance, InstanceState
 from gateway.tes.states import AttemptPhase, State
 from tests.fixtures.world import World, running_with

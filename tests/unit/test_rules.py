@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from gateway.config import TaskRule, load_config
 from gateway.rules import effective_parameters, effective_preemptible
-from gateway.scheduler.loop import task_policy
+from gateway.scheduler.needs import task_policy
 
 RULES = [
     TaskRule(preemptible=True),

@@ -13,6 +13,7 @@ from gateway.dispatch import Fenced
 from gateway.providers.base import Capability, CloudState, LaunchRecord, LaunchSpec, Offer
 from gateway.providers.fake import FakeCloud
 from gateway.providers.fake import FakeProvider as ShippedFakeProvider
+from gateway.scheduler import losses
 from gateway.store.fleet import Instance, InstanceState
 from gateway.tes.states import AttemptPhase, State
 from tests.fixtures.world import FakeProvider, World, running_with
@@ -595,7 +596,7 @@ def test_restart_adopts_live_agents_and_loses_the_gone(tmp_path: Path) -> None:
     provider = AdoptingProvider({kept.id}, w.provider.cloud)
     again.provider, again.scheduler = provider, again.new_scheduler(provider)
     again.scheduler._recover_on_start()
-    again.scheduler._expire(again.clock())
+    losses.expire(again.scheduler, again.clock())
     assert again.fleet.instance(kept.id).state is InstanceState.READY  # type: ignore[union-attr]
     assert again.fleet.instance(gone.id).state is InstanceState.LOST  # type: ignore[union-attr]
     assert again.state(t1) is State.RUNNING

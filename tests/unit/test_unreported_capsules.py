@@ -8,6 +8,7 @@ from pathlib import Path
 from capsule_runtime.capsules.keys import manifest_key
 from capsule_runtime.capsules.manifest import Manifest
 from capsule_runtime.capsules.store import MemoryStore
+from gateway.scheduler import losses
 from gateway.tes.states import State
 from tests.fixtures.world import World
 
@@ -35,8 +36,8 @@ def test_a_lost_attempts_unreported_capsule_is_restored_from(tmp_path: Path) -> 
     # a manifest that names another task under this attempt's prefix is never taken
     store.put(manifest_key(t, a.attempt_id, 3), manifest("x", a.attempt_id, 3).to_bytes())
     store.put(manifest_key(t, a.attempt_id, 4), b"{half a manifest")
-    w.scheduler._capsule_store = store
-    w.scheduler._lose(inst, "its agent stopped answering")
+    w.scheduler.capsule_store_ = store
+    losses.lose(w.scheduler, inst, "its agent stopped answering")
     [capsule] = w.fleet.capsules_of(t, {"complete"})
     assert capsule.id == f"{a.attempt_id}-2"
     assert capsule.store_key == manifest_key(t, a.attempt_id, 2)

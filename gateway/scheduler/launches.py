@@ -1,0 +1,139 @@
+"""Step 3 of a tick, launch: one instance at a time for the first unplaced want any offer serves;
+capacity errors quarantine the pool and the next fitting offer is tried; other failures back off."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from datetime import timedelta
+from typing import TYPE_CHECKING
+
+from sqlalchemy import Connection
+
+from gateway.auth import token_sha256
+from gateway.market.policy import choose_offer
+from gateway.providers.base import (
+    CapacityUnavailable,
+    LaunchRecord,
+    LaunchSpec,
+    Offer,
+    ProviderError,
+)
+from gateway.scheduler.needs import Want
+from gateway.store.fleet import Instance, InstanceState
+
+if TYPE_CHECKING:
+    from gateway.scheduler.loop import Scheduler
+
+log = logging.getLogger(__name__)
+MAX_LAUNCH_BACKOFF = 300.0
+LAUNCH_TRIES = 5  # offers tried in one tick when launches meet capacity errors
+
+
+def launch(s: Scheduler, wants: list[Want], not_counting: frozenset[str] = frozenset()) -> None:
+    """Start one instance for the first want that any offer serves (one at a time: each
+    new instance registers before the next is started)."""
+    if s.clock() < s.next_launch:
+        return
+    active = s.fleet.instances({InstanceState.LAUNCHING, InstanceState.READY})
+    if any(i.state is InstanceState.LAUNCHING for i in active):
+        return  # one at a time: let it register first
+    counted = [i for i in active if i.id not in not_counting and not i.data.get("interruption")]
+    if len(counted) >= s.provider.max_instances:
+        make_room(s, counted)
+        return
+    all_offers = s.provider.offers()
+    for _ in range(LAUNCH_TRIES):
+        offers = s.quarantines.usable(all_offers)
+        offer = launch_offer(s, wants, offers)
+        if offer is None or not launch_one(s, offer):
+            return  # nothing fits now, or the launch happened (or failed for good)
+
+
+def launch_offer(s: Scheduler, wants: list[Want], offers: list[Offer]) -> Offer | None:
+    """The offer for the first want that one serves (a recovery plan's own offer unless its
+    pool is quarantined)."""
+    for want in wants:
+        if want.offer is not None:
+            if not s.quarantines.blocks(want.offer):
+                return want.offer
+            continue
+        offer = choose_offer(
+            want.need, offers, want.policy, market_quarantined(s), only_type=want.only_type
+        )
+        if offer is not None:
+            return offer
+    return None
+
+
+def launch_one(s: Scheduler, offer: Offer) -> bool:
+    """Launch one instance of `offer`; True when its pool had no capacity (quarantined
+    now: the caller tries the next fitting offer)."""
+    token = secrets.token_urlsafe(32)
+    with s.tasks.batch() as conn:
+        s.fence(conn)
+        inst = add_instance(s, conn, offer, token)
+    try:
+        (result,) = s.provider.launch_many([LaunchSpec(inst.id, token, offer)])
+    except ProviderError as exc:
+        result = exc
+    if isinstance(result, LaunchRecord):
+        s.fleet.set_launch_record(
+            inst.id, result.provider_id, result.zone or inst.zone, result.provider_data
+        )
+        return False
+    if isinstance(result, CapacityUnavailable):
+        seconds = s.cfg.scheduler.quarantine_seconds
+        log.warning("launch failed: %s; avoiding that pool for %.0fs", result, seconds)
+        s.quarantines.add(offer.instance_type, offer.zone, offer.market, seconds)
+        s.fleet.set_instance_state(inst.id, InstanceState.TERMINATED)
+        return seconds > 0  # with no quarantine the same pool would come first again
+    # a launch that fails for another reason will likely fail again: wait longer each time
+    s.failed_launches += 1
+    delay = min(2.0**s.failed_launches, MAX_LAUNCH_BACKOFF)
+    s.next_launch = s.clock() + timedelta(seconds=delay)
+    log.error("launch failed: %s; next launch in %.0fs", result, delay)
+    s.fleet.set_instance_state(inst.id, InstanceState.LOST)
+    return False
+
+
+def add_instance(s: Scheduler, conn: Connection, offer: Offer, token: str) -> Instance:
+    return s.fleet.add_instance(
+        provider=s.provider.name,
+        instance_type=offer.instance_type,
+        market=offer.market,
+        zone=offer.zone,
+        price_per_hour=offer.price_per_hour,
+        token_sha256=token_sha256(token),
+        data={
+            "capacity": {
+                "cpu_cores": offer.cpu_cores,
+                "ram_gb": offer.ram_gb,
+                "disk_gb": offer.disk_gb,
+            }
+        },
+        owner=s.lease.holder if s.lease is not None else None,
+        conn=conn,
+    )
+
+
+def market_quarantined(s: Scheduler) -> frozenset[tuple[str, str]]:
+    """The Spot pools (type, zone) the simulated market quarantines (the scheduler's own
+    quarantines are taken out of the offers: `Quarantines.usable`)."""
+    return s.market.quarantined() if s.market is not None else frozenset()
+
+
+def usable_offers(s: Scheduler) -> list[Offer]:
+    """What the provider offers, less the quarantined pools."""
+    return s.quarantines.usable(s.provider.offers())
+
+
+def make_room(s: Scheduler, counted: list[Instance]) -> None:
+    """Every instance slot is taken while work waits for an instance of another kind: stop
+    an idle one now rather than after the idle timeout (its slot goes to the launch)."""
+    for inst in counted:
+        if inst.state is InstanceState.READY and not s.fleet.live_attempts(inst.id):
+            log.info("stopping idle instance %s to make room for a launch", inst.id)
+            s.fleet.set_instance_state(inst.id, InstanceState.TERMINATING)
+            s.wakeups.notify(inst.id)
+            return

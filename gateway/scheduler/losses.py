@@ -1,0 +1,205 @@
+"""Step 1 of a tick, expire: instances that stopped polling, never registered or are gone at the
+provider become LOST; their tasks go on elsewhere (from a capsule, else from the start) or end
+SYSTEM_ERROR. Attempts past a deadline are settled (gateway.scheduler.deadlines)."""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
+
+from sqlalchemy import Connection
+
+from gateway.providers.base import CloudState, ProviderError, record_of
+from gateway.scheduler import upkeep
+from gateway.scheduler.common import age, age_s, gone
+from gateway.scheduler.deadlines import give_up_checkpoint, overdue
+from gateway.scheduler.launches import MAX_LAUNCH_BACKOFF
+from gateway.scheduler.unreported import record_unreported
+from gateway.store.fleet import Attempt, Instance, InstanceState
+from gateway.tes.states import AttemptPhase, State
+
+if TYPE_CHECKING:
+    from gateway.scheduler.loop import Scheduler
+
+log = logging.getLogger(__name__)
+OVERDUE_EVERY = 5.0  # seconds between looks for attempts past a deadline
+
+
+def expire(s: Scheduler, now: datetime) -> None:
+    sch = s.cfg.scheduler
+    fleet = s.fleet.instances(
+        {InstanceState.TERMINATING, InstanceState.LAUNCHING, InstanceState.READY}
+    )
+    states = query(s, fleet)  # one call for the whole fleet
+    for inst in fleet:
+        if inst.state is not InstanceState.TERMINATING:
+            continue
+        if gone(states, inst) or age(inst.updated_time, now) > 60:
+            s.provider.terminate(record_of(inst))
+            s.fleet.set_instance_state(inst.id, InstanceState.TERMINATED)
+    for inst in fleet:
+        if inst.state is InstanceState.TERMINATING:
+            continue
+        if inst.state is InstanceState.LAUNCHING:
+            if gone(states, inst):
+                lose(s, inst, "its agent exited before registering")
+            elif age(inst.created_time, now) > sch.launch_timeout_seconds:
+                lose(s, inst, "its agent never registered")
+        elif silent_s(s, inst, now) > sch.heartbeat_timeout_seconds:
+            lose(s, inst, "its agent stopped answering")
+        elif gone(states, inst):
+            lose(
+                s,
+                inst,
+                "reclaimed" if inst.data.get("interruption") else "its machine is gone",
+            )
+
+
+def query(s: Scheduler, instances: list[Instance]) -> dict[str, CloudState | None] | None:
+    """The provider's state of each instance (by instance id), in one call; None when the
+    provider could not be asked (nothing is taken as gone on a failed look)."""
+    if not instances:
+        return {}
+    records = {inst.id: record_of(inst) for inst in instances}
+    try:
+        found = s.provider.query(list(records.values()))
+    except ProviderError as exc:
+        log.warning("asking the provider about %d instances: %s", len(records), exc)
+        return None
+    return {iid: found.get(r.provider_id) for iid, r in records.items()}
+
+
+def silent_s(s: Scheduler, inst: Instance, now: datetime) -> float:
+    """How long the agent has not been heard, counting only time the gateway could hear it."""
+    heard = s.hearing_since or now
+    return min(age(inst.last_heartbeat, now), age_s(heard, now))
+
+
+def lose(s: Scheduler, inst: Instance, why: str) -> None:
+    log.warning("instance %s lost: %s", inst.id, why)
+    if inst.state is InstanceState.LAUNCHING:
+        s.failed_launches += 1
+        delay = min(2.0**s.failed_launches, MAX_LAUNCH_BACKOFF)
+        s.next_launch = s.clock() + timedelta(seconds=delay)
+        log.error(
+            "instance %s never came up (%d in a row); next launch in %.0fs; see %s",
+            inst.id,
+            s.failed_launches,
+            delay,
+            s.provider.log_hint(record_of(inst)),
+        )
+    with s.tasks.batch() as conn:  # a deposed leader loses nothing
+        s.fence(conn)
+        s.fleet.set_instance_state(inst.id, InstanceState.LOST, conn=conn)
+    s.provider.terminate(record_of(inst))
+    reason = "reclaim" if inst.data.get("interruption") else "lost"
+    for attempt in s.fleet.live_attempts(inst.id):
+        lose_attempt(s, attempt.id, inst.id, reason, why)
+
+
+def lose_attempt(s: Scheduler, attempt_id: str, instance_id: str, reason: str, why: str) -> None:
+    """One attempt is gone with its instance (or given up on there): LOST → DONE, then its
+    task goes on elsewhere or ends — in one transaction, so a report racing with this
+    either lands before it or is refused (gateway.dispatch), never half-applied."""
+    take_unreported(s, attempt_id)
+    with s.tasks.batch() as conn:
+        s.fence(conn)
+        attempt = s.fleet.lock_attempt(conn, attempt_id)
+        if attempt is None or not attempt.live:
+            return
+        lost = s.fleet.change_phase(conn, attempt, AttemptPhase.LOST, message=why)
+        s.fleet.change_phase(conn, lost or attempt, AttemptPhase.DONE)
+        record = s.tasks.get(attempt.task_id)
+        if record is None:
+            return
+        state = s.tasks.state(attempt.task_id, conn) or record.state
+        if state in (State.RUNNING, State.INITIALIZING) and recover(
+            s, conn, attempt, instance_id, reason, why
+        ):
+            return
+        target = State.CANCELED if state is State.CANCELING else State.SYSTEM_ERROR
+        logs = record.logs or [{"logs": [], "outputs": []}]
+        message = f"instance {instance_id} was lost ({why}); the task cannot continue"
+        logs[-1].setdefault("system_logs", []).append(message)
+        s.tasks.transition(
+            attempt.task_id,
+            target,
+            message=message,
+            attempt_id=attempt.id,
+            logs=logs,
+            conn=conn,
+        )
+
+
+def take_unreported(s: Scheduler, attempt_id: str) -> None:
+    """Capsules the lost attempt wrote but never reported count for its recovery
+    (gateway.scheduler.unreported); the store being away costs only those."""
+    attempt = s.fleet.attempt(attempt_id)
+    if attempt is None or not attempt.live:
+        return
+    try:
+        record_unreported(upkeep.capsule_store(s), s.fleet, s.tasks, attempt)
+    except Exception as exc:
+        log.warning("looking for unreported capsules of %s: %s", attempt_id, exc)
+
+
+def recover(
+    s: Scheduler, conn: Connection, attempt: Attempt, instance_id: str, reason: str, why: str
+) -> bool:
+    """A task whose instance is gone goes on elsewhere: from its newest capsule, else from
+    the beginning — unless it has used up `max_interruptions`. False: it cannot. In the
+    caller's transaction."""
+    losses = [a for a in s.fleet.attempts_of(attempt.task_id) if a.reason in ("reclaim", "lost")]
+    if len(losses) >= s.cfg.scheduler.max_interruptions:
+        return False
+    capsules = s.fleet.capsules_of(attempt.task_id, {"complete"})
+    record = s.tasks.get(attempt.task_id)
+    if record is not None and record.logs:
+        how = f"from capsule {capsules[0].id}" if capsules else "from the beginning"
+        logs = record.logs
+        logs[-1].setdefault("system_logs", []).append(
+            f"instance {instance_id} was lost ({why}); the task continues elsewhere, {how}"
+        )
+        s.tasks.set_logs(attempt.task_id, logs, conn=conn)
+    migrations = int(attempt.data.get("migrations", 0))
+    s.fleet.add_pending_attempt(
+        attempt.task_id,
+        reason=reason,
+        data={
+            "restore": bool(capsules),
+            "exclude": [instance_id],
+            "migrations": migrations + 1 if capsules else migrations,
+            **({"limits": attempt.data["limits"]} if attempt.data.get("limits") else {}),
+        },
+        message=f"recovery after instance {instance_id} was lost ({why})",
+        conn=conn,
+    )
+    return True
+
+
+def settle_overdue(s: Scheduler, now: datetime) -> None:
+    """Attempts past a deadline (gateway.scheduler.deadlines): an assignment never
+    acknowledged or a start that never finished is given up on its instance and the task
+    recovered elsewhere; a checkpoint never answered is given up and the task runs on."""
+    # deadlines are minutes long: a look every few seconds is soon enough (each reads every
+    # live attempt)
+    if s.last_overdue is not None and age_s(s.last_overdue, now) < OVERDUE_EVERY:
+        return
+    s.last_overdue = now
+    attempts = s.fleet.live_attempts()
+    if not attempts:
+        return
+    registered = {i.id: i.data.get("registered") for i in s.fleet.instances({InstanceState.READY})}
+    for attempt in attempts:
+        if attempt.instance_id is None:
+            continue
+        why = overdue(attempt, now, s.cfg.scheduler, registered.get(attempt.instance_id))
+        if why is None:
+            continue
+        log.warning("attempt %s of %s: %s", attempt.id, attempt.task_id, why)
+        if attempt.phase is AttemptPhase.CHECKPOINTING:
+            give_up_checkpoint(s.tasks, s.fleet, attempt.id, why)
+        else:
+            lose_attempt(s, attempt.id, attempt.instance_id, "lost", why)
+            s.wakeups.notify(attempt.instance_id)

@@ -1,0 +1,282 @@
+"""Steps 2 and 6 of a tick: queued tasks to READY instances with room (as new attempts), and
+attempts that continue a task elsewhere (a move's restore, a lost instance's recovery), with the
+recovery plan a reclaim calls for."""
+
+from __future__ import annotations
+
+import functools
+import logging
+from dataclasses import asdict
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import Connection
+
+from gateway.market.policy import recovery_plan
+from gateway.providers.base import Capability, Offer
+from gateway.rules import effective_parameters
+from gateway.scheduler import launches
+from gateway.scheduler.needs import (
+    Request,
+    Want,
+    attempt_need,
+    cheapest_first,
+    interruption_budget,
+    market_allows,
+    only_type,
+    task_policy,
+    task_request,
+)
+from gateway.store.fleet import Attempt, Instance, InstanceState
+from gateway.tes.states import AttemptPhase, State
+
+if TYPE_CHECKING:
+    from gateway.scheduler.loop import Scheduler
+
+log = logging.getLogger(__name__)
+# Placements per transaction: fewer commits, while a batch holds SQLite's write lock only for a
+# few milliseconds (docs/benchmarks.md, Scheduler scale).
+PLACE_BATCH = 64
+
+
+def placeable(s: Scheduler) -> list[Instance]:
+    """READY instances that take new work (not under an interruption notice)."""
+    return [i for i in s.fleet.instances({InstanceState.READY}) if not i.data.get("interruption")]
+
+
+def room_of(s: Scheduler, inst: Instance) -> Request:
+    return rooms_of(s, [inst])[inst.id]
+
+
+def rooms_of(s: Scheduler, instances: list[Instance]) -> dict[str, Request]:
+    """Each instance's capacity less what its live attempts hold (`attempt_need`), from one
+    query however many instances and attempts there are."""
+    used: dict[str, list[float]] = {inst.id: [0.0, 0.0, 0.0] for inst in instances}
+    only = instances[0].id if len(instances) == 1 else None  # `room_of`: that one's only
+    for attempt, spec in s.fleet.live_load(only):
+        acc = used.get(attempt.instance_id or "")
+        if acc is None or not spec:
+            continue
+        r = attempt_need(attempt, spec, s.cfg)
+        acc[0] += r.cpu_cores
+        acc[1] += r.ram_gb
+        acc[2] += r.disk_gb
+    rooms: dict[str, Request] = {}
+    for inst in instances:
+        cap = inst.data.get("capacity", {})
+        cpu, ram, disk = used[inst.id]
+        rooms[inst.id] = Request(
+            cap.get("cpu_cores", 0.0) - cpu,
+            cap.get("ram_gb", 0.0) - ram,
+            cap.get("disk_gb", 0.0) - disk,
+        )
+    return rooms
+
+
+def largest_offer(s: Scheduler) -> Offer | None:
+    offers = s.provider.offers()
+    return max(offers, key=lambda o: (o.cpu_cores, o.ram_gb)) if offers else None
+
+
+def place_queued(s: Scheduler) -> list[Want]:
+    """Place what fits; return what the queued tasks that found no room need."""
+    queued = s.tasks.in_state(State.QUEUED)
+    if not queued:
+        return []
+    # Cheapest first, sorted once: prices do not change within a tick.
+    ready = sorted(placeable(s), key=cheapest_first)
+    rooms = rooms_of(s, ready)
+    biggest = largest_offer(s)
+    largest = Request(biggest.cpu_cores, biggest.ram_gb, biggest.disk_gb) if biggest else None
+    unplaced: list[Want] = []
+    # Placements commit PLACE_BATCH at a time (one transaction, not one each); the agents
+    # are woken and the refusals written once their batch has committed.
+    for start in range(0, len(queued), PLACE_BATCH):
+        placed: dict[str, None] = {}
+        refused: list[tuple[str, Request]] = []
+        with s.tasks.batch() as conn:
+            s.fence(conn)
+            for record in queued[start : start + PLACE_BATCH]:
+                if record.spec is None:
+                    continue
+                need = task_request(record.spec, s.cfg)
+                if largest is not None and not need.fits(largest):
+                    refused.append((record.id, need))
+                    continue
+                policy = task_policy(record.spec, s.cfg)
+                only = only_type(record.spec, s.cfg)
+                target = next(
+                    (
+                        i
+                        for i in ready
+                        if need.fits(rooms[i.id])
+                        and market_allows(policy, i.market)
+                        and only in (None, i.instance_type)
+                    ),
+                    None,
+                )
+                if target is None:
+                    unplaced.append(Want(need, policy, only))
+                elif assign(s, conn, record.id, target):
+                    rooms[target.id] = rooms[target.id].minus(need)
+                    placed[target.id] = None
+        for instance_id in placed:
+            s.wakeups.notify(instance_id)
+        for task_id, need in refused:
+            assert biggest is not None
+            refuse(s, task_id, need, biggest)
+    return unplaced
+
+
+def assign(s: Scheduler, conn: Connection, task_id: str, target: Instance) -> bool:
+    """QUEUED → INITIALIZING with a new attempt on `target`, in the caller's transaction."""
+    result = s.tasks.transition(
+        task_id,
+        State.INITIALIZING,
+        expect={State.QUEUED},
+        instance_id=target.id,
+        message=f"placed on {target.id} ({target.instance_type}, {target.market})",
+        on_apply=functools.partial(add_attempt, s, task_id=task_id, inst=target),
+        conn=conn,
+    )
+    return result.applied
+
+
+def add_attempt(s: Scheduler, conn: Connection, *, task_id: str, inst: Instance) -> None:
+    s.fleet.add_attempt(conn, task_id, inst)
+
+
+def refuse(s: Scheduler, task_id: str, need: Request, offer: Offer) -> None:
+    message = (
+        f"no instance fits this task: it asks for {need.cpu_cores:g} CPU cores, "
+        f"{need.ram_gb:g} GB RAM and {need.disk_gb:g} GB disk; the largest instance "
+        f"({offer.instance_type}) offers {offer.cpu_cores:g} cores, {offer.ram_gb:g} GB RAM "
+        f"and {offer.disk_gb:g} GB disk"
+    )
+    s.tasks.transition(
+        task_id,
+        State.SYSTEM_ERROR,
+        expect={State.QUEUED},
+        message=message,
+        logs=[{"logs": [], "outputs": [], "system_logs": [message]}],
+    )
+
+
+def place_restores(s: Scheduler) -> tuple[list[Want], frozenset[str]]:
+    """Place the attempts that continue a task elsewhere (a migration's restore, a
+    reclaimed or lost instance's recovery); return what the unplaced ones need and the
+    instances their tasks are leaving."""
+    pending = s.fleet.unplaced_attempts()
+    if not pending:
+        return [], frozenset()
+    ready = placeable(s)
+    rooms = {inst.id: room_of(s, inst) for inst in ready}
+    unplaced: list[Want] = []
+    leaving: set[str] = set()
+    for attempt in pending:
+        record = s.tasks.get(attempt.task_id)
+        if record is None or record.state not in (State.RUNNING, State.INITIALIZING):
+            with s.tasks.batch() as conn:  # the attempt and the cancel, or neither
+                if (
+                    s.fleet.set_phase(
+                        attempt.id,
+                        AttemptPhase.DONE,
+                        expect={AttemptPhase.PROVISIONING},
+                        message="the task ended before its restore",
+                        conn=conn,
+                    )
+                    and s.tasks.state(attempt.task_id, conn) is State.CANCELING
+                ):
+                    s.tasks.transition(
+                        attempt.task_id,
+                        State.CANCELED,
+                        message="cancelled between instances",
+                        attempt_id=attempt.id,
+                        conn=conn,
+                    )
+            continue
+        spec = record.spec or {}
+        need = attempt_need(attempt, spec, s.cfg)
+        exclude = frozenset(attempt.data.get("exclude") or [])
+        plan = plan_recovery(s, attempt, spec, need, exclude)
+        policy = task_policy(spec, s.cfg)
+        planned = plan.get("offer")
+        wanted = attempt.data.get("target")
+        fits = [
+            i
+            for i in ready
+            if i.id not in exclude
+            and need.fits(rooms[i.id])
+            and market_allows(policy, i.market)
+            and (
+                planned is None
+                or (
+                    i.instance_type == planned["instance_type"]
+                    and i.market == planned["market"]
+                    and (i.zone == planned["zone"] or not plan.get("zone_matters"))
+                )
+            )
+        ]
+        target = next((i for i in fits if i.id == wanted), fits[0] if fits else None)
+        if target is None:
+            offer = Offer(**planned) if planned else None
+            unplaced.append(Want(need, policy, only_type(spec, s.cfg), offer, exclude))
+            leaving |= exclude
+            continue
+        with s.tasks.batch() as conn:
+            s.fence(conn)
+            placed = s.fleet.place_attempt(attempt.id, target, conn=conn)
+        if placed:
+            rooms[target.id] = rooms[target.id].minus(need)
+            s.wakeups.notify(target.id)
+    return unplaced, frozenset(leaving)
+
+
+def plan_recovery(
+    s: Scheduler, attempt: Attempt, spec: dict[str, Any], need: Request, exclude: frozenset[str]
+) -> dict[str, Any]:
+    """A reclaimed task's recovery plan (market/policy.py), made once and kept on the
+    attempt: the offer to go to, and the pools to quarantine."""
+    if "plan" in attempt.data:
+        return dict(attempt.data["plan"])
+    plan: dict[str, Any] = {}
+    left = [s.fleet.instance(i) for i in exclude]
+    source = next((i for i in left if i is not None), None)
+    if (
+        attempt.reason == "reclaim"
+        and source is not None
+        and s.provider.supports(Capability.PRICES)
+    ):
+        params = effective_parameters(spec, s.cfg.tasks.rules)
+        strategy = params.get("recovery") or s.cfg.scheduler.recovery
+        reclaims = [a for a in s.fleet.attempts_of(attempt.task_id) if a.reason == "reclaim"]
+        result = recovery_plan(
+            strategy,
+            source,
+            len(reclaims),
+            launches.usable_offers(s),
+            need,
+            launches.market_quarantined(s),
+            task_policy(spec, s.cfg),
+            budget=interruption_budget(params, s.cfg),
+        )
+        if "budget" in result.reason:
+            s.tasks.record(attempt.task_id, "interruption_budget", message=result.reason)
+        for instance_type, zone in result.quarantine:
+            if s.market is not None:
+                s.market.quarantine(instance_type, zone)
+            else:
+                seconds = s.cfg.scheduler.quarantine_seconds
+                s.quarantines.add(instance_type, zone, "spot", seconds)
+            s.tasks.record(
+                attempt.task_id,
+                "quarantine",
+                message=f"{instance_type} in {zone} quarantined after a reclaim",
+            )
+        if result.offer is not None:
+            plan["offer"] = asdict(result.offer)
+            plan["zone_matters"] = strategy.startswith("next_zone")
+        plan["strategy"] = strategy
+        if not result.restore_capsule and attempt.data.get("restore"):
+            s.fleet.update_attempt_data(attempt.id, restore=False)
+    s.fleet.update_attempt_data(attempt.id, plan=plan)
+    return plan
