@@ -417,6 +417,10 @@ class Dispatcher:
             raise Fenced(f"attempt {attempt_id}", "is not assigned to this instance")
         if report_id and report_id in attempt.report_ids:
             return None
+        if self.fleet.instance_state(conn, inst.id) is InstanceState.LOST:
+            # the scheduler gave up on this instance: its tasks are recovered elsewhere once the
+            # machine is stopped (gateway.scheduler.losses); nothing it says counts any more
+            raise Fenced(f"instance {inst.id}", "was given up on (lost): its work goes elsewhere")
         if not attempt.live:
             raise Fenced(
                 f"attempt {attempt_id}", f"was settled already ({attempt.phase.value.lower()})"

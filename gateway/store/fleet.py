@@ -242,6 +242,13 @@ class FleetStore:
             row = conn.execute(select(instances).where(instances.c.id == instance_id)).first()
         return _instance(row) if row else None
 
+    def instance_state(self, conn: Connection, instance_id: str) -> InstanceState | None:
+        """The instance's state as the caller's transaction sees it (None: no such instance)."""
+        value = conn.execute(
+            select(instances.c.state).where(instances.c.id == instance_id)
+        ).scalar()
+        return InstanceState(value) if value is not None else None
+
     def token_sha256(self, instance_id: str) -> str | None:
         with self.db.engine.connect() as conn:
             return conn.execute(
