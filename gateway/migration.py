@@ -15,6 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from sqlalchemy import Connection
+
 from capsule_runtime.protocol.times import Clock, rfc3339, utcnow
 from gateway.config import Config
 from gateway.rules import effective_parameters
@@ -60,8 +62,11 @@ class Migrations:
         reason: str = "manual",
         plan: dict[str, Any] | None = None,
         limits: dict[str, float] | None = None,
+        fence: Callable[[Connection], None] | None = None,
     ) -> dict[str, Any]:
-        """Ask for a checkpoint (stop=False: the task keeps running here) or a migration."""
+        """Ask for a checkpoint (stop=False: the task keeps running here) or a migration.
+        `fence`: called in the request's transaction (the scheduler's leadership check: a
+        deposed leader's move is rolled back)."""
         record = self.tasks.get(task_id, full=False)
         if record is None:
             raise Refused(404, f"no task {task_id!r}")
@@ -108,6 +113,8 @@ class Migrations:
             "limits": limits,  # what the restored container may use, for size moves
         }
         with self.tasks.batch() as conn:  # checked again with the row taken: one request wins
+            if fence is not None:
+                fence(conn)
             taken = self.fleet.lock_attempt(conn, attempt.id)
             if taken is None or taken.phase is not AttemptPhase.RUNNING:
                 raise Refused(409, f"task {task_id} is between instances; try again when it runs")

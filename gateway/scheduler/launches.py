@@ -19,6 +19,7 @@ from gateway.providers.base import (
     Offer,
     ProviderError,
 )
+from gateway.scheduler import upkeep
 from gateway.scheduler.needs import Want
 from gateway.store.fleet import Instance, InstanceState
 
@@ -133,7 +134,7 @@ def make_room(s: Scheduler, counted: list[Instance]) -> None:
     an idle one now rather than after the idle timeout (its slot goes to the launch)."""
     for inst in counted:
         if inst.state is InstanceState.READY and not s.fleet.live_attempts(inst.id):
-            log.info("stopping idle instance %s to make room for a launch", inst.id)
-            s.fleet.set_instance_state(inst.id, InstanceState.TERMINATING)
-            s.wakeups.notify(inst.id)
+            if upkeep.retire_instance(s, inst):
+                log.info("stopping idle instance %s to make room for a launch", inst.id)
+                s.wakeups.notify(inst.id)
             return

@@ -37,8 +37,10 @@ def expire(s: Scheduler, now: datetime) -> None:
         if inst.state is not InstanceState.TERMINATING:
             continue
         if gone(states, inst) or age(inst.updated_time, now) > 60:
+            with s.tasks.batch() as conn:
+                s.fence(conn)
+                s.fleet.set_instance_state(inst.id, InstanceState.TERMINATED, conn=conn)
             s.provider.terminate(record_of(inst))
-            s.fleet.set_instance_state(inst.id, InstanceState.TERMINATED)
     for inst in fleet:
         if inst.state is InstanceState.TERMINATING:
             continue
@@ -140,6 +142,12 @@ def terminate(s: Scheduler, inst: Instance) -> None:
         log.warning("terminating instance %s: %s", inst.id, exc)
 
 
+def stopped_now(s: Scheduler, inst: Instance) -> bool:
+    """Ask again for the machine to be stopped; whether the provider says it is now."""
+    terminate(s, inst)
+    return stopped(s, inst)
+
+
 def stopped(s: Scheduler, inst: Instance) -> bool:
     """Whether the provider says the machine is stopped (not when it could not say)."""
     return gone(query(s, [inst]), inst)
@@ -175,7 +183,7 @@ def settle_fenced(s: Scheduler, now: datetime, waiting: dict[str, list[Attempt]]
             why = f"{why}; its machine is stopped"
         elif age(info.get("at"), now) > fence_seconds(s):
             why = f"{why}; its agent has stopped its tasks by now"
-        elif states is not None and (terminate(s, inst) or stopped(s, inst)):
+        elif states is not None and stopped_now(s, inst):
             why = f"{why}; its machine is stopped"
         else:
             continue

@@ -67,7 +67,12 @@ def run_triggers(s: Scheduler, now: datetime) -> None:
             plan = asdict(offer)
             try:
                 s.migrations.request(
-                    attempt.task_id, stop=True, reason=reason, plan=plan, limits=limits
+                    attempt.task_id,
+                    stop=True,
+                    reason=reason,
+                    plan=plan,
+                    limits=limits,
+                    fence=s.fence,
                 )
             except Refused as exc:
                 log.info("no %s move for %s: %s", reason, attempt.task_id, exc)

@@ -40,6 +40,11 @@ def world(tmp_path: Path) -> World:
     return w
 
 
+def unstoppable(world: World) -> UnstoppableProvider:
+    assert isinstance(world.provider, UnstoppableProvider)
+    return world.provider
+
+
 def cut_off(world: World) -> tuple[str, str, str]:
     """A running task whose agent then falls silent past the heartbeat timeout."""
     inst, aid = running_with(world)
@@ -59,14 +64,14 @@ def test_no_second_copy_while_the_machine_may_still_run_it(world: World) -> None
     assert [a.id for a in attempts] == [aid]  # no recovery attempt yet
     assert attempts[0].phase is AttemptPhase.RUNNING
     assert world.state(task_id) is State.RUNNING
-    assert world.provider.terminations >= 2  # asked again while it runs
+    assert unstoppable(world).terminations >= 2  # asked again while it runs
     events = [e for e in world.tasks.events(task_id) if e["kind"] == "fencing"]
     assert events and "never two copies" in events[0]["message"]
 
 
 def test_recovered_as_soon_as_the_machine_is_stopped(world: World) -> None:
-    inst_id, aid, task_id = cut_off(world)
-    world.provider.stoppable = True
+    inst_id, _, task_id = cut_off(world)
+    unstoppable(world).stoppable = True
     world.clock.advance(10)
     world.scheduler.tick()
     attempts = world.fleet.attempts_of(task_id)
@@ -76,7 +81,7 @@ def test_recovered_as_soon_as_the_machine_is_stopped(world: World) -> None:
 
 
 def test_recovered_once_the_agent_has_stopped_by_itself(world: World) -> None:
-    _, aid, task_id = cut_off(world)
+    _, _, task_id = cut_off(world)
     world.clock.advance(fence_seconds(world.scheduler) - 30)
     world.scheduler.tick()
     assert len(world.fleet.attempts_of(task_id)) == 1
@@ -90,7 +95,7 @@ def test_recovered_once_the_agent_has_stopped_by_itself(world: World) -> None:
 
 
 def test_a_provider_that_cannot_be_asked_does_not_count_as_stopped(world: World) -> None:
-    world.provider.stoppable = True  # the terminate takes, but nobody can confirm it
+    unstoppable(world).stoppable = True  # the terminate takes, but nobody can confirm it
     world.provider.cloud.machines.clear()  # (a query would say: gone)
 
     def broken(records: object) -> dict[str, CloudState | None]:
@@ -98,7 +103,7 @@ def test_a_provider_that_cannot_be_asked_does_not_count_as_stopped(world: World)
 
         raise ProviderError("the cloud's API is down")
 
-    world.provider.query = broken  # type: ignore[method-assign,assignment]
+    world.provider.query = broken  # type: ignore[method-assign]
     _, aid, task_id = cut_off(world)
     world.clock.advance(10)
     world.scheduler.tick()
