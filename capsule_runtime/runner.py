@@ -35,6 +35,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from capsule_runtime import failpoints
 from capsule_runtime.capsules.store import CapsuleStore, open_store
 from capsule_runtime.client import Fenced, GatewayClient, GatewayUnreachable
 from capsule_runtime.engine.errors import EngineError
@@ -365,6 +366,7 @@ class TaskRun(threading.Thread):
             return CANCELED
         if not self._still_live():
             return Superseded()
+        failpoints.hold(failpoints.UPLOADING_OUTPUTS)
         report = upload_outputs_report(self.task.get("outputs", []), workspace)
         self.log["outputs"] = report.outputs
         for note in report.system_logs:

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from capsule_runtime import checkpointing
+from capsule_runtime import checkpointing, failpoints
 from capsule_runtime.capsules.manifest import Manifest
 from capsule_runtime.capsules.pipeline import CapsuleCorrupt
 from capsule_runtime.capsules.store import CapsuleMissing, CapsuleStore, CapsuleStoreError
@@ -233,6 +233,7 @@ class Restorer:
         container; None (said in system_logs and to the gateway) to start from scratch. A corrupt
         or missing capsule is reported and skipped for the one before it. The caller confirms
         the one it keeps (`confirm`) once it has taken the container over."""
+        failpoints.hold(failpoints.RESTORING)
         for ref in self.a.restore:
             try:
                 return ref, self._restore_waiting(ref)
