@@ -19,6 +19,7 @@ from pathlib import Path
 ENV = "TESCAPE_FAILPOINTS"
 log = logging.getLogger(__name__)
 
+CAPSULE_STORED = "capsule_stored"  # a checkpoint durable (a move's copy stopped), unreported
 RESTORING = "restoring"  # a restore attempt, before its capsule is fetched and restored
 UPLOADING_OUTPUTS = "uploading_outputs"  # the executors done, before the outputs are uploaded
 

@@ -166,6 +166,7 @@ class Checkpointer:
             if order.stop:  # the capsule is durable: this copy ends now, whether or not the
                 self.moved_to = m.capsule_id  # gateway hears of it at once
                 self._stop_moved(running.container_id)
+            failpoints.hold(failpoints.CAPSULE_STORED)
             send_capsule(self.client, self.a.attempt_id, report)  # before `interrupted`
             self._done.set()
 

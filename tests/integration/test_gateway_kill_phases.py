@@ -38,6 +38,48 @@ def kill(srv: RunningServer) -> None:
     srv.process.wait()
 
 
+def test_a_gateway_killed_between_a_capsule_and_its_report(
+    tmp_path: Path, busybox_image: str
+) -> None:
+    """The move's capsule is durable and its copy of the task stopped, but neither the capsule
+    nor the `interrupted` report has reached the gateway when it dies: the restarted gateway
+    hears both from the adopted agent and restores the task from that capsule."""
+    points = tmp_path / "failpoints"
+    points.mkdir()
+    env = {failpoints.ENV: str(points)}
+    cfg = config(tmp_path, busybox_image)
+    task = stateful_task(tmp_path, "stored", 20, 0.1, 1, gate="/work/.release")
+    with tescape_server(tmp_path / "data", config=cfg, run_tasks=True, env=env) as first:
+        task_id = submit(first, task)
+        wait_for("the counter to pass 5", lambda: count_lines(tmp_path, task_id) >= 5, srv=first)
+        (points / failpoints.CAPSULE_STORED).touch()
+        assert admin(first, "POST", f"/tasks/{task_id}:migrate").status_code == 202
+        reached = points / f"{failpoints.CAPSULE_STORED}.reached"
+        wait_for("the capsule to be stored", reached.exists, timeout=120, srv=first)
+        kill(first)
+    with tescape_server(tmp_path / "data", config=cfg, run_tasks=True, env=env) as second:
+        wait_for("the adoption", lambda: "adopted the agent an earlier" in second.log())
+        (points / failpoints.CAPSULE_STORED).unlink()
+        wait_for(
+            "the restore",
+            lambda: any(e["kind"] == "restored" for e in events(second, task_id)),
+            timeout=120,
+            srv=second,
+        )
+        for work in work_dirs(tmp_path, task_id):
+            with contextlib.suppress(OSError):
+                (work / ".release").touch()
+        done = ended(second, task_id)
+        assert done["state"] == "COMPLETE", done
+        kinds = [e["kind"] for e in events(second, task_id)]
+        attempts = attempts_of(second, task_id)
+    assert "restart_from_scratch" not in kinds, kinds
+    assert [a["reason"] for a in attempts] == ["first", "manual"], attempts
+    for name in ("count", "pipe.log", "net.log"):
+        counted = numbers(tmp_path / "out" / "stored" / name)
+        assert len(counted) >= 20 and counted == list(range(1, len(counted) + 1)), name
+
+
 def test_a_gateway_killed_during_a_restore(tmp_path: Path, busybox_image: str) -> None:
     points = tmp_path / "failpoints"
     points.mkdir()
