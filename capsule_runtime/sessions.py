@@ -205,6 +205,15 @@ class Checkpointer:
             log.info("stopping %s after its move: %s", container_id, exc)
 
 
+class RestoreFailedHere(Exception):
+    """A capsule's restore failed for this instance's reasons; the task has restore tries left
+    elsewhere (Assignment.restore_elsewhere)."""
+
+    def __init__(self, capsule_id: str, why: str) -> None:
+        super().__init__(f"restoring capsule {capsule_id} failed on this instance: {why}")
+        self.capsule_id, self.why = capsule_id, why
+
+
 class Restorer:
     """The newest usable capsule of an assignment, restored into a running container."""
 
@@ -250,6 +259,10 @@ class Restorer:
                 )
             except (EngineError, OSError, CapsuleStoreError) as exc:
                 self._system_log(f"restoring capsule {ref.capsule_id} failed: {exc}")
+                # podman, CRIU or this instance's disk, not the capsule: another instance may
+                # restore it (the store itself was waited for already: the same everywhere)
+                if self.a.restore_elsewhere and not isinstance(exc, CapsuleStoreError):
+                    raise RestoreFailedHere(ref.capsule_id, str(exc)) from exc
         self._system_log(
             "no usable capsule to restore from; the task starts again from the beginning"
         )

@@ -337,7 +337,14 @@ class Dispatcher:
             restore=self.restore_refs(taken.task_id) if restore else [],
             next_sequence=self.fleet.next_capsule_sequence(taken.task_id),
             limits=container_limits(taken, spec, inst),
+            restore_elsewhere=restore and self._restore_tries_left(taken.task_id),
         )
+
+    def _restore_tries_left(self, task_id: str) -> bool:
+        """Whether a restore that fails for its instance's reasons may still be tried on
+        another instance: fewer than `capsules.restore_tries` instances tried so far."""
+        failed = sum(a.reason == "restore_failed" for a in self.fleet.attempts_of(task_id))
+        return failed + 1 < self.cfg.capsules.restore_tries
 
     def _resize_order(
         self, attempt: Attempt, running: set[str], received: set[str]
@@ -452,7 +459,7 @@ class Dispatcher:
             if report.status in ("initializing", "restoring"):
                 self.tasks.set_logs(attempt.task_id, logs, conn=conn)
             elif report.status == "interrupted":
-                self._interrupted(conn, attempt, logs, report.message)
+                self._interrupted(conn, attempt, logs, report.message, report.reason)
                 settled = True
             elif report.status == "running":
                 self._running(conn, attempt, logs)
@@ -627,7 +634,12 @@ class Dispatcher:
             self.fleet.change_phase(conn, attempt, AttemptPhase.RUNNING)  # the task runs on here
 
     def _interrupted(
-        self, conn: Connection, attempt: Attempt, logs: list[dict[str, Any]], message: str | None
+        self,
+        conn: Connection,
+        attempt: Attempt,
+        logs: list[dict[str, Any]],
+        message: str | None,
+        why: str | None = None,
     ) -> None:
         """The attempt's container left in a capsule: the task (still RUNNING to its client)
         gets a new attempt that restores it, on another instance — in the transaction that
@@ -654,7 +666,10 @@ class Dispatcher:
             )
             return
         migrate = attempt.data.get("migrate") or {}
-        target, reason = migrate.get("target"), migrate.get("reason") or "manual"
+        # `restore_failed`: its restore failed on that instance (the agent says so); the next
+        # attempt tries the same capsules elsewhere
+        target = None if why else migrate.get("target")
+        reason = why or migrate.get("reason") or "manual"
         data: dict[str, Any] = {
             "restore": True,
             "exclude": [attempt.instance_id] if attempt.instance_id else [],

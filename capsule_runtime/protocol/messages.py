@@ -123,6 +123,10 @@ class Assignment(Message):
     # (rightsizing, OOM protection) gave it, else the task's resources, else the instance's
     # size. A restored container gets them applied in place.
     limits: dict[str, float] | None = None
+    # True while the task has restore tries left (`capsules.restore_tries`): a restore that fails
+    # for this instance's reasons is reported `interrupted` (reason `restore_failed`) to be tried
+    # on another instance; False: fall back to older capsules, then to the beginning
+    restore_elsewhere: bool = False
 
 
 class CheckpointOrder(Message):
@@ -189,6 +193,9 @@ class AttemptReport(Message):
     task_log: dict[str, Any]
     message: str | None = None
     report_id: str | None = None  # unique per report, the same on every resend of it
+    # why an `interrupted` attempt left its instance, when not for the move it was asked for:
+    # `restore_failed` (its restore failed there; the next attempt restores elsewhere)
+    reason: str | None = Field(default=None, max_length=64)
 
 
 # complete | failed: a checkpoint's outcome; corrupt: a capsule a restore refused; restored: the
