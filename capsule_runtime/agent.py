@@ -20,6 +20,7 @@ from typing import Any
 
 from capsule_runtime import __version__, doctor
 from capsule_runtime.client import GatewayClient, GatewayUnreachable
+from capsule_runtime.host.cpu import cpu_profile
 from capsule_runtime.host.meminfo import memory_gb
 from capsule_runtime.protocol.messages import (
     Assignment,
@@ -105,6 +106,7 @@ class Agent:
                 hostname=socket.gethostname(),
                 capacity=self.capacity,
                 facts=self.facts(),
+                cpu=cpu_profile(),
             )
         )
         log.info("registered as %s", self.client.instance_id)

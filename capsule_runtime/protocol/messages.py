@@ -53,11 +53,32 @@ class Capacity(Message):
     disk_gb: float
 
 
+class CpuProfile(Message):
+    """A CPU as a restore cares about it (capsule_runtime/host/cpu.py): a capsule restores
+    only onto the same architecture with at least the features it was taken with."""
+
+    arch: str = Field(default="", max_length=32)
+    model: str = Field(default="", max_length=256)
+    flags: list[str] = Field(default_factory=list, max_length=1024)
+
+    def runs(self, taken_on: CpuProfile) -> bool:
+        """Whether a process dumped on `taken_on` can be restored on this CPU (an unknown
+        side, e.g. an older agent's, is not held against it)."""
+        if not self.arch or not taken_on.arch:
+            return True
+        return self.arch == taken_on.arch and set(taken_on.flags) <= set(self.flags)
+
+    def missing(self, taken_on: CpuProfile) -> list[str]:
+        """The features `taken_on` has and this CPU lacks."""
+        return sorted(set(taken_on.flags) - set(self.flags))
+
+
 class Registration(Message):
     agent_version: str
     hostname: str
     capacity: Capacity
     facts: list[dict[str, Any]] = Field(default_factory=list)  # doctor findings
+    cpu: CpuProfile | None = None  # None: an agent older than the profile
 
 
 class TaskSettings(Message):
