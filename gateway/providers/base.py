@@ -26,9 +26,10 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from gateway.store.fleet import Instance
+if TYPE_CHECKING:
+    from gateway.store.fleet import Instance
 
 
 @dataclass(frozen=True)
@@ -47,10 +48,12 @@ class Offer:
 def offer_of(instance: Instance, fallback: Offer | None = None) -> Offer:
     """What a running instance is, as an Offer: its type, market, zone, price and the capacity
     recorded at launch (missing sizes from `fallback`, else 0)."""
-    cap = instance.data.get("capacity") or {}
+    cap = instance.data.capacity
 
     def size(key: str) -> float:
-        return float(cap.get(key, getattr(fallback, key) if fallback is not None else 0.0))
+        if cap is not None:
+            return float(getattr(cap, key))
+        return float(getattr(fallback, key)) if fallback is not None else 0.0
 
     return Offer(
         instance.instance_type,

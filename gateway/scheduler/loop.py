@@ -63,7 +63,7 @@ def _parking(attempt: Attempt | None) -> bool:
     capsule, nor failed back to RUNNING)."""
     if attempt is None or attempt.phase in (AttemptPhase.DONE, AttemptPhase.INTERRUPTED):
         return False
-    return attempt.phase is AttemptPhase.CHECKPOINTING or bool(attempt.data.get("checkpoint"))
+    return attempt.phase is AttemptPhase.CHECKPOINTING or attempt.data.checkpoint is not None
 
 
 class Scheduler:

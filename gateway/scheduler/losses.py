@@ -17,6 +17,7 @@ from gateway.scheduler.deadlines import give_up_checkpoint, overdue
 from gateway.scheduler.launches import MAX_LAUNCH_BACKOFF
 from gateway.scheduler.unreported import record_unreported
 from gateway.store.fleet import Attempt, Instance, InstanceState
+from gateway.store.fleet_data import AttemptData
 from gateway.tes.states import AttemptPhase, State
 
 if TYPE_CHECKING:
@@ -52,7 +53,7 @@ def expire(s: Scheduler, now: datetime) -> None:
             lose(
                 s,
                 inst,
-                "reclaimed" if inst.data.get("interruption") else "its machine is gone",
+                "reclaimed" if inst.data.interruption else "its machine is gone",
             )
 
 
@@ -93,7 +94,7 @@ def lose(s: Scheduler, inst: Instance, why: str) -> None:
         s.fence(conn)
         s.fleet.set_instance_state(inst.id, InstanceState.LOST, conn=conn)
     s.provider.terminate(record_of(inst))
-    reason = "reclaim" if inst.data.get("interruption") else "lost"
+    reason = "reclaim" if inst.data.interruption else "lost"
     for attempt in s.fleet.live_attempts(inst.id):
         lose_attempt(s, attempt.id, inst.id, reason, why)
 
@@ -162,16 +163,18 @@ def recover(
             f"instance {instance_id} was lost ({why}); the task continues elsewhere, {how}"
         )
         s.tasks.set_logs(attempt.task_id, logs, conn=conn)
-    migrations = int(attempt.data.get("migrations", 0))
+    migrations = attempt.data.migrations
     s.fleet.add_pending_attempt(
         attempt.task_id,
         reason=reason,
-        data={
-            "restore": bool(capsules),
-            "exclude": [instance_id],
-            "migrations": migrations + 1 if capsules else migrations,
-            **({"limits": attempt.data["limits"]} if attempt.data.get("limits") else {}),
-        },
+        data=AttemptData.model_validate(
+            {
+                "restore": bool(capsules),
+                "exclude": [instance_id],
+                "migrations": migrations + 1 if capsules else migrations,
+                **({"limits": attempt.data.limits} if attempt.data.limits else {}),
+            }
+        ),
         message=f"recovery after instance {instance_id} was lost ({why})",
         conn=conn,
     )
@@ -190,7 +193,7 @@ def settle_overdue(s: Scheduler, now: datetime) -> None:
     attempts = s.fleet.live_attempts()
     if not attempts:
         return
-    registered = {i.id: i.data.get("registered") for i in s.fleet.instances({InstanceState.READY})}
+    registered = {i.id: i.data.registered for i in s.fleet.instances({InstanceState.READY})}
     for attempt in attempts:
         if attempt.instance_id is None:
             continue

@@ -78,13 +78,13 @@ def attempt_need(attempt: Attempt, spec: dict[str, Any] | None, cfg: Config) -> 
     """What a live attempt holds of its instance: its own allocation (`limits`, set when a
     task is rightsized) where it has one, else what its task asks for."""
     asked = task_request(spec or {}, cfg)
-    limits = attempt.data.get("limits")
+    limits = attempt.data.limits
     if not limits:
         return asked
     return Request(
-        cpu_cores=float(limits.get("cpu_cores", asked.cpu_cores)),
-        ram_gb=float(limits.get("ram_gb", asked.ram_gb)),
-        disk_gb=float(limits.get("disk_gb", asked.disk_gb)),
+        cpu_cores=float(limits.cpu_cores if limits.cpu_cores is not None else asked.cpu_cores),
+        ram_gb=float(limits.ram_gb if limits.ram_gb is not None else asked.ram_gb),
+        disk_gb=float(limits.disk_gb if limits.disk_gb is not None else asked.disk_gb),
     )
 
 
@@ -102,9 +102,9 @@ def container_limits(attempt: Attempt, spec: dict[str, Any], inst: Instance) -> 
     """What the attempt's container may use: the limits a size move gave it, else the task's
     resources; what neither says, the whole instance (its type's size, scaled to the machine
     for local instances) — a task cannot outgrow the machine it was placed on unnoticed."""
-    given = attempt.data.get("limits") or {}
+    given = attempt.data.limits.dump() if attempt.data.limits else {}
     asked = spec.get("resources") or {}
-    capacity = inst.data.get("capacity") or {}
+    capacity = inst.data.capacity.model_dump() if inst.data.capacity else {}
     limits: dict[str, float] = {}
     for key in ("cpu_cores", "ram_gb"):
         value = given.get(key, asked.get(key, capacity.get(key)))

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import functools
 import logging
-from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection
@@ -27,6 +26,7 @@ from gateway.scheduler.needs import (
     task_request,
 )
 from gateway.store.fleet import Attempt, Instance, InstanceState
+from gateway.store.fleet_data import RecoveryPlan
 from gateway.tes.states import AttemptPhase, State
 
 if TYPE_CHECKING:
@@ -40,7 +40,7 @@ PLACE_BATCH = 64
 
 def placeable(s: Scheduler) -> list[Instance]:
     """READY instances that take new work (not under an interruption notice)."""
-    return [i for i in s.fleet.instances({InstanceState.READY}) if not i.data.get("interruption")]
+    return [i for i in s.fleet.instances({InstanceState.READY}) if not i.data.interruption]
 
 
 def room_of(s: Scheduler, inst: Instance) -> Request:
@@ -62,12 +62,12 @@ def rooms_of(s: Scheduler, instances: list[Instance]) -> dict[str, Request]:
         acc[2] += r.disk_gb
     rooms: dict[str, Request] = {}
     for inst in instances:
-        cap = inst.data.get("capacity", {})
+        cap = inst.data.capacity
         cpu, ram, disk = used[inst.id]
         rooms[inst.id] = Request(
-            cap.get("cpu_cores", 0.0) - cpu,
-            cap.get("ram_gb", 0.0) - ram,
-            cap.get("disk_gb", 0.0) - disk,
+            (cap.cpu_cores if cap else 0.0) - cpu,
+            (cap.ram_gb if cap else 0.0) - ram,
+            (cap.disk_gb if cap else 0.0) - disk,
         )
     return rooms
 
@@ -196,11 +196,11 @@ def place_restores(s: Scheduler) -> tuple[list[Want], frozenset[str]]:
             continue
         spec = record.spec or {}
         need = attempt_need(attempt, spec, s.cfg)
-        exclude = frozenset(attempt.data.get("exclude") or [])
+        exclude = frozenset(attempt.data.exclude)
         plan = plan_recovery(s, attempt, spec, need, exclude)
         policy = task_policy(spec, s.cfg)
-        planned = plan.get("offer")
-        wanted = attempt.data.get("target")
+        planned = plan.offer
+        wanted = attempt.data.target
         fits = [
             i
             for i in ready
@@ -210,16 +210,15 @@ def place_restores(s: Scheduler) -> tuple[list[Want], frozenset[str]]:
             and (
                 planned is None
                 or (
-                    i.instance_type == planned["instance_type"]
-                    and i.market == planned["market"]
-                    and (i.zone == planned["zone"] or not plan.get("zone_matters"))
+                    i.instance_type == planned.instance_type
+                    and i.market == planned.market
+                    and (i.zone == planned.zone or not plan.zone_matters)
                 )
             )
         ]
         target = next((i for i in fits if i.id == wanted), fits[0] if fits else None)
         if target is None:
-            offer = Offer(**planned) if planned else None
-            unplaced.append(Want(need, policy, only_type(spec, s.cfg), offer, exclude))
+            unplaced.append(Want(need, policy, only_type(spec, s.cfg), planned, exclude))
             leaving |= exclude
             continue
         with s.tasks.batch() as conn:
@@ -233,11 +232,11 @@ def place_restores(s: Scheduler) -> tuple[list[Want], frozenset[str]]:
 
 def plan_recovery(
     s: Scheduler, attempt: Attempt, spec: dict[str, Any], need: Request, exclude: frozenset[str]
-) -> dict[str, Any]:
+) -> RecoveryPlan:
     """A reclaimed task's recovery plan (market/policy.py), made once and kept on the
     attempt: the offer to go to, and the pools to quarantine."""
-    if "plan" in attempt.data:
-        return dict(attempt.data["plan"])
+    if attempt.data.plan is not None:
+        return attempt.data.plan
     plan: dict[str, Any] = {}
     left = [s.fleet.instance(i) for i in exclude]
     source = next((i for i in left if i is not None), None)
@@ -273,10 +272,11 @@ def plan_recovery(
                 message=f"{instance_type} in {zone} quarantined after a reclaim",
             )
         if result.offer is not None:
-            plan["offer"] = asdict(result.offer)
+            plan["offer"] = result.offer
             plan["zone_matters"] = strategy.startswith("next_zone")
         plan["strategy"] = strategy
-        if not result.restore_capsule and attempt.data.get("restore"):
+        if not result.restore_capsule and attempt.data.restore:
             s.fleet.update_attempt_data(attempt.id, restore=False)
-    s.fleet.update_attempt_data(attempt.id, plan=plan)
-    return plan
+    made = RecoveryPlan(**plan)
+    s.fleet.update_attempt_data(attempt.id, plan=made)
+    return made

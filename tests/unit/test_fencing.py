@@ -72,7 +72,7 @@ def test_a_resent_interrupted_creates_one_restore_attempt(world: World) -> None:
     world.dispatch.report(inst, aid, interrupted("r1"))
     world.dispatch.report(inst, aid, interrupted("r1"))  # its answer was lost: sent again
     attempts = world.fleet.attempts_of(task_id)
-    assert len(attempts) == 2 and attempts[1].data["restore"] is True
+    assert len(attempts) == 2 and attempts[1].data.restore is True
     with pytest.raises(Fenced):  # another report for the settled attempt
         world.dispatch.report(inst, aid, interrupted("r2"))
     assert len(world.fleet.attempts_of(task_id)) == 2
@@ -146,7 +146,7 @@ def test_another_instances_attempt_is_refused(world: World) -> None:
             call()
     assert world.state(task_id) is State.RUNNING
     world.dispatch.poll(other, Poll(usage={aid: {"cpu_cores": 9.0}}, wait_seconds=0))
-    assert "usage" not in world.fleet.attempt(aid).data  # type: ignore[union-attr]
+    assert world.fleet.attempt(aid).data.usage == []  # type: ignore[union-attr]
 
 
 def test_a_capsule_from_a_superseded_attempt_is_refused(world: World) -> None:
@@ -172,7 +172,7 @@ def test_a_lost_assignment_is_sent_again_until_acknowledged(world: World) -> Non
     assert again.attempt_id == first.attempt_id and world.state(t) is State.INITIALIZING
     assert world.poll(inst, [first.attempt_id]).assign == []  # acknowledged
     assert world.poll(inst).assign == []  # delivered: never again, even when not listed
-    assert world.fleet.attempt(first.attempt_id).data["delivered"]  # type: ignore[union-attr]
+    assert world.fleet.attempt(first.attempt_id).data.delivered  # type: ignore[union-attr]
 
 
 def test_an_unacknowledged_assignment_is_recovered_elsewhere(
@@ -187,7 +187,7 @@ def test_an_unacknowledged_assignment_is_recovered_elsewhere(
     assert world.fleet.instance(inst.id).state is InstanceState.READY  # type: ignore[union-attr]
     attempts = world.fleet.attempts_of(t)
     assert attempts[0].phase is AttemptPhase.DONE and attempts[1].reason == "lost"
-    assert attempts[1].data["exclude"] == [inst.id]
+    assert attempts[1].data.exclude == [inst.id]
     assert world.state(t) is State.INITIALIZING
     with pytest.raises(Fenced):  # the first agent's late start is refused
         world.report(inst, lost.attempt_id, "running")
@@ -209,7 +209,7 @@ def test_a_checkpoint_order_is_sent_again_and_times_out(
     world.scheduler.tick()
     attempt = world.fleet.attempt(aid)
     assert attempt is not None and attempt.phase is AttemptPhase.RUNNING
-    assert "checkpoint" not in attempt.data
+    assert attempt.data.checkpoint is None
     events = [e for e in world.tasks.events(task_id) if e["kind"] == "checkpoint_failed"]
     assert events and "not answered" in events[-1]["message"]
     rec = world.tasks.get(task_id)
