@@ -54,7 +54,7 @@ from typing import Any
 from sqlalchemy import create_engine, func, select, text
 from sqlalchemy.engine import make_url
 
-from capsule_runtime.protocol.messages import Capacity
+from capsule_runtime.protocol.messages import Resources
 from gateway.auth import token_sha256
 from gateway.config import Config, load_config
 from gateway.market.model import Market
@@ -104,7 +104,17 @@ class BenchProvider(Provider):
         if self.market is not None:
             return self.market.offers()
         cpu, ram, disk = self.shape
-        return [Offer("bench.xl", "spot", "z1", 0.05, cpu, ram, disk)]
+        return [
+            Offer(
+                instance_type="bench.xl",
+                market="spot",
+                zone="z1",
+                price_per_hour=0.05,
+                cpu_cores=cpu,
+                ram_gb=ram,
+                disk_gb=disk,
+            )
+        ]
 
     def launch(self, spec: LaunchSpec) -> LaunchRecord:
         self.live.add(spec.instance_id)
@@ -188,7 +198,15 @@ def add_instances(
             )
         else:
             cpu, ram, disk = READY_SHAPE
-            offer = Offer("bench.8xl", "spot", "z1", 0.05 + k * 1e-4, cpu, ram, disk)
+            offer = Offer(
+                instance_type="bench.8xl",
+                market="spot",
+                zone="z1",
+                price_per_hour=0.05 + k * 1e-4,
+                cpu_cores=cpu,
+                ram_gb=ram,
+                disk_gb=disk,
+            )
         inst = fleet.add_instance(
             provider=provider.name,
             instance_type=offer.instance_type,
@@ -197,7 +215,7 @@ def add_instances(
             price_per_hour=offer.price_per_hour,
             token_sha256=token_sha256(secrets.token_urlsafe(16)),
             data=InstanceData(
-                capacity=Capacity(
+                capacity=Resources(
                     cpu_cores=offer.cpu_cores, ram_gb=offer.ram_gb, disk_gb=offer.disk_gb
                 )
             ),

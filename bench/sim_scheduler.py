@@ -31,9 +31,9 @@ from typing import Any
 from capsule_runtime.protocol.messages import (
     AttemptReport,
     AttemptStatus,
-    Capacity,
     Poll,
     Registration,
+    Resources,
 )
 from capsule_runtime.protocol.times import ManualClock, rfc3339
 from gateway.config import load_config
@@ -245,7 +245,7 @@ class SchedulerRun:
             if not launching:
                 return
             for inst in launching:
-                cap = inst.data.capacity or Capacity(cpu_cores=1.0, ram_gb=1.0, disk_gb=1.0)
+                cap = inst.data.capacity or Resources(cpu_cores=1.0, ram_gb=1.0, disk_gb=1.0)
                 self.dispatch.register(
                     inst,
                     Registration(agent_version="sim", hostname=inst.id, capacity=cap),

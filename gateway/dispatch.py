@@ -31,7 +31,6 @@ from sqlalchemy import Connection
 from capsule_runtime.protocol.messages import (
     Assignment,
     AttemptReport,
-    Capacity,
     CapsuleRef,
     CapsuleReport,
     CapsuleSettings,
@@ -41,6 +40,7 @@ from capsule_runtime.protocol.messages import (
     Poll,
     Registration,
     ResizeOrder,
+    Resources,
     TaskSettings,
 )
 from capsule_runtime.protocol.redact import remember_secret
@@ -205,7 +205,7 @@ class Dispatcher:
         data = inst.data.model_copy(
             update={
                 # never plan beyond what either side says the machine has
-                "capacity": Capacity(
+                "capacity": Resources(
                     cpu_cores=min(reported.cpu_cores, offered.cpu_cores),
                     ram_gb=min(reported.ram_gb, offered.ram_gb),
                     disk_gb=min(reported.disk_gb, offered.disk_gb),

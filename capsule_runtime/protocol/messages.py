@@ -36,6 +36,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from capsule_runtime.protocol.resources import Resources
+
 AGENT_API = "/agent/v1"
 
 # A TES input/output `type`, as the task document in an Assignment carries it (the agent stages
@@ -47,16 +49,10 @@ class Message(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class Capacity(Message):
-    cpu_cores: float
-    ram_gb: float
-    disk_gb: float
-
-
 class Registration(Message):
     agent_version: str
     hostname: str
-    capacity: Capacity
+    capacity: Resources  # what the machine has
     facts: list[dict[str, Any]] = Field(default_factory=list)  # doctor findings
 
 

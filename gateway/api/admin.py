@@ -49,7 +49,7 @@ def instances() -> Response:
                 "price_per_hour": inst.price_per_hour,
                 "created_time": inst.created_time,
                 "last_heartbeat": inst.last_heartbeat,
-                "capacity": inst.data.capacity.model_dump() if inst.data.capacity else None,
+                "capacity": inst.data.capacity.sizes() if inst.data.capacity else None,
                 "task_ids": sorted({a.task_id for a in fleet.live_attempts(inst.id)}),
                 "owner": inst.owner,  # the gateway that launched or adopted it
                 "draining": notice is not None and inst.state.value in ("LAUNCHING", "READY"),

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy import Connection
 
-from capsule_runtime.protocol.messages import Capacity
+from capsule_runtime.protocol.messages import Resources
 from gateway.auth import token_sha256
 from gateway.market.policy import choose_offer
 from gateway.providers.base import (
@@ -108,7 +108,9 @@ def add_instance(s: Scheduler, conn: Connection, offer: Offer, token: str) -> In
         price_per_hour=offer.price_per_hour,
         token_sha256=token_sha256(token),
         data=InstanceData(
-            capacity=Capacity(cpu_cores=offer.cpu_cores, ram_gb=offer.ram_gb, disk_gb=offer.disk_gb)
+            capacity=Resources(
+                cpu_cores=offer.cpu_cores, ram_gb=offer.ram_gb, disk_gb=offer.disk_gb
+            )
         ),
         owner=s.lease.holder if s.lease is not None else None,
         conn=conn,

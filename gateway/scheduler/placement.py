@@ -10,12 +10,12 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection
 
+from capsule_runtime.protocol.resources import Resources
 from gateway.market.policy import recovery_plan
 from gateway.providers.base import Capability, Offer
 from gateway.rules import effective_parameters
 from gateway.scheduler import launches
 from gateway.scheduler.needs import (
-    Request,
     Want,
     attempt_need,
     cheapest_first,
@@ -43,11 +43,11 @@ def placeable(s: Scheduler) -> list[Instance]:
     return [i for i in s.fleet.instances({InstanceState.READY}) if not i.data.interruption]
 
 
-def room_of(s: Scheduler, inst: Instance) -> Request:
+def room_of(s: Scheduler, inst: Instance) -> Resources:
     return rooms_of(s, [inst])[inst.id]
 
 
-def rooms_of(s: Scheduler, instances: list[Instance]) -> dict[str, Request]:
+def rooms_of(s: Scheduler, instances: list[Instance]) -> dict[str, Resources]:
     """Each instance's capacity less what its live attempts hold (`attempt_need`), from one
     query however many instances and attempts there are."""
     used: dict[str, list[float]] = {inst.id: [0.0, 0.0, 0.0] for inst in instances}
@@ -60,11 +60,11 @@ def rooms_of(s: Scheduler, instances: list[Instance]) -> dict[str, Request]:
         acc[0] += r.cpu_cores
         acc[1] += r.ram_gb
         acc[2] += r.disk_gb
-    rooms: dict[str, Request] = {}
+    rooms: dict[str, Resources] = {}
     for inst in instances:
         cap = inst.data.capacity
         cpu, ram, disk = used[inst.id]
-        rooms[inst.id] = Request(
+        rooms[inst.id] = Resources(
             (cap.cpu_cores if cap else 0.0) - cpu,
             (cap.ram_gb if cap else 0.0) - ram,
             (cap.disk_gb if cap else 0.0) - disk,
@@ -86,13 +86,13 @@ def place_queued(s: Scheduler) -> list[Want]:
     ready = sorted(placeable(s), key=cheapest_first)
     rooms = rooms_of(s, ready)
     biggest = largest_offer(s)
-    largest = Request(biggest.cpu_cores, biggest.ram_gb, biggest.disk_gb) if biggest else None
+    largest: Resources | None = biggest
     unplaced: list[Want] = []
     # Placements commit PLACE_BATCH at a time (one transaction, not one each); the agents
     # are woken and the refusals written once their batch has committed.
     for start in range(0, len(queued), PLACE_BATCH):
         placed: dict[str, None] = {}
-        refused: list[tuple[str, Request]] = []
+        refused: list[tuple[str, Resources]] = []
         with s.tasks.batch() as conn:
             s.fence(conn)
             for record in queued[start : start + PLACE_BATCH]:
@@ -145,7 +145,7 @@ def add_attempt(s: Scheduler, conn: Connection, *, task_id: str, inst: Instance)
     s.fleet.add_attempt(conn, task_id, inst)
 
 
-def refuse(s: Scheduler, task_id: str, need: Request, offer: Offer) -> None:
+def refuse(s: Scheduler, task_id: str, need: Resources, offer: Offer) -> None:
     message = (
         f"no instance fits this task: it asks for {need.cpu_cores:g} CPU cores, "
         f"{need.ram_gb:g} GB RAM and {need.disk_gb:g} GB disk; the largest instance "
@@ -231,7 +231,7 @@ def place_restores(s: Scheduler) -> tuple[list[Want], frozenset[str]]:
 
 
 def plan_recovery(
-    s: Scheduler, attempt: Attempt, spec: dict[str, Any], need: Request, exclude: frozenset[str]
+    s: Scheduler, attempt: Attempt, spec: dict[str, Any], need: Resources, exclude: frozenset[str]
 ) -> RecoveryPlan:
     """A reclaimed task's recovery plan (market/policy.py), made once and kept on the
     attempt: the offer to go to, and the pools to quarantine."""

@@ -8,6 +8,7 @@ import logging
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from capsule_runtime.protocol.resources import Resources
 from gateway.market.policy import (
     CostRule,
     ResizeRule,
@@ -20,7 +21,7 @@ from gateway.migration import Refused
 from gateway.providers.base import Capability, Offer, offer_of
 from gateway.scheduler import launches, placement, prices
 from gateway.scheduler.common import age, age_s
-from gateway.scheduler.needs import Request, allocation, attempt_need, task_policy, task_request
+from gateway.scheduler.needs import allocation, attempt_need, task_policy, task_request
 from gateway.store.fleet import Attempt, Instance
 from gateway.store.fleet_data import Limits, ResizeRequest
 from gateway.tes.states import AttemptPhase, State
@@ -96,7 +97,7 @@ def resize_in_place(
     checkpoint, no new instance); False: it has not, the task must move."""
     held = attempt_need(attempt, spec, s.cfg)
     assert limits.cpu_cores is not None and limits.ram_gb is not None
-    wanted = Request(limits.cpu_cores, limits.ram_gb, held.disk_gb)
+    wanted = Resources(limits.cpu_cores, limits.ram_gb, held.disk_gb)
     if wanted.cpu_cores < held.cpu_cores or wanted.ram_gb < held.ram_gb:
         return False  # a smaller size saves money only on a smaller instance
     if not wanted.minus(held).fits(placement.room_of(s, inst)):

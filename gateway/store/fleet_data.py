@@ -18,7 +18,7 @@ from typing import Any, TypedDict
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from capsule_runtime.protocol.messages import Capacity
+from capsule_runtime.protocol.messages import Resources
 from gateway.providers.base import Offer
 
 
@@ -168,7 +168,7 @@ class InstanceData(Data):
 
     # what the scheduler plans with: the offer's size at launch, then the smaller of that and
     # what the agent measured when it registered
-    capacity: Capacity | None = None
+    capacity: Resources | None = None
     # what the agent said when it registered
     hostname: str | None = None
     agent_version: str | None = None

@@ -13,10 +13,10 @@ import pytest
 
 from capsule_runtime.protocol.messages import (
     AttemptReport,
-    Capacity,
     CapsuleReport,
     Poll,
     Registration,
+    Resources,
 )
 from gateway.dispatch import Fenced
 from gateway.migration import Migrations
@@ -123,7 +123,9 @@ def test_a_stale_complete_after_recovery_is_refused(world: World) -> None:
         world.dispatch.register(
             inst,
             Registration(
-                agent_version="t", hostname="h", capacity=Capacity(cpu_cores=4, ram_gb=8, disk_gb=1)
+                agent_version="t",
+                hostname="h",
+                capacity=Resources(cpu_cores=4, ram_gb=8, disk_gb=1),
             ),
         )
     assert world.fleet.instance(inst.id).state is InstanceState.LOST  # type: ignore[union-attr]
@@ -248,7 +250,7 @@ def test_attempts_of_a_restarted_agent_go_on_elsewhere(
     world.dispatch.register(
         inst,
         Registration(
-            agent_version="t", hostname="h", capacity=Capacity(cpu_cores=4, ram_gb=8, disk_gb=1)
+            agent_version="t", hostname="h", capacity=Resources(cpu_cores=4, ram_gb=8, disk_gb=1)
         ),
     )
     world.clock.advance(OVERDUE_EVERY + 1)  # the next look for overdue work

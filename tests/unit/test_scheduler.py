@@ -454,8 +454,24 @@ def test_one_query_per_tick_for_the_whole_fleet(tmp_path: Path) -> None:
 
 
 def test_a_pool_without_capacity_is_quarantined_and_the_next_offer_tried(tmp_path: Path) -> None:
-    cheap = Offer("fake.large", "spot", "z1", 0.05, 4, 8, 100)
-    next_best = Offer("fake.large", "spot", "z2", 0.06, 4, 8, 100)
+    cheap = Offer(
+        instance_type="fake.large",
+        market="spot",
+        zone="z1",
+        price_per_hour=0.05,
+        cpu_cores=4,
+        ram_gb=8,
+        disk_gb=100,
+    )
+    next_best = Offer(
+        instance_type="fake.large",
+        market="spot",
+        zone="z2",
+        price_per_hour=0.06,
+        cpu_cores=4,
+        ram_gb=8,
+        disk_gb=100,
+    )
     provider = ShippedFakeProvider(offers=[cheap, next_best])
     provider.cloud.capacity[("fake.large", "z1", "spot")] = 0
     world = provider_world(tmp_path, provider, scheduler={"quarantine_seconds": 60})
@@ -510,7 +526,15 @@ def test_prices_follow_the_offers_of_any_priced_provider(tmp_path: Path) -> None
     inst = world.boot()
     assert inst.price_per_hour == 0.05
     provider.offer_list = [
-        Offer(o.instance_type, o.market, o.zone, 0.07 if o.market == "spot" else 0.1, 4, 8, 100)
+        Offer(
+            instance_type=o.instance_type,
+            market=o.market,
+            zone=o.zone,
+            price_per_hour=0.07 if o.market == "spot" else 0.1,
+            cpu_cores=4,
+            ram_gb=8,
+            disk_gb=100,
+        )
         for o in provider.offer_list
     ]
     world.scheduler.tick()
