@@ -25,10 +25,10 @@ from capsule_runtime.host.meminfo import memory_gb
 from capsule_runtime.protocol.messages import (
     Assignment,
     AttemptReport,
-    Capacity,
     CapsuleReport,
     CheckpointOrder,
     Registration,
+    Resources,
 )
 
 log = logging.getLogger("tescape.agent")
@@ -39,7 +39,7 @@ class Agent:
     def __init__(
         self,
         client: GatewayClient,
-        capacity: Capacity,
+        capacity: Resources,
         work_dir: Path,
         run_factory: Any,
         tasks_dir: Path | None = None,
@@ -350,7 +350,7 @@ def main(argv: list[str] | None = None) -> int:
 
     args.work_dir.mkdir(parents=True, exist_ok=True)
     client = GatewayClient(args.gateway, args.instance_id, token)
-    capacity = Capacity(cpu_cores=args.cpu_cores, ram_gb=args.ram_gb, disk_gb=args.disk_gb)
+    capacity = Resources(cpu_cores=args.cpu_cores, ram_gb=args.ram_gb, disk_gb=args.disk_gb)
     agent = Agent(
         client,
         capacity,

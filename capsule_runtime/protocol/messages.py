@@ -36,6 +36,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from capsule_runtime.protocol.resources import Resources
+
 AGENT_API = "/agent/v1"
 
 # A TES input/output `type`, as the task document in an Assignment carries it (the agent stages
@@ -45,12 +47,6 @@ FileType = Literal["FILE", "DIRECTORY"]
 
 class Message(BaseModel):
     model_config = ConfigDict(extra="forbid")
-
-
-class Capacity(Message):
-    cpu_cores: float
-    ram_gb: float
-    disk_gb: float
 
 
 class CpuProfile(Message):
@@ -76,7 +72,7 @@ class CpuProfile(Message):
 class Registration(Message):
     agent_version: str
     hostname: str
-    capacity: Capacity
+    capacity: Resources  # what the machine has
     facts: list[dict[str, Any]] = Field(default_factory=list)  # doctor findings
     cpu: CpuProfile | None = None  # None: an agent older than the profile
 

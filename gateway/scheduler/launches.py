@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy import Connection
 
+from capsule_runtime.protocol.messages import Resources
 from gateway.auth import token_sha256
 from gateway.market.policy import choose_offer
 from gateway.providers.base import (
@@ -22,6 +23,7 @@ from gateway.providers.base import (
 from gateway.scheduler import upkeep
 from gateway.scheduler.needs import Want
 from gateway.store.fleet import Instance, InstanceState
+from gateway.store.fleet_data import InstanceData
 
 if TYPE_CHECKING:
     from gateway.scheduler.loop import Scheduler
@@ -39,7 +41,7 @@ def launch(s: Scheduler, wants: list[Want], not_counting: frozenset[str] = froze
     active = s.fleet.instances({InstanceState.LAUNCHING, InstanceState.READY})
     if any(i.state is InstanceState.LAUNCHING for i in active):
         return  # one at a time: let it register first
-    counted = [i for i in active if i.id not in not_counting and not i.data.get("interruption")]
+    counted = [i for i in active if i.id not in not_counting and not i.data.interruption]
     if len(counted) >= s.provider.max_instances:
         make_room(s, counted)
         return
@@ -106,13 +108,11 @@ def add_instance(s: Scheduler, conn: Connection, offer: Offer, token: str) -> In
         zone=offer.zone,
         price_per_hour=offer.price_per_hour,
         token_sha256=token_sha256(token),
-        data={
-            "capacity": {
-                "cpu_cores": offer.cpu_cores,
-                "ram_gb": offer.ram_gb,
-                "disk_gb": offer.disk_gb,
-            }
-        },
+        data=InstanceData(
+            capacity=Resources(
+                cpu_cores=offer.cpu_cores, ram_gb=offer.ram_gb, disk_gb=offer.disk_gb
+            )
+        ),
         owner=s.lease.holder if s.lease is not None else None,
         conn=conn,
     )

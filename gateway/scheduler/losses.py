@@ -18,6 +18,7 @@ from gateway.scheduler.deadlines import give_up_checkpoint, overdue
 from gateway.scheduler.launches import MAX_LAUNCH_BACKOFF
 from gateway.scheduler.unreported import record_unreported
 from gateway.store.fleet import Attempt, Instance, InstanceState
+from gateway.store.fleet_data import AttemptData, Lost
 from gateway.tes.states import AttemptPhase, State
 
 if TYPE_CHECKING:
@@ -55,7 +56,7 @@ def expire(s: Scheduler, now: datetime) -> None:
             lose(
                 s,
                 inst,
-                "reclaimed" if inst.data.get("interruption") else "its machine is gone",
+                "reclaimed" if inst.data.interruption else "its machine is gone",
             )
 
 
@@ -96,13 +97,13 @@ def lose(s: Scheduler, inst: Instance, why: str) -> None:
             delay,
             s.provider.log_hint(record_of(inst)),
         )
-    reason = "reclaim" if inst.data.get("interruption") else "lost"
+    reason = "reclaim" if inst.data.interruption else "lost"
     now = s.clock()
-    lost = {"why": why, "reason": reason, "at": rfc3339(now)}
+    lost = Lost(why=why, reason=reason, at=rfc3339(now))
     with s.tasks.batch() as conn:  # a deposed leader loses nothing
         s.fence(conn)
         s.fleet.set_instance_state(
-            inst.id, InstanceState.LOST, data={**inst.data, "lost": lost}, conn=conn
+            inst.id, InstanceState.LOST, data=inst.data.model_copy(update={"lost": lost}), conn=conn
         )
     terminate(s, inst)
     attempts = s.fleet.live_attempts(inst.id)
@@ -176,12 +177,11 @@ def settle_fenced(s: Scheduler, now: datetime, waiting: dict[str, list[Attempt]]
         return
     states = query(s, lost)
     for inst in lost:
-        info = inst.data.get("lost") or {}
-        why = str(info.get("why") or "its agent stopped answering")
-        reason = str(info.get("reason") or "lost")
+        info = inst.data.lost or Lost()
+        why, reason = info.why, info.reason
         if gone(states, inst):
             why = f"{why}; its machine is stopped"
-        elif age(info.get("at"), now) > fence_seconds(s):
+        elif age(info.at, now) > fence_seconds(s):
             why = f"{why}; its agent has stopped its tasks by now"
         elif states is not None and stopped_now(s, inst):
             why = f"{why}; its machine is stopped"
@@ -255,16 +255,18 @@ def recover(
             f"instance {instance_id} was lost ({why}); the task continues elsewhere, {how}"
         )
         s.tasks.set_logs(attempt.task_id, logs, conn=conn)
-    migrations = int(attempt.data.get("migrations", 0))
+    migrations = attempt.data.migrations
     s.fleet.add_pending_attempt(
         attempt.task_id,
         reason=reason,
-        data={
-            "restore": bool(capsules),
-            "exclude": [instance_id],
-            "migrations": migrations + 1 if capsules else migrations,
-            **({"limits": attempt.data["limits"]} if attempt.data.get("limits") else {}),
-        },
+        data=AttemptData.model_validate(
+            {
+                "restore": bool(capsules),
+                "exclude": [instance_id],
+                "migrations": migrations + 1 if capsules else migrations,
+                **({"limits": attempt.data.limits} if attempt.data.limits else {}),
+            }
+        ),
         message=f"recovery after instance {instance_id} was lost ({why})",
         conn=conn,
     )
@@ -283,7 +285,7 @@ def settle_overdue(s: Scheduler, now: datetime) -> None:
     attempts = s.fleet.live_attempts()
     if not attempts:
         return
-    registered = {i.id: i.data.get("registered") for i in s.fleet.instances({InstanceState.READY})}
+    registered = {i.id: i.data.registered for i in s.fleet.instances({InstanceState.READY})}
     waiting: dict[str, list[Attempt]] = {}
     for attempt in attempts:
         if attempt.instance_id is None:

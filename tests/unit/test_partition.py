@@ -77,7 +77,7 @@ def test_recovered_as_soon_as_the_machine_is_stopped(world: World) -> None:
     attempts = world.fleet.attempts_of(task_id)
     assert attempts[0].phase is AttemptPhase.DONE
     assert [a.reason for a in attempts] == ["first", "lost"]
-    assert attempts[1].data["exclude"] == [inst_id]
+    assert attempts[1].data.exclude == [inst_id]
 
 
 def test_recovered_once_the_agent_has_stopped_by_itself(world: World) -> None:

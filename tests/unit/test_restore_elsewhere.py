@@ -123,6 +123,6 @@ def test_the_gateway_restores_elsewhere_then_runs_out_of_tries(tmp_path: Path) -
     attempts = w.fleet.attempts_of(task_id)
     assert attempts[-2].phase is AttemptPhase.DONE
     assert attempts[-1].reason == "restore_failed"
-    assert attempts[-1].data["restore"] is True
-    assert attempts[-1].data["exclude"] == [second.id]
+    assert attempts[-1].data.restore is True
+    assert attempts[-1].data.exclude == [second.id]
     assert not w.dispatch._restore_tries_left(task_id)  # the next one is the last try
