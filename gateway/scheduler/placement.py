@@ -15,6 +15,7 @@ from gateway.market.policy import recovery_plan
 from gateway.providers.base import Capability, Offer
 from gateway.rules import effective_parameters
 from gateway.scheduler import launches
+from gateway.scheduler.compat import capsule_cpu, restores_on
 from gateway.scheduler.needs import (
     Want,
     attempt_need,
@@ -201,12 +202,15 @@ def place_restores(s: Scheduler) -> tuple[list[Want], frozenset[str]]:
         policy = task_policy(spec, s.cfg)
         planned = plan.offer
         wanted = attempt.data.target
+        # a capsule restores only onto a CPU with its features (gateway.scheduler.compat)
+        cpu = capsule_cpu(s.fleet, attempt.task_id) if attempt.data.restore else None
         fits = [
             i
             for i in ready
             if i.id not in exclude
             and need.fits(rooms[i.id])
             and market_allows(policy, i.market)
+            and restores_on(i, cpu)
             and (
                 planned is None
                 or (
