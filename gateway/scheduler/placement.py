@@ -28,7 +28,7 @@ from gateway.scheduler.needs import (
 )
 from gateway.store.fleet import Attempt, Instance, InstanceState
 from gateway.store.fleet_data import RecoveryPlan
-from gateway.tes.states import AttemptPhase, State
+from gateway.tes.states import AttemptPhase, MarketType, State
 
 if TYPE_CHECKING:
     from gateway.scheduler.loop import Scheduler
@@ -269,7 +269,7 @@ def plan_recovery(
                 s.market.quarantine(instance_type, zone)
             else:
                 seconds = s.cfg.scheduler.quarantine_seconds
-                s.quarantines.add(instance_type, zone, "spot", seconds)
+                s.quarantines.add(instance_type, zone, MarketType.SPOT, seconds)
             s.tasks.record(
                 attempt.task_id,
                 "quarantine",
