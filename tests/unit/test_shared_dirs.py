@@ -258,3 +258,9 @@ def test_create_refuses_what_cannot_be_mounted(app: Flask, shared: Path, tmp_pat
     assert "inputs[1].url" in text and "inputs[2].path" in text and "inputs[0]" not in text
     ok = {**task, "inputs": inputs[:1]}
     assert client.post("/ga4gh/tes/v1/tasks", json=ok).status_code == 200
+
+
+def test_the_toil_example_config_loads() -> None:
+    cfg = load_config(Path(__file__).resolve().parents[2] / "configs" / "toil.yaml", environ={})
+    assert cfg.storage.shared_dirs == ["/srv/shared"]
+    assert cfg.tasks.rules[0].backend_parameters == {"file_locks": "true"}
