@@ -12,13 +12,22 @@ from typing import Any
 import pytest
 from flask import Flask
 
+from capsule_runtime.engine.fake import FakeEngine
 from capsule_runtime.protocol.local_paths import LocalPathRules
+from capsule_runtime.protocol.messages import (
+    Assignment,
+    AttemptReport,
+    CapsuleRef,
+    CapsuleSettings,
+    TaskSettings,
+)
 from capsule_runtime.protocol.shared_dirs import (
     SharedMount,
     shared_errors,
     shared_mounts,
     shared_path,
 )
+from capsule_runtime.runner import TaskRun
 from capsule_runtime.staging import (
     AccessRefused,
     SourceMissing,
@@ -264,3 +273,46 @@ def test_the_toil_example_config_loads() -> None:
     cfg = load_config(Path(__file__).resolve().parents[2] / "configs" / "toil.yaml", environ={})
     assert cfg.storage.shared_dirs == ["/srv/shared"]
     assert cfg.tasks.rules[0].backend_parameters == {"file_locks": "true"}
+
+
+class Gateway:
+    """The GatewayClient methods a TaskRun calls, recording the reports."""
+
+    hurry = False
+
+    def __init__(self) -> None:
+        self.reports: list[AttemptReport] = []
+
+    def report(self, attempt_id: str, report: AttemptReport) -> None:
+        self.reports.append(report)
+
+    def upload_stream(self, *args: Any) -> None:
+        pass
+
+    def report_capsule(self, *args: Any) -> None:
+        pass
+
+
+def test_a_restore_without_its_shared_dir_ends_before_restoring(
+    tmp_path: Path, shared: Path
+) -> None:
+    js = str(shared / "gone")
+    ref = CapsuleRef(capsule_id="c1", sequence=1, manifest_key="k", manifest_sha256="0" * 64)
+    assignment = Assignment(
+        attempt_id="a2",
+        task_id="t1",
+        task={
+            "executors": [{"image": "img", "command": ["true"]}],
+            "inputs": [{"url": f"file://{js}", "path": js, "type": "DIRECTORY"}],
+        },
+        settings=TaskSettings(shared_dirs=[str(shared)]),
+        capsules=CapsuleSettings(store=str(tmp_path / "store")),
+        restore=[ref],
+    )
+    gateway = Gateway()
+    run = TaskRun(assignment, gateway, tmp_path / "agent", FakeEngine(images=["img"]))  # type: ignore[arg-type]
+    run.run()
+    final = gateway.reports[-1]
+    assert final.status == "system_error"
+    assert final.message is not None and "does not carry it" in final.message
+    assert any("cannot restore" in line for line in final.task_log["system_logs"])
