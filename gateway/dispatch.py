@@ -144,6 +144,7 @@ class Dispatcher:
             log_tail_bytes=self.cfg.executor_logs.tail_bytes,
             allowed_dirs=self.cfg.allowed_dirs,
             denied_dirs=self.cfg.denied_dirs,
+            shared_dirs=self.cfg.shared_dirs,
             block_private_networks=self.cfg.blocks_private_networks,
             s3_allowed=self.cfg.s3_allowed(owner),
             s3_denied=self.cfg.s3_denied,
