@@ -212,6 +212,10 @@ class AwsProviderConfig(Section):
     # Where the bootstrap installs the agent from when the AMI lacks it (a wheel's https:// or
     # s3:// URL); null: the AMI must have it already.
     agent_wheel_url: str | None = None
+    # User-data carries a one-time registration token, good for this long after the launch
+    # (boot and bootstrap included) and for one registration; the agent then gets its own
+    # credential and the token in user-data is useless.
+    token_ttl_seconds: float = Field(default=1800.0, gt=0)
 
     @model_validator(mode="before")
     @classmethod
