@@ -216,6 +216,10 @@ class AwsProviderConfig(Section):
     # (boot and bootstrap included) and for one registration; the agent then gets its own
     # credential and the token in user-data is useless.
     token_ttl_seconds: float = Field(default=1800.0, gt=0)
+    # A live machine tagged with this gateway's id that no instance row has named for this long
+    # is terminated (checked on every scheduler tick, from its one DescribeInstances); 0: only
+    # when the gateway starts.
+    orphan_grace_seconds: float = Field(default=600.0, ge=0)
 
     @model_validator(mode="before")
     @classmethod

@@ -21,6 +21,7 @@ rebalance recommendations) as it watches the local provider's simulated one.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -109,6 +110,10 @@ class AwsProvider(Provider):
         self._spot_read_at: float | None = None
         self._ami: str | None = cfg.ami
         self._root_device: str | None = None
+        # the periodic orphan sweep (`_sweep`): when each machine or gateway instance id was
+        # last named by a record or launched, and when each tagged machine was first seen
+        self._named: dict[str, float] = {}
+        self._first_seen: dict[str, float] = {}
 
     # -- what is there -------------------------------------------------------------------------
 
@@ -269,6 +274,8 @@ class AwsProvider(Provider):
         except (ClientError, BotoCoreError) as exc:
             raise mapped(exc, action, offer.instance_type, zone, offer.market) from exc
         (instance,) = answer["Instances"]
+        now = self.clock()
+        self._named[instance["InstanceId"]] = self._named[spec.instance_id] = now
         landed = instance.get("Placement", {}).get("AvailabilityZone") or zone
         log.info("launched EC2 %s for %s (%s)", instance["InstanceId"], spec.instance_id, action)
         return LaunchRecord(
@@ -366,14 +373,67 @@ class AwsProvider(Provider):
         gateways = {str(r.provider_data.get("gateway_id") or self.gateway_id) for r in records}
         by_id: dict[str, CloudState] = {}
         by_tag: dict[str, CloudState] = {}
+        ours: list[dict[str, Any]] | None = None
         for gateway in sorted(gateways):
-            for instance in self.tagged(gateway):
+            found = list(self.tagged(gateway))
+            if gateway == self.gateway_id:
+                ours = found
+            for instance in found:
                 state = STATES.get(instance["State"]["Name"], CloudState.STOPPING)
                 by_id[instance["InstanceId"]] = state
                 for tag in instance.get("Tags", []):
                     if tag["Key"] == INSTANCE_TAG and _livelier(state, by_tag.get(tag["Value"])):
                         by_tag[tag["Value"]] = state
+        if ours is not None:
+            self._sweep(ours, records)
         return {r.provider_id: by_id.get(r.provider_id, by_tag.get(r.provider_id)) for r in records}
+
+    def _sweep(self, ours: list[dict[str, Any]], records: Sequence[LaunchRecord]) -> None:
+        """The periodic orphan sweep, from the describe the scheduler's tick made anyway: a
+        pending or running machine tagged with this gateway's id that no record has named (by
+        EC2 id or by its `tescape:instance` tag) for `orphan_grace_seconds` — since it was
+        launched, last named, or first seen by this process — is terminated. The grace covers a
+        launch whose row is not stored yet and a caller that queries only some instances; the
+        scheduler names every live row on every tick, so a machine with a row is never taken."""
+        grace = self.cfg.orphan_grace_seconds
+        if grace <= 0:
+            return
+        now = self.clock()
+        for record in records:
+            self._named[record.provider_id] = now
+        live = set()
+        orphans: list[str] = []
+        for instance in ours:
+            if instance["State"]["Name"] not in ("pending", "running"):
+                continue
+            ec2_id = instance["InstanceId"]
+            live.add(ec2_id)
+            tags = {t["Key"]: t["Value"] for t in instance.get("Tags", [])}
+            since = max(
+                self._first_seen.setdefault(ec2_id, now),
+                self._named.get(ec2_id, -math.inf),
+                self._named.get(tags.get(INSTANCE_TAG, ""), -math.inf),
+            )
+            if now - since >= grace:
+                orphans.append(ec2_id)
+        self._first_seen = {i: t for i, t in self._first_seen.items() if i in live}
+        self._named = {k: t for k, t in self._named.items() if now - t < 2 * grace}
+        if not orphans:
+            return
+        log.warning(
+            "terminating %d EC2 instances tagged tescape:gateway=%s that no instance row has "
+            "named for %.0f s (orphans): %s",
+            len(orphans),
+            self.gateway_id,
+            grace,
+            ", ".join(orphans),
+        )
+        for start in range(0, len(orphans), 1000):  # TerminateInstances takes 1000 ids at most
+            batch = orphans[start : start + 1000]
+            try:
+                self.ec2.terminate_instances(InstanceIds=batch)
+            except (ClientError, BotoCoreError) as exc:  # the next tick's sweep tries again
+                log.warning("%s", mapped(exc, f"terminate orphans {', '.join(batch)}"))
 
     def tagged(self, gateway_id: str) -> Iterable[dict[str, Any]]:
         """Every instance tagged with `gateway_id` (terminated ones stay listed about an hour)."""
