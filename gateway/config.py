@@ -189,6 +189,9 @@ class AwsProviderConfig(Section):
     markets: list[Literal["spot", "on-demand"]] = Field(default_factory=lambda: [*MARKETS])
     # At most this many EC2 instances run at once.
     max_instances: int = Field(default=4, ge=1, le=1000)
+    # At most this much (USD/hour) for the running instances together, at their current prices;
+    # a launch that would go beyond it is refused; null: no limit but max_instances.
+    max_hourly_spend: float | None = Field(default=None, gt=0)
     # An instance with no task this long is terminated; null: scheduler.idle_timeout_seconds.
     idle_seconds: float | None = Field(default=None, gt=0)
     # Where agents on EC2 reach this gateway (https://…); null: the address the gateway serves.

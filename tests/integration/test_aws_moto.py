@@ -129,7 +129,7 @@ def test_on_demand_only_declares_no_spot(moto: MotoServer) -> None:
 
 
 def test_one_paginated_describe_for_the_whole_fleet(moto: MotoServer) -> None:
-    p = provider(moto, instance_types=["m5.large"])
+    p = provider(moto, instance_types=["m5.large"], max_instances=10)
     offer = next(o for o in p.offers() if o.market == "on-demand")
     records = [p.launch(LaunchSpec(f"inst-{n}", "tok", offer)) for n in range(7)]
     p.page_size = 5  # moto pages as EC2 does: 7 instances, two pages

@@ -38,6 +38,7 @@ from gateway.providers.aws.errors import RETRYABLE, error_code, mapped
 from gateway.providers.aws.userdata import Bootstrap, render
 from gateway.providers.base import (
     Capability,
+    CapacityUnavailable,
     CloudState,
     LaunchRecord,
     LaunchSpec,
@@ -84,7 +85,6 @@ class AwsProvider(Provider):
         self.cfg = cfg
         self.gateway_url = cfg.gateway_url or gateway_url
         self.gateway_id = gateway_id
-        self.max_instances = cfg.max_instances
         self.idle_seconds = cfg.idle_seconds
         caps = {Capability.PRICES}
         if "spot" in cfg.markets:
@@ -114,6 +114,10 @@ class AwsProvider(Provider):
         # last named by a record or launched, and when each tagged machine was first seen
         self._named: dict[str, float] = {}
         self._first_seen: dict[str, float] = {}
+        # the live machines tagged with this gateway's id (EC2 id → type, zone, market), from
+        # the newest DescribeInstances and the launches and terminations since: the limits
+        self._machines: dict[str, tuple[str, str, str]] | None = None
+        self._bounded = False  # whether the spend limit holds the fleet now (logged on change)
 
     # -- what is there -------------------------------------------------------------------------
 
@@ -258,10 +262,101 @@ class AwsProvider(Provider):
             self._root_device = str(images[0].get("RootDeviceName") or "/dev/xvda")
         return self._root_device
 
+    # -- limits -------------------------------------------------------------------------------
+
+    @property
+    def max_instances(self) -> int:
+        """How many instances the scheduler may keep: `max_instances`, or — while the machines
+        running now leave less of `max_hourly_spend` than the cheapest offer costs — as many
+        as run now (the scheduler launches nothing more, and stops an idle machine when other
+        work waits). `launch` checks both limits again against EC2's own list."""
+        limit = self.cfg.max_instances
+        budget = self.cfg.max_hourly_spend
+        if budget is None:
+            return limit
+        machines = self.machines()
+        prices = [o.price_per_hour for o in self.offers() if o.price_per_hour is not None]
+        bounded = bool(prices) and self.hourly_spend() + min(prices) > budget
+        if bounded != self._bounded:
+            self._bounded = bounded
+            if bounded:
+                log.warning(
+                    "launching no more EC2 instances: %d run for %.4f USD/hour and the cheapest "
+                    "offer (%.4f) would exceed providers.aws.max_hourly_spend (%g)",
+                    len(machines),
+                    self.hourly_spend(),
+                    min(prices),
+                    budget,
+                )
+            else:
+                log.info("below providers.aws.max_hourly_spend again: launches resume")
+        return min(limit, len(machines)) if bounded else limit
+
+    @max_instances.setter
+    def max_instances(self, value: int) -> None:
+        self.cfg = self.cfg.model_copy(update={"max_instances": value})
+
+    def machines(self) -> dict[str, tuple[str, str, str]]:
+        """The live machines tagged with this gateway's id (one DescribeInstances if none has
+        been made yet by this process)."""
+        if self._machines is None:
+            self._remember(list(self.tagged(self.gateway_id)))
+        assert self._machines is not None
+        return self._machines
+
+    def _remember(self, ours: list[dict[str, Any]]) -> None:
+        self._machines = {
+            i["InstanceId"]: (
+                i["InstanceType"],
+                i.get("Placement", {}).get("AvailabilityZone", ""),
+                "spot" if i.get("InstanceLifecycle") == "spot" else "on-demand",
+            )
+            for i in ours
+            if i["State"]["Name"] in ("pending", "running")
+        }
+
+    def price(self, instance_type: str, zone: str, market: str) -> float:
+        """What a machine costs per hour now: its pool's Spot price, else the on-demand price
+        (the most a Spot machine is billed); 0 when neither is known."""
+        if market == "spot":
+            spot = self._spot.get((instance_type, zone))
+            if spot is not None:
+                return spot
+        return self.on_demand_price(instance_type) or 0.0
+
+    def hourly_spend(self) -> float:
+        """The running machines' cost per hour at current prices."""
+        return sum(self.price(*m) for m in self.machines().values())
+
+    def _admit(self, offer: Offer) -> None:
+        """Refuse a launch beyond `max_instances` (counting every live machine with this
+        gateway's tag, rows or not) or `max_hourly_spend`, with the reason."""
+        machines = self.machines()
+        if len(machines) >= self.cfg.max_instances:
+            message = (
+                f"not launching {offer.instance_type}: {len(machines)} EC2 instances tagged "
+                f"tescape:gateway={self.gateway_id} run, providers.aws.max_instances is "
+                f"{self.cfg.max_instances}"
+            )
+            log.warning("%s", message)
+            raise ProviderError(message)
+        budget = self.cfg.max_hourly_spend
+        cost = offer.price_per_hour or self.price(offer.instance_type, offer.zone, offer.market)
+        if budget is not None and self.hourly_spend() + cost > budget:
+            message = (
+                f"not launching {offer.instance_type} ({offer.market}, {cost:.4f} USD/hour): "
+                f"the {len(machines)} running instances cost {self.hourly_spend():.4f} USD/hour "
+                f"and providers.aws.max_hourly_spend is {budget:g}"
+            )
+            log.warning("%s", message)
+            # a cheaper offer may still fit: the scheduler tries the next one
+            raise CapacityUnavailable(offer.instance_type, offer.zone, offer.market, message)
+
     # -- launch, query, terminate ---------------------------------------------------------------
 
     def launch(self, spec: LaunchSpec) -> LaunchRecord:
         offer = spec.offer
+        self._admit(offer)
         zones = self.subnets()
         zone = offer.zone or next(iter(zones), "")
         if zone not in zones:
@@ -276,6 +371,7 @@ class AwsProvider(Provider):
         (instance,) = answer["Instances"]
         now = self.clock()
         self._named[instance["InstanceId"]] = self._named[spec.instance_id] = now
+        self.machines()[instance["InstanceId"]] = (offer.instance_type, zone, offer.market)
         landed = instance.get("Placement", {}).get("AvailabilityZone") or zone
         log.info("launched EC2 %s for %s (%s)", instance["InstanceId"], spec.instance_id, action)
         return LaunchRecord(
@@ -385,6 +481,7 @@ class AwsProvider(Provider):
                     if tag["Key"] == INSTANCE_TAG and _livelier(state, by_tag.get(tag["Value"])):
                         by_tag[tag["Value"]] = state
         if ours is not None:
+            self._remember(ours)
             self._sweep(ours, records)
         return {r.provider_id: by_id.get(r.provider_id, by_tag.get(r.provider_id)) for r in records}
 
@@ -432,6 +529,8 @@ class AwsProvider(Provider):
             batch = orphans[start : start + 1000]
             try:
                 self.ec2.terminate_instances(InstanceIds=batch)
+                for ec2_id in batch:
+                    self.machines().pop(ec2_id, None)
             except (ClientError, BotoCoreError) as exc:  # the next tick's sweep tries again
                 log.warning("%s", mapped(exc, f"terminate orphans {', '.join(batch)}"))
 
@@ -476,6 +575,9 @@ class AwsProvider(Provider):
             ]
             if not ids:
                 return
+        for ec2_id in ids:
+            if self._machines is not None:
+                self._machines.pop(ec2_id, None)
         try:
             self.ec2.terminate_instances(InstanceIds=ids)
         except ClientError as exc:
