@@ -17,7 +17,13 @@ import pytest
 from gateway.config import AwsProviderConfig, load_config
 from gateway.providers.aws import AwsProvider, gateway_id
 from gateway.providers.aws.plan import iam_policy
-from gateway.providers.base import Capability, CloudState, LaunchRecord, LaunchSpec
+from gateway.providers.base import (
+    Capability,
+    CloudState,
+    LaunchRecord,
+    LaunchSpec,
+    PrecheckFailed,
+)
 from gateway.providers.registry import ProviderContext, create
 from tests.fixtures.moto_server import MotoServer
 
@@ -259,3 +265,43 @@ def test_orphans_are_the_live_tagged_machines_no_row_names(moto: MotoServer) -> 
     p.terminate(ended)
     rows = [kept, LaunchRecord("inst-unstored", offer.zone, {})]
     assert [r.provider_id for r in p.orphans(rows)] == [orphan.provider_id]
+
+
+def ssm_provider(moto: MotoServer, parameter: str) -> AwsProvider:
+    """A provider with no AMI configured: it reads `parameter` (moto refuses to hold names
+    under /aws/, so tests use their own; the default is Debian's public one)."""
+    cfg = AwsProviderConfig(endpoint_url=moto.url, ami_parameter=parameter)
+    return AwsProvider(cfg, GATEWAY, "gw-test", moto.session())
+
+
+def test_the_default_ami_comes_from_the_ssm_parameter(moto: MotoServer) -> None:
+    assert AwsProviderConfig().ami_parameter == "/aws/service/debian/release/bookworm/latest/amd64"
+    moto.client("ssm").put_parameter(
+        Name="/tescape-test/debian/bookworm/amd64", Value=moto.ami(), Type="String"
+    )
+    p = ssm_provider(moto, "/tescape-test/debian/bookworm/amd64")
+    p.check()
+    assert p.ami() == moto.ami()
+    offer = next(o for o in p.offers() if o.market == "on-demand")
+    record = p.launch(LaunchSpec("inst-ssm", "tok", offer))
+    assert described(moto, record.provider_id)["ImageId"] == moto.ami()
+    statements = {st["Sid"]: st for st in iam_policy(p.cfg)["Statement"]}
+    assert statements["AmiParameter"]["Resource"] == (
+        "arn:aws:ssm:us-east-1::parameter/tescape-test/debian/bookworm/amd64"
+    )
+
+
+def test_a_missing_or_wrong_ami_parameter_is_a_clear_error(moto: MotoServer) -> None:
+    with pytest.raises(
+        PrecheckFailed, match=r"/tescape-test/missing .* does not exist in us-east-1"
+    ):
+        ssm_provider(moto, "/tescape-test/missing").check()
+    moto.client("ssm").put_parameter(Name="/tescape-test/text", Value="bookworm", Type="String")
+    with pytest.raises(PrecheckFailed, match="not an AMI id"):
+        ssm_provider(moto, "/tescape-test/text").check()
+    moto.client("ssm").put_parameter(
+        Name="/tescape-test/gone", Value="ami-0123456789abcdef0", Type="String"
+    )
+    p = ssm_provider(moto, "/tescape-test/gone")
+    with pytest.raises(PrecheckFailed, match="ami-0123456789abcdef0"):
+        p.root_device()

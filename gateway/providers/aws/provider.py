@@ -241,11 +241,26 @@ class AwsProvider(Provider):
     def ami(self) -> str:
         """The configured AMI, else Debian 12's official one from its public SSM parameter."""
         if self._ami is None:
+            name = self.cfg.ami_parameter
             try:
-                got = self.ssm.get_parameter(Name=self.cfg.ami_parameter)
-            except (ClientError, BotoCoreError) as exc:
-                raise mapped(exc, f"read the AMI parameter {self.cfg.ami_parameter}") from exc
-            self._ami = str(got["Parameter"]["Value"])
+                got = self.ssm.get_parameter(Name=name)
+            except ClientError as exc:
+                if error_code(exc) == "ParameterNotFound":
+                    raise PrecheckFailed(
+                        f"the SSM parameter {name} (providers.aws.ami_parameter) does not exist "
+                        f"in {self.cfg.region}: set providers.aws.ami to an AMI id, or "
+                        "ami_parameter to a parameter holding one"
+                    ) from exc
+                raise mapped(exc, f"read the AMI parameter {name}") from exc
+            except BotoCoreError as exc:
+                raise mapped(exc, f"read the AMI parameter {name}") from exc
+            value = str(got["Parameter"]["Value"]).strip()
+            if not value.startswith("ami-"):
+                raise PrecheckFailed(
+                    f"the SSM parameter {name} holds {value[:40]!r}, not an AMI id (ami-...)"
+                )
+            log.info("AMI %s from the SSM parameter %s", value, name)
+            self._ami = value
         return self._ami
 
     def root_device(self) -> str:
