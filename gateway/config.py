@@ -187,6 +187,10 @@ class AwsProviderConfig(Section):
     instance_types: list[str] = Field(default_factory=lambda: ["m5.large", "m5.xlarge"])
     # Markets offered: spot, on-demand or both.
     markets: list[Literal["spot", "on-demand"]] = Field(default_factory=lambda: [*MARKETS])
+    # How instances are launched: run_instances (one RunInstances into the offer's type and
+    # zone) or fleet (an instant EC2 Fleet over every configured type of the offer's size in
+    # every zone, Spot by price-capacity-optimized; a launch template per launch).
+    launch_api: Literal["run_instances", "fleet"] = "run_instances"
     # At most this many EC2 instances run at once.
     max_instances: int = Field(default=4, ge=1, le=1000)
     # At most this much (USD/hour) for the running instances together, at their current prices;

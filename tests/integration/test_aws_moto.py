@@ -305,3 +305,79 @@ def test_a_missing_or_wrong_ami_parameter_is_a_clear_error(moto: MotoServer) -> 
     p = ssm_provider(moto, "/tescape-test/gone")
     with pytest.raises(PrecheckFailed, match="ami-0123456789abcdef0"):
         p.root_device()
+
+
+def test_a_fleet_launch_is_what_ec2_receives(moto: MotoServer) -> None:
+    """`launch_api: fleet`: one instant CreateFleet over the configured types of the offer's
+    size (c5.xlarge is larger: left out) in every zone, price-capacity-optimized; its launch
+    template carries the user-data and tags, and is deleted after the launch."""
+    p = provider(
+        moto,
+        instance_types=["m5.large", "m5a.large", "c5.xlarge"],
+        launch_api="fleet",
+        markets=["spot", "on-demand"],
+    )
+    sent: list[dict[str, Any]] = []
+    p.ec2_launch.meta.events.register(
+        "provide-client-params.ec2.CreateFleet", lambda params, **_: sent.append(params)
+    )
+    calls = count_calls(p)
+    offer = next(o for o in p.offers() if o.market == "spot" and o.instance_type == "m5.large")
+    record = p.launch(LaunchSpec("inst-fleet", "tok_fleet", offer))
+    (request,) = sent
+    assert request["Type"] == "instant"
+    assert request["SpotOptions"]["AllocationStrategy"] == "price-capacity-optimized"
+    assert request["TargetCapacitySpecification"]["TotalTargetCapacity"] == 1
+    (config,) = request["LaunchTemplateConfigs"]
+    pools = {(o["InstanceType"], o["SubnetId"]) for o in config["Overrides"]}
+    subnets = p.subnets()
+    zones_of = p.zones_of()
+    assert pools == {
+        (t, subnets[z][0]) for t in ("m5.large", "m5a.large") for z in subnets if z in zones_of[t]
+    }
+    assert config["Overrides"][0] == {
+        "InstanceType": "m5.large",
+        "SubnetId": subnets[offer.zone][0],
+    }  # the scheduler's choice first
+    (fleet,) = moto.client().describe_fleets()["Fleets"]  # what moto received
+    assert fleet["Type"] == "instant"
+    assert {t["Key"]: t["Value"] for t in fleet["Tags"]}["tescape:gateway"] == "gw-test"
+    got = described(moto, record.provider_id)
+    assert got["InstanceType"] in ("m5.large", "m5a.large")
+    assert record.provider_data["instance_type"] == got["InstanceType"]
+    assert record.zone == got["Placement"]["AvailabilityZone"]
+    tags = {t["Key"]: t["Value"] for t in got["Tags"]}
+    assert tags["tescape:gateway"] == "gw-test" and tags["tescape:instance"] == "inst-fleet"
+    attr = moto.client().describe_instance_attribute(
+        InstanceId=record.provider_id, Attribute="userData"
+    )
+    assert "TESCAPE_AGENT_TOKEN=tok_fleet" in base64.b64decode(attr["UserData"]["Value"]).decode()
+    assert moto.client().describe_launch_templates()["LaunchTemplates"] == []  # deleted
+    assert calls["CreateLaunchTemplate"] == calls["DeleteLaunchTemplate"] == 1
+    assert p.query([record]) == {record.provider_id: CloudState.RUNNING}
+    made = {f"ec2:{name}" for name in calls}
+    allowed = {
+        a
+        for st in iam_policy(p.cfg)["Statement"]
+        for a in ([st["Action"]] if isinstance(st["Action"], str) else st["Action"])
+    }
+    assert made <= allowed
+
+
+def test_a_left_launch_template_is_deleted_at_start(moto: MotoServer) -> None:
+    p = provider(moto, launch_api="fleet")
+    tags = [{"Key": "tescape:gateway", "Value": "gw-test"}]
+    moto.client().create_launch_template(
+        LaunchTemplateName="tescape-gw-test-inst-died",
+        LaunchTemplateData={"ImageId": moto.ami()},
+        TagSpecifications=[{"ResourceType": "launch-template", "Tags": tags}],
+    )
+    moto.client().create_launch_template(
+        LaunchTemplateName="someone-elses", LaunchTemplateData={"ImageId": moto.ami()}
+    )
+    assert p.orphans([]) == []
+    names = [
+        t["LaunchTemplateName"]
+        for t in moto.client().describe_launch_templates()["LaunchTemplates"]
+    ]
+    assert names == ["someone-elses"]

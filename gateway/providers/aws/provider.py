@@ -34,6 +34,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from gateway.config import AwsProviderConfig
 from gateway.market import catalog
+from gateway.providers.aws import fleet
 from gateway.providers.aws.errors import RETRYABLE, error_code, mapped
 from gateway.providers.aws.userdata import Bootstrap, render
 from gateway.providers.base import (
@@ -378,29 +379,61 @@ class AwsProvider(Provider):
             raise ProviderError(f"no subnet in zone {zone!r} (subnets in: {', '.join(zones)})")
         subnet = zones[zone][0]
         args = self.run_args(spec, subnet)
+        if self.cfg.launch_api == "fleet":
+            return self._launch_fleet(spec, args)
         action = f"launch {offer.instance_type} ({offer.market}) in {zone}"
         try:
             answer = self._run_instances(args)
         except (ClientError, BotoCoreError) as exc:
             raise mapped(exc, action, offer.instance_type, zone, offer.market) from exc
         (instance,) = answer["Instances"]
-        now = self.clock()
-        self._named[instance["InstanceId"]] = self._named[spec.instance_id] = now
-        self.machines()[instance["InstanceId"]] = (offer.instance_type, zone, offer.market)
         landed = instance.get("Placement", {}).get("AvailabilityZone") or zone
         log.info("launched EC2 %s for %s (%s)", instance["InstanceId"], spec.instance_id, action)
-        return LaunchRecord(
+        return self._launched(
+            spec,
             instance["InstanceId"],
             landed,
             {
-                "region": self.cfg.region,
-                "zone": landed,
                 "subnet": subnet,
                 "ami": args["ImageId"],
                 "instance_type": offer.instance_type,
-                "market": offer.market,
                 "spot_request_id": instance.get("SpotInstanceRequestId"),
+            },
+        )
+
+    def _launch_fleet(self, spec: LaunchSpec, args: dict[str, Any]) -> LaunchRecord:
+        """`launch_api: fleet`: an instant EC2 Fleet over the offer's size (fleet.py)."""
+        got = fleet.launch(self, spec, args)
+        zone_of = {s: z for z, ids in self.subnets().items() for s in ids}
+        landed = zone_of.get(got["SubnetId"] or "", spec.offer.zone)
+        itype = got["InstanceType"] or spec.offer.instance_type
+        log.info(
+            "launched EC2 %s (%s in %s, by EC2 Fleet) for %s",
+            got["InstanceId"],
+            itype,
+            landed,
+            spec.instance_id,
+        )
+        data = {"subnet": got["SubnetId"], "ami": args["ImageId"], "instance_type": itype}
+        return self._launched(spec, got["InstanceId"], landed, data)
+
+    def _launched(
+        self, spec: LaunchSpec, ec2_id: str, zone: str, data: dict[str, Any]
+    ) -> LaunchRecord:
+        """The launch record; the machine is remembered for the limits and the sweep."""
+        now = self.clock()
+        self._named[ec2_id] = self._named[spec.instance_id] = now
+        itype = str(data.get("instance_type") or spec.offer.instance_type)
+        self.machines()[ec2_id] = (itype, zone, spec.offer.market)
+        return LaunchRecord(
+            ec2_id,
+            zone,
+            {
+                "region": self.cfg.region,
+                "zone": zone,
+                "market": spec.offer.market,
                 "gateway_id": self.gateway_id,
+                **data,
             },
         )
 
@@ -563,6 +596,8 @@ class AwsProvider(Provider):
     def orphans(self, records: Sequence[LaunchRecord]) -> list[LaunchRecord]:
         """Pending or running instances tagged with this gateway's id that no record names,
         by EC2 id or by the gateway's instance id in their `tescape:instance` tag."""
+        if self.cfg.launch_api == "fleet":
+            fleet.delete_templates(self)
         known = {r.provider_id for r in records}
         found = []
         for instance in self.tagged(self.gateway_id):
