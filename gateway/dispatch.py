@@ -288,6 +288,11 @@ class Dispatcher:
             expect={InstanceState.LAUNCHING},
             token_sha256=token_sha256(credential),
         ):
+            current = self.fleet.instance(inst.id)
+            state = current.state if current is not None else None
+            if state not in (InstanceState.READY, InstanceState.LAUNCHING):
+                shown = state.value if state is not None else "gone"
+                raise Fenced(f"instance {inst.id}", f"is {shown} and cannot register again")
             raise AuthError(
                 f"the registration token of instance {inst.id} has been used already",
                 AGENT_REALM,

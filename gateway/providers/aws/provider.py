@@ -14,6 +14,11 @@ Offers combine the configured types' sizes (DescribeInstanceTypes), where each i
 (DescribeSpotPriceHistory) and on-demand prices from configuration or the built-in us-east-1
 list; sizes and zones are read once, prices at most every `PRICE_TTL` seconds.
 
+The same describe feeds the periodic orphan sweep (`_sweep`: tagged machines no record has named
+for `orphan_grace_seconds` are terminated) and the limits (`max_instances` over every live tagged
+machine, `max_hourly_spend` at current prices; `launch` refuses beyond them). With `launch_api:
+fleet` a launch is an instant EC2 Fleet over the types of the offer's size (fleet.py).
+
 Interruptions need nothing here: the agent watches the instance's IMDSv2 (spot/instance-action,
 rebalance recommendations) as it watches the local provider's simulated one.
 """
