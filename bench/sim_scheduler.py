@@ -81,6 +81,7 @@ IDLE_S = 1.0  # an instance with nothing to run stops after this
 WAIT_STEP_S = 60.0  # the longest the clock moves while work waits for room
 STEP_S = 3600.0  # the longest it moves otherwise
 ROUNDS = 1_000  # scheduler ticks and agent steps in one instant, at most
+LONGEST_S = 90 * 86400.0  # a run longer than this in simulated time has a task stuck
 GIB = 2**30
 
 
@@ -361,6 +362,11 @@ class SchedulerRun:
         next_arrival = 0
         while len(self.finished) < len(self.tasks):
             now = self.now_s()
+            if now > LONGEST_S:
+                left = self.store.ids_in_state(State.QUEUED) + self.store.ids_in_state(
+                    State.SYSTEM_ERROR
+                )
+                raise RuntimeError(f"tasks still unfinished after {now / 86400:.0f} days: {left}")
             while next_arrival < len(arrivals) and arrivals[next_arrival].arrival_s <= now + EPS:
                 self._submit(arrivals[next_arrival])
                 next_arrival += 1
