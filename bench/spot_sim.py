@@ -1,56 +1,55 @@
-"""Cost simulation of Spot policies in simulated time, on the scheduler's own market and decisions.
+"""Cost simulation of Spot policies in simulated time, through the gateway's real scheduler.
 
-    python -m bench.spot_sim                                   # the default run (< 1 min)
+    python -m bench.spot_sim                                   # the default run (50 tasks)
     python -m bench.spot_sim --out bench/results/spot-sim-DATE.json [--markdown F.md]
-    python -m bench.spot_sim --tasks 50 --buckets "<5%" --no-scale   # a quick look
+    python -m bench.spot_sim --tasks 20 --buckets "<5%" --no-scale   # a quick look
 
-The same code as the gateway: `gateway.market.model.Market` (catalog, Spot price process,
-interruption hazards, co-interruptions, quarantines) and `gateway.market.policy` (choose_offer,
-recovery_plan, cost_migration, migration_cost_usd). Only the passage of time, the instances and
-the tasks' progress are simulated here.
+Each run is bench/sim_scheduler.py's `SchedulerRun`: the gateway's own Scheduler, Dispatcher,
+Migrations and stores on a ManualClock, over `gateway.market.model.Market` (catalog, Spot price
+process, interruption hazards, co-interruptions, quarantines) with its policies
+(`gateway.market.policy`: choose_offer, recovery_plan, cost_migration). Only the passage of
+time, the machines, the agents and the tasks' progress are simulated.
 
 Workload (seeded, `workload()`): N tasks submitted uniformly over the first hour; compute time
 log-normal (median 45 min, sigma 1.2) clipped to 5 min .. 12 h; memory log-uniform 1 .. 64 GiB;
 1, 2, 4, 8 or 16 cores; 20 GB disk; the process holds 30-90% of its memory resident (the capsule
-size). Each task runs alone on the cheapest instance that fits (one task per instance, so pools
-are shared only through co-interruptions and quarantines).
+size). The scheduler places each task on a READY instance with room, else launches the cheapest
+fit (so a task may share an instance, or take one another task left idle).
 
-Policies:
+Policies (the scheduler's config: market_policy, recovery, capsules.interval_seconds,
+cost_migration):
     on_demand            on-demand only; no interruptions
     spot_restart         Spot; a reclaim loses the attempt and the task starts again from the
-                         beginning on the cheapest fit (Nextflow maxSpotAttempts, Cromwell
+                         beginning (recovery `restart`; Nextflow maxSpotAttempts, Cromwell
                          preemptible, AWS Batch retries)
     spot_capsules        Spot; periodic capsules every 15 min, a capsule at the notice, restore on
                          the instance `recovery_plan(--recovery)` picks (default next_zone)
-    spot_capsules_cost   spot_capsules + cost-triggered migration (cost_migration, evaluated at
-                         every price step)
+    spot_capsules_cost   spot_capsules + cost-triggered migration (looked at every price step)
 
 Capsule costs (parameters): a checkpoint freezes the task for `5 s + resident GiB / 0.8 GiB/s`
 (--dump-gib-s), a restore takes `5 s + resident GiB / 0.8 GiB/s` (--restore-gib-s) after the new
 instance's 60 s boot; 0.8 GiB/s is this machine's capsule pipeline rate, pessimistic for EC2. A
-notice gives 120 s; a capsule that cannot finish in it falls back to the last periodic capsule, as
-does a reclaim without a usable notice (--no-notice, default 5% of reclaims, an assumption: AWS
-says the notice can come too late, not how often). Billing is per second with a 60 s minimum, from
-launch to termination, following every Spot price change. Cost migration estimates a task's
-remaining time as the time it has run so far (at least 15 min); the simulator knows better but
-the scheduler would not.
+notice gives 120 s; a capsule that cannot finish in it is not taken and the task falls back to
+its last periodic capsule, as after a reclaim without a usable notice (--no-notice, default 5%
+of reclaims, an assumption: AWS says the notice can come too late, not how often). Billing is
+per second with a 60 s minimum, from launch to termination, following every Spot price change.
 
-Reclaims: per instance, an exponential time drawn from the bucket's hazard; each reclaim brings
-co-interruptions in its pool (gateway/market/interruptions.py). Every pool of a run is in one
-bucket. Common random numbers: attempt n of task i draws the same uniform under every policy and
-bucket, so policies are compared on the same luck. `--exposure-hours` 730 reads the Advisor's
-"interrupted per month" literally; the default run repeats the buckets at 24 h (30x the hazard) as
-a stress test. Each row is the mean over `--seeds` (default 1,2,3: workload, prices and reclaims
-all change with the seed).
+Reclaims: per machine, an exponential time drawn at launch from the bucket's hazard; each
+reclaim brings co-interruptions in its pool (gateway/market/interruptions.py). Every pool of a
+run is in one bucket. Common random numbers: the n-th machine launched draws the same uniform
+under every policy and bucket. `--exposure-hours` 730 reads the Advisor's "interrupted per
+month" literally; the default run repeats the buckets at 24 h (30x the hazard) as a stress
+test. Each row is the mean over `--seeds` (default 1,2,3: workload, prices and reclaims all
+change with the seed). Seeds and exposures run in `--jobs` worker processes.
 
 Reported per bucket and policy: cost, savings against on-demand, makespan (last finish),
 wasted core-hours (work done and then lost, so redone, x the instance's vCPUs), overhead
 core-hours (boot, restore, checkpoint pauses), reclaims, restores, restarts, cost migrations.
 
 Against a real run: bench/sim_check.py runs a small workload through `tescape serve` and through
-`Run` on the same market (`SimParams.instance_types`), with the overheads the real run measured
-(`boot_s`, `capsule_fixed_s`, `restore_fixed_s`) and many reclaim seeds (`SimParams.luck`: the
-reclaim draws change, the market does not).
+`SchedulerRun` on the same market (`SimParams.instance_types`), with the overheads the real run
+measured (`boot_s`, `capsule_fixed_s`, `restore_fixed_s`) and several reclaim seeds
+(`SimParams.luck`: the reclaim draws change, the market does not).
 
 Scheduler scale (`scale_bench`): 10,000 queued tasks, one `market_for` + `choose_offer` decision
 each over every offer of the market (45 types x 6 zones x 2 markets), decisions per second.
@@ -59,31 +58,27 @@ each over every offer of the market (45 types x 6 zones x 2 markets), decisions 
 from __future__ import annotations
 
 import argparse
-import heapq
 import json
 import math
+import os
 import platform
 import random
 import sys
 import time
-from dataclasses import asdict, dataclass, field, replace
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from capsule_runtime.protocol.resources import Resources
 from gateway.market.interruptions import Bucket
-from gateway.market.model import ON_DEMAND, SPOT, Market, MarketConfig
+from gateway.market.model import Market, MarketConfig
 from gateway.market.policy import (
-    CostRule,
     MarketPolicy,
     choose_offer,
-    cost_migration,
     market_for,
-    migration_cost_usd,
-    recovery_plan,
 )
-from gateway.providers.base import Offer
 
 T0 = datetime(2026, 1, 5, tzinfo=UTC)
 HOUR = 3600.0
@@ -199,27 +194,7 @@ POLICIES = (
 )
 
 
-# -- one run ----------------------------------------------------------------------------------
-
-
-@dataclass
-class TaskState:
-    task: Task
-    offer: Offer | None = None  # the instance it is on now
-    left: Offer | None = None  # the instance it lost, while it waits for a new one
-    token: int = 0  # the current attempt; events of older attempts are ignored
-    launch_t: float = 0.0
-    run_start: float = 0.0  # boot (and restore) done: the task computes from here
-    base_work: float = 0.0  # work at run_start
-    saved_work: float = 0.0  # work in the newest complete capsule
-    interruptions: int = 0
-    last_move_t: float = -math.inf
-    done: bool = False
-    finish_t: float = 0.0
-    cost: float = 0.0
-    wasted_core_s: float = 0.0
-    overhead_core_s: float = 0.0
-    attempts: dict[str, int] = field(default_factory=lambda: {SPOT: 0, ON_DEMAND: 0})
+# -- one run (bench/sim_scheduler.py) ----------------------------------------------------------
 
 
 @dataclass
@@ -237,299 +212,6 @@ class RunResult:
     spot_attempts: int
     on_demand_attempts: int
     seconds: float
-
-
-class Run:
-    """One policy in one bucket: an event loop over simulated seconds since T0."""
-
-    def __init__(self, tasks: list[Task], policy: SimPolicy, bucket: Bucket, params: SimParams):
-        self.p = params
-        self.policy = policy
-        self.bucket = bucket
-        self.recovery = policy.recovery or params.recovery
-        self.now = 0.0
-        self.market = Market(
-            MarketConfig(
-                seed=params.seed,
-                start_time=T0.isoformat(),
-                instance_types=list(params.instance_types),
-                buckets={"*": bucket.value},
-                exposure_hours=params.exposure_hours,
-                co_interruption_probability=params.co_probability,
-                notice_seconds=params.notice_s,
-                quarantine_seconds=params.quarantine_s,
-            ),
-            clock=lambda: T0 + timedelta(seconds=self.now),
-        )
-        self.states = [TaskState(t) for t in tasks]
-        self.events: list[tuple[float, int, str, int, int]] = []
-        self.seq = 0
-        self.pools: dict[tuple[str, str], set[int]] = {}
-        self.restores = self.restarts = self.migrations = 0
-        self.rule = CostRule(
-            threshold_pct=params.cost_threshold_pct,
-            min_interval_seconds=params.cost_min_interval_s,
-        )
-
-    # -- helpers ----------------------------------------------------------------------------
-
-    def at(self, t: float) -> datetime:
-        return T0 + timedelta(seconds=t)
-
-    def push(self, t: float, kind: str, index: int, token: int) -> None:
-        self.seq += 1
-        heapq.heappush(self.events, (t, self.seq, kind, index, token))
-
-    def _cycle(self, s: TaskState) -> tuple[float, float]:
-        if not self.policy.capsules or self.p.interval_s <= 0:
-            return math.inf, 0.0
-        return self.p.interval_s, self.p.dump_s(s.task.resident_gib)
-
-    def work_at(self, s: TaskState, t: float) -> float:
-        every, pause = self._cycle(s)
-        elapsed = t - s.run_start
-        if elapsed <= 0:
-            return s.base_work
-        if math.isinf(every):
-            return min(s.task.work_s, s.base_work + elapsed)
-        cycles = math.floor(elapsed / (every + pause))
-        rest = elapsed - cycles * (every + pause)
-        return min(s.task.work_s, s.base_work + cycles * every + min(rest, every))
-
-    def pauses_until(self, s: TaskState, t: float) -> tuple[int, float]:
-        """Periodic capsules completed by t, and the pause time spent by t."""
-        every, pause = self._cycle(s)
-        elapsed = t - s.run_start
-        if elapsed <= 0 or math.isinf(every):
-            return 0, 0.0
-        cycles = math.floor(elapsed / (every + pause))
-        rest = elapsed - cycles * (every + pause)
-        return cycles, cycles * pause + max(0.0, rest - every)
-
-    def last_capsule(self, s: TaskState, t: float) -> float:
-        every, _ = self._cycle(s)
-        cycles, _ = self.pauses_until(s, t)
-        if cycles == 0:
-            return s.saved_work
-        return min(s.task.work_s, s.base_work + cycles * every)
-
-    def finish_time(self, s: TaskState) -> float:
-        left = s.task.work_s - s.base_work
-        every, pause = self._cycle(s)
-        checkpoints = 0 if math.isinf(every) else max(0, math.ceil(left / every) - 1)
-        return s.run_start + left + checkpoints * pause
-
-    # -- attempts ---------------------------------------------------------------------------
-
-    def launch(self, s: TaskState, offer: Offer, t: float, restore: bool) -> None:
-        s.offer = offer
-        s.token += 1
-        s.launch_t = t
-        s.attempts[offer.market] += 1
-        setup = self.p.boot_s
-        if restore and s.saved_work > 0:
-            setup += self.p.restore_s(s.task.resident_gib)
-            self.restores += 1
-        else:
-            s.saved_work = 0.0
-        s.base_work = s.saved_work
-        s.run_start = t + setup
-        self.pools.setdefault((offer.instance_type, offer.zone), set()).add(s.task.index)
-        self.push(self.finish_time(s), "finish", s.task.index, s.token)
-        if offer.market == SPOT:
-            # common random numbers: attempt n of task i draws the same uniform under every
-            # policy and bucket (so the policies are compared on the same luck)
-            n = sum(s.attempts.values())
-            draw = random.Random(f"{self.p.draw_seed}/reclaim/{s.task.index}/{n}")
-            wait = self.market.interruptions.next_interruption(
-                offer.instance_type, offer.zone, draw
-            )
-            if math.isfinite(wait):
-                self.push(t + wait, "notice", s.task.index, s.token)
-
-    def end(
-        self, s: TaskState, t: float, extra_overhead_s: float = 0.0, stop: float | None = None
-    ) -> None:
-        """Terminate the current instance at t and book its cost and overhead (the task stopped
-        computing at `stop`, default t)."""
-        offer = s.offer
-        assert offer is not None
-        billed_to = max(t, s.launch_t + self.p.min_billing_s)
-        s.cost += self.market.charge(
-            offer.instance_type, offer.zone, offer.market, self.at(s.launch_t), self.at(billed_to)
-        )
-        setup = min(t, s.run_start) - s.launch_t
-        _, paused = self.pauses_until(s, min(t if stop is None else stop, self.finish_time(s)))
-        s.overhead_core_s += (setup + paused + extra_overhead_s) * offer.cpu_cores
-        self.pools.get((offer.instance_type, offer.zone), set()).discard(s.task.index)
-        s.token += 1  # pending events of this attempt are void
-        s.offer = None
-
-    def place(self, s: TaskState, t: float, restore: bool, after: Offer | None = None) -> None:
-        self.now = t
-        offers = self.market.offers(self.at(t))
-        quarantined = self.market.quarantined(self.at(t))
-        if after is None:
-            policy = market_for({"market_policy": self.policy.market.value}, None)
-            offer = choose_offer(s.task.need, offers, policy, quarantined)
-        else:
-            plan = recovery_plan(
-                self.recovery,
-                after,
-                s.interruptions,
-                offers,
-                s.task.need,
-                quarantined,
-                self.policy.market,
-            )
-            offer = plan.offer
-            until = self.at(t + self.p.quarantine_s)
-            for itype, zone in plan.quarantine:
-                self.market.quarantine(itype, zone, until)
-            restore = restore and plan.restore_capsule
-        if offer is None:
-            self.push(t + self.p.retry_s, "retry", s.task.index, s.token)
-            s.left = after  # for the retry's recovery plan
-            return
-        s.left = None
-        self.launch(s, offer, t, restore)
-
-    # -- events -----------------------------------------------------------------------------
-
-    def on_notice(self, s: TaskState, t: float, first: bool) -> None:
-        offer = s.offer
-        assert offer is not None
-        if t < s.launch_t:
-            return  # a co-notice for an instance launched later (after a notice or a capsule)
-        s.interruptions += 1
-        if first:  # the burst: others in the pool follow within minutes
-            live = [
-                _Live(str(i), offer.instance_type, offer.zone, SPOT)
-                for i in sorted(self.pools.get((offer.instance_type, offer.zone), ()))
-                if i != s.task.index and self.states[i].launch_t <= t
-            ]
-            burst = random.Random(f"{self.p.draw_seed}/burst/{s.task.index}/{s.interruptions}")
-            for other, delay in self.market.interruptions.co_interruptions(
-                [_Live(str(s.task.index), offer.instance_type, offer.zone, SPOT)], live, burst
-            ):
-                o = self.states[int(other.id)]
-                self.push(t + delay, "co-notice", o.task.index, o.token)
-        luck = random.Random(f"{self.p.draw_seed}/notice/{s.task.index}/{s.interruptions}")
-        no_notice = luck.random() < self.p.no_notice
-        deadline = t if no_notice else t + self.p.notice_s
-        finish = self.finish_time(s)
-        if t < s.run_start:  # still booting or restoring: give up on this instance now
-            self.end(s, t)
-            self.place(s, t, restore=True, after=offer)
-            return
-        dump = self.p.dump_s(s.task.resident_gib)
-        if self.policy.capsules and not no_notice and dump <= self.p.notice_s and t < finish:
-            s.saved_work = self.work_at(s, t)
-            self.end(s, t + dump, extra_overhead_s=dump, stop=t)
-            self.place(s, t + dump, restore=True, after=offer)
-            return
-        if finish <= deadline:
-            return  # it completes before the reclaim; its finish event stands
-        done = self.work_at(s, deadline)
-        saved = self.last_capsule(s, deadline) if self.policy.capsules else 0.0
-        s.saved_work = saved
-        s.wasted_core_s += (done - saved) * offer.cpu_cores
-        self.end(s, deadline)
-        if saved <= 0:
-            self.restarts += 1
-        self.place(s, deadline, restore=saved > 0, after=offer)
-
-    def on_price_step(self, t: float) -> None:
-        self.now = t
-        at = self.at(t)
-        offers = self.market.offers(at)
-        quarantined = self.market.quarantined(at)
-        for s in self.states:
-            offer = s.offer
-            if s.done or offer is None or offer.market != SPOT or t < s.run_start:
-                continue
-            if t >= self.finish_time(s):
-                continue
-            price = self.market.price(offer.instance_type, offer.zone, SPOT, at)
-            work = self.work_at(s, t)
-            gib = s.task.resident_gib
-            target = cost_migration(
-                price,
-                offer,
-                offers,
-                s.task.need,
-                remaining_hours_estimate=max(work, 900.0) / HOUR,  # what ran so far (Lindy)
-                migration_cost_usd=migration_cost_usd(
-                    gib, price, price, self.p.dump_gib_s, self.p.restore_gib_s, self.p.boot_s
-                ),
-                rule=self.rule,
-                quarantined=quarantined,
-                policy=self.policy.market,
-                seconds_since_last_move=t - s.last_move_t,
-            )
-            if target is None:
-                continue
-            dump = self.p.dump_s(gib)
-            s.saved_work = work
-            s.last_move_t = t
-            self.migrations += 1
-            self.end(s, t + dump, extra_overhead_s=dump, stop=t)
-            self.now = t + dump
-            self.launch(s, target, t + dump, restore=True)
-
-    def run(self) -> RunResult:
-        started = time.perf_counter()
-        for s in self.states:
-            self.push(s.task.arrival_s, "arrive", s.task.index, 0)
-        step = self.market.config.price_step_seconds
-        if self.policy.cost_migration:
-            self.push(step, "price", -1, 0)
-        left = len(self.states)
-        while self.events and left:
-            t, _, kind, index, token = heapq.heappop(self.events)
-            self.now = t
-            if kind == "price":
-                self.on_price_step(t)
-                self.push(t + step, "price", -1, 0)
-                continue
-            s = self.states[index]
-            if kind == "arrive":
-                self.place(s, t, restore=False)
-            elif token != s.token or s.done:
-                continue
-            elif kind == "retry":
-                self.place(s, t, restore=True, after=s.left)
-            elif kind == "finish":
-                self.end(s, t)
-                s.done, s.finish_t = True, t
-                left -= 1
-            elif kind in ("notice", "co-notice") and s.offer is not None:
-                self.on_notice(s, t, first=kind == "notice")
-        return RunResult(
-            bucket=self.bucket.value,
-            policy=self.policy.name,
-            cost_usd=sum(s.cost for s in self.states),
-            makespan_h=max(s.finish_t for s in self.states) / HOUR,
-            wasted_core_h=sum(s.wasted_core_s for s in self.states) / HOUR,
-            overhead_core_h=sum(s.overhead_core_s for s in self.states) / HOUR,
-            interruptions=sum(s.interruptions for s in self.states),
-            restores=self.restores,
-            restarts=self.restarts,
-            cost_migrations=self.migrations,
-            spot_attempts=sum(s.attempts[SPOT] for s in self.states),
-            on_demand_attempts=sum(s.attempts[ON_DEMAND] for s in self.states),
-            seconds=time.perf_counter() - started,
-        )
-
-
-@dataclass(frozen=True)
-class _Live:
-    """A running instance as the interruption model sees it."""
-
-    id: str
-    instance_type: str
-    zone: str
-    market: str
 
 
 # -- the whole simulation ---------------------------------------------------------------------
@@ -553,19 +235,16 @@ def simulate(
     params: SimParams,
     buckets: tuple[Bucket, ...] = tuple(Bucket),
     policies: tuple[SimPolicy, ...] = POLICIES,
-    engine: str = "model",
 ) -> list[dict[str, Any]]:
-    """One row per bucket and policy. engine `model`: this module's `Run`; `scheduler`: the
-    gateway's real scheduler in simulated time (bench/sim_scheduler.py; on_demand and
-    spot_restart so far)."""
+    """One row per bucket and policy, each the gateway's real scheduler in simulated time
+    (bench/sim_scheduler.py)."""
     from bench.sim_scheduler import SchedulerRun
 
-    runner = SchedulerRun if engine == "scheduler" else Run
     rows: list[dict[str, Any]] = []
     for bucket in buckets:
         mine = []
         for policy in policies:
-            row = asdict(runner(tasks, policy, bucket, params).run())
+            row = asdict(SchedulerRun(tasks, policy, bucket, params).run())
             row["exposure_hours"] = params.exposure_hours
             row["seed"] = params.seed
             mine.append(row)
@@ -727,7 +406,13 @@ def markdown(rows: list[dict[str, Any]]) -> str:
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    ap.add_argument("--tasks", type=int, default=1000)
+    ap.add_argument("--tasks", type=int, default=50)
+    ap.add_argument(
+        "--jobs",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="worker processes (one per seed and exposure at most)",
+    )
     ap.add_argument(
         "--seeds", default="1,2,3", help="comma-separated; each repeats the whole simulation"
     )
@@ -740,13 +425,6 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         help="comma-separated: each value repeats the buckets (730: 'per month' literally)",
     )
     ap.add_argument("--recovery", default="next_zone", help="for the capsule policies")
-    ap.add_argument(
-        "--engine",
-        choices=("model", "scheduler"),
-        default="model",
-        help="model: this module's event model; scheduler: the real scheduler in simulated time "
-        "(bench/sim_scheduler.py: on_demand and spot_restart only, so far)",
-    )
     ap.add_argument(
         "--policies",
         default=",".join(p.name for p in POLICIES),
@@ -761,6 +439,14 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--out", help="write the results as JSON here")
     ap.add_argument("--markdown", help="write the tables as Markdown here")
     return ap.parse_args(argv)
+
+
+def _simulate_job(
+    job: tuple[int, SimParams, tuple[Bucket, ...], tuple[SimPolicy, ...]],
+) -> list[dict[str, Any]]:
+    """One seed and exposure: every bucket and policy (a worker process's share)."""
+    n, params, buckets, policies = job
+    return simulate(workload(n, params.seed), params, buckets, policies)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -781,12 +467,18 @@ def main(argv: list[str] | None = None) -> int:
     per_seed: list[dict[str, Any]] = []
     rows: list[dict[str, Any]] = []
     text = []
-    for exposure in exposures:
-        runs = []
-        for seed in seeds:
-            params = replace(base, seed=seed, exposure_hours=exposure)
-            tasks = workload(args.tasks, seed)
-            runs.append(simulate(tasks, params, buckets, policies, args.engine))
+    jobs = [
+        (args.tasks, replace(base, seed=seed, exposure_hours=exposure), buckets, policies)
+        for exposure in exposures
+        for seed in seeds
+    ]
+    if args.jobs > 1 and len(jobs) > 1:
+        with ProcessPoolExecutor(min(args.jobs, len(jobs))) as pool:
+            done = list(pool.map(_simulate_job, jobs))
+    else:
+        done = [_simulate_job(job) for job in jobs]
+    for i, exposure in enumerate(exposures):
+        runs = done[i * len(seeds) : (i + 1) * len(seeds)]
         per_seed += [r for run in runs for r in run]
         mine = combine(runs)
         rows += mine
@@ -803,7 +495,8 @@ def main(argv: list[str] | None = None) -> int:
             "python": platform.python_version(),
             "machine": platform.machine(),
             "params": {**asdict(base), "seed": seeds, "exposure_hours": exposures},
-            "engine": args.engine,
+            "engine": "scheduler",
+            "tasks": args.tasks,
             "seconds": round(time.perf_counter() - started, 2),
         },
         "workload": {str(seed): describe(workload(args.tasks, seed)) for seed in seeds},

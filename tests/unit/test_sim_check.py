@@ -32,7 +32,7 @@ def test_real_durations_become_simulated_seconds() -> None:
 
 def test_the_recorded_real_run_against_the_simulator(tmp_path: Path) -> None:
     out, md = tmp_path / "r.json", tmp_path / "r.md"
-    args = ["--real", str(RECORDED), "--lucks", "20", "--out", str(out), "--markdown", str(md)]
+    args = ["--real", str(RECORDED), "--lucks", "3", "--out", str(out), "--markdown", str(md)]
     assert sim_check.main(args) == 0
     doc = json.loads(out.read_text())
     capsules, restart = doc["real"]["next_zone"], doc["real"]["restart"]
@@ -42,8 +42,10 @@ def test_the_recorded_real_run_against_the_simulator(tmp_path: Path) -> None:
     assert restart["restarts"] == restart["interruptions"] > 0
     assert capsules["cost_usd"] == pytest.approx(capsules["cost_instances_usd"], rel=0.2)
     assert 0 < capsules["checkpoint_s"] < 20 and 0 < capsules["boot_s"] < 20
-    sim = doc["sims"]["next_zone/calibrated/spot_capsules"]
-    assert sim["wasted_core_s"] == 0 and sim["cost_usd"] > 0
+    sim = doc["sims"]["next_zone/spot_capsules"]
+    # a notice that finds a task still booting or restoring costs work (it moves only RUNNING)
+    assert sim["wasted_core_s"] < doc["sims"]["next_zone/spot_restart"]["wasted_core_s"]
+    assert sim["cost_usd"] > 0
     assert sim["params"]["boot_s"] == pytest.approx(capsules["boot_s"] * 60.0)
     assert doc["meta"]["real_run"]["bench"] == "sim_check"
     text = md.read_text()
