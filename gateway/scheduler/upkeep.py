@@ -50,8 +50,9 @@ def wake_canceling(s: Scheduler) -> None:
 def retire(s: Scheduler, now: datetime) -> None:
     if s.tasks.ids_in_state(State.QUEUED, limit=1):
         return
+    busy = {a.instance_id for a in s.fleet.live_attempts()}  # one query, not one per instance
     for inst in s.fleet.instances({InstanceState.READY}):
-        if s.fleet.live_attempts(inst.id):
+        if inst.id in busy:
             continue
         idle_from = s.fleet.last_attempt_end(inst.id) or inst.created_time
         idle_limit = s.provider.idle_seconds or s.cfg.scheduler.idle_timeout_seconds
