@@ -198,6 +198,10 @@ class AwsProviderConfig(Section):
     max_hourly_spend: float | None = Field(default=None, gt=0)
     # An instance with no task this long is terminated; null: scheduler.idle_timeout_seconds.
     idle_seconds: float | None = Field(default=None, gt=0)
+    # A launched instance whose agent has not registered this long is given up (LOST) and
+    # terminated: booting and installing podman, CRIU and the agent from user-data takes minutes
+    # on a plain Debian AMI (a baked AMI: seconds).
+    launch_timeout_seconds: float = Field(default=900.0, gt=0)
     # Where agents on EC2 reach this gateway (https://…); null: the address the gateway serves.
     gateway_url: str | None = None
     # The value of the `tescape:gateway` tag on everything this gateway creates; null: an id

@@ -154,6 +154,10 @@ class Provider(ABC):
     # seconds an instance may sit without a task before the scheduler stops it; None: the
     # scheduler's own `idle_timeout_seconds` (a cloud bills idle machines: aws sets its own)
     idle_seconds: float | None = None
+    # seconds a launched instance may take to register before it is given up; None: the
+    # scheduler's own `launch_timeout_seconds` (a cloud machine that installs podman and CRIU at
+    # boot takes minutes: aws sets its own)
+    launch_seconds: float | None = None
 
     def supports(self, capability: Capability) -> bool:
         return capability in self.capabilities

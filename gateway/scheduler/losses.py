@@ -48,7 +48,9 @@ def expire(s: Scheduler, now: datetime) -> None:
         if inst.state is InstanceState.LAUNCHING:
             if gone(states, inst):
                 lose(s, inst, "its agent exited before registering")
-            elif age(inst.created_time, now) > sch.launch_timeout_seconds:
+            elif age(inst.created_time, now) > (
+                s.provider.launch_seconds or sch.launch_timeout_seconds
+            ):
                 lose(s, inst, "its agent never registered")
         elif silent_s(s, inst, now) > sch.heartbeat_timeout_seconds:
             lose(s, inst, "its agent stopped answering")

@@ -181,6 +181,22 @@ def test_a_providers_own_idle_time_wins(world: World) -> None:
     assert world.fleet.instance(inst.id).state is InstanceState.TERMINATING  # type: ignore[union-attr]
 
 
+def test_a_providers_own_launch_time_wins(world: World) -> None:
+    """providers.aws.launch_timeout_seconds: a cloud machine installs podman and CRIU at boot,
+    so it may take longer to register than the scheduler's own launch timeout."""
+    world.provider.launch_seconds = 900.0
+    world.submit()
+    world.scheduler.tick()
+    inst = world.fleet.instance(world.provider.launched[-1])
+    assert inst is not None
+    world.clock.advance(world.cfg.scheduler.launch_timeout_seconds + 1)
+    world.scheduler.tick()
+    assert world.fleet.instance(inst.id).state is InstanceState.LAUNCHING  # type: ignore[union-attr]
+    world.clock.advance(900)
+    world.scheduler.tick()
+    assert world.fleet.instance(inst.id).state is InstanceState.LOST  # type: ignore[union-attr]
+
+
 def test_orphaned_machines_are_terminated_at_start(
     world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:
