@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from capsule_runtime.protocol.times import Clock, rfc3339, utcnow
 from gateway.config import Config
@@ -23,6 +23,9 @@ from gateway.store.fleet import FleetStore, Instance, InstanceState
 from gateway.store.ids import new_id
 from gateway.store.tasks import TaskStore
 from gateway.tes.states import AttemptPhase, State
+
+if TYPE_CHECKING:
+    from gateway.scheduler.notice_budget import NoticeBudget
 
 log = logging.getLogger(__name__)
 
@@ -60,8 +63,10 @@ class Migrations:
         reason: str = "manual",
         plan: dict[str, Any] | None = None,
         limits: dict[str, float] | None = None,
+        note: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
-        """Ask for a checkpoint (stop=False: the task keeps running here) or a migration."""
+        """Ask for a checkpoint (stop=False: the task keeps running here) or a migration.
+        `note`: what the requester says of why (kept on the request and in its event)."""
         record = self.tasks.get(task_id, full=False)
         if record is None:
             raise Refused(404, f"no task {task_id!r}")
@@ -106,6 +111,7 @@ class Migrations:
             "requested": rfc3339(self.clock()),
             "plan": plan,  # where the restore goes (an offer), for cost and size moves
             "limits": limits,  # what the restored container may use, for size moves
+            **(note or {}),
         }
         with self.tasks.batch() as conn:  # checked again with the row taken: one request wins
             taken = self.fleet.lock_attempt(conn, attempt.id)
@@ -140,11 +146,15 @@ class Migrations:
         kind: str,
         when: str,
         stays: Callable[[str], bool] | None = None,
+        budget: NoticeBudget | None = None,
     ) -> None:
         """A Spot interruption notice on `inst`: no new work goes there, and every task running
         on it is checkpointed and moved (the deadline itself is the provider's business) —
         except those `stays(task_id)` keeps: tasks whose recovery is `restart` run on until the
-        deadline (they may finish), then start again elsewhere, as retry-based systems do."""
+        deadline (they may finish), then start again elsewhere, as retry-based systems do.
+        `budget`: the notice budget planner, which keeps its prediction of each move on the
+        attempt (and orders a move the notice found blocked by a capsule under way, once that
+        capsule ends)."""
         if kind == "rebalance":
             self.tasks.record(
                 None, "rebalance", instance_id=inst.id, message=f"rebalance recommended {when}"
@@ -167,8 +177,12 @@ class Migrations:
         for attempt in self.fleet.live_attempts(inst.id):
             if stays is not None and stays(attempt.task_id):
                 continue
+            note = budget.noticed(attempt, current, when) if budget is not None else None
             try:
                 self.request(attempt.task_id, stop=True, reason="reclaim")
             except Refused as exc:  # not running yet, or between instances: recovered if lost
                 log.info("task %s not checkpointed on the notice: %s", attempt.task_id, exc)
+                continue
+            if budget is not None and note is not None:
+                budget.requested(attempt.id, note)
         self.wakeups.notify(inst.id)
