@@ -125,6 +125,9 @@ class Footprint:
     stored_bytes: float
     dirty_bps: float | None = None
     since: datetime | None = None
+    # what the size comes from: capsule | usage (a memory sample) | request (ram_gb) | limit
+    # (the memory the container may use: an upper bound, before any sample)
+    basis: str = "capsule"
 
     def upload_after(self, seconds: float) -> float:
         if self.since is None or self.dirty_bps is None:
@@ -200,9 +203,12 @@ class NoticeBudget:
 
     # -- what a task is ------------------------------------------------------------------------
 
-    def footprint(self, attempts: list[Attempt], spec: dict[str, Any] | None) -> Footprint | None:
+    def footprint(
+        self, attempts: list[Attempt], spec: dict[str, Any] | None, limit_gb: float | None = None
+    ) -> Footprint | None:
         """The task's footprint from its attempts (newest last: the newest capsule profile and
-        memory sample), else from the memory it asks for; None when nothing says."""
+        memory sample), else from the memory it asks for, else from `limit_gb` (the memory its
+        container may use); None when nothing says. `basis` says which."""
         profile: dict[str, Any] = {}
         for attempt in reversed(attempts):
             if attempt.data.get(PROFILE):
@@ -213,8 +219,12 @@ class NoticeBudget:
         memory = float((usage[-1].get("memory_bytes") if usage else 0) or 0)
         size = float(profile.get("size_bytes") or 0)
         stored = float(profile.get("stored_bytes") or 0)
+        basis = "capsule" if size else "usage"
         if not size and not memory:
             ram_gb = ((spec or {}).get("resources") or {}).get("ram_gb")
+            basis = "request"
+            if not ram_gb:
+                ram_gb, basis = limit_gb, "limit"
             if not ram_gb:
                 return None
             memory = float(ram_gb) * GIB
@@ -228,6 +238,7 @@ class NoticeBudget:
             stored_bytes=(stored + grown) if stored else size + grown,
             dirty_bps=float(dirty) if dirty is not None else None,
             since=since,
+            basis=basis,
         )
 
     def placing(self, attempts: list[Attempt], spec: dict[str, Any] | None) -> Footprint | None:
@@ -359,7 +370,7 @@ class NoticeBudget:
         if report.state not in ("complete", "failed"):
             return None
         if report.stop and report.reason == "reclaim":
-            self._settle_notice(conn, attempt, report, now)
+            self._settle_notice(conn, attempt, inst, report, now)
         if report.state != "complete":
             return None
         total = float(report.seconds.get("total") or 0.0)
@@ -417,11 +428,14 @@ class NoticeBudget:
         now = self.clock()
         try:
             notice = (datetime.fromisoformat(deadline.replace("Z", "+00:00")) - now).total_seconds()
+            notice = max(notice, 0.0)
         except ValueError:
             notice = self.notice_seconds(inst.provider)
+        self.refresh()  # a notice is rare: the rates as stored now
         attempts = self.fleet.attempts_of(attempt.task_id)
-        record = self.tasks.get(attempt.task_id, full=False)
-        fp = self.footprint(attempts, record.spec if record is not None else None)
+        record = self.tasks.get(attempt.task_id)
+        spec = record.spec if record is not None else None
+        fp = self.footprint(attempts, spec, limit_gb=memory_limit_gb(attempt, inst))
         rates = self.rates(inst.provider, inst.instance_type)
         elapsed = (now - fp.since).total_seconds() if fp is not None and fp.since else 0.0
         predicted = self.predict(fp, rates, elapsed) if fp is not None else None
@@ -433,6 +447,7 @@ class NoticeBudget:
             "predicted_s": round(predicted.seconds, 3) if predicted else None,
             "size_bytes": int(predicted.size_bytes) if predicted else None,
             "upload_bytes": int(predicted.upload_bytes) if predicted else None,
+            "basis": fp.basis if fp is not None else None,
             "requested": False,
         }
         self.fleet.update_attempt_data(attempt.id, notice_prediction=note)
@@ -442,15 +457,32 @@ class NoticeBudget:
         self.fleet.update_attempt_data(attempt_id, notice_prediction={**note, "requested": True})
 
     def _settle_notice(
-        self, conn: Connection, attempt: Attempt, report: CapsuleReport, now: datetime
+        self,
+        conn: Connection,
+        attempt: Attempt,
+        inst: Instance,
+        report: CapsuleReport,
+        now: datetime,
     ) -> None:
+        """The `notice_budget` event: the prediction made at the notice, the time it took, and
+        `model_s` — the type's rates applied to the capsule as it came out (its real size and
+        new bytes), which tells the rates' error apart from what was not known of the task."""
         note = attempt.data.get(PREDICTION)
         if not note:
             return
+        model = None
+        if report.state == "complete" and report.size_bytes:
+            rates = self.rates(inst.provider, inst.instance_type)
+            seconds = rates.seconds(report.size_bytes, report.uploaded_bytes)
+            model = round(self.cfg.overhead_seconds + seconds, 3)
         measured = (now - datetime.fromisoformat(note["heard"])).total_seconds()
         predicted = note.get("predicted_s")
         ok = report.state == "complete"
-        said = f"predicted {predicted:.1f} s" if predicted is not None else "no prediction"
+        said = "no prediction"
+        if predicted is not None:
+            said = f"predicted {predicted:.1f} s"
+            if note.get("basis") == "limit":
+                said += " from its memory limit, before any memory sample"
         what = "durable" if ok else "failed"
         self.tasks.record(
             attempt.task_id,
@@ -464,6 +496,7 @@ class NoticeBudget:
             data={
                 **{k: v for k, v in note.items() if k != "requested"},
                 "measured_s": round(measured, 3),
+                "model_s": model,
                 "agent_s": report.seconds.get("total"),
                 "outcome": "durable" if ok else "failed",
                 "within_notice": ok and measured <= float(note["notice_s"]),
@@ -490,11 +523,11 @@ def plan_capsules(s: Scheduler, now: datetime) -> None:
     spot = {i.id: i for i in s.fleet.instances({InstanceState.READY}) if i.market == "spot"}
     if not spot:
         return
-    for attempt, spec in s.fleet.live_load():
+    for attempt in s.fleet.live_attempts():
         inst = spot.get(attempt.instance_id or "")
         if inst is None or attempt.phase is not AttemptPhase.RUNNING:
             continue
-        if attempt.data.get("checkpoint") or restarts_by(s.cfg, spec):
+        if attempt.data.get("checkpoint"):
             continue
         note = attempt.data.get(PREDICTION)
         if inst.data.get("interruption"):
@@ -506,7 +539,7 @@ def plan_capsules(s: Scheduler, now: datetime) -> None:
                     continue
                 budget.requested(attempt.id, note)
             continue
-        fp = budget.footprint([attempt], spec)
+        fp = budget.footprint([attempt], None)  # a running task: its samples and capsules
         if fp is None:
             continue
         base = fp.since or (
@@ -519,6 +552,9 @@ def plan_capsules(s: Scheduler, now: datetime) -> None:
         predicted = budget.predict(fp, rates, elapsed)
         limit = budget.budget_seconds(inst.provider)
         if predicted.seconds <= limit:
+            continue
+        record = s.tasks.get(attempt.task_id)
+        if record is None or restarts_by(s.cfg, record.spec):
             continue
         why = {
             "predicted_s": round(predicted.seconds, 3),
@@ -538,3 +574,11 @@ def restarts_by(cfg: Config, spec: dict[str, Any] | None) -> bool:
     """A task whose recovery is `restart` takes no capsule at a notice: nothing to plan."""
     params = effective_parameters(spec or {}, cfg.tasks.rules)
     return (params.get("recovery") or cfg.scheduler.recovery) == "restart"
+
+
+def memory_limit_gb(attempt: Attempt, inst: Instance) -> float | None:
+    """The memory the attempt's container may use (gateway.scheduler.needs.container_limits
+    without the task's own ask, which the footprint reads first)."""
+    limits = attempt.data.get("limits") or {}
+    value = limits.get("ram_gb") or (inst.data.get("capacity") or {}).get("ram_gb")
+    return float(value) if value else None

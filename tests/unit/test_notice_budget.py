@@ -27,6 +27,7 @@ from gateway.scheduler.notice_budget import (
     solve,
 )
 from gateway.store.fleet import Instance
+from gateway.telemetry import task_telemetry
 from tests.fixtures.world import FakeProvider, World, running_with
 
 DUMP, UPLOAD = 4.5, 2.5  # the default priors, s/GiB
@@ -303,8 +304,14 @@ def test_every_notice_records_the_prediction_next_to_the_measured_time(tmp_path:
     [event] = kinds(world, task_id, "notice_budget")
     assert event["data"]["predicted_s"] == pytest.approx(30.0)
     assert event["data"]["measured_s"] == pytest.approx(26.5)
+    # the rates on the capsule as it came out: 2 + 4 * 4.5 + 0.5 * 2.5
+    assert event["data"]["model_s"] == pytest.approx(21.25)
     assert event["data"]["outcome"] == "durable" and event["data"]["within_notice"] is True
     assert "26.5 s after the notice (predicted 30.0 s" in event["message"]
+    with world.db.engine.connect() as conn:  # and in the task's telemetry
+        keys = task_telemetry(conn, task_id)
+    assert keys["notice_predicted_seconds"] == "30.000"
+    assert keys["notice_measured_seconds"] == "26.500"
 
 
 def test_a_notice_during_a_capsule_moves_the_task_when_that_capsule_ends(
@@ -323,3 +330,51 @@ def test_a_notice_during_a_capsule_moves_the_task_when_that_capsule_ends(
     world.scheduler.tick()
     assert data(world, aid)["checkpoint"]["reason"] == "reclaim"
     assert data(world, aid)[PREDICTION]["requested"] is True
+
+
+def test_a_moved_task_keeps_its_dirty_rate_and_counts_from_its_restore(tmp_path: Path) -> None:
+    world = World(tmp_path, scheduler={"heartbeat_timeout_seconds": 10**6})
+    inst, aid = running_with(world)
+    task_id = task_of(world, aid)
+    world.clock.advance(112)
+    first = capsule(world, inst, aid, 1, size_gib=16, new_gib=16, seconds=112)
+    world.clock.advance(174.5 - 112)
+    second = capsule(world, inst, aid, 2, size_gib=16, new_gib=1, seconds=74.5, parent=first)
+    world.migrations.request(task_id, stop=True)
+    [order] = world.poll(inst, [aid]).checkpoint
+    world.clock.advance(80)
+    capsule(
+        world,
+        inst,
+        aid,
+        3,
+        size_gib=16,
+        new_gib=0.5,
+        seconds=73.25,
+        parent=second,
+        request_id=order.request_id,
+        stop=True,
+        reason="manual",
+    )
+    world.report(inst, aid, "interrupted")
+    other = world.boot()  # the restore's instance
+    world.scheduler.tick()
+    [assignment] = world.poll(other).assign
+    assert assignment.restore and assignment.restore[0].capsule_id == f"{aid}-3"
+    world.clock.advance(30)
+    world.dispatch.capsule(
+        other,
+        assignment.attempt_id,
+        CapsuleReport(
+            state="restored",
+            capsule_id=f"{aid}-3",
+            sequence=3,
+            size_bytes=16 * 2**30,
+            stored_bytes=16 * 2**30,
+            seconds={"total": 30.0},
+        ),
+    )
+    moved = data(world, assignment.attempt_id)[PROFILE]
+    before = data(world, aid)[PROFILE]
+    assert moved["dirty_bps"] == before["dirty_bps"] > 0  # the task's, not the attempt's
+    assert moved["since"] == rfc3339(world.clock())  # dirt counts from the restore
