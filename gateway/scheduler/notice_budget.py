@@ -165,10 +165,22 @@ class NoticeBudget:
         self._rates: dict[tuple[str, str], Stats] | None = None  # read once per look
         self._told: set[tuple[str, str]] = set()
         self._untold: list[tuple[str, str, str, Prediction, bool]] = []
+        self._asked: dict[str, datetime] = {}  # attempt → the planner's last capsule request
 
     @property
     def enabled(self) -> bool:
         return self.cfg.enabled
+
+    def may_ask(self, attempt_id: str, now: datetime) -> bool:
+        """Whether `min_interval_seconds` has passed since the planner last asked for a capsule
+        of the attempt (its newest capsule may be older: the one asked for failed)."""
+        then = self._asked.get(attempt_id)
+        return then is None or (now - then).total_seconds() >= self.cfg.min_interval_seconds
+
+    def asked(self, attempt_id: str, now: datetime) -> None:
+        if len(self._asked) >= TOLD_KEPT:  # in memory: a restart forgets, costing one capsule
+            self._asked.clear()
+        self._asked[attempt_id] = now
 
     # -- what a notice allows ---------------------------------------------------------------
 
@@ -546,7 +558,8 @@ def plan_capsules(s: Scheduler, now: datetime) -> None:
             datetime.fromisoformat(attempt.start_time) if attempt.start_time else now
         )
         elapsed = (now - base).total_seconds()
-        if elapsed < budget.cfg.min_interval_seconds:
+        floor = budget.cfg.min_interval_seconds
+        if elapsed < floor or not budget.may_ask(attempt.id, now):
             continue
         rates = budget.rates(inst.provider, inst.instance_type)
         predicted = budget.predict(fp, rates, elapsed)
@@ -562,6 +575,7 @@ def plan_capsules(s: Scheduler, now: datetime) -> None:
             "since_capsule_s": round(elapsed, 1),
             "upload_bytes": int(predicted.upload_bytes),
         }
+        budget.asked(attempt.id, now)  # a capsule that fails is not asked for again at once
         try:
             s.migrations.request(
                 attempt.task_id, stop=False, reason="notice_budget", note={"notice_budget": why}

@@ -160,6 +160,28 @@ def test_a_task_that_dirties_fast_gets_capsules_sooner_than_its_interval(tmp_pat
     assert asked["data"]["notice_budget"]["budget_s"] == pytest.approx(84.0)
     [order] = world.poll(inst, [aid]).checkpoint
     assert order.reason == "notice_budget" and not order.stop
+    # the capsule fails: not asked for again before min_interval_seconds (60 s)
+    world.dispatch.capsule(
+        inst,
+        aid,
+        CapsuleReport(
+            state="failed",
+            capsule_id=f"{aid}-3",
+            sequence=3,
+            request_id=order.request_id,
+            reason="notice_budget",
+            error="criu said no",
+        ),
+    )
+    assert "checkpoint" not in data(world, aid)
+    world.clock.advance(30)
+    world.poll(inst, [aid])
+    world.scheduler.tick()
+    assert "checkpoint" not in data(world, aid)
+    world.clock.advance(31)
+    world.poll(inst, [aid])
+    world.scheduler.tick()
+    assert data(world, aid)["checkpoint"]["reason"] == "notice_budget"
     # the type's rates learned the two capsules; they agreed with the priors
     rates = world.scheduler.budget.rates(inst.provider, inst.instance_type)
     assert rates.samples == 2 and rates.dump_s_per_gib == pytest.approx(DUMP)
