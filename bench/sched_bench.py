@@ -54,6 +54,7 @@ from typing import Any
 from sqlalchemy import create_engine, func, select, text
 from sqlalchemy.engine import make_url
 
+from capsule_runtime.protocol.messages import Resources
 from gateway.auth import token_sha256
 from gateway.config import Config, load_config
 from gateway.market.model import Market
@@ -70,6 +71,7 @@ from gateway.scheduler.wakeups import Wakeups
 from gateway.store import TaskStore, open_database
 from gateway.store.database import Database
 from gateway.store.fleet import LIVE_PHASES, FleetStore, Instance, InstanceState
+from gateway.store.fleet_data import InstanceData
 from gateway.store.schema import attempts, tasks
 from gateway.tes.states import State
 
@@ -102,7 +104,17 @@ class BenchProvider(Provider):
         if self.market is not None:
             return self.market.offers()
         cpu, ram, disk = self.shape
-        return [Offer("bench.xl", "spot", "z1", 0.05, cpu, ram, disk)]
+        return [
+            Offer(
+                instance_type="bench.xl",
+                market="spot",
+                zone="z1",
+                price_per_hour=0.05,
+                cpu_cores=cpu,
+                ram_gb=ram,
+                disk_gb=disk,
+            )
+        ]
 
     def launch(self, spec: LaunchSpec) -> LaunchRecord:
         self.live.add(spec.instance_id)
@@ -126,7 +138,9 @@ class BenchProvider(Provider):
 
 def register(fleet: FleetStore, inst: Instance) -> None:
     """What `Dispatcher.register` does for an agent that reports the offered capacity."""
-    data = dict(inst.data, hostname=f"host-{inst.id}", agent_version="bench", facts={})
+    data = inst.data.model_copy(
+        update={"hostname": f"host-{inst.id}", "agent_version": "bench", "facts": []}
+    )
     fleet.set_instance_state(inst.id, InstanceState.READY, data=data)
     fleet.heartbeat(inst.id)
 
@@ -184,7 +198,15 @@ def add_instances(
             )
         else:
             cpu, ram, disk = READY_SHAPE
-            offer = Offer("bench.8xl", "spot", "z1", 0.05 + k * 1e-4, cpu, ram, disk)
+            offer = Offer(
+                instance_type="bench.8xl",
+                market="spot",
+                zone="z1",
+                price_per_hour=0.05 + k * 1e-4,
+                cpu_cores=cpu,
+                ram_gb=ram,
+                disk_gb=disk,
+            )
         inst = fleet.add_instance(
             provider=provider.name,
             instance_type=offer.instance_type,
@@ -192,13 +214,11 @@ def add_instances(
             zone=offer.zone,
             price_per_hour=offer.price_per_hour,
             token_sha256=token_sha256(secrets.token_urlsafe(16)),
-            data={
-                "capacity": {
-                    "cpu_cores": offer.cpu_cores,
-                    "ram_gb": offer.ram_gb,
-                    "disk_gb": offer.disk_gb,
-                }
-            },
+            data=InstanceData(
+                capacity=Resources(
+                    cpu_cores=offer.cpu_cores, ram_gb=offer.ram_gb, disk_gb=offer.disk_gb
+                )
+            ),
         )
         provider.live.add(inst.id)
         register(fleet, inst)

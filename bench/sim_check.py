@@ -54,10 +54,10 @@ from typing import Any
 import requests
 
 from bench.spot_sim import POLICIES, T0, Run, SimParams, Task
+from capsule_runtime.protocol.resources import Resources
 from gateway.market.catalog import CATALOG
 from gateway.market.interruptions import Bucket
 from gateway.market.model import Market, MarketConfig
-from gateway.market.policy import Need
 
 REPO = Path(__file__).resolve().parent.parent
 IMAGE = "localhost/tescape-test/busybox:1"
@@ -449,7 +449,7 @@ def sim_tasks(
             index=j.index,
             arrival_s=offset_s + j.submit_s * s,
             work_s=j.seconds * stretch * s,
-            need=Need(cpu_cores=j.cpu_cores, ram_gb=j.ram_gb, disk_gb=0.0),
+            need=Resources(cpu_cores=j.cpu_cores, ram_gb=j.ram_gb, disk_gb=0.0),
             resident_gib=j.shm_mib / 1024 + 0.002,  # the shm file and busybox itself
         )
         for j in work

@@ -31,9 +31,9 @@ from typing import Any
 from capsule_runtime.protocol.messages import (
     AttemptReport,
     AttemptStatus,
-    Capacity,
     Poll,
     Registration,
+    Resources,
 )
 from capsule_runtime.protocol.times import ManualClock, rfc3339
 from gateway.config import load_config
@@ -245,18 +245,10 @@ class SchedulerRun:
             if not launching:
                 return
             for inst in launching:
-                cap = inst.data.get("capacity", {})
+                cap = inst.data.capacity or Resources(cpu_cores=1.0, ram_gb=1.0, disk_gb=1.0)
                 self.dispatch.register(
                     inst,
-                    Registration(
-                        agent_version="sim",
-                        hostname=inst.id,
-                        capacity=Capacity(
-                            cpu_cores=cap.get("cpu_cores", 1.0),
-                            ram_gb=cap.get("ram_gb", 1.0),
-                            disk_gb=cap.get("disk_gb", 1.0),
-                        ),
-                    ),
+                    Registration(agent_version="sim", hostname=inst.id, capacity=cap),
                 )
                 agents[inst.id] = _Agent(ready_at=self.now_s() + self.p.boot_s)
         raise RuntimeError("the scheduler keeps launching in one instant")
@@ -286,7 +278,7 @@ class SchedulerRun:
             agent.running[assignment.attempt_id] = _Running(
                 task.index,
                 inst.id,
-                float(inst.data["capacity"]["cpu_cores"]),
+                float(inst.data.capacity.cpu_cores if inst.data.capacity else 0.0),
                 start,
                 start + task.work_s,
             )
@@ -310,7 +302,7 @@ class SchedulerRun:
             end = self.provider.ended.get(inst.provider_id or "", self.clock())
             end = max(end, start + timedelta(seconds=self.p.min_billing_s))
             cost += self.market.charge(inst.instance_type, inst.zone, inst.market, start, end)
-            cores = float(inst.data.get("capacity", {}).get("cpu_cores", 0.0))
+            cores = float(inst.data.capacity.cpu_cores if inst.data.capacity else 0.0)
             overhead += min(self.p.boot_s, (end - start).total_seconds()) * cores
         restarts = 0
         for task_id in self._task_ids():
@@ -320,7 +312,7 @@ class SchedulerRun:
                     markets[ran_on.market] = markets.get(ran_on.market, 0) + 1
                 if attempt.reason in ("reclaim", "lost"):
                     restarts += 1
-        reclaims = sum(1 for i in by_id.values() if i.data.get("interruption"))
+        reclaims = sum(1 for i in by_id.values() if i.data.interruption)
         return {
             "bucket": self.bucket.value,
             "policy": self.policy.name,

@@ -71,12 +71,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from capsule_runtime.protocol.resources import Resources
 from gateway.market.interruptions import Bucket
 from gateway.market.model import ON_DEMAND, SPOT, Market, MarketConfig
 from gateway.market.policy import (
     CostRule,
     MarketPolicy,
-    Need,
     choose_offer,
     cost_migration,
     market_for,
@@ -101,7 +101,7 @@ class Task:
     index: int
     arrival_s: float
     work_s: float  # compute time when never interrupted
-    need: Need
+    need: Resources
     resident_gib: float  # what a capsule holds
 
 
@@ -126,7 +126,7 @@ def workload(
                 index=i,
                 arrival_s=rng.uniform(0.0, arrival_hours * HOUR),
                 work_s=work,
-                need=Need(cpu_cores=cores, ram_gb=ram, disk_gb=20.0),
+                need=Resources(cpu_cores=cores, ram_gb=ram, disk_gb=20.0),
                 resident_gib=ram * rng.uniform(0.3, 0.9),
             )
         )

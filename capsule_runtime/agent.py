@@ -20,14 +20,15 @@ from typing import Any
 
 from capsule_runtime import __version__, doctor
 from capsule_runtime.client import GatewayClient, GatewayUnreachable
+from capsule_runtime.host.cpu import cpu_profile
 from capsule_runtime.host.meminfo import memory_gb
 from capsule_runtime.protocol.messages import (
     Assignment,
     AttemptReport,
-    Capacity,
     CapsuleReport,
     CheckpointOrder,
     Registration,
+    Resources,
 )
 
 log = logging.getLogger("tescape.agent")
@@ -38,7 +39,7 @@ class Agent:
     def __init__(
         self,
         client: GatewayClient,
-        capacity: Capacity,
+        capacity: Resources,
         work_dir: Path,
         run_factory: Any,
         tasks_dir: Path | None = None,
@@ -105,6 +106,7 @@ class Agent:
                 hostname=socket.gethostname(),
                 capacity=self.capacity,
                 facts=self.facts(),
+                cpu=cpu_profile(),
             )
         )
         log.info("registered as %s", self.client.instance_id)
@@ -348,7 +350,7 @@ def main(argv: list[str] | None = None) -> int:
 
     args.work_dir.mkdir(parents=True, exist_ok=True)
     client = GatewayClient(args.gateway, args.instance_id, token)
-    capacity = Capacity(cpu_cores=args.cpu_cores, ram_gb=args.ram_gb, disk_gb=args.disk_gb)
+    capacity = Resources(cpu_cores=args.cpu_cores, ram_gb=args.ram_gb, disk_gb=args.disk_gb)
     agent = Agent(
         client,
         capacity,

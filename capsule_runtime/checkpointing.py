@@ -54,10 +54,12 @@ from capsule_runtime.capsules.pipeline import (
 from capsule_runtime.capsules.reader import chunk_codec
 from capsule_runtime.capsules.store import CapsuleStore
 from capsule_runtime.capsules.workspace_tar import extract_directory, tar_directory
+from capsule_runtime.engine.errors import EngineError
 from capsule_runtime.engine.freeze import FreezeGate
 from capsule_runtime.engine.protocol import ContainerEngine
 from capsule_runtime.engine.spec import CheckpointOptions
-from capsule_runtime.protocol.messages import CapsuleRef, CapsuleSettings
+from capsule_runtime.host.cpu import cpu_profile
+from capsule_runtime.protocol.messages import CapsuleRef, CapsuleSettings, CpuProfile
 from capsule_runtime.staging.confined import has_symlink
 
 MiB = 1 << 20
@@ -252,7 +254,7 @@ def checkpoint(
                         PartSource("container", open_container, tar=True),
                     ],
                     parent=parent,
-                    meta=meta,
+                    meta={**meta, "cpu": cpu_profile().model_dump()},
                     chunk_size=settings.chunk_mib * MiB,
                     level=settings.compression_level,
                     workers=settings.workers,
@@ -291,6 +293,33 @@ class Restored:
     engine_stats: dict[str, Any]
 
 
+class IncompatibleCpu(EngineError):
+    """This machine's CPU lacks features the capsule's processes were dumped with: CRIU would
+    refuse the restore, or the task would crash at its first such instruction."""
+
+
+def check_cpu(manifest: Manifest, here: CpuProfile | None = None) -> None:
+    """Raise IncompatibleCpu unless this machine's CPU runs what the capsule was taken on
+    (capsules without a profile, from older agents, are not checked)."""
+    taken = manifest.meta.get("cpu")
+    if not taken:
+        return
+    taken_on = CpuProfile.model_validate(taken)
+    here = here or cpu_profile()
+    if here.runs(taken_on):
+        return
+    if here.arch != taken_on.arch:
+        raise IncompatibleCpu(
+            f"the capsule was taken on {taken_on.arch}, this machine is {here.arch}"
+        )
+    missing = here.missing(taken_on)
+    shown = ", ".join(missing[:8]) + (f" and {len(missing) - 8} more" if len(missing) > 8 else "")
+    raise IncompatibleCpu(
+        f"this CPU ({here.model or here.arch}) lacks features the capsule's processes were "
+        f"dumped with on {taken_on.model or taken_on.arch}: {shown}"
+    )
+
+
 def restore(
     engine: ContainerEngine,
     store: CapsuleStore,
@@ -307,6 +336,7 @@ def restore(
     fetch the container part only after the workspace (the bench's old path)."""
     started = time.monotonic()
     manifest = read_manifest(store, ref.manifest_key, ref.manifest_sha256)
+    check_cpu(manifest)
     keys = keys_of(settings)
     chunk_codec(manifest, keys)  # a key that does not fit fails here, before the task's dir goes
     shutil.rmtree(task_dir, ignore_errors=True)

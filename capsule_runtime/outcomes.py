@@ -6,6 +6,7 @@ report status. The runner matches on them, and mypy checks that every case is ha
 
     executor:  Exited(code) | Cancelled() | Moved(capsule_id)
     attempt:   Finished(status, message) | Moved(capsule_id) | Superseded()
+               | RestoreElsewhere(capsule_id, why)
 """
 
 from __future__ import annotations
@@ -51,5 +52,16 @@ class Superseded:
     nothing is uploaded, the local copy is removed."""
 
 
+@dataclass(frozen=True)
+class RestoreElsewhere:
+    """Restoring capsule `capsule_id` failed on this instance for a reason of this instance's
+    (podman or CRIU, its disk, its images), not of the capsule: the attempt reports
+    `interrupted` and the gateway tries the restore on another instance (`capsules.restore_tries`)
+    instead of falling back to an older capsule or to the beginning."""
+
+    capsule_id: str
+    why: str
+
+
 ExecutorEnd = Exited | Cancelled | Moved
-AttemptEnd = Finished | Moved | Superseded
+AttemptEnd = Finished | Moved | Superseded | RestoreElsewhere

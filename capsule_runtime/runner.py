@@ -35,6 +35,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from capsule_runtime import failpoints
 from capsule_runtime.capsules.store import CapsuleStore, open_store
 from capsule_runtime.client import Fenced, GatewayClient, GatewayUnreachable
 from capsule_runtime.engine.errors import EngineError
@@ -50,6 +51,7 @@ from capsule_runtime.outcomes import (
     FinalStatus,
     Finished,
     Moved,
+    RestoreElsewhere,
     Superseded,
 )
 from capsule_runtime.protocol.local_paths import install_dirs
@@ -67,7 +69,7 @@ from capsule_runtime.protocol.redact import (
 )
 from capsule_runtime.protocol.tasklog import NOT_RUN, drop_unstarted
 from capsule_runtime.protocol.times import rfc3339, utcnow
-from capsule_runtime.sessions import Checkpointer, Resizer, Restorer, Running
+from capsule_runtime.sessions import Checkpointer, Resizer, RestoreFailedHere, Restorer, Running
 from capsule_runtime.staging import (
     S3Config,
     StagingError,
@@ -235,7 +237,9 @@ class TaskRun(threading.Thread):
             logs.append({"exit_code": NOT_RUN})
         return logs[index]
 
-    def report(self, status: AttemptStatus, message: str | None = None) -> None:
+    def report(
+        self, status: AttemptStatus, message: str | None = None, reason: str | None = None
+    ) -> None:
         if status in ("complete", "executor_error", "system_error", "canceled"):
             self.log["end_time"] = now()
             self.log["logs"] = drop_unstarted(self.log["logs"])
@@ -246,6 +250,7 @@ class TaskRun(threading.Thread):
                     status=status,
                     task_log=self.log,
                     message=redact(message) if message else message,
+                    reason=reason,
                 ),
             )
         except GatewayUnreachable as exc:
@@ -268,6 +273,14 @@ class TaskRun(threading.Thread):
             case Moved(capsule_id):
                 self._leave()
                 self.report("interrupted", f"moved into capsule {capsule_id}")
+            case RestoreElsewhere(capsule_id, why):
+                self._leave()
+                message = (
+                    f"restoring capsule {capsule_id} failed on this instance ({why}); "
+                    "the restore is tried on another instance"
+                )
+                self.system_log(message)
+                self.report("interrupted", message, reason="restore_failed")
             case Superseded():  # the gateway refused it for good: nothing more to say
                 self._remove_containers()
                 if self._workspace is not None:
@@ -304,8 +317,13 @@ class TaskRun(threading.Thread):
             try:
                 images = self._prepare_images()
             except EngineError as exc:
+                if self.a.restore_elsewhere:
+                    return RestoreElsewhere("-", f"its images could not be prepared: {exc}")
                 return Finished("system_error", str(exc))
-            resumed = self._restore()
+            try:
+                resumed = self._restore()
+            except RestoreFailedHere as exc:
+                return RestoreElsewhere(exc.capsule_id, exc.why)
             if self._cancel.is_set():
                 return CANCELED
         else:
@@ -365,6 +383,7 @@ class TaskRun(threading.Thread):
             return CANCELED
         if not self._still_live():
             return Superseded()
+        failpoints.hold(failpoints.UPLOADING_OUTPUTS)
         report = upload_outputs_report(self.task.get("outputs", []), workspace)
         self.log["outputs"] = report.outputs
         for note in report.system_logs:

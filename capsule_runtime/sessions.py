@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from capsule_runtime import checkpointing
+from capsule_runtime import checkpointing, failpoints
 from capsule_runtime.capsules.manifest import Manifest
 from capsule_runtime.capsules.pipeline import CapsuleCorrupt
 from capsule_runtime.capsules.store import CapsuleMissing, CapsuleStore, CapsuleStoreError
@@ -166,6 +166,7 @@ class Checkpointer:
             if order.stop:  # the capsule is durable: this copy ends now, whether or not the
                 self.moved_to = m.capsule_id  # gateway hears of it at once
                 self._stop_moved(running.container_id)
+            failpoints.hold(failpoints.CAPSULE_STORED)
             send_capsule(self.client, self.a.attempt_id, report)  # before `interrupted`
             self._done.set()
 
@@ -204,6 +205,15 @@ class Checkpointer:
             log.info("stopping %s after its move: %s", container_id, exc)
 
 
+class RestoreFailedHere(Exception):
+    """A capsule's restore failed for this instance's reasons; the task has restore tries left
+    elsewhere (Assignment.restore_elsewhere)."""
+
+    def __init__(self, capsule_id: str, why: str) -> None:
+        super().__init__(f"restoring capsule {capsule_id} failed on this instance: {why}")
+        self.capsule_id, self.why = capsule_id, why
+
+
 class Restorer:
     """The newest usable capsule of an assignment, restored into a running container."""
 
@@ -233,6 +243,7 @@ class Restorer:
         container; None (said in system_logs and to the gateway) to start from scratch. A corrupt
         or missing capsule is reported and skipped for the one before it. The caller confirms
         the one it keeps (`confirm`) once it has taken the container over."""
+        failpoints.hold(failpoints.RESTORING)
         for ref in self.a.restore:
             try:
                 return ref, self._restore_waiting(ref)
@@ -248,6 +259,10 @@ class Restorer:
                 )
             except (EngineError, OSError, CapsuleStoreError) as exc:
                 self._system_log(f"restoring capsule {ref.capsule_id} failed: {exc}")
+                # podman, CRIU or this instance's disk, not the capsule: another instance may
+                # restore it (the store itself was waited for already: the same everywhere)
+                if self.a.restore_elsewhere and not isinstance(exc, CapsuleStoreError):
+                    raise RestoreFailedHere(ref.capsule_id, str(exc)) from exc
         self._system_log(
             "no usable capsule to restore from; the task starts again from the beginning"
         )

@@ -449,6 +449,9 @@ class CapsulesConfig(Section):
     # long for it, retrying, before it gives the capsule up; a capsule that is missing or
     # corrupt is given up at once.
     store_wait_seconds: float = Field(default=300.0, ge=0)
+    # Instances a capsule's restore is tried on when it fails for the instance's reasons
+    # (podman, CRIU, its disk or images) before older capsules, then the beginning, are tried
+    restore_tries: int = Field(default=3, ge=1, le=20)
     encryption: CapsuleEncryptionConfig = Field(default_factory=CapsuleEncryptionConfig)
     notice_budget: NoticeBudgetConfig = Field(default_factory=NoticeBudgetConfig)
 

@@ -40,6 +40,7 @@ from capsule_runtime.protocol.messages import (
     Poll,
     Registration,
     ResizeOrder,
+    Resources,
     TaskSettings,
 )
 from capsule_runtime.protocol.redact import remember_secret
@@ -54,6 +55,7 @@ from gateway.scheduler.needs import container_limits
 from gateway.scheduler.notice_budget import NoticeBudget
 from gateway.scheduler.wakeups import Wakeups
 from gateway.store.fleet import Attempt, FleetStore, Instance, InstanceState
+from gateway.store.fleet_data import AttemptData, Migration, RecoveryPlan, UsageSample
 from gateway.store.tasks import TaskRecord, TaskStore
 from gateway.telemetry import task_telemetry, time_scale, with_telemetry
 from gateway.tes.backend_parameters import duration_seconds
@@ -201,15 +203,25 @@ class Dispatcher:
     # -- register and poll --------------------------------------------------------------------
 
     def register(self, inst: Instance, reg: Registration) -> None:
-        data = dict(inst.data)
-        offered = data.get("capacity", {})
-        reported = reg.capacity.model_dump()
-        # never plan beyond what either side says the machine has
-        data["capacity"] = {k: min(v, offered.get(k, v)) for k, v in reported.items()}
-        data.update(hostname=reg.hostname, agent_version=reg.agent_version, facts=reg.facts)
-        # an agent registers once per process: what was sent before this moment, it no longer
-        # holds (gateway.scheduler.deadlines settles those attempts)
-        data["registered"] = rfc3339(self.clock())
+        offered = inst.data.capacity or reg.capacity
+        reported = reg.capacity
+        data = inst.data.model_copy(
+            update={
+                # never plan beyond what either side says the machine has
+                "capacity": Resources(
+                    cpu_cores=min(reported.cpu_cores, offered.cpu_cores),
+                    ram_gb=min(reported.ram_gb, offered.ram_gb),
+                    disk_gb=min(reported.disk_gb, offered.disk_gb),
+                ),
+                "hostname": reg.hostname,
+                "agent_version": reg.agent_version,
+                "facts": reg.facts,
+                "cpu": reg.cpu or inst.data.cpu,
+                # an agent registers once per process: what was sent before this moment, it no
+                # longer holds (gateway.scheduler.deadlines settles those attempts)
+                "registered": rfc3339(self.clock()),
+            }
+        )
         # Only a launching instance (or a READY one whose agent restarted) becomes READY: one the
         # scheduler gave up on (LOST) had its tasks moved elsewhere and never comes back.
         if not self.fleet.set_instance_state(
@@ -250,8 +262,8 @@ class Dispatcher:
                 attempt = self.fleet.lock_attempt(conn, attempt_id)
                 if attempt is None or attempt.instance_id != inst.id or not attempt.live:
                     continue
-                history = list(attempt.data.get("usage") or [])[-(USAGE_SAMPLES - 1) :]
-                history.append({**sample, "time": now})
+                history = attempt.data.usage[-(USAGE_SAMPLES - 1) :]
+                history = [*history, UsageSample.model_validate({**sample, "time": now})]
                 self.fleet.write_attempt_data(conn, attempt, usage=history)
 
     def _orders(
@@ -274,11 +286,15 @@ class Dispatcher:
                 elif attempt.id in running_ids:
                     orders.cancel.append(attempt.id)
                 continue
-            if attempt.phase in (
-                AttemptPhase.PROVISIONING,
-                AttemptPhase.STARTING,
-                AttemptPhase.RESTORING,
-            ) and not attempt.data.get("delivered"):
+            if (
+                attempt.phase
+                in (
+                    AttemptPhase.PROVISIONING,
+                    AttemptPhase.STARTING,
+                    AttemptPhase.RESTORING,
+                )
+                and not attempt.data.delivered
+            ):
                 if (assignment := self._deliver(attempt, running_ids, record, inst)) is not None:
                     orders.assign.append(assignment)
                 continue
@@ -315,13 +331,13 @@ class Dispatcher:
         now = rfc3339(self.clock())
         with self.tasks.batch() as conn:
             taken = self.fleet.lock_attempt(conn, attempt.id)
-            if taken is None or not taken.live or taken.data.get("delivered"):
+            if taken is None or not taken.live or taken.data.delivered:
                 return None
             if taken.id in running:
                 self.fleet.write_attempt_data(conn, taken, delivered=now)
                 return None
             if taken.phase is AttemptPhase.PROVISIONING:
-                restore = bool(taken.data.get("restore"))
+                restore = taken.data.restore
                 phase = AttemptPhase.RESTORING if restore else AttemptPhase.STARTING
                 if self.fleet.change_phase(conn, taken, phase) is None:
                     return None
@@ -329,7 +345,7 @@ class Dispatcher:
             elif taken.phase not in (AttemptPhase.STARTING, AttemptPhase.RESTORING):
                 return None
         spec = record.spec or {}
-        restore = bool(taken.data.get("restore"))
+        restore = taken.data.restore
         return Assignment(
             attempt_id=taken.id,
             task_id=taken.task_id,
@@ -340,64 +356,73 @@ class Dispatcher:
             restore=self.restore_refs(taken.task_id) if restore else [],
             next_sequence=self.fleet.next_capsule_sequence(taken.task_id),
             limits=container_limits(taken, spec, inst),
+            restore_elsewhere=restore and self._restore_tries_left(taken.task_id),
         )
+
+    def _restore_tries_left(self, task_id: str) -> bool:
+        """Whether a restore that fails for its instance's reasons may still be tried on
+        another instance: fewer than `capsules.restore_tries` instances tried so far."""
+        failed = sum(a.reason == "restore_failed" for a in self.fleet.attempts_of(task_id))
+        return failed + 1 < self.cfg.capsules.restore_tries
 
     def _resize_order(
         self, attempt: Attempt, running: set[str], received: set[str]
     ) -> ResizeOrder | None:
         """The attempt's new limits, until the agent lists the order's id as received."""
-        resize = attempt.data.get("resize")
-        if not resize or resize.get("delivered") or attempt.id not in running:
+        resize = attempt.data.resize
+        if not resize or resize.delivered or attempt.id not in running:
             return None
         with self.tasks.batch() as conn:
             taken = self.fleet.lock_attempt(conn, attempt.id)
-            resize = taken.data.get("resize") if taken is not None else None
-            if taken is None or not resize or resize.get("delivered"):
+            resize = taken.data.resize if taken is not None else None
+            if taken is None or not resize or resize.delivered:
                 return None
-            order_id = resize.get("id") or f"rs-{taken.id}-{taken.version}"
+            order_id = resize.id or f"rs-{taken.id}-{taken.version}"
             if order_id in received:
                 self.fleet.write_attempt_data(
-                    conn, taken, resize={**resize, "id": order_id, "delivered": True}
+                    conn,
+                    taken,
+                    resize=resize.model_copy(update={"id": order_id, "delivered": True}),
                 )
                 return None
-            if not resize.get("sent") or not resize.get("id"):
-                resize = {**resize, "id": order_id, "sent": rfc3339(self.clock())}
+            if not resize.sent or not resize.id:
+                resize = resize.model_copy(update={"id": order_id, "sent": rfc3339(self.clock())})
                 self.fleet.write_attempt_data(conn, taken, resize=resize)
         return ResizeOrder(
             attempt_id=attempt.id,
-            cpu_cores=resize.get("cpu_cores"),
-            ram_gb=resize.get("ram_gb"),
+            cpu_cores=resize.cpu_cores,
+            ram_gb=resize.ram_gb,
             order_id=order_id,
         )
 
     def _checkpoint_order(self, attempt: Attempt, received: set[str]) -> CheckpointOrder | None:
         """The attempt's checkpoint request as an order, until the agent lists it as received:
         the first time the attempt moves RUNNING → CHECKPOINTING."""
-        request = attempt.data.get("checkpoint")
-        if not request or request.get("delivered"):
+        request = attempt.data.checkpoint
+        if not request or request.delivered:
             return None
         with self.tasks.batch() as conn:
             taken = self.fleet.lock_attempt(conn, attempt.id)
-            request = taken.data.get("checkpoint") if taken is not None else None
-            if taken is None or not request or request.get("delivered"):
+            request = taken.data.checkpoint if taken is not None else None
+            if taken is None or not request or request.delivered:
                 return None
-            if request["id"] in received:
+            if request.id in received:
                 self.fleet.write_attempt_data(
-                    conn, taken, checkpoint={**request, "delivered": True}
+                    conn, taken, checkpoint=request.model_copy(update={"delivered": True})
                 )
                 return None
-            if taken.phase is AttemptPhase.RUNNING and not request.get("sent"):
+            if taken.phase is AttemptPhase.RUNNING and not request.sent:
                 if self.fleet.change_phase(conn, taken, AttemptPhase.CHECKPOINTING) is None:
                     return None
-                request = {**request, "sent": rfc3339(self.clock())}
+                request = request.model_copy(update={"sent": rfc3339(self.clock())})
                 self.fleet.write_attempt_data(conn, taken, checkpoint=request)
             elif taken.phase is not AttemptPhase.CHECKPOINTING:
                 return None
         return CheckpointOrder(
             attempt_id=attempt.id,
-            request_id=request["id"],
-            stop=bool(request.get("stop")),
-            reason=request.get("reason", "manual"),
+            request_id=request.id,
+            stop=request.stop,
+            reason=request.reason,
         )
 
     def _cancel_unstarted(self, attempt: Attempt, logs: list[dict[str, Any]] | None) -> None:
@@ -420,6 +445,10 @@ class Dispatcher:
             raise Fenced(f"attempt {attempt_id}", "is not assigned to this instance")
         if report_id and report_id in attempt.report_ids:
             return None
+        if self.fleet.instance_state(conn, inst.id) is InstanceState.LOST:
+            # the scheduler gave up on this instance: its tasks are recovered elsewhere once the
+            # machine is stopped (gateway.scheduler.losses); nothing it says counts any more
+            raise Fenced(f"instance {inst.id}", "was given up on (lost): its work goes elsewhere")
         if not attempt.live:
             raise Fenced(
                 f"attempt {attempt_id}", f"was settled already ({attempt.phase.value.lower()})"
@@ -444,14 +473,14 @@ class Dispatcher:
             attempt = self._take(conn, inst, attempt_id, report.report_id)
             if attempt is None:
                 return
-            if not attempt.data.get("delivered"):  # it reports, so its assignment arrived
+            if not attempt.data.delivered:  # it reports, so its assignment arrived
                 data = self.fleet.write_attempt_data(conn, attempt, delivered=rfc3339(self.clock()))
                 attempt = replace(attempt, data=data)
             logs = [self._with_metadata(report.task_log, inst, attempt)]
             if report.status in ("initializing", "restoring"):
                 self.tasks.set_logs(attempt.task_id, logs, conn=conn)
             elif report.status == "interrupted":
-                self._interrupted(conn, attempt, logs, report.message)
+                self._interrupted(conn, attempt, logs, report.message, report.reason)
                 settled = True
             elif report.status == "running":
                 self._running(conn, attempt, logs)
@@ -607,8 +636,8 @@ class Dispatcher:
         self.tasks.record(attempt.task_id, kind, **where, message=message, data=data, conn=conn)
         if report.request_id is None:
             return True  # periodic: the attempt's phase never left RUNNING
-        request = attempt.data.get("checkpoint") or {}
-        if request.get("id") != report.request_id:
+        request = attempt.data.checkpoint
+        if request is None or request.id != report.request_id:
             return True  # an order given up on already (checkpoint timeout): nothing to settle
         leaving = report.stop and report.state == "complete"
         self.fleet.write_attempt_data(
@@ -616,12 +645,12 @@ class Dispatcher:
             attempt,
             checkpoint=None,
             migrate=(
-                {
-                    "reason": report.reason,
-                    "target": request.get("target"),
-                    "plan": request.get("plan"),
-                    "limits": request.get("limits"),
-                }
+                Migration(
+                    reason=report.reason,
+                    target=request.target,
+                    plan=request.plan,
+                    limits=request.limits,
+                )
                 if leaving
                 else None
             ),
@@ -631,7 +660,12 @@ class Dispatcher:
         return True
 
     def _interrupted(
-        self, conn: Connection, attempt: Attempt, logs: list[dict[str, Any]], message: str | None
+        self,
+        conn: Connection,
+        attempt: Attempt,
+        logs: list[dict[str, Any]],
+        message: str | None,
+        why: str | None = None,
     ) -> None:
         """The attempt's container left in a capsule: the task (still RUNNING to its client)
         gets a new attempt that restores it, on another instance — in the transaction that
@@ -657,19 +691,23 @@ class Dispatcher:
                 attempt.task_id, State.CANCELED, message="cancelled while migrating", conn=conn
             )
             return
-        migrate = attempt.data.get("migrate") or {}
-        target, reason = migrate.get("target"), migrate.get("reason") or "manual"
-        data: dict[str, Any] = {
+        migrate = attempt.data.migrate or Migration()
+        # `restore_failed`: its restore failed on that instance (the agent says so); the next
+        # attempt tries the same capsules elsewhere
+        target = None if why else migrate.target
+        reason = why or migrate.reason or "manual"
+        fields: dict[str, Any] = {
             "restore": True,
             "exclude": [attempt.instance_id] if attempt.instance_id else [],
             "target": target,
-            "migrations": int(attempt.data.get("migrations", 0)) + 1,
+            "migrations": attempt.data.migrations + 1,
         }
-        if migrate.get("plan"):
-            data["plan"] = {"offer": migrate["plan"], "zone_matters": True}
+        if migrate.plan:
+            fields["plan"] = RecoveryPlan(offer=migrate.plan, zone_matters=True)
         # a size move gives the container new limits; any other move keeps the ones it had
-        if limits := migrate.get("limits") or attempt.data.get("limits"):
-            data["limits"] = limits
+        if limits := migrate.limits or attempt.data.limits:
+            fields["limits"] = limits
+        data = AttemptData(**fields)
         self.fleet.add_pending_attempt(
             attempt.task_id,
             reason=reason,
@@ -689,7 +727,7 @@ class Dispatcher:
             market=inst.market,
             zone=inst.zone,
             attempts=str(attempt.number),
-            migrations=str(attempt.data.get("migrations", 0)),
+            migrations=str(attempt.data.migrations),
         )
         if inst.price_per_hour is not None:
             meta["vm_price_per_hour_usd"] = f"{inst.price_per_hour:.6f}"

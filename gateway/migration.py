@@ -15,11 +15,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from sqlalchemy import Connection
+
 from capsule_runtime.protocol.times import Clock, rfc3339, utcnow
 from gateway.config import Config
+from gateway.providers.base import Offer
 from gateway.rules import effective_parameters
 from gateway.scheduler.wakeups import Wakeups
 from gateway.store.fleet import FleetStore, Instance, InstanceState
+from gateway.store.fleet_data import CheckpointRequest, Interruption, Limits, NoticeBudgetNote
 from gateway.store.ids import new_id
 from gateway.store.tasks import TaskStore
 from gateway.tes.states import AttemptPhase, State
@@ -61,12 +65,15 @@ class Migrations:
         stop: bool,
         target: str | None = None,
         reason: str = "manual",
-        plan: dict[str, Any] | None = None,
-        limits: dict[str, float] | None = None,
-        note: dict[str, Any] | None = None,
+        plan: Offer | None = None,
+        limits: Limits | None = None,
+        fence: Callable[[Connection], None] | None = None,
+        notice_budget: NoticeBudgetNote | None = None,
     ) -> dict[str, Any]:
         """Ask for a checkpoint (stop=False: the task keeps running here) or a migration.
-        `note`: what the requester says of why (kept on the request and in its event)."""
+        `fence`: called in the request's transaction (the scheduler's leadership check: a
+        deposed leader's move is rolled back). `notice_budget`: why the notice budget planner
+        asks (kept on the request and in its event)."""
         record = self.tasks.get(task_id, full=False)
         if record is None:
             raise Refused(404, f"no task {task_id!r}")
@@ -87,7 +94,7 @@ class Migrations:
         if not live:
             raise Refused(409, f"task {task_id} has no running attempt")
         attempt = live[-1]
-        if attempt.phase is AttemptPhase.CHECKPOINTING or attempt.data.get("checkpoint"):
+        if attempt.phase is AttemptPhase.CHECKPOINTING or attempt.data.checkpoint:
             raise Refused(409, f"a checkpoint of task {task_id} is already in progress")
         if attempt.phase is not AttemptPhase.RUNNING:
             raise Refused(
@@ -103,21 +110,24 @@ class Migrations:
                 raise Refused(409, f"instance {target!r} is not a READY instance")
             if inst.id == attempt.instance_id:
                 raise Refused(409, f"task {task_id} already runs on {target}")
-        req = {
-            "id": new_id("ck-"),
-            "stop": stop,
-            "reason": reason,
-            "target": target,
-            "requested": rfc3339(self.clock()),
-            "plan": plan,  # where the restore goes (an offer), for cost and size moves
-            "limits": limits,  # what the restored container may use, for size moves
-            **(note or {}),
-        }
+        req = CheckpointRequest(
+            id=new_id("ck-"),
+            stop=stop,
+            reason=reason,
+            target=target,
+            requested=rfc3339(self.clock()),
+            plan=plan,  # where the restore goes (an offer), for cost and size moves
+            limits=limits,  # what the restored container may use, for size moves
+        )
+        if notice_budget is not None:  # the key only where the planner asked (as stored before)
+            req = req.model_copy(update={"notice_budget": notice_budget})
         with self.tasks.batch() as conn:  # checked again with the row taken: one request wins
+            if fence is not None:
+                fence(conn)
             taken = self.fleet.lock_attempt(conn, attempt.id)
             if taken is None or taken.phase is not AttemptPhase.RUNNING:
                 raise Refused(409, f"task {task_id} is between instances; try again when it runs")
-            if taken.data.get("checkpoint"):
+            if taken.data.checkpoint:
                 raise Refused(409, f"a checkpoint of task {task_id} is already in progress")
             self.fleet.write_attempt_data(conn, taken, checkpoint=req)
         verb = "migration" if stop else "checkpoint"
@@ -127,7 +137,7 @@ class Migrations:
             attempt_id=attempt.id,
             instance_id=attempt.instance_id,
             message=f"{verb} requested ({reason})" + (f", to {target}" if target else ""),
-            data={k: v for k, v in req.items() if v is not None},
+            data={k: v for k, v in req.dump().items() if v is not None},
         )
         if attempt.instance_id:
             self.wakeups.notify(attempt.instance_id)
@@ -135,7 +145,7 @@ class Migrations:
             "task_id": task_id,
             "attempt_id": attempt.id,
             "instance_id": attempt.instance_id,
-            "request_id": req["id"],
+            "request_id": req.id,
             "migrate": stop,
             "target": target,
         }
@@ -161,9 +171,11 @@ class Migrations:
             )
             return
         current = self.fleet.instance(inst.id) or inst
-        if current.data.get("interruption"):
+        if current.data.interruption:
             return  # heard already (from the agent and from the provider)
-        data = {**current.data, "interruption": {"action": kind, "deadline": when}}
+        data = current.data.model_copy(
+            update={"interruption": Interruption(action=kind, deadline=when)}
+        )
         if not self.fleet.set_instance_state(
             inst.id, current.state, data=data, expect={current.state}
         ):

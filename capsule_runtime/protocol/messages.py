@@ -36,6 +36,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from capsule_runtime.protocol.resources import Resources
+
 AGENT_API = "/agent/v1"
 
 # A TES input/output `type`, as the task document in an Assignment carries it (the agent stages
@@ -47,17 +49,32 @@ class Message(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class Capacity(Message):
-    cpu_cores: float
-    ram_gb: float
-    disk_gb: float
+class CpuProfile(Message):
+    """A CPU as a restore cares about it (capsule_runtime/host/cpu.py): a capsule restores
+    only onto the same architecture with at least the features it was taken with."""
+
+    arch: str = Field(default="", max_length=32)
+    model: str = Field(default="", max_length=256)
+    flags: list[str] = Field(default_factory=list, max_length=1024)
+
+    def runs(self, taken_on: CpuProfile) -> bool:
+        """Whether a process dumped on `taken_on` can be restored on this CPU (an unknown
+        side, e.g. an older agent's, is not held against it)."""
+        if not self.arch or not taken_on.arch:
+            return True
+        return self.arch == taken_on.arch and set(taken_on.flags) <= set(self.flags)
+
+    def missing(self, taken_on: CpuProfile) -> list[str]:
+        """The features `taken_on` has and this CPU lacks."""
+        return sorted(set(taken_on.flags) - set(self.flags))
 
 
 class Registration(Message):
     agent_version: str
     hostname: str
-    capacity: Capacity
+    capacity: Resources  # what the machine has
     facts: list[dict[str, Any]] = Field(default_factory=list)  # doctor findings
+    cpu: CpuProfile | None = None  # None: an agent older than the profile
 
 
 class TaskSettings(Message):
@@ -123,6 +140,10 @@ class Assignment(Message):
     # (rightsizing, OOM protection) gave it, else the task's resources, else the instance's
     # size. A restored container gets them applied in place.
     limits: dict[str, float] | None = None
+    # True while the task has restore tries left (`capsules.restore_tries`): a restore that fails
+    # for this instance's reasons is reported `interrupted` (reason `restore_failed`) to be tried
+    # on another instance; False: fall back to older capsules, then to the beginning
+    restore_elsewhere: bool = False
 
 
 class CheckpointOrder(Message):
@@ -189,6 +210,9 @@ class AttemptReport(Message):
     task_log: dict[str, Any]
     message: str | None = None
     report_id: str | None = None  # unique per report, the same on every resend of it
+    # why an `interrupted` attempt left its instance, when not for the move it was asked for:
+    # `restore_failed` (its restore failed there; the next attempt restores elsewhere)
+    reason: str | None = Field(default=None, max_length=64)
 
 
 # complete | failed: a checkpoint's outcome; corrupt: a capsule a restore refused; restored: the

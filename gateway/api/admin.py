@@ -37,7 +37,7 @@ def instances() -> Response:
     out = []
     for inst in fleet.instances():
         # a reclaim notice: the instance takes no new work and its tasks are moving (draining)
-        notice = inst.data.get("interruption") or None
+        notice = inst.data.interruption.dump() if inst.data.interruption else None
         out.append(
             {
                 "id": inst.id,
@@ -49,7 +49,7 @@ def instances() -> Response:
                 "price_per_hour": inst.price_per_hour,
                 "created_time": inst.created_time,
                 "last_heartbeat": inst.last_heartbeat,
-                "capacity": inst.data.get("capacity"),
+                "capacity": inst.data.capacity.sizes() if inst.data.capacity else None,
                 "task_ids": sorted({a.task_id for a in fleet.live_attempts(inst.id)}),
                 "owner": inst.owner,  # the gateway that launched or adopted it
                 "draining": notice is not None and inst.state.value in ("LAUNCHING", "READY"),
@@ -174,7 +174,7 @@ def task_attempts(task_id: str) -> Response:
             "reason": a.reason,
             "start_time": a.start_time,
             "end_time": a.end_time,
-            "usage": (a.data.get("usage") or [None])[-1],
+            "usage": a.data.usage[-1].dump() if a.data.usage else None,
         }
         for a in _services().fleet.attempts_of(task_id)
     ]

@@ -176,7 +176,7 @@ def task_detail(
             "market": inst.market if inst else None,
             "zone": inst.zone if inst else None,
             "price": inst.price_per_hour if inst else None,
-            "data": a.data,
+            "data": a.data.dump(),
         }
         cost = costs.get(a.id)
         row["cost"] = cost.cost_usd if cost else None
@@ -266,14 +266,15 @@ def instance_rows(services: Services, include_ended: bool) -> list[dict[str, Any
     out = []
     for inst in sorted(fleet.instances(states), key=lambda i: i.created_time, reverse=True):
         live = fleet.live_attempts(inst.id)
-        cap = inst.data.get("capacity") or {}
+        cap = inst.data.capacity
         cpu = mem = 0.0
         for a in live:
-            last = (a.data.get("usage") or [None])[-1] or {}
-            cpu += float(last.get("cpu_cores") or 0.0)
-            mem += float(last.get("memory_bytes") or 0.0)
-        cores, ram = float(cap.get("cpu_cores") or 0), float(cap.get("ram_gb") or 0)
-        notice = inst.data.get("interruption") or {}
+            last = a.data.usage[-1] if a.data.usage else None
+            cpu += float((last.cpu_cores if last else None) or 0.0)
+            mem += float((last.memory_bytes if last else None) or 0.0)
+        cores = float(cap.cpu_cores or 0) if cap else 0.0
+        ram = float(cap.ram_gb or 0) if cap else 0.0
+        notice = inst.data.interruption.dump() if inst.data.interruption else {}
         out.append(
             {
                 "id": inst.id,

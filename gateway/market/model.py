@@ -164,8 +164,28 @@ class Market:
             ram = round(it.memory_gib * self.config.memory_scale, 6)
             for zone in self.zones:
                 spot = self.prices.price(it, zone, at)
-                out.append(Offer(it.name, SPOT, zone, spot, cpu, ram, disk))
-                out.append(Offer(it.name, ON_DEMAND, zone, it.on_demand_usd, cpu, ram, disk))
+                out.append(
+                    Offer(
+                        instance_type=it.name,
+                        market=SPOT,
+                        zone=zone,
+                        price_per_hour=spot,
+                        cpu_cores=cpu,
+                        ram_gb=ram,
+                        disk_gb=disk,
+                    )
+                )
+                out.append(
+                    Offer(
+                        instance_type=it.name,
+                        market=ON_DEMAND,
+                        zone=zone,
+                        price_per_hour=it.on_demand_usd,
+                        cpu_cores=cpu,
+                        ram_gb=ram,
+                        disk_gb=disk,
+                    )
+                )
         if key is not None:
             self._offers_cache = (key, out)
         return list(out)

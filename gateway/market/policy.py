@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol
 
+from capsule_runtime.protocol.resources import EPS, Resources
 from gateway.providers.base import Offer
 
 SPOT = "spot"
@@ -32,24 +33,6 @@ class MarketPolicy(StrEnum):
     ON_DEMAND_ONLY = "on_demand_only"
 
 
-class Resources(Protocol):
-    """What a task needs (gateway.scheduler.loop.Request fits)."""
-
-    @property
-    def cpu_cores(self) -> float: ...
-    @property
-    def ram_gb(self) -> float: ...
-    @property
-    def disk_gb(self) -> float: ...
-
-
-@dataclass(frozen=True)
-class Need:
-    cpu_cores: float
-    ram_gb: float
-    disk_gb: float = 0.0
-
-
 class Placement(Protocol):
     """Where a task runs or ran: an Offer, an Instance row or an attempt row."""
 
@@ -61,15 +44,8 @@ class Placement(Protocol):
     def market(self) -> str: ...
 
 
-EPS = 1e-9
-
-
 def fits(need: Resources, offer: Offer) -> bool:
-    return (
-        need.cpu_cores <= offer.cpu_cores + EPS
-        and need.ram_gb <= offer.ram_gb + EPS
-        and need.disk_gb <= offer.disk_gb + EPS
-    )
+    return need.fits(offer)
 
 
 def _price(offer: Offer) -> float:
@@ -463,7 +439,7 @@ class Resize:
     offer: Offer
     reason: str  # rightsize | oom
     direction: str  # up | down
-    limits: Need  # what the task's container may use after the move
+    limits: Resources  # what the task's container may use after the move
 
 
 def _window(samples: Sequence[Sample], duration: float) -> list[Sample] | None:
@@ -508,7 +484,7 @@ def resize_decision(
     policy = MarketPolicy.SPOT_ONLY if current.market == SPOT else MarketPolicy.ON_DEMAND_ONLY
     newest = samples[-1]
     if newest.mem_gb >= rule.mem_upper * limits.ram_gb:
-        bigger = Need(limits.cpu_cores, limits.ram_gb * rule.grow_factor, need.disk_gb)
+        bigger = Resources(limits.cpu_cores, limits.ram_gb * rule.grow_factor, need.disk_gb)
         offer = choose_offer(bigger, offers, policy, quarantined)
         return Resize(offer, "oom", "up", bigger) if offer is not None else None
     window = _window(samples, rule.duration_seconds)
@@ -517,12 +493,12 @@ def resize_decision(
     cores = limits.cpu_cores
     peak = max(s.mem_gb for s in window)
     if all(s.cpu_cores >= rule.cpu_upper * cores for s in window):
-        bigger = Need(cores * rule.grow_factor, max(limits.ram_gb, peak), need.disk_gb)
+        bigger = Resources(cores * rule.grow_factor, max(limits.ram_gb, peak), need.disk_gb)
         offer = choose_offer(bigger, offers, policy, quarantined)
         return Resize(offer, "rightsize", "up", bigger) if offer is not None else None
     if all(s.cpu_cores <= rule.cpu_lower * cores for s in window):
         memory = limits.ram_gb if keep_memory else peak * rule.mem_headroom
-        smaller = Need(max(1.0, cores / rule.grow_factor), memory, need.disk_gb)
+        smaller = Resources(max(1.0, cores / rule.grow_factor), memory, need.disk_gb)
         offer = choose_offer(smaller, offers, policy, quarantined)
         if (
             offer is not None

@@ -26,40 +26,43 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from gateway.store.fleet import Instance
+from capsule_runtime.protocol.resources import Resources
+
+if TYPE_CHECKING:
+    from gateway.store.fleet import Instance
 
 
-@dataclass(frozen=True)
-class Offer:
-    """One kind of instance a provider can start now."""
+@dataclass(frozen=True, kw_only=True)
+class Offer(Resources):
+    """One kind of instance a provider can start now: its size (cpu_cores, ram_gb, disk_gb)
+    and where and at what price."""
 
     instance_type: str
     market: str  # spot | on-demand
     zone: str
     price_per_hour: float | None
-    cpu_cores: float
-    ram_gb: float
-    disk_gb: float
 
 
 def offer_of(instance: Instance, fallback: Offer | None = None) -> Offer:
     """What a running instance is, as an Offer: its type, market, zone, price and the capacity
     recorded at launch (missing sizes from `fallback`, else 0)."""
-    cap = instance.data.get("capacity") or {}
+    cap = instance.data.capacity
 
     def size(key: str) -> float:
-        return float(cap.get(key, getattr(fallback, key) if fallback is not None else 0.0))
+        if cap is not None:
+            return float(getattr(cap, key))
+        return float(getattr(fallback, key)) if fallback is not None else 0.0
 
     return Offer(
-        instance.instance_type,
-        instance.market,
-        instance.zone,
-        instance.price_per_hour,
-        size("cpu_cores"),
-        size("ram_gb"),
-        size("disk_gb"),
+        instance_type=instance.instance_type,
+        market=instance.market,
+        zone=instance.zone,
+        price_per_hour=instance.price_per_hour,
+        cpu_cores=size("cpu_cores"),
+        ram_gb=size("ram_gb"),
+        disk_gb=size("disk_gb"),
     )
 
 

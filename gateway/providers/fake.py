@@ -57,9 +57,27 @@ def default_offers(
 ) -> list[Offer]:
     out = []
     for zone in zones:
-        out.append(Offer(instance_type, "spot", zone, spot_price, cpu_cores, ram_gb, disk_gb))
         out.append(
-            Offer(instance_type, "on-demand", zone, on_demand_price, cpu_cores, ram_gb, disk_gb)
+            Offer(
+                instance_type=instance_type,
+                market="spot",
+                zone=zone,
+                price_per_hour=spot_price,
+                cpu_cores=cpu_cores,
+                ram_gb=ram_gb,
+                disk_gb=disk_gb,
+            )
+        )
+        out.append(
+            Offer(
+                instance_type=instance_type,
+                market="on-demand",
+                zone=zone,
+                price_per_hour=on_demand_price,
+                cpu_cores=cpu_cores,
+                ram_gb=ram_gb,
+                disk_gb=disk_gb,
+            )
         )
     return out
 

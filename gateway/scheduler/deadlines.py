@@ -38,15 +38,15 @@ def overdue(
 ) -> str | None:
     """Why `attempt` is past its phase's deadline or gone with its agent (`registered`: when
     its instance's agent last registered), or None when neither."""
-    sent = _age(attempt.data.get("sent"), now)
+    sent = _age(attempt.data.sent, now)
     since_registered = _age(registered, now)
     if sent is not None and since_registered is not None and since_registered < sent:
         return "its agent restarted after the attempt was sent and no longer runs it"
     if attempt.phase in (AttemptPhase.STARTING, AttemptPhase.RESTORING):
-        age = _age(attempt.data.get("sent"), now)
+        age = _age(attempt.data.sent, now)
         if age is None:
             return None
-        if not attempt.data.get("delivered"):
+        if not attempt.data.delivered:
             limit = cfg.delivery_timeout_seconds
             if limit and age > limit:
                 return f"its agent did not acknowledge the assignment within {limit:g} s"
@@ -56,8 +56,8 @@ def overdue(
             return f"it did not {what} within {limit:g} s"
         return None
     if attempt.phase is AttemptPhase.CHECKPOINTING:
-        request = attempt.data.get("checkpoint") or {}
-        age = _age(request.get("sent"), now)
+        request = attempt.data.checkpoint
+        age = _age(request.sent if request is not None else None, now)
         limit = cfg.checkpoint_timeout_seconds
         if age is not None and limit and age > limit:
             return f"its checkpoint was not answered within {limit:g} s"
@@ -72,17 +72,17 @@ def give_up_checkpoint(tasks: TaskStore, fleet: FleetStore, attempt_id: str, why
         attempt = fleet.lock_attempt(conn, attempt_id)
         if attempt is None or attempt.phase is not AttemptPhase.CHECKPOINTING:
             return
-        request = attempt.data.get("checkpoint") or {}
+        request = attempt.data.checkpoint
         fleet.write_attempt_data(conn, attempt, checkpoint=None)
         fleet.change_phase(conn, attempt, AttemptPhase.RUNNING, message=why)
-        message = f"checkpoint ({request.get('reason', 'manual')}) failed: {why}"
+        message = f"checkpoint ({request.reason if request else 'manual'}) failed: {why}"
         tasks.record(
             attempt.task_id,
             "checkpoint_failed",
             attempt_id=attempt.id,
             instance_id=attempt.instance_id,
             message=message,
-            data={"request_id": request.get("id"), "timeout": True},
+            data={"request_id": request.id if request else None, "timeout": True},
             conn=conn,
         )
         record = tasks.get(attempt.task_id)

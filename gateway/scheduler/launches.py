@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy import Connection
 
+from capsule_runtime.protocol.messages import Resources
 from gateway.auth import token_sha256
 from gateway.market.policy import MarketPolicy, choose_offer
 from gateway.providers.base import (
@@ -19,8 +20,10 @@ from gateway.providers.base import (
     Offer,
     ProviderError,
 )
+from gateway.scheduler import upkeep
 from gateway.scheduler.needs import Want
 from gateway.store.fleet import Instance, InstanceState
+from gateway.store.fleet_data import InstanceData
 
 if TYPE_CHECKING:
     from gateway.scheduler.loop import Scheduler
@@ -38,7 +41,7 @@ def launch(s: Scheduler, wants: list[Want], not_counting: frozenset[str] = froze
     active = s.fleet.instances({InstanceState.LAUNCHING, InstanceState.READY})
     if any(i.state is InstanceState.LAUNCHING for i in active):
         return  # one at a time: let it register first
-    counted = [i for i in active if i.id not in not_counting and not i.data.get("interruption")]
+    counted = [i for i in active if i.id not in not_counting and not i.data.interruption]
     if len(counted) >= s.provider.max_instances:
         make_room(s, counted)
         return
@@ -108,13 +111,11 @@ def add_instance(s: Scheduler, conn: Connection, offer: Offer, token: str) -> In
         zone=offer.zone,
         price_per_hour=offer.price_per_hour,
         token_sha256=token_sha256(token),
-        data={
-            "capacity": {
-                "cpu_cores": offer.cpu_cores,
-                "ram_gb": offer.ram_gb,
-                "disk_gb": offer.disk_gb,
-            }
-        },
+        data=InstanceData(
+            capacity=Resources(
+                cpu_cores=offer.cpu_cores, ram_gb=offer.ram_gb, disk_gb=offer.disk_gb
+            )
+        ),
         owner=s.lease.holder if s.lease is not None else None,
         conn=conn,
     )
@@ -136,7 +137,7 @@ def make_room(s: Scheduler, counted: list[Instance]) -> None:
     an idle one now rather than after the idle timeout (its slot goes to the launch)."""
     for inst in counted:
         if inst.state is InstanceState.READY and not s.fleet.live_attempts(inst.id):
-            log.info("stopping idle instance %s to make room for a launch", inst.id)
-            s.fleet.set_instance_state(inst.id, InstanceState.TERMINATING)
-            s.wakeups.notify(inst.id)
+            if upkeep.retire_instance(s, inst):
+                log.info("stopping idle instance %s to make room for a launch", inst.id)
+                s.wakeups.notify(inst.id)
             return

@@ -23,7 +23,7 @@ with each step in a module of its own (this one keeps the thread, leadership and
                              stopped; capsules of finished tasks are deleted from the store
                              (unless `capsules.keep`)
 
-What a task needs of an instance (`Request`, `Want`) is in `needs`; small shared helpers in
+What a task needs of an instance (`Want`) is in `needs`; small shared helpers in
 `common`. Each part is a set of functions of the `Scheduler`, whose state (stores, provider,
 clock, lease, backoff) they share.
 """
@@ -65,7 +65,7 @@ def _parking(attempt: Attempt | None) -> bool:
     capsule, nor failed back to RUNNING)."""
     if attempt is None or attempt.phase in (AttemptPhase.DONE, AttemptPhase.INTERRUPTED):
         return False
-    return attempt.phase is AttemptPhase.CHECKPOINTING or bool(attempt.data.get("checkpoint"))
+    return attempt.phase is AttemptPhase.CHECKPOINTING or attempt.data.checkpoint is not None
 
 
 class Scheduler:

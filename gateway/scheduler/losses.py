@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy import Connection
 
+from capsule_runtime.protocol.times import rfc3339
 from gateway.providers.base import CloudState, ProviderError, record_of
 from gateway.scheduler import upkeep
 from gateway.scheduler.common import age, age_s, gone
@@ -17,6 +18,7 @@ from gateway.scheduler.deadlines import give_up_checkpoint, overdue
 from gateway.scheduler.launches import MAX_LAUNCH_BACKOFF
 from gateway.scheduler.unreported import record_unreported
 from gateway.store.fleet import Attempt, Instance, InstanceState
+from gateway.store.fleet_data import AttemptData, Lost
 from gateway.tes.states import AttemptPhase, State
 
 if TYPE_CHECKING:
@@ -36,8 +38,10 @@ def expire(s: Scheduler, now: datetime) -> None:
         if inst.state is not InstanceState.TERMINATING:
             continue
         if gone(states, inst) or age(inst.updated_time, now) > 60:
+            with s.tasks.batch() as conn:
+                s.fence(conn)
+                s.fleet.set_instance_state(inst.id, InstanceState.TERMINATED, conn=conn)
             s.provider.terminate(record_of(inst))
-            s.fleet.set_instance_state(inst.id, InstanceState.TERMINATED)
     for inst in fleet:
         if inst.state is InstanceState.TERMINATING:
             continue
@@ -52,7 +56,7 @@ def expire(s: Scheduler, now: datetime) -> None:
             lose(
                 s,
                 inst,
-                "reclaimed" if inst.data.get("interruption") else "its machine is gone",
+                "reclaimed" if inst.data.interruption else "its machine is gone",
             )
 
 
@@ -77,6 +81,10 @@ def silent_s(s: Scheduler, inst: Instance, now: datetime) -> float:
 
 
 def lose(s: Scheduler, inst: Instance, why: str) -> None:
+    """Give the instance up: LOST (its agent can no longer register or report), its machine
+    terminated, and its live attempts settled (their tasks recovered elsewhere) once the
+    machine is known to be stopped — never while a copy of a task may still run there
+    (`settle_fenced`)."""
     log.warning("instance %s lost: %s", inst.id, why)
     if inst.state is InstanceState.LAUNCHING:
         s.failed_launches += 1
@@ -89,13 +97,98 @@ def lose(s: Scheduler, inst: Instance, why: str) -> None:
             delay,
             s.provider.log_hint(record_of(inst)),
         )
+    reason = "reclaim" if inst.data.interruption else "lost"
+    now = s.clock()
+    lost = Lost(why=why, reason=reason, at=rfc3339(now))
     with s.tasks.batch() as conn:  # a deposed leader loses nothing
         s.fence(conn)
-        s.fleet.set_instance_state(inst.id, InstanceState.LOST, conn=conn)
-    s.provider.terminate(record_of(inst))
-    reason = "reclaim" if inst.data.get("interruption") else "lost"
-    for attempt in s.fleet.live_attempts(inst.id):
-        lose_attempt(s, attempt.id, inst.id, reason, why)
+        s.fleet.set_instance_state(
+            inst.id, InstanceState.LOST, data=inst.data.model_copy(update={"lost": lost}), conn=conn
+        )
+    terminate(s, inst)
+    attempts = s.fleet.live_attempts(inst.id)
+    if not attempts:
+        return
+    if stopped(s, inst) or fence_seconds(s) <= 0:
+        for attempt in attempts:
+            lose_attempt(s, attempt.id, inst.id, reason, why)
+        return
+    by = rfc3339(now + timedelta(seconds=fence_seconds(s)))
+    log.warning(
+        "instance %s: its machine is not confirmed stopped; its %d tasks continue elsewhere "
+        "once it is, or by %s (when its agent has stopped them itself)",
+        inst.id,
+        len(attempts),
+        by,
+    )
+    for attempt in attempts:
+        s.tasks.record(
+            attempt.task_id,
+            "fencing",
+            attempt_id=attempt.id,
+            instance_id=inst.id,
+            message=(
+                f"instance {inst.id} was lost ({why}); the task continues elsewhere once its "
+                f"machine is confirmed stopped, or by {by} at the latest (its agent stops its "
+                "tasks, capsule first, when it cannot reach the gateway): never two copies"
+            ),
+        )
+
+
+def terminate(s: Scheduler, inst: Instance) -> None:
+    """Ask the provider to stop the machine; a failure is retried by `settle_fenced`."""
+    try:
+        s.provider.terminate(record_of(inst))
+    except ProviderError as exc:
+        log.warning("terminating instance %s: %s", inst.id, exc)
+
+
+def stopped_now(s: Scheduler, inst: Instance) -> bool:
+    """Ask again for the machine to be stopped; whether the provider says it is now."""
+    terminate(s, inst)
+    return stopped(s, inst)
+
+
+def stopped(s: Scheduler, inst: Instance) -> bool:
+    """Whether the provider says the machine is stopped (not when it could not say)."""
+    return gone(query(s, [inst]), inst)
+
+
+def fence_seconds(s: Scheduler) -> float:
+    """How long after an instance is given up a copy of its tasks may still run there, when
+    its machine cannot be confirmed stopped: its agent, cut off from the gateway, capsules and
+    stops its tasks after `agent.gateway_lost_seconds` (the capsule bounded by
+    `scheduler.checkpoint_timeout_seconds`). 0: agents never stop by themselves, so waiting
+    would not help; the tasks are recovered at once."""
+    lost_s = s.cfg.agent.gateway_lost_seconds
+    return lost_s + s.cfg.scheduler.checkpoint_timeout_seconds if lost_s > 0 else 0.0
+
+
+def settle_fenced(s: Scheduler, now: datetime, waiting: dict[str, list[Attempt]]) -> None:
+    """Live attempts on LOST instances (`waiting`, by instance id): settled (their tasks
+    recovered elsewhere) once the provider says the machine is stopped, or once its agent must
+    have stopped them itself (`fence_seconds`); meanwhile the terminate is asked again."""
+    lost = [
+        inst
+        for iid in waiting
+        if (inst := s.fleet.instance(iid)) is not None and inst.state is InstanceState.LOST
+    ]
+    if not lost:
+        return
+    states = query(s, lost)
+    for inst in lost:
+        info = inst.data.lost or Lost()
+        why, reason = info.why, info.reason
+        if gone(states, inst):
+            why = f"{why}; its machine is stopped"
+        elif age(info.at, now) > fence_seconds(s):
+            why = f"{why}; its agent has stopped its tasks by now"
+        elif states is not None and stopped_now(s, inst):
+            why = f"{why}; its machine is stopped"
+        else:
+            continue
+        for attempt in waiting[inst.id]:
+            lose_attempt(s, attempt.id, inst.id, reason, why)
 
 
 def lose_attempt(s: Scheduler, attempt_id: str, instance_id: str, reason: str, why: str) -> None:
@@ -162,16 +255,18 @@ def recover(
             f"instance {instance_id} was lost ({why}); the task continues elsewhere, {how}"
         )
         s.tasks.set_logs(attempt.task_id, logs, conn=conn)
-    migrations = int(attempt.data.get("migrations", 0))
+    migrations = attempt.data.migrations
     s.fleet.add_pending_attempt(
         attempt.task_id,
         reason=reason,
-        data={
-            "restore": bool(capsules),
-            "exclude": [instance_id],
-            "migrations": migrations + 1 if capsules else migrations,
-            **({"limits": attempt.data["limits"]} if attempt.data.get("limits") else {}),
-        },
+        data=AttemptData.model_validate(
+            {
+                "restore": bool(capsules),
+                "exclude": [instance_id],
+                "migrations": migrations + 1 if capsules else migrations,
+                **({"limits": attempt.data.limits} if attempt.data.limits else {}),
+            }
+        ),
         message=f"recovery after instance {instance_id} was lost ({why})",
         conn=conn,
     )
@@ -190,9 +285,13 @@ def settle_overdue(s: Scheduler, now: datetime) -> None:
     attempts = s.fleet.live_attempts()
     if not attempts:
         return
-    registered = {i.id: i.data.get("registered") for i in s.fleet.instances({InstanceState.READY})}
+    registered = {i.id: i.data.registered for i in s.fleet.instances({InstanceState.READY})}
+    waiting: dict[str, list[Attempt]] = {}
     for attempt in attempts:
         if attempt.instance_id is None:
+            continue
+        if attempt.instance_id not in registered:  # given up on: settled once fenced
+            waiting.setdefault(attempt.instance_id, []).append(attempt)
             continue
         why = overdue(attempt, now, s.cfg.scheduler, registered.get(attempt.instance_id))
         if why is None:
@@ -203,3 +302,4 @@ def settle_overdue(s: Scheduler, now: datetime) -> None:
         else:
             lose_attempt(s, attempt.id, attempt.instance_id, "lost", why)
             s.wakeups.notify(attempt.instance_id)
+    settle_fenced(s, now, waiting)

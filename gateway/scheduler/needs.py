@@ -1,5 +1,6 @@
-"""What a task or an attempt needs of an instance (`Request`), what an unplaced one asks of a new
-instance (`Want`), and the task-level choices behind them (market policy, instance type, limits)."""
+"""What a task or an attempt needs of an instance (a `Resources`), what an unplaced one asks of
+a new instance (`Want`), and the task-level choices behind them (market policy, instance type,
+limits)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+from capsule_runtime.protocol.resources import Resources
 from gateway.config import Config
 from gateway.market.policy import MarketPolicy, market_for
 from gateway.providers.base import Offer
@@ -18,31 +20,10 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class Request:
-    cpu_cores: float
-    ram_gb: float
-    disk_gb: float
-
-    def minus(s, other: Request) -> Request:
-        return Request(
-            s.cpu_cores - other.cpu_cores,
-            s.ram_gb - other.ram_gb,
-            s.disk_gb - other.disk_gb,
-        )
-
-    def fits(s, room: Request) -> bool:
-        return (
-            s.cpu_cores <= room.cpu_cores + 1e-9
-            and s.ram_gb <= room.ram_gb + 1e-9
-            and s.disk_gb <= room.disk_gb + 1e-9
-        )
-
-
-@dataclass(frozen=True)
 class Want:
     """What an unplaced task or restore needs from a new instance."""
 
-    need: Request
+    need: Resources
     policy: MarketPolicy
     only_type: str | None = None
     offer: Offer | None = None  # a recovery plan's choice, taken as it is
@@ -69,26 +50,26 @@ def market_allows(policy: MarketPolicy, market: str) -> bool:
     return True
 
 
-def task_request(spec: dict[str, Any], cfg: Config) -> Request:
+def task_request(spec: dict[str, Any], cfg: Config) -> Resources:
     res = spec.get("resources", {})
-    return Request(
+    return Resources(
         cpu_cores=float(res.get("cpu_cores", cfg.scheduler.default_cpu_cores)),
         ram_gb=float(res.get("ram_gb", cfg.scheduler.default_ram_gb)),
         disk_gb=float(res.get("disk_gb", 0.0)),
     )
 
 
-def attempt_need(attempt: Attempt, spec: dict[str, Any] | None, cfg: Config) -> Request:
+def attempt_need(attempt: Attempt, spec: dict[str, Any] | None, cfg: Config) -> Resources:
     """What a live attempt holds of its instance: its own allocation (`limits`, set when a
     task is rightsized) where it has one, else what its task asks for."""
     asked = task_request(spec or {}, cfg)
-    limits = attempt.data.get("limits")
+    limits = attempt.data.limits
     if not limits:
         return asked
-    return Request(
-        cpu_cores=float(limits.get("cpu_cores", asked.cpu_cores)),
-        ram_gb=float(limits.get("ram_gb", asked.ram_gb)),
-        disk_gb=float(limits.get("disk_gb", asked.disk_gb)),
+    return Resources(
+        cpu_cores=float(limits.cpu_cores if limits.cpu_cores is not None else asked.cpu_cores),
+        ram_gb=float(limits.ram_gb if limits.ram_gb is not None else asked.ram_gb),
+        disk_gb=float(limits.disk_gb if limits.disk_gb is not None else asked.disk_gb),
     )
 
 
@@ -106,9 +87,9 @@ def container_limits(attempt: Attempt, spec: dict[str, Any], inst: Instance) -> 
     """What the attempt's container may use: the limits a size move gave it, else the task's
     resources; what neither says, the whole instance (its type's size, scaled to the machine
     for local instances) — a task cannot outgrow the machine it was placed on unnoticed."""
-    given = attempt.data.get("limits") or {}
+    given = attempt.data.limits.dump() if attempt.data.limits else {}
     asked = spec.get("resources") or {}
-    capacity = inst.data.get("capacity") or {}
+    capacity = inst.data.capacity.sizes() if inst.data.capacity else {}
     limits: dict[str, float] = {}
     for key in ("cpu_cores", "ram_gb"):
         value = given.get(key, asked.get(key, capacity.get(key)))
@@ -117,11 +98,11 @@ def container_limits(attempt: Attempt, spec: dict[str, Any], inst: Instance) -> 
     return limits
 
 
-def allocation(attempt: Attempt, spec: dict[str, Any], inst: Instance) -> Request:
-    """container_limits as a Request: what the attempt's use is measured against."""
+def allocation(attempt: Attempt, spec: dict[str, Any], inst: Instance) -> Resources:
+    """container_limits as a Resources: what the attempt's use is measured against."""
     limits = container_limits(attempt, spec, inst)
     disk = float((spec.get("resources") or {}).get("disk_gb", 0.0))
-    return Request(limits.get("cpu_cores", 0.0), limits.get("ram_gb", 0.0), disk)
+    return Resources(limits.get("cpu_cores", 0.0), limits.get("ram_gb", 0.0), disk)
 
 
 def cheapest_first(inst: Instance) -> tuple[bool, float]:

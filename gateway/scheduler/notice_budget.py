@@ -20,11 +20,12 @@ second between its capsules, from its incremental capsules: a rise is taken at o
 halves the gap) times the time since its newest capsule, at most its whole stored capsule; a
 task without a capsule to build on stores everything.
 
-What it keeps on an attempt (Attempt.data):
+What it keeps on an attempt (Attempt.data, typed in gateway/store/fleet_data.py):
     capsule_profile     since (the newest capsule's start, or the restore: dirt counts from
                         here), size_bytes, stored_bytes (the newest capsule's), dirty_bps
     notice_prediction   at a notice: heard, deadline, notice_s, budget_s, predicted_s,
-                        size_bytes, upload_bytes, requested (the migration order was taken)
+                        size_bytes, upload_bytes, basis, requested (the migration order was
+                        taken)
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from gateway.providers.base import Offer
 from gateway.rules import effective_parameters
 from gateway.store.checkpoint_rates import CheckpointRates, Stats
 from gateway.store.fleet import Attempt, FleetStore, Instance, InstanceState
+from gateway.store.fleet_data import CapsuleProfile, NoticeBudgetNote, NoticePrediction
 from gateway.store.tasks import TaskStore
 from gateway.tes.states import AttemptPhase
 
@@ -57,8 +59,6 @@ GIB = float(2**30)
 FORGET = 0.8  # an older sample's weight at each new one: about the last five capsules count
 PRIOR_WEIGHT = 1.0  # the priors weigh as one 1-GiB capsule of each kind
 MIN_SECONDS_PER_GIB = 0.01  # a fit never predicts free bytes
-PROFILE = "capsule_profile"
-PREDICTION = "notice_prediction"
 TOLD_KEPT = 10_000  # (task, type) refusals remembered, so each is an event once
 
 
@@ -221,16 +221,16 @@ class NoticeBudget:
         """The task's footprint from its attempts (newest last: the newest capsule profile and
         memory sample), else from the memory it asks for, else from `limit_gb` (the memory its
         container may use); None when nothing says. `basis` says which."""
-        profile: dict[str, Any] = {}
+        profile = CapsuleProfile()
         for attempt in reversed(attempts):
-            if attempt.data.get(PROFILE):
-                profile = attempt.data[PROFILE]
+            if attempt.data.capsule_profile is not None:
+                profile = attempt.data.capsule_profile
                 break
         current = attempts[-1] if attempts else None
-        usage = (current.data.get("usage") or []) if current is not None else []
-        memory = float((usage[-1].get("memory_bytes") if usage else 0) or 0)
-        size = float(profile.get("size_bytes") or 0)
-        stored = float(profile.get("stored_bytes") or 0)
+        usage = current.data.usage if current is not None else []
+        memory = float((usage[-1].memory_bytes if usage else 0) or 0)
+        size = float(profile.size_bytes or 0)
+        stored = float(profile.stored_bytes or 0)
         basis = "capsule" if size else "usage"
         if not size and not memory:
             ram_gb = ((spec or {}).get("resources") or {}).get("ram_gb")
@@ -242,9 +242,10 @@ class NoticeBudget:
             memory = float(ram_gb) * GIB
         grown = max(memory - size, 0.0)
         since = None
-        if current is not None and (current.data.get(PROFILE) or {}).get("since"):
-            since = datetime.fromisoformat(current.data[PROFILE]["since"])
-        dirty = profile.get("dirty_bps")
+        own = current.data.capsule_profile if current is not None else None
+        if own is not None and own.since:
+            since = datetime.fromisoformat(own.since)
+        dirty = profile.dirty_bps
         return Footprint(
             size_bytes=size + grown,
             stored_bytes=(stored + grown) if stored else size + grown,
@@ -371,13 +372,15 @@ class NoticeBudget:
             return None
         now = self.clock()
         if report.state == "restored":
-            profile = self._carried(attempt)
-            profile.update(
-                since=rfc3339(now),
-                size_bytes=report.size_bytes or profile.get("size_bytes", 0),
-                stored_bytes=report.stored_bytes or profile.get("stored_bytes", 0),
+            carried = self._carried(attempt)
+            restored = carried.model_copy(
+                update={
+                    "since": rfc3339(now),
+                    "size_bytes": report.size_bytes or carried.size_bytes or 0,
+                    "stored_bytes": report.stored_bytes or carried.stored_bytes or 0,
+                }
             )
-            self.fleet.write_attempt_data(conn, attempt, **{PROFILE: profile})
+            self.fleet.write_attempt_data(conn, attempt, capsule_profile=restored)
             return None
         if report.state not in ("complete", "failed"):
             return None
@@ -387,22 +390,19 @@ class NoticeBudget:
             return None
         total = float(report.seconds.get("total") or 0.0)
         started = now - timedelta(seconds=total)
-        profile = attempt.data.get(PROFILE) or self._carried(attempt)
-        since = profile.get("since")
-        if since and report.parent:
-            gap = (started - datetime.fromisoformat(since)).total_seconds()
+        profile = attempt.data.capsule_profile or self._carried(attempt)
+        update: dict[str, Any] = {
+            "since": rfc3339(started),
+            "size_bytes": report.size_bytes,
+            "stored_bytes": report.stored_bytes,
+        }
+        if profile.since and report.parent:
+            gap = (started - datetime.fromisoformat(profile.since)).total_seconds()
             if gap > 0:
-                old = profile.get("dirty_bps")
                 sample = report.uploaded_bytes / gap
-                profile["dirty_bps"] = next_dirty_rate(
-                    float(old) if old is not None else None, sample
-                )
-        profile.update(
-            since=rfc3339(started),
-            size_bytes=report.size_bytes,
-            stored_bytes=report.stored_bytes,
-        )
-        self.fleet.write_attempt_data(conn, attempt, **{PROFILE: profile})
+                update["dirty_bps"] = next_dirty_rate(profile.dirty_bps, sample)
+        profile = profile.model_copy(update=update)
+        self.fleet.write_attempt_data(conn, attempt, capsule_profile=profile)
         if total <= 0 or not report.size_bytes:
             return None
         return inst.provider, inst.instance_type, report
@@ -420,21 +420,21 @@ class NoticeBudget:
             log.warning("checkpoint rate of %s not recorded: %s", instance_type, exc)
         self._rates = None
 
-    def _carried(self, attempt: Attempt) -> dict[str, Any]:
+    def _carried(self, attempt: Attempt) -> CapsuleProfile:
         """The newest profile of the task's earlier attempts (its dirty rate and size), for an
-        attempt that continues it elsewhere."""
+        attempt that continues it elsewhere (without `since`: its dirt counts from here)."""
         for earlier in reversed(self.fleet.attempts_of(attempt.task_id)):
-            if earlier.id != attempt.id and earlier.data.get(PROFILE):
-                old = dict(earlier.data[PROFILE])
-                old.pop("since", None)
-                return old
-        return {}
+            old = earlier.data.capsule_profile
+            if earlier.id != attempt.id and old is not None:
+                kept = {k: v for k, v in old.dump().items() if k != "since"}
+                return CapsuleProfile.model_validate(kept)
+        return CapsuleProfile()
 
     # -- notices --------------------------------------------------------------------------------
 
-    def noticed(self, attempt: Attempt, inst: Instance, deadline: str) -> dict[str, Any] | None:
-        """At a notice: the attempt's predicted notice capsule, kept on it (PREDICTION) for the
-        `notice_budget` event its capsule report brings. None when the planner is off."""
+    def noticed(self, attempt: Attempt, inst: Instance, deadline: str) -> NoticePrediction | None:
+        """At a notice: the attempt's predicted notice capsule, kept on it (notice_prediction)
+        for the `notice_budget` event its capsule report brings. None when the planner is off."""
         if not self.enabled:
             return None
         now = self.clock()
@@ -451,22 +451,24 @@ class NoticeBudget:
         rates = self.rates(inst.provider, inst.instance_type)
         elapsed = (now - fp.since).total_seconds() if fp is not None and fp.since else 0.0
         predicted = self.predict(fp, rates, elapsed) if fp is not None else None
-        note: dict[str, Any] = {
-            "heard": rfc3339(now),
-            "deadline": deadline,
-            "notice_s": round(notice, 3),
-            "budget_s": round(notice * self.cfg.margin, 3),
-            "predicted_s": round(predicted.seconds, 3) if predicted else None,
-            "size_bytes": int(predicted.size_bytes) if predicted else None,
-            "upload_bytes": int(predicted.upload_bytes) if predicted else None,
-            "basis": fp.basis if fp is not None else None,
-            "requested": False,
-        }
+        note = NoticePrediction(
+            heard=rfc3339(now),
+            deadline=deadline,
+            notice_s=round(notice, 3),
+            budget_s=round(notice * self.cfg.margin, 3),
+            predicted_s=round(predicted.seconds, 3) if predicted else None,
+            size_bytes=int(predicted.size_bytes) if predicted else None,
+            upload_bytes=int(predicted.upload_bytes) if predicted else None,
+            basis=fp.basis if fp is not None else None,
+            requested=False,
+        )
         self.fleet.update_attempt_data(attempt.id, notice_prediction=note)
         return note
 
-    def requested(self, attempt_id: str, note: dict[str, Any]) -> None:
-        self.fleet.update_attempt_data(attempt_id, notice_prediction={**note, "requested": True})
+    def requested(self, attempt_id: str, note: NoticePrediction) -> None:
+        self.fleet.update_attempt_data(
+            attempt_id, notice_prediction=note.model_copy(update={"requested": True})
+        )
 
     def _settle_notice(
         self,
@@ -479,21 +481,21 @@ class NoticeBudget:
         """The `notice_budget` event: the prediction made at the notice, the time it took, and
         `model_s` — the type's rates applied to the capsule as it came out (its real size and
         new bytes), which tells the rates' error apart from what was not known of the task."""
-        note = attempt.data.get(PREDICTION)
-        if not note:
+        note = attempt.data.notice_prediction
+        if note is None:
             return
         model = None
         if report.state == "complete" and report.size_bytes:
             rates = self.rates(inst.provider, inst.instance_type)
             seconds = rates.seconds(report.size_bytes, report.uploaded_bytes)
             model = round(self.cfg.overhead_seconds + seconds, 3)
-        measured = (now - datetime.fromisoformat(note["heard"])).total_seconds()
-        predicted = note.get("predicted_s")
+        measured = (now - datetime.fromisoformat(note.heard)).total_seconds()
+        predicted = note.predicted_s
         ok = report.state == "complete"
         said = "no prediction"
         if predicted is not None:
             said = f"predicted {predicted:.1f} s"
-            if note.get("basis") == "limit":
+            if note.basis == "limit":
                 said += " from its memory limit, before any memory sample"
         what = "durable" if ok else "failed"
         self.tasks.record(
@@ -503,15 +505,15 @@ class NoticeBudget:
             instance_id=attempt.instance_id,
             message=(
                 f"notice capsule {what} {measured:.1f} s after the notice ({said}; budget "
-                f"{note['budget_s']:.0f} s of the {note['notice_s']:.0f} s notice)"
+                f"{note.budget_s:.0f} s of the {note.notice_s:.0f} s notice)"
             ),
             data={
-                **{k: v for k, v in note.items() if k != "requested"},
+                **{k: v for k, v in note.dump().items() if k != "requested"},
                 "measured_s": round(measured, 3),
                 "model_s": model,
                 "agent_s": report.seconds.get("total"),
                 "outcome": "durable" if ok else "failed",
-                "within_notice": ok and measured <= float(note["notice_s"]),
+                "within_notice": ok and measured <= note.notice_s,
             },
             conn=conn,
         )
@@ -539,13 +541,15 @@ def plan_capsules(s: Scheduler, now: datetime) -> None:
         inst = spot.get(attempt.instance_id or "")
         if inst is None or attempt.phase is not AttemptPhase.RUNNING:
             continue
-        if attempt.data.get("checkpoint"):
+        if attempt.data.checkpoint is not None:
             continue
-        note = attempt.data.get(PREDICTION)
-        if inst.data.get("interruption"):
-            if note and not note.get("requested"):
+        note = attempt.data.notice_prediction
+        if inst.data.interruption is not None:
+            if note is not None and not note.requested:
                 try:  # the notice found a capsule under way: the move follows it now
-                    s.migrations.request(attempt.task_id, stop=True, reason="reclaim")
+                    s.migrations.request(
+                        attempt.task_id, stop=True, reason="reclaim", fence=s.fence
+                    )
                 except Refused as exc:
                     log.info("task %s not moved after its notice: %s", attempt.task_id, exc)
                     continue
@@ -569,16 +573,20 @@ def plan_capsules(s: Scheduler, now: datetime) -> None:
         record = s.tasks.get(attempt.task_id)
         if record is None or restarts_by(s.cfg, record.spec):
             continue
-        why = {
-            "predicted_s": round(predicted.seconds, 3),
-            "budget_s": round(limit, 3),
-            "since_capsule_s": round(elapsed, 1),
-            "upload_bytes": int(predicted.upload_bytes),
-        }
+        why = NoticeBudgetNote(
+            predicted_s=round(predicted.seconds, 3),
+            budget_s=round(limit, 3),
+            since_capsule_s=round(elapsed, 1),
+            upload_bytes=int(predicted.upload_bytes),
+        )
         budget.asked(attempt.id, now)  # a capsule that fails is not asked for again at once
         try:
             s.migrations.request(
-                attempt.task_id, stop=False, reason="notice_budget", note={"notice_budget": why}
+                attempt.task_id,
+                stop=False,
+                reason="notice_budget",
+                fence=s.fence,
+                notice_budget=why,
             )
         except Refused as exc:
             log.info("no notice-budget capsule of %s: %s", attempt.task_id, exc)
@@ -593,6 +601,9 @@ def restarts_by(cfg: Config, spec: dict[str, Any] | None) -> bool:
 def memory_limit_gb(attempt: Attempt, inst: Instance) -> float | None:
     """The memory the attempt's container may use (gateway.scheduler.needs.container_limits
     without the task's own ask, which the footprint reads first)."""
-    limits = attempt.data.get("limits") or {}
-    value = limits.get("ram_gb") or (inst.data.get("capacity") or {}).get("ram_gb")
+    limits = attempt.data.limits
+    capacity = inst.data.capacity
+    value = (limits.ram_gb if limits is not None else None) or (
+        capacity.ram_gb if capacity is not None else None
+    )
     return float(value) if value else None

@@ -6,17 +6,16 @@ from __future__ import annotations
 
 import functools
 import logging
-from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection
 
+from capsule_runtime.protocol.resources import Resources
 from gateway.market.policy import MarketPolicy, recovery_plan
 from gateway.providers.base import Capability, Offer
 from gateway.rules import effective_parameters
 from gateway.scheduler import launches
 from gateway.scheduler.needs import (
-    Request,
     Want,
     attempt_need,
     cheapest_first,
@@ -27,6 +26,7 @@ from gateway.scheduler.needs import (
     task_request,
 )
 from gateway.store.fleet import Attempt, Instance, InstanceState
+from gateway.store.fleet_data import RecoveryPlan
 from gateway.tes.states import AttemptPhase, State
 
 if TYPE_CHECKING:
@@ -40,14 +40,14 @@ PLACE_BATCH = 64
 
 def placeable(s: Scheduler) -> list[Instance]:
     """READY instances that take new work (not under an interruption notice)."""
-    return [i for i in s.fleet.instances({InstanceState.READY}) if not i.data.get("interruption")]
+    return [i for i in s.fleet.instances({InstanceState.READY}) if not i.data.interruption]
 
 
-def room_of(s: Scheduler, inst: Instance) -> Request:
+def room_of(s: Scheduler, inst: Instance) -> Resources:
     return rooms_of(s, [inst])[inst.id]
 
 
-def rooms_of(s: Scheduler, instances: list[Instance]) -> dict[str, Request]:
+def rooms_of(s: Scheduler, instances: list[Instance]) -> dict[str, Resources]:
     """Each instance's capacity less what its live attempts hold (`attempt_need`), from one
     query however many instances and attempts there are."""
     used: dict[str, list[float]] = {inst.id: [0.0, 0.0, 0.0] for inst in instances}
@@ -60,14 +60,14 @@ def rooms_of(s: Scheduler, instances: list[Instance]) -> dict[str, Request]:
         acc[0] += r.cpu_cores
         acc[1] += r.ram_gb
         acc[2] += r.disk_gb
-    rooms: dict[str, Request] = {}
+    rooms: dict[str, Resources] = {}
     for inst in instances:
-        cap = inst.data.get("capacity", {})
+        cap = inst.data.capacity
         cpu, ram, disk = used[inst.id]
-        rooms[inst.id] = Request(
-            cap.get("cpu_cores", 0.0) - cpu,
-            cap.get("ram_gb", 0.0) - ram,
-            cap.get("disk_gb", 0.0) - disk,
+        rooms[inst.id] = Resources(
+            (cap.cpu_cores if cap else 0.0) - cpu,
+            (cap.ram_gb if cap else 0.0) - ram,
+            (cap.disk_gb if cap else 0.0) - disk,
         )
     return rooms
 
@@ -86,13 +86,13 @@ def place_queued(s: Scheduler) -> list[Want]:
     ready = sorted(placeable(s), key=cheapest_first)
     rooms = rooms_of(s, ready)
     biggest = largest_offer(s)
-    largest = Request(biggest.cpu_cores, biggest.ram_gb, biggest.disk_gb) if biggest else None
+    largest: Resources | None = biggest
     unplaced: list[Want] = []
     # Placements commit PLACE_BATCH at a time (one transaction, not one each); the agents
     # are woken and the refusals written once their batch has committed.
     for start in range(0, len(queued), PLACE_BATCH):
         placed: dict[str, None] = {}
-        refused: list[tuple[str, Request]] = []
+        refused: list[tuple[str, Resources]] = []
         with s.tasks.batch() as conn:
             s.fence(conn)
             for record in queued[start : start + PLACE_BATCH]:
@@ -148,7 +148,7 @@ def add_attempt(s: Scheduler, conn: Connection, *, task_id: str, inst: Instance)
     s.fleet.add_attempt(conn, task_id, inst)
 
 
-def refuse(s: Scheduler, task_id: str, need: Request, offer: Offer) -> None:
+def refuse(s: Scheduler, task_id: str, need: Resources, offer: Offer) -> None:
     message = (
         f"no instance fits this task: it asks for {need.cpu_cores:g} CPU cores, "
         f"{need.ram_gb:g} GB RAM and {need.disk_gb:g} GB disk; the largest instance "
@@ -199,11 +199,11 @@ def place_restores(s: Scheduler) -> tuple[list[Want], frozenset[str]]:
             continue
         spec = record.spec or {}
         need = attempt_need(attempt, spec, s.cfg)
-        exclude = frozenset(attempt.data.get("exclude") or [])
+        exclude = frozenset(attempt.data.exclude)
         plan = plan_recovery(s, attempt, spec, need, exclude)
         policy = task_policy(spec, s.cfg)
-        planned = plan.get("offer")
-        wanted = attempt.data.get("target")
+        planned = plan.offer
+        wanted = attempt.data.target
         # a plan's offer is taken as it is; otherwise Spot only where the notice can carry it
         fp = None
         if planned is None and s.budget.enabled:
@@ -218,22 +218,21 @@ def place_restores(s: Scheduler) -> tuple[list[Want], frozenset[str]]:
             and (
                 planned is None
                 or (
-                    i.instance_type == planned["instance_type"]
-                    and i.market == planned["market"]
-                    and (i.zone == planned["zone"] or not plan.get("zone_matters"))
+                    i.instance_type == planned.instance_type
+                    and i.market == planned.market
+                    and (i.zone == planned.zone or not plan.zone_matters)
                 )
             )
             and s.budget.allows(attempt.task_id, fp, i, spot_only)
         ]
         target = next((i for i in fits if i.id == wanted), fits[0] if fits else None)
         if target is None:
-            offer = Offer(**planned) if planned else None
             unplaced.append(
                 Want(
                     need,
                     policy,
                     only_type(spec, s.cfg),
-                    offer,
+                    planned,
                     exclude,
                     task_id=attempt.task_id,
                     footprint=fp,
@@ -251,12 +250,12 @@ def place_restores(s: Scheduler) -> tuple[list[Want], frozenset[str]]:
 
 
 def plan_recovery(
-    s: Scheduler, attempt: Attempt, spec: dict[str, Any], need: Request, exclude: frozenset[str]
-) -> dict[str, Any]:
+    s: Scheduler, attempt: Attempt, spec: dict[str, Any], need: Resources, exclude: frozenset[str]
+) -> RecoveryPlan:
     """A reclaimed task's recovery plan (market/policy.py), made once and kept on the
     attempt: the offer to go to, and the pools to quarantine."""
-    if "plan" in attempt.data:
-        return dict(attempt.data["plan"])
+    if attempt.data.plan is not None:
+        return attempt.data.plan
     plan: dict[str, Any] = {}
     left = [s.fleet.instance(i) for i in exclude]
     source = next((i for i in left if i is not None), None)
@@ -292,10 +291,11 @@ def plan_recovery(
                 message=f"{instance_type} in {zone} quarantined after a reclaim",
             )
         if result.offer is not None:
-            plan["offer"] = asdict(result.offer)
+            plan["offer"] = result.offer
             plan["zone_matters"] = strategy.startswith("next_zone")
         plan["strategy"] = strategy
-        if not result.restore_capsule and attempt.data.get("restore"):
+        if not result.restore_capsule and attempt.data.restore:
             s.fleet.update_attempt_data(attempt.id, restore=False)
-    s.fleet.update_attempt_data(attempt.id, plan=plan)
-    return plan
+    made = RecoveryPlan(**plan)
+    s.fleet.update_attempt_data(attempt.id, plan=made)
+    return made

@@ -51,7 +51,7 @@ def market_tick(s: Scheduler, now: datetime) -> None:
     if dt <= 0 or not simulates or not spot:
         return
     simulation = interrupter(s.provider)
-    live = [i for i in spot if not i.data.get("interruption")]
+    live = [i for i in spot if not i.data.interruption]
     for inst, notice in simulation.reclaims(live, dt):
         try:
             deadline = simulation.interrupt(record_of(inst), notice)

@@ -5,10 +5,10 @@ decides; gateway.migration acts)."""
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from capsule_runtime.protocol.resources import Resources
 from gateway.market.policy import (
     CostRule,
     ResizeRule,
@@ -21,8 +21,9 @@ from gateway.migration import Refused
 from gateway.providers.base import Capability, Offer, offer_of
 from gateway.scheduler import launches, placement, prices
 from gateway.scheduler.common import age, age_s
-from gateway.scheduler.needs import Request, allocation, attempt_need, task_policy, task_request
+from gateway.scheduler.needs import allocation, attempt_need, task_policy, task_request
 from gateway.store.fleet import Attempt, Instance
+from gateway.store.fleet_data import Limits, ResizeRequest
 from gateway.tes.states import AttemptPhase, State
 
 if TYPE_CHECKING:
@@ -51,7 +52,7 @@ def run_triggers(s: Scheduler, now: datetime) -> None:
     quarantined = launches.market_quarantined(s)
     for inst in placement.placeable(s):
         for attempt in s.fleet.live_attempts(inst.id):
-            if attempt.phase is not AttemptPhase.RUNNING or attempt.data.get("checkpoint"):
+            if attempt.phase is not AttemptPhase.RUNNING or attempt.data.checkpoint:
                 continue
             record = s.tasks.get(attempt.task_id)
             if record is None or record.state is not State.RUNNING or not record.spec:
@@ -64,10 +65,15 @@ def run_triggers(s: Scheduler, now: datetime) -> None:
             reason, offer, limits = move
             if limits is not None and resize_in_place(s, attempt, inst, spec, reason, limits):
                 continue
-            plan = asdict(offer)
+            plan = offer
             try:
                 s.migrations.request(
-                    attempt.task_id, stop=True, reason=reason, plan=plan, limits=limits
+                    attempt.task_id,
+                    stop=True,
+                    reason=reason,
+                    plan=plan,
+                    limits=limits,
+                    fence=s.fence,
                 )
             except Refused as exc:
                 log.info("no %s move for %s: %s", reason, attempt.task_id, exc)
@@ -90,29 +96,34 @@ def resize_in_place(
     inst: Instance,
     spec: dict[str, Any],
     reason: str,
-    limits: dict[str, float],
+    limits: Limits,
 ) -> bool:
     """Grow the container where it runs when its instance has room for the new limits (no
     checkpoint, no new instance); False: it has not, the task must move."""
     held = attempt_need(attempt, spec, s.cfg)
-    wanted = Request(limits["cpu_cores"], limits["ram_gb"], held.disk_gb)
+    assert limits.cpu_cores is not None and limits.ram_gb is not None
+    wanted = Resources(limits.cpu_cores, limits.ram_gb, held.disk_gb)
     if wanted.cpu_cores < held.cpu_cores or wanted.ram_gb < held.ram_gb:
         return False  # a smaller size saves money only on a smaller instance
     if not wanted.minus(held).fits(placement.room_of(s, inst)):
         return False
     s.fleet.update_attempt_data(
-        attempt.id, limits=limits, resize={**limits, "reason": reason, "sent": False}
+        attempt.id,
+        limits=limits,
+        resize=ResizeRequest(
+            cpu_cores=limits.cpu_cores, ram_gb=limits.ram_gb, reason=reason, sent=False
+        ),
     )
-    old = attempt.data.get("limits") or spec.get("resources") or {}
+    old = attempt.data.limits.dump() if attempt.data.limits else spec.get("resources") or {}
     before = f"cpu {old.get('cpu_cores', '-')}, memory {old.get('ram_gb', '-')} GB"
-    after = f"cpu {limits['cpu_cores']:g}, memory {limits['ram_gb']:g} GB"
+    after = f"cpu {limits.cpu_cores:g}, memory {limits.ram_gb:g} GB"
     s.tasks.record(
         attempt.task_id,
         "resized",
         attempt_id=attempt.id,
         instance_id=inst.id,
         message=f"{reason}: grown in place on {inst.id} ({before} → {after})",
-        data={"reason": reason, "limits": limits},
+        data={"reason": reason, "limits": limits.dump()},
     )
     log.info("resizing %s in place on %s (%s): %s", attempt.task_id, inst.id, reason, after)
     s.wakeups.notify(inst.id)
@@ -127,23 +138,23 @@ def decide_move(
     offers: list[Offer],
     quarantined: frozenset[tuple[str, str]],
     now: datetime,
-) -> tuple[str, Offer, dict[str, float] | None] | None:
+) -> tuple[str, Offer, Limits | None] | None:
     """Whether the attempt should move, why, where, and (for a size move) the container's
     new limits."""
     sch = s.cfg.scheduler
     current = offer_of(inst)
     need = task_request(spec, s.cfg)
-    history = attempt.data.get("usage") or []
+    history = attempt.data.usage
     if sch.rightsizing.enabled and history:
         r = sch.rightsizing
         samples = [
             Sample(
-                t=datetime.fromisoformat(u["time"]).timestamp(),
-                cpu_cores=float(u.get("cpu_cores") or 0.0),
-                mem_gb=float(u.get("memory_bytes") or 0) / 2**30,
+                t=datetime.fromisoformat(u.time).timestamp(),
+                cpu_cores=float(u.cpu_cores or 0.0),
+                mem_gb=float(u.memory_bytes or 0) / 2**30,
             )
             for u in history
-            if u.get("time")
+            if u.time
         ]
         rule = ResizeRule(
             cpu_upper=r.cpu_upper,
@@ -152,7 +163,12 @@ def decide_move(
             mem_upper=r.memory_upper,
         )
         allocated = allocation(attempt, spec, inst)
-        limited = "ram_gb" in (attempt.data.get("limits") or spec.get("resources") or {})
+        given = attempt.data.limits
+        limited = (
+            "ram_gb" in given.model_fields_set
+            if given is not None
+            else "ram_gb" in (spec.get("resources") or {})
+        )
         resize = resize_decision(
             samples,
             current,
@@ -164,14 +180,14 @@ def decide_move(
             keep_memory=limited,
         )
         if resize is not None:
-            limits = {"cpu_cores": resize.limits.cpu_cores, "ram_gb": resize.limits.ram_gb}
+            limits = Limits(cpu_cores=resize.limits.cpu_cores, ram_gb=resize.limits.ram_gb)
             return resize.reason, resize.offer, limits
     c = sch.cost_migration
     if not c.enabled or inst.price_per_hour is None or inst.market != "spot":
         return None  # on-demand is where a policy or a recovery strategy put the task
     ran = age(attempt.start_time, now)
     ran = s.market.simulated_seconds(ran) if s.market is not None else ran
-    memory_gib = float((history[-1].get("memory_bytes") if history else 0) or 0) / 2**30
+    memory_gib = float((history[-1].memory_bytes if history else 0) or 0) / 2**30
     offer = cost_migration(
         inst.price_per_hour,
         current,

@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from gateway.scheduler.common import age
-from gateway.store.fleet import InstanceState
+from gateway.store.fleet import Instance, InstanceState
 from gateway.tes.states import TERMINAL, State
 
 if TYPE_CHECKING:
@@ -20,10 +20,13 @@ log = logging.getLogger(__name__)
 def collect_capsules(s: Scheduler) -> None:
     if s.cfg.capsules.keep:
         return
-    task_ids = s.fleet.tasks_with_capsules_to_delete({s.value for s in TERMINAL})
+    task_ids = s.fleet.tasks_with_capsules_to_delete({state.value for state in TERMINAL})
     if not task_ids:
         return
     from capsule_runtime.capsules.pipeline import delete_task_capsules
+
+    with s.tasks.batch() as conn:  # only the leader deletes (a deposed one raises here)
+        s.fence(conn)
 
     for task_id in task_ids:
         try:
@@ -52,9 +55,8 @@ def retire(s: Scheduler, now: datetime) -> None:
             continue
         idle_from = s.fleet.last_attempt_end(inst.id) or inst.created_time
         idle_limit = s.provider.idle_seconds or s.cfg.scheduler.idle_timeout_seconds
-        if age(idle_from, now) > idle_limit:
+        if age(idle_from, now) > idle_limit and retire_instance(s, inst):
             log.info("stopping idle instance %s", inst.id)
-            s.fleet.set_instance_state(inst.id, InstanceState.TERMINATING)
             s.wakeups.notify(inst.id)  # its next poll answers `shutdown`
 
 
@@ -65,3 +67,13 @@ def capsule_store(s: Scheduler) -> Any:
         store = s.cfg.capsule_store
         s.capsule_store_ = open_store({"url": store, "s3": s.cfg.capsule_s3})
     return s.capsule_store_
+
+
+def retire_instance(s: Scheduler, inst: Instance) -> bool:
+    """READY → TERMINATING, in a transaction fenced by the scheduler lease (a deposed leader
+    stops nothing); False when the instance had left READY meanwhile."""
+    with s.tasks.batch() as conn:
+        s.fence(conn)
+        return s.fleet.set_instance_state(
+            inst.id, InstanceState.TERMINATING, expect={InstanceState.READY}, conn=conn
+        )

@@ -17,13 +17,14 @@ import json
 from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
-from typing import Any
+from typing import Any, Unpack
 
 from sqlalchemy import Connection, bindparam, func, insert, select, update
 
 from capsule_runtime.protocol.times import Clock, rfc3339, utcnow
 from gateway.store.database import Database
 from gateway.store.events import write_event
+from gateway.store.fleet_data import AttemptChanges, AttemptData, InstanceData, changed
 from gateway.store.ids import new_id
 from gateway.store.schema import attempts, capsules, instances, tasks
 from gateway.tes.states import AttemptPhase, can_change_phase
@@ -63,7 +64,7 @@ class Instance:
     created_time: str
     updated_time: str
     last_heartbeat: str | None
-    data: dict[str, Any]
+    data: InstanceData
     # what the provider returned at launch (None/empty until then, and on rows from before)
     provider_id: str | None = None
     provider_data: dict[str, Any] = field(default_factory=dict)
@@ -80,7 +81,7 @@ class Attempt:
     reason: str | None
     start_time: str | None
     end_time: str | None
-    data: dict[str, Any] = field(default_factory=dict)
+    data: AttemptData = field(default_factory=AttemptData)
     version: int = 0
     report_ids: tuple[str, ...] = ()
 
@@ -132,7 +133,7 @@ def _instance(row: Any) -> Instance:
         created_time=row.created_time,
         updated_time=row.updated_time,
         last_heartbeat=row.last_heartbeat,
-        data=json.loads(row.data) if row.data else {},
+        data=InstanceData.model_validate_json(row.data) if row.data else InstanceData(),
         provider_id=row.provider_id,
         provider_data=json.loads(row.provider_data) if row.provider_data else {},
         owner=row.owner,
@@ -149,7 +150,7 @@ def _attempt(row: Any) -> Attempt:
         reason=row.reason,
         start_time=row.start_time,
         end_time=row.end_time,
-        data=json.loads(row.data) if row.data else {},
+        data=AttemptData.model_validate_json(row.data) if row.data else AttemptData(),
         version=row.version,
         report_ids=tuple(json.loads(row.report_ids)) if row.report_ids else (),
     )
@@ -202,7 +203,7 @@ class FleetStore:
         zone: str,
         price_per_hour: float | None,
         token_sha256: str,
-        data: dict[str, Any] | None = None,
+        data: InstanceData | None = None,
         instance_id: str | None = None,
         owner: str | None = None,
         conn: Connection | None = None,
@@ -224,7 +225,7 @@ class FleetStore:
                     token_sha256=token_sha256,
                     created_time=now,
                     updated_time=now,
-                    data=json.dumps(data or {}),
+                    data=json.dumps(data.dump() if data is not None else {}),
                     owner=owner,
                 )
             )
@@ -241,6 +242,13 @@ class FleetStore:
         with self.db.engine.connect() as conn:
             row = conn.execute(select(instances).where(instances.c.id == instance_id)).first()
         return _instance(row) if row else None
+
+    def instance_state(self, conn: Connection, instance_id: str) -> InstanceState | None:
+        """The instance's state as the caller's transaction sees it (None: no such instance)."""
+        value = conn.execute(
+            select(instances.c.state).where(instances.c.id == instance_id)
+        ).scalar()
+        return InstanceState(value) if value is not None else None
 
     def token_sha256(self, instance_id: str) -> str | None:
         with self.db.engine.connect() as conn:
@@ -259,7 +267,7 @@ class FleetStore:
         self,
         instance_id: str,
         state: InstanceState,
-        data: dict[str, Any] | None = None,
+        data: InstanceData | None = None,
         *,
         expect: set[InstanceState] | None = None,
         conn: Connection | None = None,
@@ -270,7 +278,7 @@ class FleetStore:
         now = self.now()
         values: dict[str, Any] = {"state": state.value, "updated_time": now}
         if data is not None:
-            values["data"] = json.dumps(data)
+            values["data"] = json.dumps(data.dump())
         query = update(instances).where(instances.c.id == instance_id)
         if expect is not None:
             query = query.where(instances.c.state.in_(sorted(s.value for s in expect)))
@@ -323,7 +331,7 @@ class FleetStore:
         task_id: str,
         instance: Instance | None,
         reason: str = "first",
-        data: dict[str, Any] | None = None,
+        data: AttemptData | None = None,
         message: str | None = None,
     ) -> str:
         """Create the next attempt of a task, inside the caller's transaction: on `instance`, or
@@ -351,7 +359,7 @@ class FleetStore:
                 "phase": AttemptPhase.PROVISIONING.value,
                 "reason": reason,
                 "start_time": now,
-                "data": json.dumps(data) if data is not None else None,
+                "data": json.dumps(data.dump()) if data is not None else None,
                 **placement,
             },
         )
@@ -364,7 +372,7 @@ class FleetStore:
             instance_id=placement["instance_id"],
             phase=AttemptPhase.PROVISIONING,
             message=message or f"attempt {number} ({reason}) {where}",
-            data=data,
+            data=data.dump() if data is not None else None,
             now=now,
         )
         return attempt_id
@@ -373,7 +381,7 @@ class FleetStore:
         self,
         task_id: str,
         reason: str,
-        data: dict[str, Any],
+        data: AttemptData,
         message: str | None = None,
         conn: Connection | None = None,
     ) -> str:
@@ -430,32 +438,31 @@ class FleetStore:
         return True
 
     def update_attempt_data(
-        self, attempt_id: str, *, conn: Connection | None = None, **changes: Any
-    ) -> dict[str, Any]:
-        """Merge `changes` into the attempt's data (a key set to None is removed), with the row
-        taken first (`lock_attempt`): concurrent updates of different keys all survive. In the
-        caller's transaction when `conn` is given. Returns the data written ({} and nothing
+        self,
+        attempt_id: str,
+        *,
+        conn: Connection | None = None,
+        **changes: Unpack[AttemptChanges],
+    ) -> AttemptData:
+        """Set fields of the attempt's data (one set to None is removed), with the row taken
+        first (`lock_attempt`): concurrent updates of different fields all survive. In the
+        caller's transaction when `conn` is given. Returns the data written (empty and nothing
         written when the attempt does not exist)."""
         if conn is None:
             with self.db.engine.begin() as own:
                 return self.update_attempt_data(attempt_id, conn=own, **changes)
         attempt = self.lock_attempt(conn, attempt_id)
         if attempt is None:
-            return {}
+            return AttemptData()
         return self.write_attempt_data(conn, attempt, **changes)
 
     def write_attempt_data(
-        self, conn: Connection, attempt: Attempt, **changes: Any
-    ) -> dict[str, Any]:
+        self, conn: Connection, attempt: Attempt, **changes: Unpack[AttemptChanges]
+    ) -> AttemptData:
         """`update_attempt_data` on an attempt already taken in this transaction."""
-        data = dict(attempt.data)
-        for key, value in changes.items():
-            if value is None:
-                data.pop(key, None)
-            else:
-                data[key] = value
+        data = changed(attempt.data, changes)
         conn.execute(
-            update(attempts).where(attempts.c.id == attempt.id).values(data=json.dumps(data))
+            update(attempts).where(attempts.c.id == attempt.id).values(data=json.dumps(data.dump()))
         )
         return data
 

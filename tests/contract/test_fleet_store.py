@@ -4,14 +4,14 @@
 from __future__ import annotations
 
 import threading
-from typing import Any
 
 from gateway.store import TaskStore, open_database
 from gateway.store.fleet import FleetStore
+from gateway.store.fleet_data import AttemptData, UsageSample
 from gateway.tes.states import AttemptPhase
 
 SPEC = {"executors": [{"image": "alpine", "command": ["true"]}]}
-WRITERS, WRITES = 20, 10  # 200 writes of 200 different keys
+WRITERS, WRITES = 20, 10  # 200 read-modify-writes, each adding one sample
 
 
 def test_concurrent_attempt_data_updates_are_never_lost(db_url: str) -> None:
@@ -19,7 +19,7 @@ def test_concurrent_attempt_data_updates_are_never_lost(db_url: str) -> None:
     try:
         tasks, fleet = TaskStore(db), FleetStore(db)
         task = tasks.create(SPEC)
-        aid = fleet.add_pending_attempt(task.id, reason="first", data={})
+        aid = fleet.add_pending_attempt(task.id, reason="first", data=AttemptData())
         errors: list[BaseException] = []
         start = threading.Barrier(WRITERS)
 
@@ -27,8 +27,11 @@ def test_concurrent_attempt_data_updates_are_never_lost(db_url: str) -> None:
             start.wait()
             try:
                 for j in range(WRITES):
-                    change: dict[str, Any] = {f"k{i}-{j}": j}
-                    fleet.update_attempt_data(aid, **change)
+                    with db.engine.begin() as conn:
+                        taken = fleet.lock_attempt(conn, aid)
+                        assert taken is not None
+                        sample = UsageSample(time=f"{i}-{j}")
+                        fleet.write_attempt_data(conn, taken, usage=[*taken.data.usage, sample])
             except BaseException as exc:  # reported below, with the lost writes
                 errors.append(exc)
 
@@ -40,7 +43,7 @@ def test_concurrent_attempt_data_updates_are_never_lost(db_url: str) -> None:
         assert errors == []
         attempt = fleet.attempt(aid)
         assert attempt is not None
-        assert len(attempt.data) == WRITERS * WRITES
+        assert len({u.time for u in attempt.data.usage}) == WRITERS * WRITES
         assert attempt.version >= WRITERS * WRITES
     finally:
         db.close()
@@ -51,7 +54,7 @@ def test_a_phase_change_racing_itself_applies_once(db_url: str) -> None:
     try:
         tasks, fleet = TaskStore(db), FleetStore(db)
         task = tasks.create(SPEC)
-        aid = fleet.add_pending_attempt(task.id, reason="first", data={})
+        aid = fleet.add_pending_attempt(task.id, reason="first", data=AttemptData())
         won: list[bool] = []
         start = threading.Barrier(8)
 

@@ -210,7 +210,7 @@ def test_duplicated_and_reordered_agent_messages(stage: Stage, same_report: bool
     attempts = stage.fleet.attempts_of(task_id)
     assert len(attempts) == 2, [(x.reason, x.phase) for x in attempts]
     restore = attempts[1]
-    assert restore.data["restore"] is True and restore.instance_id is None
+    assert restore.data.restore is True and restore.instance_id is None
 
     # a stale `complete` from the superseded attempt, then its capsule and stream
     assert a.report(old, "complete") == 409

@@ -11,10 +11,10 @@ from typing import Any
 from capsule_runtime.agent import Agent
 from capsule_runtime.protocol.messages import (
     Assignment,
-    Capacity,
     CheckpointOrder,
     Orders,
     ResizeOrder,
+    Resources,
 )
 
 
@@ -74,7 +74,7 @@ def agent(client: ScriptedClient, runs: list[FakeRun], tmp_path: Path) -> Agent:
         runs.append(run)
         return run
 
-    made = Agent(client, Capacity(cpu_cores=1, ram_gb=1, disk_gb=1), tmp_path, factory)  # type: ignore[arg-type]
+    made = Agent(client, Resources(cpu_cores=1, ram_gb=1, disk_gb=1), tmp_path, factory)  # type: ignore[arg-type]
     made.facts = lambda: []  # type: ignore[method-assign]
     made.shutdown = lambda: None  # type: ignore[method-assign]
     return made

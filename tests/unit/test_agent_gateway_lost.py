@@ -10,7 +10,7 @@ from typing import Any
 
 from capsule_runtime.agent import Agent
 from capsule_runtime.client import GatewayUnreachable
-from capsule_runtime.protocol.messages import Assignment, Capacity, CheckpointOrder, Orders
+from capsule_runtime.protocol.messages import Assignment, CheckpointOrder, Orders, Resources
 
 
 class ParkableRun:
@@ -76,7 +76,7 @@ def test_a_lost_gateway_parks_every_task_then_the_agent_exits(tmp_path: Path) ->
 
     agent = Agent(
         client,  # type: ignore[arg-type]
-        Capacity(cpu_cores=1, ram_gb=1, disk_gb=1),
+        Resources(cpu_cores=1, ram_gb=1, disk_gb=1),
         tmp_path,
         factory,
         gateway_lost_seconds=60.0,
@@ -96,7 +96,7 @@ def test_no_limit_never_gives_up(tmp_path: Path) -> None:
     client = AwayGateway()
     agent = Agent(
         client,  # type: ignore[arg-type]
-        Capacity(cpu_cores=1, ram_gb=1, disk_gb=1),
+        Resources(cpu_cores=1, ram_gb=1, disk_gb=1),
         tmp_path,
         lambda *a, **k: None,
         gateway_lost_seconds=0.0,

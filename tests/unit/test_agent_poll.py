@@ -12,7 +12,7 @@ import pytest
 
 from capsule_runtime import agent as agent_module
 from capsule_runtime.agent import Agent
-from capsule_runtime.protocol.messages import Capacity, Orders
+from capsule_runtime.protocol.messages import Orders, Resources
 
 
 class BusyGateway:
@@ -39,7 +39,7 @@ def test_an_empty_answer_at_once_is_not_polled_again_at_once(
 ) -> None:
     monkeypatch.setattr(agent_module, "POLL_WAIT", 0.2)
     gateway = BusyGateway(polls=4)
-    agent = Agent(gateway, Capacity(cpu_cores=1, ram_gb=1, disk_gb=1), tmp_path, None)  # type: ignore[arg-type]
+    agent = Agent(gateway, Resources(cpu_cores=1, ram_gb=1, disk_gb=1), tmp_path, None)  # type: ignore[arg-type]
     monkeypatch.setattr(agent, "facts", lambda: [])
     runner = threading.Thread(target=agent.run)
     runner.start()

@@ -22,6 +22,7 @@ from gateway.config import load_config
 from gateway.dashboard import charts
 from gateway.status import OutcomeTally
 from gateway.store.fleet import InstanceState
+from gateway.store.fleet_data import InstanceData, Interruption
 from gateway.tes.states import State
 
 ADMIN = {"Authorization": "Bearer admin-token"}
@@ -222,13 +223,15 @@ def test_a_reclaimed_instance_shows_its_notice_and_deadline(
         zone="us-east-1a",
         price_per_hour=0.031,
         token_sha256="x",
-        data={"capacity": {"cpu_cores": 2, "ram_gb": 8}},
+        data=InstanceData.model_validate({"capacity": {"cpu_cores": 2, "ram_gb": 8}}),
     )
     deadline = "2026-12-01T10:02:00+00:00"
     fleet.set_instance_state(
         inst.id,
         InstanceState.READY,
-        data={**inst.data, "interruption": {"action": "terminate", "deadline": deadline}},
+        data=inst.data.model_copy(
+            update={"interruption": Interruption(action="terminate", deadline=deadline)}
+        ),
     )
     page = client.get("/ui/instances", headers=ADMIN).text
     assert inst.id in page and "terminate notice, gone at 10:02:00" in page

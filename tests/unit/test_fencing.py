@@ -13,10 +13,10 @@ import pytest
 
 from capsule_runtime.protocol.messages import (
     AttemptReport,
-    Capacity,
     CapsuleReport,
     Poll,
     Registration,
+    Resources,
 )
 from gateway.dispatch import Fenced
 from gateway.migration import Migrations
@@ -72,7 +72,7 @@ def test_a_resent_interrupted_creates_one_restore_attempt(world: World) -> None:
     world.dispatch.report(inst, aid, interrupted("r1"))
     world.dispatch.report(inst, aid, interrupted("r1"))  # its answer was lost: sent again
     attempts = world.fleet.attempts_of(task_id)
-    assert len(attempts) == 2 and attempts[1].data["restore"] is True
+    assert len(attempts) == 2 and attempts[1].data.restore is True
     with pytest.raises(Fenced):  # another report for the settled attempt
         world.dispatch.report(inst, aid, interrupted("r2"))
     assert len(world.fleet.attempts_of(task_id)) == 2
@@ -123,7 +123,9 @@ def test_a_stale_complete_after_recovery_is_refused(world: World) -> None:
         world.dispatch.register(
             inst,
             Registration(
-                agent_version="t", hostname="h", capacity=Capacity(cpu_cores=4, ram_gb=8, disk_gb=1)
+                agent_version="t",
+                hostname="h",
+                capacity=Resources(cpu_cores=4, ram_gb=8, disk_gb=1),
             ),
         )
     assert world.fleet.instance(inst.id).state is InstanceState.LOST  # type: ignore[union-attr]
@@ -146,7 +148,7 @@ def test_another_instances_attempt_is_refused(world: World) -> None:
             call()
     assert world.state(task_id) is State.RUNNING
     world.dispatch.poll(other, Poll(usage={aid: {"cpu_cores": 9.0}}, wait_seconds=0))
-    assert "usage" not in world.fleet.attempt(aid).data  # type: ignore[union-attr]
+    assert world.fleet.attempt(aid).data.usage == []  # type: ignore[union-attr]
 
 
 def test_a_capsule_from_a_superseded_attempt_is_refused(world: World) -> None:
@@ -172,7 +174,7 @@ def test_a_lost_assignment_is_sent_again_until_acknowledged(world: World) -> Non
     assert again.attempt_id == first.attempt_id and world.state(t) is State.INITIALIZING
     assert world.poll(inst, [first.attempt_id]).assign == []  # acknowledged
     assert world.poll(inst).assign == []  # delivered: never again, even when not listed
-    assert world.fleet.attempt(first.attempt_id).data["delivered"]  # type: ignore[union-attr]
+    assert world.fleet.attempt(first.attempt_id).data.delivered  # type: ignore[union-attr]
 
 
 def test_an_unacknowledged_assignment_is_recovered_elsewhere(
@@ -187,7 +189,7 @@ def test_an_unacknowledged_assignment_is_recovered_elsewhere(
     assert world.fleet.instance(inst.id).state is InstanceState.READY  # type: ignore[union-attr]
     attempts = world.fleet.attempts_of(t)
     assert attempts[0].phase is AttemptPhase.DONE and attempts[1].reason == "lost"
-    assert attempts[1].data["exclude"] == [inst.id]
+    assert attempts[1].data.exclude == [inst.id]
     assert world.state(t) is State.INITIALIZING
     with pytest.raises(Fenced):  # the first agent's late start is refused
         world.report(inst, lost.attempt_id, "running")
@@ -209,7 +211,7 @@ def test_a_checkpoint_order_is_sent_again_and_times_out(
     world.scheduler.tick()
     attempt = world.fleet.attempt(aid)
     assert attempt is not None and attempt.phase is AttemptPhase.RUNNING
-    assert "checkpoint" not in attempt.data
+    assert attempt.data.checkpoint is None
     events = [e for e in world.tasks.events(task_id) if e["kind"] == "checkpoint_failed"]
     assert events and "not answered" in events[-1]["message"]
     rec = world.tasks.get(task_id)
@@ -248,7 +250,7 @@ def test_attempts_of_a_restarted_agent_go_on_elsewhere(
     world.dispatch.register(
         inst,
         Registration(
-            agent_version="t", hostname="h", capacity=Capacity(cpu_cores=4, ram_gb=8, disk_gb=1)
+            agent_version="t", hostname="h", capacity=Resources(cpu_cores=4, ram_gb=8, disk_gb=1)
         ),
     )
     world.clock.advance(OVERDUE_EVERY + 1)  # the next look for overdue work

@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 
 from capsule_runtime.client import DownloadCorrupt, Fenced, GatewayClient, GatewayUnreachable
-from capsule_runtime.protocol.messages import Capacity, Registration
+from capsule_runtime.protocol.messages import Registration, Resources
 
 REGISTRATION = Registration(
-    agent_version="t", hostname="h", capacity=Capacity(cpu_cores=1, ram_gb=1, disk_gb=1)
+    agent_version="t", hostname="h", capacity=Resources(cpu_cores=1, ram_gb=1, disk_gb=1)
 )
 
 

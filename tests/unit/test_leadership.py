@@ -107,3 +107,27 @@ def test_a_deposed_scheduler_places_nothing(tmp_path: Path) -> None:
     assert w.state(task) is State.QUEUED
     assert not w.fleet.attempts_of(task)
     assert not w.scheduler._lead()  # it follows from now on
+
+
+def test_a_deposed_scheduler_retires_nothing(tmp_path: Path) -> None:
+    """An idle instance is stopped only by the leader: a deposed scheduler's retire is rolled
+    back (the new leader decides)."""
+    from gateway.store.fleet import InstanceState
+    from tests.fixtures.world import World
+
+    w = World(tmp_path)
+    clock = FakeClock()
+    w.scheduler.lease = SchedulerLease(w.db, "g-a", 10, clock)
+    assert w.scheduler._lead()
+    w.submit()
+    inst = w.boot()
+    w.scheduler.tick()
+    aid = w.poll(inst).assign[0].attempt_id
+    w.report(inst, aid, "complete")
+    w.clock.advance(w.cfg.scheduler.idle_timeout_seconds + 1)
+    w.fleet.heartbeat(inst.id)  # the agent kept polling
+    clock.advance(11)
+    assert SchedulerLease(w.db, "g-b", 10, clock).hold()
+    with pytest.raises(LostLeadership):
+        w.scheduler.tick()
+    assert w.fleet.instance(inst.id).state is InstanceState.READY  # type: ignore[union-attr]

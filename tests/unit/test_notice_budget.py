@@ -17,8 +17,6 @@ from gateway.config import NoticeBudgetConfig
 from gateway.providers.base import Capability, Offer
 from gateway.scheduler.notice_budget import (
     GIB,
-    PREDICTION,
-    PROFILE,
     Footprint,
     Rates,
     add_sample,
@@ -27,6 +25,12 @@ from gateway.scheduler.notice_budget import (
     solve,
 )
 from gateway.store.fleet import Instance
+from gateway.store.fleet_data import (
+    AttemptData,
+    CapsuleProfile,
+    CheckpointRequest,
+    NoticePrediction,
+)
 from gateway.telemetry import task_telemetry
 from tests.fixtures.world import FakeProvider, World, running_with
 
@@ -110,10 +114,28 @@ def capsule(
     return capsule_id
 
 
-def data(world: World, aid: str) -> dict[str, Any]:
+def data(world: World, aid: str) -> AttemptData:
     attempt = world.fleet.attempt(aid)
     assert attempt is not None
     return attempt.data
+
+
+def profile_of(world: World, aid: str) -> CapsuleProfile:
+    profile = data(world, aid).capsule_profile
+    assert profile is not None
+    return profile
+
+
+def prediction_of(world: World, aid: str) -> NoticePrediction:
+    note = data(world, aid).notice_prediction
+    assert note is not None
+    return note
+
+
+def request_of(world: World, aid: str) -> CheckpointRequest:
+    request = data(world, aid).checkpoint
+    assert request is not None
+    return request
 
 
 def task_of(world: World, aid: str) -> str:
@@ -140,22 +162,31 @@ def test_a_task_that_dirties_fast_gets_capsules_sooner_than_its_interval(tmp_pat
     # the second began 100 s after the first: 1 GiB new (16 * 4.5 + 2.5 = 74.5 s)
     world.clock.set(start + timedelta(seconds=174.5))
     capsule(world, inst, aid, 2, size_gib=16, new_gib=1, seconds=74.5, parent=first)
-    profile = data(world, aid)[PROFILE]
-    assert profile["dirty_bps"] == pytest.approx(0.01 * GIB)
+    profile = profile_of(world, aid)
+    assert profile.dirty_bps == pytest.approx(0.01 * GIB)
     began = world.clock() - timedelta(seconds=74.5)
-    assert profile["since"] == rfc3339(began)
+    assert profile.since == rfc3339(began)
+    # stored as the JSON object it always was
+    assert set(data(world, aid).dump()["capsule_profile"]) == {
+        "since",
+        "size_bytes",
+        "stored_bytes",
+        "dirty_bps",
+    }
     # 300 s after it: 2 + 72 + 7.5 = 81.5 s ≤ 84: no capsule yet
     world.clock.set(began + timedelta(seconds=300))
     world.poll(inst, [aid])  # a heartbeat: the instance is alive
     world.scheduler.tick()
-    assert "checkpoint" not in data(world, aid)
+    assert data(world, aid).checkpoint is None
     # 450 s after it: 2 + 72 + 11.25 = 85.25 s > 84: a capsule, the task running on
     world.clock.set(began + timedelta(seconds=450))
     world.poll(inst, [aid])
     world.scheduler.tick()
-    request = data(world, aid)["checkpoint"]
-    assert request["reason"] == "notice_budget" and request["stop"] is False
-    assert request["notice_budget"]["predicted_s"] == pytest.approx(85.25, abs=0.01)
+    request = request_of(world, aid)
+    assert request.reason == "notice_budget" and request.stop is False
+    assert request.notice_budget is not None
+    assert request.notice_budget.predicted_s == pytest.approx(85.25, abs=0.01)
+    assert data(world, aid).dump()["checkpoint"]["notice_budget"]["budget_s"] == pytest.approx(84)
     [asked] = kinds(world, task_id, "checkpoint_requested")
     assert asked["data"]["notice_budget"]["budget_s"] == pytest.approx(84.0)
     [order] = world.poll(inst, [aid]).checkpoint
@@ -173,15 +204,15 @@ def test_a_task_that_dirties_fast_gets_capsules_sooner_than_its_interval(tmp_pat
             error="criu said no",
         ),
     )
-    assert "checkpoint" not in data(world, aid)
+    assert data(world, aid).checkpoint is None
     world.clock.advance(30)
     world.poll(inst, [aid])
     world.scheduler.tick()
-    assert "checkpoint" not in data(world, aid)
+    assert data(world, aid).checkpoint is None
     world.clock.advance(31)
     world.poll(inst, [aid])
     world.scheduler.tick()
-    assert data(world, aid)["checkpoint"]["reason"] == "notice_budget"
+    assert request_of(world, aid).reason == "notice_budget"
     # the type's rates learned the two capsules; they agreed with the priors
     rates = world.scheduler.budget.rates(inst.provider, inst.instance_type)
     assert rates.samples == 2 and rates.dump_s_per_gib == pytest.approx(DUMP)
@@ -195,7 +226,7 @@ def test_a_small_task_gets_no_extra_capsules(tmp_path: Path) -> None:
     world.clock.advance(3600)
     world.poll(inst, [aid])
     world.scheduler.tick()
-    assert "checkpoint" not in data(world, aid)
+    assert data(world, aid).checkpoint is None
 
 
 def test_the_planner_can_be_turned_off(tmp_path: Path) -> None:
@@ -206,8 +237,9 @@ def test_the_planner_can_be_turned_off(tmp_path: Path) -> None:
     world.clock.advance(3600)
     world.poll(inst, [aid])
     world.scheduler.tick()
-    assert "checkpoint" not in data(world, aid)
-    assert PROFILE not in data(world, aid)
+    assert data(world, aid).checkpoint is None
+    assert data(world, aid).capsule_profile is None
+    assert "capsule_profile" not in data(world, aid).dump()
 
 
 class TwoMarkets(FakeProvider):
@@ -219,8 +251,16 @@ class TwoMarkets(FakeProvider):
 
     def offers(self) -> list[Offer]:
         return [
-            Offer("fake.large", "spot", "z1", 0.05, self.cpu, self.ram, 100),
-            Offer("fake.large", "on-demand", "z1", 0.20, self.cpu, self.ram, 100),
+            Offer(
+                instance_type="fake.large",
+                market=market,
+                zone="z1",
+                price_per_hour=price,
+                cpu_cores=self.cpu,
+                ram_gb=self.ram,
+                disk_gb=100,
+            )
+            for market, price in (("spot", 0.05), ("on-demand", 0.20))
         ]
 
 
@@ -303,10 +343,21 @@ def test_every_notice_records_the_prediction_next_to_the_measured_time(tmp_path:
     world.clock.advance(30)
     deadline = rfc3339(world.clock() + timedelta(seconds=120)).replace("+00:00", "Z")
     world.dispatch.notice(inst, Notice(kind="terminate", time=deadline))
-    note = data(world, aid)[PREDICTION]
+    note = prediction_of(world, aid)
     # no dirty rate yet: the whole capsule again: 2 + 4 * 4.5 + 4 * 2.5
-    assert note["predicted_s"] == pytest.approx(30.0)
-    assert note["notice_s"] == pytest.approx(120.0) and note["requested"] is True
+    assert note.predicted_s == pytest.approx(30.0)
+    assert note.notice_s == pytest.approx(120.0) and note.requested is True
+    assert set(data(world, aid).dump()["notice_prediction"]) == {
+        "heard",
+        "deadline",
+        "notice_s",
+        "budget_s",
+        "predicted_s",
+        "size_bytes",
+        "upload_bytes",
+        "basis",
+        "requested",
+    }
     [order] = world.poll(inst, [aid]).checkpoint
     assert order.stop and order.reason == "reclaim"
     world.clock.advance(26.5)
@@ -344,14 +395,14 @@ def test_a_notice_during_a_capsule_moves_the_task_when_that_capsule_ends(
     world.migrations.request(task_of(world, aid), stop=False)
     [order] = world.poll(inst, [aid]).checkpoint
     world.dispatch.notice(inst, Notice(kind="terminate", time="2099-01-01T00:00:00Z"))
-    assert data(world, aid)[PREDICTION]["requested"] is False  # refused: a capsule is under way
-    assert data(world, aid)["checkpoint"]["reason"] == "manual"
+    assert prediction_of(world, aid).requested is False  # refused: a capsule is under way
+    assert request_of(world, aid).reason == "manual"
     world.clock.advance(5)
     capsule(world, inst, aid, 1, size_gib=1, new_gib=1, seconds=4, request_id=order.request_id)
     world.clock.advance(1)
     world.scheduler.tick()
-    assert data(world, aid)["checkpoint"]["reason"] == "reclaim"
-    assert data(world, aid)[PREDICTION]["requested"] is True
+    assert request_of(world, aid).reason == "reclaim"
+    assert prediction_of(world, aid).requested is True
 
 
 def test_a_moved_task_keeps_its_dirty_rate_and_counts_from_its_restore(tmp_path: Path) -> None:
@@ -396,7 +447,8 @@ def test_a_moved_task_keeps_its_dirty_rate_and_counts_from_its_restore(tmp_path:
             seconds={"total": 30.0},
         ),
     )
-    moved = data(world, assignment.attempt_id)[PROFILE]
-    before = data(world, aid)[PROFILE]
-    assert moved["dirty_bps"] == before["dirty_bps"] > 0  # the task's, not the attempt's
-    assert moved["since"] == rfc3339(world.clock())  # dirt counts from the restore
+    moved = profile_of(world, assignment.attempt_id)
+    before = profile_of(world, aid)
+    assert moved.dirty_bps is not None and before.dirty_bps is not None
+    assert moved.dirty_bps == before.dirty_bps > 0  # the task's, not the attempt's
+    assert moved.since == rfc3339(world.clock())  # dirt counts from the restore

@@ -72,5 +72,6 @@ def test_interrupt_reaches_the_machine_by_its_launch_record(app: Flask) -> None:
     )
     assert resp.status_code == 202, resp.get_json()
     row = app.extensions["tescape"].fleet.instance(instance_id)
-    assert row.data["interruption"]["action"] == "terminate"
+    assert row.data.interruption is not None
+    assert row.data.interruption.action == "terminate"
     assert provider.query([record_of(row)])[row.provider_id] is CloudState.TERMINATED

@@ -15,6 +15,7 @@ from gateway.providers.fake import FakeCloud
 from gateway.providers.fake import FakeProvider as ShippedFakeProvider
 from gateway.scheduler import losses
 from gateway.store.fleet import Instance, InstanceState
+from gateway.store.fleet_data import Limits, UsageSample
 from gateway.tes.states import AttemptPhase, State
 from tests.fixtures.world import FakeProvider, World, running_with
 
@@ -277,12 +278,14 @@ def running_on_market(world: World) -> tuple[str, Instance, str]:
 def usage(aid: str, world: World, cpu: float, gib: float, seconds: int = 40) -> None:
     start = world.clock() - timedelta(seconds=seconds)
     history = [
-        {
-            "cpu_cores": cpu,
-            "memory_bytes": int(gib * 2**30),
-            "memory_limit_bytes": None,
-            "time": (start + timedelta(seconds=s)).isoformat(),
-        }
+        UsageSample.model_validate(
+            {
+                "cpu_cores": cpu,
+                "memory_bytes": int(gib * 2**30),
+                "memory_limit_bytes": None,
+                "time": (start + timedelta(seconds=s)).isoformat(),
+            }
+        )
         for s in range(0, seconds + 1, 5)
     ]
     world.fleet.update_attempt_data(aid, usage=history)
@@ -293,9 +296,10 @@ def test_memory_near_the_instance_limit_moves_the_task_to_a_bigger_type(tmp_path
     t, _, aid = running_on_market(world)
     usage(aid, world, cpu=0.5, gib=3.8)  # c5.large has 4 GiB: 95%
     world.scheduler.tick()
-    request = world.fleet.attempt(aid).data["checkpoint"]  # type: ignore[union-attr]
-    assert request["reason"] == "oom" and request["stop"]
-    assert request["plan"]["ram_gb"] >= 8 and request["plan"]["market"] == "spot"
+    request = world.fleet.attempt(aid).data.checkpoint  # type: ignore[union-attr]
+    assert request is not None and request.plan is not None
+    assert request.reason == "oom" and request.stop
+    assert request.plan.ram_gb >= 8 and request.plan.market == "spot"
     assert world.state(t) is State.RUNNING
 
 
@@ -304,8 +308,9 @@ def test_sustained_high_cpu_moves_the_task_to_more_cores(tmp_path: Path) -> None
     _, _, aid = running_on_market(world)
     usage(aid, world, cpu=1.95, gib=0.5)  # 2 cores busy for 40 s
     world.scheduler.tick()
-    request = world.fleet.attempt(aid).data["checkpoint"]  # type: ignore[union-attr]
-    assert request["reason"] == "rightsize" and request["plan"]["cpu_cores"] >= 4
+    request = world.fleet.attempt(aid).data.checkpoint  # type: ignore[union-attr]
+    assert request is not None and request.plan is not None
+    assert request.reason == "rightsize" and request.plan.cpu_cores >= 4
 
 
 def test_a_quiet_task_stays_put(tmp_path: Path) -> None:
@@ -313,7 +318,7 @@ def test_a_quiet_task_stays_put(tmp_path: Path) -> None:
     _, _, aid = running_on_market(world)
     usage(aid, world, cpu=0.5, gib=0.5)
     world.scheduler.tick()
-    assert "checkpoint" not in world.fleet.attempt(aid).data  # type: ignore[union-attr]
+    assert world.fleet.attempt(aid).data.checkpoint is None  # type: ignore[union-attr]
 
 
 def test_a_busy_container_grows_in_place_when_its_instance_has_room(tmp_path: Path) -> None:
@@ -322,15 +327,15 @@ def test_a_busy_container_grows_in_place_when_its_instance_has_room(tmp_path: Pa
     usage(aid, world, cpu=0.98, gib=0.5)  # its one core busy for 40 s
     world.scheduler.tick()
     attempt = world.fleet.attempt(aid)
-    assert attempt is not None and "checkpoint" not in attempt.data
-    assert attempt.data["limits"] == {"cpu_cores": 2.0, "ram_gb": 2.0}
+    assert attempt is not None and attempt.data.checkpoint is None
+    assert attempt.data.limits == Limits(cpu_cores=2.0, ram_gb=2.0)
     [order] = world.poll(inst, [aid]).resize
     assert (order.attempt_id, order.cpu_cores, order.ram_gb) == (aid, 2.0, 2.0)
     [again] = world.poll(inst, [aid]).resize  # sent again until the agent acknowledges it
     assert again.order_id == order.order_id
     assert world.poll(inst, [aid], [order.order_id]).resize == []  # acknowledged: not again
     world.scheduler.tick()  # measured against its new limits now: 49%, nothing more
-    assert world.fleet.attempt(aid).data["limits"]["cpu_cores"] == 2.0  # type: ignore[union-attr]
+    assert world.fleet.attempt(aid).data.limits.cpu_cores == 2.0  # type: ignore[union-attr]
     kinds = [e["kind"] for e in world.tasks.events(world.fleet.attempt(aid).task_id)]  # type: ignore[union-attr]
     assert kinds.count("resized") == 1
 
@@ -340,13 +345,14 @@ def test_memory_near_its_limit_grows_in_place_or_moves_with_new_limits(tmp_path:
     _, aid = running_with(world, cpu_cores=1, ram_gb=2)
     usage(aid, world, cpu=0.2, gib=1.9)  # 95% of its 2 GB; the instance has 6 GB free
     world.scheduler.tick()
-    assert world.fleet.attempt(aid).data["limits"] == {"cpu_cores": 1.0, "ram_gb": 4.0}  # type: ignore[union-attr]
+    assert world.fleet.attempt(aid).data.limits == Limits(cpu_cores=1.0, ram_gb=4.0)  # type: ignore[union-attr]
     usage(aid, world, cpu=0.2, gib=3.9)  # 4 GB more would not fit: it must move
     world.scheduler.tick()
-    request = world.fleet.attempt(aid).data["checkpoint"]  # type: ignore[union-attr]
-    assert request["reason"] == "oom" and request["stop"]
-    assert request["limits"] == {"cpu_cores": 1.0, "ram_gb": 8.0}
-    assert request["plan"]["ram_gb"] >= 8
+    request = world.fleet.attempt(aid).data.checkpoint  # type: ignore[union-attr]
+    assert request is not None and request.plan is not None
+    assert request.reason == "oom" and request.stop
+    assert request.limits == Limits(cpu_cores=1.0, ram_gb=8.0)
+    assert request.plan.ram_gb >= 8
 
 
 def test_an_idle_instance_of_the_wrong_kind_makes_room_for_a_launch(tmp_path: Path) -> None:
@@ -379,8 +385,8 @@ def test_a_notice_moves_capsule_tasks_and_leaves_restart_ones_running(world: Wor
     for aid in attempts.values():
         world.report(inst, aid, "running")
     world.dispatch.notice(inst, Notice(kind="terminate", time="2026-01-01T00:02:00Z"))
-    assert world.fleet.attempt(attempts[moving]).data["checkpoint"]["reason"] == "reclaim"  # type: ignore[union-attr]
-    assert "checkpoint" not in world.fleet.attempt(attempts[staying]).data  # type: ignore[union-attr]
+    assert world.fleet.attempt(attempts[moving]).data.checkpoint.reason == "reclaim"  # type: ignore[union-attr]
+    assert world.fleet.attempt(attempts[staying]).data.checkpoint is None  # type: ignore[union-attr]
 
 
 def test_a_container_is_limited_to_what_it_asked_for_else_to_its_instance(world: World) -> None:
@@ -448,8 +454,24 @@ def test_one_query_per_tick_for_the_whole_fleet(tmp_path: Path) -> None:
 
 
 def test_a_pool_without_capacity_is_quarantined_and_the_next_offer_tried(tmp_path: Path) -> None:
-    cheap = Offer("fake.large", "spot", "z1", 0.05, 4, 8, 100)
-    next_best = Offer("fake.large", "spot", "z2", 0.06, 4, 8, 100)
+    cheap = Offer(
+        instance_type="fake.large",
+        market="spot",
+        zone="z1",
+        price_per_hour=0.05,
+        cpu_cores=4,
+        ram_gb=8,
+        disk_gb=100,
+    )
+    next_best = Offer(
+        instance_type="fake.large",
+        market="spot",
+        zone="z2",
+        price_per_hour=0.06,
+        cpu_cores=4,
+        ram_gb=8,
+        disk_gb=100,
+    )
     provider = ShippedFakeProvider(offers=[cheap, next_best])
     provider.cloud.capacity[("fake.large", "z1", "spot")] = 0
     world = provider_world(tmp_path, provider, scheduler={"quarantine_seconds": 60})
@@ -504,7 +526,15 @@ def test_prices_follow_the_offers_of_any_priced_provider(tmp_path: Path) -> None
     inst = world.boot()
     assert inst.price_per_hour == 0.05
     provider.offer_list = [
-        Offer(o.instance_type, o.market, o.zone, 0.07 if o.market == "spot" else 0.1, 4, 8, 100)
+        Offer(
+            instance_type=o.instance_type,
+            market=o.market,
+            zone=o.zone,
+            price_per_hour=0.07 if o.market == "spot" else 0.1,
+            cpu_cores=4,
+            ram_gb=8,
+            disk_gb=100,
+        )
         for o in provider.offer_list
     ]
     world.scheduler.tick()
@@ -538,8 +568,9 @@ def test_a_simulating_provider_draws_its_own_reclaims(tmp_path: Path) -> None:
     world.clock.advance(1)  # reclaims are drawn for the time since the last tick
     world.scheduler.tick()
     row = world.fleet.instance(inst.id)
-    assert row is not None and row.data["interruption"]["action"] == "terminate"
-    assert world.fleet.attempt(aid).data["checkpoint"]["reason"] == "reclaim"  # type: ignore[union-attr]
+    assert row is not None and row.data.interruption is not None
+    assert row.data.interruption.action == "terminate"
+    assert world.fleet.attempt(aid).data.checkpoint.reason == "reclaim"  # type: ignore[union-attr]
     assert world.state(t) is State.RUNNING
 
 

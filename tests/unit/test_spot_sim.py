@@ -112,10 +112,11 @@ def test_command_line_writes_json_and_markdown(tmp_path: Path) -> None:
 def test_a_co_notice_never_reaches_an_instance_launched_after_it() -> None:
     """A task leaving at a notice's deadline (or after its capsule) is launched then; a burst in
     its new pool before that moment cannot reclaim it, and no overhead goes negative."""
-    from gateway.market.policy import Need
+    from capsule_runtime.protocol.resources import Resources
 
     tasks = [
-        spot_sim.Task(i, i * 360.0, 1800.0 + 60.0 * i, Need(2, 1.0, 0.0), 0.01) for i in range(12)
+        spot_sim.Task(i, i * 360.0, 1800.0 + 60.0 * i, Resources(2, 1.0, 0.0), 0.01)
+        for i in range(12)
     ]
     params = SimParams(
         seed=5, exposure_hours=0.5, notice_s=1200.0, no_notice=0.0, interval_s=0.0,

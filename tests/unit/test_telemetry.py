@@ -90,7 +90,17 @@ def test_a_task_interrupted_once_and_restored_reports_it(
     monkeypatch.setattr(  # the restore lands on another type, on-demand
         world.provider,
         "offers",
-        lambda: [Offer("fake.xlarge", "on-demand", "z2", 0.2, 8, 16, 100)],
+        lambda: [
+            Offer(
+                instance_type="fake.xlarge",
+                market="on-demand",
+                zone="z2",
+                price_per_hour=0.2,
+                cpu_cores=8,
+                ram_gb=16,
+                disk_gb=100,
+            )
+        ],
     )
     second = world.boot()
     world.scheduler.tick()

@@ -42,6 +42,6 @@ def test_a_lost_attempts_unreported_capsule_is_restored_from(tmp_path: Path) -> 
     assert capsule.id == f"{a.attempt_id}-2"
     assert capsule.store_key == manifest_key(t, a.attempt_id, 2)
     recovery = w.fleet.attempts_of(t)[-1]
-    assert recovery.reason == "lost" and recovery.data["restore"] is True
+    assert recovery.reason == "lost" and recovery.data.restore is True
     assert w.state(t) is State.RUNNING
     assert [r.capsule_id for r in w.dispatch.restore_refs(t)] == [capsule.id]

@@ -223,10 +223,30 @@ class AwsProvider(Provider):
                 if zone not in where.get(itype, set()):
                     continue
                 if (itype, zone) in spot:
-                    out.append(Offer(itype, "spot", zone, spot[itype, zone], cpus, ram, disk))
+                    out.append(
+                        Offer(
+                            instance_type=itype,
+                            market="spot",
+                            zone=zone,
+                            price_per_hour=spot[itype, zone],
+                            cpu_cores=cpus,
+                            ram_gb=ram,
+                            disk_gb=disk,
+                        )
+                    )
                 if Capability.ON_DEMAND in self.capabilities:
                     price = self.on_demand_price(itype)
-                    out.append(Offer(itype, "on-demand", zone, price, cpus, ram, disk))
+                    out.append(
+                        Offer(
+                            instance_type=itype,
+                            market="on-demand",
+                            zone=zone,
+                            price_per_hour=price,
+                            cpu_cores=cpus,
+                            ram_gb=ram,
+                            disk_gb=disk,
+                        )
+                    )
         return out
 
     def ami(self) -> str:
