@@ -54,7 +54,7 @@ from typing import Any
 from sqlalchemy import create_engine, func, select, text
 from sqlalchemy.engine import make_url
 
-from capsule_runtime.protocol.messages import Resources
+from capsule_runtime.protocol.resources import Resources
 from gateway.auth import token_sha256
 from gateway.config import Config, load_config
 from gateway.market.model import Market

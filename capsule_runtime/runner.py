@@ -75,6 +75,7 @@ from capsule_runtime.staging import (
     StagingError,
     StagingPolicy,
     Workspace,
+    check_shared_mounts,
     stage_inputs,
     upload_outputs_report,
 )
@@ -312,13 +313,20 @@ class TaskRun(threading.Thread):
         settings = self.a.settings
         images: dict[str, str] = {}
         resumed: Running | None = None  # the executor a capsule brought back, running again
+        policy = self._policy()
         if self.a.restore:
             self.report("restoring")
             try:
                 images = self._prepare_images()
+                check_shared_mounts(self.task, policy)
             except EngineError as exc:
                 if self.a.restore_elsewhere:
                     return RestoreElsewhere("-", f"its images could not be prepared: {exc}")
+                return Finished("system_error", str(exc))
+            except (StagingError, OSError) as exc:  # e.g. a shared dir this instance lacks
+                self.system_log(f"cannot restore here: {exc}")
+                if self.a.restore_elsewhere:
+                    return RestoreElsewhere("-", str(exc))
                 return Finished("system_error", str(exc))
             try:
                 resumed = self._restore()
@@ -330,16 +338,7 @@ class TaskRun(threading.Thread):
             self.report("initializing")
         try:
             workspace = Workspace.create(
-                self.dir / "work",
-                self.task,
-                StagingPolicy.create(
-                    settings.allowed_dirs,
-                    settings.block_private_networks,
-                    denied_dirs=[*settings.denied_dirs, *self.private_dirs],
-                    s3_allowed=settings.s3_allowed,
-                    s3_denied=[*settings.s3_denied, *s3_store_location(self.a.capsules.store)],
-                ),
-                s3=S3Config.from_mapping(settings.s3),
+                self.dir / "work", self.task, policy, s3=S3Config.from_mapping(settings.s3)
             )
             with self._lock:
                 self._workspace = workspace
@@ -411,6 +410,18 @@ class TaskRun(threading.Thread):
         except GatewayUnreachable as exc:
             log.warning("uploading the outputs of %s unconfirmed: %s", self.a.attempt_id, exc)
         return True
+
+    def _policy(self) -> StagingPolicy:
+        """What this task's URLs may reach (the gateway's lists plus this agent's own folders)."""
+        settings = self.a.settings
+        return StagingPolicy.create(
+            settings.allowed_dirs,
+            settings.block_private_networks,
+            denied_dirs=[*settings.denied_dirs, *self.private_dirs],
+            s3_allowed=settings.s3_allowed,
+            s3_denied=[*settings.s3_denied, *s3_store_location(self.a.capsules.store)],
+            shared_dirs=settings.shared_dirs,
+        )
 
     def _prepare_images(self) -> dict[str, str]:
         """Every executor's image, available locally (raises EngineError, noted in system_logs)."""

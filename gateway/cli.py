@@ -110,6 +110,11 @@ def serve(config_file: str | None, **flags: Any) -> None:
         for denied in cfg.denied_dirs:
             if Path(allowed).is_relative_to(denied):
                 log.warning("storage.allowed_dirs %s lies inside %s: never used", allowed, denied)
+    for shared in cfg.storage.shared_dirs:
+        if str(Path(shared).resolve()) not in cfg.shared_dirs:
+            log.warning("storage.shared_dirs %s lies in tescape's own state: never used", shared)
+        elif not Path(shared).is_dir():
+            log.warning("storage.shared_dirs %s is not a directory (yet)", shared)
     for line in s3_notes(cfg):
         log.warning("%s", line)
     app = create_app(cfg)

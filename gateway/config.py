@@ -357,6 +357,13 @@ class StorageConfig(Section):
     # default (null or []). Never reachable, even under an allowed parent: the data dir, the
     # capsule store, the SQLite database, the install tree and the virtualenv (Config.denied_dirs).
     allowed_dirs: list[str] | None = None
+    # Local directories every instance sees at the same path (a shared file system; for the local
+    # provider, this machine's own). Advertised in service-info `storage` as `file://` prefixes.
+    # A task's input or output whose URL names a path inside one, at that same container path,
+    # is bind-mounted read-write there (never copied, never uploaded): Toil's file job store
+    # needs this. Any other use is an ordinary local path (as allowed_dirs). The deny-list above
+    # still holds; a capsule does not carry their data (docs/toil-and-cwl-tes.md).
+    shared_dirs: list[str] = Field(default_factory=list)
     # Refuse http(s)/s3 URLs that resolve to loopback or private addresses. Instance-metadata
     # addresses (169.254.0.0/16, fd00:ec2::254) are always refused. auto: on unless instances
     # come from the local provider (they run on this machine, beside its own services).
@@ -494,6 +501,15 @@ class Config(Section):
     def allowed_dirs(self) -> list[str]:
         """The configured local directories tasks may use, resolved; none unless configured."""
         return [str(Path(d).resolve()) for d in self.storage.allowed_dirs or []]
+
+    @property
+    def shared_dirs(self) -> list[str]:
+        """storage.shared_dirs resolved, without those inside tescape's own state or code
+        (never usable; `tescape serve` warns about them)."""
+        denied = [Path(d) for d in self.denied_dirs]
+        shared = (Path(d).resolve() for d in self.storage.shared_dirs)
+        usable = (d for d in shared if not any(d == x or x in d.parents for x in denied))
+        return list(dict.fromkeys(str(d) for d in usable))
 
     @property
     def denied_dirs(self) -> list[str]:

@@ -59,7 +59,7 @@ from gateway.store.fleet_data import AttemptData, Migration, RecoveryPlan, Usage
 from gateway.store.tasks import TaskRecord, TaskStore
 from gateway.telemetry import task_telemetry, time_scale, with_telemetry
 from gateway.tes.backend_parameters import duration_seconds
-from gateway.tes.states import AttemptPhase, State
+from gateway.tes.states import AttemptPhase, CapsuleState, State
 
 log = logging.getLogger(__name__)
 
@@ -147,6 +147,7 @@ class Dispatcher:
             log_tail_bytes=self.cfg.executor_logs.tail_bytes,
             allowed_dirs=self.cfg.allowed_dirs,
             denied_dirs=self.cfg.denied_dirs,
+            shared_dirs=self.cfg.shared_dirs,
             block_private_networks=self.cfg.blocks_private_networks,
             s3_allowed=self.cfg.s3_allowed(owner),
             s3_denied=self.cfg.s3_denied,
@@ -197,7 +198,7 @@ class Dispatcher:
                 manifest_key=c.store_key,
                 manifest_sha256=c.manifest_sha256 or "",
             )
-            for c in self.fleet.capsules_of(task_id, {"complete"})
+            for c in self.fleet.capsules_of(task_id, {CapsuleState.COMPLETE})
         ]
 
     # -- register and poll --------------------------------------------------------------------
@@ -597,7 +598,7 @@ class Dispatcher:
             )
             return True
         if report.state == "corrupt":
-            self.fleet.set_capsule_state(report.capsule_id, "corrupt", conn=conn)
+            self.fleet.set_capsule_state(report.capsule_id, CapsuleState.CORRUPT, conn=conn)
             self.tasks.record(
                 attempt.task_id,
                 "capsule_corrupt",

@@ -15,6 +15,7 @@ from typing import Any
 
 from capsule_runtime.protocol.local_paths import LocalPathRules, task_path_errors
 from capsule_runtime.protocol.s3_paths import S3Rules, task_s3_errors
+from capsule_runtime.protocol.shared_dirs import shared_errors
 from capsule_runtime.protocol.tasklog import initial_task_log
 from gateway import __version__
 from gateway.auth import Principal
@@ -81,7 +82,11 @@ class TaskService:
         self.on_change = on_change or (lambda: None)  # wakes the scheduler
         self.backend_parameters = BackendParameters(tuple(config.tasks.extra_backend_parameters))
         # the agents check again while staging; refusing here tells the client at once (400)
-        self.local_paths = LocalPathRules.create(config.allowed_dirs, config.denied_dirs)
+        self.local_paths = LocalPathRules.create(
+            config.allowed_dirs, config.denied_dirs, config.shared_dirs
+        )
+        # Toil's TES plugin mounts a file job store only under a `file://` prefix listed here
+        self.storage = [*config.service_info.storage, *(f"file://{d}" for d in config.shared_dirs)]
 
     def s3_rules(self, user: str) -> S3Rules:
         """The s3:// rules for tasks of `user`: the agents get the same lists (dispatch)."""
@@ -98,7 +103,7 @@ class TaskService:
             "description": si.description,
             "organization": {"name": si.organization_name, "url": si.organization_url},
             "version": __version__,
-            "storage": si.storage,
+            "storage": self.storage,
             "tesResources_backend_parameters": self.backend_parameters.names,
         }
         for key, value in (
@@ -113,13 +118,14 @@ class TaskService:
     def legacy_service_info(self) -> dict[str, Any]:
         """The pre-1.0 shape py-tes 0.4.2 and Toil's plugin parse: these three keys only."""
         si = self.config.service_info
-        return {"name": si.name, "doc": si.description, "storage": si.storage}
+        return {"name": si.name, "doc": si.description, "storage": self.storage}
 
     # -- tasks --------------------------------------------------------------------------------
 
     def create(self, body: Any, who: Principal) -> dict[str, str]:
         parsed = parse_task(body, self.config.limits, self.backend_parameters)
         errors = task_path_errors(parsed.task, self.local_paths)
+        errors += shared_errors(parsed.task, self.local_paths)
         errors += task_s3_errors(parsed.task, self.s3_rules(who.user))
         if errors:
             raise TaskValidationError(errors)

@@ -1,6 +1,7 @@
 """Which host paths a task's bare paths and file:// URLs may name.
 
-A local path must lie inside one of `storage.allowed_dirs` (none by default) and never inside
+A local path must lie inside one of `storage.allowed_dirs` or `storage.shared_dirs` (none by
+default; a shared directory is also mounted in place, see shared_dirs.py) and never inside
 tescape's own state or code — the data directory, the capsule store, the database, the install
 tree, the virtualenv, an agent's work folder — even when an allowed directory is a parent of them.
 Both checks are made after symlinks and `..` are resolved, and a directory (an input copied whole,
@@ -71,14 +72,20 @@ def url_local_path(url: str) -> str | None:
 class LocalPathRules:
     allowed: tuple[Path, ...] = ()
     denied: tuple[Path, ...] = ()
+    shared: tuple[Path, ...] = ()  # storage.shared_dirs: allowed, and mounted in place
 
     @classmethod
     def create(
         cls,
         allowed: Iterable[str | os.PathLike[str]] = (),
         denied: Iterable[str | os.PathLike[str]] = (),
+        shared: Iterable[str | os.PathLike[str]] = (),
     ) -> LocalPathRules:
-        return cls(tuple(real(d) for d in allowed), tuple(dict.fromkeys(real(d) for d in denied)))
+        return cls(
+            tuple(real(d) for d in allowed),
+            tuple(dict.fromkeys(real(d) for d in denied)),
+            tuple(real(d) for d in shared),
+        )
 
     def refusal(self, path: str) -> str | None:
         """Why a task may not use `path` (a file it reads or writes), or None if it may."""
@@ -93,12 +100,13 @@ class LocalPathRules:
             if inside(resolved, base):
                 return f"local path {shown} is inside {base}: {FORBIDDEN}"
         # allowed dirs are resolved again: one may have become a link since the rules were made
-        if any(inside(resolved, real(base)) for base in self.allowed):
+        if any(inside(resolved, real(base)) for base in (*self.allowed, *self.shared)):
             return None
         allowed = ", ".join(str(d) for d in self.allowed) or "none are configured"
+        shared = f"; storage.shared_dirs: {', '.join(str(d) for d in self.shared)}"
         return (
             f"local path {shown} is outside the directories tasks may use "
-            f"(storage.allowed_dirs: {allowed})"
+            f"(storage.allowed_dirs: {allowed}{shared if self.shared else ''})"
         )
 
     def tree_refusal(self, path: str) -> str | None:

@@ -85,6 +85,9 @@ class TaskSettings(Message):
     # tescape's own state and code (data dir, capsule store, install tree, venv): never reachable
     # by a task's local paths, even under an allowed parent
     denied_dirs: list[str] = Field(default_factory=list)
+    # storage.shared_dirs: a task's path inside one, named at that same path, is bind-mounted
+    # read-write instead of copied (capsule_runtime.protocol.shared_dirs)
+    shared_dirs: list[str] = Field(default_factory=list)
     block_private_networks: bool = False
     # `bucket` or `bucket/prefix` entries s3:// URLs must lie inside (None: any bucket), and the
     # locations no s3:// URL may reach or cover (the capsule store)

@@ -36,7 +36,7 @@ from capsule_runtime.staging.router import StorageRouter
 from capsule_runtime.staging.s3 import S3Config, S3Storage
 from capsule_runtime.staging.storage import Stat, Storage
 from capsule_runtime.staging.web import HttpStorage
-from capsule_runtime.staging.workspace import Mounts, Workspace
+from capsule_runtime.staging.workspace import Mounts, Workspace, check_shared_mounts
 
 __all__ = [
     "AccessRefused",
@@ -61,6 +61,7 @@ __all__ = [
     "TransferProgress",
     "UnsupportedScheme",
     "Workspace",
+    "check_shared_mounts",
     "stage_inputs",
     "upload_outputs",
     "upload_outputs_report",

@@ -1,5 +1,6 @@
 """stage_inputs: copy a task's inputs into its workspace tree and return the mounts to run with.
 
+Inputs named at their own path in a shared directory are mounted, not copied (workspace.py).
 Order: the tree's directories first (workspace.prepare), then DIRECTORY inputs one at a time,
 shallowest first (a file input inside a directory input lands on top of it), then FILE and
 `content` inputs side by side on the workspace's pool, then placeholders for file mounts. The first
@@ -19,7 +20,7 @@ from typing import Any
 from capsule_runtime.protocol.messages import FileType
 from capsule_runtime.staging.content import write_content
 from capsule_runtime.staging.errors import StagingError
-from capsule_runtime.staging.layout import normalise
+from capsule_runtime.staging.layout import inside, normalise
 from capsule_runtime.staging.pool import run_until_error
 from capsule_runtime.staging.workspace import Mounts, Workspace
 
@@ -35,10 +36,13 @@ class InputItem:
 
 def plan_inputs(task_inputs: Sequence[Mapping[str, Any]], workspace: Workspace) -> list[InputItem]:
     """One item per container path (a later declaration of the same path wins), in the order
-    they are staged: directories shallowest first, then files."""
+    they are staged: directories shallowest first, then files. Inputs mounted from a shared
+    directory are not staged."""
     by_path: dict[str, InputItem] = {}
     for inp in task_inputs:
         path = normalise(inp["path"])
+        if any(inside(path, m.path) for m in workspace.shared):
+            continue
         if workspace.layout.mount_for(path) is None:
             raise StagingError(f"input {path} is not under any mount point of this workspace")
         content = inp.get("content")

@@ -81,16 +81,20 @@ class MountPoint:
     is_file: bool = False
 
 
-def anchors_of(task: Mapping[str, Any]) -> list[Anchor]:
-    """The anchors of a normalised task document (see the module docstring)."""
+def anchors_of(task: Mapping[str, Any], shared: Iterable[str] = ()) -> list[Anchor]:
+    """The anchors of a normalised task document (see the module docstring); inputs and outputs
+    inside one of the `shared` mounts (staging.workspace) are not in the tree."""
+    mounted = tuple(shared)
     out: list[Anchor] = []
     for inp in task.get("inputs") or []:
-        out.append(Anchor(normalise(inp["path"]), inp.get("type") == "DIRECTORY"))
+        path = normalise(inp["path"])
+        if not any(inside(path, m) for m in mounted):
+            out.append(Anchor(path, inp.get("type") == "DIRECTORY"))
     for o in task.get("outputs") or []:
         path = o["path"]
         if has_wildcard(path):
             out.append(Anchor(normalise(literal_base(path)), True))
-        else:
+        elif not any(inside(normalise(path), m) for m in mounted):
             out.append(Anchor(normalise(path), o.get("type") == "DIRECTORY"))
     for vol in task.get("volumes") or []:
         out.append(Anchor(normalise(vol), True))
@@ -161,8 +165,8 @@ class Layout:
         self.points = sorted(points)
 
     @classmethod
-    def for_task(cls, fs: Path, task: Mapping[str, Any]) -> Layout:
-        return cls(fs, plan_mounts(anchors_of(task)))
+    def for_task(cls, fs: Path, task: Mapping[str, Any], shared: Iterable[str] = ()) -> Layout:
+        return cls(fs, plan_mounts(anchors_of(task, shared)))
 
     def tree_path(self, container_path: str) -> Path:
         """Where `container_path` lives in the tree, lexically (symlinks not followed)."""

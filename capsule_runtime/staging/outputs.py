@@ -13,6 +13,10 @@ caller decides; `.command.err`, `.exitcode` and Cromwell's `rc` are outputs of f
 - Wildcard path: each match (a file, or a directory flattened as above) goes to
   `url` + '/' + its path below `path_prefix`.
 
+An output named at its own path in a shared directory (storage.shared_dirs) was written in
+place through its mount: it is not uploaded, and gets its OutputFileLogs (a FILE, or each regular
+file below a DIRECTORY, symlinks not followed) as they are.
+
 An s3:// output URL the staging policy refuses as a whole (the capsule store or a prefix above
 it, outside the allow-list) is a failed upload before anything under it is looked at; every
 object URL is checked again by the storage.
@@ -32,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from capsule_runtime.protocol.messages import FileType
+from capsule_runtime.protocol.shared_dirs import shared_path
 from capsule_runtime.staging.errors import StagingError
 from capsule_runtime.staging.layout import normalise
 from capsule_runtime.staging.pool import run_all
@@ -181,13 +186,55 @@ def _check_s3(
     return allowed, refused
 
 
+def _in_place(
+    task_outputs: Sequence[Mapping[str, Any]], workspace: Workspace
+) -> tuple[list[Mapping[str, Any]], OutputReport]:
+    """(the outputs to upload; the logs of those written in place in a shared directory)."""
+    report = OutputReport()
+    rest: list[Mapping[str, Any]] = []
+    rules = workspace.storages.policy.rules
+    for out in task_outputs:
+        path = shared_path(out, rules)
+        if path is None:
+            rest.append(out)
+            continue
+        try:
+            info = os.lstat(path)
+        except OSError:
+            report.system_logs.append(f"output {path} (in a shared directory) does not exist")
+            continue
+        url = str(out["url"])
+        if st.S_ISREG(info.st_mode):
+            report.outputs.append({"url": url, "path": path, "size_bytes": str(info.st_size)})
+        elif st.S_ISDIR(info.st_mode):
+            for top, _, names in os.walk(path):
+                for name in sorted(names):
+                    child = os.path.join(top, name)
+                    child_info = os.lstat(child)
+                    if st.S_ISREG(child_info.st_mode):
+                        rel = os.path.relpath(child, path)
+                        report.outputs.append(
+                            {
+                                "url": child_url(url, rel),
+                                "path": child,
+                                "size_bytes": str(child_info.st_size),
+                            }
+                        )
+    return rest, report
+
+
 def upload_outputs_report(
     task_outputs: Sequence[Mapping[str, Any]], workspace: Workspace
 ) -> OutputReport:
     """Upload every output that exists; see the module docstring. Never raises for an output."""
-    allowed, refused = _check_s3(task_outputs, workspace)
+    to_upload, in_place = _in_place(task_outputs, workspace)
+    allowed, refused = _check_s3(to_upload, workspace)
     files, notes = find_outputs(allowed, workspace)
-    report = OutputReport(system_logs=[*refused, *notes], failed=len(refused))
+    report = OutputReport(
+        outputs=in_place.outputs,
+        system_logs=[*in_place.system_logs, *refused, *notes],
+        failed=len(refused),
+    )
     meter = workspace.meter("outputs", len(files))
 
     def upload(item: OutputFile) -> int:

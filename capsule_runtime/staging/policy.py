@@ -5,7 +5,8 @@
   Nothing inside `denied_dirs` (tescape's own state and code, sent by the gateway, plus the
   agent's own folders) is ever reachable, even under an allowed parent; a directory used whole
   must not contain one (capsule_runtime.protocol.local_paths, the rules the gateway checks at
-  create).
+  create). `shared_dirs` are allowed too, and a path inside one named at the same container path
+  is mounted in place instead of copied (capsule_runtime.protocol.shared_dirs).
 - Instance-metadata addresses are never reachable: the whole link-local range (169.254.0.0/16,
   fe80::/10), AWS's IPv6 IMDS fd00:ec2::254, and the same addresses written as IPv4-mapped or NAT64
   IPv6. Host names are resolved first and every address they resolve to is checked.
@@ -31,6 +32,7 @@ from urllib.parse import urlsplit
 
 from capsule_runtime.protocol.local_paths import LocalPathRules
 from capsule_runtime.protocol.s3_paths import S3Rules
+from capsule_runtime.protocol.shared_dirs import mount_refusal
 from capsule_runtime.staging.errors import AccessRefused, StagingError
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -80,6 +82,7 @@ class StagingPolicy:
     resolver: Resolver = field(default=system_resolver, compare=False, repr=False)
     denied_dirs: tuple[Path, ...] = ()
     s3: S3Rules = field(default_factory=S3Rules)
+    shared_dirs: tuple[Path, ...] = ()
 
     @classmethod
     def create(
@@ -90,10 +93,11 @@ class StagingPolicy:
         denied_dirs: Iterable[str | os.PathLike[str]] = (),
         s3_allowed: Iterable[str] | None = None,
         s3_denied: Iterable[str] = (),
+        shared_dirs: Iterable[str | os.PathLike[str]] = (),
     ) -> StagingPolicy:
-        rules = LocalPathRules.create(allowed_dirs, denied_dirs)
+        rules = LocalPathRules.create(allowed_dirs, denied_dirs, shared_dirs)
         s3 = S3Rules.create(s3_allowed, s3_denied)
-        return cls(rules.allowed, block_private_networks, resolver, rules.denied, s3)
+        return cls(rules.allowed, block_private_networks, resolver, rules.denied, s3, rules.shared)
 
     # -- s3 locations ---------------------------------------------------------------------------
 
@@ -107,7 +111,7 @@ class StagingPolicy:
 
     @property
     def rules(self) -> LocalPathRules:
-        return LocalPathRules(self.allowed_dirs, self.denied_dirs)
+        return LocalPathRules(self.allowed_dirs, self.denied_dirs, self.shared_dirs)
 
     def local_path(self, path: str) -> Path:
         """`path` with symlinks and `..` resolved, if that lies inside an allowed directory and
@@ -123,6 +127,14 @@ class StagingPolicy:
         if why is not None:
             raise AccessRefused(why)
         return Path(os.path.realpath(path))
+
+    def shared_mount(self, path: str, is_dir: bool) -> Path:
+        """`path`, to be mounted from a shared directory at that same path: allowed, outside
+        (and, a directory, not containing) every denied one, and reached without a symlink."""
+        why = mount_refusal(path, is_dir, self.rules)
+        if why is not None:
+            raise AccessRefused(why)
+        return Path(path)
 
     # -- network addresses ----------------------------------------------------------------------
 

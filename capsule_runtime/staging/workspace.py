@@ -3,6 +3,10 @@ its URLs go through, and how transfers run (parallelism, progress).
 
     <root>/fs/...     the task's tree (see layout.py); the only thing under <root> it sees
 
+Inputs and outputs named at their own path inside a shared directory (storage.shared_dirs,
+capsule_runtime.protocol.shared_dirs) are not in the tree: they are bind-mounted in place, beside
+the tree's mounts, and neither staged nor uploaded.
+
 Create it once per attempt with the whole task document (mounts depend on inputs, outputs,
 volumes and stdio paths), call `stage_inputs`, run the executors with `mounts()`, then call
 `upload_outputs`, and `close()` it (or use it as a context manager). Deleting <root> is the
@@ -11,7 +15,9 @@ caller's business.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import stat
 import threading
 from collections.abc import Mapping
 from pathlib import Path
@@ -19,8 +25,9 @@ from types import TracebackType
 from typing import Any
 
 from capsule_runtime.engine.spec import Mount
+from capsule_runtime.protocol.shared_dirs import SharedMount, shared_errors, shared_mounts
 from capsule_runtime.staging import confined
-from capsule_runtime.staging.errors import PathEscapes
+from capsule_runtime.staging.errors import PathEscapes, SourceMissing, StagingError
 from capsule_runtime.staging.layout import PLACEHOLDER_MTIME, Layout, path_parts
 from capsule_runtime.staging.policy import StagingPolicy
 from capsule_runtime.staging.progress import Phase, ProgressCallback, ProgressMeter
@@ -30,6 +37,23 @@ from capsule_runtime.staging.storage import Storage
 from capsule_runtime.staging.wildcard import has_wildcard, literal_base
 
 Mounts = tuple[Mount, ...]
+
+
+def check_shared_mounts(task: Mapping[str, Any], policy: StagingPolicy) -> None:
+    """Before a restore: a task's shared mounts (storage.shared_dirs) are external to its
+    capsule, so each must be on this instance, at the same path, and pass the same checks as at
+    the first start; StagingError says which does not."""
+    rules = policy.rules
+    errors = shared_errors(task, rules)
+    if errors:
+        raise StagingError("; ".join(f"{e.field}: {e.message}" for e in errors))
+    for mount in shared_mounts(task, rules):
+        if not os.path.lexists(mount.path):
+            raise SourceMissing(
+                f"{mount.path} (in a shared directory) is not on this instance; the capsule "
+                "does not carry it"
+            )
+        policy.shared_mount(mount.path, os.path.isdir(mount.path))
 
 
 class Workspace:
@@ -45,7 +69,12 @@ class Workspace:
         self.root = root
         self.fs = root / "fs"
         self.task = task
-        self.layout = Layout.for_task(self.fs, task)
+        rules = storages.policy.rules
+        errors = shared_errors(task, rules)
+        if errors:
+            raise StagingError("; ".join(f"{e.field}: {e.message}" for e in errors))
+        self.shared: tuple[SharedMount, ...] = tuple(shared_mounts(task, rules))
+        self.layout = Layout.for_task(self.fs, task, (m.path for m in self.shared))
         self.storages = storages
         self.on_progress = on_progress
         self.parallel_files = max(1, parallel_files)
@@ -72,7 +101,9 @@ class Workspace:
     def mounts(self) -> Mounts:
         """The bind mounts for every executor of the task (all read-write). The engine follows a
         symlink in a mount's source, so a source with one on the way (a link an input or a
-        restored workspace put there) is refused with PathEscapes instead."""
+        restored workspace put there) is refused with PathEscapes instead. Shared mounts come
+        after the tree's (so one inside a tree mount is mounted over it; nothing of the tree
+        lies inside a shared mount), each checked again (deny-list, no symlink; AccessRefused)."""
         mounts = self.layout.mounts()
         for mount in mounts:
             link = confined.has_symlink(self.fs, mount.host)
@@ -80,7 +111,23 @@ class Workspace:
                 raise PathEscapes(
                     f"cannot mount {mount.container}: {link} in the task's tree is a symlink"
                 )
-        return mounts
+        shared = tuple(self.shared_mount(m) for m in self.shared)
+        return (*mounts, *shared)
+
+    def shared_mount(self, mount: SharedMount) -> Mount:
+        """The bind mount of one shared path, which must exist now (outputs are created by
+        `prepare`): a directory, or a regular file."""
+        try:
+            info = os.lstat(mount.path)
+        except FileNotFoundError:
+            raise SourceMissing(
+                f"{mount.path} (in a shared directory) does not exist on this instance"
+            ) from None
+        is_dir = stat.S_ISDIR(info.st_mode)
+        host = self.storages.policy.shared_mount(mount.path, is_dir)
+        if not (is_dir or stat.S_ISREG(info.st_mode)):
+            raise StagingError(f"{mount.path} (in a shared directory) is not a file or directory")
+        return Mount(host, mount.path)
 
     def tree_path(self, container_path: str) -> Path:
         """The host path of a container path, lexically; for files the agent itself creates."""
@@ -135,6 +182,24 @@ class Workspace:
         for point in self.layout.points:
             if point.is_file:
                 self.tree_path(point.container).parent.mkdir(parents=True, exist_ok=True)
+        for mount in self.shared:
+            if mount.output:
+                self._shared_output(mount)
+
+    def _shared_output(self, mount: SharedMount) -> None:
+        """Create a shared output that is missing (a directory, or an empty file: a mount needs
+        a source), after the same checks as its mount; its parents too."""
+        if os.path.lexists(mount.path):
+            return
+        path = self.storages.policy.shared_mount(mount.path, mount.is_dir)
+        if mount.is_dir:
+            path.mkdir(parents=True, exist_ok=True)
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.storages.policy.shared_mount(mount.path, False)  # no link appeared meanwhile
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        with contextlib.suppress(FileExistsError):
+            os.close(os.open(path, flags, 0o666))
 
     def _shared_dir(self, path: Path) -> None:
         """Create `path` and its missing parents writable by every user: a container whose image

@@ -16,8 +16,9 @@ from datetime import datetime
 from typing import Any
 
 from gateway.market.catalog import on_demand_price as catalog_on_demand
+from gateway.tes.states import MarketType
 
-ON_DEMAND = "on-demand"
+ON_DEMAND = MarketType.ON_DEMAND
 
 
 @dataclass(frozen=True)

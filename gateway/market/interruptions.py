@@ -33,6 +33,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from enum import StrEnum
 from typing import Protocol, TypeVar
 
+from gateway.tes.states import MarketType
+
 CO_QUANTILE = 0.92  # the share of co-interruptions inside the window
 
 
@@ -155,7 +157,7 @@ class InterruptionModel:
         instance no longer passed in is dropped."""
         sim_dt = max(0.0, dt_seconds) * self.time_scale
         self.elapsed += sim_dt
-        live = [i for i in instances if i.market == "spot"]
+        live = [i for i in instances if i.market == MarketType.SPOT]
         by_id = {i.id: i for i in live}
         hit: dict[str, P] = {}
         while self._pending and self._pending[0][0] <= self.elapsed:
@@ -196,7 +198,7 @@ class InterruptionModel:
         skip = set(exclude or ()) | {i.id for i in reclaimed}
         out: list[tuple[P, float]] = []
         for inst in live:
-            if inst.market != "spot" or inst.id in skip:
+            if inst.market != MarketType.SPOT or inst.id in skip:
                 continue
             if (inst.instance_type, inst.zone) in pools and rng.random() < self.co_probability:
                 out.append((inst, rng.expovariate(1.0 / self.co_mean)))

@@ -35,9 +35,9 @@ from gateway.market.prices import (
     parse_timestamp,
 )
 from gateway.providers.base import Offer
+from gateway.tes.states import MarketType
 
-SPOT = "spot"
-ON_DEMAND = "on-demand"
+SPOT, ON_DEMAND = MarketType.SPOT, MarketType.ON_DEMAND
 MARKETS = (SPOT, ON_DEMAND)
 
 __all__ = ["ON_DEMAND", "SPOT", "Market", "MarketConfig", "UnknownOffer"]

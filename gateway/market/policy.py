@@ -21,9 +21,9 @@ from typing import Protocol
 
 from capsule_runtime.protocol.resources import EPS, Resources
 from gateway.providers.base import Offer
+from gateway.tes.states import MarketType
 
-SPOT = "spot"
-ON_DEMAND = "on-demand"
+SPOT, ON_DEMAND = MarketType.SPOT, MarketType.ON_DEMAND
 Pool = tuple[str, str]  # (instance type, zone)
 
 

@@ -30,6 +30,7 @@ from gateway.providers.base import (
     ProviderError,
     SimulatesInterruptions,
 )
+from gateway.tes.states import MarketType
 
 if TYPE_CHECKING:
     from gateway.providers.registry import ProviderContext
@@ -60,7 +61,7 @@ def default_offers(
         out.append(
             Offer(
                 instance_type=instance_type,
-                market="spot",
+                market=MarketType.SPOT,
                 zone=zone,
                 price_per_hour=spot_price,
                 cpu_cores=cpu_cores,
@@ -71,7 +72,7 @@ def default_offers(
         out.append(
             Offer(
                 instance_type=instance_type,
-                market="on-demand",
+                market=MarketType.ON_DEMAND,
                 zone=zone,
                 price_per_hour=on_demand_price,
                 cpu_cores=cpu_cores,

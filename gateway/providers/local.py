@@ -47,6 +47,7 @@ from gateway.providers.base import (
 )
 from gateway.providers.cgroups import InstanceCgroup, why_unsupported
 from gateway.providers.imds import InstanceMetadata, aws_time
+from gateway.tes.states import MarketType
 
 if TYPE_CHECKING:
     from gateway.market.model import Market
@@ -186,7 +187,7 @@ class LocalProvider(Provider, SimulatesInterruptions):
         return [
             Offer(
                 instance_type=self.cfg.instance_type,
-                market="on-demand",
+                market=MarketType.ON_DEMAND,
                 zone="local",
                 price_per_hour=0.0,
                 cpu_cores=self.cfg.cpu_cores or float(os.cpu_count() or 1),

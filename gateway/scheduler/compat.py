@@ -10,11 +10,12 @@ from __future__ import annotations
 
 from capsule_runtime.protocol.messages import CpuProfile
 from gateway.store.fleet import FleetStore, Instance
+from gateway.tes.states import CapsuleState
 
 
 def capsule_cpu(fleet: FleetStore, task_id: str) -> CpuProfile | None:
     """The CPU the task's newest complete capsule was taken on; None when unknown."""
-    capsules = fleet.capsules_of(task_id, {"complete"})
+    capsules = fleet.capsules_of(task_id, {CapsuleState.COMPLETE})
     if not capsules or capsules[0].attempt_id is None:
         return None
     attempt = fleet.attempt(capsules[0].attempt_id)

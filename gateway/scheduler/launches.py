@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy import Connection
 
-from capsule_runtime.protocol.messages import Resources
+from capsule_runtime.protocol.resources import Resources
 from gateway.auth import token_sha256
 from gateway.market.policy import MarketPolicy, choose_offer
 from gateway.providers.base import (

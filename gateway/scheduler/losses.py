@@ -19,7 +19,7 @@ from gateway.scheduler.launches import MAX_LAUNCH_BACKOFF
 from gateway.scheduler.unreported import record_unreported
 from gateway.store.fleet import Attempt, Instance, InstanceState
 from gateway.store.fleet_data import AttemptData, Lost
-from gateway.tes.states import AttemptPhase, State
+from gateway.tes.states import AttemptPhase, CapsuleState, State
 
 if TYPE_CHECKING:
     from gateway.scheduler.loop import Scheduler
@@ -246,7 +246,7 @@ def recover(
     losses = [a for a in s.fleet.attempts_of(attempt.task_id) if a.reason in ("reclaim", "lost")]
     if len(losses) >= s.cfg.scheduler.max_interruptions:
         return False
-    capsules = s.fleet.capsules_of(attempt.task_id, {"complete"})
+    capsules = s.fleet.capsules_of(attempt.task_id, {CapsuleState.COMPLETE})
     record = s.tasks.get(attempt.task_id)
     if record is not None and record.logs:
         how = f"from capsule {capsules[0].id}" if capsules else "from the beginning"

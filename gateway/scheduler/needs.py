@@ -15,6 +15,7 @@ from gateway.providers.base import Offer
 from gateway.rules import effective_parameters, effective_preemptible
 from gateway.scheduler.notice_budget import Footprint
 from gateway.store.fleet import Attempt, Instance
+from gateway.tes.states import MarketType
 
 log = logging.getLogger(__name__)
 
@@ -44,9 +45,9 @@ def task_policy(spec: dict[str, Any], cfg: Config) -> MarketPolicy:
 
 def market_allows(policy: MarketPolicy, market: str) -> bool:
     if policy is MarketPolicy.SPOT_ONLY:
-        return market == "spot"
+        return market == MarketType.SPOT
     if policy is MarketPolicy.ON_DEMAND_ONLY:
-        return market != "spot"
+        return market != MarketType.SPOT
     return True
 
 
@@ -107,7 +108,7 @@ def allocation(attempt: Attempt, spec: dict[str, Any], inst: Instance) -> Resour
 
 def cheapest_first(inst: Instance) -> tuple[bool, float]:
     """Spot before on-demand, then by price: where a task placed on running capacity goes."""
-    return inst.market != "spot", inst.price_per_hour or 0.0
+    return inst.market != MarketType.SPOT, inst.price_per_hour or 0.0
 
 
 def only_type(spec: dict[str, Any], cfg: Config) -> str | None:

@@ -47,7 +47,7 @@ from gateway.store.checkpoint_rates import CheckpointRates, Stats
 from gateway.store.fleet import Attempt, FleetStore, Instance, InstanceState
 from gateway.store.fleet_data import CapsuleProfile, NoticeBudgetNote, NoticePrediction
 from gateway.store.tasks import TaskStore
-from gateway.tes.states import AttemptPhase
+from gateway.tes.states import AttemptPhase, MarketType
 
 if TYPE_CHECKING:
     from gateway.scheduler.loop import Scheduler
@@ -275,7 +275,7 @@ class NoticeBudget:
 
     def allows(self, task_id: str, fp: Footprint | None, inst: Instance, spot_only: bool) -> bool:
         """Whether the task may go to a READY instance as far as the notice is concerned."""
-        if inst.market != "spot":
+        if inst.market != MarketType.SPOT:
             return True
         refused = self.spot_refusal(task_id, fp, inst.provider, inst.instance_type)
         if refused is None:
@@ -292,7 +292,7 @@ class NoticeBudget:
         kept: list[Offer] = []
         verdicts: dict[str, Prediction | None] = {}
         for offer in offers:
-            if offer.market != "spot":
+            if offer.market != MarketType.SPOT:
                 kept.append(offer)
                 continue
             if offer.instance_type not in verdicts:
@@ -534,7 +534,8 @@ def plan_capsules(s: Scheduler, now: datetime) -> None:
         return
     s.last_budget_look = now
     budget.refresh()
-    spot = {i.id: i for i in s.fleet.instances({InstanceState.READY}) if i.market == "spot"}
+    ready = s.fleet.instances({InstanceState.READY})
+    spot = {i.id: i for i in ready if i.market == MarketType.SPOT}
     if not spot:
         return
     for attempt in s.fleet.live_attempts():

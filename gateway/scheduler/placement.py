@@ -15,6 +15,7 @@ from gateway.market.policy import MarketPolicy, recovery_plan
 from gateway.providers.base import Capability, Offer
 from gateway.rules import effective_parameters
 from gateway.scheduler import launches
+from gateway.scheduler.compat import capsule_cpu, restores_on
 from gateway.scheduler.needs import (
     Want,
     attempt_need,
@@ -27,7 +28,7 @@ from gateway.scheduler.needs import (
 )
 from gateway.store.fleet import Attempt, Instance, InstanceState
 from gateway.store.fleet_data import RecoveryPlan
-from gateway.tes.states import AttemptPhase, State
+from gateway.tes.states import AttemptPhase, MarketType, State
 
 if TYPE_CHECKING:
     from gateway.scheduler.loop import Scheduler
@@ -204,6 +205,8 @@ def place_restores(s: Scheduler) -> tuple[list[Want], frozenset[str]]:
         policy = task_policy(spec, s.cfg)
         planned = plan.offer
         wanted = attempt.data.target
+        # a capsule restores only onto a CPU with its features (gateway.scheduler.compat)
+        cpu = capsule_cpu(s.fleet, attempt.task_id) if attempt.data.restore else None
         # a plan's offer is taken as it is; otherwise Spot only where the notice can carry it
         fp = None
         if planned is None and s.budget.enabled:
@@ -215,6 +218,7 @@ def place_restores(s: Scheduler) -> tuple[list[Want], frozenset[str]]:
             if i.id not in exclude
             and need.fits(rooms[i.id])
             and market_allows(policy, i.market)
+            and restores_on(i, cpu)
             and (
                 planned is None
                 or (
@@ -284,7 +288,7 @@ def plan_recovery(
                 s.market.quarantine(instance_type, zone)
             else:
                 seconds = s.cfg.scheduler.quarantine_seconds
-                s.quarantines.add(instance_type, zone, "spot", seconds)
+                s.quarantines.add(instance_type, zone, MarketType.SPOT, seconds)
             s.tasks.record(
                 attempt.task_id,
                 "quarantine",

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 from gateway.migration import restarts
 from gateway.providers.base import Capability, ProviderError, interrupter, record_of
 from gateway.store.fleet import InstanceState
+from gateway.tes.states import MarketType
 
 if TYPE_CHECKING:
     from gateway.scheduler.loop import Scheduler
@@ -23,11 +24,11 @@ def refresh_prices(s: Scheduler) -> None:
     prices = {
         (o.instance_type, o.zone): o.price_per_hour
         for o in s.provider.offers()
-        if o.market == "spot" and o.price_per_hour is not None
+        if o.market == MarketType.SPOT and o.price_per_hour is not None
     }
     for inst in s.fleet.instances({InstanceState.READY}):
         price = prices.get((inst.instance_type, inst.zone))
-        if inst.market != "spot" or price is None:
+        if inst.market != MarketType.SPOT or price is None:
             continue
         if inst.price_per_hour is None or abs(price - inst.price_per_hour) > 1e-9:
             s.fleet.set_price(inst.id, price)
@@ -42,10 +43,10 @@ def market_tick(s: Scheduler, now: datetime) -> None:
         return
     dt = 0.0 if s.last_tick is None else (now - s.last_tick).total_seconds()
     s.last_tick = now
-    spot = [i for i in s.fleet.instances({InstanceState.READY}) if i.market == "spot"]
+    spot = [i for i in s.fleet.instances({InstanceState.READY}) if i.market == MarketType.SPOT]
     if s.market is not None:
         for inst in spot:
-            price = s.market.price(inst.instance_type, inst.zone, "spot")
+            price = s.market.price(inst.instance_type, inst.zone, MarketType.SPOT)
             if inst.price_per_hour is None or abs(price - inst.price_per_hour) > 1e-9:
                 s.fleet.set_price(inst.id, price)
     if dt <= 0 or not simulates or not spot:

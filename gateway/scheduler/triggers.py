@@ -24,7 +24,7 @@ from gateway.scheduler.common import age, age_s
 from gateway.scheduler.needs import allocation, attempt_need, task_policy, task_request
 from gateway.store.fleet import Attempt, Instance
 from gateway.store.fleet_data import Limits, ResizeRequest
-from gateway.tes.states import AttemptPhase, State
+from gateway.tes.states import AttemptPhase, MarketType, State
 
 if TYPE_CHECKING:
     from gateway.scheduler.loop import Scheduler
@@ -183,7 +183,7 @@ def decide_move(
             limits = Limits(cpu_cores=resize.limits.cpu_cores, ram_gb=resize.limits.ram_gb)
             return resize.reason, resize.offer, limits
     c = sch.cost_migration
-    if not c.enabled or inst.price_per_hour is None or inst.market != "spot":
+    if not c.enabled or inst.price_per_hour is None or inst.market != MarketType.SPOT:
         return None  # on-demand is where a policy or a recovery strategy put the task
     ran = age(attempt.start_time, now)
     ran = s.market.simulated_seconds(ran) if s.market is not None else ran

@@ -27,7 +27,7 @@ from gateway.store.events import write_event
 from gateway.store.fleet_data import AttemptChanges, AttemptData, InstanceData, changed
 from gateway.store.ids import new_id
 from gateway.store.schema import attempts, capsules, instances, tasks
-from gateway.tes.states import AttemptPhase, can_change_phase
+from gateway.tes.states import AttemptPhase, CapsuleState, can_change_phase
 
 LIVE_PHASES = frozenset(
     {
@@ -96,7 +96,7 @@ class Capsule:
     task_id: str
     attempt_id: str | None
     sequence: int
-    state: str  # complete | corrupt | deleted
+    state: CapsuleState
     store_key: str  # the manifest's key
     size_bytes: int | None
     manifest_sha256: str | None
@@ -111,7 +111,7 @@ def _capsule(row: Any) -> Capsule:
         task_id=row.task_id,
         attempt_id=row.attempt_id,
         sequence=row.sequence,
-        state=row.state,
+        state=CapsuleState(row.state),
         store_key=row.store_key,
         size_bytes=row.size_bytes,
         manifest_sha256=row.manifest_sha256,
@@ -517,7 +517,7 @@ class FleetStore:
                     task_id=task_id,
                     attempt_id=attempt_id,
                     sequence=sequence,
-                    state="complete",
+                    state=CapsuleState.COMPLETE.value,
                     store_key=store_key,
                     size_bytes=size_bytes,
                     manifest_sha256=manifest_sha256,
@@ -528,20 +528,22 @@ class FleetStore:
             )
         return True
 
-    def capsules_of(self, task_id: str, states: set[str] | None = None) -> list[Capsule]:
+    def capsules_of(self, task_id: str, states: set[CapsuleState] | None = None) -> list[Capsule]:
         """Newest first."""
         query = select(capsules).where(capsules.c.task_id == task_id)
         if states is not None:
-            query = query.where(capsules.c.state.in_(sorted(states)))
+            query = query.where(capsules.c.state.in_(sorted(s.value for s in states)))
         with self.db.engine.connect() as conn:
             rows = conn.execute(query.order_by(capsules.c.sequence.desc())).all()
         return [_capsule(r) for r in rows]
 
     def set_capsule_state(
-        self, capsule_id: str, state: str, conn: Connection | None = None
+        self, capsule_id: str, state: CapsuleState, conn: Connection | None = None
     ) -> None:
         with self.db.engine.begin() if conn is None else nullcontext(conn) as conn_:
-            conn_.execute(update(capsules).where(capsules.c.id == capsule_id).values(state=state))
+            conn_.execute(
+                update(capsules).where(capsules.c.id == capsule_id).values(state=state.value)
+            )
 
     def capsule_exists(self, conn: Connection, capsule_id: str) -> bool:
         query = select(capsules.c.id).where(capsules.c.id == capsule_id)
@@ -559,7 +561,9 @@ class FleetStore:
         query = (
             select(capsules.c.task_id)
             .join(tasks, tasks.c.id == capsules.c.task_id)
-            .where(capsules.c.state != "deleted", tasks.c.state.in_(sorted(terminal)))
+            .where(
+                capsules.c.state != CapsuleState.DELETED.value, tasks.c.state.in_(sorted(terminal))
+            )
             .distinct()
             .limit(limit)
         )
@@ -569,7 +573,9 @@ class FleetStore:
     def mark_capsules_deleted(self, task_id: str) -> None:
         with self.db.engine.begin() as conn:
             conn.execute(
-                update(capsules).where(capsules.c.task_id == task_id).values(state="deleted")
+                update(capsules)
+                .where(capsules.c.task_id == task_id)
+                .values(state=CapsuleState.DELETED.value)
             )
 
     def attempt(self, attempt_id: str) -> Attempt | None:

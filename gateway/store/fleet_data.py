@@ -18,7 +18,8 @@ from typing import Any, TypedDict
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from capsule_runtime.protocol.messages import CpuProfile, Resources
+from capsule_runtime.protocol.messages import CpuProfile
+from capsule_runtime.protocol.resources import Resources
 from gateway.providers.base import Offer
 
 

@@ -113,3 +113,19 @@ PHASE_TRANSITIONS: dict[AttemptPhase, frozenset[AttemptPhase]] = {
 
 def can_change_phase(src: AttemptPhase, dst: AttemptPhase) -> bool:
     return dst in PHASE_TRANSITIONS[src]
+
+
+class MarketType(StrEnum):
+    """Where an instance's capacity is bought (stored as these values in instances.market and
+    attempts.market, and shown to clients in TaskLog metadata)."""
+
+    SPOT = "spot"  # preemptible: cheaper, may be reclaimed with a short notice
+    ON_DEMAND = "on-demand"
+
+
+class CapsuleState(StrEnum):
+    """A capsule row's state (capsules.state)."""
+
+    COMPLETE = "complete"  # written and verified by its agent: a restore may use it
+    CORRUPT = "corrupt"  # failed verification on a restore: never used again
+    DELETED = "deleted"  # its task ended and the store's objects were removed

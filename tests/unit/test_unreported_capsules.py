@@ -9,7 +9,7 @@ from capsule_runtime.capsules.keys import manifest_key
 from capsule_runtime.capsules.manifest import Manifest
 from capsule_runtime.capsules.store import MemoryStore
 from gateway.scheduler import losses
-from gateway.tes.states import State
+from gateway.tes.states import CapsuleState, State
 from tests.fixtures.world import World
 
 
@@ -38,7 +38,7 @@ def test_a_lost_attempts_unreported_capsule_is_restored_from(tmp_path: Path) -> 
     store.put(manifest_key(t, a.attempt_id, 4), b"{half a manifest")
     w.scheduler.capsule_store_ = store
     losses.lose(w.scheduler, inst, "its agent stopped answering")
-    [capsule] = w.fleet.capsules_of(t, {"complete"})
+    [capsule] = w.fleet.capsules_of(t, {CapsuleState.COMPLETE})
     assert capsule.id == f"{a.attempt_id}-2"
     assert capsule.store_key == manifest_key(t, a.attempt_id, 2)
     recovery = w.fleet.attempts_of(t)[-1]
