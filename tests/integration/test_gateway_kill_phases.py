@@ -38,67 +38,29 @@ def kill(srv: RunningServer) -> None:
     srv.process.wait()
 
 
-def test_a_gateway_killed_between_a_capsule_and_its_report(
-    tmp_path: Path, busybox_image: str
-) -> None:
-    """The move's capsule is durable and its copy of the task stopped, but neither the capsule
-    nor the `interrupted` report has reached the gateway when it dies: the restarted gateway
-    hears both from the adopted agent and restores the task from that capsule."""
+def kill_while_moving(tmp_path: Path, busybox_image: str, point: str, name: str) -> None:
+    """Move a stateful task with the failpoint `point` set; SIGKILL the gateway once the agent
+    is held there; restart it, release the agent: the task is restored once from the move's
+    capsule and completes under the attempts `first`, `manual`, its counters never restarted."""
     points = tmp_path / "failpoints"
     points.mkdir()
     env = {failpoints.ENV: str(points)}
     cfg = config(tmp_path, busybox_image)
-    task = stateful_task(tmp_path, "stored", 20, 0.1, 1, gate="/work/.release")
+    task = stateful_task(tmp_path, name, 20, 0.1, 1, gate="/work/.release")
     with tescape_server(tmp_path / "data", config=cfg, run_tasks=True, env=env) as first:
         task_id = submit(first, task)
         wait_for("the counter to pass 5", lambda: count_lines(tmp_path, task_id) >= 5, srv=first)
-        (points / failpoints.CAPSULE_STORED).touch()
+        (points / point).touch()
         assert admin(first, "POST", f"/tasks/{task_id}:migrate").status_code == 202
-        reached = points / f"{failpoints.CAPSULE_STORED}.reached"
-        wait_for("the capsule to be stored", reached.exists, timeout=120, srv=first)
+        reached = points / f"{point}.reached"
+        wait_for(f"the failpoint {point}", reached.exists, timeout=120, srv=first)
+        if point == failpoints.RESTORING:
+            phases = [a["phase"] for a in attempts_of(first, task_id)]
+            assert phases[-1] == "RESTORING", phases
         kill(first)
     with tescape_server(tmp_path / "data", config=cfg, run_tasks=True, env=env) as second:
         wait_for("the adoption", lambda: "adopted the agent an earlier" in second.log())
-        (points / failpoints.CAPSULE_STORED).unlink()
-        wait_for(
-            "the restore",
-            lambda: any(e["kind"] == "restored" for e in events(second, task_id)),
-            timeout=120,
-            srv=second,
-        )
-        for work in work_dirs(tmp_path, task_id):
-            with contextlib.suppress(OSError):
-                (work / ".release").touch()
-        done = ended(second, task_id)
-        assert done["state"] == "COMPLETE", done
-        kinds = [e["kind"] for e in events(second, task_id)]
-        attempts = attempts_of(second, task_id)
-    assert "restart_from_scratch" not in kinds, kinds
-    assert [a["reason"] for a in attempts] == ["first", "manual"], attempts
-    for name in ("count", "pipe.log", "net.log"):
-        counted = numbers(tmp_path / "out" / "stored" / name)
-        assert len(counted) >= 20 and counted == list(range(1, len(counted) + 1)), name
-
-
-def test_a_gateway_killed_during_a_restore(tmp_path: Path, busybox_image: str) -> None:
-    points = tmp_path / "failpoints"
-    points.mkdir()
-    env = {failpoints.ENV: str(points)}
-    cfg = config(tmp_path, busybox_image)
-    task = stateful_task(tmp_path, "restoring", 20, 0.1, 1, gate="/work/.release")
-    with tescape_server(tmp_path / "data", config=cfg, run_tasks=True, env=env) as first:
-        task_id = submit(first, task)
-        wait_for("the counter to pass 5", lambda: count_lines(tmp_path, task_id) >= 5, srv=first)
-        (points / failpoints.RESTORING).touch()
-        assert admin(first, "POST", f"/tasks/{task_id}:migrate").status_code == 202
-        reached = points / f"{failpoints.RESTORING}.reached"
-        wait_for("the restore to begin", reached.exists, timeout=120, srv=first)
-        phases = [a["phase"] for a in attempts_of(first, task_id)]
-        assert phases[-1] == "RESTORING", phases
-        kill(first)
-    with tescape_server(tmp_path / "data", config=cfg, run_tasks=True, env=env) as second:
-        wait_for("the adoption", lambda: "adopted the agent an earlier" in second.log())
-        (points / failpoints.RESTORING).unlink()
+        (points / point).unlink()
         wait_for(
             "the restore",
             lambda: any(e["kind"] == "restored" for e in events(second, task_id)),
@@ -115,9 +77,24 @@ def test_a_gateway_killed_during_a_restore(tmp_path: Path, busybox_image: str) -
     assert "restart_from_scratch" not in kinds, kinds
     assert kinds.count("restored") == 1, kinds
     assert [a["reason"] for a in attempts] == ["first", "manual"], attempts
-    for name in ("count", "pipe.log", "net.log"):
-        counted = numbers(tmp_path / "out" / "restoring" / name)
-        assert len(counted) >= 20 and counted == list(range(1, len(counted) + 1)), name
+    for stream in ("count", "pipe.log", "net.log"):
+        counted = numbers(tmp_path / "out" / name / stream)
+        assert len(counted) >= 20 and counted == list(range(1, len(counted) + 1)), stream
+
+
+def test_a_gateway_killed_between_a_capsule_and_its_report(
+    tmp_path: Path, busybox_image: str
+) -> None:
+    """The move's capsule is durable and its copy of the task stopped, but neither the capsule
+    nor the `interrupted` report has reached the gateway when it dies: the restarted gateway
+    hears both from the adopted agent and restores the task from that capsule."""
+    kill_while_moving(tmp_path, busybox_image, failpoints.CAPSULE_STORED, "stored")
+
+
+def test_a_gateway_killed_during_a_restore(tmp_path: Path, busybox_image: str) -> None:
+    """The move's restore has begun on the new instance when the gateway dies: the adopted
+    agent finishes it and reports to the restarted gateway."""
+    kill_while_moving(tmp_path, busybox_image, failpoints.RESTORING, "restoring")
 
 
 def test_a_gateway_killed_while_outputs_upload(tmp_path: Path, busybox_image: str) -> None:

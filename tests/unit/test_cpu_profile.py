@@ -6,7 +6,6 @@ tried on another instance instead of starting over)."""
 from __future__ import annotations
 
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -17,12 +16,11 @@ from capsule_runtime.engine.fake import FakeEngine
 from capsule_runtime.host.cpu import cpu_profile
 from capsule_runtime.protocol.messages import (
     Assignment,
-    CapsuleRef,
     CapsuleSettings,
-    CheckpointOrder,
     CpuProfile,
 )
 from capsule_runtime.runner import TaskRun
+from tests.fixtures import capsule_runs
 from tests.fixtures.recorder import Recorder
 
 X86 = """processor\t: 0
@@ -94,25 +92,9 @@ def test_a_capsule_from_a_richer_cpu_is_restored_elsewhere(
     settings = CapsuleSettings(store=str(tmp_path / "store"))
     task = {"executors": [{"image": "img", "command": ["sleep", "1000"]}]}
     engine = FakeEngine(images=["img"])
-    client = Recorder()
     first = Assignment(attempt_id="a1", task_id="t1", task=task, capsules=settings)
-    run = TaskRun(first, client, tmp_path / "w1", engine)  # type: ignore[arg-type]
-    run.start()
-    deadline = time.monotonic() + 30
-    while not any(r.status == "running" for r in client.reports):
-        assert time.monotonic() < deadline, client.reports
-        time.sleep(0.01)
-    run.checkpoint(CheckpointOrder(attempt_id="a1", request_id="r1", stop=True))
-    run.join(timeout=30)
-    [done] = [c for c in client.capsules if c.state == "complete"]
+    ref = capsule_runs.one_capsule(first, engine, tmp_path / "w1")
     monkeypatch.setattr(checkpointing, "cpu_profile", lambda: here)
-
-    ref = CapsuleRef(
-        capsule_id=done.capsule_id,
-        sequence=done.sequence,
-        manifest_key=done.manifest_key or "",
-        manifest_sha256=done.manifest_sha256 or "",
-    )
     second = Assignment(
         attempt_id="a2",
         task_id="t1",

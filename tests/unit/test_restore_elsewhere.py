@@ -18,10 +18,10 @@ from capsule_runtime.protocol.messages import (
     AttemptReport,
     CapsuleRef,
     CapsuleSettings,
-    CheckpointOrder,
 )
 from capsule_runtime.runner import TaskRun
 from gateway.tes.states import AttemptPhase
+from tests.fixtures import capsule_runs
 from tests.fixtures.recorder import Recorder
 from tests.fixtures.world import World, running_with
 
@@ -48,23 +48,8 @@ def assignment(tmp: Path, attempt: str, restore: list[CapsuleRef], elsewhere: bo
 
 
 def one_capsule(tmp: Path) -> CapsuleRef:
-    client = Recorder()
-    engine = FakeEngine(images=["img"])
-    run = TaskRun(assignment(tmp, "a1", [], False), client, tmp / "w1", engine)  # type: ignore[arg-type]
-    run.start()
-    deadline = time.monotonic() + 30
-    while not any(r.status == "running" for r in client.reports):
-        assert time.monotonic() < deadline, client.reports
-        time.sleep(0.01)
-    run.checkpoint(CheckpointOrder(attempt_id="a1", request_id="r1", stop=True))
-    run.join(timeout=30)
-    [done] = [c for c in client.capsules if c.state == "complete"]
-    return CapsuleRef(
-        capsule_id=done.capsule_id,
-        sequence=done.sequence,
-        manifest_key=done.manifest_key or "",
-        manifest_sha256=done.manifest_sha256 or "",
-    )
+    first = assignment(tmp, "a1", [], False)
+    return capsule_runs.one_capsule(first, FakeEngine(images=["img"]), tmp / "w1")
 
 
 def restore_on_full_disk(tmp: Path, ref: CapsuleRef, elsewhere: bool) -> tuple[Recorder, TaskRun]:

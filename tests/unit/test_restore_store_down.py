@@ -17,9 +17,9 @@ from capsule_runtime.protocol.messages import (
     Assignment,
     CapsuleRef,
     CapsuleSettings,
-    CheckpointOrder,
 )
 from capsule_runtime.runner import TaskRun
+from tests.fixtures import capsule_runs
 from tests.fixtures.recorder import Recorder
 
 
@@ -51,22 +51,7 @@ def assignment(tmp: Path, attempt: str, wait: float, restore: list[CapsuleRef]) 
 
 
 def one_capsule(tmp: Path, engine: FakeEngine) -> CapsuleRef:
-    client = Recorder()
-    run = TaskRun(assignment(tmp, "a1", 0, []), client, tmp / "w1", engine)  # type: ignore[arg-type]
-    run.start()
-    deadline = time.monotonic() + 30
-    while not any(r.status == "running" for r in client.reports):
-        assert time.monotonic() < deadline, client.reports
-        time.sleep(0.01)
-    run.checkpoint(CheckpointOrder(attempt_id="a1", request_id="r1", stop=True))
-    run.join(timeout=30)
-    [done] = [c for c in client.capsules if c.state == "complete"]
-    return CapsuleRef(
-        capsule_id=done.capsule_id,
-        sequence=done.sequence,
-        manifest_key=done.manifest_key or "",
-        manifest_sha256=done.manifest_sha256 or "",
-    )
+    return capsule_runs.one_capsule(assignment(tmp, "a1", 0, []), engine, tmp / "w1")
 
 
 def restore(tmp: Path, engine: FakeEngine, ref: CapsuleRef, wait: float, failures: int) -> Any:
