@@ -100,7 +100,7 @@ class Agent:
                 threading.Thread(target=run.cancel, name=f"fenced-{attempt_id}").start()
 
     def register(self) -> None:
-        self.client.register(
+        answer = self.client.register(
             Registration(
                 agent_version=__version__,
                 hostname=socket.gethostname(),
@@ -109,6 +109,14 @@ class Agent:
                 cpu=cpu_profile(),
             )
         )
+        # the registration token is used up: keep the credential for a restart (a stand-in
+        # client in tests may answer nothing)
+        token = getattr(answer, "token", None)
+        if token:
+            from capsule_runtime.protocol.redact import remember_secret
+
+            remember_secret(token)
+            save_credential(self.work_dir, self.client.instance_id, token)
         log.info("registered as %s", self.client.instance_id)
 
     def run(self) -> None:
@@ -302,6 +310,31 @@ class Agent:
             run.join(timeout=30)
 
 
+CREDENTIAL_FILE = "agent-credential"
+
+
+def save_credential(work_dir: Path, instance_id: str, token: str) -> None:
+    """The credential the gateway gave in exchange for a one-time registration token, in a
+    root-only file of the work dir: an agent restarted on this machine (systemd) registers
+    with it, since the registration token in its environment is useless by then."""
+    work_dir.mkdir(parents=True, exist_ok=True)
+    path = work_dir / CREDENTIAL_FILE
+    partial = path.with_suffix(".partial")
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(f"{instance_id} {token}\n")
+    os.replace(partial, path)
+
+
+def saved_credential(work_dir: Path, instance_id: str) -> str | None:
+    """The credential kept by `save_credential` for this instance id, if any."""
+    try:
+        saved_id, _, token = (work_dir / CREDENTIAL_FILE).read_text().strip().partition(" ")
+    except OSError:
+        return None
+    return token if saved_id == instance_id and token else None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="tescape agent", description=__doc__)
     parser.add_argument("--gateway", required=True, help="the gateway's URL")
@@ -345,6 +378,9 @@ def main(argv: list[str] | None = None) -> int:
     from capsule_runtime.protocol.redact import install_log_redaction, remember_secret
 
     install_log_redaction()  # registry passwords, keys and tokens never reach the agent's log
+    remember_secret(token)
+    # a restarted agent whose registration token was exchanged uses the credential it got
+    token = saved_credential(args.work_dir, args.instance_id) or token
     remember_secret(token)
     from capsule_runtime.runner import TaskRun
 

@@ -28,6 +28,7 @@ from capsule_runtime.protocol.messages import (
     Notice,
     Orders,
     Poll,
+    Registered,
     Registration,
 )
 
@@ -163,12 +164,23 @@ class GatewayClient:
         now = time.monotonic()
         return now < self.last_answer + self.patience or now < self.deliver_until
 
-    def register(self, registration: Registration) -> None:
-        self._call(
-            "POST",
-            f"/instances/{self.instance_id}/register",
-            data=registration.model_dump_json(),
+    def register(self, registration: Registration) -> Registered:
+        """Register; when the gateway answers with a credential (the token this client had was
+        a one-time registration token), every later call carries that instead."""
+        answer = Registered.model_validate(
+            self._call(
+                "POST",
+                f"/instances/{self.instance_id}/register",
+                data=registration.model_dump_json(),
+            )
+            or {}
         )
+        if answer.token:
+            self.use_token(answer.token)
+        return answer
+
+    def use_token(self, token: str) -> None:
+        self.session.headers["Authorization"] = f"Bearer {token}"
 
     def _attempt_call(self, attempt_id: str, method: str, path: str, **kwargs: Any) -> Any:
         """A call about one attempt: a 409 tells `on_fenced`, then raises `Fenced`."""

@@ -187,8 +187,15 @@ class AwsProviderConfig(Section):
     instance_types: list[str] = Field(default_factory=lambda: ["m5.large", "m5.xlarge"])
     # Markets offered: spot, on-demand or both.
     markets: list[Literal["spot", "on-demand"]] = Field(default_factory=lambda: [*MARKETS])
+    # How instances are launched: run_instances (one RunInstances into the offer's type and
+    # zone) or fleet (an instant EC2 Fleet over every configured type of the offer's size in
+    # every zone, Spot by price-capacity-optimized; a launch template per launch).
+    launch_api: Literal["run_instances", "fleet"] = "run_instances"
     # At most this many EC2 instances run at once.
     max_instances: int = Field(default=4, ge=1, le=1000)
+    # At most this much (USD/hour) for the running instances together, at their current prices;
+    # a launch that would go beyond it is refused; null: no limit but max_instances.
+    max_hourly_spend: float | None = Field(default=None, gt=0)
     # An instance with no task this long is terminated; null: scheduler.idle_timeout_seconds.
     idle_seconds: float | None = Field(default=None, gt=0)
     # Where agents on EC2 reach this gateway (https://…); null: the address the gateway serves.
@@ -212,6 +219,14 @@ class AwsProviderConfig(Section):
     # Where the bootstrap installs the agent from when the AMI lacks it (a wheel's https:// or
     # s3:// URL); null: the AMI must have it already.
     agent_wheel_url: str | None = None
+    # User-data carries a one-time registration token, good for this long after the launch
+    # (boot and bootstrap included) and for one registration; the agent then gets its own
+    # credential and the token in user-data is useless.
+    token_ttl_seconds: float = Field(default=1800.0, gt=0)
+    # A live machine tagged with this gateway's id that no instance row has named for this long
+    # is terminated (checked on every scheduler tick, from its one DescribeInstances); 0: only
+    # when the gateway starts.
+    orphan_grace_seconds: float = Field(default=600.0, ge=0)
 
     @model_validator(mode="before")
     @classmethod

@@ -20,9 +20,11 @@ import base64
 import hmac
 import logging
 import os
+import secrets
 import threading
 from collections.abc import Iterable
 from dataclasses import replace
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +40,7 @@ from capsule_runtime.protocol.messages import (
     Notice,
     Orders,
     Poll,
+    Registered,
     Registration,
     ResizeOrder,
     Resources,
@@ -55,7 +58,7 @@ from gateway.scheduler.needs import container_limits
 from gateway.scheduler.notice_budget import NoticeBudget
 from gateway.scheduler.wakeups import Wakeups
 from gateway.store.fleet import Attempt, FleetStore, Instance, InstanceState
-from gateway.store.fleet_data import AttemptData, Migration, RecoveryPlan, UsageSample
+from gateway.store.fleet_data import AttemptData, InstanceData, Migration, RecoveryPlan, UsageSample
 from gateway.store.tasks import TaskRecord, TaskStore
 from gateway.telemetry import task_telemetry, time_scale, with_telemetry
 from gateway.tes.backend_parameters import duration_seconds
@@ -95,6 +98,9 @@ class Fenced(LookupError):
         self.subject = subject
 
 
+AGENT_REALM = 'Bearer realm="agent"'
+
+
 class Dispatcher:
     def __init__(
         self,
@@ -119,7 +125,12 @@ class Dispatcher:
 
     # -- identity -----------------------------------------------------------------------------
 
-    def authenticate(self, instance_id: str, authorization: str | None) -> Instance:
+    def authenticate(
+        self, instance_id: str, authorization: str | None, *, registering: bool = False
+    ) -> Instance:
+        """The instance whose token the caller presents. An instance whose provider hands out
+        one-time registration tokens (`registration_ttl`) and has not registered yet holds
+        only that token: it is good for registering (`registering`) and nothing else."""
         expected = self.fleet.token_sha256(instance_id)
         scheme, _, token = (authorization or "").partition(" ")
         if (
@@ -127,10 +138,30 @@ class Dispatcher:
             or scheme.lower() != "bearer"
             or not hmac.compare_digest(token_sha256(token.strip()), expected)
         ):
-            raise AuthError("unknown instance or wrong instance token", 'Bearer realm="agent"')
+            raise AuthError("unknown instance or wrong instance token", AGENT_REALM)
         inst = self.fleet.instance(instance_id)
         assert inst is not None
+        if (
+            not registering
+            and inst.state is InstanceState.LAUNCHING
+            and self.registration_ttl(inst) is not None
+        ):
+            raise AuthError(
+                f"instance {instance_id} has not registered: its registration token is good "
+                "for registering only",
+                AGENT_REALM,
+            )
         return inst
+
+    def registration_ttl(self, inst: Instance) -> float | None:
+        """Seconds after launch an instance's token is good for its one registration, when its
+        provider's settings ask for one-time registration tokens (`token_ttl_seconds`, e.g.
+        providers.aws: user-data is readable on the machine, so what it carries must be
+        useless after the agent has registered); None: the launch token is the agent's
+        credential for the instance's life (the local provider)."""
+        section = getattr(self.cfg.providers, inst.provider, None)
+        ttl = getattr(section, "token_ttl_seconds", None)
+        return float(ttl) if ttl else None
 
     def _restarts(self, task_id: str) -> bool:
         return restarts(self.tasks, self.cfg, task_id)
@@ -203,7 +234,11 @@ class Dispatcher:
 
     # -- register and poll --------------------------------------------------------------------
 
-    def register(self, inst: Instance, reg: Registration) -> None:
+    def register(self, inst: Instance, reg: Registration) -> Registered:
+        """Make the instance READY with what its agent reports. An instance registering with
+        its one-time registration token gets its own credential in the answer: the registration
+        token is replaced by it in the same transaction, so it cannot be used again (nor after
+        `registration_ttl`)."""
         offered = inst.data.capacity or reg.capacity
         reported = reg.capacity
         data = inst.data.model_copy(
@@ -223,19 +258,64 @@ class Dispatcher:
                 "registered": rfc3339(self.clock()),
             }
         )
-        # Only a launching instance (or a READY one whose agent restarted) becomes READY: one the
-        # scheduler gave up on (LOST) had its tasks moved elsewhere and never comes back.
+        ttl = self.registration_ttl(inst)
+        if ttl is not None and inst.state is InstanceState.LAUNCHING:
+            credential = self._exchange(inst, data, ttl)
+        else:
+            credential = None
+            # Only a launching instance (or a READY one whose agent restarted) becomes READY: one
+            # the scheduler gave up on (LOST) had its tasks moved elsewhere and never comes back.
+            if not self.fleet.set_instance_state(
+                inst.id,
+                InstanceState.READY,
+                data=data,
+                expect={InstanceState.LAUNCHING, InstanceState.READY},
+            ):
+                current = self.fleet.instance(inst.id)
+                state = current.state.value if current is not None else "gone"
+                raise Fenced(f"instance {inst.id}", f"is {state} and cannot register again")
+        self.fleet.heartbeat(inst.id)
+        self.wakeups.notify(SCHEDULER)
+        return Registered(token=credential)
+
+    def _exchange(self, inst: Instance, data: InstanceData, ttl: float) -> str:
+        """The first registration with a one-time registration token: refused after `ttl`
+        seconds from the launch; else the instance is READY and holds a new credential, which
+        is returned (its hash replaces the registration token's, once: a second registration
+        with the same token finds the instance no longer LAUNCHING)."""
+        age = (self.clock() - datetime.fromisoformat(inst.created_time)).total_seconds()
+        if age > ttl:
+            log.warning(
+                "instance %s registered %.0f s after its launch: its registration token had "
+                "expired (token_ttl_seconds: %g)",
+                inst.id,
+                age,
+                ttl,
+            )
+            raise AuthError(
+                f"the registration token of instance {inst.id} expired {age - ttl:.0f} s ago "
+                f"(providers.{inst.provider}.token_ttl_seconds: {ttl:g})",
+                AGENT_REALM,
+            )
+        credential = secrets.token_urlsafe(32)
         if not self.fleet.set_instance_state(
             inst.id,
             InstanceState.READY,
             data=data,
-            expect={InstanceState.LAUNCHING, InstanceState.READY},
+            expect={InstanceState.LAUNCHING},
+            token_sha256=token_sha256(credential),
         ):
             current = self.fleet.instance(inst.id)
-            state = current.state.value if current is not None else "gone"
-            raise Fenced(f"instance {inst.id}", f"is {state} and cannot register again")
-        self.fleet.heartbeat(inst.id)
-        self.wakeups.notify(SCHEDULER)
+            state = current.state if current is not None else None
+            if state not in (InstanceState.READY, InstanceState.LAUNCHING):
+                shown = state.value if state is not None else "gone"
+                raise Fenced(f"instance {inst.id}", f"is {shown} and cannot register again")
+            raise AuthError(
+                f"the registration token of instance {inst.id} has been used already",
+                AGENT_REALM,
+            )
+        remember_secret(credential)
+        return credential
 
     def poll(self, inst: Instance, poll: Poll) -> Orders:
         self.fleet.heartbeat(inst.id)

@@ -77,6 +77,14 @@ class Registration(Message):
     cpu: CpuProfile | None = None  # None: an agent older than the profile
 
 
+class Registered(Message):
+    """The gateway's answer to a registration. `token`: the instance's own credential from now
+    on, when it registered with a one-time registration token (a cloud instance's user-data
+    carries only that, and it is useless once used); None: keep the token it has."""
+
+    token: str | None = None
+
+
 class TaskSettings(Message):
     """How the agent should run one task, decided by the gateway's config."""
 

@@ -31,9 +31,11 @@ def _dispatcher() -> Dispatcher:
     return current_app.extensions["tescape"].dispatcher
 
 
-def _caller(instance_id: str | None = None) -> Instance:
+def _caller(instance_id: str | None = None, registering: bool = False) -> Instance:
     iid = instance_id or request.headers.get(INSTANCE_HEADER, "")
-    return _dispatcher().authenticate(iid, request.headers.get("Authorization"))
+    return _dispatcher().authenticate(
+        iid, request.headers.get("Authorization"), registering=registering
+    )
 
 
 def _body(model: type[BaseModel]) -> Any:
@@ -66,8 +68,8 @@ def _capsule_conflict(exc: CapsuleConflict) -> Response:
 
 @bp.post("/instances/<instance_id>/register")
 def register(instance_id: str) -> Response:
-    _dispatcher().register(_caller(instance_id), _body(Registration))
-    return json_response({})
+    answer = _dispatcher().register(_caller(instance_id, registering=True), _body(Registration))
+    return json_response(answer.model_dump(mode="json", exclude_none=True))
 
 
 @bp.post("/instances/<instance_id>/poll")

@@ -271,14 +271,18 @@ class FleetStore:
         *,
         expect: set[InstanceState] | None = None,
         conn: Connection | None = None,
+        token_sha256: str | None = None,
     ) -> bool:
         """Set the instance's state (only from a state in `expect`, when given: a
         compare-and-swap; in the caller's transaction, `conn`, when given). False when
-        `expect` refused it."""
+        `expect` refused it. `token_sha256`: the instance's token changes with it (a one-time
+        registration token exchanged for the agent's credential)."""
         now = self.now()
         values: dict[str, Any] = {"state": state.value, "updated_time": now}
         if data is not None:
             values["data"] = json.dumps(data.dump())
+        if token_sha256 is not None:
+            values["token_sha256"] = token_sha256
         query = update(instances).where(instances.c.id == instance_id)
         if expect is not None:
             query = query.where(instances.c.state.in_(sorted(s.value for s in expect)))

@@ -33,6 +33,7 @@ import requests
 
 from gateway.providers.imds import InstanceMetadata
 from tests.fixtures.moto_server import MotoServer
+from tests.fixtures.ports import free_port
 from tests.fixtures.seaweedfs import SeaweedS3, _seaweedfs  # noqa: F401
 from tests.fixtures.server import RunningServer, tescape_server
 
@@ -310,3 +311,84 @@ def test_a_reclaimed_spot_instance_moves_its_task_through_an_s3_capsule(
 def events(gw: RunningServer, task_id: str) -> list[dict[str, Any]]:
     got = requests.get(f"{gw.url}/api/v1/tasks/{task_id}/events", timeout=10).json()
     return list(got["events"])
+
+
+def test_a_killed_gateway_keeps_its_ec2_instance_and_ends_the_orphans(
+    moto: MotoServer,
+    busybox_image: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`tescape serve --provider aws` is SIGKILLed while a task runs on a played EC2 instance,
+    and a tagged machine no row names is left in the account. Started again on the same data
+    dir and port, it keeps the instance (its agent goes on with the credential it got for its
+    one-time token; the task completes under its first attempt), terminates the orphan, leaves
+    another gateway's machine alone and launches nothing more."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    config = {
+        "images": {"rewrites": {"busybox": busybox_image}},
+        "scheduler": {"interval_seconds": 0.2},
+        "providers": {
+            "default": "aws",
+            "aws": {
+                "endpoint_url": moto.url,
+                "ami": moto.ami(),
+                "instance_types": ["m5.large"],
+                "markets": ["spot"],
+                "gateway_id": GATEWAY_ID,
+            },
+        },
+    }
+    port = free_port()
+    task = {"executors": [{"image": "busybox", "command": ["sh", "-c", "sleep 12; echo done"]}]}
+    played: Played | None = None
+    try:
+        with tescape_server(tmp_path / "gw", config=config, run_tasks=True, port=port) as first:
+            task_id = requests.post(first.tes + "/tasks", json=task, timeout=30).json()["id"]
+            machine = wait("an EC2 launch", lambda: next(iter(ours(moto)), None))
+            played = Played(moto, machine, tmp_path / "machines", tmp_path / "tasks")
+
+            def running() -> bool | None:
+                got = requests.get(f"{first.tes}/tasks/{task_id}", timeout=10).json()
+                return got["state"] == "RUNNING" or None
+
+            wait("the task to run", running)
+            first.process.kill()  # SIGKILL: nothing stopped, nothing terminated
+            first.process.wait()
+        ec2 = moto.client()
+        tags = [{"Key": "tescape:gateway", "Value": GATEWAY_ID}]
+        orphan = ec2.run_instances(
+            ImageId=moto.ami(),
+            MinCount=1,
+            MaxCount=1,
+            TagSpecifications=[{"ResourceType": "instance", "Tags": tags}],
+        )["Instances"][0]["InstanceId"]
+        foreign = ec2.run_instances(ImageId=moto.ami(), MinCount=1, MaxCount=1)["Instances"][0][
+            "InstanceId"
+        ]
+        with tescape_server(tmp_path / "gw", config=config, run_tasks=True, port=port) as second:
+
+            def ended() -> dict[str, Any] | None:
+                view = requests.get(f"{second.tes}/tasks/{task_id}?view=FULL", timeout=10).json()
+                return (
+                    view
+                    if view["state"] in ("COMPLETE", "EXECUTOR_ERROR", "SYSTEM_ERROR")
+                    else None
+                )
+
+            view = wait("the task to end", ended)
+            assert view["state"] == "COMPLETE", (view, second.log()[-3000:])
+            url = f"{second.url}/api/v1/tasks/{task_id}/attempts"
+            attempts = requests.get(url, timeout=10).json()["attempts"]
+            assert [a["reason"] for a in attempts] == ["first"], attempts
+            states = {i["InstanceId"]: i["State"]["Name"] for i in ours(moto)}
+            assert states[orphan] in ("shutting-down", "terminated"), states
+            assert states[machine["InstanceId"]] == "running"  # kept: its agent polls on
+            assert len(states) == 2, states  # nothing launched twice
+            (other,) = ec2.describe_instances(InstanceIds=[foreign])["Reservations"]
+            assert other["Instances"][0]["State"]["Name"] == "running"
+            assert played.agent.poll() is None  # the agent never had to register again
+    finally:
+        if played is not None:
+            played.stop()

@@ -17,7 +17,13 @@ import pytest
 from gateway.config import AwsProviderConfig, load_config
 from gateway.providers.aws import AwsProvider, gateway_id
 from gateway.providers.aws.plan import iam_policy
-from gateway.providers.base import Capability, CloudState, LaunchRecord, LaunchSpec
+from gateway.providers.base import (
+    Capability,
+    CloudState,
+    LaunchRecord,
+    LaunchSpec,
+    PrecheckFailed,
+)
 from gateway.providers.registry import ProviderContext, create
 from tests.fixtures.moto_server import MotoServer
 
@@ -129,7 +135,7 @@ def test_on_demand_only_declares_no_spot(moto: MotoServer) -> None:
 
 
 def test_one_paginated_describe_for_the_whole_fleet(moto: MotoServer) -> None:
-    p = provider(moto, instance_types=["m5.large"])
+    p = provider(moto, instance_types=["m5.large"], max_instances=10)
     offer = next(o for o in p.offers() if o.market == "on-demand")
     records = [p.launch(LaunchSpec(f"inst-{n}", "tok", offer)) for n in range(7)]
     p.page_size = 5  # moto pages as EC2 does: 7 instances, two pages
@@ -259,3 +265,119 @@ def test_orphans_are_the_live_tagged_machines_no_row_names(moto: MotoServer) -> 
     p.terminate(ended)
     rows = [kept, LaunchRecord("inst-unstored", offer.zone, {})]
     assert [r.provider_id for r in p.orphans(rows)] == [orphan.provider_id]
+
+
+def ssm_provider(moto: MotoServer, parameter: str) -> AwsProvider:
+    """A provider with no AMI configured: it reads `parameter` (moto refuses to hold names
+    under /aws/, so tests use their own; the default is Debian's public one)."""
+    cfg = AwsProviderConfig(endpoint_url=moto.url, ami_parameter=parameter)
+    return AwsProvider(cfg, GATEWAY, "gw-test", moto.session())
+
+
+def test_the_default_ami_comes_from_the_ssm_parameter(moto: MotoServer) -> None:
+    assert AwsProviderConfig().ami_parameter == "/aws/service/debian/release/bookworm/latest/amd64"
+    moto.client("ssm").put_parameter(
+        Name="/tescape-test/debian/bookworm/amd64", Value=moto.ami(), Type="String"
+    )
+    p = ssm_provider(moto, "/tescape-test/debian/bookworm/amd64")
+    p.check()
+    assert p.ami() == moto.ami()
+    offer = next(o for o in p.offers() if o.market == "on-demand")
+    record = p.launch(LaunchSpec("inst-ssm", "tok", offer))
+    assert described(moto, record.provider_id)["ImageId"] == moto.ami()
+    statements = {st["Sid"]: st for st in iam_policy(p.cfg)["Statement"]}
+    assert statements["AmiParameter"]["Resource"] == (
+        "arn:aws:ssm:us-east-1::parameter/tescape-test/debian/bookworm/amd64"
+    )
+
+
+def test_a_missing_or_wrong_ami_parameter_is_a_clear_error(moto: MotoServer) -> None:
+    with pytest.raises(
+        PrecheckFailed, match=r"/tescape-test/missing .* does not exist in us-east-1"
+    ):
+        ssm_provider(moto, "/tescape-test/missing").check()
+    moto.client("ssm").put_parameter(Name="/tescape-test/text", Value="bookworm", Type="String")
+    with pytest.raises(PrecheckFailed, match="not an AMI id"):
+        ssm_provider(moto, "/tescape-test/text").check()
+    moto.client("ssm").put_parameter(
+        Name="/tescape-test/gone", Value="ami-0123456789abcdef0", Type="String"
+    )
+    p = ssm_provider(moto, "/tescape-test/gone")
+    with pytest.raises(PrecheckFailed, match="ami-0123456789abcdef0"):
+        p.root_device()
+
+
+def test_a_fleet_launch_is_what_ec2_receives(moto: MotoServer) -> None:
+    """`launch_api: fleet`: one instant CreateFleet over the configured types of the offer's
+    size (c5.xlarge is larger: left out) in every zone, price-capacity-optimized; its launch
+    template carries the user-data and tags, and is deleted after the launch."""
+    p = provider(
+        moto,
+        instance_types=["m5.large", "m5a.large", "c5.xlarge"],
+        launch_api="fleet",
+        markets=["spot", "on-demand"],
+    )
+    sent: list[dict[str, Any]] = []
+    p.ec2_launch.meta.events.register(
+        "provide-client-params.ec2.CreateFleet", lambda params, **_: sent.append(params)
+    )
+    calls = count_calls(p)
+    offer = next(o for o in p.offers() if o.market == "spot" and o.instance_type == "m5.large")
+    record = p.launch(LaunchSpec("inst-fleet", "tok_fleet", offer))
+    (request,) = sent
+    assert request["Type"] == "instant"
+    assert request["SpotOptions"]["AllocationStrategy"] == "price-capacity-optimized"
+    assert request["TargetCapacitySpecification"]["TotalTargetCapacity"] == 1
+    (config,) = request["LaunchTemplateConfigs"]
+    pools = {(o["InstanceType"], o["SubnetId"]) for o in config["Overrides"]}
+    subnets = p.subnets()
+    zones_of = p.zones_of()
+    assert pools == {
+        (t, subnets[z][0]) for t in ("m5.large", "m5a.large") for z in subnets if z in zones_of[t]
+    }
+    assert config["Overrides"][0] == {
+        "InstanceType": "m5.large",
+        "SubnetId": subnets[offer.zone][0],
+    }  # the scheduler's choice first
+    (fleet,) = moto.client().describe_fleets()["Fleets"]  # what moto received
+    assert fleet["Type"] == "instant"
+    assert {t["Key"]: t["Value"] for t in fleet["Tags"]}["tescape:gateway"] == "gw-test"
+    got = described(moto, record.provider_id)
+    assert got["InstanceType"] in ("m5.large", "m5a.large")
+    assert record.provider_data["instance_type"] == got["InstanceType"]
+    assert record.zone == got["Placement"]["AvailabilityZone"]
+    tags = {t["Key"]: t["Value"] for t in got["Tags"]}
+    assert tags["tescape:gateway"] == "gw-test" and tags["tescape:instance"] == "inst-fleet"
+    attr = moto.client().describe_instance_attribute(
+        InstanceId=record.provider_id, Attribute="userData"
+    )
+    assert "TESCAPE_AGENT_TOKEN=tok_fleet" in base64.b64decode(attr["UserData"]["Value"]).decode()
+    assert moto.client().describe_launch_templates()["LaunchTemplates"] == []  # deleted
+    assert calls["CreateLaunchTemplate"] == calls["DeleteLaunchTemplate"] == 1
+    assert p.query([record]) == {record.provider_id: CloudState.RUNNING}
+    made = {f"ec2:{name}" for name in calls}
+    allowed = {
+        a
+        for st in iam_policy(p.cfg)["Statement"]
+        for a in ([st["Action"]] if isinstance(st["Action"], str) else st["Action"])
+    }
+    assert made <= allowed
+
+
+def test_a_left_launch_template_is_deleted_at_start(moto: MotoServer) -> None:
+    p = provider(moto, launch_api="fleet")
+    tags = [{"Key": "tescape:gateway", "Value": "gw-test"}]
+    moto.client().create_launch_template(
+        LaunchTemplateName="tescape-gw-test-inst-died",
+        LaunchTemplateData={"ImageId": moto.ami()},
+        TagSpecifications=[{"ResourceType": "launch-template", "Tags": tags}],
+    )
+    moto.client().create_launch_template(
+        LaunchTemplateName="someone-elses", LaunchTemplateData={"ImageId": moto.ami()}
+    )
+    assert p.orphans([]) == []
+    names = [
+        t["LaunchTemplateName"]
+        for t in moto.client().describe_launch_templates()["LaunchTemplates"]
+    ]
+    assert names == ["someone-elses"]

@@ -107,3 +107,25 @@ def test_a_corrupt_download_is_tried_again_then_refused(
         GatewayClient(url, "i-1", "token", retries=2).download_app_archive("app", dest, "00")
     assert script.requests == 3 and not dest.exists()
     assert not (tmp_path / "app.tar.partial").exists()
+
+
+def test_a_credential_in_the_registration_answer_replaces_the_token(
+    gateway: tuple[str, Script], tmp_path: Path
+) -> None:
+    """A one-time registration token is exchanged at registration: every later call carries
+    the credential the gateway answered with, and a restarted agent finds it in its work dir."""
+    from capsule_runtime.agent import save_credential, saved_credential
+
+    url, script = gateway
+    script.answers = [(200, b'{"token": "cred-1"}')]
+    client = GatewayClient(url, "i-1", "one-time", retries=0)
+    assert client.register(REGISTRATION).token == "cred-1"
+    assert client.session.headers["Authorization"] == "Bearer cred-1"
+    save_credential(tmp_path, "i-1", "cred-1")
+    assert (tmp_path / "agent-credential").stat().st_mode & 0o777 == 0o600
+    assert saved_credential(tmp_path, "i-1") == "cred-1"
+    assert saved_credential(tmp_path, "i-2") is None  # another instance's: not used
+    plain = GatewayClient(url, "i-2", "token", retries=0)
+    script.answers, script.requests = [(200, b"{}")], 0
+    assert plain.register(REGISTRATION).token is None
+    assert plain.session.headers["Authorization"] == "Bearer token"

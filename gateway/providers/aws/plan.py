@@ -19,6 +19,13 @@ READ_ACTIONS = [
 ]
 LAUNCH_ACTIONS = ["ec2:RunInstances", "ec2:CreateTags"]  # tags are set in RunInstances itself
 TERMINATE_ACTIONS = ["ec2:TerminateInstances"]
+# launch_api: fleet (gateway/providers/aws/fleet.py): a launch template per launch
+FLEET_ACTIONS = [
+    "ec2:CreateFleet",
+    "ec2:CreateLaunchTemplate",
+    "ec2:DeleteLaunchTemplate",
+    "ec2:DescribeLaunchTemplates",
+]
 
 
 def iam_policy(cfg: AwsProviderConfig, gateway_id: str | None = None) -> dict[str, Any]:
@@ -35,6 +42,19 @@ def iam_policy(cfg: AwsProviderConfig, gateway_id: str | None = None) -> dict[st
             "Condition": {"StringLike": {"aws:ResourceTag/tescape:gateway": gateway_id or "*"}},
         },
     ]
+    if cfg.launch_api == "fleet":
+        statements.append(
+            {"Sid": "Fleet", "Effect": "Allow", "Action": FLEET_ACTIONS, "Resource": "*"}
+        )
+        statements.append(
+            {
+                "Sid": "FleetServiceLinkedRole",
+                "Effect": "Allow",
+                "Action": "iam:CreateServiceLinkedRole",
+                "Resource": "*",
+                "Condition": {"StringEquals": {"iam:AWSServiceName": "ec2fleet.amazonaws.com"}},
+            }
+        )
     if cfg.ami is None:
         parameter = cfg.ami_parameter.lstrip("/")
         statements.append(
@@ -79,7 +99,15 @@ def plan_lines(cfg: AwsProviderConfig, gateway_id: str | None = None) -> list[st
         f"types: {', '.join(cfg.instance_types)}; subnets: {where}",
         f"AMI: {ami}; root volume {cfg.disk_gb} GB gp3, deleted with its instance",
         f"each instance and its volume tagged tescape:gateway={tag} and tescape:instance=<id>",
-        "IMDSv2 only (hop limit 1); user-data carries the gateway URL and one instance's token",
+        "IMDSv2 only (hop limit 1); user-data carries the gateway URL and a one-time "
+        "registration token",
+        "launch: "
+        + (
+            "an instant EC2 Fleet over the types of the offer's size, through a launch "
+            "template made and deleted per launch"
+            if cfg.launch_api == "fleet"
+            else "one RunInstances per instance"
+        ),
         f"instance profile: {cfg.instance_profile or 'none (no S3 access from instances)'}",
         "idle instances terminated after "
         + (f"{cfg.idle_seconds:g} s" if cfg.idle_seconds else "scheduler.idle_timeout_seconds"),

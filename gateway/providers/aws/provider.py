@@ -14,6 +14,11 @@ Offers combine the configured types' sizes (DescribeInstanceTypes), where each i
 (DescribeSpotPriceHistory) and on-demand prices from configuration or the built-in us-east-1
 list; sizes and zones are read once, prices at most every `PRICE_TTL` seconds.
 
+The same describe feeds the periodic orphan sweep (`_sweep`: tagged machines no record has named
+for `orphan_grace_seconds` are terminated) and the limits (`max_instances` over every live tagged
+machine, `max_hourly_spend` at current prices; `launch` refuses beyond them). With `launch_api:
+fleet` a launch is an instant EC2 Fleet over the types of the offer's size (fleet.py).
+
 Interruptions need nothing here: the agent watches the instance's IMDSv2 (spot/instance-action,
 rebalance recommendations) as it watches the local provider's simulated one.
 """
@@ -21,6 +26,7 @@ rebalance recommendations) as it watches the local provider's simulated one.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -33,10 +39,12 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from gateway.config import AwsProviderConfig
 from gateway.market import catalog
+from gateway.providers.aws import fleet
 from gateway.providers.aws.errors import RETRYABLE, error_code, mapped
 from gateway.providers.aws.userdata import Bootstrap, render
 from gateway.providers.base import (
     Capability,
+    CapacityUnavailable,
     CloudState,
     LaunchRecord,
     LaunchSpec,
@@ -83,7 +91,6 @@ class AwsProvider(Provider):
         self.cfg = cfg
         self.gateway_url = cfg.gateway_url or gateway_url
         self.gateway_id = gateway_id
-        self.max_instances = cfg.max_instances
         self.idle_seconds = cfg.idle_seconds
         caps = {Capability.PRICES}
         if "spot" in cfg.markets:
@@ -109,6 +116,14 @@ class AwsProvider(Provider):
         self._spot_read_at: float | None = None
         self._ami: str | None = cfg.ami
         self._root_device: str | None = None
+        # the periodic orphan sweep (`_sweep`): when each machine or gateway instance id was
+        # last named by a record or launched, and when each tagged machine was first seen
+        self._named: dict[str, float] = {}
+        self._first_seen: dict[str, float] = {}
+        # the live machines tagged with this gateway's id (EC2 id → type, zone, market), from
+        # the newest DescribeInstances and the launches and terminations since: the limits
+        self._machines: dict[str, tuple[str, str, str]] | None = None
+        self._bounded = False  # whether the spend limit holds the fleet now (logged on change)
 
     # -- what is there -------------------------------------------------------------------------
 
@@ -252,11 +267,26 @@ class AwsProvider(Provider):
     def ami(self) -> str:
         """The configured AMI, else Debian 12's official one from its public SSM parameter."""
         if self._ami is None:
+            name = self.cfg.ami_parameter
             try:
-                got = self.ssm.get_parameter(Name=self.cfg.ami_parameter)
-            except (ClientError, BotoCoreError) as exc:
-                raise mapped(exc, f"read the AMI parameter {self.cfg.ami_parameter}") from exc
-            self._ami = str(got["Parameter"]["Value"])
+                got = self.ssm.get_parameter(Name=name)
+            except ClientError as exc:
+                if error_code(exc) == "ParameterNotFound":
+                    raise PrecheckFailed(
+                        f"the SSM parameter {name} (providers.aws.ami_parameter) does not exist "
+                        f"in {self.cfg.region}: set providers.aws.ami to an AMI id, or "
+                        "ami_parameter to a parameter holding one"
+                    ) from exc
+                raise mapped(exc, f"read the AMI parameter {name}") from exc
+            except BotoCoreError as exc:
+                raise mapped(exc, f"read the AMI parameter {name}") from exc
+            value = str(got["Parameter"]["Value"]).strip()
+            if not value.startswith("ami-"):
+                raise PrecheckFailed(
+                    f"the SSM parameter {name} holds {value[:40]!r}, not an AMI id (ami-...)"
+                )
+            log.info("AMI %s from the SSM parameter %s", value, name)
+            self._ami = value
         return self._ami
 
     def root_device(self) -> str:
@@ -273,16 +303,109 @@ class AwsProvider(Provider):
             self._root_device = str(images[0].get("RootDeviceName") or "/dev/xvda")
         return self._root_device
 
+    # -- limits -------------------------------------------------------------------------------
+
+    @property
+    def max_instances(self) -> int:
+        """How many instances the scheduler may keep: `max_instances`, or — while the machines
+        running now leave less of `max_hourly_spend` than the cheapest offer costs — as many
+        as run now (the scheduler launches nothing more, and stops an idle machine when other
+        work waits). `launch` checks both limits again against EC2's own list."""
+        limit = self.cfg.max_instances
+        budget = self.cfg.max_hourly_spend
+        if budget is None:
+            return limit
+        machines = self.machines()
+        prices = [o.price_per_hour for o in self.offers() if o.price_per_hour is not None]
+        bounded = bool(prices) and self.hourly_spend() + min(prices) > budget
+        if bounded != self._bounded:
+            self._bounded = bounded
+            if bounded:
+                log.warning(
+                    "launching no more EC2 instances: %d run for %.4f USD/hour and the cheapest "
+                    "offer (%.4f) would exceed providers.aws.max_hourly_spend (%g)",
+                    len(machines),
+                    self.hourly_spend(),
+                    min(prices),
+                    budget,
+                )
+            else:
+                log.info("below providers.aws.max_hourly_spend again: launches resume")
+        return min(limit, len(machines)) if bounded else limit
+
+    @max_instances.setter
+    def max_instances(self, value: int) -> None:
+        self.cfg = self.cfg.model_copy(update={"max_instances": value})
+
+    def machines(self) -> dict[str, tuple[str, str, str]]:
+        """The live machines tagged with this gateway's id (one DescribeInstances if none has
+        been made yet by this process)."""
+        if self._machines is None:
+            self._remember(list(self.tagged(self.gateway_id)))
+        assert self._machines is not None
+        return self._machines
+
+    def _remember(self, ours: list[dict[str, Any]]) -> None:
+        self._machines = {
+            i["InstanceId"]: (
+                i["InstanceType"],
+                i.get("Placement", {}).get("AvailabilityZone", ""),
+                "spot" if i.get("InstanceLifecycle") == "spot" else "on-demand",
+            )
+            for i in ours
+            if i["State"]["Name"] in ("pending", "running")
+        }
+
+    def price(self, instance_type: str, zone: str, market: str) -> float:
+        """What a machine costs per hour now: its pool's Spot price, else the on-demand price
+        (the most a Spot machine is billed); 0 when neither is known."""
+        if market == "spot":
+            spot = self._spot.get((instance_type, zone))
+            if spot is not None:
+                return spot
+        return self.on_demand_price(instance_type) or 0.0
+
+    def hourly_spend(self) -> float:
+        """The running machines' cost per hour at current prices."""
+        return sum(self.price(*m) for m in self.machines().values())
+
+    def _admit(self, offer: Offer) -> None:
+        """Refuse a launch beyond `max_instances` (counting every live machine with this
+        gateway's tag, rows or not) or `max_hourly_spend`, with the reason."""
+        machines = self.machines()
+        if len(machines) >= self.cfg.max_instances:
+            message = (
+                f"not launching {offer.instance_type}: {len(machines)} EC2 instances tagged "
+                f"tescape:gateway={self.gateway_id} run, providers.aws.max_instances is "
+                f"{self.cfg.max_instances}"
+            )
+            log.warning("%s", message)
+            raise ProviderError(message)
+        budget = self.cfg.max_hourly_spend
+        cost = offer.price_per_hour or self.price(offer.instance_type, offer.zone, offer.market)
+        if budget is not None and self.hourly_spend() + cost > budget:
+            message = (
+                f"not launching {offer.instance_type} ({offer.market}, {cost:.4f} USD/hour): "
+                f"the {len(machines)} running instances cost {self.hourly_spend():.4f} USD/hour "
+                f"and providers.aws.max_hourly_spend is {budget:g}"
+            )
+            log.warning("%s", message)
+            # a cheaper offer may still fit: the scheduler tries the next one
+            raise CapacityUnavailable(offer.instance_type, offer.zone, offer.market, message)
+
     # -- launch, query, terminate ---------------------------------------------------------------
 
     def launch(self, spec: LaunchSpec) -> LaunchRecord:
         offer = spec.offer
+        self._admit(offer)
         zones = self.subnets()
         zone = offer.zone or next(iter(zones), "")
         if zone not in zones:
             raise ProviderError(f"no subnet in zone {zone!r} (subnets in: {', '.join(zones)})")
         subnet = zones[zone][0]
         args = self.run_args(spec, subnet)
+        if self.cfg.launch_api == "fleet":
+            return self._launch_fleet(spec, args)
         action = f"launch {offer.instance_type} ({offer.market}) in {zone}"
         try:
             answer = self._run_instances(args)
@@ -291,18 +414,51 @@ class AwsProvider(Provider):
         (instance,) = answer["Instances"]
         landed = instance.get("Placement", {}).get("AvailabilityZone") or zone
         log.info("launched EC2 %s for %s (%s)", instance["InstanceId"], spec.instance_id, action)
-        return LaunchRecord(
+        return self._launched(
+            spec,
             instance["InstanceId"],
             landed,
             {
-                "region": self.cfg.region,
-                "zone": landed,
                 "subnet": subnet,
                 "ami": args["ImageId"],
                 "instance_type": offer.instance_type,
-                "market": offer.market,
                 "spot_request_id": instance.get("SpotInstanceRequestId"),
+            },
+        )
+
+    def _launch_fleet(self, spec: LaunchSpec, args: dict[str, Any]) -> LaunchRecord:
+        """`launch_api: fleet`: an instant EC2 Fleet over the offer's size (fleet.py)."""
+        got = fleet.launch(self, spec, args)
+        zone_of = {s: z for z, ids in self.subnets().items() for s in ids}
+        landed = zone_of.get(got["SubnetId"] or "", spec.offer.zone)
+        itype = got["InstanceType"] or spec.offer.instance_type
+        log.info(
+            "launched EC2 %s (%s in %s, by EC2 Fleet) for %s",
+            got["InstanceId"],
+            itype,
+            landed,
+            spec.instance_id,
+        )
+        data = {"subnet": got["SubnetId"], "ami": args["ImageId"], "instance_type": itype}
+        return self._launched(spec, got["InstanceId"], landed, data)
+
+    def _launched(
+        self, spec: LaunchSpec, ec2_id: str, zone: str, data: dict[str, Any]
+    ) -> LaunchRecord:
+        """The launch record; the machine is remembered for the limits and the sweep."""
+        now = self.clock()
+        self._named[ec2_id] = self._named[spec.instance_id] = now
+        itype = str(data.get("instance_type") or spec.offer.instance_type)
+        self.machines()[ec2_id] = (itype, zone, spec.offer.market)
+        return LaunchRecord(
+            ec2_id,
+            zone,
+            {
+                "region": self.cfg.region,
+                "zone": zone,
+                "market": spec.offer.market,
                 "gateway_id": self.gateway_id,
+                **data,
             },
         )
 
@@ -386,14 +542,70 @@ class AwsProvider(Provider):
         gateways = {str(r.provider_data.get("gateway_id") or self.gateway_id) for r in records}
         by_id: dict[str, CloudState] = {}
         by_tag: dict[str, CloudState] = {}
+        ours: list[dict[str, Any]] | None = None
         for gateway in sorted(gateways):
-            for instance in self.tagged(gateway):
+            found = list(self.tagged(gateway))
+            if gateway == self.gateway_id:
+                ours = found
+            for instance in found:
                 state = STATES.get(instance["State"]["Name"], CloudState.STOPPING)
                 by_id[instance["InstanceId"]] = state
                 for tag in instance.get("Tags", []):
                     if tag["Key"] == INSTANCE_TAG and _livelier(state, by_tag.get(tag["Value"])):
                         by_tag[tag["Value"]] = state
+        if ours is not None:
+            self._remember(ours)
+            self._sweep(ours, records)
         return {r.provider_id: by_id.get(r.provider_id, by_tag.get(r.provider_id)) for r in records}
+
+    def _sweep(self, ours: list[dict[str, Any]], records: Sequence[LaunchRecord]) -> None:
+        """The periodic orphan sweep, from the describe the scheduler's tick made anyway: a
+        pending or running machine tagged with this gateway's id that no record has named (by
+        EC2 id or by its `tescape:instance` tag) for `orphan_grace_seconds` — since it was
+        launched, last named, or first seen by this process — is terminated. The grace covers a
+        launch whose row is not stored yet and a caller that queries only some instances; the
+        scheduler names every live row on every tick, so a machine with a row is never taken."""
+        grace = self.cfg.orphan_grace_seconds
+        if grace <= 0:
+            return
+        now = self.clock()
+        for record in records:
+            self._named[record.provider_id] = now
+        live = set()
+        orphans: list[str] = []
+        for instance in ours:
+            if instance["State"]["Name"] not in ("pending", "running"):
+                continue
+            ec2_id = instance["InstanceId"]
+            live.add(ec2_id)
+            tags = {t["Key"]: t["Value"] for t in instance.get("Tags", [])}
+            since = max(
+                self._first_seen.setdefault(ec2_id, now),
+                self._named.get(ec2_id, -math.inf),
+                self._named.get(tags.get(INSTANCE_TAG, ""), -math.inf),
+            )
+            if now - since >= grace:
+                orphans.append(ec2_id)
+        self._first_seen = {i: t for i, t in self._first_seen.items() if i in live}
+        self._named = {k: t for k, t in self._named.items() if now - t < 2 * grace}
+        if not orphans:
+            return
+        log.warning(
+            "terminating %d EC2 instances tagged tescape:gateway=%s that no instance row has "
+            "named for %.0f s (orphans): %s",
+            len(orphans),
+            self.gateway_id,
+            grace,
+            ", ".join(orphans),
+        )
+        for start in range(0, len(orphans), 1000):  # TerminateInstances takes 1000 ids at most
+            batch = orphans[start : start + 1000]
+            try:
+                self.ec2.terminate_instances(InstanceIds=batch)
+                for ec2_id in batch:
+                    self.machines().pop(ec2_id, None)
+            except (ClientError, BotoCoreError) as exc:  # the next tick's sweep tries again
+                log.warning("%s", mapped(exc, f"terminate orphans {', '.join(batch)}"))
 
     def tagged(self, gateway_id: str) -> Iterable[dict[str, Any]]:
         """Every instance tagged with `gateway_id` (terminated ones stay listed about an hour)."""
@@ -409,6 +621,8 @@ class AwsProvider(Provider):
     def orphans(self, records: Sequence[LaunchRecord]) -> list[LaunchRecord]:
         """Pending or running instances tagged with this gateway's id that no record names,
         by EC2 id or by the gateway's instance id in their `tescape:instance` tag."""
+        if self.cfg.launch_api == "fleet":
+            fleet.delete_templates(self)
         known = {r.provider_id for r in records}
         found = []
         for instance in self.tagged(self.gateway_id):
@@ -436,6 +650,9 @@ class AwsProvider(Provider):
             ]
             if not ids:
                 return
+        for ec2_id in ids:
+            if self._machines is not None:
+                self._machines.pop(ec2_id, None)
         try:
             self.ec2.terminate_instances(InstanceIds=ids)
         except ClientError as exc:

@@ -6,12 +6,15 @@ host setup (`python3 -m capsule_runtime.host.setup`), which knows Debian — the
 agent under systemd with the gateway's URL, watching the real metadata service (IMDSv2) for
 Spot interruption notices.
 
-What it carries: the gateway URL, the gateway's id for the instance, the agent's per-instance
-token and where to get the agent wheel. The token is the only secret; it is good for this one
-instance only and dies with the instance row (no account credentials, no capsule key: S3 access
-comes from the instance profile, the capsule key from the gateway after registration). It is
-written to a root-only file and the instance's metadata service requires IMDSv2 tokens with a
-hop limit of 1, so task containers (one network hop further) cannot read the user-data.
+What it carries: the gateway URL, the gateway's id for the instance, a one-time registration
+token and where to get the agent wheel. The token is the only secret, and a short-lived one: it
+is good for registering this one instance, once, within `providers.aws.token_ttl_seconds` of the
+launch; at registration the gateway gives the agent its own credential (kept in the root-only
+work dir) and the token in user-data is useless from then on. No account credentials, no capsule
+key: S3 access comes from the instance profile, the capsule key from the gateway after
+registration. The token is written to a root-only file and the instance's metadata service
+requires IMDSv2 tokens with a hop limit of 1, so task containers (one network hop further)
+cannot read the user-data.
 """
 
 from __future__ import annotations
