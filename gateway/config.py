@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from capsule_runtime.protocol.local_paths import install_dirs, real, url_local_path
 from capsule_runtime.protocol.s3_paths import S3Location
@@ -417,6 +417,39 @@ class CapsuleEncryptionConfig(Section):
     key_file: str | None = None
 
 
+class NoticeBudgetConfig(Section):
+    # The notice budget planner (gateway/scheduler/notice_budget.py, docs/capsules.md): periodic
+    # capsules of a task on Spot are taken often enough that the capsule an interruption notice
+    # calls for is predicted to be durable within `margin` of the notice, and a task too large
+    # for that on an instance type is not placed on Spot there.
+    enabled: bool = True
+    # The notice each provider gives before a reclaim (s), by provider name; `default` for the
+    # others (AWS: two minutes).
+    notice_seconds: dict[str, float] = Field(default_factory=lambda: {"default": 120.0})
+    # The share of the notice the prediction may use (the rest is left for surprises).
+    margin: float = Field(default=0.7, gt=0, le=1)
+    # What every notice capsule costs besides its bytes (s): hearing the notice, the order's
+    # delivery, CRIU's start, the manifest.
+    overhead_seconds: float = Field(default=2.0, ge=0)
+    # Never a planner capsule sooner than this after the task's last capsule (s).
+    min_interval_seconds: float = Field(default=60.0, ge=1)
+    # Priors per instance type until its capsules are measured (docs/benchmarks.md, Capsules:
+    # this 2-core machine under load): seconds per GiB of capsule for what every byte costs
+    # (CRIU's dump, podman's export, reading and hashing), and per GiB stored for what only new
+    # chunks cost (compression, encryption, the store's writes).
+    dump_seconds_per_gib: float = Field(default=4.5, gt=0)
+    upload_seconds_per_gib: float = Field(default=2.5, gt=0)
+
+    @field_validator("notice_seconds")
+    @classmethod
+    def _has_default(cls, value: dict[str, float]) -> dict[str, float]:
+        if "default" not in value:
+            raise ValueError("needs a `default` entry")
+        if any(v <= 0 for v in value.values()):
+            raise ValueError("every notice must be longer than 0 s")
+        return value
+
+
 class CapsulesConfig(Section):
     # Where capsules (checkpoints of running tasks) are stored: a directory (`/abs/dir` or
     # `file:///abs/dir`) or `s3://bucket/prefix` (connection settings from storage.capsules_s3,
@@ -446,6 +479,7 @@ class CapsulesConfig(Section):
     # (podman, CRIU, its disk or images) before older capsules, then the beginning, are tried
     restore_tries: int = Field(default=3, ge=1, le=20)
     encryption: CapsuleEncryptionConfig = Field(default_factory=CapsuleEncryptionConfig)
+    notice_budget: NoticeBudgetConfig = Field(default_factory=NoticeBudgetConfig)
 
 
 class LoggingConfig(Section):

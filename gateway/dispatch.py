@@ -55,6 +55,7 @@ from gateway.migration import Migrations, restarts
 from gateway.rules import effective_parameters
 from gateway.scheduler.loop import SCHEDULER
 from gateway.scheduler.needs import container_limits
+from gateway.scheduler.notice_budget import NoticeBudget
 from gateway.scheduler.wakeups import Wakeups
 from gateway.store.fleet import Attempt, FleetStore, Instance, InstanceState
 from gateway.store.fleet_data import AttemptData, InstanceData, Migration, RecoveryPlan, UsageSample
@@ -119,6 +120,8 @@ class Dispatcher:
         self.library = library
         self.logs_dir = config.data_path / "logs"
         self._capsule_key: str | None = None  # base64, once read
+        # the notice budget planner: capsule reports measure it, notices are predicted by it
+        self.budget = NoticeBudget(config, tasks, fleet, clock=clock)
 
     # -- identity -----------------------------------------------------------------------------
 
@@ -636,7 +639,7 @@ class Dispatcher:
     def notice(self, inst: Instance, notice: Notice) -> None:
         """A Spot interruption notice on `inst` (from its agent's watcher or the provider)."""
         Migrations(self.tasks, self.fleet, self.wakeups, self.clock).on_notice(
-            inst, notice.kind, notice.time, stays=self._restarts
+            inst, notice.kind, notice.time, stays=self._restarts, budget=self.budget
         )
 
     # -- capsules and migration ---------------------------------------------------------------
@@ -647,11 +650,15 @@ class Dispatcher:
             attempt = self._take(conn, inst, attempt_id, report.report_id)
             if attempt is None:
                 return
-            self._capsule(conn, attempt, report)
+            applied = self._capsule(conn, attempt, report)
             if report.report_id:
                 self.fleet.remember_report(conn, attempt, report.report_id)
+            learned = self.budget.observe(conn, attempt.id, inst, report) if applied else None
+        if learned is not None:  # the instance type's speed, apart: it never fails the report
+            self.budget.learn(*learned)
 
-    def _capsule(self, conn: Connection, attempt: Attempt, report: CapsuleReport) -> None:
+    def _capsule(self, conn: Connection, attempt: Attempt, report: CapsuleReport) -> bool:
+        """Apply the report; False: the same capsule reported again (applied the first time)."""
         data = report.model_dump(exclude_none=True, exclude={"state", "capsule_id", "report_id"})
         where = {"attempt_id": attempt.id, "instance_id": attempt.instance_id}
         if report.state in ("restored", "none_usable"):
@@ -669,7 +676,7 @@ class Dispatcher:
                 data=data if restored else None,
                 conn=conn,
             )
-            return
+            return True
         if report.state == "corrupt":
             self.fleet.set_capsule_state(report.capsule_id, CapsuleState.CORRUPT, conn=conn)
             self.tasks.record(
@@ -680,7 +687,7 @@ class Dispatcher:
                 data=data,
                 conn=conn,
             )
-            return
+            return True
         complete = report.state == "complete" and report.manifest_key and report.manifest_sha256
         if complete:
             assert report.manifest_key and report.manifest_sha256
@@ -697,7 +704,7 @@ class Dispatcher:
                 conn=conn,
             )
             if not added:
-                return  # the same capsule again (its answer was lost): handled the first time
+                return False  # the same capsule again (its answer was lost): handled the first time
             message = (
                 f"capsule {report.capsule_id} ({report.reason}): "
                 f"{report.size_bytes / 2**20:.1f} MiB, {report.uploaded_bytes / 2**20:.1f} MiB "
@@ -709,10 +716,10 @@ class Dispatcher:
             kind = "checkpoint_failed"
         self.tasks.record(attempt.task_id, kind, **where, message=message, data=data, conn=conn)
         if report.request_id is None:
-            return  # periodic: the attempt's phase never left RUNNING
+            return True  # periodic: the attempt's phase never left RUNNING
         request = attempt.data.checkpoint
         if request is None or request.id != report.request_id:
-            return  # an order given up on already (checkpoint timeout): nothing to settle
+            return True  # an order given up on already (checkpoint timeout): nothing to settle
         leaving = report.stop and report.state == "complete"
         self.fleet.write_attempt_data(
             conn,
@@ -731,6 +738,7 @@ class Dispatcher:
         )
         if not leaving and attempt.phase is AttemptPhase.CHECKPOINTING:
             self.fleet.change_phase(conn, attempt, AttemptPhase.RUNNING)  # the task runs on here
+        return True
 
     def _interrupted(
         self,

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection
 
@@ -23,10 +23,13 @@ from gateway.providers.base import Offer
 from gateway.rules import effective_parameters
 from gateway.scheduler.wakeups import Wakeups
 from gateway.store.fleet import FleetStore, Instance, InstanceState
-from gateway.store.fleet_data import CheckpointRequest, Interruption, Limits
+from gateway.store.fleet_data import CheckpointRequest, Interruption, Limits, NoticeBudgetNote
 from gateway.store.ids import new_id
 from gateway.store.tasks import TaskStore
 from gateway.tes.states import AttemptPhase, State
+
+if TYPE_CHECKING:
+    from gateway.scheduler.notice_budget import NoticeBudget
 
 log = logging.getLogger(__name__)
 
@@ -65,10 +68,12 @@ class Migrations:
         plan: Offer | None = None,
         limits: Limits | None = None,
         fence: Callable[[Connection], None] | None = None,
+        notice_budget: NoticeBudgetNote | None = None,
     ) -> dict[str, Any]:
         """Ask for a checkpoint (stop=False: the task keeps running here) or a migration.
         `fence`: called in the request's transaction (the scheduler's leadership check: a
-        deposed leader's move is rolled back)."""
+        deposed leader's move is rolled back). `notice_budget`: why the notice budget planner
+        asks (kept on the request and in its event)."""
         record = self.tasks.get(task_id, full=False)
         if record is None:
             raise Refused(404, f"no task {task_id!r}")
@@ -114,6 +119,8 @@ class Migrations:
             plan=plan,  # where the restore goes (an offer), for cost and size moves
             limits=limits,  # what the restored container may use, for size moves
         )
+        if notice_budget is not None:  # the key only where the planner asked (as stored before)
+            req = req.model_copy(update={"notice_budget": notice_budget})
         with self.tasks.batch() as conn:  # checked again with the row taken: one request wins
             if fence is not None:
                 fence(conn)
@@ -149,11 +156,15 @@ class Migrations:
         kind: str,
         when: str,
         stays: Callable[[str], bool] | None = None,
+        budget: NoticeBudget | None = None,
     ) -> None:
         """A Spot interruption notice on `inst`: no new work goes there, and every task running
         on it is checkpointed and moved (the deadline itself is the provider's business) —
         except those `stays(task_id)` keeps: tasks whose recovery is `restart` run on until the
-        deadline (they may finish), then start again elsewhere, as retry-based systems do."""
+        deadline (they may finish), then start again elsewhere, as retry-based systems do.
+        `budget`: the notice budget planner, which keeps its prediction of each move on the
+        attempt (and orders a move the notice found blocked by a capsule under way, once that
+        capsule ends)."""
         if kind == "rebalance":
             self.tasks.record(
                 None, "rebalance", instance_id=inst.id, message=f"rebalance recommended {when}"
@@ -178,8 +189,12 @@ class Migrations:
         for attempt in self.fleet.live_attempts(inst.id):
             if stays is not None and stays(attempt.task_id):
                 continue
+            note = budget.noticed(attempt, current, when) if budget is not None else None
             try:
                 self.request(attempt.task_id, stop=True, reason="reclaim")
             except Refused as exc:  # not running yet, or between instances: recovered if lost
                 log.info("task %s not checkpointed on the notice: %s", attempt.task_id, exc)
+                continue
+            if budget is not None and note is not None:
+                budget.requested(attempt.id, note)
         self.wakeups.notify(inst.id)

@@ -34,7 +34,7 @@ from gateway.store.schema import ATTEMPT_COST_COLUMNS, attempts, events
 # Attempt reasons that follow the loss of the instance under a task (a Spot reclaim, with or
 # without a notice), the same set `scheduler.max_interruptions` counts.
 INTERRUPTIONS = ("reclaim", "lost")
-EVENT_KINDS = ("capsule", "checkpoint_failed", "restored")
+EVENT_KINDS = ("capsule", "checkpoint_failed", "restored", "notice_budget")
 TELEMETRY_KEY = "spot_interruptions"  # present in a TaskLog's metadata: telemetry added
 
 _ATTEMPTS = select(
@@ -84,7 +84,14 @@ def summarize(
     checkpoints = failed = restores = 0
     uploaded = stored = size = 0
     frozen = checkpointing = restoring = 0.0
+    notice: dict[str, str] = {}  # the newest notice's prediction and measured time, if any
     for kind, data in capsule_events:
+        if kind == "notice_budget":
+            notice = {
+                "notice_predicted_seconds": _seconds(data.get("predicted_s")),
+                "notice_measured_seconds": _seconds(data.get("measured_s")),
+            }
+            continue
         seconds = data.get("seconds") or {}
         total = _float(seconds.get("total"))
         if kind == "restored":
@@ -115,6 +122,7 @@ def summarize(
         "markets": ",".join(str(r.get("market") or "") for r in placed),
         "cost_usd": f"{sum(c.cost_usd for c in costs):.6f}",
         "on_demand_usd": f"{sum(c.on_demand_usd for c in costs):.6f}",
+        **notice,
     }
 
 
@@ -161,3 +169,8 @@ def _float(value: Any) -> float:
         return float(value) if value is not None else 0.0
     except (TypeError, ValueError):
         return 0.0
+
+
+def _seconds(value: Any) -> str:
+    """Seconds as metadata writes them; "" for none (a notice without a prediction)."""
+    return f"{_float(value):.3f}" if value is not None else ""

@@ -12,7 +12,7 @@ from sqlalchemy import Connection
 
 from capsule_runtime.protocol.resources import Resources
 from gateway.auth import token_sha256
-from gateway.market.policy import choose_offer
+from gateway.market.policy import MarketPolicy, choose_offer
 from gateway.providers.base import (
     CapacityUnavailable,
     LaunchRecord,
@@ -61,8 +61,11 @@ def launch_offer(s: Scheduler, wants: list[Want], offers: list[Offer]) -> Offer 
             if not s.quarantines.blocks(want.offer):
                 return want.offer
             continue
+        usable = s.budget.spot_offers(
+            want, offers, s.provider.name, want.policy is MarketPolicy.SPOT_ONLY
+        )
         offer = choose_offer(
-            want.need, offers, want.policy, market_quarantined(s), only_type=want.only_type
+            want.need, usable, want.policy, market_quarantined(s), only_type=want.only_type
         )
         if offer is not None:
             return offer

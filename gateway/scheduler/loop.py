@@ -9,7 +9,8 @@ with each step in a module of its own (this one keeps the thread, leadership and
                              unacknowledged, start or checkpoint unfinished) are settled
                              (deadlines)
     2. market   (prices)     Spot prices move; a simulated market reclaims instances
-    3. triggers (triggers)   moves on purpose: rightsizing, OOM protection, price
+    3. triggers (triggers)   moves on purpose: rightsizing, OOM protection, price; capsules
+                (notice_budget)  that keep each Spot task's notice capsule within its budget
     4. restore  (placement)  attempts waiting to restore a capsule (a migration) or to recover
                              after a loss go to another READY instance with room, before new work
     5. place    (placement)  each QUEUED task, oldest first, goes to a READY instance with room, as
@@ -48,6 +49,7 @@ from gateway.scheduler import launches, losses, placement, prices, triggers, upk
 from gateway.scheduler.adoption import adopt_instances
 from gateway.scheduler.common import first_line, gone
 from gateway.scheduler.leadership import LostLeadership, SchedulerLease
+from gateway.scheduler.notice_budget import NoticeBudget, plan_capsules
 from gateway.scheduler.quarantine import Quarantines
 from gateway.scheduler.wakeups import Wakeups
 from gateway.store.fleet import Attempt, FleetStore, InstanceState
@@ -90,12 +92,15 @@ class Scheduler:
         self.market = market
         self.last_tick: datetime | None = None
         self.last_triggers: datetime | None = None
+        self.last_budget_look: datetime | None = None
         self.last_overdue: datetime | None = None
         self.tasks = tasks
         self.fleet = fleet
         self.provider = provider
         self.wakeups = wakeups
         self.migrations = migrations or Migrations(tasks, fleet, wakeups, clock=clock)
+        # the notice budget planner: measured capsule speeds, planned capsules, Spot refusals
+        self.budget = NoticeBudget(config, tasks, fleet, clock=clock)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         # Instances that died before their agent registered, in a row: each one doubles the wait
@@ -232,12 +237,14 @@ class Scheduler:
             self.failed_launches = 0
         prices.market_tick(self, now)
         triggers.run_triggers(self, now)
+        plan_capsules(self, now)
         # Evacuated work first: a task waiting to continue from its capsule (or restart after a
         # loss) takes the room before new work, and the next launch is for it.
         restores, leaving = placement.place_restores(self)
         wants = placement.place_queued(self)
         if wants or restores:
             launches.launch(self, restores + wants, not_counting=leaving)
+        self.budget.tell_refusals()  # Spot placements the notice budget refused, as events
         upkeep.wake_canceling(self)
         upkeep.retire(self, now)
         upkeep.collect_capsules(self)

@@ -13,6 +13,7 @@ from gateway.config import Config
 from gateway.market.policy import MarketPolicy, market_for
 from gateway.providers.base import Offer
 from gateway.rules import effective_parameters, effective_preemptible
+from gateway.scheduler.notice_budget import Footprint
 from gateway.store.fleet import Attempt, Instance
 from gateway.tes.states import MarketType
 
@@ -28,6 +29,9 @@ class Want:
     only_type: str | None = None
     offer: Offer | None = None  # a recovery plan's choice, taken as it is
     exclude: frozenset[str] = frozenset()  # instances it may not go to
+    # for the notice budget planner: whose want it is, and what its capsule would carry
+    task_id: str | None = None
+    footprint: Footprint | None = None
 
 
 def task_policy(spec: dict[str, Any], cfg: Config) -> MarketPolicy:

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Connection
 
 from capsule_runtime.protocol.resources import Resources
-from gateway.market.policy import recovery_plan
+from gateway.market.policy import MarketPolicy, recovery_plan
 from gateway.providers.base import Capability, Offer
 from gateway.rules import effective_parameters
 from gateway.scheduler import launches
@@ -105,6 +105,8 @@ def place_queued(s: Scheduler) -> list[Want]:
                     continue
                 policy = task_policy(record.spec, s.cfg)
                 only = only_type(record.spec, s.cfg)
+                fp = s.budget.placing([], record.spec)
+                spot_only = policy is MarketPolicy.SPOT_ONLY
                 target = next(
                     (
                         i
@@ -112,11 +114,12 @@ def place_queued(s: Scheduler) -> list[Want]:
                         if need.fits(rooms[i.id])
                         and market_allows(policy, i.market)
                         and only in (None, i.instance_type)
+                        and s.budget.allows(record.id, fp, i, spot_only)
                     ),
                     None,
                 )
                 if target is None:
-                    unplaced.append(Want(need, policy, only))
+                    unplaced.append(Want(need, policy, only, task_id=record.id, footprint=fp))
                 elif assign(s, conn, record.id, target):
                     rooms[target.id] = rooms[target.id].minus(need)
                     placed[target.id] = None
@@ -204,6 +207,11 @@ def place_restores(s: Scheduler) -> tuple[list[Want], frozenset[str]]:
         wanted = attempt.data.target
         # a capsule restores only onto a CPU with its features (gateway.scheduler.compat)
         cpu = capsule_cpu(s.fleet, attempt.task_id) if attempt.data.restore else None
+        # a plan's offer is taken as it is; otherwise Spot only where the notice can carry it
+        fp = None
+        if planned is None and s.budget.enabled:
+            fp = s.budget.placing(s.fleet.attempts_of(attempt.task_id), spec)
+        spot_only = policy is MarketPolicy.SPOT_ONLY
         fits = [
             i
             for i in ready
@@ -219,10 +227,21 @@ def place_restores(s: Scheduler) -> tuple[list[Want], frozenset[str]]:
                     and (i.zone == planned.zone or not plan.zone_matters)
                 )
             )
+            and s.budget.allows(attempt.task_id, fp, i, spot_only)
         ]
         target = next((i for i in fits if i.id == wanted), fits[0] if fits else None)
         if target is None:
-            unplaced.append(Want(need, policy, only_type(spec, s.cfg), planned, exclude))
+            unplaced.append(
+                Want(
+                    need,
+                    policy,
+                    only_type(spec, s.cfg),
+                    planned,
+                    exclude,
+                    task_id=attempt.task_id,
+                    footprint=fp,
+                )
+            )
             leaving |= exclude
             continue
         with s.tasks.batch() as conn:

@@ -60,5 +60,9 @@ def market_tick(s: Scheduler, now: datetime) -> None:
             log.warning("reclaiming %s: %s", inst.id, exc)
             continue
         s.migrations.on_notice(
-            inst, "terminate", deadline, stays=lambda t: restarts(s.tasks, s.cfg, t)
+            inst,
+            "terminate",
+            deadline,
+            stays=lambda t: restarts(s.tasks, s.cfg, t),
+            budget=s.budget,
         )

@@ -55,6 +55,16 @@ class RecoveryPlan(Data):
     strategy: str | None = None  # the recovery strategy that made the plan (for the record)
 
 
+class NoticeBudgetNote(Data):
+    """Why the notice budget planner asked for a capsule (gateway/scheduler/notice_budget.py):
+    the notice capsule it predicted if none were taken now, against the budget."""
+
+    predicted_s: float | None = None  # the notice capsule's predicted time without this one
+    budget_s: float | None = None  # margin times the provider's notice
+    since_capsule_s: float | None = None  # since the task's newest capsule (or its start)
+    upload_bytes: int | None = None  # the new bytes that capsule would store
+
+
 class CheckpointRequest(Data):
     """A checkpoint or migration asked of a running attempt (gateway.migration), until its
     agent answers or the checkpoint deadline passes; one at a time per attempt."""
@@ -68,6 +78,7 @@ class CheckpointRequest(Data):
     limits: Limits | None = None  # what the restored container may use (size moves)
     sent: str | None = None  # when the order went out (the checkpoint deadline counts from it)
     delivered: bool = False  # the agent listed it as received: stop sending it
+    notice_budget: NoticeBudgetNote | None = None  # the planner's reason (reason notice_budget)
 
 
 class Migration(Data):
@@ -102,6 +113,31 @@ class UsageSample(Data):
     memory_limit_bytes: int | float | None = None
 
 
+class CapsuleProfile(Data):
+    """What the notice budget planner knows of the task's capsules on this attempt
+    (gateway/scheduler/notice_budget.py): what a notice capsule would carry."""
+
+    since: str | None = None  # the newest capsule's start, or the restore (RFC 3339): dirt counts
+    size_bytes: int | float | None = None  # the newest capsule's size (memory and files)
+    stored_bytes: int | float | None = None  # what storing it all anew costs (the newest's)
+    dirty_bps: float | None = None  # new stored bytes per second between capsules
+
+
+class NoticePrediction(Data):
+    """The notice budget planner's prediction at a reclaim notice, kept until the notice
+    capsule's report compares it with the time it took (a `notice_budget` event)."""
+
+    heard: str  # when the notice was heard (RFC 3339)
+    deadline: str  # the notice's deadline, as given
+    notice_s: float  # the notice's length from `heard`
+    budget_s: float  # margin times notice_s
+    predicted_s: float | None = None  # None: nothing known of the task's size
+    size_bytes: int | None = None
+    upload_bytes: int | None = None
+    basis: str | None = None  # capsule | usage | request | limit: what the size came from
+    requested: bool = False  # the migration order was taken (else a capsule was under way)
+
+
 class AttemptData(Data):
     """`attempts.data`."""
 
@@ -120,6 +156,9 @@ class AttemptData(Data):
     migrate: Migration | None = None  # its migration capsule is complete: it leaves
     resize: ResizeRequest | None = None  # new limits to apply in place
     usage: list[UsageSample] = Field(default_factory=list)  # newest samples, oldest first
+    # -- the notice budget planner (gateway/scheduler/notice_budget.py) --
+    capsule_profile: CapsuleProfile | None = None  # what its notice capsule would carry
+    notice_prediction: NoticePrediction | None = None  # at a notice, until its capsule ends
 
 
 class AttemptChanges(TypedDict, total=False):
@@ -138,6 +177,8 @@ class AttemptChanges(TypedDict, total=False):
     migrate: Migration | None
     resize: ResizeRequest | None
     usage: list[UsageSample] | None
+    capsule_profile: CapsuleProfile | None
+    notice_prediction: NoticePrediction | None
 
 
 def changed(data: AttemptData, changes: AttemptChanges) -> AttemptData:

@@ -135,6 +135,19 @@ capsules = Table(
     Index("ix_capsules_task_sequence", "task_id", "sequence"),
 )
 
+# The notice budget planner's running estimate of checkpoint speed per instance type
+# (gateway/scheduler/notice_budget.py, migration 0007): `stats` is JSON, decayed least-squares
+# sums over the type's measured capsules.
+checkpoint_rates = Table(
+    "checkpoint_rates",
+    metadata,
+    Column("provider", String(32), primary_key=True),
+    Column("instance_type", String(64), primary_key=True),
+    Column("samples", Integer, nullable=False),
+    Column("stats", Text, nullable=False),
+    Column("updated_time", String(40), nullable=False),
+)
+
 events = Table(
     "events",
     metadata,

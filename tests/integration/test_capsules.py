@@ -279,8 +279,19 @@ def test_a_reclaim_notice_moves_the_task_before_the_deadline(
     attempts = admin(server, "GET", f"/tasks/{task_id}/attempts").json()["attempts"]
     assert [a["reason"] for a in attempts] == ["first", "reclaim"]
     assert attempts[1]["instance_id"] != victim
-    kinds = [e["kind"] for e in events(server, task_id)]
+    seen = events(server, task_id)
+    kinds = [e["kind"] for e in seen]
     assert "migration_requested" in kinds and "restored" in kinds
+    # the notice budget planner's prediction, next to the time the capsule really took
+    [budget] = [e for e in seen if e["kind"] == "notice_budget"]
+    assert budget["data"]["predicted_s"] > 0 and budget["data"]["outcome"] == "durable"
+    assert budget["data"]["basis"] in ("usage", "limit")
+    assert 0 < budget["data"]["measured_s"] <= 30 and budget["data"]["within_notice"] is True
+    assert 0 < budget["data"]["model_s"] < budget["data"]["predicted_s"]  # a small capsule
+    metadata = task["logs"][-1]["metadata"]
+    assert float(metadata["notice_measured_seconds"]) == pytest.approx(
+        budget["data"]["measured_s"], abs=0.001
+    )
     # the reclaimed instance takes no new work
     listed = admin(server, "GET", "/instances").json()["instances"]
     assert all(victim not in i["task_ids"] for i in listed)

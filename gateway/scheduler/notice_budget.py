@@ -1,0 +1,610 @@
+"""The notice budget planner: a task on Spot must fit its last capsule into the interruption
+notice. From what each instance type's capsules measured and what each task dirties between
+capsules, the scheduler takes capsules often enough that the capsule a notice calls for is
+predicted to be durable within `margin` of the notice, does not place a task on Spot where even
+a capsule just taken would leave too much, and records every notice's prediction next to the
+time it really took (docs/capsules.md, "The notice budget").
+
+The model. A capsule of a task whose capsule holds S bytes (its memory and files) with N bytes
+of new chunks to store takes
+
+    T = overhead + S * dump + N * upload
+
+`dump` (s/GiB) is what every byte costs whether or not it changed — CRIU dumps all memory each
+time (no soft-dirty tracking on these kernels), podman exports it, the agent reads and hashes
+it — and `upload` (s/GiB) what only new chunks cost: compression, encryption, the store's
+writes. Per instance type both are fitted to its measured capsules (least squares, older samples
+decayed, pulled towards the configured priors, which count as one 1-GiB capsule of each kind:
+checkpoint_rates, migration 0007). N at a notice is the task's dirty rate (new stored bytes per
+second between its capsules, from its incremental capsules: a rise is taken at once, a fall
+halves the gap) times the time since its newest capsule, at most its whole stored capsule; a
+task without a capsule to build on stores everything.
+
+What it keeps on an attempt (Attempt.data, typed in gateway/store/fleet_data.py):
+    capsule_profile     since (the newest capsule's start, or the restore: dirt counts from
+                        here), size_bytes, stored_bytes (the newest capsule's), dirty_bps
+    notice_prediction   at a notice: heard, deadline, notice_s, budget_s, predicted_s,
+                        size_bytes, upload_bytes, basis, requested (the migration order was
+                        taken)
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import Connection
+
+from capsule_runtime.protocol.messages import CapsuleReport
+from capsule_runtime.protocol.times import Clock, rfc3339, utcnow
+from gateway.config import Config, NoticeBudgetConfig
+from gateway.migration import Refused
+from gateway.providers.base import Offer
+from gateway.rules import effective_parameters
+from gateway.store.checkpoint_rates import CheckpointRates, Stats
+from gateway.store.fleet import Attempt, FleetStore, Instance, InstanceState
+from gateway.store.fleet_data import CapsuleProfile, NoticeBudgetNote, NoticePrediction
+from gateway.store.tasks import TaskStore
+from gateway.tes.states import AttemptPhase, MarketType
+
+if TYPE_CHECKING:
+    from gateway.scheduler.loop import Scheduler
+    from gateway.scheduler.needs import Want
+
+log = logging.getLogger(__name__)
+
+GIB = float(2**30)
+FORGET = 0.8  # an older sample's weight at each new one: about the last five capsules count
+PRIOR_WEIGHT = 1.0  # the priors weigh as one 1-GiB capsule of each kind
+MIN_SECONDS_PER_GIB = 0.01  # a fit never predicts free bytes
+TOLD_KEPT = 10_000  # (task, type) refusals remembered, so each is an event once
+
+
+@dataclass(frozen=True)
+class Rates:
+    """An instance type's capsule speed: seconds per GiB of capsule, and per GiB stored anew."""
+
+    dump_s_per_gib: float
+    upload_s_per_gib: float
+    samples: int = 0
+
+    def seconds(self, size_bytes: float, upload_bytes: float) -> float:
+        return (size_bytes * self.dump_s_per_gib + upload_bytes * self.upload_s_per_gib) / GIB
+
+
+def prior(cfg: NoticeBudgetConfig) -> Rates:
+    return Rates(cfg.dump_seconds_per_gib, cfg.upload_seconds_per_gib)
+
+
+def add_sample(
+    stats: Stats | None, size_bytes: float, uploaded_bytes: float, seconds: float
+) -> Stats:
+    """The decayed least-squares sums of `seconds ≈ dump·S + upload·N` with one capsule more
+    (S, N in GiB)."""
+    old = stats or {}
+    s, n, y = size_bytes / GIB, uploaded_bytes / GIB, seconds
+    out: Stats = {k: FORGET * float(old.get(k, 0.0)) for k in ("ss", "sn", "nn", "sy", "ny")}
+    out["ss"] += s * s
+    out["sn"] += s * n
+    out["nn"] += n * n
+    out["sy"] += s * y
+    out["ny"] += n * y
+    out["samples"] = int(old.get("samples", 0)) + 1
+    return out
+
+
+def solve(stats: Stats | None, base: Rates) -> Rates:
+    """The rates that fit the sums best, pulled towards `base` (a ridge: the system stays
+    solvable with one sample, or with samples that all upload the same share)."""
+    if not stats:
+        return base
+    k = PRIOR_WEIGHT
+    m11 = float(stats.get("ss", 0.0)) + k
+    m12 = float(stats.get("sn", 0.0))
+    m22 = float(stats.get("nn", 0.0)) + k
+    r1 = float(stats.get("sy", 0.0)) + k * base.dump_s_per_gib
+    r2 = float(stats.get("ny", 0.0)) + k * base.upload_s_per_gib
+    det = m11 * m22 - m12 * m12  # > 0: k > 0 and Cauchy-Schwarz
+    dump = (r1 * m22 - r2 * m12) / det
+    upload = (m11 * r2 - m12 * r1) / det
+    return Rates(
+        max(dump, MIN_SECONDS_PER_GIB),
+        max(upload, MIN_SECONDS_PER_GIB),
+        int(stats.get("samples", 0)),
+    )
+
+
+@dataclass(frozen=True)
+class Footprint:
+    """What a task's capsule would carry: its size, the most it stores, how fast it dirties
+    (None: not measured yet), and since when (None: no capsule to build on, all is new)."""
+
+    size_bytes: float
+    stored_bytes: float
+    dirty_bps: float | None = None
+    since: datetime | None = None
+    # what the size comes from: capsule | usage (a memory sample) | request (ram_gb) | limit
+    # (the memory the container may use: an upper bound, before any sample)
+    basis: str = "capsule"
+
+    def upload_after(self, seconds: float) -> float:
+        if self.since is None or self.dirty_bps is None:
+            return self.stored_bytes
+        return min(self.dirty_bps * max(seconds, 0.0), self.stored_bytes)
+
+
+@dataclass(frozen=True)
+class Prediction:
+    seconds: float
+    size_bytes: float
+    upload_bytes: float
+
+
+def next_dirty_rate(old: float | None, sample: float) -> float:
+    """A rise is believed at once (a notice now would pay for it), a fall halves the gap."""
+    if old is None or sample >= old:
+        return sample
+    return (old + sample) / 2
+
+
+class NoticeBudget:
+    """The planner's state and decisions, shared by the scheduler (capsules, placement), the
+    dispatcher (measurements, notices) and Migrations (the prediction at a notice)."""
+
+    def __init__(
+        self, cfg: Config, tasks: TaskStore, fleet: FleetStore, *, clock: Clock = utcnow
+    ) -> None:
+        self.cfg = cfg.capsules.notice_budget
+        self.config = cfg
+        self.tasks = tasks
+        self.fleet = fleet
+        self.clock = clock
+        self.store = CheckpointRates(fleet.db, clock)
+        self._rates: dict[tuple[str, str], Stats] | None = None  # read once per look
+        self._told: set[tuple[str, str]] = set()
+        self._untold: list[tuple[str, str, str, Prediction, bool]] = []
+        self._asked: dict[str, datetime] = {}  # attempt → the planner's last capsule request
+
+    @property
+    def enabled(self) -> bool:
+        return self.cfg.enabled
+
+    def may_ask(self, attempt_id: str, now: datetime) -> bool:
+        """Whether `min_interval_seconds` has passed since the planner last asked for a capsule
+        of the attempt (its newest capsule may be older: the one asked for failed)."""
+        then = self._asked.get(attempt_id)
+        return then is None or (now - then).total_seconds() >= self.cfg.min_interval_seconds
+
+    def asked(self, attempt_id: str, now: datetime) -> None:
+        if len(self._asked) >= TOLD_KEPT:  # in memory: a restart forgets, costing one capsule
+            self._asked.clear()
+        self._asked[attempt_id] = now
+
+    # -- what a notice allows ---------------------------------------------------------------
+
+    def notice_seconds(self, provider: str) -> float:
+        table = self.cfg.notice_seconds
+        return float(table.get(provider, table["default"]))
+
+    def budget_seconds(self, provider: str) -> float:
+        return self.notice_seconds(provider) * self.cfg.margin
+
+    def refresh(self) -> None:
+        """Read the measured rates again (once per scheduler look, not per task)."""
+        self._rates = self.store.all()
+
+    def rates(self, provider: str, instance_type: str) -> Rates:
+        if self._rates is None:
+            self.refresh()
+        assert self._rates is not None
+        return solve(self._rates.get((provider, instance_type)), prior(self.cfg))
+
+    def predict(self, fp: Footprint, rates: Rates, elapsed: float) -> Prediction:
+        upload = fp.upload_after(elapsed)
+        seconds = self.cfg.overhead_seconds + rates.seconds(fp.size_bytes, upload)
+        return Prediction(seconds, fp.size_bytes, upload)
+
+    def best_case(self, fp: Footprint, rates: Rates) -> Prediction:
+        """A notice right after a capsule, with capsules as often as allowed: what the task
+        costs at the least on this type (an unmeasured dirty rate counts as none)."""
+        upload = min((fp.dirty_bps or 0.0) * self.cfg.min_interval_seconds, fp.stored_bytes)
+        seconds = self.cfg.overhead_seconds + rates.seconds(fp.size_bytes, upload)
+        return Prediction(seconds, fp.size_bytes, upload)
+
+    # -- what a task is ------------------------------------------------------------------------
+
+    def footprint(
+        self, attempts: list[Attempt], spec: dict[str, Any] | None, limit_gb: float | None = None
+    ) -> Footprint | None:
+        """The task's footprint from its attempts (newest last: the newest capsule profile and
+        memory sample), else from the memory it asks for, else from `limit_gb` (the memory its
+        container may use); None when nothing says. `basis` says which."""
+        profile = CapsuleProfile()
+        for attempt in reversed(attempts):
+            if attempt.data.capsule_profile is not None:
+                profile = attempt.data.capsule_profile
+                break
+        current = attempts[-1] if attempts else None
+        usage = current.data.usage if current is not None else []
+        memory = float((usage[-1].memory_bytes if usage else 0) or 0)
+        size = float(profile.size_bytes or 0)
+        stored = float(profile.stored_bytes or 0)
+        basis = "capsule" if size else "usage"
+        if not size and not memory:
+            ram_gb = ((spec or {}).get("resources") or {}).get("ram_gb")
+            basis = "request"
+            if not ram_gb:
+                ram_gb, basis = limit_gb, "limit"
+            if not ram_gb:
+                return None
+            memory = float(ram_gb) * GIB
+        grown = max(memory - size, 0.0)
+        since = None
+        own = current.data.capsule_profile if current is not None else None
+        if own is not None and own.since:
+            since = datetime.fromisoformat(own.since)
+        dirty = profile.dirty_bps
+        return Footprint(
+            size_bytes=size + grown,
+            stored_bytes=(stored + grown) if stored else size + grown,
+            dirty_bps=float(dirty) if dirty is not None else None,
+            since=since,
+            basis=basis,
+        )
+
+    def placing(self, attempts: list[Attempt], spec: dict[str, Any] | None) -> Footprint | None:
+        """The footprint placement checks (None: nothing to check: the planner is off, or the
+        task's recovery is `restart`, which takes no capsule at a notice)."""
+        if not self.enabled or restarts_by(self.config, spec):
+            return None
+        return self.footprint(attempts, spec)
+
+    # -- placement -------------------------------------------------------------------------------
+
+    def spot_refusal(
+        self, task_id: str | None, fp: Footprint | None, provider: str, instance_type: str
+    ) -> Prediction | None:
+        """The best case on Spot of `instance_type` when it does not fit the notice budget
+        (None: it fits, or nothing is known of the task)."""
+        if not self.enabled or fp is None:
+            return None
+        best = self.best_case(fp, self.rates(provider, instance_type))
+        return best if best.seconds > self.budget_seconds(provider) else None
+
+    def allows(self, task_id: str, fp: Footprint | None, inst: Instance, spot_only: bool) -> bool:
+        """Whether the task may go to a READY instance as far as the notice is concerned."""
+        if inst.market != MarketType.SPOT:
+            return True
+        refused = self.spot_refusal(task_id, fp, inst.provider, inst.instance_type)
+        if refused is None:
+            return True
+        self.tell_refusal(task_id, inst.provider, inst.instance_type, refused, spot_only)
+        return False
+
+    def spot_offers(
+        self, want: Want, offers: list[Offer], provider: str, spot_only: bool
+    ) -> list[Offer]:
+        """`offers` less the Spot ones whose type cannot carry the want's task in the notice."""
+        if not self.enabled or want.footprint is None:
+            return offers
+        kept: list[Offer] = []
+        verdicts: dict[str, Prediction | None] = {}
+        for offer in offers:
+            if offer.market != MarketType.SPOT:
+                kept.append(offer)
+                continue
+            if offer.instance_type not in verdicts:
+                verdicts[offer.instance_type] = self.spot_refusal(
+                    want.task_id, want.footprint, provider, offer.instance_type
+                )
+            refused = verdicts[offer.instance_type]
+            if refused is None:
+                kept.append(offer)
+            elif want.task_id is not None:
+                self.tell_refusal(want.task_id, provider, offer.instance_type, refused, spot_only)
+        return kept
+
+    def tell_refusal(
+        self,
+        task_id: str | None,
+        provider: str,
+        instance_type: str,
+        best: Prediction,
+        spot_only: bool,
+    ) -> None:
+        """A `spot_refused` event, once per task and type: kept until `tell_refusals` (the
+        placement that refuses may hold a transaction open)."""
+        if task_id is None or (task_id, instance_type) in self._told:
+            return
+        if len(self._told) >= TOLD_KEPT:
+            self._told.clear()
+        self._told.add((task_id, instance_type))
+        self._untold.append((task_id, provider, instance_type, best, spot_only))
+
+    def tell_refusals(self) -> None:
+        """Record the refusals kept since the last call (the scheduler's, once per tick)."""
+        untold, self._untold = self._untold, []
+        for refusal in untold:
+            self._record_refusal(*refusal)
+
+    def _record_refusal(
+        self, task_id: str, provider: str, instance_type: str, best: Prediction, spot_only: bool
+    ) -> None:
+        notice = self.notice_seconds(provider)
+        budget = self.budget_seconds(provider)
+        then = (
+            "it waits for a type where it fits (market_policy spot_only)"
+            if spot_only
+            else "it goes on-demand or to another type"
+        )
+        self.tasks.record(
+            task_id,
+            "spot_refused",
+            message=(
+                f"not placed on Spot {instance_type}: a capsule of its "
+                f"{best.size_bytes / GIB:.1f} GiB at a reclaim notice would take ~"
+                f"{best.seconds:.0f} s there, more than {budget:.0f} s "
+                f"({self.cfg.margin:g} of the {notice:.0f} s notice); {then}"
+            ),
+            data={
+                "instance_type": instance_type,
+                "predicted_s": round(best.seconds, 3),
+                "budget_s": round(budget, 3),
+                "notice_s": notice,
+                "size_bytes": int(best.size_bytes),
+            },
+        )
+
+    # -- measurements (the dispatcher, after a capsule report) ---------------------------------
+
+    def observe(
+        self, conn: Connection, attempt_id: str, inst: Instance, report: CapsuleReport
+    ) -> tuple[str, str, CapsuleReport] | None:
+        """A capsule report applied in `conn`: the task's profile on its attempt, and at a
+        notice the prediction next to the measured time (a `notice_budget` event). Returns
+        what the type's rates learn (`learn`, after the commit), or None."""
+        if not self.enabled:
+            return None
+        attempt = self.fleet.lock_attempt(conn, attempt_id)
+        if attempt is None:
+            return None
+        now = self.clock()
+        if report.state == "restored":
+            carried = self._carried(attempt)
+            restored = carried.model_copy(
+                update={
+                    "since": rfc3339(now),
+                    "size_bytes": report.size_bytes or carried.size_bytes or 0,
+                    "stored_bytes": report.stored_bytes or carried.stored_bytes or 0,
+                }
+            )
+            self.fleet.write_attempt_data(conn, attempt, capsule_profile=restored)
+            return None
+        if report.state not in ("complete", "failed"):
+            return None
+        if report.stop and report.reason == "reclaim":
+            self._settle_notice(conn, attempt, inst, report, now)
+        if report.state != "complete":
+            return None
+        total = float(report.seconds.get("total") or 0.0)
+        started = now - timedelta(seconds=total)
+        profile = attempt.data.capsule_profile or self._carried(attempt)
+        update: dict[str, Any] = {
+            "since": rfc3339(started),
+            "size_bytes": report.size_bytes,
+            "stored_bytes": report.stored_bytes,
+        }
+        if profile.since and report.parent:
+            gap = (started - datetime.fromisoformat(profile.since)).total_seconds()
+            if gap > 0:
+                sample = report.uploaded_bytes / gap
+                update["dirty_bps"] = next_dirty_rate(profile.dirty_bps, sample)
+        profile = profile.model_copy(update=update)
+        self.fleet.write_attempt_data(conn, attempt, capsule_profile=profile)
+        if total <= 0 or not report.size_bytes:
+            return None
+        return inst.provider, inst.instance_type, report
+
+    def learn(self, provider: str, instance_type: str, report: CapsuleReport) -> None:
+        """The type's rates with one measured capsule more (own transaction; never raises)."""
+        total = float(report.seconds.get("total") or 0.0)
+        try:
+            self.store.update(
+                provider,
+                instance_type,
+                lambda old: add_sample(old, report.size_bytes, report.uploaded_bytes, total),
+            )
+        except Exception as exc:  # a statistic must never fail the report it came with
+            log.warning("checkpoint rate of %s not recorded: %s", instance_type, exc)
+        self._rates = None
+
+    def _carried(self, attempt: Attempt) -> CapsuleProfile:
+        """The newest profile of the task's earlier attempts (its dirty rate and size), for an
+        attempt that continues it elsewhere (without `since`: its dirt counts from here)."""
+        for earlier in reversed(self.fleet.attempts_of(attempt.task_id)):
+            old = earlier.data.capsule_profile
+            if earlier.id != attempt.id and old is not None:
+                kept = {k: v for k, v in old.dump().items() if k != "since"}
+                return CapsuleProfile.model_validate(kept)
+        return CapsuleProfile()
+
+    # -- notices --------------------------------------------------------------------------------
+
+    def noticed(self, attempt: Attempt, inst: Instance, deadline: str) -> NoticePrediction | None:
+        """At a notice: the attempt's predicted notice capsule, kept on it (notice_prediction)
+        for the `notice_budget` event its capsule report brings. None when the planner is off."""
+        if not self.enabled:
+            return None
+        now = self.clock()
+        try:
+            notice = (datetime.fromisoformat(deadline.replace("Z", "+00:00")) - now).total_seconds()
+            notice = max(notice, 0.0)
+        except ValueError:
+            notice = self.notice_seconds(inst.provider)
+        self.refresh()  # a notice is rare: the rates as stored now
+        attempts = self.fleet.attempts_of(attempt.task_id)
+        record = self.tasks.get(attempt.task_id)
+        spec = record.spec if record is not None else None
+        fp = self.footprint(attempts, spec, limit_gb=memory_limit_gb(attempt, inst))
+        rates = self.rates(inst.provider, inst.instance_type)
+        elapsed = (now - fp.since).total_seconds() if fp is not None and fp.since else 0.0
+        predicted = self.predict(fp, rates, elapsed) if fp is not None else None
+        note = NoticePrediction(
+            heard=rfc3339(now),
+            deadline=deadline,
+            notice_s=round(notice, 3),
+            budget_s=round(notice * self.cfg.margin, 3),
+            predicted_s=round(predicted.seconds, 3) if predicted else None,
+            size_bytes=int(predicted.size_bytes) if predicted else None,
+            upload_bytes=int(predicted.upload_bytes) if predicted else None,
+            basis=fp.basis if fp is not None else None,
+            requested=False,
+        )
+        self.fleet.update_attempt_data(attempt.id, notice_prediction=note)
+        return note
+
+    def requested(self, attempt_id: str, note: NoticePrediction) -> None:
+        self.fleet.update_attempt_data(
+            attempt_id, notice_prediction=note.model_copy(update={"requested": True})
+        )
+
+    def _settle_notice(
+        self,
+        conn: Connection,
+        attempt: Attempt,
+        inst: Instance,
+        report: CapsuleReport,
+        now: datetime,
+    ) -> None:
+        """The `notice_budget` event: the prediction made at the notice, the time it took, and
+        `model_s` — the type's rates applied to the capsule as it came out (its real size and
+        new bytes), which tells the rates' error apart from what was not known of the task."""
+        note = attempt.data.notice_prediction
+        if note is None:
+            return
+        model = None
+        if report.state == "complete" and report.size_bytes:
+            rates = self.rates(inst.provider, inst.instance_type)
+            seconds = rates.seconds(report.size_bytes, report.uploaded_bytes)
+            model = round(self.cfg.overhead_seconds + seconds, 3)
+        measured = (now - datetime.fromisoformat(note.heard)).total_seconds()
+        predicted = note.predicted_s
+        ok = report.state == "complete"
+        said = "no prediction"
+        if predicted is not None:
+            said = f"predicted {predicted:.1f} s"
+            if note.basis == "limit":
+                said += " from its memory limit, before any memory sample"
+        what = "durable" if ok else "failed"
+        self.tasks.record(
+            attempt.task_id,
+            "notice_budget",
+            attempt_id=attempt.id,
+            instance_id=attempt.instance_id,
+            message=(
+                f"notice capsule {what} {measured:.1f} s after the notice ({said}; budget "
+                f"{note.budget_s:.0f} s of the {note.notice_s:.0f} s notice)"
+            ),
+            data={
+                **{k: v for k, v in note.dump().items() if k != "requested"},
+                "measured_s": round(measured, 3),
+                "model_s": model,
+                "agent_s": report.seconds.get("total"),
+                "outcome": "durable" if ok else "failed",
+                "within_notice": ok and measured <= note.notice_s,
+            },
+            conn=conn,
+        )
+
+
+# -- the scheduler's step ------------------------------------------------------------------------
+
+
+def plan_capsules(s: Scheduler, now: datetime) -> None:
+    """Capsules for the running tasks on Spot whose notice capsule would no longer fit the
+    budget (never sooner than `min_interval_seconds` after their newest one), and the migration
+    a notice could not order because a capsule was under way then."""
+    budget = s.budget
+    if not budget.enabled:
+        return
+    every = s.cfg.scheduler.triggers_interval_seconds
+    if s.last_budget_look is not None and (now - s.last_budget_look).total_seconds() < every:
+        return
+    s.last_budget_look = now
+    budget.refresh()
+    ready = s.fleet.instances({InstanceState.READY})
+    spot = {i.id: i for i in ready if i.market == MarketType.SPOT}
+    if not spot:
+        return
+    for attempt in s.fleet.live_attempts():
+        inst = spot.get(attempt.instance_id or "")
+        if inst is None or attempt.phase is not AttemptPhase.RUNNING:
+            continue
+        if attempt.data.checkpoint is not None:
+            continue
+        note = attempt.data.notice_prediction
+        if inst.data.interruption is not None:
+            if note is not None and not note.requested:
+                try:  # the notice found a capsule under way: the move follows it now
+                    s.migrations.request(
+                        attempt.task_id, stop=True, reason="reclaim", fence=s.fence
+                    )
+                except Refused as exc:
+                    log.info("task %s not moved after its notice: %s", attempt.task_id, exc)
+                    continue
+                budget.requested(attempt.id, note)
+            continue
+        fp = budget.footprint([attempt], None)  # a running task: its samples and capsules
+        if fp is None:
+            continue
+        base = fp.since or (
+            datetime.fromisoformat(attempt.start_time) if attempt.start_time else now
+        )
+        elapsed = (now - base).total_seconds()
+        floor = budget.cfg.min_interval_seconds
+        if elapsed < floor or not budget.may_ask(attempt.id, now):
+            continue
+        rates = budget.rates(inst.provider, inst.instance_type)
+        predicted = budget.predict(fp, rates, elapsed)
+        limit = budget.budget_seconds(inst.provider)
+        if predicted.seconds <= limit:
+            continue
+        record = s.tasks.get(attempt.task_id)
+        if record is None or restarts_by(s.cfg, record.spec):
+            continue
+        why = NoticeBudgetNote(
+            predicted_s=round(predicted.seconds, 3),
+            budget_s=round(limit, 3),
+            since_capsule_s=round(elapsed, 1),
+            upload_bytes=int(predicted.upload_bytes),
+        )
+        budget.asked(attempt.id, now)  # a capsule that fails is not asked for again at once
+        try:
+            s.migrations.request(
+                attempt.task_id,
+                stop=False,
+                reason="notice_budget",
+                fence=s.fence,
+                notice_budget=why,
+            )
+        except Refused as exc:
+            log.info("no notice-budget capsule of %s: %s", attempt.task_id, exc)
+
+
+def restarts_by(cfg: Config, spec: dict[str, Any] | None) -> bool:
+    """A task whose recovery is `restart` takes no capsule at a notice: nothing to plan."""
+    params = effective_parameters(spec or {}, cfg.tasks.rules)
+    return (params.get("recovery") or cfg.scheduler.recovery) == "restart"
+
+
+def memory_limit_gb(attempt: Attempt, inst: Instance) -> float | None:
+    """The memory the attempt's container may use (gateway.scheduler.needs.container_limits
+    without the task's own ask, which the footprint reads first)."""
+    limits = attempt.data.limits
+    capacity = inst.data.capacity
+    value = (limits.ram_gb if limits is not None else None) or (
+        capacity.ram_gb if capacity is not None else None
+    )
+    return float(value) if value else None

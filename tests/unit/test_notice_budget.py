@@ -1,0 +1,454 @@
+"""The notice budget planner (gateway/scheduler/notice_budget.py): the fit of an instance
+type's capsule speed, the capsules it adds for a task that dirties fast, the Spot placements
+it refuses, and the prediction it records next to the measured time at every notice — with the
+in-process World on a ManualClock."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from capsule_runtime.protocol.messages import CapsuleReport, Notice
+from capsule_runtime.protocol.times import rfc3339, utcnow
+from gateway.config import NoticeBudgetConfig
+from gateway.providers.base import Capability, Offer
+from gateway.scheduler.notice_budget import (
+    GIB,
+    Footprint,
+    Rates,
+    add_sample,
+    next_dirty_rate,
+    prior,
+    solve,
+)
+from gateway.store.fleet import Instance
+from gateway.store.fleet_data import (
+    AttemptData,
+    CapsuleProfile,
+    CheckpointRequest,
+    NoticePrediction,
+)
+from gateway.telemetry import task_telemetry
+from tests.fixtures.world import FakeProvider, World, running_with
+
+DUMP, UPLOAD = 4.5, 2.5  # the default priors, s/GiB
+
+
+def test_no_measurement_gives_the_priors_and_consistent_ones_keep_them() -> None:
+    base = prior(NoticeBudgetConfig())
+    assert solve(None, base) == Rates(DUMP, UPLOAD)
+    stats = None
+    for size, new in ((16, 16), (16, 1), (8, 0.5), (4, 4)):
+        stats = add_sample(stats, size * GIB, new * GIB, DUMP * size + UPLOAD * new)
+    fitted = solve(stats, base)
+    assert fitted.dump_s_per_gib == pytest.approx(DUMP)
+    assert fitted.upload_s_per_gib == pytest.approx(UPLOAD)
+    assert fitted.samples == 4
+
+
+def test_measurements_pull_the_rates_to_what_the_type_does() -> None:
+    """A type twice as fast as the priors: a few capsules of both kinds and the fit says so."""
+    base = prior(NoticeBudgetConfig())
+    stats = None
+    for _ in range(6):
+        for size, new in ((8, 8), (8, 0.4)):
+            stats = add_sample(stats, size * GIB, new * GIB, 2.0 * size + 1.0 * new)
+    fitted = solve(stats, base)
+    assert fitted.dump_s_per_gib == pytest.approx(2.0, rel=0.05)
+    assert fitted.upload_s_per_gib == pytest.approx(1.0, rel=0.15)
+    # an upload of the whole capsule: 8 GiB * 3 s/GiB, not the priors' 8 * 7
+    assert fitted.seconds(8 * GIB, 8 * GIB) == pytest.approx(24.0, rel=0.05)
+
+
+def test_a_dirty_rate_rises_at_once_and_falls_by_halves() -> None:
+    assert next_dirty_rate(None, 5.0) == 5.0
+    assert next_dirty_rate(5.0, 9.0) == 9.0
+    assert next_dirty_rate(9.0, 1.0) == 5.0
+
+
+def test_a_footprint_without_a_base_capsule_uploads_everything() -> None:
+    fresh = Footprint(size_bytes=4 * GIB, stored_bytes=3 * GIB)
+    assert fresh.upload_after(10.0) == 3 * GIB
+    built = Footprint(4 * GIB, 3 * GIB, dirty_bps=0.01 * GIB, since=utcnow())
+    assert built.upload_after(100.0) == pytest.approx(1 * GIB)
+    assert built.upload_after(10_000.0) == 3 * GIB  # never more than the whole capsule
+
+
+# -- in the World ------------------------------------------------------------------------------
+
+
+def capsule(
+    world: World,
+    inst: Instance,
+    aid: str,
+    sequence: int,
+    *,
+    size_gib: float,
+    new_gib: float,
+    seconds: float,
+    parent: str | None = None,
+    **fields: Any,
+) -> str:
+    """A complete capsule report, `seconds` long, ending now."""
+    capsule_id = f"{aid}-{sequence}"
+    world.dispatch.capsule(
+        inst,
+        aid,
+        CapsuleReport(
+            state="complete",
+            capsule_id=capsule_id,
+            sequence=sequence,
+            manifest_key=f"k/{sequence}",
+            manifest_sha256="0" * 64,
+            parent=parent,
+            size_bytes=int(size_gib * GIB),
+            stored_bytes=int(size_gib * GIB),
+            uploaded_bytes=int(new_gib * GIB),
+            seconds={"total": seconds},
+            **fields,
+        ),
+    )
+    return capsule_id
+
+
+def data(world: World, aid: str) -> AttemptData:
+    attempt = world.fleet.attempt(aid)
+    assert attempt is not None
+    return attempt.data
+
+
+def profile_of(world: World, aid: str) -> CapsuleProfile:
+    profile = data(world, aid).capsule_profile
+    assert profile is not None
+    return profile
+
+
+def prediction_of(world: World, aid: str) -> NoticePrediction:
+    note = data(world, aid).notice_prediction
+    assert note is not None
+    return note
+
+
+def request_of(world: World, aid: str) -> CheckpointRequest:
+    request = data(world, aid).checkpoint
+    assert request is not None
+    return request
+
+
+def task_of(world: World, aid: str) -> str:
+    attempt = world.fleet.attempt(aid)
+    assert attempt is not None
+    return attempt.task_id
+
+
+def kinds(world: World, task_id: str, kind: str) -> list[dict[str, Any]]:
+    return [e for e in world.tasks.events(task_id) if e["kind"] == kind]
+
+
+def test_a_task_that_dirties_fast_gets_capsules_sooner_than_its_interval(tmp_path: Path) -> None:
+    """16 GiB on Spot: dumping it costs 74 s of the 84 s budget (0.7 * 120 s), leaving 10 s
+    for new chunks — 4 GiB at 2.5 s/GiB. At 0.01 GiB/s of dirt that is 400 s after the newest
+    capsule: the planner asks for one then, not at the 900 s interval."""
+    world = World(tmp_path)
+    inst, aid = running_with(world)
+    task_id = task_of(world, aid)
+    start = world.clock()
+    # the first capsule: everything new (16 * 4.5 + 16 * 2.5 = 112 s, as the priors say)
+    world.clock.set(start + timedelta(seconds=112))
+    first = capsule(world, inst, aid, 1, size_gib=16, new_gib=16, seconds=112)
+    # the second began 100 s after the first: 1 GiB new (16 * 4.5 + 2.5 = 74.5 s)
+    world.clock.set(start + timedelta(seconds=174.5))
+    capsule(world, inst, aid, 2, size_gib=16, new_gib=1, seconds=74.5, parent=first)
+    profile = profile_of(world, aid)
+    assert profile.dirty_bps == pytest.approx(0.01 * GIB)
+    began = world.clock() - timedelta(seconds=74.5)
+    assert profile.since == rfc3339(began)
+    # stored as the JSON object it always was
+    assert set(data(world, aid).dump()["capsule_profile"]) == {
+        "since",
+        "size_bytes",
+        "stored_bytes",
+        "dirty_bps",
+    }
+    # 300 s after it: 2 + 72 + 7.5 = 81.5 s ≤ 84: no capsule yet
+    world.clock.set(began + timedelta(seconds=300))
+    world.poll(inst, [aid])  # a heartbeat: the instance is alive
+    world.scheduler.tick()
+    assert data(world, aid).checkpoint is None
+    # 450 s after it: 2 + 72 + 11.25 = 85.25 s > 84: a capsule, the task running on
+    world.clock.set(began + timedelta(seconds=450))
+    world.poll(inst, [aid])
+    world.scheduler.tick()
+    request = request_of(world, aid)
+    assert request.reason == "notice_budget" and request.stop is False
+    assert request.notice_budget is not None
+    assert request.notice_budget.predicted_s == pytest.approx(85.25, abs=0.01)
+    assert data(world, aid).dump()["checkpoint"]["notice_budget"]["budget_s"] == pytest.approx(84)
+    [asked] = kinds(world, task_id, "checkpoint_requested")
+    assert asked["data"]["notice_budget"]["budget_s"] == pytest.approx(84.0)
+    [order] = world.poll(inst, [aid]).checkpoint
+    assert order.reason == "notice_budget" and not order.stop
+    # the capsule fails: not asked for again before min_interval_seconds (60 s)
+    world.dispatch.capsule(
+        inst,
+        aid,
+        CapsuleReport(
+            state="failed",
+            capsule_id=f"{aid}-3",
+            sequence=3,
+            request_id=order.request_id,
+            reason="notice_budget",
+            error="criu said no",
+        ),
+    )
+    assert data(world, aid).checkpoint is None
+    world.clock.advance(30)
+    world.poll(inst, [aid])
+    world.scheduler.tick()
+    assert data(world, aid).checkpoint is None
+    world.clock.advance(31)
+    world.poll(inst, [aid])
+    world.scheduler.tick()
+    assert request_of(world, aid).reason == "notice_budget"
+    # the type's rates learned the two capsules; they agreed with the priors
+    rates = world.scheduler.budget.rates(inst.provider, inst.instance_type)
+    assert rates.samples == 2 and rates.dump_s_per_gib == pytest.approx(DUMP)
+
+
+def test_a_small_task_gets_no_extra_capsules(tmp_path: Path) -> None:
+    world = World(tmp_path)
+    inst, aid = running_with(world)
+    world.clock.advance(10)
+    capsule(world, inst, aid, 1, size_gib=1, new_gib=1, seconds=7)
+    world.clock.advance(3600)
+    world.poll(inst, [aid])
+    world.scheduler.tick()
+    assert data(world, aid).checkpoint is None
+
+
+def test_the_planner_can_be_turned_off(tmp_path: Path) -> None:
+    world = World(tmp_path, capsules={"notice_budget": {"enabled": False}})
+    inst, aid = running_with(world)
+    world.clock.advance(120)
+    capsule(world, inst, aid, 1, size_gib=16, new_gib=16, seconds=112)
+    world.clock.advance(3600)
+    world.poll(inst, [aid])
+    world.scheduler.tick()
+    assert data(world, aid).checkpoint is None
+    assert data(world, aid).capsule_profile is None
+    assert "capsule_profile" not in data(world, aid).dump()
+
+
+class TwoMarkets(FakeProvider):
+    """One type, bought Spot or on-demand."""
+
+    def __init__(self) -> None:
+        super().__init__(cpu=4, ram=64)
+        self.capabilities = frozenset({Capability.SPOT, Capability.ON_DEMAND})
+
+    def offers(self) -> list[Offer]:
+        return [
+            Offer(
+                instance_type="fake.large",
+                market=market,
+                zone="z1",
+                price_per_hour=price,
+                cpu_cores=self.cpu,
+                ram_gb=self.ram,
+                disk_gb=100,
+            )
+            for market, price in (("spot", 0.05), ("on-demand", 0.20))
+        ]
+
+
+def launched_market(world: World, provider: TwoMarkets) -> str:
+    inst = world.fleet.instance(provider.launched[-1])
+    assert inst is not None
+    return inst.market
+
+
+def test_a_task_too_large_for_the_notice_goes_on_demand_with_an_event(tmp_path: Path) -> None:
+    """32 GB at 4.5 s/GiB is 144 s of dump alone: no Spot capsule at a notice could make it."""
+    world = World(tmp_path)
+    provider = TwoMarkets()
+    world.scheduler = world.new_scheduler(provider)
+    big = world.submit(cpu_cores=1, ram_gb=32)
+    world.scheduler.tick()
+    assert launched_market(world, provider) == "on-demand"
+    [refused] = kinds(world, big, "spot_refused")
+    assert "not placed on Spot fake.large" in refused["message"]
+    assert "on-demand" in refused["message"]
+    assert refused["data"]["predicted_s"] == pytest.approx(2 + 32 * DUMP)
+    assert refused["data"]["budget_s"] == pytest.approx(84.0)
+    world.scheduler.tick()
+    assert len(kinds(world, big, "spot_refused")) == 1  # said once
+
+
+def test_a_task_that_fits_the_notice_goes_on_spot(tmp_path: Path) -> None:
+    world = World(tmp_path)
+    provider = TwoMarkets()
+    world.scheduler = world.new_scheduler(provider)
+    small = world.submit(cpu_cores=1, ram_gb=8)  # 2 + 36 s
+    world.scheduler.tick()
+    assert launched_market(world, provider) == "spot"
+    assert kinds(world, small, "spot_refused") == []
+
+
+def test_a_longer_notice_or_a_restart_task_is_placed_on_spot(tmp_path: Path) -> None:
+    world = World(tmp_path, capsules={"notice_budget": {"notice_seconds": {"default": 300}}})
+    provider = TwoMarkets()
+    world.scheduler = world.new_scheduler(provider)
+    world.submit(cpu_cores=1, ram_gb=32)  # 146 s ≤ 0.7 * 300
+    world.scheduler.tick()
+    assert launched_market(world, provider) == "spot"
+    world = World(tmp_path / "restart")
+    provider = TwoMarkets()
+    world.scheduler = world.new_scheduler(provider)
+    world.submit(cpu_cores=1, ram_gb=32, backend_parameters={"recovery": "restart"})
+    world.scheduler.tick()
+    assert launched_market(world, provider) == "spot"  # it takes no capsule at a notice
+
+
+def test_spot_only_waits_and_says_why(tmp_path: Path) -> None:
+    world = World(tmp_path)
+    provider = TwoMarkets()
+    world.scheduler = world.new_scheduler(provider)
+    big = world.submit(cpu_cores=1, ram_gb=32, backend_parameters={"market_policy": "spot_only"})
+    world.scheduler.tick()
+    assert provider.launched == []
+    [refused] = kinds(world, big, "spot_refused")
+    assert "waits" in refused["message"]
+
+
+def test_a_ready_spot_instance_is_passed_over_for_a_task_too_large(tmp_path: Path) -> None:
+    """A 20 s notice (budget 14 s): 1 GB fits (6.5 s), 6 GB does not (29 s)."""
+    world = World(tmp_path, capsules={"notice_budget": {"notice_seconds": {"default": 20}}})
+    small = world.submit(cpu_cores=1, ram_gb=1)
+    inst = world.boot()  # the fake world's one Spot type, 8 GB
+    big = world.submit(cpu_cores=1, ram_gb=6)
+    world.scheduler.tick()
+    assert [a.task_id for a in world.poll(inst).assign] == [small]
+    assert kinds(world, big, "spot_refused")
+
+
+def test_every_notice_records_the_prediction_next_to_the_measured_time(tmp_path: Path) -> None:
+    world = World(tmp_path)
+    inst, aid = running_with(world)
+    task_id = task_of(world, aid)
+    world.clock.advance(40)
+    capsule(world, inst, aid, 1, size_gib=4, new_gib=4, seconds=28)  # 4 * 7 s
+    world.clock.advance(30)
+    deadline = rfc3339(world.clock() + timedelta(seconds=120)).replace("+00:00", "Z")
+    world.dispatch.notice(inst, Notice(kind="terminate", time=deadline))
+    note = prediction_of(world, aid)
+    # no dirty rate yet: the whole capsule again: 2 + 4 * 4.5 + 4 * 2.5
+    assert note.predicted_s == pytest.approx(30.0)
+    assert note.notice_s == pytest.approx(120.0) and note.requested is True
+    assert set(data(world, aid).dump()["notice_prediction"]) == {
+        "heard",
+        "deadline",
+        "notice_s",
+        "budget_s",
+        "predicted_s",
+        "size_bytes",
+        "upload_bytes",
+        "basis",
+        "requested",
+    }
+    [order] = world.poll(inst, [aid]).checkpoint
+    assert order.stop and order.reason == "reclaim"
+    world.clock.advance(26.5)
+    capsule(
+        world,
+        inst,
+        aid,
+        2,
+        size_gib=4,
+        new_gib=0.5,
+        seconds=25,
+        parent=f"{aid}-1",
+        request_id=order.request_id,
+        stop=True,
+        reason="reclaim",
+    )
+    [event] = kinds(world, task_id, "notice_budget")
+    assert event["data"]["predicted_s"] == pytest.approx(30.0)
+    assert event["data"]["measured_s"] == pytest.approx(26.5)
+    # the rates on the capsule as it came out: 2 + 4 * 4.5 + 0.5 * 2.5
+    assert event["data"]["model_s"] == pytest.approx(21.25)
+    assert event["data"]["outcome"] == "durable" and event["data"]["within_notice"] is True
+    assert "26.5 s after the notice (predicted 30.0 s" in event["message"]
+    with world.db.engine.connect() as conn:  # and in the task's telemetry
+        keys = task_telemetry(conn, task_id)
+    assert keys["notice_predicted_seconds"] == "30.000"
+    assert keys["notice_measured_seconds"] == "26.500"
+
+
+def test_a_notice_during_a_capsule_moves_the_task_when_that_capsule_ends(
+    tmp_path: Path,
+) -> None:
+    world = World(tmp_path)
+    inst, aid = running_with(world)
+    world.migrations.request(task_of(world, aid), stop=False)
+    [order] = world.poll(inst, [aid]).checkpoint
+    world.dispatch.notice(inst, Notice(kind="terminate", time="2099-01-01T00:00:00Z"))
+    assert prediction_of(world, aid).requested is False  # refused: a capsule is under way
+    assert request_of(world, aid).reason == "manual"
+    world.clock.advance(5)
+    capsule(world, inst, aid, 1, size_gib=1, new_gib=1, seconds=4, request_id=order.request_id)
+    world.clock.advance(1)
+    world.scheduler.tick()
+    assert request_of(world, aid).reason == "reclaim"
+    assert prediction_of(world, aid).requested is True
+
+
+def test_a_moved_task_keeps_its_dirty_rate_and_counts_from_its_restore(tmp_path: Path) -> None:
+    world = World(tmp_path, scheduler={"heartbeat_timeout_seconds": 10**6})
+    inst, aid = running_with(world)
+    task_id = task_of(world, aid)
+    world.clock.advance(112)
+    first = capsule(world, inst, aid, 1, size_gib=16, new_gib=16, seconds=112)
+    world.clock.advance(174.5 - 112)
+    second = capsule(world, inst, aid, 2, size_gib=16, new_gib=1, seconds=74.5, parent=first)
+    world.migrations.request(task_id, stop=True)
+    [order] = world.poll(inst, [aid]).checkpoint
+    world.clock.advance(80)
+    capsule(
+        world,
+        inst,
+        aid,
+        3,
+        size_gib=16,
+        new_gib=0.5,
+        seconds=73.25,
+        parent=second,
+        request_id=order.request_id,
+        stop=True,
+        reason="manual",
+    )
+    world.report(inst, aid, "interrupted")
+    other = world.boot()  # the restore's instance
+    world.scheduler.tick()
+    [assignment] = world.poll(other).assign
+    assert assignment.restore and assignment.restore[0].capsule_id == f"{aid}-3"
+    world.clock.advance(30)
+    world.dispatch.capsule(
+        other,
+        assignment.attempt_id,
+        CapsuleReport(
+            state="restored",
+            capsule_id=f"{aid}-3",
+            sequence=3,
+            size_bytes=16 * 2**30,
+            stored_bytes=16 * 2**30,
+            seconds={"total": 30.0},
+        ),
+    )
+    moved = profile_of(world, assignment.attempt_id)
+    before = profile_of(world, aid)
+    assert moved.dirty_bps is not None and before.dirty_bps is not None
+    assert moved.dirty_bps == before.dirty_bps > 0  # the task's, not the attempt's
+    assert moved.since == rfc3339(world.clock())  # dirt counts from the restore
