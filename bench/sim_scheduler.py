@@ -308,6 +308,14 @@ class SchedulerRun:
                     "keep": True,
                     "interval_seconds": p.interval_s if policy.capsules else 0.0,
                     "encryption": {"mode": "none"},
+                    # the notice budget planner with this simulation's own capsule costs (its
+                    # dump covers the whole capsule: nothing more per stored byte)
+                    "notice_budget": {
+                        "notice_seconds": {"default": p.notice_s},
+                        "overhead_seconds": p.capsule_fixed_s,
+                        "dump_seconds_per_gib": 1.0 / p.dump_gib_s,
+                        "upload_seconds_per_gib": 1e-6,
+                    },
                 },
                 "scheduler": {
                     "market_policy": policy.market.value,
