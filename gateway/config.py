@@ -193,6 +193,9 @@ class AwsProviderConfig(Section):
     launch_api: Literal["run_instances", "fleet"] = "run_instances"
     # At most this many EC2 instances run at once.
     max_instances: int = Field(default=4, ge=1, le=1000)
+    # At most this many launched instances on their way (booting, not yet registered) at once:
+    # a fleet grows by this many per scheduler tick instead of one instance per boot.
+    launch_batch: int = Field(default=10, ge=1, le=100)
     # At most this much (USD/hour) for the running instances together, at their current prices;
     # a launch that would go beyond it is refused; null: no limit but max_instances.
     max_hourly_spend: float | None = Field(default=None, gt=0)

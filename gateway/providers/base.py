@@ -151,6 +151,9 @@ class Provider(ABC):
     name: ClassVar[str]
     capabilities: frozenset[Capability] = frozenset({Capability.ON_DEMAND})
     max_instances: int = 1  # instances the scheduler keeps at most (LAUNCHING + READY)
+    # instances that may be on their way (launched, not yet registered) at once: 1 starts one
+    # at a time, each registering before the next; a cloud that boots in parallel sets more
+    launch_batch: int = 1
     # seconds an instance may sit without a task before the scheduler stops it; None: the
     # scheduler's own `idle_timeout_seconds` (a cloud bills idle machines: aws sets its own)
     idle_seconds: float | None = None

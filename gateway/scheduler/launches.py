@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import secrets
 from datetime import timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from sqlalchemy import Connection
 
@@ -21,7 +21,7 @@ from gateway.providers.base import (
     ProviderError,
 )
 from gateway.scheduler import upkeep
-from gateway.scheduler.needs import Want
+from gateway.scheduler.needs import Want, market_allows
 from gateway.store.fleet import Instance, InstanceState
 from gateway.store.fleet_data import InstanceData
 
@@ -29,28 +29,63 @@ if TYPE_CHECKING:
     from gateway.scheduler.loop import Scheduler
 
 log = logging.getLogger(__name__)
+LaunchOutcome = Literal["launched", "no capacity", "failed"]
 MAX_LAUNCH_BACKOFF = 300.0
 LAUNCH_TRIES = 5  # offers tried in one tick when launches meet capacity errors
 
 
 def launch(s: Scheduler, wants: list[Want], not_counting: frozenset[str] = frozenset()) -> None:
-    """Start one instance for the first want that any offer serves (one at a time: each
-    new instance registers before the next is started)."""
+    """Start instances for the wants that any offer serves: at most `provider.launch_batch`
+    on their way at once (1, the local provider's: each new instance registers before the next
+    is started). The room of instances already on their way counts for the wants first, and
+    each launch takes the wants its offer's room holds, so no want launches twice."""
     if s.clock() < s.next_launch:
         return
     active = s.fleet.instances({InstanceState.LAUNCHING, InstanceState.READY})
-    if any(i.state is InstanceState.LAUNCHING for i in active):
-        return  # one at a time: let it register first
+    launching = [i for i in active if i.state is InstanceState.LAUNCHING]
+    batch = max(1, s.provider.launch_batch)
+    if len(launching) >= batch:
+        return  # let those register first
     counted = [i for i in active if i.id not in not_counting and not i.data.interruption]
     if len(counted) >= s.provider.max_instances:
         make_room(s, counted)
         return
+    slots = min(batch - len(launching), s.provider.max_instances - len(counted))
+    wants = unserved(wants, [(i.data.capacity, i.market, i.instance_type) for i in launching])
     all_offers = s.provider.offers()
-    for _ in range(LAUNCH_TRIES):
-        offers = s.quarantines.usable(all_offers)
-        offer = launch_offer(s, wants, offers)
-        if offer is None or not launch_one(s, offer):
-            return  # nothing fits now, or the launch happened (or failed for good)
+    tries = 0
+    while wants and slots > 0 and tries < LAUNCH_TRIES:
+        offer = launch_offer(s, wants, s.quarantines.usable(all_offers))
+        if offer is None:
+            return  # nothing fits now
+        outcome = launch_one(s, offer)
+        if outcome == "failed":
+            return  # backing off
+        if outcome == "no capacity":
+            tries += 1  # quarantined now: the next fitting offer
+            continue
+        slots -= 1
+        wants = unserved(wants, [(offer, offer.market, offer.instance_type)])
+
+
+def unserved(wants: list[Want], rooms: list[tuple[Resources | None, str, str]]) -> list[Want]:
+    """The wants that the rooms (an instance's size, market and type) do not hold, first fit in
+    order."""
+    left = [(r, market, itype) for r, market, itype in rooms if r is not None]
+    out: list[Want] = []
+    for want in wants:
+        for k, (room, market, itype) in enumerate(left):
+            if (
+                want.need.fits(room)
+                and market_allows(want.policy, market)
+                and want.only_type in (None, itype)
+                and (want.offer is None or want.offer.instance_type == itype)
+            ):
+                left[k] = (room.minus(want.need), market, itype)
+                break
+        else:
+            out.append(want)
+    return out
 
 
 def launch_offer(s: Scheduler, wants: list[Want], offers: list[Offer]) -> Offer | None:
@@ -72,9 +107,10 @@ def launch_offer(s: Scheduler, wants: list[Want], offers: list[Offer]) -> Offer 
     return None
 
 
-def launch_one(s: Scheduler, offer: Offer) -> bool:
-    """Launch one instance of `offer`; True when its pool had no capacity (quarantined
-    now: the caller tries the next fitting offer)."""
+def launch_one(s: Scheduler, offer: Offer) -> LaunchOutcome:
+    """Launch one instance of `offer`: "launched"; "no capacity" when its pool had none
+    (quarantined now: the caller tries the next fitting offer); "failed" otherwise (backing
+    off)."""
     token = secrets.token_urlsafe(32)
     with s.tasks.batch() as conn:
         s.fence(conn)
@@ -87,20 +123,21 @@ def launch_one(s: Scheduler, offer: Offer) -> bool:
         s.fleet.set_launch_record(
             inst.id, result.provider_id, result.zone or inst.zone, result.provider_data
         )
-        return False
+        return "launched"
     if isinstance(result, CapacityUnavailable):
         seconds = s.cfg.scheduler.quarantine_seconds
         log.warning("launch failed: %s; avoiding that pool for %.0fs", result, seconds)
         s.quarantines.add(offer.instance_type, offer.zone, offer.market, seconds)
         s.fleet.set_instance_state(inst.id, InstanceState.TERMINATED)
-        return seconds > 0  # with no quarantine the same pool would come first again
+        # with no quarantine the same pool would come first again
+        return "no capacity" if seconds > 0 else "failed"
     # a launch that fails for another reason will likely fail again: wait longer each time
     s.failed_launches += 1
     delay = min(2.0**s.failed_launches, MAX_LAUNCH_BACKOFF)
     s.next_launch = s.clock() + timedelta(seconds=delay)
     log.error("launch failed: %s; next launch in %.0fs", result, delay)
     s.fleet.set_instance_state(inst.id, InstanceState.LOST)
-    return False
+    return "failed"
 
 
 def add_instance(s: Scheduler, conn: Connection, offer: Offer, token: str) -> Instance:

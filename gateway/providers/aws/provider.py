@@ -92,6 +92,7 @@ class AwsProvider(Provider):
         self.gateway_url = cfg.gateway_url or gateway_url
         self.gateway_id = gateway_id
         self.idle_seconds = cfg.idle_seconds
+        self.launch_batch = cfg.launch_batch
         self.launch_seconds = cfg.launch_timeout_seconds
         caps = {Capability.PRICES}
         if "spot" in cfg.markets:
