@@ -323,7 +323,9 @@ class Dispatcher:
             self._record_usage(inst, poll.usage)
         seen = self.wakeups.version(inst.id)
         orders = self._orders(inst.id, poll.running, poll.received)
-        wait = min(poll.wait_seconds, MAX_WAIT)
+        # a long poll records no heartbeat while it waits: never longer than a third of the
+        # heartbeat timeout, so a waiting agent is never taken for a silent one
+        wait = min(poll.wait_seconds, MAX_WAIT, self.cfg.scheduler.heartbeat_timeout_seconds / 3)
         # a cancel the agent acknowledged (it is stopping that attempt) is no news: wait
         news = [c for c in orders.cancel if c not in poll.received]
         if wait > 0 and not (

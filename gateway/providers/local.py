@@ -516,18 +516,22 @@ class LocalProvider(Provider, SimulatesInterruptions):
 
     def _stop(self, instance_ids: list[str]) -> None:
         """SIGTERM every agent at once (each stops its containers and exits), then wait for all
-        of them together; SIGKILL what is left after the grace period."""
-        procs = [p for i in instance_ids if (p := self.processes.pop(i, None)) is not None]
-        live = [p for p in procs if p.poll() is None]
-        for proc in live:
+        of them together. An agent left after the grace period (hung, frozen, cut off) is
+        killed with everything it started, and its containers are removed (`_kill_agent`): a
+        stopped instance runs no copy of a task on, as a terminated machine would not."""
+        procs = [(i, p) for i in instance_ids if (p := self.processes.pop(i, None)) is not None]
+        live = [(i, p) for i, p in procs if p.poll() is None]
+        for _, proc in live:
             proc.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + STOP_GRACE
-        for proc in live:
+        for instance_id, proc in live:
             try:
-                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+                # a frozen agent (SIGSTOP: cut off, being debugged) cannot act on SIGTERM
+                grace = 0.1 if _frozen(proc.pid) else max(0.1, deadline - time.monotonic())
+                proc.wait(timeout=grace)
             except subprocess.TimeoutExpired:
                 log.warning("agent pid %d did not stop in %ds; killing it", proc.pid, STOP_GRACE)
-                proc.kill()
+                self._kill_agent(instance_id, proc.pid)
                 proc.wait()
 
     def _running(self, instance_id: str) -> bool:
@@ -544,6 +548,15 @@ class LocalProvider(Provider, SimulatesInterruptions):
             self._forget(instance_id)
         for instance_id in list(self.cgroups):
             self._drop_cgroup(instance_id, wait=True)
+
+
+def _frozen(pid: int) -> bool:
+    """Whether the process is stopped (state T in /proc/<pid>/stat)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[:1] == ["T"]
 
 
 def from_context(context: ProviderContext) -> LocalProvider:

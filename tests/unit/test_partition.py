@@ -131,3 +131,18 @@ def test_nothing_a_lost_instances_agent_reports_counts(world: World) -> None:
         )
     assert world.state(task_id) is State.RUNNING
     assert world.poll(inst).shutdown  # and its polls are told to stop
+
+
+def test_a_long_poll_never_outwaits_the_heartbeat_timeout(tmp_path: Path) -> None:
+    """A long poll records no heartbeat while it waits: it is cut to a third of the heartbeat
+    timeout, so an agent waiting for orders is never taken for a silent one."""
+    import time
+
+    from capsule_runtime.protocol.messages import Poll
+
+    w = World(tmp_path, scheduler={"heartbeat_timeout_seconds": 0.6})
+    w.submit()
+    inst = w.boot()
+    started = time.monotonic()
+    w.dispatch.poll(inst, Poll(running=[], received=[], wait_seconds=30))
+    assert time.monotonic() - started < 5  # 0.2 s, not 30
