@@ -368,13 +368,14 @@ class Template:
 
 
 def _template(client: str, doc: dict[str, Any]) -> Template:
-    stored = parse_task(doc, TaskLimits(), BackendParameters()).task
+    parsed = parse_task(doc, TaskLimits(), BackendParameters())
+    stored = parsed.task
     return Template(
         client=client,
         raw=json.dumps(doc, separators=(",", ":")),
         stored=json.dumps(stored, separators=(",", ":")),
         name=stored.get("name"),
-        initial_logs=json.dumps([initial_task_log(stored)], separators=(",", ":")),
+        initial_logs=json.dumps([initial_task_log(parsed.model)], separators=(",", ":")),
         outputs=tuple((o["url"], o["path"]) for o in stored.get("outputs", [])),
         tags=tuple(stored.get("tags", {}).items()),
     )

@@ -99,9 +99,11 @@ class Bench:
         return lambda: subprocess.run(["cp", str(self.src), str(self.dst / "cp.bin")], check=True)
 
     def _workspace(self, task: dict[str, Any]) -> Any:
+        from capsule_runtime.protocol.tes import TesTask
         from capsule_runtime.staging import Workspace
 
-        return Workspace.create(self.dst / "ws", task, self.policy, s3=self.s3_config)
+        typed = TesTask.model_validate(task)
+        return Workspace.create(self.dst / "ws", typed, self.policy, s3=self.s3_config)
 
     def staging_input_file(self) -> Callable[[], object]:
         from capsule_runtime.staging import stage_inputs
@@ -111,7 +113,7 @@ class Bench:
 
         def run() -> None:
             with self._workspace(task) as ws:
-                stage_inputs(inputs, ws)
+                stage_inputs(ws.task.inputs or [], ws)
 
         return run
 
@@ -127,7 +129,7 @@ class Bench:
 
         def run() -> None:
             try:
-                logs, notes = upload_outputs(outputs, ws)
+                logs, notes = upload_outputs(ws.task.outputs or [], ws)
                 assert not notes and logs[0]["size_bytes"] == str(self.size), notes
             finally:
                 ws.close()
@@ -162,7 +164,7 @@ class Bench:
 
         def run() -> None:
             with self._workspace(task) as ws:
-                stage_inputs(inputs, ws)
+                stage_inputs(ws.task.inputs or [], ws)
 
         return run
 

@@ -33,7 +33,7 @@ import shutil
 import stat
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from capsule_runtime import failpoints
 from capsule_runtime.capsules.store import CapsuleStore, open_store
@@ -68,6 +68,7 @@ from capsule_runtime.protocol.redact import (
     remember_secret,
 )
 from capsule_runtime.protocol.tasklog import NOT_RUN, drop_unstarted
+from capsule_runtime.protocol.tes import TesExecutor, TesResources, TesTask
 from capsule_runtime.protocol.times import rfc3339, utcnow
 from capsule_runtime.sessions import Checkpointer, Resizer, RestoreFailedHere, Restorer, Running
 from capsule_runtime.staging import (
@@ -142,7 +143,7 @@ class TaskRun(threading.Thread):
         self.images_dir = work_dir / "images"
         # one empty file per container this instance runs: what a hard stop must remove
         self.ledger = work_dir / "containers"
-        self.task: dict[str, Any] = assignment.task
+        self.task: TesTask = assignment.task
         self._cancel = threading.Event()
         self._abort_reason: str | None = None
         self._abandoned: str | None = None
@@ -153,7 +154,8 @@ class TaskRun(threading.Thread):
         self._index: int | None = None
         self._workspace: Workspace | None = None
         self._finished_containers: list[str] = []
-        self._streams: list[tuple[int, str]] = []  # (executor, "stdout" | "stderr") to upload
+        # (executor, stream) to upload
+        self._streams: list[tuple[int, Literal["stdout", "stderr"]]] = []
         self._running_reported = False
         # capsules: the store opened on first use, shared by the sessions
         self._store: CapsuleStore | None = None
@@ -345,7 +347,7 @@ class TaskRun(threading.Thread):
             if resumed is None:
                 shutil.rmtree(self.dir, ignore_errors=True)  # a restart from scratch: clean
                 self.dir.mkdir(parents=True, exist_ok=True)
-                mounts = stage_inputs(self.task.get("inputs", []), workspace)
+                mounts = stage_inputs(self.task.inputs or [], workspace)
             else:
                 mounts = workspace.mounts()
                 for index in range(resumed.index):  # their full streams came in the capsule
@@ -361,7 +363,7 @@ class TaskRun(threading.Thread):
             except EngineError as exc:
                 return Finished("system_error", str(exc))
         failed = False
-        for index, ex in enumerate(self.task["executors"]):
+        for index, ex in enumerate(self.task.executors):
             if resumed is not None and index < resumed.index:
                 continue  # ran on an earlier instance
             if self._cancel.is_set():
@@ -369,13 +371,13 @@ class TaskRun(threading.Thread):
             if resumed is not None and index == resumed.index:
                 end = self._follow(index, ex, workspace, resumed.container_id)
             else:
-                end = self._run_executor(index, ex, images[ex["image"]], workspace, mounts)
+                end = self._run_executor(index, ex, images[ex.image], workspace, mounts)
             match end:
                 case Cancelled():
                     return CANCELED
                 case Moved():
                     return end
-                case Exited(code) if code != 0 and not ex.get("ignore_error"):
+                case Exited(code) if code != 0 and not ex.ignore_error:
                     failed = True
                     break
         if self._cancel.is_set():
@@ -383,7 +385,7 @@ class TaskRun(threading.Thread):
         if not self._still_live():
             return Superseded()
         failpoints.hold(failpoints.UPLOADING_OUTPUTS)
-        report = upload_outputs_report(self.task.get("outputs", []), workspace)
+        report = upload_outputs_report(self.task.outputs or [], workspace)
         self.log["outputs"] = report.outputs
         for note in report.system_logs:
             self.system_log(note)
@@ -426,19 +428,19 @@ class TaskRun(threading.Thread):
     def _prepare_images(self) -> dict[str, str]:
         """Every executor's image, available locally (raises EngineError, noted in system_logs)."""
         images: dict[str, str] = {}
-        for ex in self.task["executors"]:
-            if ex["image"] in images:
+        for ex in self.task.executors:
+            if ex.image in images:
                 continue
             try:
-                images[ex["image"]] = prepare_image(
-                    self.engine, ex["image"], self.a.settings, self.client, self.images_dir
+                images[ex.image] = prepare_image(
+                    self.engine, ex.image, self.a.settings, self.client, self.images_dir
                 )
             except EngineError as exc:
-                self.system_log(f"image {ex['image']!r} is not available: {exc}")
-                raise EngineError(f"image {ex['image']} not available") from exc
+                self.system_log(f"image {ex.image!r} is not available: {exc}")
+                raise EngineError(f"image {ex.image} not available") from exc
         return images
 
-    def _stdio(self, index: int, ex: dict[str, Any], workspace: Workspace) -> tuple[Path, Path]:
+    def _stdio(self, index: int, ex: TesExecutor, workspace: Workspace) -> tuple[Path, Path]:
         """Executor `index`'s stdout and stderr files on the host: the agent's own (under
         <task>/streams, which no container sees), or the paths the task named, resolved inside
         its tree (a symlink the task made never leads the agent to a host file; PathEscapes
@@ -446,48 +448,52 @@ class TaskRun(threading.Thread):
         task runs: a task process could otherwise swap a directory for a link meanwhile."""
         streams = self.dir / "streams"
         out = (
-            workspace.confined_path(ex["stdout"]) if "stdout" in ex else streams / f"{index}.stdout"
+            streams / f"{index}.stdout" if ex.stdout is None else workspace.confined_path(ex.stdout)
         )
         err = (
-            workspace.confined_path(ex["stderr"]) if "stderr" in ex else streams / f"{index}.stderr"
+            streams / f"{index}.stderr" if ex.stderr is None else workspace.confined_path(ex.stderr)
         )
         return out, err
 
     def _open_stdio(
-        self, index: int, ex: dict[str, Any], workspace: Workspace
+        self, index: int, ex: TesExecutor, workspace: Workspace
     ) -> tuple[Path | None, Path, Path]:
         """Executor `index`'s stdin, stdout and stderr, ready for the engine: stdout and stderr
         created empty (through no symlink), stdin an existing regular file inside the tree.
         Raises StagingError (PathEscapes for a symlink that leads out) or OSError."""
         out, err = self._stdio(index, ex, workspace)
-        for key, path in (("stdout", out), ("stderr", err)):
-            if key in ex:
-                workspace.create_file(ex[key])
+        for named, path in ((ex.stdout, out), (ex.stderr, err)):
+            if named is not None:
+                workspace.create_file(named)
             else:
                 path.parent.mkdir(parents=True, exist_ok=True)
         stdin = None
-        if "stdin" in ex:
+        if ex.stdin is not None:
             try:
-                stdin = workspace.existing_file(ex["stdin"])
+                stdin = workspace.existing_file(ex.stdin)
             except FileNotFoundError:
-                raise StagingError(f"stdin file {ex['stdin']} does not exist") from None
+                raise StagingError(f"stdin file {ex.stdin} does not exist") from None
         return stdin, out, err
 
     def _stream_file(
-        self, index: int, stream: str, workspace: Workspace | None, note: bool = True
+        self,
+        index: int,
+        stream: Literal["stdout", "stderr"],
+        workspace: Workspace | None,
+        note: bool = True,
     ) -> Path | None:
         """Where to read executor `index`'s finished `stream` ("stdout" or "stderr") from now:
         the agent's own file, or the task's path resolved inside its tree and checked to be a
         regular file — None when it is missing or would lead out (said in system_logs with
         `note`). Called when no container of the task runs, each time it is read: a later
         executor may have replaced an earlier one's file with a symlink."""
-        ex = self.task["executors"][index]
-        if stream not in ex:
+        named = self.task.executors[index].stdio(stream)
+        if named is None:
             return self.dir / "streams" / f"{index}.{stream}"
         if workspace is None:
             return None
         try:
-            return workspace.existing_file(ex[stream])
+            return workspace.existing_file(named)
         except FileNotFoundError:
             return None
         except (StagingError, OSError) as exc:
@@ -500,7 +506,7 @@ class TaskRun(threading.Thread):
     def _run_executor(
         self,
         index: int,
-        ex: dict[str, Any],
+        ex: TesExecutor,
         image: str,
         workspace: Workspace,
         mounts: tuple[Mount, ...],
@@ -512,20 +518,23 @@ class TaskRun(threading.Thread):
             entry.update(start_time=now(), end_time=now(), exit_code=127, stderr=str(exc))
             self.system_log(f"executor {index} could not start: {exc}")
             return Exited(127)
-        res = {**self.task.get("resources", {}), **(self.a.limits or {})}
+        asked = self.task.resources or TesResources()
+        limits = self.a.limits or {}
+        cpu_cores = limits.get("cpu_cores", asked.cpu_cores)
+        ram_gb = limits.get("ram_gb", asked.ram_gb)
         spec = ContainerSpec(
             image=image,
-            argv=tuple(ex["command"]),
+            argv=tuple(ex.command),
             task_id=self.a.task_id,
             name=f"tescape-{self.a.attempt_id}-{index}",
-            env=ex.get("env", {}),
-            workdir=ex.get("workdir"),
+            env=ex.env or {},
+            workdir=ex.workdir,
             mounts=mounts,
             stdin=stdin,
             stdout=out,
             stderr=err,
-            cpu_cores=res.get("cpu_cores"),
-            memory_bytes=int(res["ram_gb"] * GIB) if "ram_gb" in res else None,
+            cpu_cores=cpu_cores,
+            memory_bytes=int(ram_gb * GIB) if ram_gb is not None else None,
             labels={"io.tescape.attempt": self.a.attempt_id},
         )
         entry = self._entry(index)
@@ -542,7 +551,7 @@ class TaskRun(threading.Thread):
         return self._follow(index, ex, workspace, cid, live)
 
     def _live_sources(
-        self, index: int, ex: dict[str, Any], named: dict[str, Path] | None
+        self, index: int, ex: TesExecutor, named: dict[str, Path] | None
     ) -> dict[str, int | Path]:
         """Where live logs read executor `index`'s streams from while it runs (live_logs.py):
         the agent's own files by path; a file the task named only through a descriptor opened
@@ -550,7 +559,7 @@ class TaskRun(threading.Thread):
         never for a container restored from a capsule, whose task may have swapped it."""
         sources: dict[str, int | Path] = {}
         for stream in ("stdout", "stderr"):
-            if stream not in ex:
+            if ex.stdio(stream) is None:
                 sources[stream] = self.dir / "streams" / f"{index}.{stream}"
             elif named is not None and (fd := open_stream(named[stream])) is not None:
                 sources[stream] = fd
@@ -576,7 +585,7 @@ class TaskRun(threading.Thread):
     def _follow(
         self,
         index: int,
-        ex: dict[str, Any],
+        ex: TesExecutor,
         workspace: Workspace,
         cid: str,
         live: dict[str, int | Path] | None = None,
@@ -623,7 +632,7 @@ class TaskRun(threading.Thread):
         self._streams += [(index, "stdout"), (index, "stderr")]
         if self._cancel.is_set():
             return Cancelled()
-        if index < len(self.task["executors"]) - 1:
+        if index < len(self.task.executors) - 1:
             self.report("running")  # progress; the last executor's log goes with the final report
         return Exited(code)
 
@@ -725,6 +734,6 @@ def _remember_secrets(assignment: Assignment) -> None:
     for s3 in (settings.s3, assignment.capsules.s3):
         remember_secret(*(str(v) for k, v in s3.items() if is_secret_name(k) and v))
     remember_secret(str(assignment.capsules.encryption.get("key") or ""))
-    for executor in assignment.task.get("executors") or []:
-        if isinstance(executor, dict) and isinstance(executor.get("env"), dict):
-            remember_env_secrets(executor["env"])
+    for executor in assignment.task.executors:
+        if executor.env:
+            remember_env_secrets(executor.env)

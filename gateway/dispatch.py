@@ -47,6 +47,7 @@ from capsule_runtime.protocol.messages import (
     TaskSettings,
 )
 from capsule_runtime.protocol.redact import remember_secret
+from capsule_runtime.protocol.tes import TesTask
 from capsule_runtime.protocol.times import Clock, rfc3339, utcnow
 from gateway.auth import AuthError, token_sha256
 from gateway.config import Config
@@ -166,11 +167,11 @@ class Dispatcher:
     def _restarts(self, task_id: str) -> bool:
         return restarts(self.tasks, self.cfg, task_id)
 
-    def settings(self, task: dict[str, Any], owner: str = "") -> TaskSettings:
+    def settings(self, task: TesTask, owner: str = "") -> TaskSettings:
         """The agent's rules for one task of `owner` (its s3 allow-list may be their own)."""
         s3 = self.cfg.storage.s3.connection()
         apps, credentials = self.library.resolve(
-            (ex["image"] for ex in task.get("executors", [])), self.cfg.images.rewrites
+            (ex.image for ex in task.executors), self.cfg.images.rewrites
         )
         return TaskSettings(
             apps=apps,
@@ -187,7 +188,7 @@ class Dispatcher:
             s3=s3,
         )
 
-    def capsule_settings(self, task: dict[str, Any]) -> CapsuleSettings:
+    def capsule_settings(self, task: TesTask | None) -> CapsuleSettings:
         cfg = self.cfg.capsules
         params = effective_parameters(task, self.cfg.tasks.rules)
         interval = cfg.interval_seconds
@@ -427,18 +428,20 @@ class Dispatcher:
                 self.fleet.write_attempt_data(conn, taken, sent=now)
             elif taken.phase not in (AttemptPhase.STARTING, AttemptPhase.RESTORING):
                 return None
-        spec = record.spec or {}
+        task = record.task
+        if task is None:
+            return None
         restore = taken.data.restore
         return Assignment(
             attempt_id=taken.id,
             task_id=taken.task_id,
-            task=spec,
+            task=task,
             task_log=record.logs[-1] if record.logs else None,
-            settings=self.settings(spec, record.owner),
-            capsules=self.capsule_settings(spec),
+            settings=self.settings(task, record.owner),
+            capsules=self.capsule_settings(task),
             restore=self.restore_refs(taken.task_id) if restore else [],
             next_sequence=self.fleet.next_capsule_sequence(taken.task_id),
-            limits=container_limits(taken, spec, inst),
+            limits=container_limits(taken, task, inst),
             restore_elsewhere=restore and self._restore_tries_left(taken.task_id),
         )
 

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection
 
+from capsule_runtime.protocol.tes import TesTask
 from capsule_runtime.protocol.times import Clock, rfc3339, utcnow
 from gateway.config import Config
 from gateway.providers.base import Offer
@@ -38,8 +39,12 @@ def restarts(tasks: TaskStore, cfg: Config, task_id: str) -> bool:
     """Whether the task's recovery strategy (backend_parameters.recovery, a rule, else the
     scheduler's) is `restart`: from the beginning, no capsule."""
     record = tasks.get(task_id)
-    spec = record.spec if record is not None and record.spec else {}
-    params = effective_parameters(spec, cfg.tasks.rules)
+    return restarts_by(cfg, record.task if record is not None else None)
+
+
+def restarts_by(cfg: Config, task: TesTask | None) -> bool:
+    """Whether `task`'s recovery is `restart` (it takes no capsule at a notice either)."""
+    params = effective_parameters(task, cfg.tasks.rules)
     return (params.get("recovery") or cfg.scheduler.recovery) == "restart"
 
 

@@ -21,8 +21,10 @@ scheduler and the dispatcher read the effective values through `effective_parame
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Mapping, Sequence
-from typing import Any, Protocol
+from collections.abc import Sequence
+from typing import Protocol
+
+from capsule_runtime.protocol.tes import TesTask
 
 
 class RuleLike(Protocol):
@@ -32,33 +34,34 @@ class RuleLike(Protocol):
     preemptible: bool | None
 
 
-def matches(rule: RuleLike, spec: Mapping[str, Any]) -> bool:
-    if rule.name_glob is not None and not fnmatch.fnmatchcase(
-        str(spec.get("name") or ""), rule.name_glob
-    ):
+def matches(rule: RuleLike, task: TesTask | None) -> bool:
+    """Whether `rule` applies to `task` (None: a task whose document was not read, which has
+    no name and no tags)."""
+    name = (task.name if task is not None else None) or ""
+    if rule.name_glob is not None and not fnmatch.fnmatchcase(name, rule.name_glob):
         return False
-    tags = spec.get("tags") or {}
+    tags = (task.tags if task is not None else None) or {}
     return all(
         key in tags and (value == "*" or tags[key] == value) for key, value in rule.tags.items()
     )
 
 
-def effective_parameters(spec: Mapping[str, Any], rules: Sequence[RuleLike]) -> dict[str, str]:
+def effective_parameters(task: TesTask | None, rules: Sequence[RuleLike]) -> dict[str, str]:
     params: dict[str, str] = {}
     for rule in rules:
-        if matches(rule, spec):
+        if matches(rule, task):
             params.update(rule.backend_parameters)
-    own = (spec.get("resources") or {}).get("backend_parameters") or {}
-    params.update(own)
+    resources = task.resources if task is not None else None
+    params.update((resources.backend_parameters if resources is not None else None) or {})
     return params
 
 
-def effective_preemptible(spec: Mapping[str, Any], rules: Sequence[RuleLike]) -> bool | None:
-    own = (spec.get("resources") or {}).get("preemptible")
-    if own is not None:
-        return bool(own)
+def effective_preemptible(task: TesTask | None, rules: Sequence[RuleLike]) -> bool | None:
+    resources = task.resources if task is not None else None
+    if resources is not None and resources.preemptible is not None:
+        return resources.preemptible
     chosen: bool | None = None
     for rule in rules:
-        if rule.preemptible is not None and matches(rule, spec):
+        if rule.preemptible is not None and matches(rule, task):
             chosen = rule.preemptible
     return chosen

@@ -124,16 +124,16 @@ class TaskService:
 
     def create(self, body: Any, who: Principal) -> dict[str, str]:
         parsed = parse_task(body, self.config.limits, self.backend_parameters)
-        errors = task_path_errors(parsed.task, self.local_paths)
-        errors += shared_errors(parsed.task, self.local_paths)
-        errors += task_s3_errors(parsed.task, self.s3_rules(who.user))
+        errors = task_path_errors(parsed.model, self.local_paths)
+        errors += shared_errors(parsed.model, self.local_paths)
+        errors += task_s3_errors(parsed.model, self.s3_rules(who.user))
         if errors:
             raise TaskValidationError(errors)
         record = self.store.create(
             parsed.task,
             owner=who.user,
             warnings=parsed.warnings,
-            logs=[initial_task_log(parsed.task)],
+            logs=[initial_task_log(parsed.model)],
         )
         for warning in parsed.warnings:
             log.warning("task %s: %s", record.id, warning)

@@ -20,10 +20,10 @@ import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from capsule_runtime.protocol.errors import FieldError
+from capsule_runtime.protocol.tes import TesOutput, TesTask
 
 FORBIDDEN = "tescape's own state or code, which tasks may never use"
 
@@ -121,27 +121,27 @@ class LocalPathRules:
         return None
 
 
-def task_path_errors(task: dict[str, Any], rules: LocalPathRules) -> list[FieldError]:
+def task_path_errors(task: TesTask, rules: LocalPathRules) -> list[FieldError]:
     """Every input and output URL of a (validated) task that names a local path the rules refuse.
 
     A directory input, a directory output and a wildcard output's URL are used whole, so they
     must not contain a forbidden directory either."""
     errors = []
-    for kind in ("inputs", "outputs"):
-        for i, item in enumerate(task.get(kind, [])):
-            url = item.get("url")
-            if url is None:
-                continue
-            name = f"{kind}[{i}].url"
-            try:
-                path = url_local_path(url)
-            except ValueError as exc:
-                errors.append(FieldError(name, str(exc)))
-                continue
-            if path is None:
-                continue
-            whole = item.get("type") == "DIRECTORY" or "path_prefix" in item
-            why = rules.tree_refusal(path) if whole else rules.refusal(path)
-            if why is not None:
-                errors.append(FieldError(name, why))
+    for field, item in task.files():
+        if item.url is None:
+            continue
+        name = f"{field}.url"
+        try:
+            path = url_local_path(item.url)
+        except ValueError as exc:
+            errors.append(FieldError(name, str(exc)))
+            continue
+        if path is None:
+            continue
+        whole = item.type == "DIRECTORY" or (
+            isinstance(item, TesOutput) and item.path_prefix is not None
+        )
+        why = rules.tree_refusal(path) if whole else rules.refusal(path)
+        if why is not None:
+            errors.append(FieldError(name, why))
     return errors

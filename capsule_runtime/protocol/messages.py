@@ -34,15 +34,12 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_serializer
 
 from capsule_runtime.protocol.resources import Resources
+from capsule_runtime.protocol.tes import TesTask
 
 AGENT_API = "/agent/v1"
-
-# A TES input/output `type`, as the task document in an Assignment carries it (the agent stages
-# by it; gateway.tes.models uses the same type on the wire)
-FileType = Literal["FILE", "DIRECTORY"]
 
 
 class Message(BaseModel):
@@ -140,7 +137,7 @@ class CapsuleRef(Message):
 class Assignment(Message):
     attempt_id: str
     task_id: str
-    task: dict[str, Any]  # the normalised TES task document
+    task: TesTask  # the normalised TES task document (sent as its `wire()` form: no nulls)
     task_log: dict[str, Any] | None = None  # the TaskLog so far, continued by this attempt
     settings: TaskSettings = Field(default_factory=TaskSettings)
     capsules: CapsuleSettings = Field(default_factory=CapsuleSettings)
@@ -155,6 +152,10 @@ class Assignment(Message):
     # for this instance's reasons is reported `interrupted` (reason `restore_failed`) to be tried
     # on another instance; False: fall back to older capsules, then to the beginning
     restore_elsewhere: bool = False
+
+    @field_serializer("task")
+    def _task_as_sent(self, task: TesTask) -> dict[str, Any]:
+        return task.wire()
 
 
 class CheckpointOrder(Message):

@@ -25,10 +25,10 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
 from urllib.parse import urlsplit
 
 from capsule_runtime.protocol.errors import FieldError
+from capsule_runtime.protocol.tes import TesTask
 
 CAPSULES = "the capsule store, which tasks may never use"
 BUCKET = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,254}$")
@@ -118,16 +118,14 @@ class S3Rules:
         return None
 
 
-def task_s3_errors(task: dict[str, Any], rules: S3Rules) -> list[FieldError]:
+def task_s3_errors(task: TesTask, rules: S3Rules) -> list[FieldError]:
     """Every input and output URL of a (validated) task that names an s3 location the rules
     refuse."""
     errors = []
-    for kind in ("inputs", "outputs"):
-        for i, item in enumerate(task.get(kind, [])):
-            url = item.get("url")
-            if not isinstance(url, str) or url[:5].lower() != "s3://":
-                continue
-            why = rules.refusal(url)
-            if why is not None:
-                errors.append(FieldError(f"{kind}[{i}].url", why))
+    for name, item in task.files():
+        if item.url is None or item.url[:5].lower() != "s3://":
+            continue
+        why = rules.refusal(item.url)
+        if why is not None:
+            errors.append(FieldError(f"{name}.url", why))
     return errors

@@ -18,19 +18,19 @@ data, or the shared mount would hide the copy.
 Checked twice, as local paths are: the gateway refuses a task at create (400, naming the field)
 and the agent again before mounting (links can change in between). A capsule does not carry the
 shared data: a restore needs the same directory at the same path on the target instance.
-A leaf: the standard library only.
+A leaf: the standard library and the task's own models.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from capsule_runtime.protocol.errors import FieldError
 from capsule_runtime.protocol.local_paths import LocalPathRules, inside, real, url_local_path
+from capsule_runtime.protocol.tes import TesInput, TesOutput, TesTask
 
 
 @dataclass(frozen=True)
@@ -46,14 +46,14 @@ def _norm(path: str) -> str:
     return os.path.normpath(path) if path.startswith("/") else path
 
 
-def shared_path(item: Mapping[str, Any], rules: LocalPathRules) -> str | None:
+def shared_path(item: TesInput | TesOutput, rules: LocalPathRules) -> str | None:
     """The path an input or output is mounted at from a shared directory, or None when it is
     staged as usual: its URL names a local path inside a shared directory (lexically; the
     symlink check is `mount_refusal`'s) and its container path is that same path."""
-    url, path = item.get("url"), item.get("path")
-    if not rules.shared or not isinstance(url, str) or not isinstance(path, str):
+    url, path = item.url, item.path
+    if not rules.shared or url is None:
         return None
-    if item.get("content"):  # a non-empty content wins over url: never a mount
+    if isinstance(item, TesInput) and item.content:  # a non-empty content wins: never a mount
         return None
     try:
         local = url_local_path(url)
@@ -84,27 +84,19 @@ def link_refusal(path: str) -> str | None:
     return None
 
 
-def _items(task: Mapping[str, Any]) -> Iterator[tuple[str, int, Mapping[str, Any]]]:
-    for kind in ("inputs", "outputs"):
-        for i, item in enumerate(task.get(kind) or []):
-            if isinstance(item, Mapping):
-                yield kind, i, item
-
-
-def shared_mounts(task: Mapping[str, Any], rules: LocalPathRules) -> list[SharedMount]:
+def shared_mounts(task: TesTask, rules: LocalPathRules) -> list[SharedMount]:
     """The task's shared mounts, outermost only (one inside another is carried by it), sorted;
     a path declared both as input and output is one mount."""
     found: dict[str, SharedMount] = {}
-    for kind, _, item in _items(task):
+    for _, item in task.files():
         path = shared_path(item, rules)
         if path is None:
             continue
-        is_dir = item.get("type") == "DIRECTORY"
+        is_dir = item.type == "DIRECTORY"
+        output = isinstance(item, TesOutput)
         old = found.get(path)
         if old is not None:
-            is_dir, output = old.is_dir or is_dir, old.output or kind == "outputs"
-        else:
-            output = kind == "outputs"
+            is_dir, output = old.is_dir or is_dir, old.output or output
         found[path] = SharedMount(path, is_dir, output)
     outer = [
         m for m in found.values() if not any(o != m.path and inside_str(m.path, o) for o in found)
@@ -116,34 +108,31 @@ def inside_str(path: str, base: str) -> bool:
     return path == base or path.startswith(base.rstrip("/") + "/")
 
 
-def _others(task: Mapping[str, Any], rules: LocalPathRules) -> Iterator[tuple[str, str]]:
+def _others(task: TesTask, rules: LocalPathRules) -> Iterator[tuple[str, str]]:
     """(field, container path) of everything else of the task that lives in its tree."""
-    for kind, i, item in _items(task):
-        path = item.get("path")
-        if isinstance(path, str) and shared_path(item, rules) is None:
-            yield f"{kind}[{i}].path", path
-    for i, volume in enumerate(task.get("volumes") or []):
-        if isinstance(volume, str):
-            yield f"volumes[{i}]", volume
-    for i, ex in enumerate(task.get("executors") or []):
-        if isinstance(ex, Mapping):
-            for key in ("stdin", "stdout", "stderr"):
-                if isinstance(ex.get(key), str):
-                    yield f"executors[{i}].{key}", ex[key]
+    for field, item in task.files():
+        if shared_path(item, rules) is None:
+            yield f"{field}.path", item.path
+    for i, volume in enumerate(task.volumes or []):
+        yield f"volumes[{i}]", volume
+    for i, ex in enumerate(task.executors):
+        for key, value in (("stdin", ex.stdin), ("stdout", ex.stdout), ("stderr", ex.stderr)):
+            if value is not None:
+                yield f"executors[{i}].{key}", value
 
 
-def shared_errors(task: Mapping[str, Any], rules: LocalPathRules) -> list[FieldError]:
+def shared_errors(task: TesTask, rules: LocalPathRules) -> list[FieldError]:
     """Every shared input or output whose path leads through a symlink, and everything else of
     the task that lies inside a shared mount (the deny-list is task_path_errors' part: a shared
     input or output is a local path like any other there)."""
     errors = []
-    for kind, i, item in _items(task):
+    for field, item in task.files():
         path = shared_path(item, rules)
         if path is None:
             continue
         why = link_refusal(path)
         if why is not None:
-            errors.append(FieldError(f"{kind}[{i}].url", why))
+            errors.append(FieldError(f"{field}.url", why))
     mounts = shared_mounts(task, rules)
     for name, path in _others(task, rules):
         for mount in mounts:

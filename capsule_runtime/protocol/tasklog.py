@@ -12,19 +12,21 @@ from __future__ import annotations
 
 from typing import Any
 
+from capsule_runtime.protocol.tes import TesTask
+
 NOT_RUN = -1
 
 
-def planned_executor_count(task: dict[str, Any]) -> int:
+def planned_executor_count(task: TesTask) -> int:
     count = 0
-    for ex in task.get("executors", []):
+    for ex in task.executors:
         count += 1
-        if not ex.get("ignore_error"):
+        if not ex.ignore_error:
             break
     return count
 
 
-def initial_task_log(task: dict[str, Any]) -> dict[str, Any]:
+def initial_task_log(task: TesTask) -> dict[str, Any]:
     return {
         "logs": [{"exit_code": NOT_RUN} for _ in range(planned_executor_count(task))],
         "outputs": [],

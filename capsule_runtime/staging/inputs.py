@@ -11,13 +11,12 @@ task with SYSTEM_ERROR and that message in system_logs.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any
 
-from capsule_runtime.protocol.messages import FileType
+from capsule_runtime.protocol.tes import FileType, TesInput
 from capsule_runtime.staging.content import write_content
 from capsule_runtime.staging.errors import StagingError
 from capsule_runtime.staging.layout import inside, normalise
@@ -34,23 +33,22 @@ class InputItem:
     content: str | None = None  # set (even empty) when the input is inline
 
 
-def plan_inputs(task_inputs: Sequence[Mapping[str, Any]], workspace: Workspace) -> list[InputItem]:
+def plan_inputs(task_inputs: Sequence[TesInput], workspace: Workspace) -> list[InputItem]:
     """One item per container path (a later declaration of the same path wins), in the order
     they are staged: directories shallowest first, then files. Inputs mounted from a shared
     directory are not staged."""
     by_path: dict[str, InputItem] = {}
     for inp in task_inputs:
-        path = normalise(inp["path"])
+        path = normalise(inp.path)
         if any(inside(path, m.path) for m in workspace.shared):
             continue
         if workspace.layout.mount_for(path) is None:
             raise StagingError(f"input {path} is not under any mount point of this workspace")
-        content = inp.get("content")
-        url = inp.get("url")
+        content, url = inp.content, inp.url
         if content or url is None:  # spec: a non-empty content wins over url
             item = InputItem(path, workspace.tree_path(path), "FILE", content=content or "")
         else:
-            item = InputItem(path, workspace.tree_path(path), inp.get("type", "FILE"), url=url)
+            item = InputItem(path, workspace.tree_path(path), inp.type or "FILE", url=url)
         by_path.pop(path, None)
         by_path[path] = item
     items = list(by_path.values())
@@ -58,7 +56,7 @@ def plan_inputs(task_inputs: Sequence[Mapping[str, Any]], workspace: Workspace) 
     return dirs + [i for i in items if i.kind != "DIRECTORY"]
 
 
-def stage_inputs(task_inputs: Sequence[Mapping[str, Any]], workspace: Workspace) -> Mounts:
+def stage_inputs(task_inputs: Sequence[TesInput], workspace: Workspace) -> Mounts:
     """Stage every input into the workspace's tree; returns the mounts for the executors."""
     items = plan_inputs(task_inputs, workspace)
     meter = workspace.meter("inputs", len(items))

@@ -32,12 +32,12 @@ image's own files); when it lies under a mount point it is created in the tree.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from capsule_runtime.engine.spec import Mount
+from capsule_runtime.protocol.tes import TesTask
 from capsule_runtime.staging.errors import PathEscapes, StagingError
 from capsule_runtime.staging.wildcard import has_wildcard, literal_base
 
@@ -81,27 +81,26 @@ class MountPoint:
     is_file: bool = False
 
 
-def anchors_of(task: Mapping[str, Any], shared: Iterable[str] = ()) -> list[Anchor]:
+def anchors_of(task: TesTask, shared: Iterable[str] = ()) -> list[Anchor]:
     """The anchors of a normalised task document (see the module docstring); inputs and outputs
     inside one of the `shared` mounts (staging.workspace) are not in the tree."""
     mounted = tuple(shared)
     out: list[Anchor] = []
-    for inp in task.get("inputs") or []:
-        path = normalise(inp["path"])
+    for inp in task.inputs or []:
+        path = normalise(inp.path)
         if not any(inside(path, m) for m in mounted):
-            out.append(Anchor(path, inp.get("type") == "DIRECTORY"))
-    for o in task.get("outputs") or []:
-        path = o["path"]
-        if has_wildcard(path):
-            out.append(Anchor(normalise(literal_base(path)), True))
-        elif not any(inside(normalise(path), m) for m in mounted):
-            out.append(Anchor(normalise(path), o.get("type") == "DIRECTORY"))
-    for vol in task.get("volumes") or []:
+            out.append(Anchor(path, inp.type == "DIRECTORY"))
+    for o in task.outputs or []:
+        if has_wildcard(o.path):
+            out.append(Anchor(normalise(literal_base(o.path)), True))
+        elif not any(inside(normalise(o.path), m) for m in mounted):
+            out.append(Anchor(normalise(o.path), o.type == "DIRECTORY"))
+    for vol in task.volumes or []:
         out.append(Anchor(normalise(vol), True))
-    for ex in task.get("executors") or []:
-        for key in ("stdin", "stdout", "stderr"):
-            if key in ex:
-                out.append(Anchor(normalise(ex[key]), False))
+    for ex in task.executors:
+        for stdio in (ex.stdin, ex.stdout, ex.stderr):
+            if stdio is not None:
+                out.append(Anchor(normalise(stdio), False))
     return out
 
 
@@ -165,7 +164,7 @@ class Layout:
         self.points = sorted(points)
 
     @classmethod
-    def for_task(cls, fs: Path, task: Mapping[str, Any], shared: Iterable[str] = ()) -> Layout:
+    def for_task(cls, fs: Path, task: TesTask, shared: Iterable[str] = ()) -> Layout:
         return cls(fs, plan_mounts(anchors_of(task, shared)))
 
     def tree_path(self, container_path: str) -> Path:

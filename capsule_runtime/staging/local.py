@@ -20,7 +20,7 @@ import stat as st
 import uuid
 from pathlib import Path
 
-from capsule_runtime.protocol.messages import FileType
+from capsule_runtime.protocol.tes import FileType
 from capsule_runtime.staging.errors import AccessRefused, SourceMissing, StagingError
 from capsule_runtime.staging.policy import StagingPolicy
 from capsule_runtime.staging.progress import ByteCallback

@@ -9,7 +9,7 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
-from capsule_runtime.protocol.messages import FileType
+from capsule_runtime.protocol.tes import FileType
 from capsule_runtime.staging.errors import SourceMissing
 from capsule_runtime.staging.progress import ByteCallback
 from capsule_runtime.staging.storage import Stat

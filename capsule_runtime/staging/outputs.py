@@ -29,14 +29,13 @@ from __future__ import annotations
 
 import os
 import stat as st
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any
 
-from capsule_runtime.protocol.messages import FileType
 from capsule_runtime.protocol.shared_dirs import shared_path
+from capsule_runtime.protocol.tes import FileType, TesOutput
 from capsule_runtime.staging.errors import StagingError
 from capsule_runtime.staging.layout import normalise
 from capsule_runtime.staging.pool import run_all
@@ -80,11 +79,11 @@ class _Finder:
         host = self.layout.resolve(path)
         return host is not None and os.path.exists(host) and not self.layout.is_placeholder(path)
 
-    def declared(self, out: Mapping[str, Any]) -> list[OutputFile]:
-        path, url = out["path"], out["url"]
+    def declared(self, out: TesOutput) -> list[OutputFile]:
+        path, url = out.path, out.url
         if not has_wildcard(path):
-            return self.one(normalise(path), url, out.get("type", "FILE"))
-        prefix = out.get("path_prefix") or literal_base(path)
+            return self.one(normalise(path), url, out.type or "FILE")
+        prefix = out.path_prefix or literal_base(path)
         matches = expand(path, self._list_dir, self._exists)
         if not matches:
             self.notes.append(f"output {path} matched no file; skipped")
@@ -153,7 +152,7 @@ class _Finder:
 
 
 def find_outputs(
-    task_outputs: Sequence[Mapping[str, Any]], workspace: Workspace
+    task_outputs: Sequence[TesOutput], workspace: Workspace
 ) -> tuple[list[OutputFile], list[str]]:
     """The files to upload for the declared outputs, and the notes on what was skipped."""
     finder = _Finder(workspace)
@@ -162,36 +161,36 @@ def find_outputs(
         try:
             files += finder.declared(out)
         except (OSError, StagingError) as exc:
-            finder.notes.append(f"output {out['path']} could not be collected: {exc}")
+            finder.notes.append(f"output {out.path} could not be collected: {exc}")
     return files, finder.notes
 
 
 def _check_s3(
-    task_outputs: Sequence[Mapping[str, Any]], workspace: Workspace
-) -> tuple[list[Mapping[str, Any]], list[str]]:
+    task_outputs: Sequence[TesOutput], workspace: Workspace
+) -> tuple[list[TesOutput], list[str]]:
     """(the outputs whose s3 URL the policy allows as a whole, or that are not s3; a failure
     line for each refused one)."""
     policy = workspace.storages.policy
-    allowed: list[Mapping[str, Any]] = []
+    allowed: list[TesOutput] = []
     refused: list[str] = []
     for out in task_outputs:
-        url = str(out.get("url", ""))
+        url = out.url
         try:
             if url[:5].lower() == "s3://":
                 policy.check_s3(url)
         except StagingError as exc:
-            refused.append(f"{FAILED}: {out.get('path')} to {url}: {exc}")
+            refused.append(f"{FAILED}: {out.path} to {url}: {exc}")
             continue
         allowed.append(out)
     return allowed, refused
 
 
 def _in_place(
-    task_outputs: Sequence[Mapping[str, Any]], workspace: Workspace
-) -> tuple[list[Mapping[str, Any]], OutputReport]:
+    task_outputs: Sequence[TesOutput], workspace: Workspace
+) -> tuple[list[TesOutput], OutputReport]:
     """(the outputs to upload; the logs of those written in place in a shared directory)."""
     report = OutputReport()
-    rest: list[Mapping[str, Any]] = []
+    rest: list[TesOutput] = []
     rules = workspace.storages.policy.rules
     for out in task_outputs:
         path = shared_path(out, rules)
@@ -203,7 +202,7 @@ def _in_place(
         except OSError:
             report.system_logs.append(f"output {path} (in a shared directory) does not exist")
             continue
-        url = str(out["url"])
+        url = out.url
         if st.S_ISREG(info.st_mode):
             report.outputs.append({"url": url, "path": path, "size_bytes": str(info.st_size)})
         elif st.S_ISDIR(info.st_mode):
@@ -223,9 +222,7 @@ def _in_place(
     return rest, report
 
 
-def upload_outputs_report(
-    task_outputs: Sequence[Mapping[str, Any]], workspace: Workspace
-) -> OutputReport:
+def upload_outputs_report(task_outputs: Sequence[TesOutput], workspace: Workspace) -> OutputReport:
     """Upload every output that exists; see the module docstring. Never raises for an output."""
     to_upload, in_place = _in_place(task_outputs, workspace)
     allowed, refused = _check_s3(to_upload, workspace)
@@ -255,7 +252,7 @@ def upload_outputs_report(
 
 
 def upload_outputs(
-    task_outputs: Sequence[Mapping[str, Any]], workspace: Workspace
+    task_outputs: Sequence[TesOutput], workspace: Workspace
 ) -> tuple[list[dict[str, str]], list[str]]:
     """(OutputFileLogs, system_logs lines); see the module docstring."""
     return upload_outputs_report(task_outputs, workspace).as_tuple()

@@ -22,7 +22,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Literal
 
-from capsule_runtime.protocol.messages import FileType
+from capsule_runtime.protocol.tes import FileType
 from capsule_runtime.staging.errors import SourceMissing, StagingError
 from capsule_runtime.staging.policy import StagingPolicy
 from capsule_runtime.staging.progress import ByteCallback

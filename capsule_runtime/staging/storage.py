@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from capsule_runtime.protocol.messages import FileType
+from capsule_runtime.protocol.tes import FileType
 from capsule_runtime.staging.progress import ByteCallback
 
 

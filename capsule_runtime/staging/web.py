@@ -37,7 +37,7 @@ from tenacity import (
     wait_exponential,
 )
 
-from capsule_runtime.protocol.messages import FileType
+from capsule_runtime.protocol.tes import FileType
 from capsule_runtime.staging.errors import SourceMissing, StagingError
 from capsule_runtime.staging.policy import StagingPolicy
 from capsule_runtime.staging.progress import ByteCallback

@@ -22,10 +22,10 @@ import threading
 from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import Any
 
 from capsule_runtime.engine.spec import Mount
 from capsule_runtime.protocol.shared_dirs import SharedMount, shared_errors, shared_mounts
+from capsule_runtime.protocol.tes import TesTask
 from capsule_runtime.staging import confined
 from capsule_runtime.staging.errors import PathEscapes, SourceMissing, StagingError
 from capsule_runtime.staging.layout import PLACEHOLDER_MTIME, Layout, path_parts
@@ -39,7 +39,7 @@ from capsule_runtime.staging.wildcard import has_wildcard, literal_base
 Mounts = tuple[Mount, ...]
 
 
-def check_shared_mounts(task: Mapping[str, Any], policy: StagingPolicy) -> None:
+def check_shared_mounts(task: TesTask, policy: StagingPolicy) -> None:
     """Before a restore: a task's shared mounts (storage.shared_dirs) are external to its
     capsule, so each must be on this instance, at the same path, and pass the same checks as at
     the first start; StagingError says which does not."""
@@ -60,7 +60,7 @@ class Workspace:
     def __init__(
         self,
         root: Path,
-        task: Mapping[str, Any],
+        task: TesTask,
         storages: StorageRouter,
         on_progress: ProgressCallback | None = None,
         parallel_files: int = 8,
@@ -85,7 +85,7 @@ class Workspace:
     def create(
         cls,
         root: Path,
-        task: Mapping[str, Any],
+        task: TesTask,
         policy: StagingPolicy,
         s3: S3Config | None = None,
         on_progress: ProgressCallback | None = None,
@@ -168,14 +168,14 @@ class Workspace:
         are left for the task to create)."""
         self.fs.mkdir(parents=True, exist_ok=True)
         dirs: list[str] = [p.container for p in self.layout.points if not p.is_file]
-        dirs += list(self.task.get("volumes") or [])
-        for out in self.task.get("outputs") or []:
-            path = out["path"]
+        dirs += list(self.task.volumes or [])
+        for out in self.task.outputs or []:
+            path = out.path
             dirs.append(literal_base(path) if has_wildcard(path) else os.path.dirname(path))
-        for ex in self.task.get("executors") or []:
-            dirs += [os.path.dirname(ex[k]) for k in ("stdin", "stdout", "stderr") if k in ex]
-            if "workdir" in ex:
-                dirs.append(ex["workdir"])
+        for ex in self.task.executors:
+            dirs += [os.path.dirname(f) for f in (ex.stdin, ex.stdout, ex.stderr) if f is not None]
+            if ex.workdir is not None:
+                dirs.append(ex.workdir)
         for container in dirs:
             if self.layout.mount_for(container) is not None:
                 self._shared_dir(self.tree_path(container))

@@ -18,12 +18,13 @@ from typing import Any, Literal
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
+from capsule_runtime.protocol.tes import TesTask, Wire
 from gateway import __version__
 from gateway.tes import models
 from gateway.tes.states import State
 
 REF = "#/components/schemas/"
-_MODELS: dict[str, type[models.Wire]] = {"tesTask": models.TesTask, **models.SPEC_SCHEMAS}
+_MODELS: dict[str, type[Wire]] = {"tesTask": TesTask, **models.SPEC_SCHEMAS}
 # Only ever sent by the server, with every list field present.
 _RESPONSE_ONLY = {"tesExecutorLog", "tesOutputFileLog", "tesTaskLog"}
 

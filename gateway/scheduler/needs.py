@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from capsule_runtime.protocol.resources import Resources
+from capsule_runtime.protocol.tes import TesResources, TesTask
 from gateway.config import Config
 from gateway.market.policy import MarketPolicy, market_for
 from gateway.providers.base import Offer
@@ -34,11 +35,11 @@ class Want:
     footprint: Footprint | None = None
 
 
-def task_policy(spec: dict[str, Any], cfg: Config) -> MarketPolicy:
+def task_policy(task: TesTask | None, cfg: Config) -> MarketPolicy:
     rules = cfg.tasks.rules
     return market_for(
-        effective_parameters(spec, rules),
-        effective_preemptible(spec, rules),
+        effective_parameters(task, rules),
+        effective_preemptible(task, rules),
         cfg.scheduler.market_policy,
     )
 
@@ -51,19 +52,25 @@ def market_allows(policy: MarketPolicy, market: str) -> bool:
     return True
 
 
-def task_request(spec: dict[str, Any], cfg: Config) -> Resources:
-    res = spec.get("resources", {})
+def asked_of(task: TesTask | None) -> TesResources:
+    """The task's own `resources` (empty when it says none)."""
+    return (task.resources if task is not None else None) or TesResources()
+
+
+def task_request(task: TesTask | None, cfg: Config) -> Resources:
+    res = asked_of(task)
+    sched = cfg.scheduler
     return Resources(
-        cpu_cores=float(res.get("cpu_cores", cfg.scheduler.default_cpu_cores)),
-        ram_gb=float(res.get("ram_gb", cfg.scheduler.default_ram_gb)),
-        disk_gb=float(res.get("disk_gb", 0.0)),
+        cpu_cores=float(res.cpu_cores if res.cpu_cores is not None else sched.default_cpu_cores),
+        ram_gb=float(res.ram_gb if res.ram_gb is not None else sched.default_ram_gb),
+        disk_gb=float(res.disk_gb or 0.0),
     )
 
 
-def attempt_need(attempt: Attempt, spec: dict[str, Any] | None, cfg: Config) -> Resources:
+def attempt_need(attempt: Attempt, task: TesTask | None, cfg: Config) -> Resources:
     """What a live attempt holds of its instance: its own allocation (`limits`, set when a
     task is rightsized) where it has one, else what its task asks for."""
-    asked = task_request(spec or {}, cfg)
+    asked = task_request(task, cfg)
     limits = attempt.data.limits
     if not limits:
         return asked
@@ -84,25 +91,27 @@ def interruption_budget(params: dict[str, Any], cfg: Config) -> int | None:
         return cfg.scheduler.interruption_budget
 
 
-def container_limits(attempt: Attempt, spec: dict[str, Any], inst: Instance) -> dict[str, float]:
+def container_limits(attempt: Attempt, task: TesTask | None, inst: Instance) -> dict[str, float]:
     """What the attempt's container may use: the limits a size move gave it, else the task's
     resources; what neither says, the whole instance (its type's size, scaled to the machine
     for local instances) — a task cannot outgrow the machine it was placed on unnoticed."""
     given = attempt.data.limits.dump() if attempt.data.limits else {}
-    asked = spec.get("resources") or {}
+    res = asked_of(task)
+    asked = {"cpu_cores": res.cpu_cores, "ram_gb": res.ram_gb}
     capacity = inst.data.capacity.sizes() if inst.data.capacity else {}
     limits: dict[str, float] = {}
     for key in ("cpu_cores", "ram_gb"):
-        value = given.get(key, asked.get(key, capacity.get(key)))
+        own = asked[key]
+        value = given.get(key, own if own is not None else capacity.get(key))
         if value:
             limits[key] = float(value)
     return limits
 
 
-def allocation(attempt: Attempt, spec: dict[str, Any], inst: Instance) -> Resources:
+def allocation(attempt: Attempt, task: TesTask | None, inst: Instance) -> Resources:
     """container_limits as a Resources: what the attempt's use is measured against."""
-    limits = container_limits(attempt, spec, inst)
-    disk = float((spec.get("resources") or {}).get("disk_gb", 0.0))
+    limits = container_limits(attempt, task, inst)
+    disk = float(asked_of(task).disk_gb or 0.0)
     return Resources(limits.get("cpu_cores", 0.0), limits.get("ram_gb", 0.0), disk)
 
 
@@ -111,6 +120,6 @@ def cheapest_first(inst: Instance) -> tuple[bool, float]:
     return inst.market != MarketType.SPOT, inst.price_per_hour or 0.0
 
 
-def only_type(spec: dict[str, Any], cfg: Config) -> str | None:
-    value = effective_parameters(spec, cfg.tasks.rules).get("instance_type")
+def only_type(task: TesTask | None, cfg: Config) -> str | None:
+    value = effective_parameters(task, cfg.tasks.rules).get("instance_type")
     return str(value) if value else None

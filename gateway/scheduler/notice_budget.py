@@ -38,11 +38,11 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Connection
 
 from capsule_runtime.protocol.messages import CapsuleReport
+from capsule_runtime.protocol.tes import TesTask
 from capsule_runtime.protocol.times import Clock, rfc3339, utcnow
 from gateway.config import Config, NoticeBudgetConfig
-from gateway.migration import Refused
+from gateway.migration import Refused, restarts_by
 from gateway.providers.base import Offer
-from gateway.rules import effective_parameters
 from gateway.store.checkpoint_rates import CheckpointRates, Stats
 from gateway.store.fleet import Attempt, FleetStore, Instance, InstanceState
 from gateway.store.fleet_data import CapsuleProfile, NoticeBudgetNote, NoticePrediction
@@ -216,7 +216,7 @@ class NoticeBudget:
     # -- what a task is ------------------------------------------------------------------------
 
     def footprint(
-        self, attempts: list[Attempt], spec: dict[str, Any] | None, limit_gb: float | None = None
+        self, attempts: list[Attempt], task: TesTask | None, limit_gb: float | None = None
     ) -> Footprint | None:
         """The task's footprint from its attempts (newest last: the newest capsule profile and
         memory sample), else from the memory it asks for, else from `limit_gb` (the memory its
@@ -233,7 +233,7 @@ class NoticeBudget:
         stored = float(profile.stored_bytes or 0)
         basis = "capsule" if size else "usage"
         if not size and not memory:
-            ram_gb = ((spec or {}).get("resources") or {}).get("ram_gb")
+            ram_gb = task.resources.ram_gb if task is not None and task.resources else None
             basis = "request"
             if not ram_gb:
                 ram_gb, basis = limit_gb, "limit"
@@ -254,12 +254,12 @@ class NoticeBudget:
             basis=basis,
         )
 
-    def placing(self, attempts: list[Attempt], spec: dict[str, Any] | None) -> Footprint | None:
+    def placing(self, attempts: list[Attempt], task: TesTask | None) -> Footprint | None:
         """The footprint placement checks (None: nothing to check: the planner is off, or the
         task's recovery is `restart`, which takes no capsule at a notice)."""
-        if not self.enabled or restarts_by(self.config, spec):
+        if not self.enabled or restarts_by(self.config, task):
             return None
-        return self.footprint(attempts, spec)
+        return self.footprint(attempts, task)
 
     # -- placement -------------------------------------------------------------------------------
 
@@ -446,8 +446,8 @@ class NoticeBudget:
         self.refresh()  # a notice is rare: the rates as stored now
         attempts = self.fleet.attempts_of(attempt.task_id)
         record = self.tasks.get(attempt.task_id)
-        spec = record.spec if record is not None else None
-        fp = self.footprint(attempts, spec, limit_gb=memory_limit_gb(attempt, inst))
+        task = record.task if record is not None else None
+        fp = self.footprint(attempts, task, limit_gb=memory_limit_gb(attempt, inst))
         rates = self.rates(inst.provider, inst.instance_type)
         elapsed = (now - fp.since).total_seconds() if fp is not None and fp.since else 0.0
         predicted = self.predict(fp, rates, elapsed) if fp is not None else None
@@ -572,7 +572,7 @@ def plan_capsules(s: Scheduler, now: datetime) -> None:
         if predicted.seconds <= limit:
             continue
         record = s.tasks.get(attempt.task_id)
-        if record is None or restarts_by(s.cfg, record.spec):
+        if record is None or restarts_by(s.cfg, record.task):
             continue
         why = NoticeBudgetNote(
             predicted_s=round(predicted.seconds, 3),
@@ -591,12 +591,6 @@ def plan_capsules(s: Scheduler, now: datetime) -> None:
             )
         except Refused as exc:
             log.info("no notice-budget capsule of %s: %s", attempt.task_id, exc)
-
-
-def restarts_by(cfg: Config, spec: dict[str, Any] | None) -> bool:
-    """A task whose recovery is `restart` takes no capsule at a notice: nothing to plan."""
-    params = effective_parameters(spec or {}, cfg.tasks.rules)
-    return (params.get("recovery") or cfg.scheduler.recovery) == "restart"
 
 
 def memory_limit_gb(attempt: Attempt, inst: Instance) -> float | None:

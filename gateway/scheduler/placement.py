@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Connection
 
 from capsule_runtime.protocol.resources import Resources
+from capsule_runtime.protocol.tes import TesTask
 from gateway.market.policy import MarketPolicy, recovery_plan
 from gateway.providers.base import Capability, Offer
 from gateway.rules import effective_parameters
@@ -53,11 +54,11 @@ def rooms_of(s: Scheduler, instances: list[Instance]) -> dict[str, Resources]:
     query however many instances and attempts there are."""
     used: dict[str, list[float]] = {inst.id: [0.0, 0.0, 0.0] for inst in instances}
     only = instances[0].id if len(instances) == 1 else None  # `room_of`: that one's only
-    for attempt, spec in s.fleet.live_load(only):
+    for attempt, task in s.fleet.live_load(only):
         acc = used.get(attempt.instance_id or "")
-        if acc is None or not spec:
+        if acc is None or task is None:
             continue
-        r = attempt_need(attempt, spec, s.cfg)
+        r = attempt_need(attempt, task, s.cfg)
         acc[0] += r.cpu_cores
         acc[1] += r.ram_gb
         acc[2] += r.disk_gb
@@ -97,15 +98,16 @@ def place_queued(s: Scheduler) -> list[Want]:
         with s.tasks.batch() as conn:
             s.fence(conn)
             for record in queued[start : start + PLACE_BATCH]:
-                if record.spec is None:
+                task = record.task
+                if task is None:
                     continue
-                need = task_request(record.spec, s.cfg)
+                need = task_request(task, s.cfg)
                 if largest is not None and not need.fits(largest):
                     refused.append((record.id, need))
                     continue
-                policy = task_policy(record.spec, s.cfg)
-                only = only_type(record.spec, s.cfg)
-                fp = s.budget.placing([], record.spec)
+                policy = task_policy(task, s.cfg)
+                only = only_type(task, s.cfg)
+                fp = s.budget.placing([], task)
                 spot_only = policy is MarketPolicy.SPOT_ONLY
                 target = next(
                     (
@@ -198,11 +200,11 @@ def place_restores(s: Scheduler) -> tuple[list[Want], frozenset[str]]:
                         conn=conn,
                     )
             continue
-        spec = record.spec or {}
-        need = attempt_need(attempt, spec, s.cfg)
+        task = record.task
+        need = attempt_need(attempt, task, s.cfg)
         exclude = frozenset(attempt.data.exclude)
-        plan = plan_recovery(s, attempt, spec, need, exclude)
-        policy = task_policy(spec, s.cfg)
+        plan = plan_recovery(s, attempt, task, need, exclude)
+        policy = task_policy(task, s.cfg)
         planned = plan.offer
         wanted = attempt.data.target
         # a capsule restores only onto a CPU with its features (gateway.scheduler.compat)
@@ -210,7 +212,7 @@ def place_restores(s: Scheduler) -> tuple[list[Want], frozenset[str]]:
         # a plan's offer is taken as it is; otherwise Spot only where the notice can carry it
         fp = None
         if planned is None and s.budget.enabled:
-            fp = s.budget.placing(s.fleet.attempts_of(attempt.task_id), spec)
+            fp = s.budget.placing(s.fleet.attempts_of(attempt.task_id), task)
         spot_only = policy is MarketPolicy.SPOT_ONLY
         fits = [
             i
@@ -235,7 +237,7 @@ def place_restores(s: Scheduler) -> tuple[list[Want], frozenset[str]]:
                 Want(
                     need,
                     policy,
-                    only_type(spec, s.cfg),
+                    only_type(task, s.cfg),
                     planned,
                     exclude,
                     task_id=attempt.task_id,
@@ -254,7 +256,7 @@ def place_restores(s: Scheduler) -> tuple[list[Want], frozenset[str]]:
 
 
 def plan_recovery(
-    s: Scheduler, attempt: Attempt, spec: dict[str, Any], need: Resources, exclude: frozenset[str]
+    s: Scheduler, attempt: Attempt, task: TesTask | None, need: Resources, exclude: frozenset[str]
 ) -> RecoveryPlan:
     """A reclaimed task's recovery plan (market/policy.py), made once and kept on the
     attempt: the offer to go to, and the pools to quarantine."""
@@ -268,7 +270,7 @@ def plan_recovery(
         and source is not None
         and s.provider.supports(Capability.PRICES)
     ):
-        params = effective_parameters(spec, s.cfg.tasks.rules)
+        params = effective_parameters(task, s.cfg.tasks.rules)
         strategy = params.get("recovery") or s.cfg.scheduler.recovery
         reclaims = [a for a in s.fleet.attempts_of(attempt.task_id) if a.reason == "reclaim"]
         result = recovery_plan(
@@ -278,7 +280,7 @@ def plan_recovery(
             launches.usable_offers(s),
             need,
             launches.market_quarantined(s),
-            task_policy(spec, s.cfg),
+            task_policy(task, s.cfg),
             budget=interruption_budget(params, s.cfg),
         )
         if "budget" in result.reason:

@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from capsule_runtime.protocol.resources import Resources
+from capsule_runtime.protocol.tes import TesTask
 from gateway.market.policy import (
     CostRule,
     ResizeRule,
@@ -55,15 +56,15 @@ def run_triggers(s: Scheduler, now: datetime) -> None:
             if attempt.phase is not AttemptPhase.RUNNING or attempt.data.checkpoint:
                 continue
             record = s.tasks.get(attempt.task_id)
-            if record is None or record.state is not State.RUNNING or not record.spec:
+            task = record.task if record is not None else None
+            if record is None or record.state is not State.RUNNING or task is None:
                 continue
             offers = offers if offers is not None else launches.usable_offers(s)
-            spec = record.spec
-            move = decide_move(s, attempt, inst, spec, offers, quarantined, now)
+            move = decide_move(s, attempt, inst, task, offers, quarantined, now)
             if move is None:
                 continue
             reason, offer, limits = move
-            if limits is not None and resize_in_place(s, attempt, inst, spec, reason, limits):
+            if limits is not None and resize_in_place(s, attempt, inst, task, reason, limits):
                 continue
             plan = offer
             try:
@@ -94,13 +95,13 @@ def resize_in_place(
     s: Scheduler,
     attempt: Attempt,
     inst: Instance,
-    spec: dict[str, Any],
+    task: TesTask,
     reason: str,
     limits: Limits,
 ) -> bool:
     """Grow the container where it runs when its instance has room for the new limits (no
     checkpoint, no new instance); False: it has not, the task must move."""
-    held = attempt_need(attempt, spec, s.cfg)
+    held = attempt_need(attempt, task, s.cfg)
     assert limits.cpu_cores is not None and limits.ram_gb is not None
     wanted = Resources(limits.cpu_cores, limits.ram_gb, held.disk_gb)
     if wanted.cpu_cores < held.cpu_cores or wanted.ram_gb < held.ram_gb:
@@ -114,8 +115,10 @@ def resize_in_place(
             cpu_cores=limits.cpu_cores, ram_gb=limits.ram_gb, reason=reason, sent=False
         ),
     )
-    old = attempt.data.limits.dump() if attempt.data.limits else spec.get("resources") or {}
-    before = f"cpu {old.get('cpu_cores', '-')}, memory {old.get('ram_gb', '-')} GB"
+    old = attempt.data.limits or task.resources
+    cpu_before = old.cpu_cores if old is not None and old.cpu_cores is not None else "-"
+    ram_before = old.ram_gb if old is not None and old.ram_gb is not None else "-"
+    before = f"cpu {cpu_before}, memory {ram_before} GB"
     after = f"cpu {limits.cpu_cores:g}, memory {limits.ram_gb:g} GB"
     s.tasks.record(
         attempt.task_id,
@@ -134,7 +137,7 @@ def decide_move(
     s: Scheduler,
     attempt: Attempt,
     inst: Instance,
-    spec: dict[str, Any],
+    task: TesTask,
     offers: list[Offer],
     quarantined: frozenset[tuple[str, str]],
     now: datetime,
@@ -143,7 +146,7 @@ def decide_move(
     new limits."""
     sch = s.cfg.scheduler
     current = offer_of(inst)
-    need = task_request(spec, s.cfg)
+    need = task_request(task, s.cfg)
     history = attempt.data.usage
     if sch.rightsizing.enabled and history:
         r = sch.rightsizing
@@ -162,12 +165,12 @@ def decide_move(
             duration_seconds=r.duration_seconds,
             mem_upper=r.memory_upper,
         )
-        allocated = allocation(attempt, spec, inst)
+        allocated = allocation(attempt, task, inst)
         given = attempt.data.limits
         limited = (
             "ram_gb" in given.model_fields_set
             if given is not None
-            else "ram_gb" in (spec.get("resources") or {})
+            else task.resources is not None and task.resources.ram_gb is not None
         )
         resize = resize_decision(
             samples,
@@ -197,7 +200,7 @@ def decide_move(
         migration_cost_usd=migration_cost_usd(memory_gib, inst.price_per_hour, inst.price_per_hour),
         rule=CostRule(c.threshold_pct, c.max_price, c.hysteresis_pct, c.min_interval_seconds),
         quarantined=quarantined,
-        policy=task_policy(spec, s.cfg),
+        policy=task_policy(task, s.cfg),
         seconds_since_last_move=age(attempt.start_time, now),
     )
     return ("cost", offer, None) if offer is not None else None

@@ -17,10 +17,12 @@ import json
 from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
+from functools import lru_cache
 from typing import Any, Unpack
 
 from sqlalchemy import Connection, bindparam, func, insert, select, update
 
+from capsule_runtime.protocol.tes import TesTask
 from capsule_runtime.protocol.times import Clock, rfc3339, utcnow
 from gateway.store.database import Database
 from gateway.store.events import write_event
@@ -121,6 +123,24 @@ def _capsule(row: Any) -> Capsule:
     )
 
 
+# The scheduler reads every live instance and attempt each tick, and most rows' JSON has not
+# changed since the last one: each distinct document is parsed once. The models are frozen (a
+# change is a new row value, never an edit in place), so sharing one parse is safe.
+@lru_cache(maxsize=16384)
+def _instance_data(raw: str) -> InstanceData:
+    return InstanceData.model_validate_json(raw)
+
+
+@lru_cache(maxsize=16384)
+def _attempt_data(raw: str) -> AttemptData:
+    return AttemptData.model_validate_json(raw)
+
+
+@lru_cache(maxsize=4096)
+def _task_document(raw: str) -> TesTask:
+    return TesTask.model_validate_json(raw)
+
+
 def _instance(row: Any) -> Instance:
     return Instance(
         id=row.id,
@@ -133,7 +153,7 @@ def _instance(row: Any) -> Instance:
         created_time=row.created_time,
         updated_time=row.updated_time,
         last_heartbeat=row.last_heartbeat,
-        data=InstanceData.model_validate_json(row.data) if row.data else InstanceData(),
+        data=_instance_data(row.data) if row.data else InstanceData(),
         provider_id=row.provider_id,
         provider_data=json.loads(row.provider_data) if row.provider_data else {},
         owner=row.owner,
@@ -150,7 +170,7 @@ def _attempt(row: Any) -> Attempt:
         reason=row.reason,
         start_time=row.start_time,
         end_time=row.end_time,
-        data=AttemptData.model_validate_json(row.data) if row.data else AttemptData(),
+        data=_attempt_data(row.data) if row.data else AttemptData(),
         version=row.version,
         report_ids=tuple(json.loads(row.report_ids)) if row.report_ids else (),
     )
@@ -607,10 +627,8 @@ class FleetStore:
         with self.db.engine.connect() as conn:
             return [_attempt(r) for r in conn.execute(query.order_by(attempts.c.start_time))]
 
-    def live_load(
-        self, instance_id: str | None = None
-    ) -> list[tuple[Attempt, dict[str, Any] | None]]:
-        """Every live attempt on an instance (on `instance_id`, when given) with its task's spec,
+    def live_load(self, instance_id: str | None = None) -> list[tuple[Attempt, TesTask | None]]:
+        """Every live attempt on an instance (on `instance_id`, when given) with its task,
         in one query (what the scheduler counts against each instance's capacity), oldest
         first."""
         query = _LIVE_LOAD
@@ -618,7 +636,7 @@ class FleetStore:
             query = query.where(attempts.c.instance_id == instance_id)
         with self.db.engine.connect() as conn:
             rows = conn.execute(query).all()
-        return [(_attempt(r), json.loads(r.spec) if r.spec else None) for r in rows]
+        return [(_attempt(r), _task_document(r.spec) if r.spec else None) for r in rows]
 
     def set_phase(
         self,

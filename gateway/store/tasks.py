@@ -12,12 +12,14 @@ import json
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from sqlalchemy import Connection, Engine, and_, bindparam, exists, insert, select, text, update
 
 from capsule_runtime.protocol.redact import redact_lines
 from capsule_runtime.protocol.tasklog import drop_unstarted
+from capsule_runtime.protocol.tes import TesTask
 from capsule_runtime.protocol.times import Clock, rfc3339, utcnow
 from gateway.store.database import Database
 from gateway.store.events import read_events, write_event
@@ -86,8 +88,14 @@ class TaskRecord:
     owner: str = ""
     name: str | None = None
     creation_time: str | None = None
-    spec: dict[str, Any] | None = None
+    spec: dict[str, Any] | None = None  # the stored document, as the API echoes it
     logs: list[dict[str, Any]] | None = None
+
+    @cached_property
+    def task(self) -> TesTask | None:
+        """The task document, typed: what the scheduler and the dispatcher read (None when
+        this record was read without it)."""
+        return TesTask.model_validate(self.spec) if self.spec is not None else None
 
 
 @dataclass(frozen=True)

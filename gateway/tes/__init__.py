@@ -1,6 +1,6 @@
 """TES 1.1 wire types, states and validation — a leaf package: no Flask, no SQLAlchemy, no boto3."""
 
-from gateway.tes.models import (
+from capsule_runtime.protocol.tes import (
     TesExecutor,
     TesExecutorLog,
     TesInput,

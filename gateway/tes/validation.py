@@ -16,9 +16,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from capsule_runtime.protocol.tes import TesTask
 from gateway.tes.backend_parameters import BackendParameters
 from gateway.tes.errors import FieldError, TaskValidationError
-from gateway.tes.models import TesTask
 
 WILDCARD = re.compile(r"[*?\[]")
 URL_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
@@ -50,7 +50,8 @@ class TaskLimits(BaseModel):
 
 @dataclass
 class ParsedTask:
-    task: dict[str, Any]  # the normalised wire document, nulls omitted
+    task: dict[str, Any]  # the normalised wire document, nulls omitted (what is stored)
+    model: TesTask  # the same document, typed
     warnings: list[str] = field(default_factory=list)
 
 
@@ -99,7 +100,7 @@ def parse_task(body: Any, limits: TaskLimits, backend_parameters: BackendParamet
         resources["backend_parameters"] = params
     if checker.errors:
         raise TaskValidationError(checker.errors)
-    return ParsedTask(task, warnings)
+    return ParsedTask(task, TesTask.model_validate(task), warnings)
 
 
 class _Checker:

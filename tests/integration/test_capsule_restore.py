@@ -32,6 +32,7 @@ from capsule_runtime.protocol.messages import (
     TaskSettings,
 )
 from capsule_runtime.runner import TaskRun
+from tests.fixtures.documents import tes_task
 from tests.fixtures.recorder import Recorder
 from tests.fixtures.waiting import wait_for
 
@@ -62,12 +63,14 @@ def assignment(
     return Assignment(
         attempt_id=attempt,
         task_id="t-restore",
-        task={
-            "executors": [
-                {"image": image, "command": ["sh", "-c", COUNTER, "counter", str(N)]},
-            ],
-            "outputs": [{"path": "/work/count", "url": f"file://{out}/count", "type": "FILE"}],
-        },
+        task=tes_task(
+            {
+                "executors": [
+                    {"image": image, "command": ["sh", "-c", COUNTER, "counter", str(N)]},
+                ],
+                "outputs": [{"path": "/work/count", "url": f"file://{out}/count", "type": "FILE"}],
+            }
+        ),
         settings=TaskSettings(allowed_dirs=[str(tmp)]),
         capsules=CapsuleSettings(store=str(tmp / "store"), encryption=ENCRYPTION),
         restore=restore or [],
@@ -205,12 +208,14 @@ def test_a_stdout_swapped_for_a_host_link_is_never_mounted_by_a_restore(
         return Assignment(
             attempt_id=attempt_id,
             task_id="t-restore",
-            task={
-                "executors": [
-                    {"image": busybox_image, "command": ["sh", "-c", swap], "stdout": "/work/o"}
-                ],
-                "volumes": ["/work"],
-            },
+            task=tes_task(
+                {
+                    "executors": [
+                        {"image": busybox_image, "command": ["sh", "-c", swap], "stdout": "/work/o"}
+                    ],
+                    "volumes": ["/work"],
+                }
+            ),
             settings=TaskSettings(allowed_dirs=[str(tmp_path / "allowed")]),
             capsules=CapsuleSettings(store=str(tmp_path / "store"), encryption=ENCRYPTION),
             restore=restore,

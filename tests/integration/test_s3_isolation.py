@@ -25,6 +25,7 @@ from capsule_runtime.staging import (
     stage_inputs,
     upload_outputs_report,
 )
+from tests.fixtures.documents import tes_inputs, tes_outputs, tes_task
 from tests.fixtures.seaweedfs import SeaweedS3, _seaweedfs  # noqa: F401
 from tests.fixtures.server import RunningServer, tescape_server
 from tests.fixtures.tasks import ended, submit
@@ -81,7 +82,7 @@ def workspace(tmp_path: Path, task: dict[str, Any], seaweedfs: SeaweedS3, b: Buc
         s3_allowed=[f"{b.shared}/inputs", f"{b.lab}/alice"], s3_denied=[b.store]
     )
     return Workspace.create(
-        tmp_path / f"ws-{uuid.uuid4().hex[:6]}", task, policy, s3=s3_config(seaweedfs)
+        tmp_path / f"ws-{uuid.uuid4().hex[:6]}", tes_task(task), policy, s3=s3_config(seaweedfs)
     )
 
 
@@ -104,7 +105,7 @@ def test_the_agent_refuses_forbidden_inputs(
     url = "s3://" + url.format(store=b.store, shared=b.shared, lab=b.lab, other=b.other)
     task = {"inputs": [{"url": url, "path": "/in/x", "type": kind}], "executors": [EX]}
     with workspace(tmp_path, task, seaweedfs, b) as ws, pytest.raises(AccessRefused):
-        stage_inputs(task["inputs"], ws)
+        stage_inputs(tes_inputs(task["inputs"]), ws)
     copied = [p for p in (tmp_path).rglob("*") if p.is_file()]
     assert not any(p.read_bytes() in (MANIFEST, b"bob's", b"not yours") for p in copied)
 
@@ -119,7 +120,7 @@ def test_the_agent_stages_what_the_list_allows(
     ]
     task = {"inputs": inputs, "executors": [EX]}
     with workspace(tmp_path, task, seaweedfs, b) as ws:
-        stage_inputs(inputs, ws)
+        stage_inputs(tes_inputs(inputs), ws)
         assert ws.tree_path("/in/a.txt").read_bytes() == b"shared input"
         assert ws.tree_path("/in/alice/in.txt").read_bytes() == b"alice's"
 
@@ -139,13 +140,13 @@ def test_the_agent_never_writes_over_or_above_the_capsules(
     ]
     task = {"outputs": outputs, "executors": [EX]}
     with workspace(tmp_path, task, seaweedfs, b) as ws:
-        stage_inputs([], ws)
+        stage_inputs(tes_inputs([]), ws)
         work = ws.tree_path("/work")
         (work / "evil.json").write_bytes(b"{}")
         (work / "tree" / "capsules" / "t1").mkdir(parents=True)
         (work / "tree" / "tescape" / "capsules" / "t1").mkdir(parents=True)
         (work / "tree" / "tescape" / "capsules" / "t1" / "manifest.json").write_bytes(b"{}")
-        report = upload_outputs_report(outputs, ws)
+        report = upload_outputs_report(tes_outputs(outputs), ws)
     logs, notes = report.as_tuple()
     assert report.failed == 4  # refused outputs fail the task (SYSTEM_ERROR), not skipped
     assert capsule_objects(seaweedfs, b) == before  # nothing overwritten, nothing added

@@ -35,6 +35,7 @@ from capsule_runtime.staging import (
     stage_inputs,
     upload_outputs,
 )
+from tests.fixtures.documents import tes_inputs, tes_outputs, tes_task
 from tests.fixtures.seaweedfs import SeaweedS3, _seaweedfs  # noqa: F401
 
 MiB = 1 << 20
@@ -170,7 +171,7 @@ def make_workspace(
 ) -> Workspace:
     return Workspace.create(
         tmp_path / f"ws-{uuid.uuid4().hex[:6]}",
-        task,
+        tes_task(task),
         StagingPolicy.create([allowed], **policy),
         s3=s3_config(seaweedfs) if seaweedfs is not None else None,
     )
@@ -228,7 +229,7 @@ def test_inputs_from_every_scheme(
         "executors": [{**EX, "workdir": "/work"}],
     }
     with make_workspace(tmp_path, task, allowed, seaweedfs) as ws:
-        mounts = stage_inputs(task["inputs"], ws)
+        mounts = stage_inputs(tes_inputs(task["inputs"]), ws)
         assert [m.container for m in mounts] == ["/data", "/work"]
         t = ws.tree_path
         assert t("/work/bare.txt").read_text() == "hello"
@@ -269,7 +270,7 @@ def test_missing_inputs_fail_with_the_path(
             make_workspace(tmp_path, task, allowed, seaweedfs) as ws,
             pytest.raises(SourceMissing, match="input /work/x: "),
         ):
-            stage_inputs(task["inputs"], ws)
+            stage_inputs(tes_inputs(task["inputs"]), ws)
 
 
 def test_unknown_schemes_are_a_clear_error(tmp_path: Path, allowed: Path) -> None:
@@ -279,7 +280,7 @@ def test_unknown_schemes_are_a_clear_error(tmp_path: Path, allowed: Path) -> Non
             make_workspace(tmp_path, task, allowed) as ws,
             pytest.raises(UnsupportedScheme, match="scheme is not supported by this worker"),
         ):
-            stage_inputs(task["inputs"], ws)
+            stage_inputs(tes_inputs(task["inputs"]), ws)
 
 
 def test_s3_auth_is_real(tmp_path: Path, seaweedfs: SeaweedS3, bucket: str) -> None:
@@ -325,7 +326,7 @@ def test_outputs_to_every_scheme(
     ]
     task = {"outputs": outputs, "executors": [{**EX, "workdir": "/work"}]}
     with make_workspace(tmp_path, task, allowed, seaweedfs) as ws:
-        stage_inputs([], ws)
+        stage_inputs(tes_inputs([]), ws)
         work = ws.tree_path("/work")
         (work / "result.txt").write_text("result!")
         write_tree(work / "results", TREE)
@@ -333,7 +334,7 @@ def test_outputs_to_every_scheme(
         write_tree(
             work, {"a.csv": b"1", "b.csv": b"22", "sample_1/s.vcf": b"v1", "sample_2/s.vcf": b"v2"}
         )
-        logs, notes = upload_outputs(outputs, ws)
+        logs, notes = upload_outputs(tes_outputs(outputs), ws)
     by_url = {entry["url"]: entry for entry in logs}
     assert by_url[f"{out}/bare.txt"] == {
         "url": f"{out}/bare.txt",
@@ -391,15 +392,15 @@ def test_allowed_dirs_refusals(tmp_path: Path, allowed: Path) -> None:
         task = {"inputs": [{"url": url, "path": "/work/in", "type": "FILE"}], "executors": [EX]}
         with make_workspace(tmp_path, task, allowed) as ws:
             with pytest.raises(AccessRefused, match="outside the directories tasks may use"):
-                stage_inputs(task["inputs"], ws)
+                stage_inputs(tes_inputs(task["inputs"]), ws)
             assert not ws.tree_path("/work/in").exists() or not any(
                 ws.tree_path("/work/in").iterdir()
             )
     outputs = [{"url": str(outside / "written.txt"), "path": "/work/o", "type": "FILE"}]
     with make_workspace(tmp_path, {"outputs": outputs, "executors": [EX]}, allowed) as ws:
-        stage_inputs([], ws)
+        stage_inputs(tes_inputs([]), ws)
         ws.tree_path("/work/o").write_text("o")
-        logs, notes = upload_outputs(outputs, ws)
+        logs, notes = upload_outputs(tes_outputs(outputs), ws)
     assert logs == [] and not (outside / "written.txt").exists()
     assert "outside the directories tasks may use" in notes[0]
 
@@ -429,11 +430,11 @@ def test_metadata_addresses_are_refused_for_inputs_and_outputs(
         "executors": [EX],
     }
     started = time.monotonic()
-    with Workspace.create(tmp_path / "ws", task, policy) as ws:
+    with Workspace.create(tmp_path / "ws", tes_task(task), policy) as ws:
         with pytest.raises(AccessRefused, match="instance-metadata"):
-            stage_inputs(task["inputs"], ws)
+            stage_inputs(tes_inputs(task["inputs"]), ws)
         ws.tree_path("/work/in").write_text("x")
-        logs, notes = upload_outputs(task["outputs"], ws)
+        logs, notes = upload_outputs(tes_outputs(task["outputs"]), ws)
     assert logs == [] and "instance-metadata" in notes[0]
     assert time.monotonic() - started < 5  # refused before any connection attempt
 
@@ -467,7 +468,7 @@ def test_private_networks_blocked_on_and_off(
         "executors": [EX],
     }
     with make_workspace(tmp_path, task, allowed, seaweedfs, block_private_networks=False) as ws:
-        stage_inputs(task["inputs"], ws)
+        stage_inputs(tes_inputs(task["inputs"]), ws)
         assert ws.tree_path("/work/http").read_text() == "private"
         assert ws.tree_path("/work/s3").read_text() == "private"
     for one in task["inputs"]:
@@ -475,13 +476,13 @@ def test_private_networks_blocked_on_and_off(
             make_workspace(tmp_path, task, allowed, seaweedfs, block_private_networks=True) as ws,
             pytest.raises(AccessRefused, match="block_private_networks"),
         ):
-            stage_inputs([one], ws)
+            stage_inputs(tes_inputs([one]), ws)
     outputs = [{"url": f"s3://{bucket}/blocked.txt", "path": "/work/o", "type": "FILE"}]
     blocked = {"outputs": outputs, "executors": [EX]}
     with make_workspace(tmp_path, blocked, allowed, seaweedfs, block_private_networks=True) as ws:
-        stage_inputs([], ws)
+        stage_inputs(tes_inputs([]), ws)
         ws.tree_path("/work/o").write_text("o")
-        logs, notes = upload_outputs(outputs, ws)
+        logs, notes = upload_outputs(tes_outputs(outputs), ws)
     assert logs == [] and "block_private_networks" in notes[0]
 
 
@@ -511,7 +512,7 @@ def test_two_thousand_inputs_make_one_mount(tmp_path: Path, allowed: Path) -> No
     task = {"inputs": inputs, "outputs": outputs, "executors": [EX]}
     started = time.monotonic()
     with make_workspace(tmp_path, task, allowed) as ws:
-        mounts = stage_inputs(inputs, ws)
+        mounts = stage_inputs(tes_inputs(inputs), ws)
         elapsed = time.monotonic() - started
         assert [m.container for m in mounts] == [CALL]
         staged = list(ws.tree_path(f"{CALL}/inputs").rglob("*.txt"))
@@ -531,7 +532,7 @@ def test_many_s3_objects_as_one_directory(
         "executors": [EX],
     }
     with make_workspace(tmp_path, task, allowed, seaweedfs) as ws:
-        stage_inputs(task["inputs"], ws)
+        stage_inputs(tes_inputs(task["inputs"]), ws)
         files = read_tree(ws.tree_path("/data/many"))
     assert len(files) == 300 and files["5/obj250"] == b"250"
 
@@ -571,16 +572,16 @@ def test_256_mib_through_s3_multipart_with_bounded_memory(
     seen: list[Any] = []
     ws = Workspace.create(
         tmp_path / "ws",
-        task,
+        tes_task(task),
         StagingPolicy.create([allowed]),
         s3=s3_config(seaweedfs),
         on_progress=seen.append,
     )
     with ws:
-        stage_inputs(task["inputs"], ws)
+        stage_inputs(tes_inputs(task["inputs"]), ws)
         tracemalloc.start()
         try:
-            logs, notes = upload_outputs(outputs, ws)
+            logs, notes = upload_outputs(tes_outputs(outputs), ws)
             _, upload_peak = tracemalloc.get_traced_memory()
         finally:
             tracemalloc.stop()
@@ -597,7 +598,7 @@ def test_256_mib_through_s3_multipart_with_bounded_memory(
     with make_workspace(tmp_path, down_task, allowed, seaweedfs) as ws:
         tracemalloc.start()
         try:
-            stage_inputs(down_task["inputs"], ws)
+            stage_inputs(tes_inputs(down_task["inputs"]), ws)
             _, download_peak = tracemalloc.get_traced_memory()
         finally:
             tracemalloc.stop()
@@ -620,7 +621,7 @@ def test_cancel_stops_an_s3_download_midway(
         ws.progress_interval = 0
         ws.on_progress = lambda p: ws.cancel() if p.bytes_done >= 4 * MiB else None
         with pytest.raises(StagingCancelled):
-            stage_inputs(task["inputs"], ws)
+            stage_inputs(tes_inputs(task["inputs"]), ws)
         staged = ws.tree_path("/data/big")
         assert not staged.exists() or staged.stat().st_size < size
 
@@ -674,7 +675,7 @@ def test_cromwell_tree_in_a_real_container(
         "executors": [{**EX, "stdout": f"{execution}/stdout", "stderr": f"{execution}/stderr"}],
     }
     with make_workspace(tmp_path, task, allowed, seaweedfs) as ws:
-        mounts = stage_inputs(inputs, ws)
+        mounts = stage_inputs(tes_inputs(inputs), ws)
         assert [m.container for m in mounts] == [CALL]
         spec = ContainerSpec(
             image=image,
@@ -693,7 +694,7 @@ def test_cromwell_tree_in_a_real_container(
         assert code == 0, ws.tree_path(f"{execution}/stderr").read_text()
         linked = ws.tree_path(f"{execution}/hardlink.txt")
         assert linked.stat().st_nlink == 3 and linked.read_text() == "world\nchanged\n"
-        logs, notes = upload_outputs(outputs, ws)
+        logs, notes = upload_outputs(tes_outputs(outputs), ws)
     assert notes == []
     assert (allowed / "name.txt").read_text() == "world\n"  # the source input is untouched
     assert script.read_text().endswith("# ran\n")  # the script went back out as an output

@@ -16,6 +16,7 @@ from capsule_runtime.protocol.messages import (
     ResizeOrder,
     Resources,
 )
+from tests.fixtures.documents import tes_task
 
 
 class FakeRun:
@@ -81,7 +82,7 @@ def agent(client: ScriptedClient, runs: list[FakeRun], tmp_path: Path) -> Agent:
 
 
 def assign(aid: str) -> Assignment:
-    return Assignment(attempt_id=aid, task_id="t", task={})
+    return Assignment(attempt_id=aid, task_id="t", task=tes_task({}))
 
 
 def test_resent_orders_run_once_and_are_acknowledged(tmp_path: Path) -> None:

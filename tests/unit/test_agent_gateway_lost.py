@@ -11,6 +11,7 @@ from typing import Any
 from capsule_runtime.agent import Agent
 from capsule_runtime.client import GatewayUnreachable
 from capsule_runtime.protocol.messages import Assignment, CheckpointOrder, Orders, Resources
+from tests.fixtures.documents import tes_task
 
 
 class ParkableRun:
@@ -60,7 +61,9 @@ class AwayGateway:
         self.polls += 1
         if self.polls == 1:
             self.last_answer = time.monotonic()
-            return Orders(assign=[Assignment(attempt_id=a, task_id=a, task={}) for a in "ab"])
+            return Orders(
+                assign=[Assignment(attempt_id=a, task_id=a, task=tes_task({})) for a in "ab"]
+            )
         self.last_answer -= 100.0  # as if a long time went by without an answer
         raise GatewayUnreachable("connection refused")
 

@@ -11,6 +11,7 @@ import pytest
 from capsule_runtime.capsules.crypto import LocalKeyWrapper, wrapper_from_settings
 from gateway.app import build_services
 from gateway.config import Config
+from tests.fixtures.documents import tes_task
 
 TASK = {"executors": [{"image": "alpine", "command": ["true"]}]}
 
@@ -18,7 +19,7 @@ TASK = {"executors": [{"image": "alpine", "command": ["true"]}]}
 def settings_of(config: Config) -> dict[str, object]:
     services = build_services(config)
     try:
-        return services.dispatcher.capsule_settings(TASK).encryption
+        return services.dispatcher.capsule_settings(tes_task(TASK)).encryption
     finally:
         services.close()
 

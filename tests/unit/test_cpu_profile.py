@@ -21,6 +21,7 @@ from capsule_runtime.protocol.messages import (
 )
 from capsule_runtime.runner import TaskRun
 from tests.fixtures import capsule_runs
+from tests.fixtures.documents import tes_task
 from tests.fixtures.recorder import Recorder
 
 X86 = """processor\t: 0
@@ -92,13 +93,13 @@ def test_a_capsule_from_a_richer_cpu_is_restored_elsewhere(
     settings = CapsuleSettings(store=str(tmp_path / "store"))
     task = {"executors": [{"image": "img", "command": ["sleep", "1000"]}]}
     engine = FakeEngine(images=["img"])
-    first = Assignment(attempt_id="a1", task_id="t1", task=task, capsules=settings)
+    first = Assignment(attempt_id="a1", task_id="t1", task=tes_task(task), capsules=settings)
     ref = capsule_runs.one_capsule(first, engine, tmp_path / "w1")
     monkeypatch.setattr(checkpointing, "cpu_profile", lambda: here)
     second = Assignment(
         attempt_id="a2",
         task_id="t1",
-        task=task,
+        task=tes_task(task),
         capsules=settings,
         restore=[ref],
         next_sequence=2,

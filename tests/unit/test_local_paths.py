@@ -20,6 +20,7 @@ from capsule_runtime.staging.local import LocalStorage
 from capsule_runtime.staging.policy import StagingPolicy
 from gateway.config import Config, load_config
 from gateway.private_state import make_private
+from tests.fixtures.documents import tes_task
 
 
 @pytest.fixture
@@ -134,7 +135,7 @@ def test_task_path_errors_name_each_field(host: Path) -> None:
             {"url": f"{host}/mine/out/", "path": "/d/", "type": "DIRECTORY"},
         ],
     }
-    errors = {e.field: e.message for e in task_path_errors(task, rules)}
+    errors = {e.field: e.message for e in task_path_errors(tes_task(task), rules)}
     assert set(errors) == {"inputs[1].url", "inputs[4].url", "outputs[0].url"}
     assert "tescape's own state" in errors["inputs[1].url"]
     assert "naming a host" in errors["inputs[4].url"]
@@ -150,7 +151,10 @@ def test_directory_and_wildcard_outputs_must_not_hold_the_data_dir(host: Path) -
             {"url": f"file://{host}/mine/", "path": "/w/*.txt", "path_prefix": "/w"},
         ]
     }
-    assert [e.field for e in task_path_errors(task, rules)] == ["outputs[0].url", "outputs[1].url"]
+    assert [e.field for e in task_path_errors(tes_task(task), rules)] == [
+        "outputs[0].url",
+        "outputs[1].url",
+    ]
 
 
 # -- configuration ------------------------------------------------------------------------------

@@ -2,7 +2,8 @@
 
 import pytest
 
-from gateway.tes.models import SERVER_TASK_FIELDS, SPEC_SCHEMAS, TesTask
+from capsule_runtime.protocol.tes import TesTask
+from gateway.tes.models import SERVER_TASK_FIELDS, SPEC_SCHEMAS
 from gateway.tes.states import State
 from tests import spec
 

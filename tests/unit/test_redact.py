@@ -20,6 +20,7 @@ from capsule_runtime.protocol.redact import (
 )
 from gateway.store.database import open_database
 from gateway.store.tasks import TaskStore
+from tests.fixtures.documents import tes_task
 
 
 @pytest.mark.parametrize(
@@ -138,7 +139,9 @@ def test_an_agent_remembers_its_assignments_secrets() -> None:
         Assignment(
             attempt_id="a1",
             task_id="t1",
-            task={"executors": [{"image": "x", "command": ["true"], "env": {"PGPASS": "nope"}}]},
+            task=tes_task(
+                {"executors": [{"image": "x", "command": ["true"], "env": {"PGPASS": "nope"}}]}
+            ),
             settings=TaskSettings(
                 registry_credentials={"reg.example": {"username": "u", "password": "reg-pw-9876"}},
                 s3={"secret_access_key": "s3-secret-5432"},

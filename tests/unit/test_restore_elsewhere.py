@@ -22,6 +22,7 @@ from capsule_runtime.protocol.messages import (
 from capsule_runtime.runner import TaskRun
 from gateway.tes.states import AttemptPhase
 from tests.fixtures import capsule_runs
+from tests.fixtures.documents import tes_task
 from tests.fixtures.recorder import Recorder
 from tests.fixtures.world import World, running_with
 
@@ -39,7 +40,7 @@ def assignment(tmp: Path, attempt: str, restore: list[CapsuleRef], elsewhere: bo
     return Assignment(
         attempt_id=attempt,
         task_id="t1",
-        task={"executors": [{"image": "img", "command": ["sleep", "1000"]}]},
+        task=tes_task({"executors": [{"image": "img", "command": ["sleep", "1000"]}]}),
         capsules=CapsuleSettings(store=str(tmp / "store")),
         restore=restore,
         next_sequence=2 if restore else 1,

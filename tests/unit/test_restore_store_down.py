@@ -20,6 +20,7 @@ from capsule_runtime.protocol.messages import (
 )
 from capsule_runtime.runner import TaskRun
 from tests.fixtures import capsule_runs
+from tests.fixtures.documents import tes_task
 from tests.fixtures.recorder import Recorder
 
 
@@ -43,7 +44,7 @@ def assignment(tmp: Path, attempt: str, wait: float, restore: list[CapsuleRef]) 
     return Assignment(
         attempt_id=attempt,
         task_id="t1",
-        task={"executors": [{"image": "img", "command": ["sleep", "1000"]}]},
+        task=tes_task({"executors": [{"image": "img", "command": ["sleep", "1000"]}]}),
         capsules=CapsuleSettings(store=str(tmp / "store"), store_wait_seconds=wait),
         restore=restore,
         next_sequence=2 if restore else 1,

@@ -20,6 +20,7 @@ from capsule_runtime.protocol.messages import (
     TaskSettings,
 )
 from capsule_runtime.runner import TaskRun
+from tests.fixtures.documents import tes_task
 
 
 class Gateway:
@@ -48,11 +49,13 @@ def run_task(tmp_path: Path, gateway: Gateway) -> Path:
     assignment = Assignment(
         attempt_id="a1",
         task_id="t1",
-        task={
-            "executors": [{"image": "img", "command": ["true"]}],
-            "inputs": [{"path": "/work/result", "content": "made by a1"}],
-            "outputs": [{"path": "/work/result", "url": f"file://{out}", "type": "FILE"}],
-        },
+        task=tes_task(
+            {
+                "executors": [{"image": "img", "command": ["true"]}],
+                "inputs": [{"path": "/work/result", "content": "made by a1"}],
+                "outputs": [{"path": "/work/result", "url": f"file://{out}", "type": "FILE"}],
+            }
+        ),
         settings=TaskSettings(allowed_dirs=[str(tmp_path / "out")]),
         capsules=CapsuleSettings(store=str(tmp_path / "store")),
     )

@@ -13,6 +13,7 @@ from capsule_runtime.protocol.s3_paths import S3Location, S3Rules, task_s3_error
 from capsule_runtime.runner import s3_store_location
 from capsule_runtime.staging import AccessRefused, S3Config, S3Storage, StagingPolicy
 from gateway.config import Config
+from tests.fixtures.documents import tes_task
 
 STORE = "shared/tescape/capsules"
 
@@ -123,7 +124,7 @@ def test_task_s3_errors_name_each_field() -> None:
             {"url": "s3://shared/results/", "path": "/w/*.txt", "path_prefix": "/w"},
         ],
     }
-    errors = {e.field: e.message for e in task_s3_errors(task, capsule_rules())}
+    errors = {e.field: e.message for e in task_s3_errors(tes_task(task), capsule_rules())}
     assert set(errors) == {"inputs[1].url", "inputs[2].url", "outputs[0].url"}
     assert "covers s3://shared/tescape/capsules" in errors["outputs[0].url"]
 
@@ -189,9 +190,9 @@ def test_dispatch_sends_the_lists_of_the_tasks_owner(monkeypatch: pytest.MonkeyP
 
     dispatch = Dispatcher.__new__(Dispatcher)
     dispatch.cfg, dispatch.library = cfg, Library()  # type: ignore[assignment]
-    alice = dispatch.settings({"executors": []}, "alice")
+    alice = dispatch.settings(tes_task({"executors": []}), "alice")
     assert alice.s3_allowed == ["lab-data/alice"] and alice.s3_denied == [STORE]
-    assert dispatch.settings({"executors": []}, "bob").s3_allowed is None
+    assert dispatch.settings(tes_task({"executors": []}), "bob").s3_allowed is None
     assert "allowed" not in alice.s3
 
 

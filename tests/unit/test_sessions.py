@@ -22,6 +22,7 @@ from capsule_runtime.protocol.messages import (
 )
 from capsule_runtime.runner import TaskRun
 from capsule_runtime.sessions import Checkpointer, Resizer, Restorer, Running
+from tests.fixtures.documents import tes_task
 from tests.fixtures.waiting import wait_for
 
 
@@ -48,7 +49,7 @@ def assignment(tmp: Path, store: bool = True) -> Assignment:
     return Assignment(
         attempt_id="a1",
         task_id="t1",
-        task={"executors": [{"image": "img", "command": ["sleep", "1000"]}]},
+        task=tes_task({"executors": [{"image": "img", "command": ["sleep", "1000"]}]}),
         capsules=CapsuleSettings(store=str(tmp / "store") if store else ""),
         next_sequence=1,
     )

@@ -40,6 +40,7 @@ from capsule_runtime.staging import (
 )
 from gateway.app import create_app
 from gateway.config import Config, load_config
+from tests.fixtures.documents import tes_input, tes_inputs, tes_outputs, tes_task
 
 EX: dict[str, Any] = {"image": "busybox", "command": ["true"]}
 
@@ -58,16 +59,16 @@ def rules(shared: Path, denied: tuple[Path, ...] = ()) -> LocalPathRules:
 def test_a_path_named_at_itself_inside_a_shared_dir_is_mounted(shared: Path) -> None:
     js = f"{shared}/js"
     r = rules(shared)
-    assert shared_path({"url": f"file://{js}", "path": js, "type": "DIRECTORY"}, r) == js
-    assert shared_path({"url": js, "path": js + "/"}, r) == js  # bare path, normalised
+    assert shared_path(tes_input({"url": f"file://{js}", "path": js, "type": "DIRECTORY"}), r) == js
+    assert shared_path(tes_input({"url": js, "path": js + "/"}), r) == js  # bare path, normalised
     # another container path: an ordinary local path, copied
-    assert shared_path({"url": f"file://{js}", "path": "/work/js"}, r) is None
+    assert shared_path(tes_input({"url": f"file://{js}", "path": "/work/js"}), r) is None
     # inline content wins over url: never a mount
-    assert shared_path({"url": js, "path": js, "content": "x"}, r) is None
+    assert shared_path(tes_input({"url": js, "path": js, "content": "x"}), r) is None
     # outside every shared dir
-    assert shared_path({"url": "/elsewhere/x", "path": "/elsewhere/x"}, r) is None
+    assert shared_path(tes_input({"url": "/elsewhere/x", "path": "/elsewhere/x"}), r) is None
     # no shared dirs configured: nothing is
-    assert shared_path({"url": js, "path": js}, LocalPathRules.create([shared])) is None
+    assert shared_path(tes_input({"url": js, "path": js}), LocalPathRules.create([shared])) is None
 
 
 def test_shared_dirs_are_allowed_local_paths(shared: Path, tmp_path: Path) -> None:
@@ -86,8 +87,8 @@ def test_outermost_mounts_only_and_one_per_path(shared: Path) -> None:
         ],
         "outputs": [{"url": js, "path": js, "type": "DIRECTORY"}],
     }
-    assert shared_mounts(task, rules(shared)) == [SharedMount(js, True, True)]
-    assert shared_errors(task, rules(shared)) == []
+    assert shared_mounts(tes_task(task), rules(shared)) == [SharedMount(js, True, True)]
+    assert shared_errors(tes_task(task), rules(shared)) == []
 
 
 def test_nothing_else_may_lie_inside_a_shared_mount(shared: Path) -> None:
@@ -100,7 +101,7 @@ def test_nothing_else_may_lie_inside_a_shared_mount(shared: Path) -> None:
         "volumes": [f"{js}/vol"],
         "executors": [{**EX, "stdout": f"{js}/out"}],
     }
-    fields = [e.field for e in shared_errors(task, rules(shared))]
+    fields = [e.field for e in shared_errors(tes_task(task), rules(shared))]
     assert fields == ["inputs[1].path", "volumes[0]", "executors[0].stdout"]
 
 
@@ -110,7 +111,7 @@ def test_a_symlink_on_the_way_is_refused(shared: Path, tmp_path: Path) -> None:
     (shared / "link").symlink_to(target)
     path = f"{shared}/link"
     task = {"inputs": [{"url": path, "path": path, "type": "DIRECTORY"}]}
-    errors = shared_errors(task, rules(shared))
+    errors = shared_errors(tes_task(task), rules(shared))
     assert [e.field for e in errors] == ["inputs[0].url"]
     assert "symlink" in errors[0].message
 
@@ -120,7 +121,7 @@ def test_a_symlink_on_the_way_is_refused(shared: Path, tmp_path: Path) -> None:
 
 def workspace(tmp_path: Path, shared: Path, task: dict[str, Any], *denied: Path) -> Workspace:
     policy = StagingPolicy.create([], denied_dirs=denied, shared_dirs=[shared])
-    return Workspace.create(tmp_path / "ws", task, policy)
+    return Workspace.create(tmp_path / "ws", tes_task(task), policy)
 
 
 def test_a_shared_directory_is_mounted_not_copied(tmp_path: Path, shared: Path) -> None:
@@ -140,7 +141,7 @@ def test_a_shared_directory_is_mounted_not_copied(tmp_path: Path, shared: Path) 
         "executors": [EX],
     }
     with workspace(tmp_path, shared, task) as ws:
-        mounts = stage_inputs(task["inputs"], ws)
+        mounts = stage_inputs(tes_inputs(task["inputs"]), ws)
         by_target = {m.container: m.host for m in mounts}
         assert by_target[str(js)] == js  # in place, at its own path
         assert by_target["/work"] == tmp_path / "ws" / "fs" / "work"
@@ -154,7 +155,7 @@ def test_a_shared_directory_is_mounted_not_copied(tmp_path: Path, shared: Path) 
         (shared / "out" / "sub").mkdir()
         (shared / "out" / "sub" / "r.txt").write_text("12345")
         (shared / "o.txt").write_text("ab")
-        report = upload_outputs_report(task["outputs"], ws)
+        report = upload_outputs_report(tes_outputs(task["outputs"]), ws)
     assert report.failed == 0
     assert sorted((o["path"], o["size_bytes"]) for o in report.outputs) == [
         (str(shared / "o.txt"), "2"),
@@ -167,7 +168,7 @@ def test_a_missing_shared_input_is_a_staging_error(tmp_path: Path, shared: Path)
     path = str(shared / "gone")
     task = {"inputs": [{"url": path, "path": path, "type": "DIRECTORY"}], "executors": [EX]}
     with workspace(tmp_path, shared, task) as ws, pytest.raises(SourceMissing, match="gone"):
-        stage_inputs(task["inputs"], ws)
+        stage_inputs(tes_inputs(task["inputs"]), ws)
 
 
 def test_the_deny_list_holds_inside_a_shared_dir(tmp_path: Path, shared: Path) -> None:
@@ -178,7 +179,7 @@ def test_the_deny_list_holds_inside_a_shared_dir(tmp_path: Path, shared: Path) -
         "executors": [EX],
     }
     with workspace(tmp_path, shared, task, state) as ws, pytest.raises(AccessRefused):
-        stage_inputs(task["inputs"], ws)
+        stage_inputs(tes_inputs(task["inputs"]), ws)
 
 
 def test_a_link_swapped_in_after_create_is_refused(tmp_path: Path, shared: Path) -> None:
@@ -207,12 +208,12 @@ def test_a_restore_needs_the_shared_path_on_this_instance(tmp_path: Path, shared
     task = {"inputs": [{"url": str(js), "path": str(js), "type": "DIRECTORY"}], "executors": [EX]}
     policy = StagingPolicy.create([], shared_dirs=[shared])
     with pytest.raises(SourceMissing, match="does not carry it"):
-        check_shared_mounts(task, policy)
+        check_shared_mounts(tes_task(task), policy)
     js.mkdir()
-    check_shared_mounts(task, policy)
+    check_shared_mounts(tes_task(task), policy)
     denied = StagingPolicy.create([], denied_dirs=[js], shared_dirs=[shared])
     with pytest.raises(AccessRefused):
-        check_shared_mounts(task, denied)
+        check_shared_mounts(tes_task(task), denied)
 
 
 # -- the gateway --------------------------------------------------------------------------------
@@ -301,10 +302,12 @@ def test_a_restore_without_its_shared_dir_ends_before_restoring(
     assignment = Assignment(
         attempt_id="a2",
         task_id="t1",
-        task={
-            "executors": [{"image": "img", "command": ["true"]}],
-            "inputs": [{"url": f"file://{js}", "path": js, "type": "DIRECTORY"}],
-        },
+        task=tes_task(
+            {
+                "executors": [{"image": "img", "command": ["true"]}],
+                "inputs": [{"url": f"file://{js}", "path": js, "type": "DIRECTORY"}],
+            }
+        ),
         settings=TaskSettings(shared_dirs=[str(shared)]),
         capsules=CapsuleSettings(store=str(tmp_path / "store")),
         restore=[ref],

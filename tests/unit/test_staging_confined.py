@@ -24,6 +24,7 @@ from capsule_runtime.staging import StagingError, StagingPolicy, Workspace, stag
 from capsule_runtime.staging.confined import create_file, has_symlink, open_beneath
 from capsule_runtime.staging.errors import PathEscapes
 from capsule_runtime.staging.layout import Layout
+from tests.fixtures.documents import tes_inputs, tes_task
 
 EX: dict[str, Any] = {"image": "busybox", "command": ["true"]}
 TASK: dict[str, Any] = {
@@ -37,8 +38,8 @@ TASK: dict[str, Any] = {
 def ws(tmp_path: Path) -> Workspace:
     """A staged workspace with /work and /data mounted; the host's 'secret' beside it."""
     (tmp_path / "secret").write_text("host bytes")
-    workspace = Workspace.create(tmp_path / "ws", TASK, StagingPolicy.create([]))
-    stage_inputs([], workspace)
+    workspace = Workspace.create(tmp_path / "ws", tes_task(TASK), StagingPolicy.create([]))
+    stage_inputs(tes_inputs([]), workspace)
     return workspace
 
 
@@ -247,8 +248,8 @@ def test_a_restore_refuses_a_bind_source_the_task_turned_into_a_link(tmp_path: P
 
 def test_a_mount_source_with_a_link_on_the_way_is_refused(tmp_path: Path) -> None:
     task = {"volumes": ["/data/x"], "executors": [EX]}
-    with Workspace.create(tmp_path / "ws", task, StagingPolicy.create([])) as ws:
-        stage_inputs([], ws)
+    with Workspace.create(tmp_path / "ws", tes_task(task), StagingPolicy.create([])) as ws:
+        stage_inputs(tes_inputs([]), ws)
         host = ws.tree_path("/data/x")
         host.rmdir()
         host.symlink_to(tmp_path)  # as a restored workspace could hold it
@@ -262,7 +263,7 @@ def test_a_placeholder_is_never_created_through_a_link(tmp_path: Path) -> None:
         "outputs": [{"url": "memory://o/a", "path": "/var/log/a.log", "type": "FILE"}],
         "executors": [EX],
     }
-    with Workspace.create(tmp_path / "ws", task, StagingPolicy.create([])) as ws:
+    with Workspace.create(tmp_path / "ws", tes_task(task), StagingPolicy.create([])) as ws:
         ws.prepare()
         ws.tree_path("/var/log/a.log").symlink_to(victim)
         with pytest.raises(PathEscapes):

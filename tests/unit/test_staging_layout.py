@@ -25,13 +25,14 @@ from capsule_runtime.staging.layout import (
     normalise,
     plan_mounts,
 )
+from tests.fixtures.documents import tes_task
 
 EX: dict[str, Any] = {"image": "ubuntu:22.04", "command": ["true"]}
 CROMWELL = "/cromwell-executions/hello/6f3c2a4e/call-greet"
 
 
 def mounts_of(task: dict[str, Any]) -> list[MountPoint]:
-    return plan_mounts(anchors_of(task))
+    return plan_mounts(anchors_of(tes_task(task)))
 
 
 def test_nextflow_task_is_one_mount() -> None:
@@ -139,7 +140,7 @@ def test_workdir_is_not_an_anchor() -> None:
 
 def test_wildcard_output_anchors_its_literal_base() -> None:
     task = {"outputs": [{"url": "s3://b/o", "path": "/out/*/x[0-9].txt", "path_prefix": "/out"}]}
-    assert anchors_of(task) == [Anchor("/out", True)]
+    assert anchors_of(tes_task(task)) == [Anchor("/out", True)]
 
 
 def test_normalise() -> None:

@@ -22,6 +22,7 @@ from capsule_runtime.staging import (
     upload_outputs,
     upload_outputs_report,
 )
+from tests.fixtures.documents import tes_inputs, tes_outputs, tes_task
 
 EX: dict[str, Any] = {"image": "busybox", "command": ["true"]}
 
@@ -30,7 +31,7 @@ def workspace(tmp_path: Path, task: dict[str, Any], store: MemoryStorage) -> Wor
     policy = StagingPolicy.create([tmp_path / "allowed"])
     (tmp_path / "allowed").mkdir(exist_ok=True)
     return Workspace.create(
-        tmp_path / "ws", task, policy, extra_storages={"memory": store}, parallel_files=4
+        tmp_path / "ws", tes_task(task), policy, extra_storages={"memory": store}, parallel_files=4
     )
 
 
@@ -55,7 +56,7 @@ def test_inputs_land_in_the_tree(tmp_path: Path) -> None:
         "executors": [{**EX, "workdir": "/work/run"}],
     }
     with workspace(tmp_path, task, store) as ws:
-        mounts = stage_inputs(task["inputs"], ws)
+        mounts = stage_inputs(tes_inputs(task["inputs"]), ws)
         assert [m.container for m in mounts] == ["/data/dir", "/vol/A", "/work"]
         assert all(not m.read_only and m.host.exists() for m in mounts)
         tree = ws.tree_path
@@ -77,7 +78,7 @@ def test_the_same_path_declared_twice_is_staged_once_last_wins(tmp_path: Path) -
         "executors": [EX],
     }
     with workspace(tmp_path, task, store) as ws:
-        stage_inputs(task["inputs"], ws)
+        stage_inputs(tes_inputs(task["inputs"]), ws)
         assert ws.tree_path("/work/x").read_bytes() == b"2"
 
 
@@ -95,7 +96,7 @@ def test_input_failures_name_the_input(tmp_path: Path, url: str, error: type[Exc
         workspace(tmp_path, task, MemoryStorage()) as ws,
         pytest.raises(error, match="input /work/in: "),
     ):
-        stage_inputs(task["inputs"], ws)
+        stage_inputs(tes_inputs(task["inputs"]), ws)
 
 
 def test_outputs_files_dirs_wildcards_and_notes(tmp_path: Path) -> None:
@@ -111,7 +112,7 @@ def test_outputs_files_dirs_wildcards_and_notes(tmp_path: Path) -> None:
     ]
     task = {"outputs": outputs, "executors": [EX]}
     with workspace(tmp_path, task, store) as ws:
-        stage_inputs([], ws)
+        stage_inputs(tes_inputs([]), ws)
         work = ws.tree_path("/work")
         (work / "out.txt").write_text("out")
         (work / "res" / "deep").mkdir(parents=True)
@@ -122,7 +123,7 @@ def test_outputs_files_dirs_wildcards_and_notes(tmp_path: Path) -> None:
         (work / "b.csv").write_text("22")
         (work / ".hidden.csv").write_text("no")
         (work / "empty").mkdir()
-        logs, notes = upload_outputs(outputs, ws)
+        logs, notes = upload_outputs(tes_outputs(outputs), ws)
     assert logs == [
         {"url": "memory://o/out.txt", "path": "/work/out.txt", "size_bytes": "3"},
         {"url": "memory://o/res/deep/r.txt", "path": "/work/res/deep/r.txt", "size_bytes": "2"},
@@ -147,12 +148,12 @@ def test_an_input_that_is_also_an_output_is_one_writable_file(tmp_path: Path) ->
     io = {"url": str(script), "path": "/cromwell-executions/c/execution/script", "type": "FILE"}
     task = {"inputs": [io], "outputs": [io], "executors": [EX]}
     with workspace(tmp_path, task, MemoryStorage()) as ws:
-        stage_inputs(task["inputs"], ws)
+        stage_inputs(tes_inputs(task["inputs"]), ws)
         staged = ws.tree_path(io["path"])
         assert os.access(staged, os.W_OK | os.X_OK)
         staged.write_text("v2")  # a task writing into its input
         assert script.read_text() == "v1"
-        logs, notes = upload_outputs(task["outputs"], ws)
+        logs, notes = upload_outputs(tes_outputs(task["outputs"]), ws)
     assert script.read_text() == "v2" and notes == []
     assert logs == [{"url": str(script), "path": io["path"], "size_bytes": "2"}]
 
@@ -166,7 +167,7 @@ def test_symlinks_the_task_made_cannot_reach_host_files(tmp_path: Path) -> None:
     ]
     task = {"outputs": outputs, "executors": [EX]}
     with workspace(tmp_path, task, store) as ws:
-        stage_inputs([], ws)
+        stage_inputs(tes_inputs([]), ws)
         work = ws.tree_path("/work")
         (work / "passwd").symlink_to("/etc/passwd")
         (work / "dir").mkdir()
@@ -175,7 +176,7 @@ def test_symlinks_the_task_made_cannot_reach_host_files(tmp_path: Path) -> None:
         (work / "dir" / "real.txt").write_text("ok")
         (work / "inner").symlink_to("dir/real.txt")
         os.mkfifo(work / "dir" / "pipe")
-        logs, notes = upload_outputs(outputs, ws)
+        logs, notes = upload_outputs(tes_outputs(outputs), ws)
     uploaded = {entry["path"] for entry in logs}
     # "hostroot" is the container's "/": only the tree is there, and /work/dir itself is not
     # walked twice (the loop guard); /work/passwd names the container's /etc/passwd, not the host's
@@ -192,11 +193,11 @@ def test_a_file_mount_never_written_counts_as_missing(tmp_path: Path) -> None:
     task = {"outputs": outputs, "executors": [EX]}
     store = MemoryStorage()
     with workspace(tmp_path, task, store) as ws:
-        mounts = stage_inputs([], ws)
+        mounts = stage_inputs(tes_inputs([]), ws)
         assert {m.container for m in mounts} == {"/var/log/a.log", "/var/log/b.log"}
         assert all(m.host.is_file() for m in mounts)
         ws.tree_path("/var/log/b.log").write_text("")  # written, even if empty
-        logs, notes = upload_outputs(outputs, ws)
+        logs, notes = upload_outputs(tes_outputs(outputs), ws)
     assert logs == [{"url": "memory://o/b", "path": "/var/log/b.log", "size_bytes": "0"}]
     assert notes == ["output /var/log/a.log does not exist; skipped"]
 
@@ -217,10 +218,10 @@ def test_a_failed_upload_is_noted_and_the_others_go_on(tmp_path: Path) -> None:
     task = {"outputs": outputs, "executors": [EX]}
     store = FailingStorage()
     with workspace(tmp_path, task, store) as ws:
-        stage_inputs([], ws)
+        stage_inputs(tes_inputs([]), ws)
         for name in "abc":
             ws.tree_path(f"/work/{name}").write_text(name)
-        report = upload_outputs_report(outputs, ws)
+        report = upload_outputs_report(tes_outputs(outputs), ws)
     assert report.outputs == [{"url": "memory://o/good", "path": "/work/b", "size_bytes": "1"}]
     assert report.failed == 2
     assert report.system_logs[0] == "output upload failed: /work/a to memory://o/bad: disk on fire"
@@ -237,11 +238,15 @@ def test_progress_is_reported_per_phase(tmp_path: Path) -> None:
     }
     policy = StagingPolicy.create([])
     ws = Workspace.create(
-        tmp_path / "ws", task, policy, on_progress=seen.append, extra_storages={"memory": store}
+        tmp_path / "ws",
+        tes_task(task),
+        policy,
+        on_progress=seen.append,
+        extra_storages={"memory": store},
     )
     with ws:
-        stage_inputs(task["inputs"], ws)
-        upload_outputs(task["outputs"], ws)
+        stage_inputs(tes_inputs(task["inputs"]), ws)
+        upload_outputs(tes_outputs(task["outputs"]), ws)
     finals = [(p.phase, p.bytes_done, p.files_done, p.files_total) for p in seen if p.finished]
     assert finals == [("inputs", 100, 1, 1), ("outputs", 100, 1, 1)]
 
@@ -257,17 +262,17 @@ def test_cancel_stops_staging_between_files_and_inside_a_long_copy(tmp_path: Pat
         "executors": [EX],
     }
     policy = StagingPolicy.create([allowed])
-    with Workspace.create(tmp_path / "ws1", task, policy) as ws:
+    with Workspace.create(tmp_path / "ws1", tes_task(task), policy) as ws:
         ws.cancel()
         with pytest.raises(StagingCancelled):
-            stage_inputs(task["inputs"], ws)
-    with Workspace.create(tmp_path / "ws2", task, policy) as ws:
+            stage_inputs(tes_inputs(task["inputs"]), ws)
+    with Workspace.create(tmp_path / "ws2", tes_task(task), policy) as ws:
         ws.progress_interval = 0
         ws.on_progress = lambda p: ws.cancel() if p.bytes_done else None
         with pytest.raises(
             StagingCancelled, match=r"input /work/big\.bin: inputs staging was cancelled"
         ):
-            stage_inputs(task["inputs"], ws)
+            stage_inputs(tes_inputs(task["inputs"]), ws)
         assert ws.tree_path("/work/big.bin").stat().st_size < 256 << 20
 
 
@@ -281,7 +286,7 @@ def test_shared_directories_are_writable_by_any_user(tmp_path: Path) -> None:
         "executors": [{**EX, "workdir": "/work/run"}],
     }
     with workspace(tmp_path, task, MemoryStorage()) as ws:
-        stage_inputs([], ws)
+        stage_inputs(tes_inputs([]), ws)
         for path in ("/work", "/work/out", "/work/run", "/vol/A"):
             assert ws.tree_path(path).stat().st_mode & 0o777 == 0o777, path
 
@@ -299,14 +304,17 @@ def test_a_symlink_from_a_directory_input_cannot_redirect_a_later_write(tmp_path
         "executors": [EX],
     }
     policy = StagingPolicy.create([allowed])
-    with Workspace.create(tmp_path / "ws", task, policy) as ws:
-        stage_inputs(task["inputs"], ws)
+    with Workspace.create(tmp_path / "ws", tes_task(task), policy) as ws:
+        stage_inputs(tes_inputs(task["inputs"]), ws)
         assert ws.tree_path("/work/dir/evil").read_text() == "pwned"
         assert not ws.tree_path("/work/dir/evil").is_symlink()
         assert not ws.tree_path("/work/dir/missing.txt").exists()
     task["inputs"][1] = {"content": "x", "path": "/work/dir/evildir/f", "type": "FILE"}
-    with Workspace.create(tmp_path / "ws2", task, policy) as ws, pytest.raises(StagingError):
-        stage_inputs(task["inputs"], ws)
+    with (
+        Workspace.create(tmp_path / "ws2", tes_task(task), policy) as ws,
+        pytest.raises(StagingError),
+    ):
+        stage_inputs(tes_inputs(task["inputs"]), ws)
     assert not (allowed / "dir" / "no-such-dir").exists()
 
 
@@ -330,10 +338,10 @@ def test_a_dangling_link_that_escapes_its_input_directory_is_refused(
         "executors": [EX],
     }
     with (
-        Workspace.create(tmp_path / "ws", task, StagingPolicy.create([allowed])) as ws,
+        Workspace.create(tmp_path / "ws", tes_task(task), StagingPolicy.create([allowed])) as ws,
         pytest.raises(AccessRefused, match="dangling link is copied only when it points down"),
     ):
-        stage_inputs(task["inputs"], ws)
+        stage_inputs(tes_inputs(task["inputs"]), ws)
     assert not victim.exists() and not Path("/victim.txt").exists()
 
 
@@ -352,8 +360,8 @@ def test_a_later_directory_input_never_writes_through_an_earlier_ones_link(
         ],
         "executors": [EX],
     }
-    with Workspace.create(tmp_path / "ws", task, StagingPolicy.create([allowed])) as ws:
-        stage_inputs(task["inputs"], ws)
+    with Workspace.create(tmp_path / "ws", tes_task(task), StagingPolicy.create([allowed])) as ws:
+        stage_inputs(tes_inputs(task["inputs"]), ws)
         x = ws.tree_path("/data/sub/x")
         assert not x.is_symlink() and x.read_text() == "inner x"
         assert not ws.tree_path("/data/sub/y").exists()
