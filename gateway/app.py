@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from flask import Flask, Response, g, request
 from werkzeug.exceptions import Forbidden
 
+from gateway.agent_wheel import AgentWheel
+from gateway.agent_wheel import load as load_agent_wheel
 from gateway.api import admin, agent
 from gateway.api import market as market_api
 from gateway.api import status as status_api
@@ -55,6 +57,7 @@ class Services:
     library: Library
     scheduler: Scheduler | None = None
     market: Market | None = None  # the local provider's simulated Spot market
+    agent_wheel: AgentWheel | None = None  # `agent.wheel`: served to instances that install it
 
     def close(self) -> None:
         """Stop the scheduler and its instances, then the database (idempotent)."""
@@ -88,6 +91,7 @@ def build_services(config: Config, database: Database | None = None) -> Services
         market=Market(config.providers.local.market)
         if config.providers.default == "local" and config.providers.local.market.enabled
         else None,
+        agent_wheel=load_agent_wheel(config.agent.wheel) if config.agent.wheel else None,
     )
 
 
@@ -97,7 +101,8 @@ def start_scheduler(services: Services, gateway_url: str) -> None:
     from gateway.providers.registry import ProviderContext, create
 
     cfg = services.config
-    provider = create(cfg.providers.default, ProviderContext(cfg, gateway_url, services.market))
+    context = ProviderContext(cfg, gateway_url, services.market, services.agent_wheel)
+    provider = create(cfg.providers.default, context)
     provider.check()
     lease = SchedulerLease(
         services.database, gateway_id(cfg.data_path), cfg.scheduler.lease_seconds

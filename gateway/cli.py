@@ -23,6 +23,7 @@ from rich.table import Column, Table
 from rich.text import Text
 
 from gateway import __version__
+from gateway.agent_wheel import AgentWheelError
 from gateway.cli_complete import task_ids
 from gateway.cli_logs import register as register_log_commands
 from gateway.cli_market import register as register_market_commands
@@ -117,7 +118,10 @@ def serve(config_file: str | None, **flags: Any) -> None:
             log.warning("storage.shared_dirs %s is not a directory (yet)", shared)
     for line in s3_notes(cfg):
         log.warning("%s", line)
-    app = create_app(cfg)
+    try:
+        app = create_app(cfg)
+    except AgentWheelError as exc:
+        raise click.ClickException(str(exc)) from None
     _raise_open_files_limit(cfg.server.connection_limit)
     try:  # the capsule master key: made at first start, a bad one refused before serving
         app.extensions["tescape"].dispatcher.capsule_encryption()

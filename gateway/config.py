@@ -496,6 +496,11 @@ class AgentConfig(Section):
     # capsule, stops its containers, keeps trying to deliver its reports for as long again,
     # then exits; 0: it never gives up (its tasks run on without a gateway)
     gateway_lost_seconds: float = Field(default=600.0, ge=0)
+    # A tescape wheel (`pip wheel --no-deps -w dist .` in a checkout) this gateway serves to its
+    # instances at GET /agent/v1/dist/<file name>: a cloud instance's bootstrap installs the agent
+    # from it, checked against its sha256, when the provider names no agent_wheel_url of its own
+    # (gateway/agent_wheel.py); null: none served.
+    wheel: str | None = None
 
 
 class Config(Section):

@@ -139,6 +139,17 @@ def stream(attempt_id: str, executor: int, stream: str) -> Response:
     return json_response({"size_bytes": str(size)})
 
 
+@bp.get("/dist/<name>")
+def agent_wheel(name: str) -> Response:
+    """The agent wheel this gateway serves (`agent.wheel`, gateway/agent_wheel.py) to an
+    instance installing its agent at boot: its registration token is all it holds yet."""
+    _caller(registering=True)
+    wheel = current_app.extensions["tescape"].agent_wheel
+    if wheel is None or name != wheel.name:
+        return error_response(404, f"this gateway serves no agent wheel {name!r} (agent.wheel)")
+    return send_file(wheel.path, mimetype="application/zip", as_attachment=True)
+
+
 @bp.get("/apps/<name>/archive")
 def app_archive(name: str) -> Response:
     _caller()

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from gateway.providers.base import Provider, ProviderError
 
 if TYPE_CHECKING:
+    from gateway.agent_wheel import AgentWheel
     from gateway.config import Config
     from gateway.market.model import Market
 
@@ -23,6 +24,7 @@ class ProviderContext:
     config: Config
     gateway_url: str  # where its agents reach this gateway
     market: Market | None = None  # the simulated Spot market (the local provider's)
+    agent_wheel: AgentWheel | None = None  # the agent wheel this gateway serves (agent.wheel)
 
 
 Factory = Callable[[ProviderContext], Provider]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -22,7 +23,7 @@ pytestmark = pytest.mark.timeout(180)
 WHOLE_MACHINE = {"cpu_cores": 2}  # an m5.large each
 
 
-def world_with(tmp_path: Path, moto: MotoServer, **aws: object) -> AwsWorld:
+def world_with(tmp_path: Path, moto: MotoServer, **aws: Any) -> AwsWorld:
     return AwsWorld(tmp_path, moto, **aws)
 
 

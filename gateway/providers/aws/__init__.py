@@ -37,4 +37,4 @@ def from_context(context: ProviderContext) -> AwsProvider:
     """`providers.default: aws` (registry): settings from `providers.aws`."""
     cfg = context.config.providers.aws
     gid = cfg.gateway_id or gateway_id(context.config.data_path)
-    return AwsProvider(cfg, context.gateway_url, gid)
+    return AwsProvider(cfg, context.gateway_url, gid, agent_wheel=context.agent_wheel)

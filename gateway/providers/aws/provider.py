@@ -37,6 +37,7 @@ import boto3
 from botocore.config import Config as BotoConfig
 from botocore.exceptions import BotoCoreError, ClientError
 
+from gateway.agent_wheel import AgentWheel
 from gateway.config import AwsProviderConfig
 from gateway.market import catalog
 from gateway.providers.aws import fleet
@@ -87,8 +88,10 @@ class AwsProvider(Provider):
         gateway_id: str,
         session: boto3.Session | None = None,
         clock: Callable[[], float] = time.monotonic,
+        agent_wheel: AgentWheel | None = None,
     ) -> None:
         self.cfg = cfg
+        self.agent_wheel = agent_wheel  # the gateway's own (agent.wheel), when it serves one
         self.gateway_url = cfg.gateway_url or gateway_url
         self.gateway_id = gateway_id
         self.idle_seconds = cfg.idle_seconds
@@ -472,15 +475,20 @@ class AwsProvider(Provider):
             {"Key": INSTANCE_TAG, "Value": spec.instance_id},
             {"Key": "Name", "Value": f"tescape {spec.instance_id}"},
         ]
+        wheel_url, wheel_sha256 = self.cfg.agent_wheel_url, None
+        if wheel_url is None and self.agent_wheel is not None:
+            wheel_url = self.agent_wheel.url(self.gateway_url)
+            wheel_sha256 = self.agent_wheel.sha256
         user_data = render(
             Bootstrap(
                 gateway_url=self.gateway_url,
                 instance_id=spec.instance_id,
                 token=spec.token,
-                agent_wheel_url=self.cfg.agent_wheel_url,
+                agent_wheel_url=wheel_url,
                 cpu_cores=offer.cpu_cores,
                 ram_gb=offer.ram_gb,
                 disk_gb=offer.disk_gb,
+                agent_wheel_sha256=wheel_sha256,
             )
         )
         args: dict[str, Any] = {

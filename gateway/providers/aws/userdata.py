@@ -1,20 +1,22 @@
 """The user-data script an EC2 instance runs at its first boot (cloud-init runs it as root).
 
-It makes the machine a tescape instance the way the host setup makes this one: installs (or,
-on a baked AMI, verifies) python3, podman, runc and CRIU ≥ 4.2 — through the agent wheel's own
-host setup (`python3 -m capsule_runtime.host.setup`), which knows Debian — then starts the
-agent under systemd with the gateway's URL, watching the real metadata service (IMDSv2) for
-Spot interruption notices.
+It makes the machine a tescape instance the way the host setup makes this one: installs (or, on a
+baked AMI, verifies) python3, podman, runc and CRIU ≥ 4.2 — through the agent wheel's own host
+setup (`python3 -m capsule_runtime.host.setup`), which knows Debian — then starts the agent under
+systemd with the gateway's URL, watching the real metadata service (IMDSv2) for Spot interruption
+notices.
 
-What it carries: the gateway URL, the gateway's id for the instance, a one-time registration
-token and where to get the agent wheel. The token is the only secret, and a short-lived one: it
-is good for registering this one instance, once, within `providers.aws.token_ttl_seconds` of the
-launch; at registration the gateway gives the agent its own credential (kept in the root-only
-work dir) and the token in user-data is useless from then on. No account credentials, no capsule
-key: S3 access comes from the instance profile, the capsule key from the gateway after
-registration. The token is written to a root-only file and the instance's metadata service
-requires IMDSv2 tokens with a hop limit of 1, so task containers (one network hop further)
-cannot read the user-data.
+What it carries: the gateway URL, the gateway's id for the instance, a one-time registration token
+and where to get the agent wheel: `providers.aws.agent_wheel_url` (s3:// or https://), or else the
+gateway's own (`agent.wheel`, gateway/agent_wheel.py), fetched with the registration token and
+installed only if its sha256 is the one user-data carries. The token is the only secret, and a
+short-lived one: it is good for registering this one instance, once, within
+`providers.aws.token_ttl_seconds` of the launch; at registration the gateway gives the agent its
+own credential (kept in the root-only work dir) and the token in user-data is useless from then on.
+No account credentials, no capsule key: S3 access comes from the instance profile, the capsule key
+from the gateway after registration. The token is written to a root-only file and the instance's
+metadata service requires IMDSv2 tokens with a hop limit of 1, so task containers (one network hop
+further) cannot read the user-data.
 """
 
 from __future__ import annotations
@@ -36,6 +38,9 @@ class Bootstrap:
     cpu_cores: float
     ram_gb: float
     disk_gb: float
+    # set: agent_wheel_url is the gateway's own wheel (agent.wheel), installed only with this
+    # digest and fetched with the instance's registration token
+    agent_wheel_sha256: str | None = None
 
 
 TEMPLATE = r"""#!/bin/bash
@@ -48,6 +53,7 @@ echo "tescape bootstrap $(date -u +%FT%TZ)"
 GATEWAY_URL={gateway_url}
 INSTANCE_ID={instance_id}
 AGENT_WHEEL_URL={wheel_url}
+AGENT_WHEEL_SHA256={wheel_sha256}
 VENV={venv}
 WORK_DIR={work_dir}
 
@@ -58,12 +64,46 @@ fail() {{ echo "tescape bootstrap failed: $*"; exit 1; }}
 # 1. python3 and a virtual environment with the agent
 if ! "$VENV/bin/python" -c 'import capsule_runtime.agent' 2>/dev/null; then
     [ -n "$AGENT_WHEEL_URL" ] ||
-        fail "the AMI has no agent and providers.aws.agent_wheel_url is unset"
+        fail "the AMI has no agent; set providers.aws.agent_wheel_url or agent.wheel"
     if ! have python3 || ! python3 -c 'import venv, ensurepip' 2>/dev/null; then
         apt-get update -q
         apt-get install -y -q --no-install-recommends python3 python3-venv ca-certificates
     fi
     python3 -m venv "$VENV"
+    if [ -n "$AGENT_WHEEL_SHA256" ]; then
+        # the gateway's own wheel (agent.wheel): fetched with this instance's registration
+        # token (still unused: it is good for this and for registering), kept only if its
+        # sha256 is the one this script carries
+        wheel="/tmp/$(basename "$AGENT_WHEEL_URL")"
+        TESCAPE_AGENT_TOKEN={token} python3 - "$AGENT_WHEEL_URL" "$wheel" \
+            "$AGENT_WHEEL_SHA256" "$INSTANCE_ID" <<'PY' || fail "no agent wheel from the gateway"
+# fetch-agent-wheel
+import hashlib, os, sys, time, urllib.request
+url, dest, digest, instance = sys.argv[1:5]
+headers = {{
+    "Authorization": "Bearer " + os.environ["TESCAPE_AGENT_TOKEN"],
+    "X-Tescape-Instance": instance,
+}}
+for attempt in range(10):  # the gateway may be restarting: about a minute in all
+    try:
+        got = hashlib.sha256()
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=60) as r:
+            with open(dest, "wb") as out:
+                while chunk := r.read(1 << 20):
+                    got.update(chunk)
+                    out.write(chunk)
+        break
+    except OSError as exc:
+        print(f"agent wheel from {{url}}: {{exc}}", file=sys.stderr)
+        if getattr(exc, "code", 0) in (401, 403, 404) or attempt == 9:
+            sys.exit(1)
+        time.sleep(6)
+if got.hexdigest() != digest:
+    os.unlink(dest)
+    sys.exit(f"the agent wheel from {{url}} is not the one this instance was launched with")
+PY
+        "$VENV/bin/pip" install -q "$wheel[agent]"
+    else
     case "$AGENT_WHEEL_URL" in
         s3://*)
             # the instance profile's credentials, through boto3 in the agent's own venv
@@ -78,6 +118,7 @@ PY
         https://*|http://*) "$VENV/bin/pip" install -q "tescape[agent] @ $AGENT_WHEEL_URL" ;;
         *) fail "agent_wheel_url must be an s3:// or https:// URL: $AGENT_WHEEL_URL" ;;
     esac
+    fi
 fi
 
 # 2. podman, runc and CRIU >= 4.2 (the agent's host setup installs what is missing)
@@ -140,6 +181,7 @@ def render(b: Bootstrap) -> str:
         gateway_url=shlex.quote(b.gateway_url),
         instance_id=shlex.quote(b.instance_id),
         wheel_url=shlex.quote(b.agent_wheel_url or ""),
+        wheel_sha256=_digest(b.agent_wheel_sha256),
         venv=shlex.quote(AGENT_VENV),
         work_dir=shlex.quote(WORK_DIR),
         token=_env_value(b.token),
@@ -148,6 +190,15 @@ def render(b: Bootstrap) -> str:
         disk_gb=_number(b.disk_gb),
         imds_url=IMDS_URL,
     )
+
+
+def _digest(value: str | None) -> str:
+    """A sha256 hex digest, or '' for none; anything else is refused."""
+    if value is None:
+        return "''"
+    if len(value) != 64 or any(c not in "0123456789abcdef" for c in value):
+        raise ValueError("an agent wheel digest must be a sha256 hex digest")
+    return value
 
 
 def _env_value(token: str) -> str:
