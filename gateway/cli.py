@@ -24,6 +24,7 @@ from rich.text import Text
 
 from gateway import __version__
 from gateway.agent_wheel import AgentWheelError
+from gateway.agent_wheel import load as load_agent_wheel
 from gateway.cli_complete import task_ids
 from gateway.cli_logs import register as register_log_commands
 from gateway.cli_market import register as register_market_commands
@@ -633,6 +634,13 @@ def aws_check(config_file: str | None) -> None:
         sys.exit(1)
     zones = ", ".join(provider.subnets())
     click.echo(f"ok: {len(offers)} offers in {zones} (AMI {provider.ami()})")
+    if cfg.agent.wheel and not cfg.providers.aws.agent_wheel_url:
+        try:
+            wheel = load_agent_wheel(cfg.agent.wheel)
+        except AgentWheelError as exc:
+            err_console.print(f"[red]error:[/red] {exc}")
+            sys.exit(1)
+        click.echo(f"ok: instances install the agent from {wheel.url(provider.gateway_url)}")
 
 
 register_log_commands(tasks)  # tescape tasks logs|events
