@@ -643,6 +643,42 @@ def aws_check(config_file: str | None) -> None:
         click.echo(f"ok: instances install the agent from {wheel.url(provider.gateway_url)}")
 
 
+@aws_group.command("bake")
+@config_option
+@click.argument("name")
+@click.option("--instance-type", help="the builder's type (default: the first of instance_types)")
+@click.option("--timeout", "timeout_s", default=3600.0, show_default=True, help="seconds in all")
+def aws_bake(
+    config_file: str | None, name: str, instance_type: str | None, timeout_s: float
+) -> None:
+    """Make an AMI named NAME with podman, runc, CRIU and the agent installed (set its id as
+    providers.aws.ami): instances from it boot straight to the agent."""
+    from gateway.providers.aws import from_context
+    from gateway.providers.aws.bake import bake
+    from gateway.providers.base import ProviderError
+    from gateway.providers.registry import ProviderContext
+
+    cfg = _load(config_file)
+    url = f"http://{cfg.server.host}:{cfg.server.port}"
+    try:
+        provider = from_context(ProviderContext(cfg, url))
+        baked = bake(
+            provider,
+            name,
+            instance_type=instance_type,
+            timeout_seconds=timeout_s,
+            say=lambda line: err_console.print(line),
+        )
+    except ProviderError as exc:
+        err_console.print(f"[red]error:[/red] {exc}")
+        sys.exit(1)
+    click.echo(baked.image_id)
+    err_console.print(
+        f"{baked.name}: {baked.image_id} in {baked.seconds / 60:.1f} min; set providers.aws.ami: "
+        f"{baked.image_id}"
+    )
+
+
 register_log_commands(tasks)  # tescape tasks logs|events
 register_submit_command(main)  # tescape submit
 

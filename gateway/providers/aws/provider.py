@@ -59,6 +59,7 @@ log = logging.getLogger(__name__)
 
 GATEWAY_TAG = "tescape:gateway"
 INSTANCE_TAG = "tescape:instance"
+BAKE_TAG = "tescape:bake"  # a builder of `tescape aws bake` (bake.py)
 PRICE_TTL = 300.0  # seconds Spot prices are reused before DescribeSpotPriceHistory again
 LINUX = "Linux/UNIX"
 STATES = {
@@ -640,6 +641,8 @@ class AwsProvider(Provider):
             if instance["State"]["Name"] not in ("pending", "running"):
                 continue
             if instance["InstanceId"] in known or tags.get(INSTANCE_TAG) in known:
+                continue
+            if BAKE_TAG in tags:  # `tescape aws bake`'s builder: it terminates its own
                 continue
             zone = instance.get("Placement", {}).get("AvailabilityZone", "")
             data = {"region": self.cfg.region, "gateway_id": self.gateway_id}

@@ -61,8 +61,11 @@ export DEBIAN_FRONTEND=noninteractive
 have() {{ command -v "$1" >/dev/null 2>&1; }}
 fail() {{ echo "tescape bootstrap failed: $*"; exit 1; }}
 
-# 1. python3 and a virtual environment with the agent
-if ! "$VENV/bin/python" -c 'import capsule_runtime.agent' 2>/dev/null; then
+# 1. python3 and a virtual environment with the agent (on a baked AMI: there already, unless
+#    the gateway serves another wheel than the one installed)
+installed=$(cat "$VENV/.tescape-wheel-sha256" 2>/dev/null || true)
+if ! "$VENV/bin/python" -c 'import capsule_runtime.agent' 2>/dev/null ||
+        [ -n "$AGENT_WHEEL_SHA256" -a "$installed" != "$AGENT_WHEEL_SHA256" ]; then
     [ -n "$AGENT_WHEEL_URL" ] ||
         fail "the AMI has no agent; set providers.aws.agent_wheel_url or agent.wheel"
     if ! have python3 || ! python3 -c 'import venv, ensurepip' 2>/dev/null; then
@@ -103,6 +106,8 @@ if got.hexdigest() != digest:
     sys.exit(f"the agent wheel from {{url}} is not the one this instance was launched with")
 PY
         "$VENV/bin/pip" install -q "$wheel[agent]"
+        "$VENV/bin/pip" install -q --force-reinstall --no-deps "$wheel"  # same version, new build
+        echo "$AGENT_WHEEL_SHA256" >"$VENV/.tescape-wheel-sha256"
     else
     case "$AGENT_WHEEL_URL" in
         s3://*)
@@ -132,7 +137,7 @@ case "$criu_version" in
 esac
 podman --version
 runc --version | head -n 1
-
+{after_setup}
 # 3. the agent, started by systemd (restarted if it dies; stopped with the machine)
 install -d -m 700 /etc/tescape "$WORK_DIR"
 cat >/etc/tescape/agent.env <<'ENV'
@@ -178,6 +183,7 @@ def _number(value: float) -> str:
 def render(b: Bootstrap) -> str:
     """The script, every value quoted for bash (or checked to be a plain number)."""
     return TEMPLATE.format(
+        after_setup="",
         gateway_url=shlex.quote(b.gateway_url),
         instance_id=shlex.quote(b.instance_id),
         wheel_url=shlex.quote(b.agent_wheel_url or ""),
@@ -189,6 +195,39 @@ def render(b: Bootstrap) -> str:
         ram_gb=_number(b.ram_gb),
         disk_gb=_number(b.disk_gb),
         imds_url=IMDS_URL,
+    )
+
+
+# What a bake machine does once the install is done (`tescape aws bake`, bake.py): it powers off
+# (its shutdown behaviour is `stop`) and the gateway makes an image of its root volume. No agent
+# is started and no token is carried: an instance launched from the image later runs its own
+# user-data, which finds everything installed and goes straight to starting the agent.
+BAKE_DONE = r"""
+# bake: everything is installed; the machine stops and `tescape aws bake` makes an image of it
+echo "tescape bake done $(date -u +%FT%TZ)"
+sync
+systemctl poweroff || shutdown -h now
+exit 0
+"""
+
+
+def render_bake(agent_wheel_url: str) -> str:
+    """The user-data of a bake machine: steps 1 and 2 of the bootstrap (the agent from
+    `agent_wheel_url`, an s3:// or https:// wheel; podman, runc, CRIU), then power off."""
+    if not agent_wheel_url.startswith(("s3://", "https://", "http://")):
+        raise ValueError(
+            "bake installs the agent from providers.aws.agent_wheel_url (s3:// or https://)"
+        )
+    head = TEMPLATE[: TEMPLATE.index("# 3. the agent")]
+    return head.format(
+        after_setup=BAKE_DONE,
+        gateway_url="''",
+        instance_id="bake",
+        wheel_url=shlex.quote(agent_wheel_url),
+        wheel_sha256="''",
+        venv=shlex.quote(AGENT_VENV),
+        work_dir=shlex.quote(WORK_DIR),
+        token="",
     )
 
 
