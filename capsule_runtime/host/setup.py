@@ -22,8 +22,17 @@ from capsule_runtime.host import podman as podman_host
 PACKAGES: dict[str, list[str]] = {
     "serve": [],
     # wrk: the API benchmark's load generator (its smoke test runs in CI); chromium: the
-    # dashboard's browser tests (Playwright drives it; it never downloads a browser)
-    "test": ["postgresql", "python3-venv", "docker-registry", "apache2-utils", "wrk", "chromium"],
+    # dashboard's browser tests (Playwright drives it; it never downloads a browser);
+    # debootstrap: the Debian 12 root an EC2 instance's user-data runs in for real
+    "test": [
+        "postgresql",
+        "python3-venv",
+        "docker-registry",
+        "apache2-utils",
+        "wrk",
+        "chromium",
+        "debootstrap",
+    ],
 }
 
 

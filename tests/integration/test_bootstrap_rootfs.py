@@ -1,0 +1,128 @@
+"""An EC2 instance's user-data, run for real in a Debian 12 root file system (debootstrap, chroot):
+the script the aws provider rendered for a launched instance installs the agent from the wheel
+the gateway serves (fetched with the one-time token, checked against its sha256) into a fresh
+virtualenv, writes the systemd unit and the root-only token file, and the agent started exactly
+as that unit says registers with the gateway, trading the token for its own credential.
+
+What is not the real thing here: podman, runc and CRIU in the root are stand-ins that only say
+their versions (installing them is the host setup's part, `python -m capsule_runtime.host.setup`,
+which the test profile runs on this machine), systemd does not run in a chroot (the script stops
+before `systemctl` with TESCAPE_BOOTSTRAP_NO_SYSTEMD), and pip reads a wheelhouse made on this
+machine instead of an index (tests/fixtures/rootfs.py)."""
+
+from __future__ import annotations
+
+import re
+import shlex
+import stat
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from werkzeug.serving import make_server
+
+from gateway.providers.aws.provider import AwsProvider
+from gateway.store.fleet import InstanceState
+from tests.fixtures.aws_world import GATEWAY_ID, AwsWorld
+from tests.fixtures.moto_server import MotoServer
+from tests.fixtures.rootfs import Root, debian_root, usable, wheelhouse
+from tests.fixtures.waiting import wait_for
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
+
+STANDINS = {
+    "podman": "podman version 4.3.1",
+    "runc": "runc version 1.1.5",
+    "criu": "Version: 4.2",
+}
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Iterator[Root]:
+    with debian_root(tmp_path / "rootfs") as r:
+        yield r
+
+
+@pytest.fixture
+def world(tmp_path: Path, moto: MotoServer) -> Iterator[AwsWorld]:
+    if usable() is not None:
+        pytest.skip(str(usable()))
+    (wheel,) = wheelhouse().glob("tescape-*.whl")
+    w = AwsWorld(tmp_path / "gateway", moto, agent_wheel=wheel)
+    yield w
+    w.close()
+
+
+def stand_ins(root: Root) -> None:
+    for name, version in STANDINS.items():
+        path = root.file(f"/usr/local/bin/{name}")
+        path.write_text(f'#!/bin/sh\n[ "$1" = --version ] && echo {shlex.quote(version)}\nexit 0\n')
+        path.chmod(0o755)
+
+
+def exec_start(unit: str) -> list[str]:
+    """The agent's command line as the systemd unit has it."""
+    found = re.search(r"^ExecStart=(.*?)\n(?=\S)", unit.replace("\\\n", " "), re.M | re.S)
+    assert found is not None, unit
+    return shlex.split(found.group(1))
+
+
+def test_the_user_data_installs_and_starts_an_agent_that_registers(
+    world: AwsWorld, root: Root, tmp_path: Path
+) -> None:
+    server = make_server("127.0.0.1", 0, world.app, threaded=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    agent = None
+    try:
+        url = f"http://127.0.0.1:{server.server_port}"
+        world.provider = AwsProvider(
+            world.cfg.providers.aws,
+            url,
+            GATEWAY_ID,
+            world.moto.session(),
+            clock=world.seconds,
+            agent_wheel=world.services.agent_wheel,
+        )
+        world.scheduler = world.new_scheduler(world.provider)
+        world.submit()
+        inst = world.launching()
+        script = world.user_data(inst)
+        stand_ins(root)
+        root.file("/root/user-data").write_text(script)
+
+        boot = root.run(
+            ["bash", "/root/user-data"], root.env(TESCAPE_BOOTSTRAP_NO_SYSTEMD="1"), timeout=900
+        )
+        log = root.file("/var/log/tescape-bootstrap.log").read_text()
+        assert boot.returncode == 0, log[-4000:] + boot.stderr[-2000:]
+        assert "tescape bootstrap done" in log
+
+        served = world.services.agent_wheel
+        assert served is not None
+        venv = root.file("/opt/tescape/venv")
+        assert (venv / ".tescape-wheel-sha256").read_text().strip() == served.sha256
+        env_file = root.file("/etc/tescape/agent.env")
+        assert stat.S_IMODE(env_file.stat().st_mode) == 0o600
+        token = world.token_of(inst)
+        assert env_file.read_text() == f"TESCAPE_AGENT_TOKEN={token}\n"
+        argv = exec_start(root.file("/etc/systemd/system/tescape-agent.service").read_text())
+        assert argv[:3] == ["/opt/tescape/venv/bin/python", "-m", "capsule_runtime.agent"]
+        assert argv[argv.index("--gateway") + 1] == url
+
+        agent = root.start(argv, root.env(TESCAPE_AGENT_TOKEN=token), tmp_path / "agent.log")
+
+        def ready() -> bool:
+            now = world.fleet.instance(inst.id)
+            return now is not None and now.state is InstanceState.READY
+
+        try:
+            wait_for("the agent from the user-data to register", ready, timeout=120)
+        except AssertionError:
+            raise AssertionError((tmp_path / "agent.log").read_text()[-4000:]) from None
+        assert world.fleet.token_sha256(inst.id) is not None
+        assert world.register(inst, token).status_code == 401  # the user-data's token: spent
+    finally:
+        if agent is not None:
+            Root.stop(agent)
+        server.shutdown()
