@@ -10,7 +10,8 @@ instance, which the test plays too, and at the notice's deadline the first machi
 (its agent killed, its containers removed, its EC2 instance terminated in moto): the task is
 restored there and completes.
 
-Not yet here (issue 12): injected price series."""
+Prices here are moto's own; tests/integration/test_aws_prices.py injects a Spot price series in
+front of moto and checks the provider launches by it."""
 
 from __future__ import annotations
 
