@@ -125,18 +125,20 @@ def _capsule(row: Any) -> Capsule:
 
 # The scheduler reads every live instance and attempt each tick, and most rows' JSON has not
 # changed since the last one: each distinct document is parsed once. The models are frozen (a
-# change is a new row value, never an edit in place), so sharing one parse is safe.
-@lru_cache(maxsize=16384)
+# change is a new row value, never an edit in place), so sharing one parse is safe. Bounded:
+# an attempt's data holds at most USAGE_SAMPLES usage samples (a few KiB), so a few thousand
+# entries stay within tens of MiB.
+@lru_cache(maxsize=4096)
 def _instance_data(raw: str) -> InstanceData:
     return InstanceData.model_validate_json(raw)
 
 
-@lru_cache(maxsize=16384)
+@lru_cache(maxsize=4096)
 def _attempt_data(raw: str) -> AttemptData:
     return AttemptData.model_validate_json(raw)
 
 
-@lru_cache(maxsize=4096)
+@lru_cache(maxsize=2048)
 def _task_document(raw: str) -> TesTask:
     return TesTask.model_validate_json(raw)
 
