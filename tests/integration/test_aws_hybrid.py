@@ -24,10 +24,10 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 import requests
@@ -37,22 +37,11 @@ from tests.fixtures.moto_server import MotoServer
 from tests.fixtures.ports import free_port
 from tests.fixtures.seaweedfs import SeaweedS3, _seaweedfs  # noqa: F401
 from tests.fixtures.server import RunningServer, tescape_server
+from tests.fixtures.waiting import wait_for
 
 pytestmark = [pytest.mark.timeout(240), pytest.mark.slow]
 DEADLINE = 120.0
 GATEWAY_ID = "gw-hybrid"
-T = TypeVar("T")
-
-
-def wait(what: str, probe: Callable[[], T | None], deadline: float = DEADLINE) -> T:
-    end = time.monotonic() + deadline
-    while True:
-        got = probe()
-        if got is not None:
-            return got
-        if time.monotonic() > end:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.2)
 
 
 def ours(moto: MotoServer) -> list[dict[str, Any]]:
@@ -170,7 +159,7 @@ def test_a_task_runs_on_a_spot_instance_the_aws_provider_launched(
     assert created.status_code == 200, created.text
     task_id = created.json()["id"]
 
-    instance = wait("an EC2 launch", lambda: next(iter(ours(moto)), None))
+    instance = wait_for("an EC2 launch", lambda: next(iter(ours(moto)), None), timeout=DEADLINE)
     assert instance["InstanceLifecycle"] == "spot" and instance["InstanceType"] == "m5.large"
     script = user_data(moto, instance["InstanceId"])
     imds = InstanceMetadata(
@@ -191,7 +180,7 @@ def test_a_task_runs_on_a_spot_instance_the_aws_provider_launched(
             view = requests.get(f"{gateway.tes}/tasks/{task_id}?view=FULL", timeout=10).json()
             return view if view["state"] in ("COMPLETE", "EXECUTOR_ERROR", "SYSTEM_ERROR") else None
 
-        view = wait("the task to end", done)
+        view = wait_for("the task to end", done, timeout=DEADLINE)
         assert view["state"] == "COMPLETE", (view, (tmp_path / "agent.log").read_text()[-3000:])
         assert view["logs"][-1]["logs"][0]["stdout"] == "hello from EC2\n"
         # idle for providers.aws.idle_seconds: the gateway tells the agent to shut down; the
@@ -203,7 +192,7 @@ def test_a_task_runs_on_a_spot_instance_the_aws_provider_launched(
             listed = requests.get(gateway.url + "/api/v1/instances", timeout=10).json()
             return all(i["state"] == "TERMINATED" for i in listed["instances"]) or None
 
-        wait("the gateway to see the instance gone", terminated)
+        wait_for("the gateway to see the instance gone", terminated, timeout=DEADLINE)
         assert [i["State"]["Name"] for i in ours(moto)] == ["terminated"]
     finally:
         if agent.poll() is None:
@@ -264,7 +253,7 @@ def test_a_reclaimed_spot_instance_moves_its_task_through_an_s3_capsule(
     tasks = tmp_path / "tasks"
     played: list[Played] = []
     try:
-        first = wait("an EC2 launch", lambda: next(iter(ours(moto)), None))
+        first = wait_for("an EC2 launch", lambda: next(iter(ours(moto)), None), timeout=DEADLINE)
         played.append(Played(moto, first, tmp_path / "machines", tasks))
         count = tasks / task_id / "work" / "fs" / "work" / "count"
 
@@ -275,14 +264,14 @@ def test_a_reclaimed_spot_instance_moves_its_task_through_an_s3_capsule(
                 return len(count.read_text().split()) >= 10 or None
             return None
 
-        wait("the counter to pass 10", counting)
+        wait_for("the counter to pass 10", counting, timeout=DEADLINE)
         deadline = datetime.now(UTC) + timedelta(seconds=30)
         played[0].imds.notice(deadline)  # EC2's two-minute warning, shorter
 
         def second_launch() -> dict[str, Any] | None:
             return next((i for i in ours(moto) if i["InstanceId"] != first["InstanceId"]), None)
 
-        second = wait("a second EC2 launch", second_launch)
+        second = wait_for("a second EC2 launch", second_launch, timeout=DEADLINE)
         assert second["InstanceLifecycle"] == "spot"
 
         def checkpointed() -> bool | None:
@@ -290,7 +279,7 @@ def test_a_reclaimed_spot_instance_moves_its_task_through_an_s3_capsule(
             capsules = requests.get(url, timeout=10).json()["capsules"]
             return any(c["state"] == "complete" for c in capsules) or None
 
-        wait("the capsule", checkpointed)
+        wait_for("the capsule", checkpointed, timeout=DEADLINE)
         played[0].reclaim()  # the deadline: the machine is gone
         played.append(Played(moto, second, tmp_path / "machines", tasks))
 
@@ -298,7 +287,7 @@ def test_a_reclaimed_spot_instance_moves_its_task_through_an_s3_capsule(
             view = requests.get(f"{gw.tes}/tasks/{task_id}?view=FULL", timeout=10).json()
             return view if view["state"] in ("COMPLETE", "EXECUTOR_ERROR", "SYSTEM_ERROR") else None
 
-        view = wait("the task to end", ended, deadline=180)
+        view = wait_for("the task to end", ended, timeout=180)
         kinds = [e["kind"] for e in events(gw, task_id)]
         assert view["state"] == "COMPLETE", (view, kinds, gw.log()[-3000:])
         assert "restored" in kinds and "restart_from_scratch" not in kinds, kinds
@@ -347,14 +336,16 @@ def test_a_killed_gateway_keeps_its_ec2_instance_and_ends_the_orphans(
     try:
         with tescape_server(tmp_path / "gw", config=config, run_tasks=True, port=port) as first:
             task_id = requests.post(first.tes + "/tasks", json=task, timeout=30).json()["id"]
-            machine = wait("an EC2 launch", lambda: next(iter(ours(moto)), None))
+            machine = wait_for(
+                "an EC2 launch", lambda: next(iter(ours(moto)), None), timeout=DEADLINE
+            )
             played = Played(moto, machine, tmp_path / "machines", tmp_path / "tasks")
 
             def running() -> bool | None:
                 got = requests.get(f"{first.tes}/tasks/{task_id}", timeout=10).json()
                 return got["state"] == "RUNNING" or None
 
-            wait("the task to run", running)
+            wait_for("the task to run", running, timeout=DEADLINE)
             first.process.kill()  # SIGKILL: nothing stopped, nothing terminated
             first.process.wait()
         ec2 = moto.client()
@@ -378,7 +369,7 @@ def test_a_killed_gateway_keeps_its_ec2_instance_and_ends_the_orphans(
                     else None
                 )
 
-            view = wait("the task to end", ended)
+            view = wait_for("the task to end", ended, timeout=DEADLINE)
             assert view["state"] == "COMPLETE", (view, second.log()[-3000:])
             url = f"{second.url}/api/v1/tasks/{task_id}/attempts"
             attempts = requests.get(url, timeout=10).json()["attempts"]
