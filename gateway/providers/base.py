@@ -12,6 +12,8 @@ A cloud implements it as a handful of calls (SkyPilot's `sky/provision`, dstack'
     query(records)    the state of the whole fleet in one call (one DescribeInstances), not one
                       call per instance per tick; None: the provider knows no such machine
     terminate(record) stop it (idempotent)
+    terminate_many(records)  several in one call where the cloud allows (aws: one
+                      TerminateInstances per 1000); here, one `terminate` each
 
 Failures are typed: `CapacityUnavailable` (the scheduler quarantines that pool for a while and
 tries the next fitting offer), `PrecheckFailed` (this provider cannot launch at all: fix the
@@ -201,6 +203,21 @@ class Provider(ABC):
     @abstractmethod
     def terminate(self, record: LaunchRecord) -> None:
         """Stop the machine (idempotent; records from an earlier gateway process too)."""
+
+    def terminate_many(self, records: Sequence[LaunchRecord]) -> dict[str, ProviderError | None]:
+        """Stop several machines (idempotent, as `terminate`): for each record's provider_id,
+        None when it is stopped (or was gone already), else the error that one met — one
+        machine's failure never keeps the others running. A cloud that can stop several in one
+        call overrides this (fewer calls in a tick that retires many at once); here, one
+        `terminate` each."""
+        results: dict[str, ProviderError | None] = {}
+        for record in records:
+            try:
+                self.terminate(record)
+                results[record.provider_id] = None
+            except ProviderError as exc:
+                results[record.provider_id] = exc
+        return results
 
     def orphans(self, records: Sequence[LaunchRecord]) -> list[LaunchRecord]:
         """Live machines this gateway started that none of `records` (its live instance rows)

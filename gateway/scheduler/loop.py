@@ -219,11 +219,20 @@ class Scheduler:
             {InstanceState.LAUNCHING, InstanceState.READY, InstanceState.TERMINATING}
         )
         try:
-            for record in self.provider.orphans([record_of(i) for i in rows]):
-                log.warning("terminating orphaned machine %s", record.provider_id)
-                self.provider.terminate(record)
+            orphans = self.provider.orphans([record_of(i) for i in rows])
         except ProviderError as exc:
             log.warning("looking for orphaned machines: %s", exc)
+            return
+        if not orphans:
+            return
+        log.warning(
+            "terminating %d orphaned machines: %s",
+            len(orphans),
+            ", ".join(r.provider_id for r in orphans),
+        )
+        for provider_id, error in self.provider.terminate_many(orphans).items():
+            if error is not None:
+                log.warning("terminating orphaned machine %s: %s", provider_id, error)
 
     def tick(self) -> None:
         now = self.clock()

@@ -381,3 +381,35 @@ def test_a_left_launch_template_is_deleted_at_start(moto: MotoServer) -> None:
         for t in moto.client().describe_launch_templates()["LaunchTemplates"]
     ]
     assert names == ["someone-elses"]
+
+
+def test_one_refused_termination_keeps_no_other_machine_running(moto: MotoServer) -> None:
+    """EC2 refuses a whole TerminateInstances for one protected instance: the batch is sent
+    again one instance at a time, so that one gets its own error and the others stop; a record
+    whose launch answer was never stored (the gateway's instance id) is found by its tag."""
+    p = provider(moto, instance_types=["m5.large"])
+    offer = next(o for o in p.offers() if o.market == "on-demand")
+    records = [p.launch(LaunchSpec(f"inst-{n}", "tok", offer)) for n in range(3)]
+    protected = records[1].provider_id
+    moto.client().modify_instance_attribute(
+        InstanceId=protected, DisableApiTermination={"Value": True}
+    )
+    by_tag = LaunchRecord("inst-2", offer.zone, {})  # records[2], by its tescape:instance tag
+    calls = count_calls(p)
+    results = p.terminate_many([records[0], records[1], by_tag])
+    assert set(results) == {records[0].provider_id, protected, "inst-2"}
+    assert results[records[0].provider_id] is None and results["inst-2"] is None
+    assert results[protected] is not None and "OperationNotPermitted" in str(results[protected])
+    # one describe for the tagged record, the batch, then one call per instance
+    assert calls["TerminateInstances"] == 4
+    states = {r.provider_id: described(moto, r.provider_id)["State"]["Name"] for r in records}
+    assert states[protected] == "running"
+    assert {states[records[0].provider_id], states[records[2].provider_id]} <= {
+        "shutting-down",
+        "terminated",
+    }
+    moto.client().modify_instance_attribute(
+        InstanceId=protected, DisableApiTermination={"Value": False}
+    )
+    p.terminate(records[1])
+    assert described(moto, protected)["State"]["Name"] in ("shutting-down", "terminated")

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -40,7 +41,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from gateway.config import AwsProviderConfig
 from gateway.market import catalog
 from gateway.providers.aws import fleet
-from gateway.providers.aws.errors import RETRYABLE, error_code, mapped
+from gateway.providers.aws.errors import RETRYABLE, error_code, error_message, mapped
 from gateway.providers.aws.userdata import Bootstrap, render
 from gateway.providers.base import (
     Capability,
@@ -58,6 +59,8 @@ log = logging.getLogger(__name__)
 
 GATEWAY_TAG = "tescape:gateway"
 INSTANCE_TAG = "tescape:instance"
+TERMINATE_BATCH = 1000  # instance ids TerminateInstances takes at most
+INSTANCE_ID = re.compile(r"\bi-[0-9a-f]{8,17}\b")  # in EC2's InvalidInstanceID.NotFound message
 PRICE_TTL = 300.0  # seconds Spot prices are reused before DescribeSpotPriceHistory again
 LINUX = "Linux/UNIX"
 STATES = {
@@ -600,14 +603,14 @@ class AwsProvider(Provider):
             grace,
             ", ".join(orphans),
         )
-        for start in range(0, len(orphans), 1000):  # TerminateInstances takes 1000 ids at most
-            batch = orphans[start : start + 1000]
-            try:
-                self.ec2.terminate_instances(InstanceIds=batch)
-                for ec2_id in batch:
+        for start in range(0, len(orphans), TERMINATE_BATCH):
+            batch = orphans[start : start + TERMINATE_BATCH]
+            failed = self._terminate_batch(batch)  # the next tick's sweep tries those again
+            for ec2_id in batch:
+                if ec2_id in failed:
+                    log.warning("orphan %s: %s", ec2_id, failed[ec2_id])
+                else:
                     self.machines().pop(ec2_id, None)
-            except (ClientError, BotoCoreError) as exc:  # the next tick's sweep tries again
-                log.warning("%s", mapped(exc, f"terminate orphans {', '.join(batch)}"))
 
     def tagged(self, gateway_id: str) -> Iterable[dict[str, Any]]:
         """Every instance tagged with `gateway_id` (terminated ones stay listed about an hour)."""
@@ -641,28 +644,93 @@ class AwsProvider(Provider):
     def terminate(self, record: LaunchRecord) -> None:
         """Terminate the instance (its root volume goes with it; a Spot request of one-time
         type closes). An instance already gone is fine."""
-        ids = [record.provider_id]
-        if not record.provider_id.startswith("i-"):  # launched, but its answer never stored
-            gateway = str(record.provider_data.get("gateway_id") or self.gateway_id)
-            ids = [
-                i["InstanceId"]
-                for i in self.tagged(gateway)
-                if {"Key": INSTANCE_TAG, "Value": record.provider_id} in i.get("Tags", [])
-                and i["State"]["Name"] != "terminated"
-            ]
-            if not ids:
-                return
-        for ec2_id in ids:
-            if self._machines is not None:
+        error = self.terminate_many([record]).get(record.provider_id)
+        if error is not None:
+            raise error
+
+    def terminate_many(self, records: Sequence[LaunchRecord]) -> dict[str, ProviderError | None]:
+        """Terminate several instances with one TerminateInstances per `TERMINATE_BATCH` ids
+        (EC2's limit), not one call each: a tick that retires many idle machines makes one
+        call. Instances already gone are fine. EC2 refuses a whole call for one bad id, so an
+        id it says does not exist is dropped and the rest sent again, and any other refusal of
+        a batch (one instance's termination protection, say) is retried one instance at a
+        time: each record gets its own error, and one refusal keeps no other machine running.
+        A record whose launch answer was never stored (its provider id is the gateway's
+        instance id) is found by its `tescape:instance` tag (one describe per gateway id)."""
+        results: dict[str, ProviderError | None] = {r.provider_id: None for r in records}
+        owner: dict[str, str] = {}  # EC2 id → the provider id of the record that names it
+        for record in records:
+            if record.provider_id.startswith("i-"):
+                owner[record.provider_id] = record.provider_id
+        untagged = [r for r in records if not r.provider_id.startswith("i-")]
+        if untagged:
+            try:
+                owner.update(self._by_instance_tag(untagged))
+            except ProviderError as exc:
+                for record in untagged:
+                    results[record.provider_id] = exc
+        ids = list(owner)
+        if self._machines is not None:
+            for ec2_id in ids:
                 self._machines.pop(ec2_id, None)
-        try:
-            self.ec2.terminate_instances(InstanceIds=ids)
-        except ClientError as exc:
-            if error_code(exc) == "InvalidInstanceID.NotFound":
-                return
-            raise mapped(exc, f"terminate {', '.join(ids)}") from exc
-        except BotoCoreError as exc:
-            raise mapped(exc, f"terminate {', '.join(ids)}") from exc
+        for start in range(0, len(ids), TERMINATE_BATCH):
+            failed = self._terminate_batch(ids[start : start + TERMINATE_BATCH])
+            for ec2_id, error in failed.items():
+                results[owner[ec2_id]] = error
+        return results
+
+    def _by_instance_tag(self, records: Sequence[LaunchRecord]) -> dict[str, str]:
+        """EC2 id → gateway instance id, for the not yet terminated machines tagged
+        `tescape:instance` with one of the records' provider ids (a launch whose answer was
+        never stored)."""
+        wanted = {r.provider_id for r in records}
+        gateways = {str(r.provider_data.get("gateway_id") or self.gateway_id) for r in records}
+        found: dict[str, str] = {}
+        for gateway in sorted(gateways):
+            for instance in self.tagged(gateway):
+                if instance["State"]["Name"] == "terminated":
+                    continue
+                for tag in instance.get("Tags", []):
+                    if tag["Key"] == INSTANCE_TAG and tag["Value"] in wanted:
+                        found[instance["InstanceId"]] = tag["Value"]
+        return found
+
+    def _terminate_batch(self, ids: list[str]) -> dict[str, ProviderError]:
+        """One TerminateInstances for up to TERMINATE_BATCH ids; the ids that could not be
+        terminated, each with its error (none: all terminated or gone already)."""
+        pending = list(ids)
+        while pending:
+            action = f"terminate {', '.join(pending[:5])}" + (
+                f" and {len(pending) - 5} more" if len(pending) > 5 else ""
+            )
+            try:
+                self.ec2.terminate_instances(InstanceIds=pending)
+                return {}
+            except ClientError as exc:
+                code = error_code(exc)
+                if code == "InvalidInstanceID.NotFound":
+                    if len(pending) == 1:
+                        return {}
+                    named = set(INSTANCE_ID.findall(error_message(exc))) & set(pending)
+                    if named:  # gone already: the rest once more
+                        pending = [i for i in pending if i not in named]
+                        continue
+                if code in RETRYABLE or len(pending) == 1:  # botocore has retried already
+                    error = mapped(exc, action)
+                    return dict.fromkeys(pending, error)
+                log.warning(
+                    "TerminateInstances for %d instances: %s; one at a time instead",
+                    len(pending),
+                    code,
+                )
+                failed: dict[str, ProviderError] = {}
+                for ec2_id in pending:
+                    failed.update(self._terminate_batch([ec2_id]))
+                return failed
+            except BotoCoreError as exc:
+                error = mapped(exc, action)
+                return dict.fromkeys(pending, error)
+        return {}
 
     def log_hint(self, record: LaunchRecord) -> str:
         region = record.provider_data.get("region", self.cfg.region)
