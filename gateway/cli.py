@@ -629,6 +629,8 @@ def aws_check(config_file: str | None) -> None:
         sys.exit(1)
     zones = ", ".join(provider.subnets())
     click.echo(f"ok: {len(offers)} offers in {zones} (AMI {provider.ami()})")
+    if provider.queue is not None:
+        click.echo(f"ok: interruption queue {provider.queue.url} can be read")
 
 
 register_log_commands(tasks)  # tescape tasks logs|events

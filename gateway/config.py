@@ -234,6 +234,13 @@ class AwsProviderConfig(Section):
     # is terminated (checked on every scheduler tick, from its one DescribeInstances); 0: only
     # when the gateway starts.
     orphan_grace_seconds: float = Field(default=600.0, ge=0)
+    # The SQS queue an EventBridge rule sends EC2's Spot interruption warnings and rebalance
+    # recommendations to (docs/aws.md): the gateway acts on them even when an instance's agent
+    # is stuck. Empty: off (agents report the notices they see in IMDS).
+    interruption_queue_url: str = ""
+    # Seconds one read of that queue waits for a message (SQS long polling, 0-20); the
+    # scheduler reads it at most every 5 seconds, on its tick.
+    interruption_wait_seconds: int = Field(default=1, ge=0, le=20)
 
     @model_validator(mode="before")
     @classmethod

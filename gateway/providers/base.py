@@ -14,6 +14,9 @@ A cloud implements it as a handful of calls (SkyPilot's `sky/provision`, dstack'
     terminate(record) stop it (idempotent)
     terminate_many(records)  several in one call where the cloud allows (aws: one
                       TerminateInstances per 1000); here, one `terminate` each
+    notices()         interruption notices the cloud sent the gateway itself (aws: EventBridge
+                      through SQS), so a notice is acted on even if the machine's agent is
+                      stuck; acknowledge(notices) once handled. None here: agents report them
 
 Failures are typed: `CapacityUnavailable` (the scheduler quarantines that pool for a while and
 tries the next fitting offer), `PrecheckFailed` (this provider cannot launch at all: fix the
@@ -121,6 +124,17 @@ def record_of(instance: Instance) -> LaunchRecord:
     )
 
 
+@dataclass(frozen=True)
+class CloudNotice:
+    """An interruption notice the cloud sent the gateway (not through the machine's agent):
+    the same kinds and times an agent's `Notice` carries."""
+
+    provider_id: str  # the machine (LaunchRecord.provider_id)
+    kind: str  # terminate | stop | hibernate | rebalance
+    time: str  # the deadline (rebalance: when it was recommended), RFC 3339
+    receipt: str = ""  # the provider's handle for `acknowledge`
+
+
 class ProviderError(RuntimeError):
     """The provider could not do what was asked."""
 
@@ -218,6 +232,17 @@ class Provider(ABC):
             except ProviderError as exc:
                 results[record.provider_id] = exc
         return results
+
+    def notices(self) -> list[CloudNotice]:
+        """Interruption notices the cloud sent the gateway itself since the last call, each
+        until it is acknowledged (a gateway that dies before handling one gets it again). Called
+        by the leading scheduler on its tick: a provider waits briefly at most. None here: a
+        provider without such a channel relies on its agents' notices."""
+        return []
+
+    def acknowledge(self, notices: Sequence[CloudNotice]) -> None:  # noqa: B027 (optional)
+        """The scheduler has handled these notices (or found they are not its machines'): the
+        cloud need not send them again."""
 
     def orphans(self, records: Sequence[LaunchRecord]) -> list[LaunchRecord]:
         """Live machines this gateway started that none of `records` (its live instance rows)

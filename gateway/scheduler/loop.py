@@ -45,7 +45,15 @@ from gateway.config import Config
 from gateway.market.model import Market
 from gateway.migration import Migrations, Refused
 from gateway.providers.base import Provider, ProviderError, record_of
-from gateway.scheduler import launches, losses, placement, prices, triggers, upkeep
+from gateway.scheduler import (
+    cloud_notices,
+    launches,
+    losses,
+    placement,
+    prices,
+    triggers,
+    upkeep,
+)
 from gateway.scheduler.adoption import adopt_instances
 from gateway.scheduler.common import first_line, gone
 from gateway.scheduler.leadership import LostLeadership, SchedulerLease
@@ -242,6 +250,7 @@ class Scheduler:
             self.hearing_since = now
         losses.expire(self, now)
         losses.settle_overdue(self, now)
+        cloud_notices.read(self)  # the cloud's own reclaim warnings, before any placement
         if self.failed_launches and self.fleet.instances({InstanceState.READY}):
             self.failed_launches = 0
         prices.market_tick(self, now)

@@ -311,6 +311,15 @@ def test_several_terminated_in_one_call(subject: Subject) -> None:
     assert p.terminate_many([]) == {}
 
 
+def test_no_cloud_notices_unless_the_cloud_sent_some(subject: Subject) -> None:
+    """`notices` (interruption warnings the cloud sends the gateway itself): none here (aws
+    without an interruption queue; the others have no such channel), and acknowledging none
+    is harmless."""
+    p = subject.provider
+    assert p.notices() == []
+    p.acknowledge([])
+
+
 def test_a_pool_without_capacity_fails_typed(subject: Subject) -> None:
     p = subject.provider
     spec = spec_for(p)

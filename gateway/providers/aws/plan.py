@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from gateway.config import AwsProviderConfig
+from gateway.providers.aws.interruptions import queue_arn
 
 # EC2 calls the provider makes (gateway/providers/aws/provider.py), as IAM actions
 READ_ACTIONS = [
@@ -19,6 +20,8 @@ READ_ACTIONS = [
 ]
 LAUNCH_ACTIONS = ["ec2:RunInstances", "ec2:CreateTags"]  # tags are set in RunInstances itself
 TERMINATE_ACTIONS = ["ec2:TerminateInstances"]
+# interruption_queue_url (gateway/providers/aws/interruptions.py): EventBridge → SQS warnings
+QUEUE_ACTIONS = ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"]
 # launch_api: fleet (gateway/providers/aws/fleet.py): a launch template per launch
 FLEET_ACTIONS = [
     "ec2:CreateFleet",
@@ -53,6 +56,15 @@ def iam_policy(cfg: AwsProviderConfig, gateway_id: str | None = None) -> dict[st
                 "Action": "iam:CreateServiceLinkedRole",
                 "Resource": "*",
                 "Condition": {"StringEquals": {"iam:AWSServiceName": "ec2fleet.amazonaws.com"}},
+            }
+        )
+    if cfg.interruption_queue_url:
+        statements.append(
+            {
+                "Sid": "InterruptionQueue",
+                "Effect": "Allow",
+                "Action": QUEUE_ACTIONS,
+                "Resource": queue_arn(cfg.interruption_queue_url, cfg.region),
             }
         )
     if cfg.ami is None:
@@ -111,5 +123,11 @@ def plan_lines(cfg: AwsProviderConfig, gateway_id: str | None = None) -> list[st
         f"instance profile: {cfg.instance_profile or 'none (no S3 access from instances)'}",
         "idle instances terminated after "
         + (f"{cfg.idle_seconds:g} s" if cfg.idle_seconds else "scheduler.idle_timeout_seconds"),
-        "nothing else is created: no VPC, security group, key pair, role or bucket",
+        "interruption warnings: "
+        + (
+            f"read from the SQS queue {cfg.interruption_queue_url} (EventBridge) and from IMDS"
+            if cfg.interruption_queue_url
+            else "from IMDS by each agent (no interruption_queue_url)"
+        ),
+        "nothing else is created: no VPC, security group, key pair, role, bucket or queue",
     ]

@@ -19,8 +19,10 @@ for `orphan_grace_seconds` are terminated) and the limits (`max_instances` over 
 machine, `max_hourly_spend` at current prices; `launch` refuses beyond them). With `launch_api:
 fleet` a launch is an instant EC2 Fleet over the types of the offer's size (fleet.py).
 
-Interruptions need nothing here: the agent watches the instance's IMDSv2 (spot/instance-action,
-rebalance recommendations) as it watches the local provider's simulated one.
+Interruptions: the agent watches the instance's IMDSv2 (spot/instance-action, rebalance
+recommendations) as it watches the local provider's simulated one; with
+`interruption_queue_url` the gateway also reads EC2's warnings from EventBridge through SQS
+(`notices`, interruptions.py), so a stuck agent's instance is evacuated too.
 """
 
 from __future__ import annotations
@@ -42,10 +44,12 @@ from gateway.config import AwsProviderConfig
 from gateway.market import catalog
 from gateway.providers.aws import fleet
 from gateway.providers.aws.errors import RETRYABLE, error_code, error_message, mapped
+from gateway.providers.aws.interruptions import InterruptionQueue
 from gateway.providers.aws.userdata import Bootstrap, render
 from gateway.providers.base import (
     Capability,
     CapacityUnavailable,
+    CloudNotice,
     CloudState,
     LaunchRecord,
     LaunchSpec,
@@ -110,6 +114,15 @@ class AwsProvider(Provider):
         self.ec2 = session.client("ec2", **kw)
         self.ec2_launch = session.client("ec2", **{**kw, "config": NO_RETRIES})
         self.ssm = session.client("ssm", **kw)
+        # EventBridge → SQS interruption warnings (interruptions.py), when a queue is configured
+        self.queue: InterruptionQueue | None = None
+        if cfg.interruption_queue_url:
+            self.queue = InterruptionQueue(
+                session.client("sqs", **kw),
+                cfg.interruption_queue_url,
+                cfg.interruption_wait_seconds,
+                clock,
+            )
         self.clock = clock
         self.sleep = time.sleep
         self.page_size = 1000  # DescribeInstances results per page (EC2 allows 5 to 1000)
@@ -148,6 +161,8 @@ class AwsProvider(Provider):
                 "(aws ec2 create-default-vpc)"
             )
         self.sizes()
+        if self.queue is not None:
+            self.queue.check()
 
     def subnets(self) -> dict[str, list[str]]:
         """Zone → subnet ids: the configured ones, else the default VPC's default subnets."""
@@ -731,6 +746,15 @@ class AwsProvider(Provider):
                 error = mapped(exc, action)
                 return dict.fromkeys(pending, error)
         return {}
+
+    def notices(self) -> list[CloudNotice]:
+        """EC2's Spot interruption warnings and rebalance recommendations from the configured
+        SQS queue (interruptions.py); none without one."""
+        return self.queue.receive() if self.queue is not None else []
+
+    def acknowledge(self, notices: Sequence[CloudNotice]) -> None:
+        if self.queue is not None:
+            self.queue.acknowledge(notices)
 
     def log_hint(self, record: LaunchRecord) -> str:
         region = record.provider_data.get("region", self.cfg.region)
