@@ -220,8 +220,9 @@ class AwsProviderConfig(Section):
     key_name: str | None = None
     # Highest Spot price to pay (USD/hour); null: up to the on-demand price (EC2's default).
     spot_max_price: float | None = Field(default=None, gt=0)
-    # On-demand prices (USD/hour) by instance type; a type not listed: the built-in us-east-1
-    # list price (gateway/market/catalog.py), else no price.
+    # On-demand prices (USD/hour) by instance type, used first; a type not listed: the AWS
+    # Pricing API (pricing:GetProducts, once per type per run; gateway/providers/aws/pricing.py),
+    # else the built-in us-east-1 list price (gateway/market/catalog.py), else no price.
     on_demand_prices: dict[str, float] = Field(default_factory=dict)
     # Where the bootstrap installs the agent from when the AMI lacks it (a wheel's https:// or
     # s3:// URL); null: the AMI must have it already.

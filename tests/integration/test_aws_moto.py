@@ -248,6 +248,7 @@ def test_tescape_aws_plan_and_check(moto: MotoServer, tmp_path: Any) -> None:
         "TerminateOnlyOurs",
         "PassInstanceRole",
         "SpotServiceLinkedRole",
+        "OnDemandPrices",  # pricing:GetProducts for the types not in on_demand_prices
     }
     ok = tescape("aws", "check", env=env)
     assert ok.returncode == 0 and ok.stdout.startswith("ok: "), ok.stderr

@@ -20,6 +20,8 @@ READ_ACTIONS = [
 ]
 LAUNCH_ACTIONS = ["ec2:RunInstances", "ec2:CreateTags"]  # tags are set in RunInstances itself
 TERMINATE_ACTIONS = ["ec2:TerminateInstances"]
+# on-demand prices of the types not in on_demand_prices (gateway/providers/aws/pricing.py)
+PRICING_ACTIONS = ["pricing:GetProducts"]
 # interruption_queue_url (gateway/providers/aws/interruptions.py): EventBridge → SQS warnings
 QUEUE_ACTIONS = ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"]
 # launch_api: fleet (gateway/providers/aws/fleet.py): a launch template per launch
@@ -57,6 +59,11 @@ def iam_policy(cfg: AwsProviderConfig, gateway_id: str | None = None) -> dict[st
                 "Resource": "*",
                 "Condition": {"StringEquals": {"iam:AWSServiceName": "ec2fleet.amazonaws.com"}},
             }
+        )
+    priced = "on-demand" in cfg.markets or cfg.max_hourly_spend is not None
+    if priced and not set(cfg.instance_types) <= set(cfg.on_demand_prices):
+        statements.append(
+            {"Sid": "OnDemandPrices", "Effect": "Allow", "Action": PRICING_ACTIONS, "Resource": "*"}
         )
     if cfg.interruption_queue_url:
         statements.append(

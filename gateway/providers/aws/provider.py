@@ -11,8 +11,9 @@ retried after a lost answer starts no second machine.
 `query` is one paginated DescribeInstances filtered by this gateway's tag, for the whole fleet.
 Offers combine the configured types' sizes (DescribeInstanceTypes), where each is offered
 (DescribeInstanceTypeOfferings), the newest Spot price per type and zone
-(DescribeSpotPriceHistory) and on-demand prices from configuration or the built-in us-east-1
-list; sizes and zones are read once, prices at most every `PRICE_TTL` seconds.
+(DescribeSpotPriceHistory) and on-demand prices from configuration, the Pricing API or the
+built-in us-east-1 list (pricing.py); sizes and zones are read once, Spot prices at most every
+`PRICE_TTL` seconds, on-demand prices once.
 
 The same describe feeds the periodic orphan sweep (`_sweep`: tagged machines no record has named
 for `orphan_grace_seconds` are terminated) and the limits (`max_instances` over every live tagged
@@ -45,6 +46,7 @@ from gateway.market import catalog
 from gateway.providers.aws import fleet
 from gateway.providers.aws.errors import RETRYABLE, error_code, error_message, mapped
 from gateway.providers.aws.interruptions import InterruptionQueue
+from gateway.providers.aws.pricing import PRICING_REGION, OnDemandPrices
 from gateway.providers.aws.userdata import Bootstrap, render
 from gateway.providers.base import (
     Capability,
@@ -82,6 +84,10 @@ RETRIES = BotoConfig(retries={"mode": "standard", "max_attempts": 6}, connect_ti
 # launches retry only throttling and server errors themselves (LAUNCH_BACKOFF, seconds).
 NO_RETRIES = BotoConfig(retries={"mode": "standard", "max_attempts": 1}, connect_timeout=10)
 LAUNCH_BACKOFF = (0.5, 1.0, 2.0, 4.0)
+# the Pricing API is optional (a failure falls back to list prices): one retry, short timeouts
+PRICING_RETRIES = BotoConfig(
+    retries={"mode": "standard", "max_attempts": 2}, connect_timeout=5, read_timeout=10
+)
 
 
 class AwsProvider(Provider):
@@ -114,6 +120,14 @@ class AwsProvider(Provider):
         self.ec2 = session.client("ec2", **kw)
         self.ec2_launch = session.client("ec2", **{**kw, "config": NO_RETRIES})
         self.ssm = session.client("ssm", **kw)
+        # on-demand prices: the configured table, the Pricing API (pricing.py), the built-in list
+        pricing_kw = {**kw, "region_name": PRICING_REGION, "config": PRICING_RETRIES}
+        self.prices = OnDemandPrices(
+            session.client("pricing", **pricing_kw),
+            cfg.region,
+            cfg.on_demand_prices,
+            catalog.on_demand_price,
+        )
         # EventBridge → SQS interruption warnings (interruptions.py), when a queue is configured
         self.queue: InterruptionQueue | None = None
         if cfg.interruption_queue_url:
@@ -238,9 +252,9 @@ class AwsProvider(Provider):
         return self._spot
 
     def on_demand_price(self, instance_type: str) -> float | None:
-        if instance_type in self.cfg.on_demand_prices:
-            return self.cfg.on_demand_prices[instance_type]
-        return catalog.on_demand_price(instance_type)
+        """`on_demand_prices`, else the Pricing API (once per type), else the built-in
+        us-east-1 list price (pricing.py)."""
+        return self.prices.price(instance_type)
 
     def offers(self) -> list[Offer]:
         """Each configured type in each zone that has a subnet and offers it: Spot where EC2
