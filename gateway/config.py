@@ -235,6 +235,9 @@ class AwsProviderConfig(Section):
     # is terminated (checked on every scheduler tick, from its one DescribeInstances); 0: only
     # when the gateway starts.
     orphan_grace_seconds: float = Field(default=600.0, ge=0)
+    # Spot placement scores (ec2:GetSpotPlacementScores) as the tiebreak among equally priced
+    # Spot pools; where EC2 (or an emulator) does not offer them, off for the run by itself.
+    placement_scores: bool = True
     # The SQS queue an EventBridge rule sends EC2's Spot interruption warnings and rebalance
     # recommendations to (docs/aws.md): the gateway acts on them even when an instance's agent
     # is stuck. Empty: off (agents report the notices they see in IMDS).

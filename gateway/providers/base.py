@@ -48,6 +48,9 @@ class Offer(Resources):
     market: str  # spot | on-demand
     zone: str
     price_per_hour: float | None
+    # how likely a Spot request in this pool succeeds, 1-10 (EC2's Spot placement score), where
+    # the provider knows it: among equally priced pools the scheduler takes the higher
+    placement_score: int | None = None
 
 
 def offer_of(instance: Instance, fallback: Offer | None = None) -> Offer:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -414,3 +415,22 @@ def test_one_refused_termination_keeps_no_other_machine_running(moto: MotoServer
     )
     p.terminate(records[1])
     assert described(moto, protected)["State"]["Name"] in ("shutting-down", "terminated")
+
+
+def test_without_placement_scores_the_feature_turns_itself_off(
+    moto: MotoServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """moto has no GetSpotPlacementScores (nor some EC2 partitions): the first read turns the
+    tiebreak off for the run, with one log line; offers are made as before, unscored."""
+    p = provider(moto, instance_types=["m5.large"])
+    calls = count_calls(p)
+    with caplog.at_level(logging.INFO, logger="gateway.providers.aws.placement"):
+        offers = p.offers()
+        p._spot_read_at = None  # prices again: the scores are not asked again
+        assert p.offers() == offers
+    assert p.placement.off
+    assert [o for o in offers if o.market == "spot"]
+    assert all(o.placement_score is None for o in offers)
+    assert calls["GetSpotPlacementScores"] == 1
+    said = [r.message for r in caplog.records if "placement scores" in r.message]
+    assert len(said) == 1 and "off for this run" in said[0]

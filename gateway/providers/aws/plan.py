@@ -20,6 +20,8 @@ READ_ACTIONS = [
 ]
 LAUNCH_ACTIONS = ["ec2:RunInstances", "ec2:CreateTags"]  # tags are set in RunInstances itself
 TERMINATE_ACTIONS = ["ec2:TerminateInstances"]
+# Spot placement scores (gateway/providers/aws/placement.py), with Spot and placement_scores
+PLACEMENT_ACTIONS = ["ec2:GetSpotPlacementScores", "ec2:DescribeAvailabilityZones"]
 # on-demand prices of the types not in on_demand_prices (gateway/providers/aws/pricing.py)
 PRICING_ACTIONS = ["pricing:GetProducts"]
 # interruption_queue_url (gateway/providers/aws/interruptions.py): EventBridge → SQS warnings
@@ -94,6 +96,8 @@ def iam_policy(cfg: AwsProviderConfig, gateway_id: str | None = None) -> dict[st
                 "Resource": f"arn:aws:iam::*:role/{role}",
             }
         )
+    if "spot" in cfg.markets and cfg.placement_scores:
+        statements[0]["Action"] = [*READ_ACTIONS, *PLACEMENT_ACTIONS]
     if "spot" in cfg.markets:
         statements.append(
             {

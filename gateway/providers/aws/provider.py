@@ -46,6 +46,7 @@ from gateway.market import catalog
 from gateway.providers.aws import fleet
 from gateway.providers.aws.errors import RETRYABLE, error_code, error_message, mapped
 from gateway.providers.aws.interruptions import InterruptionQueue
+from gateway.providers.aws.placement import PlacementScores
 from gateway.providers.aws.pricing import PRICING_REGION, OnDemandPrices
 from gateway.providers.aws.userdata import Bootstrap, render
 from gateway.providers.base import (
@@ -128,6 +129,9 @@ class AwsProvider(Provider):
             cfg.on_demand_prices,
             catalog.on_demand_price,
         )
+        # Spot placement scores: the tiebreak among equally priced Spot pools (placement.py)
+        self.placement = PlacementScores(self.ec2, cfg.region, clock)
+        self.placement.off = not cfg.placement_scores
         # EventBridge → SQS interruption warnings (interruptions.py), when a queue is configured
         self.queue: InterruptionQueue | None = None
         if cfg.interruption_queue_url:
@@ -264,6 +268,7 @@ class AwsProvider(Provider):
             sizes = self.sizes()
             where = self.zones_of()
             spot = self.spot_prices() if Capability.SPOT in self.capabilities else {}
+            scores = self.placement.scores(list(self.cfg.instance_types)) if spot else {}
         out: list[Offer] = []
         disk = float(self.cfg.disk_gb)
         for itype in self.cfg.instance_types:
@@ -278,6 +283,7 @@ class AwsProvider(Provider):
                             market="spot",
                             zone=zone,
                             price_per_hour=spot[itype, zone],
+                            placement_score=scores.get((itype, zone)),
                             cpu_cores=cpus,
                             ram_gb=ram,
                             disk_gb=disk,
