@@ -118,6 +118,9 @@ class InterruptionQueue:
         if self._read_at is not None and now - self._read_at < POLL_SECONDS:
             return []
         self._read_at = now
+        # notices of an earlier read never acknowledged (a deposed leader's) come back with new
+        # receipts: forget the old ones
+        self._event_of = {}
         notices: list[CloudNotice] = []
         drop: list[str] = []  # receipts of messages to delete at once
         events: set[str] = set()
