@@ -12,8 +12,9 @@ before-call hook), in total, per task and per scheduler tick.
     python -m bench.aws_calls --tasks 1000 --instances 50 --json bench/results/aws-calls.json
 
 What it shows: one DescribeInstances per tick for the whole fleet (one page per 1000
-instances), one RunInstances per launch, one TerminateInstances per retirement, the offers'
-reads once (prices every 5 minutes), so the calls per task fall as tasks per instance grow, and
+instances), one RunInstances per launch, one TerminateInstances per tick that retires machines
+(`Provider.terminate_many`: up to 1000 ids a call), the offers' reads once (prices every 5
+minutes), so the calls per task fall as tasks per instance grow, and
 a tick never makes a burst of calls that EC2's request-rate limits would throttle.
 """
 
@@ -159,6 +160,8 @@ class Bench:
             self.tasks.create({**task, "resources": {"cpu_cores": 1, "ram_gb": 1}})
         per_tick: list[int] = []
         describes_per_tick: list[int] = []
+        terminates_per_tick: list[int] = []
+        without_launches: list[int] = []  # calls of ticks that launched nothing
         ticks = 0
         started = time.monotonic()
         t0 = self.now_s()
@@ -166,10 +169,15 @@ class Bench:
         while True:
             before = sum(self.calls.values())
             before_describe = self.calls["DescribeInstances"]
+            before_terminate = self.calls["TerminateInstances"]
+            before_run = self.calls["RunInstances"]
             self.scheduler.tick()
             ticks += 1
             per_tick.append(sum(self.calls.values()) - before)
             describes_per_tick.append(self.calls["DescribeInstances"] - before_describe)
+            terminates_per_tick.append(self.calls["TerminateInstances"] - before_terminate)
+            if self.calls["RunInstances"] == before_run:
+                without_launches.append(per_tick[-1])
             self._agents()
             live = self.fleet.instances({InstanceState.LAUNCHING, InstanceState.READY})
             peak = max(peak, len(live))
@@ -196,6 +204,8 @@ class Bench:
             "calls_per_tick_mean": round(total / ticks, 2),
             "calls_per_tick_max": max(per_tick),
             "describe_per_tick_max": max(describes_per_tick),
+            "terminate_per_tick_max": max(terminates_per_tick),
+            "calls_per_tick_max_without_launches": max(without_launches, default=0),
         }
 
     def _agents(self) -> None:

@@ -641,6 +641,8 @@ def aws_check(config_file: str | None) -> None:
             err_console.print(f"[red]error:[/red] {exc}")
             sys.exit(1)
         click.echo(f"ok: instances install the agent from {wheel.url(provider.gateway_url)}")
+    if provider.queue is not None:
+        click.echo(f"ok: interruption queue {provider.queue.url} can be read")
 
 
 @aws_group.command("bake")

@@ -220,8 +220,9 @@ class AwsProviderConfig(Section):
     key_name: str | None = None
     # Highest Spot price to pay (USD/hour); null: up to the on-demand price (EC2's default).
     spot_max_price: float | None = Field(default=None, gt=0)
-    # On-demand prices (USD/hour) by instance type; a type not listed: the built-in us-east-1
-    # list price (gateway/market/catalog.py), else no price.
+    # On-demand prices (USD/hour) by instance type, used first; a type not listed: the AWS
+    # Pricing API (pricing:GetProducts, once per type per run; gateway/providers/aws/pricing.py),
+    # else the built-in us-east-1 list price (gateway/market/catalog.py), else no price.
     on_demand_prices: dict[str, float] = Field(default_factory=dict)
     # Where the bootstrap installs the agent from when the AMI lacks it (a wheel's https:// or
     # s3:// URL); null: the AMI must have it already.
@@ -234,6 +235,16 @@ class AwsProviderConfig(Section):
     # is terminated (checked on every scheduler tick, from its one DescribeInstances); 0: only
     # when the gateway starts.
     orphan_grace_seconds: float = Field(default=600.0, ge=0)
+    # Spot placement scores (ec2:GetSpotPlacementScores) as the tiebreak among equally priced
+    # Spot pools; where EC2 (or an emulator) does not offer them, off for the run by itself.
+    placement_scores: bool = True
+    # The SQS queue an EventBridge rule sends EC2's Spot interruption warnings and rebalance
+    # recommendations to (docs/aws.md): the gateway acts on them even when an instance's agent
+    # is stuck. Empty: off (agents report the notices they see in IMDS).
+    interruption_queue_url: str = ""
+    # Seconds one read of that queue waits for a message (SQS long polling, 0-20); the
+    # scheduler reads it at most every 5 seconds, on its tick.
+    interruption_wait_seconds: int = Field(default=1, ge=0, le=20)
 
     @model_validator(mode="before")
     @classmethod

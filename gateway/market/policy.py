@@ -52,9 +52,17 @@ def _price(offer: Offer) -> float:
     return offer.price_per_hour if offer.price_per_hour is not None else float("inf")
 
 
-def _rank(offer: Offer) -> tuple[float, float, float, str, str]:
-    """Cheapest first; ties: the smaller, then by name and zone (deterministic)."""
-    return (_price(offer), offer.cpu_cores, offer.ram_gb, offer.instance_type, offer.zone)
+def _rank(offer: Offer) -> tuple[float, float, float, int, str, str]:
+    """Cheapest first; ties: the smaller, then the higher Spot placement score (where the
+    provider knows one), then by name and zone (deterministic)."""
+    return (
+        _price(offer),
+        offer.cpu_cores,
+        offer.ram_gb,
+        -(offer.placement_score or 0),
+        offer.instance_type,
+        offer.zone,
+    )
 
 
 # -- which market ---------------------------------------------------------------------------

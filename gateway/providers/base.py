@@ -12,6 +12,11 @@ A cloud implements it as a handful of calls (SkyPilot's `sky/provision`, dstack'
     query(records)    the state of the whole fleet in one call (one DescribeInstances), not one
                       call per instance per tick; None: the provider knows no such machine
     terminate(record) stop it (idempotent)
+    terminate_many(records)  several in one call where the cloud allows (aws: one
+                      TerminateInstances per 1000); here, one `terminate` each
+    notices()         interruption notices the cloud sent the gateway itself (aws: EventBridge
+                      through SQS), so a notice is acted on even if the machine's agent is
+                      stuck; acknowledge(notices) once handled. None here: agents report them
 
 Failures are typed: `CapacityUnavailable` (the scheduler quarantines that pool for a while and
 tries the next fitting offer), `PrecheckFailed` (this provider cannot launch at all: fix the
@@ -43,6 +48,9 @@ class Offer(Resources):
     market: str  # spot | on-demand
     zone: str
     price_per_hour: float | None
+    # how likely a Spot request in this pool succeeds, 1-10 (EC2's Spot placement score), where
+    # the provider knows it: among equally priced pools the scheduler takes the higher
+    placement_score: int | None = None
 
 
 def offer_of(instance: Instance, fallback: Offer | None = None) -> Offer:
@@ -117,6 +125,17 @@ def record_of(instance: Instance) -> LaunchRecord:
     return LaunchRecord(
         instance.provider_id or instance.id, instance.zone, dict(instance.provider_data)
     )
+
+
+@dataclass(frozen=True)
+class CloudNotice:
+    """An interruption notice the cloud sent the gateway (not through the machine's agent):
+    the same kinds and times an agent's `Notice` carries."""
+
+    provider_id: str  # the machine (LaunchRecord.provider_id)
+    kind: str  # terminate | stop | hibernate | rebalance
+    time: str  # the deadline (rebalance: when it was recommended), RFC 3339
+    receipt: str = ""  # the provider's handle for `acknowledge`
 
 
 class ProviderError(RuntimeError):
@@ -201,6 +220,32 @@ class Provider(ABC):
     @abstractmethod
     def terminate(self, record: LaunchRecord) -> None:
         """Stop the machine (idempotent; records from an earlier gateway process too)."""
+
+    def terminate_many(self, records: Sequence[LaunchRecord]) -> dict[str, ProviderError | None]:
+        """Stop several machines (idempotent, as `terminate`): for each record's provider_id,
+        None when it is stopped (or was gone already), else the error that one met — one
+        machine's failure never keeps the others running. A cloud that can stop several in one
+        call overrides this (fewer calls in a tick that retires many at once); here, one
+        `terminate` each."""
+        results: dict[str, ProviderError | None] = {}
+        for record in records:
+            try:
+                self.terminate(record)
+                results[record.provider_id] = None
+            except ProviderError as exc:
+                results[record.provider_id] = exc
+        return results
+
+    def notices(self) -> list[CloudNotice]:
+        """Interruption notices the cloud sent the gateway itself since the last call, each
+        until it is acknowledged (a gateway that dies before handling one gets it again). Called
+        by the leading scheduler on its tick: a provider waits briefly at most. None here: a
+        provider without such a channel relies on its agents' notices."""
+        return []
+
+    def acknowledge(self, notices: Sequence[CloudNotice]) -> None:  # noqa: B027 (optional)
+        """The scheduler has handled these notices (or found they are not its machines'): the
+        cloud need not send them again."""
 
     def orphans(self, records: Sequence[LaunchRecord]) -> list[LaunchRecord]:
         """Live machines this gateway started that none of `records` (its live instance rows)

@@ -45,7 +45,15 @@ from gateway.config import Config
 from gateway.market.model import Market
 from gateway.migration import Migrations, Refused
 from gateway.providers.base import Provider, ProviderError, record_of
-from gateway.scheduler import launches, losses, placement, prices, triggers, upkeep
+from gateway.scheduler import (
+    cloud_notices,
+    launches,
+    losses,
+    placement,
+    prices,
+    triggers,
+    upkeep,
+)
 from gateway.scheduler.adoption import adopt_instances
 from gateway.scheduler.common import first_line, gone
 from gateway.scheduler.leadership import LostLeadership, SchedulerLease
@@ -219,11 +227,20 @@ class Scheduler:
             {InstanceState.LAUNCHING, InstanceState.READY, InstanceState.TERMINATING}
         )
         try:
-            for record in self.provider.orphans([record_of(i) for i in rows]):
-                log.warning("terminating orphaned machine %s", record.provider_id)
-                self.provider.terminate(record)
+            orphans = self.provider.orphans([record_of(i) for i in rows])
         except ProviderError as exc:
             log.warning("looking for orphaned machines: %s", exc)
+            return
+        if not orphans:
+            return
+        log.warning(
+            "terminating %d orphaned machines: %s",
+            len(orphans),
+            ", ".join(r.provider_id for r in orphans),
+        )
+        for provider_id, error in self.provider.terminate_many(orphans).items():
+            if error is not None:
+                log.warning("terminating orphaned machine %s: %s", provider_id, error)
 
     def tick(self) -> None:
         now = self.clock()
@@ -233,6 +250,7 @@ class Scheduler:
             self.hearing_since = now
         losses.expire(self, now)
         losses.settle_overdue(self, now)
+        cloud_notices.read(self)  # the cloud's own reclaim warnings, before any placement
         if self.failed_launches and self.fleet.instances({InstanceState.READY}):
             self.failed_launches = 0
         prices.market_tick(self, now)

@@ -34,14 +34,15 @@ def expire(s: Scheduler, now: datetime) -> None:
         {InstanceState.TERMINATING, InstanceState.LAUNCHING, InstanceState.READY}
     )
     states = query(s, fleet)  # one call for the whole fleet
-    for inst in fleet:
-        if inst.state is not InstanceState.TERMINATING:
-            continue
-        if gone(states, inst) or age(inst.updated_time, now) > 60:
-            with s.tasks.batch() as conn:
-                s.fence(conn)
-                s.fleet.set_instance_state(inst.id, InstanceState.TERMINATED, conn=conn)
-            s.provider.terminate(record_of(inst))
+    finish_terminating(
+        s,
+        [
+            inst
+            for inst in fleet
+            if inst.state is InstanceState.TERMINATING
+            and (gone(states, inst) or age(inst.updated_time, now) > 60)
+        ],
+    )
     for inst in fleet:
         if inst.state is InstanceState.TERMINATING:
             continue
@@ -60,6 +61,24 @@ def expire(s: Scheduler, now: datetime) -> None:
                 inst,
                 "reclaimed" if inst.data.interruption else "its machine is gone",
             )
+
+
+def finish_terminating(s: Scheduler, done: list[Instance]) -> None:
+    """TERMINATING instances whose machines are gone or were given a minute to power off
+    (their agents were told to shut down): TERMINATED, in one transaction fenced by the lease
+    (a deposed leader stops nothing), then their machines stopped in one batched call (idle
+    instances retired together are many)."""
+    if not done:
+        return
+    with s.tasks.batch() as conn:
+        s.fence(conn)
+        for inst in done:
+            s.fleet.set_instance_state(inst.id, InstanceState.TERMINATED, conn=conn)
+    records = {inst.id: record_of(inst) for inst in done}
+    failed = s.provider.terminate_many(list(records.values()))
+    for iid, record in records.items():
+        if (error := failed.get(record.provider_id)) is not None:
+            log.warning("terminating instance %s: %s", iid, error)
 
 
 def query(s: Scheduler, instances: list[Instance]) -> dict[str, CloudState | None] | None:

@@ -7,8 +7,8 @@ import logging
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from gateway.migration import restarts
 from gateway.providers.base import Capability, ProviderError, interrupter, record_of
+from gateway.scheduler import cloud_notices
 from gateway.store.fleet import InstanceState
 from gateway.tes.states import MarketType
 
@@ -59,10 +59,4 @@ def market_tick(s: Scheduler, now: datetime) -> None:
         except ProviderError as exc:
             log.warning("reclaiming %s: %s", inst.id, exc)
             continue
-        s.migrations.on_notice(
-            inst,
-            "terminate",
-            deadline,
-            stays=lambda t: restarts(s.tasks, s.cfg, t),
-            budget=s.budget,
-        )
+        cloud_notices.notice(s, inst, "terminate", deadline)

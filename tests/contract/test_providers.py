@@ -5,10 +5,10 @@ loopback holding EC2's state; moto cannot run out of capacity, so `exhaust` answ
 for that pool with EC2's InsufficientInstanceCapacity error at botocore's before-call hook).
 
 launch → query says running → terminate → query says gone; one query for several machines;
-several launched in one call; a pool without capacity fails CapacityUnavailable; declared
-capabilities honoured (`interrupt` refused where not declared); a launch record round-trips through
-the instance row, and a new provider object (a restarted gateway) can still query and terminate
-what the first one launched."""
+several launched in one call, several terminated in one call; a pool without capacity fails
+CapacityUnavailable; declared capabilities honoured (`interrupt` refused where not declared); a
+launch record round-trips through the instance row, and a new provider object (a restarted
+gateway) can still query and terminate what the first one launched."""
 
 from __future__ import annotations
 
@@ -280,6 +280,44 @@ def test_several_launched_in_one_call(subject: Subject) -> None:
     for record in records:
         assert wait_for(p, record, running) is CloudState.RUNNING
         p.terminate(record)
+
+
+def test_several_terminated_in_one_call(subject: Subject) -> None:
+    """`terminate_many`: every machine stopped, one result per record (None: stopped or gone
+    already, a machine never launched included), idempotent; aws sends one TerminateInstances
+    for all of them (EC2 refuses a whole call for one unknown id: the provider drops it and
+    sends the rest again)."""
+    p = subject.provider
+    records = [p.launch(spec_for(p)) for _ in range(3)]
+    for record in records:
+        assert wait_for(p, record, running) is CloudState.RUNNING
+    stranger = LaunchRecord("i-0123456789abcdef0", records[0].zone, {})  # never launched
+    calls: list[str] = []
+    if isinstance(p, AwsProvider):
+        p.ec2.meta.events.register(
+            "before-parameter-build.ec2.TerminateInstances",
+            lambda params, **_: calls.append(",".join(params["InstanceIds"])),
+        )
+    every = [*records, stranger]
+    assert p.terminate_many(every) == {r.provider_id: None for r in every}
+    for record in records:
+        assert gone(wait_for(p, record, gone))
+    if isinstance(p, AwsProvider):  # all of them, then all but the unknown one
+        assert calls == [
+            ",".join(r.provider_id for r in every),
+            ",".join(r.provider_id for r in records),
+        ]
+    assert p.terminate_many(records) == {r.provider_id: None for r in records}  # idempotent
+    assert p.terminate_many([]) == {}
+
+
+def test_no_cloud_notices_unless_the_cloud_sent_some(subject: Subject) -> None:
+    """`notices` (interruption warnings the cloud sends the gateway itself): none here (aws
+    without an interruption queue; the others have no such channel), and acknowledging none
+    is harmless."""
+    p = subject.provider
+    assert p.notices() == []
+    p.acknowledge([])
 
 
 def test_a_pool_without_capacity_fails_typed(subject: Subject) -> None:

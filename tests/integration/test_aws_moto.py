@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -248,6 +249,7 @@ def test_tescape_aws_plan_and_check(moto: MotoServer, tmp_path: Any) -> None:
         "TerminateOnlyOurs",
         "PassInstanceRole",
         "SpotServiceLinkedRole",
+        "OnDemandPrices",  # pricing:GetProducts for the types not in on_demand_prices
     }
     ok = tescape("aws", "check", env=env)
     assert ok.returncode == 0 and ok.stdout.startswith("ok: "), ok.stderr
@@ -381,3 +383,54 @@ def test_a_left_launch_template_is_deleted_at_start(moto: MotoServer) -> None:
         for t in moto.client().describe_launch_templates()["LaunchTemplates"]
     ]
     assert names == ["someone-elses"]
+
+
+def test_one_refused_termination_keeps_no_other_machine_running(moto: MotoServer) -> None:
+    """EC2 refuses a whole TerminateInstances for one protected instance: the batch is sent
+    again one instance at a time, so that one gets its own error and the others stop; a record
+    whose launch answer was never stored (the gateway's instance id) is found by its tag."""
+    p = provider(moto, instance_types=["m5.large"])
+    offer = next(o for o in p.offers() if o.market == "on-demand")
+    records = [p.launch(LaunchSpec(f"inst-{n}", "tok", offer)) for n in range(3)]
+    protected = records[1].provider_id
+    moto.client().modify_instance_attribute(
+        InstanceId=protected, DisableApiTermination={"Value": True}
+    )
+    by_tag = LaunchRecord("inst-2", offer.zone, {})  # records[2], by its tescape:instance tag
+    calls = count_calls(p)
+    results = p.terminate_many([records[0], records[1], by_tag])
+    assert set(results) == {records[0].provider_id, protected, "inst-2"}
+    assert results[records[0].provider_id] is None and results["inst-2"] is None
+    assert results[protected] is not None and "OperationNotPermitted" in str(results[protected])
+    # one describe for the tagged record, the batch, then one call per instance
+    assert calls["TerminateInstances"] == 4
+    states = {r.provider_id: described(moto, r.provider_id)["State"]["Name"] for r in records}
+    assert states[protected] == "running"
+    assert {states[records[0].provider_id], states[records[2].provider_id]} <= {
+        "shutting-down",
+        "terminated",
+    }
+    moto.client().modify_instance_attribute(
+        InstanceId=protected, DisableApiTermination={"Value": False}
+    )
+    p.terminate(records[1])
+    assert described(moto, protected)["State"]["Name"] in ("shutting-down", "terminated")
+
+
+def test_without_placement_scores_the_feature_turns_itself_off(
+    moto: MotoServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """moto has no GetSpotPlacementScores (nor some EC2 partitions): the first read turns the
+    tiebreak off for the run, with one log line; offers are made as before, unscored."""
+    p = provider(moto, instance_types=["m5.large"])
+    calls = count_calls(p)
+    with caplog.at_level(logging.INFO, logger="gateway.providers.aws.placement"):
+        offers = p.offers()
+        p._spot_read_at = None  # prices again: the scores are not asked again
+        assert p.offers() == offers
+    assert p.placement.off
+    assert [o for o in offers if o.market == "spot"]
+    assert all(o.placement_score is None for o in offers)
+    assert calls["GetSpotPlacementScores"] == 1
+    said = [r.message for r in caplog.records if "placement scores" in r.message]
+    assert len(said) == 1 and "off for this run" in said[0]

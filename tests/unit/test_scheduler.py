@@ -469,6 +469,60 @@ def test_one_query_per_tick_for_the_whole_fleet(tmp_path: Path) -> None:
     assert provider.cloud.calls["query"] - before.get("query", 0) == 1
 
 
+class BatchCountingProvider(ShippedFakeProvider):
+    """The shipped fake, counting batched and single terminations."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            capabilities=frozenset({Capability.SPOT, Capability.ON_DEMAND}), max_instances=3
+        )
+        self.batches: list[list[str]] = []
+        self.singles: list[str] = []
+
+    def terminate(self, record: LaunchRecord) -> None:
+        self.singles.append(record.provider_id)
+        super().terminate(record)
+
+    def terminate_many(self, records: Any) -> dict[str, Any]:
+        self.batches.append([r.provider_id for r in records])
+        self.singles.clear()
+        results = super().terminate_many(records)  # the default: one terminate each
+        self.singles.clear()
+        return results
+
+
+def test_instances_retired_together_are_terminated_in_one_call(tmp_path: Path) -> None:
+    """Idle instances retired in one tick are stopped with one `terminate_many` (a cloud
+    sends one TerminateInstances), not one call each."""
+    provider = BatchCountingProvider()
+    world = provider_world(tmp_path, provider)
+    tasks = [world.submit(cpu_cores=4) for _ in range(3)]
+    instances = [world.boot() for _ in range(3)]
+    world.scheduler.tick()
+    for inst in instances:
+        for order in world.poll(inst).assign:
+            world.report(inst, order.attempt_id, "complete")
+    assert all(world.state(t) is State.COMPLETE for t in tasks)
+    world.clock.advance(world.cfg.scheduler.idle_timeout_seconds + 1)
+    for inst in instances:
+        world.fleet.heartbeat(inst.id)
+    world.scheduler.tick()
+    assert {world.fleet.instance(i.id).state for i in instances} == {  # type: ignore[union-attr]
+        InstanceState.TERMINATING
+    }
+    world.clock.advance(61)  # their agents never powered the machines off
+    for inst in instances:
+        world.fleet.heartbeat(inst.id)
+    world.scheduler.tick()
+    assert {world.fleet.instance(i.id).state for i in instances} == {  # type: ignore[union-attr]
+        InstanceState.TERMINATED
+    }
+    machines = sorted(str(i.provider_id) for i in instances)
+    assert [sorted(b) for b in provider.batches] == [machines]
+    assert provider.singles == []
+    assert all(provider.cloud.state(m) is CloudState.TERMINATED for m in machines)
+
+
 def test_a_pool_without_capacity_is_quarantined_and_the_next_offer_tried(tmp_path: Path) -> None:
     cheap = Offer(
         instance_type="fake.large",

@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from gateway.config import AwsProviderConfig
+from gateway.providers.aws.interruptions import queue_arn
 
 # EC2 calls the provider makes (gateway/providers/aws/provider.py), as IAM actions
 READ_ACTIONS = [
@@ -19,6 +20,12 @@ READ_ACTIONS = [
 ]
 LAUNCH_ACTIONS = ["ec2:RunInstances", "ec2:CreateTags"]  # tags are set in RunInstances itself
 TERMINATE_ACTIONS = ["ec2:TerminateInstances"]
+# Spot placement scores (gateway/providers/aws/placement.py), with Spot and placement_scores
+PLACEMENT_ACTIONS = ["ec2:GetSpotPlacementScores", "ec2:DescribeAvailabilityZones"]
+# on-demand prices of the types not in on_demand_prices (gateway/providers/aws/pricing.py)
+PRICING_ACTIONS = ["pricing:GetProducts"]
+# interruption_queue_url (gateway/providers/aws/interruptions.py): EventBridge → SQS warnings
+QUEUE_ACTIONS = ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"]
 # launch_api: fleet (gateway/providers/aws/fleet.py): a launch template per launch
 FLEET_ACTIONS = [
     "ec2:CreateFleet",
@@ -55,6 +62,20 @@ def iam_policy(cfg: AwsProviderConfig, gateway_id: str | None = None) -> dict[st
                 "Condition": {"StringEquals": {"iam:AWSServiceName": "ec2fleet.amazonaws.com"}},
             }
         )
+    priced = "on-demand" in cfg.markets or cfg.max_hourly_spend is not None
+    if priced and not set(cfg.instance_types) <= set(cfg.on_demand_prices):
+        statements.append(
+            {"Sid": "OnDemandPrices", "Effect": "Allow", "Action": PRICING_ACTIONS, "Resource": "*"}
+        )
+    if cfg.interruption_queue_url:
+        statements.append(
+            {
+                "Sid": "InterruptionQueue",
+                "Effect": "Allow",
+                "Action": QUEUE_ACTIONS,
+                "Resource": queue_arn(cfg.interruption_queue_url, cfg.region),
+            }
+        )
     if cfg.ami is None:
         parameter = cfg.ami_parameter.lstrip("/")
         statements.append(
@@ -75,6 +96,8 @@ def iam_policy(cfg: AwsProviderConfig, gateway_id: str | None = None) -> dict[st
                 "Resource": f"arn:aws:iam::*:role/{role}",
             }
         )
+    if "spot" in cfg.markets and cfg.placement_scores:
+        statements[0]["Action"] = [*READ_ACTIONS, *PLACEMENT_ACTIONS]
     if "spot" in cfg.markets:
         statements.append(
             {
@@ -111,5 +134,11 @@ def plan_lines(cfg: AwsProviderConfig, gateway_id: str | None = None) -> list[st
         f"instance profile: {cfg.instance_profile or 'none (no S3 access from instances)'}",
         "idle instances terminated after "
         + (f"{cfg.idle_seconds:g} s" if cfg.idle_seconds else "scheduler.idle_timeout_seconds"),
-        "nothing else is created: no VPC, security group, key pair, role or bucket",
+        "interruption warnings: "
+        + (
+            f"read from the SQS queue {cfg.interruption_queue_url} (EventBridge) and from IMDS"
+            if cfg.interruption_queue_url
+            else "from IMDS by each agent (no interruption_queue_url)"
+        ),
+        "nothing else is created: no VPC, security group, key pair, role, bucket or queue",
     ]

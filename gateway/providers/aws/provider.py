@@ -11,22 +11,26 @@ retried after a lost answer starts no second machine.
 `query` is one paginated DescribeInstances filtered by this gateway's tag, for the whole fleet.
 Offers combine the configured types' sizes (DescribeInstanceTypes), where each is offered
 (DescribeInstanceTypeOfferings), the newest Spot price per type and zone
-(DescribeSpotPriceHistory) and on-demand prices from configuration or the built-in us-east-1
-list; sizes and zones are read once, prices at most every `PRICE_TTL` seconds.
+(DescribeSpotPriceHistory) and on-demand prices from configuration, the Pricing API or the
+built-in us-east-1 list (pricing.py); sizes and zones are read once, Spot prices at most every
+`PRICE_TTL` seconds, on-demand prices once.
 
 The same describe feeds the periodic orphan sweep (`_sweep`: tagged machines no record has named
 for `orphan_grace_seconds` are terminated) and the limits (`max_instances` over every live tagged
 machine, `max_hourly_spend` at current prices; `launch` refuses beyond them). With `launch_api:
 fleet` a launch is an instant EC2 Fleet over the types of the offer's size (fleet.py).
 
-Interruptions need nothing here: the agent watches the instance's IMDSv2 (spot/instance-action,
-rebalance recommendations) as it watches the local provider's simulated one.
+Interruptions: the agent watches the instance's IMDSv2 (spot/instance-action, rebalance
+recommendations) as it watches the local provider's simulated one; with
+`interruption_queue_url` the gateway also reads EC2's warnings from EventBridge through SQS
+(`notices`, interruptions.py), so a stuck agent's instance is evacuated too.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -41,11 +45,15 @@ from gateway.agent_wheel import AgentWheel
 from gateway.config import AwsProviderConfig
 from gateway.market import catalog
 from gateway.providers.aws import fleet
-from gateway.providers.aws.errors import RETRYABLE, error_code, mapped
+from gateway.providers.aws.errors import RETRYABLE, error_code, error_message, mapped
+from gateway.providers.aws.interruptions import InterruptionQueue
+from gateway.providers.aws.placement import PlacementScores
+from gateway.providers.aws.pricing import PRICING_REGION, OnDemandPrices
 from gateway.providers.aws.userdata import Bootstrap, render
 from gateway.providers.base import (
     Capability,
     CapacityUnavailable,
+    CloudNotice,
     CloudState,
     LaunchRecord,
     LaunchSpec,
@@ -60,6 +68,8 @@ log = logging.getLogger(__name__)
 GATEWAY_TAG = "tescape:gateway"
 INSTANCE_TAG = "tescape:instance"
 BAKE_TAG = "tescape:bake"  # a builder of `tescape aws bake` (bake.py)
+TERMINATE_BATCH = 1000  # instance ids TerminateInstances takes at most
+INSTANCE_ID = re.compile(r"\bi-[0-9a-f]{8,17}\b")  # in EC2's InvalidInstanceID.NotFound message
 PRICE_TTL = 300.0  # seconds Spot prices are reused before DescribeSpotPriceHistory again
 LINUX = "Linux/UNIX"
 STATES = {
@@ -77,6 +87,10 @@ RETRIES = BotoConfig(retries={"mode": "standard", "max_attempts": 6}, connect_ti
 # launches retry only throttling and server errors themselves (LAUNCH_BACKOFF, seconds).
 NO_RETRIES = BotoConfig(retries={"mode": "standard", "max_attempts": 1}, connect_timeout=10)
 LAUNCH_BACKOFF = (0.5, 1.0, 2.0, 4.0)
+# the Pricing API is optional (a failure falls back to list prices): one retry, short timeouts
+PRICING_RETRIES = BotoConfig(
+    retries={"mode": "standard", "max_attempts": 2}, connect_timeout=5, read_timeout=10
+)
 
 
 class AwsProvider(Provider):
@@ -111,6 +125,26 @@ class AwsProvider(Provider):
         self.ec2 = session.client("ec2", **kw)
         self.ec2_launch = session.client("ec2", **{**kw, "config": NO_RETRIES})
         self.ssm = session.client("ssm", **kw)
+        # on-demand prices: the configured table, the Pricing API (pricing.py), the built-in list
+        pricing_kw = {**kw, "region_name": PRICING_REGION, "config": PRICING_RETRIES}
+        self.prices = OnDemandPrices(
+            session.client("pricing", **pricing_kw),
+            cfg.region,
+            cfg.on_demand_prices,
+            catalog.on_demand_price,
+        )
+        # Spot placement scores: the tiebreak among equally priced Spot pools (placement.py)
+        self.placement = PlacementScores(self.ec2, cfg.region, clock)
+        self.placement.off = not cfg.placement_scores
+        # EventBridge → SQS interruption warnings (interruptions.py), when a queue is configured
+        self.queue: InterruptionQueue | None = None
+        if cfg.interruption_queue_url:
+            self.queue = InterruptionQueue(
+                session.client("sqs", **kw),
+                cfg.interruption_queue_url,
+                cfg.interruption_wait_seconds,
+                clock,
+            )
         self.clock = clock
         self.sleep = time.sleep
         self.page_size = 1000  # DescribeInstances results per page (EC2 allows 5 to 1000)
@@ -149,6 +183,8 @@ class AwsProvider(Provider):
                 "(aws ec2 create-default-vpc)"
             )
         self.sizes()
+        if self.queue is not None:
+            self.queue.check()
 
     def subnets(self) -> dict[str, list[str]]:
         """Zone → subnet ids: the configured ones, else the default VPC's default subnets."""
@@ -224,9 +260,9 @@ class AwsProvider(Provider):
         return self._spot
 
     def on_demand_price(self, instance_type: str) -> float | None:
-        if instance_type in self.cfg.on_demand_prices:
-            return self.cfg.on_demand_prices[instance_type]
-        return catalog.on_demand_price(instance_type)
+        """`on_demand_prices`, else the Pricing API (once per type), else the built-in
+        us-east-1 list price (pricing.py)."""
+        return self.prices.price(instance_type)
 
     def offers(self) -> list[Offer]:
         """Each configured type in each zone that has a subnet and offers it: Spot where EC2
@@ -236,6 +272,7 @@ class AwsProvider(Provider):
             sizes = self.sizes()
             where = self.zones_of()
             spot = self.spot_prices() if Capability.SPOT in self.capabilities else {}
+            scores = self.placement.scores(list(self.cfg.instance_types)) if spot else {}
         out: list[Offer] = []
         disk = float(self.cfg.disk_gb)
         for itype in self.cfg.instance_types:
@@ -250,6 +287,7 @@ class AwsProvider(Provider):
                             market="spot",
                             zone=zone,
                             price_per_hour=spot[itype, zone],
+                            placement_score=scores.get((itype, zone)),
                             cpu_cores=cpus,
                             ram_gb=ram,
                             disk_gb=disk,
@@ -609,14 +647,14 @@ class AwsProvider(Provider):
             grace,
             ", ".join(orphans),
         )
-        for start in range(0, len(orphans), 1000):  # TerminateInstances takes 1000 ids at most
-            batch = orphans[start : start + 1000]
-            try:
-                self.ec2.terminate_instances(InstanceIds=batch)
-                for ec2_id in batch:
+        for start in range(0, len(orphans), TERMINATE_BATCH):
+            batch = orphans[start : start + TERMINATE_BATCH]
+            failed = self._terminate_batch(batch)  # the next tick's sweep tries those again
+            for ec2_id in batch:
+                if ec2_id in failed:
+                    log.warning("orphan %s: %s", ec2_id, failed[ec2_id])
+                else:
                     self.machines().pop(ec2_id, None)
-            except (ClientError, BotoCoreError) as exc:  # the next tick's sweep tries again
-                log.warning("%s", mapped(exc, f"terminate orphans {', '.join(batch)}"))
 
     def tagged(self, gateway_id: str) -> Iterable[dict[str, Any]]:
         """Every instance tagged with `gateway_id` (terminated ones stay listed about an hour)."""
@@ -652,28 +690,102 @@ class AwsProvider(Provider):
     def terminate(self, record: LaunchRecord) -> None:
         """Terminate the instance (its root volume goes with it; a Spot request of one-time
         type closes). An instance already gone is fine."""
-        ids = [record.provider_id]
-        if not record.provider_id.startswith("i-"):  # launched, but its answer never stored
-            gateway = str(record.provider_data.get("gateway_id") or self.gateway_id)
-            ids = [
-                i["InstanceId"]
-                for i in self.tagged(gateway)
-                if {"Key": INSTANCE_TAG, "Value": record.provider_id} in i.get("Tags", [])
-                and i["State"]["Name"] != "terminated"
-            ]
-            if not ids:
-                return
-        for ec2_id in ids:
-            if self._machines is not None:
+        error = self.terminate_many([record]).get(record.provider_id)
+        if error is not None:
+            raise error
+
+    def terminate_many(self, records: Sequence[LaunchRecord]) -> dict[str, ProviderError | None]:
+        """Terminate several instances with one TerminateInstances per `TERMINATE_BATCH` ids
+        (EC2's limit), not one call each: a tick that retires many idle machines makes one
+        call. Instances already gone are fine. EC2 refuses a whole call for one bad id, so an
+        id it says does not exist is dropped and the rest sent again, and any other refusal of
+        a batch (one instance's termination protection, say) is retried one instance at a
+        time: each record gets its own error, and one refusal keeps no other machine running.
+        A record whose launch answer was never stored (its provider id is the gateway's
+        instance id) is found by its `tescape:instance` tag (one describe per gateway id)."""
+        results: dict[str, ProviderError | None] = {r.provider_id: None for r in records}
+        owner: dict[str, str] = {}  # EC2 id → the provider id of the record that names it
+        for record in records:
+            if record.provider_id.startswith("i-"):
+                owner[record.provider_id] = record.provider_id
+        untagged = [r for r in records if not r.provider_id.startswith("i-")]
+        if untagged:
+            try:
+                owner.update(self._by_instance_tag(untagged))
+            except ProviderError as exc:
+                for record in untagged:
+                    results[record.provider_id] = exc
+        ids = list(owner)
+        if self._machines is not None:
+            for ec2_id in ids:
                 self._machines.pop(ec2_id, None)
-        try:
-            self.ec2.terminate_instances(InstanceIds=ids)
-        except ClientError as exc:
-            if error_code(exc) == "InvalidInstanceID.NotFound":
-                return
-            raise mapped(exc, f"terminate {', '.join(ids)}") from exc
-        except BotoCoreError as exc:
-            raise mapped(exc, f"terminate {', '.join(ids)}") from exc
+        for start in range(0, len(ids), TERMINATE_BATCH):
+            failed = self._terminate_batch(ids[start : start + TERMINATE_BATCH])
+            for ec2_id, error in failed.items():
+                results[owner[ec2_id]] = error
+        return results
+
+    def _by_instance_tag(self, records: Sequence[LaunchRecord]) -> dict[str, str]:
+        """EC2 id → gateway instance id, for the not yet terminated machines tagged
+        `tescape:instance` with one of the records' provider ids (a launch whose answer was
+        never stored)."""
+        wanted = {r.provider_id for r in records}
+        gateways = {str(r.provider_data.get("gateway_id") or self.gateway_id) for r in records}
+        found: dict[str, str] = {}
+        for gateway in sorted(gateways):
+            for instance in self.tagged(gateway):
+                if instance["State"]["Name"] == "terminated":
+                    continue
+                for tag in instance.get("Tags", []):
+                    if tag["Key"] == INSTANCE_TAG and tag["Value"] in wanted:
+                        found[instance["InstanceId"]] = tag["Value"]
+        return found
+
+    def _terminate_batch(self, ids: list[str]) -> dict[str, ProviderError]:
+        """One TerminateInstances for up to TERMINATE_BATCH ids; the ids that could not be
+        terminated, each with its error (none: all terminated or gone already)."""
+        pending = list(ids)
+        while pending:
+            action = f"terminate {', '.join(pending[:5])}" + (
+                f" and {len(pending) - 5} more" if len(pending) > 5 else ""
+            )
+            try:
+                self.ec2.terminate_instances(InstanceIds=pending)
+                return {}
+            except ClientError as exc:
+                code = error_code(exc)
+                if code == "InvalidInstanceID.NotFound":
+                    if len(pending) == 1:
+                        return {}
+                    named = set(INSTANCE_ID.findall(error_message(exc))) & set(pending)
+                    if named:  # gone already: the rest once more
+                        pending = [i for i in pending if i not in named]
+                        continue
+                if code in RETRYABLE or len(pending) == 1:  # botocore has retried already
+                    error = mapped(exc, action)
+                    return dict.fromkeys(pending, error)
+                log.warning(
+                    "TerminateInstances for %d instances: %s; one at a time instead",
+                    len(pending),
+                    code,
+                )
+                failed: dict[str, ProviderError] = {}
+                for ec2_id in pending:
+                    failed.update(self._terminate_batch([ec2_id]))
+                return failed
+            except BotoCoreError as exc:
+                error = mapped(exc, action)
+                return dict.fromkeys(pending, error)
+        return {}
+
+    def notices(self) -> list[CloudNotice]:
+        """EC2's Spot interruption warnings and rebalance recommendations from the configured
+        SQS queue (interruptions.py); none without one."""
+        return self.queue.receive() if self.queue is not None else []
+
+    def acknowledge(self, notices: Sequence[CloudNotice]) -> None:
+        if self.queue is not None:
+            self.queue.acknowledge(notices)
 
     def log_hint(self, record: LaunchRecord) -> str:
         region = record.provider_data.get("region", self.cfg.region)
