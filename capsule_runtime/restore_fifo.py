@@ -313,7 +313,11 @@ class ArchiveServer(threading.Thread):
                     os.close(fd)
                     return
                 self.opened += 1
-                self._renew()
+                try:
+                    self._renew()
+                except OSError as exc:  # the engine's next open fails: nothing restored
+                    os.close(fd)
+                    raise FifoUnsupported(f"the FIFO could not be made again: {exc}") from None
                 with open(fd, "wb", buffering=0) as sink:
                     self._serve(sink)
         except BaseException as exc:
@@ -404,7 +408,10 @@ def restore_through_fifo(
     started = time.monotonic()
     head = read_head(chunks, tar, captured)
     check_spec(head.spec)
-    os.mkfifo(fifo, 0o600)
+    try:
+        os.mkfifo(fifo, 0o600)
+    except OSError as exc:
+        raise FifoUnsupported(f"no FIFO at {fifo}: {exc}") from None
     server = ArchiveServer(fifo, opens, head.archive, streamer(head, chunks, tar))
     headed = time.monotonic()
     server.start()

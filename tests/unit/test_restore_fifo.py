@@ -9,6 +9,7 @@ restore through real podman."""
 from __future__ import annotations
 
 import io
+import json
 import os
 import random
 import stat
@@ -20,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from capsule_runtime import checkpointing
+from capsule_runtime import checkpointing, restore_fifo
 from capsule_runtime.capsules import (
     CapsuleCorrupt,
     FileStore,
@@ -92,7 +93,7 @@ def container_tar(
     with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
         member(tar, "artifacts", None)
         member(tar, "config.dump", f'{{"cgroupParent": "{OLD}"}}'.encode())
-        member(tar, "spec.dump", __import__("json").dumps(spec).encode())
+        member(tar, "spec.dump", json.dumps(spec).encode())
         member(tar, "network.status", b"[]")
         member(tar, "checkpoint", None)
         member(tar, "checkpoint/cgroup.img", b"x" * 300 + OLD[1:].encode() + b"y" * 300)
@@ -341,3 +342,19 @@ def test_a_bind_source_through_a_symlink_is_refused_from_the_head(tmp_path: Path
     with pytest.raises(checkpointing.UnsafeWorkspace, match="symlink"):
         restore(tmp_path, store, m, engine)
     assert engine.opened == [] and engine.files == [] and no_fifo_thread_left()
+
+
+def test_no_fifo_where_the_scratch_dir_cannot_have_one_uses_the_scratch_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    container = container_tar(random.Random(10))
+    store, m = capsule(tmp_path, container)
+
+    def refused(path: Any, mode: int = 0o666) -> None:
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(restore_fifo.os, "mkfifo", refused)
+    engine = OpeningEngine()
+    done = restore(tmp_path, store, m, engine)
+    assert (done.via, engine.opened, engine.files) == ("scratch", [], [container])
+    assert checkpointing.fifo_opens(engine) == 3  # type: ignore[arg-type]  # tried next time
