@@ -18,7 +18,9 @@ Per size, flavour and round, in an order rotated each round (the machine is shar
 each step on a fresh, identical container:
 
   tescape_file  notice capsule (leave_running=False) to a FileStore → checkpointing.restore of it
-                under a new container name → digest checked
+                under a new container name → digest checked; then (first in odd rounds) the
+                same capsule restored again with the container part through a scratch file
+                instead of a FIFO (`restore_scratch`; restore_fifo, 2026-12-03)
   tescape_old   the same through the previous pipeline (every chunk compressed, chunk files
                 left in the page cache, the container part fetched after the workspace): new
                 and old side by side in one run (--no-old skips it)
@@ -447,7 +449,23 @@ def run_tescape_file(
         manifest_key=notice.key,
         manifest_sha256=notice.sha256,
     )
+    kinds = ["restore"] if old else ["restore", "restore_scratch"]
+    if not old and int(tag.split("-")[2]) % 2:  # the round: which goes first alternates
+        kinds.reverse()
+    for kind in kinds:
+        out[kind] = tescape_restore(env, store, hog, ref, tag, old=old, fifo=kind == "restore")
+        hog.remove()
+    store.delete_prefix(f"{task}/")
+    return out
+
+
+def tescape_restore(
+    env: Env, store: FileStore, hog: Hog, ref: CapsuleRef, tag: str, *, old: bool, fifo: bool
+) -> dict[str, Any]:
+    """checkpointing.restore of the capsule `ref` into a new container, timed and checked.
+    `fifo=False`: the container part through a scratch file (the path before 2026-12-03)."""
     cpu: dict[str, Any] = {}
+    kind = "to" if old else ("tf" if fifo else "ts")
     started = time.perf_counter()
     with cpu_meter(cpu):
         restored = checkpointing.restore(
@@ -457,21 +475,20 @@ def run_tescape_file(
             ref,
             task_dir=hog.task_dir,
             scratch=env.root / "scratch",
-            name=f"bench-{env.run_id}-{'to' if old else 'tf'}-{tag}-restored",
+            name=f"bench-{env.run_id}-{kind}-{tag}-restored",
             overlap=not old,
+            fifo=fifo,
         )
     wall = time.perf_counter() - started
     hog.container_id = restored.container_id
-    out["restore"] = {
+    return {
         "seconds": round(wall, 4),
         **cpu,
+        "via": restored.via,
         "steps": restored.seconds,
         "engine": _engine_profile(restored.engine_stats),
         "verified": hog.verify(),
     }
-    hog.remove()
-    store.delete_prefix(f"{task}/")
-    return out
 
 
 def run_periodic(env: Env, mib: int, flavour: str, tag: str, grow_kib: int = 0) -> dict[str, Any]:
@@ -703,6 +720,8 @@ def summarize(rounds: list[dict[str, Any]], periodic: dict[str, Any] | None) -> 
         "raw_export_file_s": "raw.export_file.seconds",
         "raw_export_file_fsync_s": "raw.export_file.seconds_with_fsync",
         "restore_s": "tescape_file.restore.seconds",
+        "restore_scratch_s": "tescape_file.restore_scratch.seconds",
+        "restore_scratch_cpu_self_s": "tescape_file.restore_scratch.cpu_self_s",
         "raw_restore_s": "raw.restore.seconds",
         "notice_s3_s": "s3.notice.seconds",
         "raw_export_devnull_s": "s3.export_devnull.seconds",
@@ -724,12 +743,20 @@ def summarize(rounds: list[dict[str, Any]], periodic: dict[str, Any] | None) -> 
     s["restore_old_vs_raw_restore"] = paired("tescape_old.restore.seconds", "raw.restore.seconds")
     s["notice_new_vs_old"] = paired("tescape_file.notice.seconds", "tescape_old.notice.seconds")
     s["restore_new_vs_old"] = paired("tescape_file.restore.seconds", "tescape_old.restore.seconds")
+    s["restore_fifo_vs_scratch"] = paired(
+        "tescape_file.restore.seconds", "tescape_file.restore_scratch.seconds"
+    )
+    s["restore_scratch_vs_raw_restore"] = paired(
+        "tescape_file.restore_scratch.seconds", "raw.restore.seconds"
+    )
+    s["restores_via_fifo"] = sum(v == "fifo" for v in pick("tescape_file.restore.via"))
     s["notice_cpu_new_vs_old"] = paired(
         "tescape_file.notice.cpu_self_s", "tescape_old.notice.cpu_self_s"
     )
     s["restores_verified"] = all(
         v is True
         for v in pick("tescape_file.restore.verified")
+        + [v for v in pick("tescape_file.restore_scratch.verified") if v is not None]
         + pick("raw.restore.verified")
         + [v for v in pick("tescape_old.restore.verified") if v is not None]
     )
@@ -772,6 +799,7 @@ def summarize(rounds: list[dict[str, Any]], periodic: dict[str, Any] | None) -> 
         s["notice_cpu_children_s"], s["notice_old_cpu_children_s"], s["raw_export_cpu_children_s"]
     )
     s["restore_cpu_pair"] = _pair(s["restore_cpu_self_s"], s["restore_old_cpu_self_s"])
+    s["restore_cpu_fifo_scratch"] = _pair(s["restore_cpu_self_s"], s["restore_scratch_cpu_self_s"])
     s["raw_chunk_pair"] = _pair(s["raw_chunks"], s["chunks"])
     s["profile"] = profile(rounds)
     s["loadavg_1min"] = [r.get("loadavg") for r in rounds]
@@ -814,7 +842,13 @@ def profile(rounds: list[dict[str, Any]]) -> dict[str, Any]:
         p[f"old_pipeline_{key}_s"] = med(
             [dig(r, f"tescape_old.notice.pipeline.{key}") for r in rounds]
         )
-    for key in ("workspace", "fetch_container", "fetch_container_total", "podman_restore"):
+    for key in (
+        "workspace",
+        "fetch_container",
+        "fetch_container_total",
+        "fifo_head",
+        "podman_restore",
+    ):
         p[f"restore_{key}_s"] = med([dig(r, f"tescape_file.restore.steps.{key}") for r in rounds])
         p[f"old_restore_{key}_s"] = med(
             [dig(r, f"tescape_old.restore.steps.{key}") for r in rounds]
@@ -1090,6 +1124,10 @@ ROWS = [
     ("restore, FileStore (s)", "restore_s", 1),
     ("raw `restore --import FILE` (s)", "raw_restore_s", 1),
     ("**ratio restore / raw** (≤ 1.1)", "restore_vs_raw_restore", 1),
+    ("restores through the FIFO (of rounds)", "restores_via_fifo", 1),
+    ("restore, scratch file instead of the FIFO (s)", "restore_scratch_s", 1),
+    ("**restore FIFO / scratch file** (paired)", "restore_fifo_vs_scratch", 1),
+    ("restore scratch file / raw", "restore_scratch_vs_raw_restore", 1),
     ("notice→durable, S3 (s)", "notice_s3_s", 1),
     ("raw dump rate, export to a drained FIFO (GB/s)", "raw_dump_rate_gbs", 1),
     ("raw store rate, boto3 put (GB/s)", "raw_store_rate_gbs", 1),
@@ -1104,6 +1142,7 @@ ROWS = [
     ("agent CPU, notice new / old (core-s)", "notice_cpu_pair", 1),
     ("podman+CRIU CPU, notice new / old / raw export (core-s)", "children_cpu_triple", 1),
     ("agent CPU, restore new / old (core-s)", "restore_cpu_pair", 1),
+    ("agent CPU, restore FIFO / scratch file (core-s)", "restore_cpu_fifo_scratch", 1),
     ("chunks stored raw (not compressible) / all", "raw_chunk_pair", 1),
     ("CRIU frozen, notice (s)", "notice_criu_frozen_s", 1),
     ("files frozen, notice (s)", "notice_files_frozen_s", 1),

@@ -19,17 +19,19 @@ The order of one checkpoint:
     5. the manifest is written last; a checkpoint that failed anywhere has no manifest
 
 A restore reads and verifies the manifest, streams the workspace part back into the same host
-path (podman's config names the bind mounts by host path) while, at the same time, the
-container part is fetched into a scratch file (podman's import reads its archive three times,
-so it cannot simply be a FIFO), and runs `podman container restore --import`. Each part's
-chunks are fetched, opened, decoded and checked in parallel and written in order
-(capsules.reader).
+path (podman's config names the bind mounts by host path), and runs `podman container restore
+--import`. With podman 4.3.1 the archive it imports is a FIFO served from the store as podman
+reads it (restore_fifo: podman opens it three times, and only the last open needs more than
+the first chunk); with any other engine, or when that cannot serve a restore, the container
+part is fetched into a scratch file while the workspace is extracted. Each part's chunks are
+fetched, opened, decoded and checked in parallel and written in order (capsules.reader).
 """
 
 from __future__ import annotations
 
 import fcntl
 import json
+import logging
 import os
 import select
 import shutil
@@ -51,7 +53,7 @@ from capsule_runtime.capsules.pipeline import (
     restore_part,
     write_capsule,
 )
-from capsule_runtime.capsules.reader import chunk_codec
+from capsule_runtime.capsules.reader import chunk_codec, open_part
 from capsule_runtime.capsules.store import CapsuleStore
 from capsule_runtime.capsules.workspace_tar import extract_directory, tar_directory
 from capsule_runtime.engine.errors import EngineError
@@ -60,9 +62,11 @@ from capsule_runtime.engine.protocol import ContainerEngine
 from capsule_runtime.engine.spec import CheckpointOptions
 from capsule_runtime.host.cpu import cpu_profile
 from capsule_runtime.protocol.messages import CapsuleRef, CapsuleSettings, CpuProfile
+from capsule_runtime.restore_fifo import ExtraOpen, FifoUnsupported, restore_through_fifo
 from capsule_runtime.staging.confined import has_symlink
 
 MiB = 1 << 20
+log = logging.getLogger(__name__)
 
 
 class CheckpointFailed(RuntimeError):
@@ -291,6 +295,7 @@ class Restored:
     container_id: str
     seconds: dict[str, float]
     engine_stats: dict[str, Any]
+    via: str = "scratch"  # how the container part reached the engine: "fifo" or "scratch"
 
 
 class IncompatibleCpu(EngineError):
@@ -330,10 +335,12 @@ def restore(
     scratch: Path,
     name: str,
     overlap: bool = True,
+    fifo: bool = True,
 ) -> Restored:
     """Restore the task from one capsule into `task_dir` and a new container `name`. Raises
     CapsuleCorrupt (the capsule must not be used) or EngineError/OSError. `overlap=False`:
-    fetch the container part only after the workspace (the bench's old path)."""
+    fetch the container part only after the workspace (the bench's old path). `fifo=False`:
+    never serve the container part through a FIFO (restore_fifo), always a scratch file."""
     started = time.monotonic()
     manifest = read_manifest(store, ref.manifest_key, ref.manifest_sha256)
     check_cpu(manifest)
@@ -342,17 +349,28 @@ def restore(
     shutil.rmtree(task_dir, ignore_errors=True)
     task_dir.mkdir(parents=True)
     scratch.mkdir(parents=True, exist_ok=True)
+    opens = fifo_opens(engine) if fifo and overlap else None
+    if opens is not None:
+        streamed = _restore_streamed(
+            engine, store, settings, manifest, opens, task_dir, scratch, name
+        )
+        if isinstance(streamed, Restored):
+            streamed.seconds["total"] = round(time.monotonic() - started, 4)
+            return streamed
+        files_done = time.monotonic()  # the workspace is in place; only the container part left
+        overlap = False
     archive = scratch / f"restore-{manifest.capsule_id}.tar"
     fetch = _ContainerFetch(store, manifest, archive, settings.workers, keys)
     try:
-        if overlap:
-            fetch.start()  # the container part comes while the workspace is extracted
-        try:
-            _restore_workspace(store, manifest, task_dir, settings.workers, keys)
-        except BaseException:
-            fetch.cancel()
-            raise
-        files_done = time.monotonic()
+        if opens is None:
+            if overlap:
+                fetch.start()  # the container part comes while the workspace is extracted
+            try:
+                _restore_workspace(store, manifest, task_dir, settings.workers, keys)
+            except BaseException:
+                fetch.cancel()
+                raise
+            files_done = time.monotonic()
         if not overlap:
             fetch.start()
         fetch.result()
@@ -370,6 +388,69 @@ def restore(
         "total": round(done - started, 4),
     }
     return Restored(manifest, container_id, seconds, stats)
+
+
+_fifo_off = threading.Event()  # an engine opened the archive more often than planned
+
+
+def fifo_opens(engine: ContainerEngine) -> int | None:
+    """How many times this engine's restore opens its archive, when a FIFO can serve it (None:
+    a scratch file; also for every restore after one where the engine opened it once more)."""
+    if _fifo_off.is_set():
+        return None
+    known = getattr(engine, "import_opens", None)  # engines of tests may not have it
+    return known() if callable(known) else None
+
+
+def _restore_streamed(
+    engine: ContainerEngine,
+    store: CapsuleStore,
+    settings: CapsuleSettings,
+    manifest: Manifest,
+    opens: int,
+    task_dir: Path,
+    scratch: Path,
+    name: str,
+) -> Restored | str:
+    """The workspace, then the container part through a FIFO (restore_fifo), its first chunks
+    fetched while the workspace is extracted. Returns why the scratch file must be used instead
+    when the FIFO cannot serve this restore (the workspace is then in place, nothing else)."""
+    started = time.monotonic()
+    keys = keys_of(settings)
+    parent = getattr(engine, "cgroup_parent", None)
+    fifo = scratch / f"restore-{manifest.capsule_id}-{uuid.uuid4().hex[:8]}.fifo"
+    with open_part(store, manifest, "container", workers=settings.workers, keys=keys) as chunks:
+        _restore_workspace(store, manifest, task_dir, settings.workers, keys)
+        files_done = time.monotonic()
+        try:
+            container_id, stats, steps = restore_through_fifo(
+                engine,
+                chunks,
+                opens=opens,
+                parent=parent if isinstance(parent, str) and parent else None,
+                fifo=fifo,
+                name=name,
+                options=options_of(settings),
+                check_spec=lambda spec: check_bind_sources(_bind_sources_of(spec), task_dir),
+            )
+        except ExtraOpen as exc:
+            _fifo_off.set()  # this engine is not the one the plan was measured on
+            log.warning("restore through a FIFO failed (%s): a scratch file from now on", exc)
+            return str(exc)
+        except FifoUnsupported as exc:
+            log.info("restore through a scratch file: %s", exc)
+            return str(exc)
+        finally:
+            fifo.unlink(missing_ok=True)
+    done = time.monotonic()
+    seconds = {
+        "workspace": round(files_done - started, 4),
+        "fetch_container": 0.0,  # streamed into podman's import as podman read it
+        "fetch_container_total": steps["fifo_stream"],
+        "fifo_head": steps["fifo_head"],
+        "podman_restore": round(done - files_done, 4),
+    }
+    return Restored(manifest, container_id, seconds, stats, via="fifo")
 
 
 class _Cancelled(Exception):
@@ -439,8 +520,13 @@ def check_mount_sources(archive: Path, task_dir: Path) -> None:
     go through a symlink or onto anything but a regular file or directory, as the restored
     `task_dir` is now. The mounts are read from podman's spec.dump (OCI runtime spec); an
     archive without one (another engine) has nothing to check."""
+    check_bind_sources(_bind_sources(archive), task_dir)
+
+
+def check_bind_sources(sources: list[str], task_dir: Path) -> None:
+    """check_mount_sources of bind-mount sources already read (restore_fifo: from the head)."""
     roots = {task_dir, Path(os.path.realpath(task_dir))}
-    for source in _bind_sources(archive):
+    for source in sources:
         path = Path(os.path.normpath(source))
         root = next((r for r in roots if path == r or r in path.parents), None)
         if root is None:
@@ -465,6 +551,11 @@ def _bind_sources(archive: Path) -> list[str]:
         return []
     except (tarfile.TarError, ValueError) as exc:
         raise CapsuleCorrupt(f"checkpoint archive unreadable: {exc}") from None
+    return _bind_sources_of(spec)
+
+
+def _bind_sources_of(spec: Any) -> list[str]:
+    """The bind-mount sources of a parsed spec.dump (none for anything else)."""
     mounts = (spec.get("mounts") or []) if isinstance(spec, dict) else []
     return [
         str(m["source"])

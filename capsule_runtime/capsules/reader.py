@@ -17,9 +17,9 @@ Store failures stay CapsuleStoreError.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import closing
+from contextlib import closing, contextmanager
 from typing import BinaryIO
 
 import pydantic
@@ -120,11 +120,36 @@ class _ChunkReader:
         return raw
 
 
-def _write_all(sink: BinaryIO, data: bytes) -> None:
+def write_all(sink: BinaryIO, data: bytes | memoryview) -> None:
+    """All of `data` into `sink` (a raw file's write may take less)."""
     view = memoryview(data)
     while view:
         n = sink.write(view)
         view = view[n if n is not None else len(view) :]
+
+
+@contextmanager
+def open_part(
+    store: CapsuleStore,
+    manifest: Manifest,
+    name: str,
+    *,
+    workers: int = DEFAULT_WORKERS,
+    keys: KeyWrapper | None = None,
+) -> Iterator[Iterator[bytes]]:
+    """Part `name`'s chunks, checked, in order: fetched ahead by `workers` threads from the
+    moment it is entered (at most `2 * workers` chunks not yet taken), so a reader that takes
+    the first chunks now and the rest later (restore_fifo) has them fetched meanwhile. KeyError
+    when the manifest has no such part. The iterator may be taken by one thread at a time; it
+    must not be in use when the block is left."""
+    part = manifest.part(name)
+    reader = _ChunkReader(store, manifest.task_id, chunk_codec(manifest, keys))
+    items = [(part.name, i, ref) for i, ref in enumerate(part.chunks)]
+    with (
+        ThreadPoolExecutor(max(1, workers), thread_name_prefix="capsule-read") as pool,
+        closing(ordered_map(pool, reader, items, 2 * max(1, workers))) as chunks,
+    ):
+        yield chunks
 
 
 def restore_part(
@@ -140,16 +165,10 @@ def restore_part(
     """Write part `name` of the capsule to `sink` (not closed); the number of bytes written.
     KeyError when the manifest has no such part. `progress(n)`: n more bytes written. `keys`:
     what unwraps an encrypted capsule's data key."""
-    part = manifest.part(name)
-    reader = _ChunkReader(store, manifest.task_id, chunk_codec(manifest, keys))
-    items = [(part.name, i, ref) for i, ref in enumerate(part.chunks)]
     written = 0
-    with (
-        ThreadPoolExecutor(max(1, workers), thread_name_prefix="capsule-read") as pool,
-        closing(ordered_map(pool, reader, items, 2 * max(1, workers))) as chunks,
-    ):
+    with open_part(store, manifest, name, workers=workers, keys=keys) as chunks:
         for data in chunks:
-            _write_all(sink, data)
+            write_all(sink, data)
             written += len(data)
             if progress is not None:
                 progress(len(data))

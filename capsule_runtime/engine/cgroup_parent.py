@@ -30,13 +30,27 @@ def rewritable(name: str) -> bool:
     return name.startswith("checkpoint/") and base.endswith(".img") and not base.startswith("pages")
 
 
-def retarget(archive: Path, parent: str) -> int:
-    """Rewrite, in place, every local-instance cgroup parent in `archive` (an uncompressed
-    checkpoint tar) to `parent`; returns how many were rewritten. ValueError for a parent of
-    another shape (its length would move the archive's members)."""
+def parent_bytes(parent: str) -> bytes:
+    """`parent` as it is written into the archive; ValueError for a parent of another shape (its
+    length would move the archive's members)."""
     new = parent.lstrip("/").encode()
     if PARENT.fullmatch(new) is None:
         raise ValueError(f"not a local instance's cgroup parent: {parent!r}")
+    return new
+
+
+def rewrite(data: bytes, new: bytes) -> tuple[bytes, int]:
+    """One member's bytes with every local-instance cgroup parent replaced by `new` (from
+    parent_bytes: same length), and how many were replaced."""
+    return PARENT.subn(new, data)
+
+
+def retarget(archive: Path, parent: str) -> int:
+    """Rewrite, in place, every local-instance cgroup parent in `archive` (an uncompressed
+    checkpoint tar) to `parent`; returns how many were rewritten. ValueError for a parent of
+    another shape (its length would move the archive's members). A restore served through a
+    FIFO rewrites the members as they stream instead (capsule_runtime/restore_fifo.py)."""
+    new = parent_bytes(parent)
     count = 0
     with tarfile.open(archive, "r:") as tar, open(archive, "r+b") as f:
         for member in tar:
@@ -44,7 +58,7 @@ def retarget(archive: Path, parent: str) -> int:
                 continue
             f.seek(member.offset_data)
             data = f.read(member.size)
-            patched, n = PARENT.subn(new, data)
+            patched, n = rewrite(data, new)
             if n and patched != data:
                 f.seek(member.offset_data)
                 f.write(patched)

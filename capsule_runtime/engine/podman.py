@@ -52,6 +52,11 @@ _STATES = {
 QUICK_WAIT_SECONDS = 3.0  # how long `wait` polls fast before settling to podman's pace
 DEFAULT_GRAPHROOT = Path("/var/lib/containers/storage")  # rootful podman's default store
 _NAME_UNSAFE = re.compile(r"[^a-zA-Z0-9_.-]+")
+# How many times `podman container restore --import ARCHIVE` opens ARCHIVE, by podman version
+# (`strace -f -e trace=openat`, 2026-12-03: twice for config.dump and spec.dump alone, then once
+# for everything). Only these versions are served through a FIFO (capsule_runtime/restore_fifo).
+IMPORT_OPENS = {"4.3.1": 3}
+_UNKNOWN = object()
 
 
 class PodmanEngine(ContainerEngine):
@@ -78,6 +83,7 @@ class PodmanEngine(ContainerEngine):
         self.pull_timeout = pull_timeout
         self.checkpoint_timeout = checkpoint_timeout
         self.criu_config = freeze.ensure_installed(criu_dir or freeze.CRIU_DIR)
+        self._import_opens: object = _UNKNOWN
 
     # images
     def has_image(self, ref: str) -> bool:
@@ -241,10 +247,24 @@ class PodmanEngine(ContainerEngine):
             raise classify([self.cli.executable, *args], proc.returncode, err)
         return _checkpoint_stats(out, time.monotonic() - started)
 
+    def import_opens(self) -> int | None:
+        """How often `restore --import` of this podman opens its archive (IMPORT_OPENS, by
+        version, asked once); None for a version not measured (a scratch file then)."""
+        if self._import_opens is _UNKNOWN:
+            try:
+                out = self.cli.run("version", "--format", "{{.Client.Version}}", timeout=30)
+                version = out.stdout.strip()
+            except EngineError:
+                version = ""
+            self._import_opens = IMPORT_OPENS.get(version)
+        return self._import_opens  # type: ignore[return-value]
+
     def restore(
         self, archive: Path, name: str, options: CheckpointOptions
     ) -> tuple[str, dict[str, Any]]:
-        if self.cgroup_parent:  # under this instance's cgroup, not the one it was dumped in
+        # under this instance's cgroup, not the one it was dumped in; a FIFO's writer rewrites
+        # the members as it streams them (restore_fifo), and a FIFO can be read only once
+        if self.cgroup_parent and not _is_fifo(archive):
             archived_cgroups.retarget(archive, self.cgroup_parent)
         args = ["container", "restore", "--import", str(archive), "--print-stats"]
         if not options.tcp_established:  # podman 4.3 refuses --name with --tcp-established:
@@ -284,6 +304,13 @@ class PodmanEngine(ContainerEngine):
                 except ContainerNotFound:
                     continue
             return found
+
+
+def _is_fifo(path: Path) -> bool:
+    try:
+        return stat.S_ISFIFO(path.stat().st_mode)
+    except OSError:
+        return False
 
 
 def _criu_flags(options: CheckpointOptions) -> list[str]:

@@ -101,6 +101,11 @@ class ContainerEngine(Protocol):
         The image must be present. Raises EngineError (nothing is left behind)."""
         ...
 
+    def import_opens(self) -> int | None:
+        """How many times `restore` opens its archive, when the archive may be a FIFO served by
+        another thread (capsule_runtime/restore_fifo); None: it must be a regular file."""
+        return None
+
     def list_containers(self) -> list[ContainerInfo]:
         """Every container this engine's labels select (all tescape containers by default)."""
         ...

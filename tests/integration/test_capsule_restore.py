@@ -118,8 +118,10 @@ def three_capsules(tmp: Path, engine: PodmanEngine, image: str) -> list[CapsuleR
 
 
 def corrupt_one_chunk_only_in(
-    store: FileStore, newest: CapsuleRef, older: list[CapsuleRef]
+    store: FileStore, newest: CapsuleRef, older: list[CapsuleRef], part: str | None = None
 ) -> None:
+    """Damage one chunk the newest capsule has and the older ones do not: its first, or with
+    `part`, the middle one of that part's own chunks."""
     manifest = read_manifest(store, newest.manifest_key)
     assert manifest.encryption is not None  # the sealed chunk fails its tag
     shared = {
@@ -128,9 +130,15 @@ def corrupt_one_chunk_only_in(
         for part in read_manifest(store, ref.manifest_key).parts
         for c in part.chunks
     }
-    own = [c.sha256 for p in manifest.parts for c in p.chunks if c.sha256 not in shared]
+    own = [
+        c.sha256
+        for p in manifest.parts
+        if part in (None, p.name)
+        for c in p.chunks
+        if c.sha256 not in shared and not c.zero
+    ]
     assert own, "the newest capsule has no chunk of its own"
-    path = store.root / chunk_key(manifest.task_id, own[0])
+    path = store.root / chunk_key(manifest.task_id, own[0 if part is None else len(own) // 2])
     data = bytearray(path.read_bytes())
     data[len(data) // 2] ^= 0xFF
     path.write_bytes(bytes(data))
@@ -170,6 +178,25 @@ def test_corrupt_newest_capsule_falls_back_to_the_previous_one(
     numbers = [int(x) for x in (tmp_path / "out" / "count").read_text().split()]
     assert numbers == list(range(1, N + 1))  # files and memory from the same instant
     assert not any("from the beginning" in s for s in final.task_log["system_logs"])
+
+
+def test_a_container_chunk_corrupt_midway_through_the_fifo_falls_back_to_the_previous_one(
+    tmp_path: Path, engine: PodmanEngine, busybox_image: str
+) -> None:
+    """The container part reaches podman through a FIFO as its chunks arrive (restore_fifo):
+    a chunk that fails its check midway leaves podman a broken archive, the capsule is reported
+    corrupt, and the previous one is restored (through the FIFO as well)."""
+    refs = three_capsules(tmp_path, engine, busybox_image)
+    store = FileStore(tmp_path / "store")
+    corrupt_one_chunk_only_in(store, refs[0], refs[1:], part="container")
+    client, _ = restore_run(tmp_path, engine, busybox_image, refs)
+    final = client.reports[-1]
+    assert final.status == "complete", final
+    assert [c.state for c in client.capsules] == ["corrupt", "restored"]
+    assert final.task_log["metadata"]["restored_from"] == refs[1].capsule_id
+    assert "fifo_head" in (client.capsules[1].seconds or {})  # podman 4.3.1 read a FIFO
+    numbers = [int(x) for x in (tmp_path / "out" / "count").read_text().split()]
+    assert numbers == list(range(1, N + 1))
 
 
 def test_no_usable_capsule_restarts_from_scratch(
