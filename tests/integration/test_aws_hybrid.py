@@ -10,8 +10,8 @@ instance, which the test plays too, and at the notice's deadline the first machi
 (its agent killed, its containers removed, its EC2 instance terminated in moto): the task is
 restored there and completes.
 
-Prices here are moto's own; tests/integration/test_aws_prices.py injects a Spot price series in
-front of moto and checks the provider launches by it."""
+The first run's Spot prices are injected in front of moto (tests/fixtures/spot_prices.py; moto's
+own are made up): the provider launches in the pool they make cheapest, at their price."""
 
 from __future__ import annotations
 
@@ -37,11 +37,13 @@ from tests.fixtures.moto_server import MotoServer
 from tests.fixtures.ports import free_port
 from tests.fixtures.seaweedfs import SeaweedS3, _seaweedfs  # noqa: F401
 from tests.fixtures.server import RunningServer, tescape_server
+from tests.fixtures.spot_prices import SpotPrices, spot_price_proxy
 from tests.fixtures.waiting import wait_for
 
 pytestmark = [pytest.mark.timeout(240), pytest.mark.slow]
 DEADLINE = 120.0
 GATEWAY_ID = "gw-hybrid"
+CHEAPEST = "us-east-1c"
 
 
 def ours(moto: MotoServer) -> list[dict[str, Any]]:
@@ -126,8 +128,23 @@ class Played:
 
 
 @pytest.fixture
+def prices(moto: MotoServer) -> Iterator[SpotPrices]:
+    """Spot prices injected in front of moto (moto's own are made up): us-east-1c is the
+    cheapest pool, so that is where the aws provider must launch."""
+    with spot_price_proxy(moto.url) as injected:
+        for zone in ("us-east-1a", "us-east-1b", "us-east-1d", "us-east-1e", "us-east-1f"):
+            injected.set("m5.large", zone, 0.05)
+        injected.set("m5.large", CHEAPEST, 0.0123)
+        yield injected
+
+
+@pytest.fixture
 def gateway(
-    moto: MotoServer, busybox_image: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    moto: MotoServer,
+    prices: SpotPrices,
+    busybox_image: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> Iterator[RunningServer]:
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
@@ -137,7 +154,7 @@ def gateway(
         "providers": {
             "default": "aws",
             "aws": {
-                "endpoint_url": moto.url,
+                "endpoint_url": prices.url,  # moto, with the injected Spot prices
                 "ami": moto.ami(),
                 "instance_types": ["m5.large"],
                 "markets": ["spot"],
@@ -161,6 +178,9 @@ def test_a_task_runs_on_a_spot_instance_the_aws_provider_launched(
 
     instance = wait_for("an EC2 launch", lambda: next(iter(ours(moto)), None), timeout=DEADLINE)
     assert instance["InstanceLifecycle"] == "spot" and instance["InstanceType"] == "m5.large"
+    assert instance["Placement"]["AvailabilityZone"] == CHEAPEST  # by the injected prices
+    listed = requests.get(gateway.url + "/api/v1/instances", timeout=10).json()["instances"]
+    assert [(i["zone"], i["price_per_hour"]) for i in listed] == [(CHEAPEST, 0.0123)]
     script = user_data(moto, instance["InstanceId"])
     imds = InstanceMetadata(
         instance["InstanceId"], "m5.large", instance["Placement"]["AvailabilityZone"]
