@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.fixtures.aws_world import worlds  # noqa: F401
 from tests.fixtures.containers import (  # noqa: F401
     _container_leak_check,
     _podman_engine,

@@ -5,7 +5,6 @@ report id on every retry (the gateway applies it once), and a 409 is never retri
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -13,6 +12,7 @@ import pytest
 
 from capsule_runtime.client import Fenced, GatewayClient
 from capsule_runtime.protocol.messages import AttemptReport, CapsuleReport
+from tests.fixtures.serving import serving
 
 
 class Gateway(ThreadingHTTPServer):
@@ -47,14 +47,8 @@ class Handler(BaseHTTPRequestHandler):
 @pytest.fixture
 def gateway() -> Iterator[Gateway]:
     server = Gateway()
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serving(server):
         yield server
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(10)
 
 
 def test_a_report_keeps_its_id_across_retries(gateway: Gateway) -> None:

@@ -9,18 +9,17 @@ import hashlib
 import os
 import subprocess
 import sys
-import threading
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from werkzeug.serving import make_server
 
 from capsule_runtime.protocol.messages import AGENT_API
 from gateway.agent_wheel import AgentWheelError, load
 from tests.fixtures.aws_world import GATEWAY, AwsWorld
 from tests.fixtures.moto_server import MotoServer
+from tests.fixtures.serving import wsgi_app
 
 pytestmark = pytest.mark.timeout(120)
 NAME = "tescape-0.9.0-py3-none-any.whl"
@@ -103,11 +102,8 @@ def test_the_bootstrap_keeps_only_the_wheel_it_was_launched_with(
     script = world.user_data(inst)
     served = world.services.agent_wheel
     assert served is not None
-    server = make_server("127.0.0.1", 0, world.app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        url = f"http://127.0.0.1:{server.server_port}{AGENT_API}/dist/{NAME}"
+    with wsgi_app(world.app) as base:
+        url = f"{base}{AGENT_API}/dist/{NAME}"
         env = {**os.environ, "TESCAPE_AGENT_TOKEN": world.token_of(inst)}
 
         def bootstrap_fetch(dest: Path, digest: str) -> subprocess.CompletedProcess[str]:
@@ -132,6 +128,3 @@ def test_the_bootstrap_keeps_only_the_wheel_it_was_launched_with(
         env["TESCAPE_AGENT_TOKEN"] = "forged"
         forged = bootstrap_fetch(tmp_path / "forged.whl", served.sha256)
         assert forged.returncode != 0 and "401" in forged.stderr  # refused at once, no retries
-    finally:
-        server.shutdown()
-        thread.join(timeout=10)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -53,14 +52,6 @@ def event(instance_id: str, event_id: str = "e-1", **over: Any) -> str:
 def queue(moto: MotoServer) -> str:
     url: str = moto.client("sqs").create_queue(QueueName="tescape-interruptions")["QueueUrl"]
     return url
-
-
-@pytest.fixture
-def worlds(tmp_path: Path, moto: MotoServer) -> Iterator[list[AwsWorld]]:
-    made: list[AwsWorld] = []
-    yield made
-    for w in made:
-        w.close()
 
 
 def new_world(

@@ -7,7 +7,6 @@ its machine terminated."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,14 +24,6 @@ WHOLE_MACHINE = {"cpu_cores": 2}  # an m5.large each
 
 def world_with(tmp_path: Path, moto: MotoServer, **aws: Any) -> AwsWorld:
     return AwsWorld(tmp_path, moto, **aws)
-
-
-@pytest.fixture
-def worlds(tmp_path: Path, moto: MotoServer) -> Iterator[list[AwsWorld]]:
-    made: list[AwsWorld] = []
-    yield made
-    for w in made:
-        w.close()
 
 
 def submit_whole(world: AwsWorld) -> str:

@@ -12,21 +12,20 @@ machine instead of an index (tests/fixtures/rootfs.py)."""
 
 from __future__ import annotations
 
+import contextlib
 import re
 import shlex
 import stat
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from werkzeug.serving import make_server
 
-from gateway.providers.aws.provider import AwsProvider
 from gateway.store.fleet import InstanceState
-from tests.fixtures.aws_world import GATEWAY_ID, AwsWorld
+from tests.fixtures.aws_world import AwsWorld
 from tests.fixtures.moto_server import MotoServer
 from tests.fixtures.rootfs import Root, debian_root, usable, wheelhouse
+from tests.fixtures.serving import wsgi_app
 from tests.fixtures.waiting import wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
@@ -71,19 +70,11 @@ def exec_start(unit: str) -> list[str]:
 def test_the_user_data_installs_and_starts_an_agent_that_registers(
     world: AwsWorld, root: Root, tmp_path: Path
 ) -> None:
-    server = make_server("127.0.0.1", 0, world.app, threaded=True)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
     agent = None
-    try:
-        url = f"http://127.0.0.1:{server.server_port}"
-        world.provider = AwsProvider(
-            world.cfg.providers.aws,
-            url,
-            GATEWAY_ID,
-            world.moto.session(),
-            clock=world.seconds,
-            agent_wheel=world.services.agent_wheel,
-        )
+    with contextlib.ExitStack() as stack:
+        url = stack.enter_context(wsgi_app(world.app))
+        stack.callback(lambda: agent is not None and Root.stop(agent))
+        world.provider = world.new_provider(url)
         world.scheduler = world.new_scheduler(world.provider)
         world.submit()
         inst = world.launching()
@@ -122,7 +113,3 @@ def test_the_user_data_installs_and_starts_an_agent_that_registers(
             raise AssertionError((tmp_path / "agent.log").read_text()[-4000:]) from None
         assert world.fleet.token_sha256(inst.id) is not None
         assert world.register(inst, token).status_code == 401  # the user-data's token: spent
-    finally:
-        if agent is not None:
-            Root.stop(agent)
-        server.shutdown()

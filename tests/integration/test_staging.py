@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import threading
 import time
 import tracemalloc
 import uuid
@@ -37,6 +36,7 @@ from capsule_runtime.staging import (
 )
 from tests.fixtures.documents import tes_inputs, tes_outputs, tes_task
 from tests.fixtures.seaweedfs import SeaweedS3, _seaweedfs  # noqa: F401
+from tests.fixtures.serving import serving
 
 MiB = 1 << 20
 EX: dict[str, Any] = {"image": "busybox", "command": ["true"]}
@@ -132,15 +132,8 @@ def http_files(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HttpFiles]:
     server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(files))
     server.daemon_threads = True
     files.port = server.server_address[1]
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serving(server):
         yield files
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=10)
-        assert not thread.is_alive()
 
 
 # -- helpers ---------------------------------------------------------------------------------

@@ -25,7 +25,6 @@ from capsule_runtime.capsules import (
     PartSource,
     chunk_key,
     restore_part,
-    tar_directory,
     verify_capsule,
     write_capsule,
 )
@@ -39,6 +38,7 @@ from capsule_runtime.capsules.frames import (
     worth_compressing,
 )
 from capsule_runtime.protocol.messages import CapsuleRef, CapsuleSettings
+from tests.fixtures.capsule_runs import task_capsule
 
 KiB, MiB = 1 << 10, 1 << 20
 CHUNK = 256 * KiB  # > SAMPLED: chunks are sampled
@@ -316,17 +316,7 @@ def capsule(tmp_path: Path) -> tuple[FileStore, Manifest, bytes, CapsuleSettings
     (work / "data.bin").write_bytes(half(rng, 256 * KiB))
     container = container_tar(rng)
     store = FileStore(tmp_path / "capsules")
-    m = write_capsule(
-        store,
-        task_id="t1",
-        attempt_id="a1",
-        sequence=1,
-        parts=[
-            PartSource("workspace", lambda: tar_directory(work)),
-            PartSource("container", lambda: io.BytesIO(container)),
-        ],
-        chunk_size=CHUNK,
-    )
+    m = task_capsule(store, work, container, CHUNK)
     settings = CapsuleSettings(store=str(store.root), workers=3)
     return store, m, container, settings
 

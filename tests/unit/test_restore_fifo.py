@@ -26,15 +26,13 @@ from capsule_runtime.capsules import (
     CapsuleCorrupt,
     FileStore,
     Manifest,
-    PartSource,
     chunk_key,
-    tar_directory,
-    write_capsule,
 )
 from capsule_runtime.engine.cgroup_parent import retarget
 from capsule_runtime.engine.errors import EngineError
 from capsule_runtime.protocol.messages import CapsuleRef, CapsuleSettings
 from capsule_runtime.restore_fifo import BAD_HEADER, TarStream, member_editor
+from tests.fixtures.capsule_runs import task_capsule
 
 KiB, MiB = 1 << 10, 1 << 20
 CHUNK = 64 * KiB
@@ -209,17 +207,7 @@ def capsule(tmp_path: Path, container: bytes) -> tuple[FileStore, Manifest]:
     (work / "outputs").mkdir(parents=True, exist_ok=True)
     (work / "outputs" / "log.txt").write_text("line\n" * 100)
     store = FileStore(tmp_path / "capsules")
-    m = write_capsule(
-        store,
-        task_id="t1",
-        attempt_id="a1",
-        sequence=1,
-        parts=[
-            PartSource("workspace", lambda: tar_directory(work)),
-            PartSource("container", lambda: io.BytesIO(container)),
-        ],
-        chunk_size=CHUNK,
-    )
+    m = task_capsule(store, work, container, CHUNK)
     return store, m
 
 
@@ -327,17 +315,7 @@ def test_a_bind_source_through_a_symlink_is_refused_from_the_head(tmp_path: Path
     (work / "outputs").mkdir(parents=True)
     os.symlink("/etc/hostname", work / "outputs" / "log.txt")
     store = FileStore(tmp_path / "capsules")
-    m = write_capsule(
-        store,
-        task_id="t1",
-        attempt_id="a1",
-        sequence=1,
-        parts=[
-            PartSource("workspace", lambda: tar_directory(work)),
-            PartSource("container", lambda: io.BytesIO(container)),
-        ],
-        chunk_size=CHUNK,
-    )
+    m = task_capsule(store, work, container, CHUNK)
     engine = OpeningEngine()
     with pytest.raises(checkpointing.UnsafeWorkspace, match="symlink"):
         restore(tmp_path, store, m, engine)

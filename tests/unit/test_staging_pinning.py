@@ -19,6 +19,7 @@ import requests
 
 from capsule_runtime.staging import AccessRefused, HttpStorage, StagingError, StagingPolicy
 from capsule_runtime.staging.web import PinnedAdapter, pinned
+from tests.fixtures.serving import serving
 
 PUBLIC = "93.184.215.14"  # a global address (never reached: mapped to the loopback server)
 NAME = "files.example"
@@ -56,14 +57,8 @@ def server() -> Iterator[Server]:
 
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     seen.port = httpd.server_address[1]
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serving(httpd):
         yield seen
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-        thread.join()
 
 
 @pytest.fixture

@@ -18,6 +18,7 @@ podman, runc and CRIU there, and starts the agent.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -118,17 +119,20 @@ def bake(
     except (ClientError, BotoCoreError) as exc:
         raise mapped(exc, f"launch the bake builder ({kind})") from exc
     say(f"builder {builder} ({kind}) launched from {args['ImageId']}; installing")
+    wait = functools.partial(
+        _wait_for,
+        deadline=start + timeout_seconds,
+        poll_seconds=poll_seconds,
+        say=say,
+        sleep=sleep,
+        clock=clock,
+    )
     try:
-        _wait_for(
+        wait(
             lambda: _instance_state(ec2, builder),
             "stopped",
             failed={"terminated", "shutting-down"},
             what=f"builder {builder} to finish installing and power off",
-            deadline=start + timeout_seconds,
-            poll_seconds=poll_seconds,
-            say=say,
-            sleep=sleep,
-            clock=clock,
         )
         say(f"builder {builder} stopped; making the image {name!r}")
         image_tags = [
@@ -144,16 +148,11 @@ def bake(
             )["ImageId"]
         except (ClientError, BotoCoreError) as exc:
             raise mapped(exc, f"make an image of {builder}") from exc
-        _wait_for(
+        wait(
             lambda: _image_state(ec2, image),
             "available",
             failed={"failed", "invalid", "deregistered"},
             what=f"image {image} to become available",
-            deadline=start + timeout_seconds,
-            poll_seconds=poll_seconds,
-            say=say,
-            sleep=sleep,
-            clock=clock,
         )
         _tag_snapshots(ec2, image, image_tags)
     finally:
