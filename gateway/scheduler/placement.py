@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection
 
+from capsule_runtime.protocol.messages import CpuProfile
 from capsule_runtime.protocol.resources import Resources
 from capsule_runtime.protocol.tes import TesTask
 from gateway.market.policy import MarketPolicy, recovery_plan
@@ -232,6 +233,20 @@ def place_restores(s: Scheduler) -> tuple[list[Want], frozenset[str]]:
             and s.budget.allows(attempt.task_id, fp, i, spot_only)
         ]
         target = next((i for i in fits if i.id == wanted), fits[0] if fits else None)
+        if target is None and cpu is not None:
+            say_cpu_passed(
+                s,
+                attempt,
+                cpu,
+                [
+                    i
+                    for i in ready
+                    if i.id not in exclude
+                    and need.fits(rooms[i.id])
+                    and market_allows(policy, i.market)
+                    and not restores_on(i, cpu)
+                ],
+            )
         if target is None:
             unplaced.append(
                 Want(
@@ -253,6 +268,40 @@ def place_restores(s: Scheduler) -> tuple[list[Want], frozenset[str]]:
             rooms[target.id] = rooms[target.id].minus(need)
             s.wakeups.notify(target.id)
     return unplaced, frozenset(leaving)
+
+
+def say_cpu_passed(s: Scheduler, attempt: Attempt, cpu: CpuProfile, passed: list[Instance]) -> None:
+    """A restore waits although an instance has room: its CPU lacks what the capsule was taken
+    with. Said in the task's events once per instance (the scheduler launches another)."""
+    new = [i for i in passed if i.id not in attempt.data.cpu_passed]
+    if not new:
+        return
+    with s.tasks.batch() as conn:
+        s.fence(conn)
+        for inst in new:
+            here = inst.data.cpu
+            lacks = here.missing(cpu) if here is not None else []
+            why = (
+                f"lacks {', '.join(lacks)}"
+                if lacks
+                else f"is {here.arch if here else 'unknown'}, the capsule's {cpu.arch}"
+            )
+            s.tasks.record(
+                attempt.task_id,
+                "cpu_incompatible",
+                attempt_id=attempt.id,
+                instance_id=inst.id,
+                message=(
+                    f"not restored on {inst.id} ({inst.instance_type}), which has room: its CPU "
+                    f"{why} of the CPU the capsule was taken on ({cpu.model or cpu.arch}); "
+                    "waiting for an instance with a compatible CPU"
+                ),
+                data={"missing": lacks},
+                conn=conn,
+            )
+        s.fleet.update_attempt_data(
+            attempt.id, cpu_passed=[*attempt.data.cpu_passed, *(i.id for i in new)], conn=conn
+        )
 
 
 def plan_recovery(

@@ -159,6 +159,8 @@ class AttemptData(Data):
     # -- the notice budget planner (gateway/scheduler/notice_budget.py) --
     capsule_profile: CapsuleProfile | None = None  # what its notice capsule would carry
     notice_prediction: NoticePrediction | None = None  # at a notice, until its capsule ends
+    # instances a restore passed over for their CPU (gateway.scheduler.compat), said once each
+    cpu_passed: list[str] = Field(default_factory=list)
 
 
 class AttemptChanges(TypedDict, total=False):
@@ -179,6 +181,7 @@ class AttemptChanges(TypedDict, total=False):
     usage: list[UsageSample] | None
     capsule_profile: CapsuleProfile | None
     notice_prediction: NoticePrediction | None
+    cpu_passed: list[str] | None
 
 
 def changed(data: AttemptData, changes: AttemptChanges) -> AttemptData:
