@@ -22,6 +22,7 @@ from capsule_runtime import __version__, doctor
 from capsule_runtime.client import GatewayClient, GatewayUnreachable
 from capsule_runtime.host.cpu import cpu_profile
 from capsule_runtime.host.meminfo import memory_gb
+from capsule_runtime.host.versions import host_versions
 from capsule_runtime.protocol.messages import (
     Assignment,
     AttemptReport,
@@ -107,6 +108,7 @@ class Agent:
                 capacity=self.capacity,
                 facts=self.facts(),
                 cpu=cpu_profile(),
+                host=host_versions(),
             )
         )
         # the registration token is used up: keep the credential for a restart (a stand-in

@@ -61,7 +61,13 @@ from capsule_runtime.engine.freeze import FreezeGate
 from capsule_runtime.engine.protocol import ContainerEngine
 from capsule_runtime.engine.spec import CheckpointOptions
 from capsule_runtime.host.cpu import cpu_profile
-from capsule_runtime.protocol.messages import CapsuleRef, CapsuleSettings, CpuProfile
+from capsule_runtime.host.versions import host_versions
+from capsule_runtime.protocol.messages import (
+    CapsuleRef,
+    CapsuleSettings,
+    CpuProfile,
+    HostVersions,
+)
 from capsule_runtime.restore_fifo import ExtraOpen, FifoUnsupported, restore_through_fifo
 from capsule_runtime.staging.confined import has_symlink
 
@@ -258,7 +264,11 @@ def checkpoint(
                         PartSource("container", open_container, tar=True),
                     ],
                     parent=parent,
-                    meta={**meta, "cpu": cpu_profile().model_dump()},
+                    meta={
+                        **meta,
+                        "cpu": cpu_profile().model_dump(),
+                        "host": host_versions().model_dump(),
+                    },
                     chunk_size=settings.chunk_mib * MiB,
                     level=settings.compression_level,
                     workers=settings.workers,
@@ -298,9 +308,26 @@ class Restored:
     via: str = "scratch"  # how the container part reached the engine: "fifo" or "scratch"
 
 
-class IncompatibleCpu(EngineError):
+class IncompatibleHost(EngineError):
+    """This machine cannot restore the capsule: its CPU, kernel, CRIU or podman (the restore is
+    tried on another instance)."""
+
+
+class IncompatibleCpu(IncompatibleHost):
     """This machine's CPU lacks features the capsule's processes were dumped with: CRIU would
     refuse the restore, or the task would crash at its first such instruction."""
+
+
+def check_host(manifest: Manifest, here: HostVersions | None = None) -> None:
+    """Raise IncompatibleHost unless this machine's kernel, CRIU and podman can restore what
+    the capsule was taken with (capsules without versions, from older agents, are not
+    checked)."""
+    taken = manifest.meta.get("host")
+    if not taken:
+        return
+    why = (here or host_versions()).refusal(HostVersions.model_validate(taken))
+    if why is not None:
+        raise IncompatibleHost(why)
 
 
 def check_cpu(manifest: Manifest, here: CpuProfile | None = None) -> None:
@@ -344,6 +371,7 @@ def restore(
     started = time.monotonic()
     manifest = read_manifest(store, ref.manifest_key, ref.manifest_sha256)
     check_cpu(manifest)
+    check_host(manifest)
     keys = keys_of(settings)
     chunk_codec(manifest, keys)  # a key that does not fit fails here, before the task's dir goes
     shutil.rmtree(task_dir, ignore_errors=True)

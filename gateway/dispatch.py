@@ -254,6 +254,7 @@ class Dispatcher:
                 "agent_version": reg.agent_version,
                 "facts": reg.facts,
                 "cpu": reg.cpu or inst.data.cpu,
+                "host": reg.host or inst.data.host,
                 # an agent registers once per process: what was sent before this moment, it no
                 # longer holds (gateway.scheduler.deadlines settles those attempts)
                 "registered": rfc3339(self.clock()),

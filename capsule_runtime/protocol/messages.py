@@ -66,12 +66,50 @@ class CpuProfile(Message):
         return sorted(set(taken_on.flags) - set(self.flags))
 
 
+def version_key(version: str) -> tuple[int, ...]:
+    """'4.2.1' → (4, 2, 1); '6.1.0-18-amd64' → (6, 1, 0): the leading numbers only."""
+    out: list[int] = []
+    for part in version.replace("-", ".").split("."):
+        if not part.isdigit():
+            break
+        out.append(int(part))
+    return tuple(out)
+
+
+class HostVersions(Message):
+    """What else a restore depends on beyond the CPU: the kernel the processes ran on, and the
+    CRIU and podman that dumped and exported them (capsule_runtime/host/versions.py). An
+    unknown side ("", an older agent) is not held against anyone."""
+
+    kernel: str = Field(default="", max_length=128)
+    criu: str = Field(default="", max_length=64)
+    podman: str = Field(default="", max_length=64)
+
+    def refusal(self, taken_on: HostVersions) -> str | None:
+        """Why a capsule taken on `taken_on` may not be restored here, or None: CRIU reads
+        images of its own and older versions only; a kernel older than the dump's may lack
+        what the processes used; podman imports only its own major version's exports."""
+        if self.criu and taken_on.criu and version_key(self.criu) < version_key(taken_on.criu):
+            return f"CRIU {self.criu} is older than the {taken_on.criu} the capsule was dumped with"
+        here_k, then_k = version_key(self.kernel)[:2], version_key(taken_on.kernel)[:2]
+        if here_k and then_k and here_k < then_k:
+            return (
+                f"kernel {self.kernel} is older than the {taken_on.kernel} the capsule's "
+                "processes ran on"
+            )
+        here_p, then_p = version_key(self.podman)[:1], version_key(taken_on.podman)[:1]
+        if here_p and then_p and here_p != then_p:
+            return f"podman {self.podman} cannot import the export of podman {taken_on.podman}"
+        return None
+
+
 class Registration(Message):
     agent_version: str
     hostname: str
     capacity: Resources  # what the machine has
     facts: list[dict[str, Any]] = Field(default_factory=list)  # doctor findings
     cpu: CpuProfile | None = None  # None: an agent older than the profile
+    host: HostVersions | None = None  # kernel, CRIU, podman; None: an older agent
 
 
 class Registered(Message):

@@ -1,31 +1,42 @@
 """Where a capsule can be restored: onto a CPU with the architecture and at least the
 instruction-set features of the one it was taken on (CRIU refuses others, and a process that
-chose AVX-512 at start would crash without it). Each agent registers its CPU profile
-(capsule_runtime/host/cpu.py, kept as `Instance.data.cpu`); a capsule's CPU is that of the
-instance its attempt ran on. An unknown profile on either side (an older agent) is not held
-against an instance; the agent checks again before it unpacks anything, and a restore it refuses
-is tried elsewhere (`capsules.restore_tries`)."""
+chose AVX-512 at start would crash without it), a kernel no older, a CRIU no older and a podman
+of the same major version (HostVersions.refusal). Each agent registers its CPU profile and
+versions (capsule_runtime/host/cpu.py and versions.py, kept as `Instance.data.cpu` and
+`.host`); a capsule's are those of the instance its attempt ran on (the capsule records them
+too, for the agent's own check). An unknown side (an older agent) is not held against an
+instance; the agent checks again before it unpacks anything, and a restore it refuses is tried
+elsewhere (`capsules.restore_tries`)."""
 
 from __future__ import annotations
 
-from capsule_runtime.protocol.messages import CpuProfile
 from gateway.store.fleet import FleetStore, Instance
 from gateway.tes.states import CapsuleState
 
 
-def capsule_cpu(fleet: FleetStore, task_id: str) -> CpuProfile | None:
-    """The CPU the task's newest complete capsule was taken on; None when unknown."""
+def capsule_source(fleet: FleetStore, task_id: str) -> Instance | None:
+    """The instance the task's newest complete capsule was taken on; None when unknown."""
     capsules = fleet.capsules_of(task_id, {CapsuleState.COMPLETE})
     if not capsules or capsules[0].attempt_id is None:
         return None
     attempt = fleet.attempt(capsules[0].attempt_id)
     if attempt is None or attempt.instance_id is None:
         return None
-    source = fleet.instance(attempt.instance_id)
-    return source.data.cpu if source is not None else None
+    return fleet.instance(attempt.instance_id)
 
 
-def restores_on(inst: Instance, taken_on: CpuProfile | None) -> bool:
-    """Whether a capsule taken on `taken_on` can be restored on the instance."""
-    here = inst.data.cpu
-    return taken_on is None or here is None or here.runs(taken_on)
+def refusal(inst: Instance, source: Instance | None) -> str | None:
+    """Why a capsule taken on `source` cannot be restored on `inst`, or None if it can."""
+    if source is None:
+        return None
+    here, taken_on = inst.data.cpu, source.data.cpu
+    if here is not None and taken_on is not None and not here.runs(taken_on):
+        if here.arch != taken_on.arch:
+            return f"its CPU is {here.arch}, the capsule's {taken_on.arch}"
+        return (
+            f"its CPU lacks {', '.join(here.missing(taken_on))} of the CPU the capsule was "
+            f"taken on ({taken_on.model or taken_on.arch})"
+        )
+    if inst.data.host is not None and source.data.host is not None:
+        return inst.data.host.refusal(source.data.host)
+    return None

@@ -10,14 +10,13 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection
 
-from capsule_runtime.protocol.messages import CpuProfile
 from capsule_runtime.protocol.resources import Resources
 from capsule_runtime.protocol.tes import TesTask
 from gateway.market.policy import MarketPolicy, recovery_plan
 from gateway.providers.base import Capability, Offer
 from gateway.rules import effective_parameters
 from gateway.scheduler import launches
-from gateway.scheduler.compat import capsule_cpu, restores_on
+from gateway.scheduler.compat import capsule_source, refusal
 from gateway.scheduler.needs import (
     Want,
     attempt_need,
@@ -208,8 +207,9 @@ def place_restores(s: Scheduler) -> tuple[list[Want], frozenset[str]]:
         policy = task_policy(task, s.cfg)
         planned = plan.offer
         wanted = attempt.data.target
-        # a capsule restores only onto a CPU with its features (gateway.scheduler.compat)
-        cpu = capsule_cpu(s.fleet, attempt.task_id) if attempt.data.restore else None
+        # a capsule restores only onto a CPU with its features, and no older kernel or CRIU
+        # (gateway.scheduler.compat)
+        source = capsule_source(s.fleet, attempt.task_id) if attempt.data.restore else None
         # a plan's offer is taken as it is; otherwise Spot only where the notice can carry it
         fp = None
         if planned is None and s.budget.enabled:
@@ -221,7 +221,7 @@ def place_restores(s: Scheduler) -> tuple[list[Want], frozenset[str]]:
             if i.id not in exclude
             and need.fits(rooms[i.id])
             and market_allows(policy, i.market)
-            and restores_on(i, cpu)
+            and refusal(i, source) is None
             and (
                 planned is None
                 or (
@@ -233,20 +233,16 @@ def place_restores(s: Scheduler) -> tuple[list[Want], frozenset[str]]:
             and s.budget.allows(attempt.task_id, fp, i, spot_only)
         ]
         target = next((i for i in fits if i.id == wanted), fits[0] if fits else None)
-        if target is None and cpu is not None:
-            say_cpu_passed(
-                s,
-                attempt,
-                cpu,
-                [
-                    i
-                    for i in ready
-                    if i.id not in exclude
-                    and need.fits(rooms[i.id])
-                    and market_allows(policy, i.market)
-                    and not restores_on(i, cpu)
-                ],
-            )
+        if target is None and source is not None:
+            passed = [
+                (i, why)
+                for i in ready
+                if i.id not in exclude
+                and need.fits(rooms[i.id])
+                and market_allows(policy, i.market)
+                and (why := refusal(i, source)) is not None
+            ]
+            say_passed(s, attempt, passed)
         if target is None:
             unplaced.append(
                 Want(
@@ -270,37 +266,28 @@ def place_restores(s: Scheduler) -> tuple[list[Want], frozenset[str]]:
     return unplaced, frozenset(leaving)
 
 
-def say_cpu_passed(s: Scheduler, attempt: Attempt, cpu: CpuProfile, passed: list[Instance]) -> None:
-    """A restore waits although an instance has room: its CPU lacks what the capsule was taken
-    with. Said in the task's events once per instance (the scheduler launches another)."""
-    new = [i for i in passed if i.id not in attempt.data.cpu_passed]
+def say_passed(s: Scheduler, attempt: Attempt, passed: list[tuple[Instance, str]]) -> None:
+    """A restore waits although an instance has room: it cannot restore the capsule there
+    (its CPU, kernel, CRIU or podman). Said in the task's events once per instance."""
+    new = [(i, why) for i, why in passed if i.id not in attempt.data.cpu_passed]
     if not new:
         return
     with s.tasks.batch() as conn:
         s.fence(conn)
-        for inst in new:
-            here = inst.data.cpu
-            lacks = here.missing(cpu) if here is not None else []
-            why = (
-                f"lacks {', '.join(lacks)}"
-                if lacks
-                else f"is {here.arch if here else 'unknown'}, the capsule's {cpu.arch}"
-            )
+        for inst, why in new:
             s.tasks.record(
                 attempt.task_id,
-                "cpu_incompatible",
+                "incompatible_instance",
                 attempt_id=attempt.id,
                 instance_id=inst.id,
                 message=(
-                    f"not restored on {inst.id} ({inst.instance_type}), which has room: its CPU "
-                    f"{why} of the CPU the capsule was taken on ({cpu.model or cpu.arch}); "
-                    "waiting for an instance with a compatible CPU"
+                    f"not restored on {inst.id} ({inst.instance_type}), which has room: {why}; "
+                    "waiting for an instance that can restore the capsule"
                 ),
-                data={"missing": lacks},
                 conn=conn,
             )
         s.fleet.update_attempt_data(
-            attempt.id, cpu_passed=[*attempt.data.cpu_passed, *(i.id for i in new)], conn=conn
+            attempt.id, cpu_passed=[*attempt.data.cpu_passed, *(i.id for i, _ in new)], conn=conn
         )
 
 

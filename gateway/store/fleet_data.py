@@ -18,7 +18,7 @@ from typing import Any, TypedDict
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from capsule_runtime.protocol.messages import CpuProfile
+from capsule_runtime.protocol.messages import CpuProfile, HostVersions
 from capsule_runtime.protocol.resources import Resources
 from gateway.providers.base import Offer
 
@@ -159,7 +159,7 @@ class AttemptData(Data):
     # -- the notice budget planner (gateway/scheduler/notice_budget.py) --
     capsule_profile: CapsuleProfile | None = None  # what its notice capsule would carry
     notice_prediction: NoticePrediction | None = None  # at a notice, until its capsule ends
-    # instances a restore passed over for their CPU (gateway.scheduler.compat), said once each
+    # instances a restore passed over (their CPU or versions, gateway.scheduler.compat), said once
     cpu_passed: list[str] = Field(default_factory=list)
 
 
@@ -234,6 +234,7 @@ class InstanceData(Data):
     # its CPU (the agent's registration): a capsule restores only onto a CPU with at least the
     # features of the one it was taken on
     cpu: CpuProfile | None = None
+    host: HostVersions | None = None  # its kernel, CRIU and podman (the agent's registration)
     lost: Lost | None = None  # given up on: its tasks wait until its machine is stopped
 
     @field_validator("capacity", mode="before")

@@ -48,7 +48,7 @@ def test_a_restore_passes_over_a_cpu_without_the_capsules_features(tmp_path: Pat
     w.scheduler.tick()
     assert w.poll(poor).assign == []
     w.scheduler.tick()  # said once, not at every tick
-    [said] = [e for e in w.tasks.events(task_id) if e["kind"] == "cpu_incompatible"]
+    [said] = [e for e in w.tasks.events(task_id) if e["kind"] == "incompatible_instance"]
     assert said["instance_id"] == poor.id and "lacks avx512f" in said["message"]
     rich_id = w.provider.launched[-1]
     assert rich_id != poor.id  # another instance is launched instead
