@@ -1,10 +1,8 @@
 """Kernel, CRIU and podman versions a restore depends on (HostVersions): every capsule records
 those it was taken with, the agent refuses a restore its own would fail (before unpacking), and
-the scheduler passes over an instance that would, saying so in the task's events."""
+the scheduler passes over an instance that would (tests/unit/test_restore_cpu.py)."""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import pytest
 
@@ -12,14 +10,9 @@ from capsule_runtime import checkpointing
 from capsule_runtime.capsules.manifest import Manifest
 from capsule_runtime.host.versions import host_versions
 from capsule_runtime.protocol.messages import (
-    CapsuleReport,
     HostVersions,
-    Registration,
-    Resources,
     version_key,
 )
-from gateway.store.fleet import Instance
-from tests.fixtures.world import World, running_with
 
 NEW = HostVersions(kernel="6.1.0-18-amd64", criu="4.2.1", podman="4.3.1")
 
@@ -69,46 +62,3 @@ def test_the_agent_refuses_a_capsule_its_criu_cannot_read() -> None:
         checkpointing.check_host(capsule, NEW)
     old = capsule.model_copy(update={"meta": {}})  # from an agent before the versions
     checkpointing.check_host(old, NEW)
-
-
-def register(w: World, inst: Instance, host: HostVersions) -> Instance:
-    w.dispatch.register(
-        inst,
-        Registration(
-            agent_version="t",
-            hostname="h",
-            capacity=Resources(cpu_cores=4, ram_gb=8, disk_gb=100),
-            host=host,
-        ),
-    )
-    found = w.fleet.instance(inst.id)
-    assert found is not None and found.data.host == host
-    return found
-
-
-def test_a_restore_passes_over_an_older_criu_and_says_so(tmp_path: Path) -> None:
-    w = World(tmp_path)
-    w.provider.max_instances = 3
-    first, aid = running_with(w)
-    first = register(w, first, NEW)
-    task_id = w.fleet.attempt(aid).task_id  # type: ignore[union-attr]
-    w.dispatch.capsule(
-        first,
-        aid,
-        CapsuleReport(
-            state="complete", capsule_id="c1", sequence=1, manifest_key="k", manifest_sha256="s"
-        ),
-    )
-    w.report(first, aid, "interrupted")  # a move: the task restores elsewhere from c1
-    older = register(w, w.boot(), NEW.model_copy(update={"criu": "4.1"}))
-    w.scheduler.tick()
-    w.scheduler.tick()
-    assert w.poll(older).assign == []
-    [said] = [e for e in w.tasks.events(task_id) if e["kind"] == "incompatible_instance"]
-    assert said["instance_id"] == older.id and "CRIU 4.1 is older" in said["message"]
-    newer = w.fleet.instance(w.provider.launched[-1])
-    assert newer is not None and newer.id != older.id  # another instance is launched instead
-    newer = register(w, newer, NEW)
-    w.scheduler.tick()
-    [restore] = w.poll(newer).assign
-    assert restore.task_id == task_id
