@@ -215,13 +215,16 @@ def place_restores(s: Scheduler) -> tuple[list[Want], frozenset[str]]:
         if planned is None and s.budget.enabled:
             fp = s.budget.placing(s.fleet.attempts_of(attempt.task_id), task)
         spot_only = policy is MarketPolicy.SPOT_ONLY
-        fits = [
+        candidates = [
             i
             for i in ready
-            if i.id not in exclude
-            and need.fits(rooms[i.id])
-            and market_allows(policy, i.market)
-            and refusal(i, source) is None
+            if i.id not in exclude and need.fits(rooms[i.id]) and market_allows(policy, i.market)
+        ]
+        refused = {i.id: why for i in candidates if (why := refusal(i, source)) is not None}
+        fits = [
+            i
+            for i in candidates
+            if i.id not in refused
             and (
                 planned is None
                 or (
@@ -233,16 +236,8 @@ def place_restores(s: Scheduler) -> tuple[list[Want], frozenset[str]]:
             and s.budget.allows(attempt.task_id, fp, i, spot_only)
         ]
         target = next((i for i in fits if i.id == wanted), fits[0] if fits else None)
-        if target is None and source is not None:
-            passed = [
-                (i, why)
-                for i in ready
-                if i.id not in exclude
-                and need.fits(rooms[i.id])
-                and market_allows(policy, i.market)
-                and (why := refusal(i, source)) is not None
-            ]
-            say_passed(s, attempt, passed)
+        if target is None and refused:
+            say_passed(s, attempt, [(i, refused[i.id]) for i in candidates if i.id in refused])
         if target is None:
             unplaced.append(
                 Want(
@@ -269,7 +264,7 @@ def place_restores(s: Scheduler) -> tuple[list[Want], frozenset[str]]:
 def say_passed(s: Scheduler, attempt: Attempt, passed: list[tuple[Instance, str]]) -> None:
     """A restore waits although an instance has room: it cannot restore the capsule there
     (its CPU, kernel, CRIU or podman). Said in the task's events once per instance."""
-    new = [(i, why) for i, why in passed if i.id not in attempt.data.cpu_passed]
+    new = [(i, why) for i, why in passed if i.id not in attempt.data.passed_over]
     if not new:
         return
     with s.tasks.batch() as conn:
@@ -287,7 +282,7 @@ def say_passed(s: Scheduler, attempt: Attempt, passed: list[tuple[Instance, str]
                 conn=conn,
             )
         s.fleet.update_attempt_data(
-            attempt.id, cpu_passed=[*attempt.data.cpu_passed, *(i.id for i, _ in new)], conn=conn
+            attempt.id, passed_over=[*attempt.data.passed_over, *(i.id for i, _ in new)], conn=conn
         )
 
 

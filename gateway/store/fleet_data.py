@@ -160,7 +160,7 @@ class AttemptData(Data):
     capsule_profile: CapsuleProfile | None = None  # what its notice capsule would carry
     notice_prediction: NoticePrediction | None = None  # at a notice, until its capsule ends
     # instances a restore passed over (their CPU or versions, gateway.scheduler.compat), said once
-    cpu_passed: list[str] = Field(default_factory=list)
+    passed_over: list[str] = Field(default_factory=list)
 
 
 class AttemptChanges(TypedDict, total=False):
@@ -181,7 +181,7 @@ class AttemptChanges(TypedDict, total=False):
     usage: list[UsageSample] | None
     capsule_profile: CapsuleProfile | None
     notice_prediction: NoticePrediction | None
-    cpu_passed: list[str] | None
+    passed_over: list[str] | None
 
 
 def changed(data: AttemptData, changes: AttemptChanges) -> AttemptData:

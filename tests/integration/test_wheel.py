@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 import sys
 import venv
@@ -15,6 +14,7 @@ from pathlib import Path
 import requests
 
 from gateway import __version__
+from tests.fixtures.source import source_tree
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -23,18 +23,6 @@ def run(cmd: list[str], **kw: object) -> subprocess.CompletedProcess[str]:
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, **kw)  # type: ignore[call-overload]
     assert done.returncode == 0, f"{cmd}: {done.stdout[-2000:]}\n{done.stderr[-4000:]}"
     return done
-
-
-def source_tree(dest: Path) -> Path:
-    """The files git knows (tracked, and new ones not ignored), copied: the wheel is built from
-    what a clone has, not from build leftovers, and the working tree stays clean."""
-    listed = run(["git", "ls-files", "-z", "-co", "--exclude-standard"], cwd=REPO).stdout
-    for name in filter(None, listed.split("\0")):
-        src = REPO / name
-        if src.is_file():
-            (dest / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, dest / name)
-    return dest
 
 
 def test_the_wheel_installs_and_serves_on_its_own(tmp_path: Path) -> None:
