@@ -4,11 +4,16 @@ the gateway serves (fetched with the one-time token, checked against its sha256)
 virtualenv, writes the systemd unit and the root-only token file, and the agent started exactly
 as that unit says registers with the gateway, trading the token for its own credential.
 
+The second test boots the root under its own systemd (PID 1 in a podman container on this
+machine's network) and runs the user-data there whole: systemd starts the agent from the unit the
+script wrote, the agent registers, and when the gateway retires the idle instance the agent exits
+cleanly and the unit's ExecStopPost powers the machine off.
+
 What is not the real thing here: podman, runc and CRIU in the root are stand-ins that only say
 their versions (installing them is the host setup's part, `python -m capsule_runtime.host.setup`,
-which the test profile runs on this machine), systemd does not run in a chroot (the script stops
-before `systemctl` with TESCAPE_BOOTSTRAP_NO_SYSTEMD), and pip reads a wheelhouse made on this
-machine instead of an index (tests/fixtures/rootfs.py)."""
+which the test profile runs on this machine), the chroot test stops the script before `systemctl`
+(TESCAPE_BOOTSTRAP_NO_SYSTEMD), and pip reads a wheelhouse made on this machine instead of an
+index (tests/fixtures/rootfs.py)."""
 
 from __future__ import annotations
 
@@ -24,7 +29,7 @@ import pytest
 from gateway.store.fleet import InstanceState
 from tests.fixtures.aws_world import AwsWorld
 from tests.fixtures.moto_server import MotoServer
-from tests.fixtures.rootfs import Root, debian_root, usable, wheelhouse
+from tests.fixtures.rootfs import Root, booted, debian_root, usable, wheelhouse
 from tests.fixtures.serving import wsgi_app
 from tests.fixtures.waiting import wait_for
 
@@ -113,3 +118,51 @@ def test_the_user_data_installs_and_starts_an_agent_that_registers(
             raise AssertionError((tmp_path / "agent.log").read_text()[-4000:]) from None
         assert world.fleet.token_sha256(inst.id) is not None
         assert world.register(inst, token).status_code == 401  # the user-data's token: spent
+
+
+def test_under_systemd_the_agent_runs_as_a_unit_and_an_idle_machine_powers_off(
+    world: AwsWorld, root: Root
+) -> None:
+    with wsgi_app(world.app) as url:
+        world.provider = world.new_provider(url)
+        world.scheduler = world.new_scheduler(world.provider)
+        task_id = world.submit()
+        inst = world.launching()
+        stand_ins(root)
+        root.file("/root/user-data").write_text(world.user_data(inst))
+        with booted(root) as machine:
+            boot = machine.exec(["bash", "/root/user-data"], root.env(), timeout=900)
+            log = root.file("/var/log/tescape-bootstrap.log").read_text()
+            assert boot.returncode == 0, log[-4000:] + boot.stderr[-2000:]
+            assert log.rstrip().endswith("tescape bootstrap done"), log[-2000:]
+            assert machine.systemctl("is-enabled", "tescape-agent.service") == "enabled"
+
+            def ready() -> bool:
+                now = world.fleet.instance(inst.id)
+                return now is not None and now.state is InstanceState.READY
+
+            try:
+                wait_for("the agent under systemd to register", ready, timeout=120)
+            except AssertionError:
+                raise AssertionError(machine.journal("tescape-agent.service")[-4000:]) from None
+            assert machine.systemctl("is-active", "tescape-agent.service") == "active"
+
+            # nothing left to run: the scheduler retires the idle instance, the agent's next
+            # poll is told to shut down, it exits 0, and the unit powers the machine off
+            cancel = world.http.post(f"/ga4gh/tes/v1/tasks/{task_id}:cancel")
+            assert cancel.status_code == 200, cancel.get_data(as_text=True)
+            world.provider.idle_seconds = 5  # well inside the heartbeat timeout
+            world.clock.advance(10)
+            world.scheduler.tick()
+            now = world.fleet.instance(inst.id)
+            assert now is not None and now.state is not InstanceState.READY
+            try:
+                wait_for(
+                    "the idle machine to power off", lambda: not machine.running(), 180, every=1
+                )
+            except AssertionError:
+                raise AssertionError(machine.journal("tescape-agent.service")[-4000:]) from None
+            agent_log = machine.journal("tescape-agent.service")
+            assert "the gateway asked this instance to shut down" in agent_log, agent_log[-3000:]
+            assert "poweroff.target" in machine.journal(), machine.journal()[-3000:]
+            assert machine.exit_code() == 0
