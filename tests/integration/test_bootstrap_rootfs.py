@@ -166,3 +166,4 @@ def test_under_systemd_the_agent_runs_as_a_unit_and_an_idle_machine_powers_off(
             assert "the gateway asked this instance to shut down" in agent_log, agent_log[-3000:]
             assert "poweroff.target" in machine.journal(), machine.journal()[-3000:]
             assert machine.exit_code() == 0
+            assert "world-inaccessible" not in machine.journal()  # the unit is 0644

@@ -166,6 +166,7 @@ TimeoutStopSec=60
 [Install]
 WantedBy=multi-user.target
 UNIT
+chmod 644 /etc/systemd/system/tescape-agent.service  # umask 077 above; systemd warns
 if [ -n "${{TESCAPE_BOOTSTRAP_NO_SYSTEMD:-}}" ]; then
     echo "tescape bootstrap done (agent not started: TESCAPE_BOOTSTRAP_NO_SYSTEMD)"
     exit 0
