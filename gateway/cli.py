@@ -618,8 +618,9 @@ def aws_plan(config_file: str | None, as_json: bool) -> None:
 @aws_group.command("check")
 @config_option
 def aws_check(config_file: str | None) -> None:
-    """Check credentials, AMI, subnets and instance types against EC2 (exit 1 when not)."""
-    from gateway.providers.aws import from_context
+    """Check credentials, AMI, subnets, instance types, vCPU quotas and the capsule bucket
+    (exit 1 when one would stop tasks from running)."""
+    from gateway.providers.aws import from_context, preflight
     from gateway.providers.base import ProviderError
     from gateway.providers.registry import ProviderContext
 
@@ -634,6 +635,21 @@ def aws_check(config_file: str | None) -> None:
         sys.exit(1)
     zones = ", ".join(provider.subnets())
     click.echo(f"ok: {len(offers)} offers in {zones} (AMI {provider.ami()})")
+    aws = cfg.providers.aws
+    findings = [
+        *preflight.quota_findings(
+            preflight.read_quotas(preflight.quotas_client(aws), list(aws.markets)),
+            {t: vcpus for t, (vcpus, _) in provider.sizes().items()},
+            aws.max_instances,
+        ),
+        *preflight.store_findings(cfg.capsule_store, cfg.capsule_s3, aws.region),
+    ]
+    for finding in findings:
+        if finding.level == "ok":
+            click.echo(f"ok: {finding.text}")
+        else:
+            colour = "red" if finding.level == "error" else "yellow"
+            err_console.print(f"[{colour}]{finding.level}:[/{colour}] {finding.text}")
     if cfg.agent.wheel and not cfg.providers.aws.agent_wheel_url:
         try:
             wheel = load_agent_wheel(cfg.agent.wheel)
@@ -643,6 +659,8 @@ def aws_check(config_file: str | None) -> None:
         click.echo(f"ok: instances install the agent from {wheel.url(provider.gateway_url)}")
     if provider.queue is not None:
         click.echo(f"ok: interruption queue {provider.queue.url} can be read")
+    if any(f.level == "error" for f in findings):
+        sys.exit(1)
 
 
 @aws_group.command("bake")

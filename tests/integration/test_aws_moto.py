@@ -250,9 +250,25 @@ def test_tescape_aws_plan_and_check(moto: MotoServer, tmp_path: Any) -> None:
         "PassInstanceRole",
         "SpotServiceLinkedRole",
         "OnDemandPrices",  # pricing:GetProducts for the types not in on_demand_prices
+        "CheckQuotas",  # servicequotas:GetServiceQuota, for `tescape aws check`
     }
+    # the default capsule store is this machine's disk: instances cannot share it
+    local = tescape("aws", "check", env=env)
+    assert local.returncode == 1 and "must be s3://" in local.stderr, local.stderr
+    env.update(
+        TESCAPE_CAPSULES__STORE="s3://capsules/tescape",
+        TESCAPE_STORAGE__CAPSULES_S3__ENDPOINT_URL=moto.url,
+        TESCAPE_STORAGE__CAPSULES_S3__ADDRESSING_STYLE="path",
+    )
+    nobucket = tescape("aws", "check", env=env)
+    assert nobucket.returncode == 1 and "NoSuchBucket" in nobucket.stderr, nobucket.stderr
+    moto.client("s3").create_bucket(Bucket="capsules")
     ok = tescape("aws", "check", env=env)
     assert ok.returncode == 0 and ok.stdout.startswith("ok: "), ok.stderr
+    assert "capsule store s3://capsules/tescape/ can be written" in ok.stdout
+    # moto knows no EC2 quotas: said, not held against the check
+    assert "spot vCPU quota (L-34B43A08) not checked" in ok.stderr
+    assert not moto.client("s3").list_objects_v2(Bucket="capsules").get("Contents")  # probe gone
     bad = tescape("aws", "check", env={**env, "TESCAPE_PROVIDERS__AWS__INSTANCE_TYPES": "m5.nope"})
     assert bad.returncode == 1 and "m5.nope" in bad.stderr
 

@@ -8,6 +8,7 @@ from typing import Any
 
 from gateway.config import AwsProviderConfig
 from gateway.providers.aws.interruptions import queue_arn
+from gateway.providers.aws.preflight import QUOTA_CODES
 
 # EC2 calls the provider makes (gateway/providers/aws/provider.py), as IAM actions
 READ_ACTIONS = [
@@ -108,6 +109,17 @@ def iam_policy(cfg: AwsProviderConfig, gateway_id: str | None = None) -> dict[st
                 "Condition": {"StringEquals": {"iam:AWSServiceName": "spot.amazonaws.com"}},
             }
         )
+    # `tescape aws check` reads the markets' vCPU quotas (gateway/providers/aws/preflight.py)
+    statements.append(
+        {
+            "Sid": "CheckQuotas",
+            "Effect": "Allow",
+            "Action": "servicequotas:GetServiceQuota",
+            "Resource": [
+                f"arn:aws:servicequotas:{cfg.region}:*:ec2/{QUOTA_CODES[m]}" for m in cfg.markets
+            ],
+        }
+    )
     return {"Version": "2012-10-17", "Statement": statements}
 
 
