@@ -21,12 +21,12 @@ import contextlib
 import re
 import shlex
 import stat
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from gateway.store.fleet import InstanceState
+from gateway.store.fleet import Instance, InstanceState
 from tests.fixtures.aws_world import AwsWorld
 from tests.fixtures.moto_server import MotoServer
 from tests.fixtures.rootfs import Root, booted, debian_root, usable, wheelhouse
@@ -72,6 +72,19 @@ def exec_start(unit: str) -> list[str]:
     return shlex.split(found.group(1))
 
 
+def registered(world: AwsWorld, inst: Instance, agent_log: Callable[[], str]) -> None:
+    """Wait for the instance's agent to register; a timeout shows the end of its log."""
+
+    def ready() -> bool:
+        now = world.fleet.instance(inst.id)
+        return now is not None and now.state is InstanceState.READY
+
+    try:
+        wait_for("the agent from the user-data to register", ready, timeout=120)
+    except AssertionError:
+        raise AssertionError(agent_log()[-4000:]) from None
+
+
 def test_the_user_data_installs_and_starts_an_agent_that_registers(
     world: AwsWorld, root: Root, tmp_path: Path
 ) -> None:
@@ -108,14 +121,7 @@ def test_the_user_data_installs_and_starts_an_agent_that_registers(
 
         agent = root.start(argv, root.env(TESCAPE_AGENT_TOKEN=token), tmp_path / "agent.log")
 
-        def ready() -> bool:
-            now = world.fleet.instance(inst.id)
-            return now is not None and now.state is InstanceState.READY
-
-        try:
-            wait_for("the agent from the user-data to register", ready, timeout=120)
-        except AssertionError:
-            raise AssertionError((tmp_path / "agent.log").read_text()[-4000:]) from None
+        registered(world, inst, lambda: (tmp_path / "agent.log").read_text())
         assert world.fleet.token_sha256(inst.id) is not None
         assert world.register(inst, token).status_code == 401  # the user-data's token: spent
 
@@ -137,14 +143,7 @@ def test_under_systemd_the_agent_runs_as_a_unit_and_an_idle_machine_powers_off(
             assert log.rstrip().endswith("tescape bootstrap done"), log[-2000:]
             assert machine.systemctl("is-enabled", "tescape-agent.service") == "enabled"
 
-            def ready() -> bool:
-                now = world.fleet.instance(inst.id)
-                return now is not None and now.state is InstanceState.READY
-
-            try:
-                wait_for("the agent under systemd to register", ready, timeout=120)
-            except AssertionError:
-                raise AssertionError(machine.journal("tescape-agent.service")[-4000:]) from None
+            registered(world, inst, lambda: machine.journal("tescape-agent.service"))
             assert machine.systemctl("is-active", "tescape-agent.service") == "active"
 
             # nothing left to run: the scheduler retires the idle instance, the agent's next
