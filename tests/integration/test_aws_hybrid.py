@@ -418,7 +418,6 @@ def test_a_spot_price_rise_moves_the_task_to_a_cheaper_pool(
         assert len(asked) == 1 and "cost" in asked[0]["message"], asked
         attempts = requests.get(f"{gw.url}/api/v1/tasks/{task_id}/attempts", timeout=10).json()
         assert len(attempts["attempts"]) == 2
-        assert len(count.read_text().split()) == 200  # counted on where it stopped
         listed = requests.get(gw.url + "/api/v1/instances", timeout=10).json()["instances"]
         zones = {i["zone"]: i["price_per_hour"] for i in listed}
         assert zones[second["Placement"]["AvailabilityZone"]] == 0.05
