@@ -220,6 +220,9 @@ class AwsProviderConfig(Section):
     key_name: str | None = None
     # Highest Spot price to pay (USD/hour); null: up to the on-demand price (EC2's default).
     spot_max_price: float | None = Field(default=None, gt=0)
+    # Spot prices (DescribeSpotPriceHistory) are read again at most this often (seconds): how
+    # soon a pool's price change reaches the offers, running instances' prices and cost moves.
+    spot_price_seconds: float = Field(default=300.0, gt=0)
     # On-demand prices (USD/hour) by instance type, used first; a type not listed: the AWS
     # Pricing API (pricing:GetProducts, once per type per run; gateway/providers/aws/pricing.py),
     # else the built-in us-east-1 list price (gateway/market/catalog.py), else no price.
@@ -238,6 +241,10 @@ class AwsProviderConfig(Section):
     # Spot placement scores (ec2:GetSpotPlacementScores) as the tiebreak among equally priced
     # Spot pools; where EC2 (or an emulator) does not offer them, off for the run by itself.
     placement_scores: bool = True
+    # With launch_api: fleet, the Spot pools (type, zone) whose placement score (1-10) is below
+    # this are left out of a launch's fleet, unless that would leave none (then all are kept,
+    # and the log says so); a pool without a score is kept. 0: off (scores only break ties).
+    min_placement_score: int = Field(default=0, ge=0, le=10)
     # The SQS queue an EventBridge rule sends EC2's Spot interruption warnings and rebalance
     # recommendations to (docs/aws.md): the gateway acts on them even when an instance's agent
     # is stuck. Empty: off (agents report the notices they see in IMDS).

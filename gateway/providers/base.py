@@ -12,6 +12,8 @@ A cloud implements it as a handful of calls (SkyPilot's `sky/provision`, dstack'
     query(records)    the state of the whole fleet in one call (one DescribeInstances), not one
                       call per instance per tick; None: the provider knows no such machine
     terminate(record) stop it (idempotent)
+    compatible_types(instance_type)  the types that can restore a capsule taken on that type
+                      (aws: same architecture and processor family); None: cannot tell
     terminate_many(records)  several in one call where the cloud allows (aws: one
                       TerminateInstances per 1000); here, one `terminate` each
     notices()         interruption notices the cloud sent the gateway itself (aws: EventBridge
@@ -106,6 +108,10 @@ class LaunchSpec:
     instance_id: str  # the gateway's id: the agent registers with it; a cloud tags the machine
     token: str  # the agent's credential (TESCAPE_AGENT_TOKEN)
     offer: Offer  # type, market, zone (may be "" or a region where the provider chooses)
+    # the instance types the machine may be, where the provider chooses among several (an EC2
+    # Fleet over types of the offer's size): a capsule's restore names those that can run it
+    # (`Provider.compatible_types`); None: any the provider would choose
+    types: frozenset[str] | None = None
 
 
 @dataclass(frozen=True)
@@ -235,6 +241,15 @@ class Provider(ABC):
             except ProviderError as exc:
                 results[record.provider_id] = exc
         return results
+
+    def compatible_types(self, instance_type: str) -> frozenset[str] | None:
+        """The instance types among this provider's offers that can restore a capsule taken on
+        an instance of `instance_type` (the same CPU architecture and processor family: CRIU
+        refuses a CPU without the dumped process's features), so the scheduler launches only
+        those for the restore; an empty set: none can. None here: the provider cannot tell
+        (every offer may be launched; the agent's registered CPU profile is still checked before
+        a restore is placed, gateway/scheduler/compat.py)."""
+        return None
 
     def notices(self) -> list[CloudNotice]:
         """Interruption notices the cloud sent the gateway itself since the last call, each

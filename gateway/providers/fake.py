@@ -13,7 +13,7 @@ from __future__ import annotations
 import itertools
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
@@ -142,12 +142,16 @@ class FakeProvider(Provider, SimulatesInterruptions):
         capabilities: frozenset[Capability] = DEFAULT_CAPABILITIES,
         max_instances: int = 4,
         precheck: str | None = None,
+        compatible: Mapping[str, frozenset[str]] | None = None,
     ) -> None:
         self.cloud = cloud or FakeCloud()
         self.offer_list = list(offers) if offers is not None else default_offers()
         self.capabilities = capabilities
         self.max_instances = max_instances
         self.precheck = precheck  # set: every launch fails PrecheckFailed with this reason
+        # type → the types that can restore its capsules (`compatible_types`); None: can't tell
+        self.compatible = dict(compatible) if compatible is not None else None
+        self.specs: list[LaunchSpec] = []  # what each launch was asked, in order
         self.launched: list[str] = []  # gateway instance ids, in launch order
         self.tokens: dict[str, str] = {}  # gateway instance id → agent token
 
@@ -158,6 +162,11 @@ class FakeProvider(Provider, SimulatesInterruptions):
     def offers(self) -> list[Offer]:
         self.cloud.call("offers")
         return list(self.offer_list)
+
+    def compatible_types(self, instance_type: str) -> frozenset[str] | None:
+        if self.compatible is None:
+            return None
+        return self.compatible.get(instance_type, frozenset())
 
     def launch(self, spec: LaunchSpec) -> LaunchRecord:
         self.cloud.call("launch")
@@ -180,6 +189,7 @@ class FakeProvider(Provider, SimulatesInterruptions):
         if spec.offer.market == "spot" and not self.supports(Capability.SPOT):
             raise ProviderError(f"the {self.name} provider offers no Spot instances")
         machine = self.cloud.start(spec)
+        self.specs.append(spec)
         self.launched.append(spec.instance_id)
         self.tokens[spec.instance_id] = spec.token
         return LaunchRecord(

@@ -6,12 +6,24 @@ versions (capsule_runtime/host/cpu.py and versions.py, kept as `Instance.data.cp
 `.host`); a capsule's are those of the instance its attempt ran on (the capsule records them
 too, for the agent's own check). An unknown side (an older agent) is not held against an
 instance; the agent checks again before it unpacks anything, and a restore it refuses is tried
-elsewhere (`capsules.restore_tries`)."""
+elsewhere (`capsules.restore_tries`).
+
+Before a launch: a provider that knows its instance types' processors (aws: architecture,
+manufacturer, family) names the types that can restore a capsule taken on the source's type
+(`Provider.compatible_types`); a restore's want, a recovery plan and a cost move keep to those,
+and a restore none of the offered types can take says so in the task's events instead of
+launching a machine that could not restore it."""
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Sequence
+
+from gateway.providers.base import Offer, Provider, ProviderError
 from gateway.store.fleet import FleetStore, Instance
 from gateway.tes.states import CapsuleState
+
+log = logging.getLogger(__name__)
 
 
 def capsule_source(fleet: FleetStore, task_id: str) -> Instance | None:
@@ -40,3 +52,20 @@ def refusal(inst: Instance, source: Instance | None) -> str | None:
     if inst.data.host is not None and source.data.host is not None:
         return inst.data.host.refusal(source.data.host)
     return None
+
+
+def restore_types(provider: Provider, source: Instance | None) -> frozenset[str] | None:
+    """The instance types `provider` can start that can restore a capsule taken on `source`;
+    None: any (no capsule, a source of another provider, or a provider that cannot tell)."""
+    if source is None or source.provider != provider.name:
+        return None
+    try:
+        return provider.compatible_types(source.instance_type)
+    except ProviderError as exc:  # not knowing is no reason to hold the restore back
+        log.warning("which types can restore a capsule of %s: %s", source.instance_type, exc)
+        return None
+
+
+def keep_types(offers: Sequence[Offer], types: frozenset[str] | None) -> list[Offer]:
+    """The offers of `types` (all when None)."""
+    return list(offers) if types is None else [o for o in offers if o.instance_type in types]

@@ -21,6 +21,7 @@ from gateway.providers.base import (
     ProviderError,
 )
 from gateway.scheduler import upkeep
+from gateway.scheduler.compat import keep_types
 from gateway.scheduler.needs import Want, market_allows
 from gateway.store.fleet import Instance, InstanceState
 from gateway.store.fleet_data import InstanceData
@@ -55,10 +56,11 @@ def launch(s: Scheduler, wants: list[Want], not_counting: frozenset[str] = froze
     all_offers = s.provider.offers()
     tries = 0
     while wants and slots > 0 and tries < LAUNCH_TRIES:
-        offer = launch_offer(s, wants, s.quarantines.usable(all_offers))
-        if offer is None:
+        chosen = launch_offer(s, wants, s.quarantines.usable(all_offers))
+        if chosen is None:
             return  # nothing fits now
-        outcome = launch_one(s, offer)
+        offer, types = chosen
+        outcome = launch_one(s, offer, types)
         if outcome == "failed":
             return  # backing off
         if outcome == "no capacity":
@@ -80,6 +82,7 @@ def unserved(wants: list[Want], rooms: list[tuple[Resources | None, str, str]]) 
                 and market_allows(want.policy, market)
                 and want.only_type in (None, itype)
                 and (want.offer is None or want.offer.instance_type == itype)
+                and (want.types is None or itype in want.types)
             ):
                 left[k] = (room.minus(want.need), market, itype)
                 break
@@ -88,35 +91,41 @@ def unserved(wants: list[Want], rooms: list[tuple[Resources | None, str, str]]) 
     return out
 
 
-def launch_offer(s: Scheduler, wants: list[Want], offers: list[Offer]) -> Offer | None:
+def launch_offer(
+    s: Scheduler, wants: list[Want], offers: list[Offer]
+) -> tuple[Offer, frozenset[str] | None] | None:
     """The offer for the first want that one serves (a recovery plan's own offer unless its
-    pool is quarantined)."""
+    pool is quarantined), with the instance types that want may be launched as (a capsule's
+    restore: those that can run it; None: any)."""
     for want in wants:
         if want.offer is not None:
             if not s.quarantines.blocks(want.offer):
-                return want.offer
+                return want.offer, want.types
             continue
         usable = s.budget.spot_offers(
-            want, offers, s.provider.name, want.policy is MarketPolicy.SPOT_ONLY
+            want,
+            keep_types(offers, want.types),
+            s.provider.name,
+            want.policy is MarketPolicy.SPOT_ONLY,
         )
         offer = choose_offer(
             want.need, usable, want.policy, market_quarantined(s), only_type=want.only_type
         )
         if offer is not None:
-            return offer
+            return offer, want.types
     return None
 
 
-def launch_one(s: Scheduler, offer: Offer) -> LaunchOutcome:
-    """Launch one instance of `offer`: "launched"; "no capacity" when its pool had none
-    (quarantined now: the caller tries the next fitting offer); "failed" otherwise (backing
-    off)."""
+def launch_one(s: Scheduler, offer: Offer, types: frozenset[str] | None = None) -> LaunchOutcome:
+    """Launch one instance of `offer` (a provider choosing among types keeps to `types`):
+    "launched"; "no capacity" when its pool had none (quarantined now: the caller tries the
+    next fitting offer); "failed" otherwise (backing off)."""
     token = secrets.token_urlsafe(32)
     with s.tasks.batch() as conn:
         s.fence(conn)
         inst = add_instance(s, conn, offer, token)
     try:
-        (result,) = s.provider.launch_many([LaunchSpec(inst.id, token, offer)])
+        (result,) = s.provider.launch_many([LaunchSpec(inst.id, token, offer, types)])
     except ProviderError as exc:
         result = exc
     if isinstance(result, LaunchRecord):

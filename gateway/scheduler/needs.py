@@ -33,6 +33,8 @@ class Want:
     # for the notice budget planner: whose want it is, and what its capsule would carry
     task_id: str | None = None
     footprint: Footprint | None = None
+    # the instance types a capsule's restore can run on (gateway.scheduler.compat); None: any
+    types: frozenset[str] | None = None
 
 
 def task_policy(task: TesTask | None, cfg: Config) -> MarketPolicy:

@@ -16,7 +16,7 @@ from gateway.market.policy import MarketPolicy, recovery_plan
 from gateway.providers.base import Capability, Offer
 from gateway.rules import effective_parameters
 from gateway.scheduler import launches
-from gateway.scheduler.compat import capsule_source, refusal
+from gateway.scheduler.compat import capsule_source, keep_types, refusal, restore_types
 from gateway.scheduler.needs import (
     Want,
     attempt_need,
@@ -178,6 +178,7 @@ def place_restores(s: Scheduler) -> tuple[list[Want], frozenset[str]]:
     rooms = {inst.id: room_of(s, inst) for inst in ready}
     unplaced: list[Want] = []
     leaving: set[str] = set()
+    offered: list[Offer] | None = None  # what the provider offers, read once if needed
     for attempt in pending:
         record = s.tasks.get(attempt.task_id)
         if record is None or record.state not in (State.RUNNING, State.INITIALIZING):
@@ -203,13 +204,16 @@ def place_restores(s: Scheduler) -> tuple[list[Want], frozenset[str]]:
         task = record.task
         need = attempt_need(attempt, task, s.cfg)
         exclude = frozenset(attempt.data.exclude)
-        plan = plan_recovery(s, attempt, task, need, exclude)
+        # a capsule restores only onto a CPU with its features, and no older kernel or CRIU
+        # (gateway.scheduler.compat); a new instance only of the types that can run it
+        source = capsule_source(s.fleet, attempt.task_id) if attempt.data.restore else None
+        types = restore_types(s.provider, source)
+        plan = plan_recovery(s, attempt, task, need, exclude, types)
         policy = task_policy(task, s.cfg)
         planned = plan.offer
+        if planned is not None and types is not None and planned.instance_type not in types:
+            planned = None  # a plan made before the types were known: any compatible offer
         wanted = attempt.data.target
-        # a capsule restores only onto a CPU with its features, and no older kernel or CRIU
-        # (gateway.scheduler.compat)
-        source = capsule_source(s.fleet, attempt.task_id) if attempt.data.restore else None
         # a plan's offer is taken as it is; otherwise Spot only where the notice can carry it
         fp = None
         if planned is None and s.budget.enabled:
@@ -238,6 +242,12 @@ def place_restores(s: Scheduler) -> tuple[list[Want], frozenset[str]]:
         target = next((i for i in fits if i.id == wanted), fits[0] if fits else None)
         if target is None and refused:
             say_passed(s, attempt, [(i, refused[i.id]) for i in candidates if i.id in refused])
+        if target is None and types is not None and source is not None:
+            offered = offered if offered is not None else s.provider.offers()
+            if not any(
+                need.fits(o) and market_allows(policy, o.market) for o in keep_types(offered, types)
+            ):
+                say_no_compatible_offer(s, attempt, source, types)
         if target is None:
             unplaced.append(
                 Want(
@@ -248,6 +258,7 @@ def place_restores(s: Scheduler) -> tuple[list[Want], frozenset[str]]:
                     exclude,
                     task_id=attempt.task_id,
                     footprint=fp,
+                    types=types,
                 )
             )
             leaving |= exclude
@@ -286,11 +297,46 @@ def say_passed(s: Scheduler, attempt: Attempt, passed: list[tuple[Instance, str]
         )
 
 
+def say_no_compatible_offer(
+    s: Scheduler, attempt: Attempt, source: Instance, types: frozenset[str]
+) -> None:
+    """A restore no offered instance type can take (none of the architecture and processor
+    family of the one its capsule was taken on, or none that fits it): said once in the task's
+    events, and nothing is launched for it."""
+    if attempt.data.no_compatible_offer:
+        return
+    some = f" (of those: {', '.join(sorted(types))})" if types else ""
+    message = (
+        f"no instance type the {s.provider.name} provider offers can restore this task's "
+        f"capsule, taken on {source.id} ({source.instance_type}): none with the same CPU "
+        f"architecture and processor family that fits it{some}; nothing is launched for it. "
+        "Offer such a type (providers.aws.instance_types), or cancel the task"
+    )
+    log.warning("%s: %s", attempt.task_id, message)
+    with s.tasks.batch() as conn:
+        s.fence(conn)
+        s.tasks.record(
+            attempt.task_id,
+            "no_compatible_offer",
+            attempt_id=attempt.id,
+            message=message,
+            data={"source_type": source.instance_type, "types": sorted(types)},
+            conn=conn,
+        )
+        s.fleet.update_attempt_data(attempt.id, no_compatible_offer=True, conn=conn)
+
+
 def plan_recovery(
-    s: Scheduler, attempt: Attempt, task: TesTask | None, need: Resources, exclude: frozenset[str]
+    s: Scheduler,
+    attempt: Attempt,
+    task: TesTask | None,
+    need: Resources,
+    exclude: frozenset[str],
+    types: frozenset[str] | None = None,
 ) -> RecoveryPlan:
     """A reclaimed task's recovery plan (market/policy.py), made once and kept on the
-    attempt: the offer to go to, and the pools to quarantine."""
+    attempt: the offer to go to (of `types`, where its capsule restores only on those), and
+    the pools to quarantine."""
     if attempt.data.plan is not None:
         return attempt.data.plan
     plan: dict[str, Any] = {}
@@ -308,7 +354,7 @@ def plan_recovery(
             strategy,
             source,
             len(reclaims),
-            launches.usable_offers(s),
+            keep_types(launches.usable_offers(s), types),
             need,
             launches.market_quarantined(s),
             task_policy(task, s.cfg),

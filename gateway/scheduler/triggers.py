@@ -22,6 +22,7 @@ from gateway.migration import Refused
 from gateway.providers.base import Capability, Offer, offer_of
 from gateway.scheduler import launches, placement, prices
 from gateway.scheduler.common import age, age_s
+from gateway.scheduler.compat import keep_types, restore_types
 from gateway.scheduler.needs import allocation, attempt_need, task_policy, task_request
 from gateway.store.fleet import Attempt, Instance
 from gateway.store.fleet_data import Limits, ResizeRequest
@@ -52,6 +53,8 @@ def run_triggers(s: Scheduler, now: datetime) -> None:
     offers: list[Offer] | None = None
     quarantined = launches.market_quarantined(s)
     for inst in placement.placeable(s):
+        # a move restores the capsule taken here: only onto types that can (compat.py)
+        kept: list[Offer] | None = None
         for attempt in s.fleet.live_attempts(inst.id):
             if attempt.phase is not AttemptPhase.RUNNING or attempt.data.checkpoint:
                 continue
@@ -60,7 +63,9 @@ def run_triggers(s: Scheduler, now: datetime) -> None:
             if record is None or record.state is not State.RUNNING or task is None:
                 continue
             offers = offers if offers is not None else launches.usable_offers(s)
-            move = decide_move(s, attempt, inst, task, offers, quarantined, now)
+            if kept is None:
+                kept = keep_types(offers, restore_types(s.provider, inst))
+            move = decide_move(s, attempt, inst, task, kept, quarantined, now)
             if move is None:
                 continue
             reason, offer, limits = move

@@ -161,6 +161,8 @@ class AttemptData(Data):
     notice_prediction: NoticePrediction | None = None  # at a notice, until its capsule ends
     # instances a restore passed over (their CPU or versions, gateway.scheduler.compat), said once
     passed_over: list[str] = Field(default_factory=list)
+    # no offered instance type could restore its capsule (said once in the task's events)
+    no_compatible_offer: bool = False
 
 
 class AttemptChanges(TypedDict, total=False):
@@ -182,6 +184,7 @@ class AttemptChanges(TypedDict, total=False):
     capsule_profile: CapsuleProfile | None
     notice_prediction: NoticePrediction | None
     passed_over: list[str] | None
+    no_compatible_offer: bool | None
 
 
 def changed(data: AttemptData, changes: AttemptChanges) -> AttemptData:

@@ -235,6 +235,25 @@ def test_capabilities_are_declared_and_offers_match(subject: Subject) -> None:
     p.check()  # configured to launch
 
 
+def test_compatible_types_are_offered_types_or_unknown(subject: Subject) -> None:
+    """Where a provider says which types can restore a capsule taken on one of its types,
+    they are among its offers and include that type itself; None: it cannot tell. A launch
+    restricted to them (`LaunchSpec.types`) launches the offer's type."""
+    p = subject.provider
+    offered = {o.instance_type for o in p.offers()}
+    for itype in sorted(offered):
+        types = p.compatible_types(itype)
+        assert types is None or (itype in types and types <= offered), (itype, types)
+    spec = spec_for(p)
+    restricted = LaunchSpec(
+        spec.instance_id, spec.token, spec.offer, frozenset({spec.offer.instance_type})
+    )
+    record = p.launch(restricted)
+    assert wait_for(p, record, running) is CloudState.RUNNING
+    p.terminate(record)
+    assert gone(wait_for(p, record, gone))
+
+
 def test_launch_query_terminate(subject: Subject) -> None:
     p = subject.provider
     spec = spec_for(p)

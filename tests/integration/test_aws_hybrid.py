@@ -320,6 +320,114 @@ def test_a_reclaimed_spot_instance_moves_its_task_through_an_s3_capsule(
             machine.stop()
 
 
+@pytest.fixture
+def cost_movable(
+    moto: MotoServer,
+    seaweedfs: SeaweedS3,
+    busybox_image: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Iterator[tuple[RunningServer, SpotPrices]]:
+    """A gateway whose Spot prices the test moves (injected in front of moto, read again every
+    second), with the existing cost-migration trigger on: a running task whose pool's price
+    rises above `max_price` moves to a pool at or below it."""
+    if os.geteuid() != 0:
+        pytest.skip("CRIU needs root")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    bucket = seaweedfs.create_bucket(f"capsules-{os.getpid()}-{time.monotonic_ns()}")
+    with spot_price_proxy(moto.url) as injected:
+        for zone in ("us-east-1a", "us-east-1b", "us-east-1d", "us-east-1e", "us-east-1f"):
+            injected.set("m5.large", zone, 0.05)
+        injected.set("m5.large", CHEAPEST, 0.0123)
+        config = {
+            "images": {"rewrites": {"busybox": busybox_image}},
+            "scheduler": {
+                "interval_seconds": 0.2,
+                "cost_migration": {"enabled": True, "min_interval_seconds": 0, "max_price": 0.1},
+                "rightsizing": {"enabled": False},
+            },
+            "capsules": {"store": f"s3://{bucket}/capsules", "interval_seconds": 0},
+            "storage": {"capsules_s3": seaweedfs.s3_settings()},
+            "providers": {
+                "default": "aws",
+                "aws": {
+                    "endpoint_url": injected.url,
+                    "ami": moto.ami(),
+                    "instance_types": ["m5.large"],
+                    "markets": ["spot"],
+                    "max_instances": 2,
+                    "spot_price_seconds": 1,
+                    "gateway_id": GATEWAY_ID,
+                },
+            },
+        }
+        with tescape_server(tmp_path / "gateway", config=config, run_tasks=True) as running:
+            yield running, injected
+
+
+def test_a_spot_price_rise_moves_the_task_to_a_cheaper_pool(
+    cost_movable: tuple[RunningServer, SpotPrices], moto: MotoServer, tmp_path: Path
+) -> None:
+    """The task runs in the cheapest pool; that pool's Spot price then rises above
+    cost_migration.max_price: the scheduler checkpoints the task into an S3 capsule, the aws
+    provider launches an instance in a pool at or below it, and the task is restored there and
+    completes."""
+    gw, prices = cost_movable
+    task = {
+        "executors": [{"image": "busybox", "command": ["sh", "-c", COUNTER], "workdir": "/work"}],
+        "volumes": ["/work"],
+    }
+    created = requests.post(gw.tes + "/tasks", json=task, timeout=30)
+    assert created.status_code == 200, created.text
+    task_id = created.json()["id"]
+    tasks = tmp_path / "tasks"
+    played: list[Played] = []
+    try:
+        first = wait_for("an EC2 launch", lambda: next(iter(ours(moto)), None), timeout=DEADLINE)
+        assert first["Placement"]["AvailabilityZone"] == CHEAPEST
+        played.append(Played(moto, first, tmp_path / "machines", tasks))
+        count = tasks / task_id / "work" / "fs" / "work" / "count"
+
+        def counting() -> bool | None:
+            view = requests.get(f"{gw.tes}/tasks/{task_id}?view=FULL", timeout=10).json()
+            assert view["state"] in ("QUEUED", "INITIALIZING", "RUNNING"), view
+            with contextlib.suppress(OSError):
+                return len(count.read_text().split()) >= 10 or None
+            return None
+
+        wait_for("the counter to pass 10", counting, timeout=DEADLINE)
+        prices.set("m5.large", CHEAPEST, 0.5)  # the pool's price rises above max_price
+
+        def second_launch() -> dict[str, Any] | None:
+            return next((i for i in ours(moto) if i["InstanceId"] != first["InstanceId"]), None)
+
+        second = wait_for("a second EC2 launch", second_launch, timeout=DEADLINE)
+        assert second["InstanceLifecycle"] == "spot" and second["InstanceType"] == "m5.large"
+        assert second["Placement"]["AvailabilityZone"] != CHEAPEST  # a cheaper pool
+        played.append(Played(moto, second, tmp_path / "machines", tasks))
+
+        def ended() -> dict[str, Any] | None:
+            view = requests.get(f"{gw.tes}/tasks/{task_id}?view=FULL", timeout=10).json()
+            return view if view["state"] in ("COMPLETE", "EXECUTOR_ERROR", "SYSTEM_ERROR") else None
+
+        view = wait_for("the task to end", ended, timeout=180)
+        said = events(gw, task_id)
+        kinds = [e["kind"] for e in said]
+        assert view["state"] == "COMPLETE", (view, kinds, gw.log()[-3000:])
+        assert "restored" in kinds and "restart_from_scratch" not in kinds, kinds
+        asked = [e for e in said if e["kind"] == "migration_requested"]
+        assert len(asked) == 1 and "cost" in asked[0]["message"], asked
+        attempts = requests.get(f"{gw.url}/api/v1/tasks/{task_id}/attempts", timeout=10).json()
+        assert len(attempts["attempts"]) == 2
+        listed = requests.get(gw.url + "/api/v1/instances", timeout=10).json()["instances"]
+        zones = {i["zone"]: i["price_per_hour"] for i in listed}
+        assert zones[second["Placement"]["AvailabilityZone"]] == 0.05
+    finally:
+        for machine in played:
+            machine.stop()
+
+
 def events(gw: RunningServer, task_id: str) -> list[dict[str, Any]]:
     got = requests.get(f"{gw.url}/api/v1/tasks/{task_id}/events", timeout=10).json()
     return list(got["events"])

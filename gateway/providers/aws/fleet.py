@@ -58,8 +58,10 @@ def template_data(run_args: dict[str, Any]) -> dict[str, Any]:
 
 
 def overrides(provider: AwsProvider, spec: LaunchSpec) -> list[dict[str, Any]]:
-    """Every (type, subnet) the instance may land in: the configured types of the offer's size,
-    each in the zones that offer it and have a subnet; the offer's own pool first."""
+    """Every (type, subnet) the instance may land in: the configured types of the offer's size
+    (of those a capsule's restore can run on, `spec.types`), each in the zones that offer it
+    and have a subnet, less the Spot pools scored below `min_placement_score`; the offer's own
+    pool first."""
     offer = spec.offer
     sizes = provider.sizes()
     size = sizes.get(offer.instance_type)
@@ -67,11 +69,13 @@ def overrides(provider: AwsProvider, spec: LaunchSpec) -> list[dict[str, Any]]:
     subnets = provider.subnets()
     pools: list[tuple[str, str]] = [(offer.instance_type, offer.zone)]
     for itype in provider.cfg.instance_types:
-        if sizes.get(itype) != size:
+        if sizes.get(itype) != size or (spec.types is not None and itype not in spec.types):
             continue
         for zone in subnets:
             if zone in where.get(itype, set()) and (itype, zone) not in pools:
                 pools.append((itype, zone))
+    if offer.market == "spot":
+        pools = well_placed(provider, pools)
     out = []
     for itype, zone in pools:
         if zone not in subnets:
@@ -81,6 +85,36 @@ def overrides(provider: AwsProvider, spec: LaunchSpec) -> list[dict[str, Any]]:
             override["MaxPrice"] = f"{provider.cfg.spot_max_price:.5f}"
         out.append(override)
     return out
+
+
+def well_placed(provider: AwsProvider, pools: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The Spot pools whose placement score (placement.py) is at least
+    `providers.aws.min_placement_score`; a pool without a score (none read, or the feature off)
+    is kept. When every scored pool is below it, all are kept (a launch somewhere beats none),
+    and the log says so."""
+    floor = provider.cfg.min_placement_score
+    if floor <= 0:
+        return pools
+    scores = provider.placement.scores(list(provider.cfg.instance_types))
+    low = [p for p in pools if scores.get(p) is not None and scores[p] < floor]
+    if not low:
+        return pools
+    named = ", ".join(f"{t} in {z} ({scores[t, z]})" for t, z in low)
+    if len(low) == len(pools):
+        log.warning(
+            "every pool of this EC2 Fleet launch has a Spot placement score below "
+            "providers.aws.min_placement_score (%d): %s; keeping them all",
+            floor,
+            named,
+        )
+        return pools
+    log.info(
+        "leaving Spot pools out of the EC2 Fleet launch, their placement score below "
+        "providers.aws.min_placement_score (%d): %s",
+        floor,
+        named,
+    )
+    return [p for p in pools if p not in low]
 
 
 def fleet_request(

@@ -13,7 +13,7 @@ Offers combine the configured types' sizes (DescribeInstanceTypes), where each i
 (DescribeInstanceTypeOfferings), the newest Spot price per type and zone
 (DescribeSpotPriceHistory) and on-demand prices from configuration, the Pricing API or the
 built-in us-east-1 list (pricing.py); sizes and zones are read once, Spot prices at most every
-`PRICE_TTL` seconds, on-demand prices once.
+`spot_price_seconds` (PRICE_TTL by default), on-demand prices once.
 
 The same describe feeds the periodic orphan sweep (`_sweep`: tagged machines no record has named
 for `orphan_grace_seconds` are terminated) and the limits (`max_instances` over every live tagged
@@ -49,6 +49,7 @@ from gateway.providers.aws.errors import RETRYABLE, error_code, error_message, m
 from gateway.providers.aws.interruptions import InterruptionQueue
 from gateway.providers.aws.placement import PlacementScores
 from gateway.providers.aws.pricing import PRICING_REGION, OnDemandPrices
+from gateway.providers.aws.processors import Processor, compatible, processor_of
 from gateway.providers.aws.userdata import Bootstrap, render
 from gateway.providers.base import (
     Capability,
@@ -70,7 +71,7 @@ INSTANCE_TAG = "tescape:instance"
 BAKE_TAG = "tescape:bake"  # a builder of `tescape aws bake` (bake.py)
 TERMINATE_BATCH = 1000  # instance ids TerminateInstances takes at most
 INSTANCE_ID = re.compile(r"\bi-[0-9a-f]{8,17}\b")  # in EC2's InvalidInstanceID.NotFound message
-PRICE_TTL = 300.0  # seconds Spot prices are reused before DescribeSpotPriceHistory again
+PRICE_TTL = 300.0  # default of providers.aws.spot_price_seconds (seconds Spot prices are kept)
 LINUX = "Linux/UNIX"
 STATES = {
     "pending": CloudState.PENDING,
@@ -147,10 +148,14 @@ class AwsProvider(Provider):
             )
         self.clock = clock
         self.sleep = time.sleep
+        self.price_ttl = cfg.spot_price_seconds  # seconds Spot prices are reused
         self.page_size = 1000  # DescribeInstances results per page (EC2 allows 5 to 1000)
         self._lock = threading.Lock()
         self._subnets: dict[str, list[str]] | None = None  # zone → subnet ids
         self._sizes: dict[str, tuple[float, float]] | None = None  # type → (vCPUs, GiB)
+        # type → its processor (processors.py), from the same DescribeInstanceTypes as the
+        # sizes, and for a capsule's source type no longer configured, one describe more
+        self._processors: dict[str, Processor] = {}
         self._where: dict[str, set[str]] | None = None  # type → zones it is offered in
         self._spot: dict[tuple[str, str], float] = {}  # (type, zone) → newest Spot price
         self._spot_read_at: float | None = None
@@ -215,11 +220,39 @@ class AwsProvider(Provider):
                         float(t["VCpuInfo"]["DefaultVCpus"]),
                         round(t["MemoryInfo"]["SizeInMiB"] / 1024, 2),
                     )
+                    self._processors[t["InstanceType"]] = processor_of(t["InstanceType"], t)
             unknown = sorted(set(types) - set(sizes))
             if unknown:
                 raise PrecheckFailed(f"EC2 does not know instance types {', '.join(unknown)}")
             self._sizes = sizes
         return self._sizes
+
+    def processor(self, instance_type: str) -> Processor:
+        """An instance type's processor (processors.py): the configured types' from the
+        describe that read their sizes; another type's (a capsule taken before the
+        configuration changed) from one DescribeInstanceTypes of its own, kept; from the table
+        alone when EC2 does not know it."""
+        self.sizes()
+        found = self._processors.get(instance_type)
+        if found is None:
+            info: dict[str, Any] | None = None
+            try:
+                answer = self.ec2.describe_instance_types(InstanceTypes=[instance_type])
+                info = next(iter(answer.get("InstanceTypes", [])), None)
+            except ClientError as exc:
+                if error_code(exc) != "InvalidInstanceType":
+                    raise mapped(exc, f"describe instance type {instance_type}") from exc
+            except BotoCoreError as exc:
+                raise mapped(exc, f"describe instance type {instance_type}") from exc
+            found = self._processors[instance_type] = processor_of(instance_type, info)
+        return found
+
+    def compatible_types(self, instance_type: str) -> frozenset[str]:
+        """The configured types with the architecture and processor manufacturer and family of
+        `instance_type` (processors.py): where a capsule taken on one may be restored."""
+        with self._lock:
+            source = self.processor(instance_type)
+            return compatible(source, self._processors, self.cfg.instance_types)
 
     def zones_of(self) -> dict[str, set[str]]:
         """Instance type → the zones it is offered in (DescribeInstanceTypeOfferings, once)."""
@@ -238,9 +271,9 @@ class AwsProvider(Provider):
 
     def spot_prices(self) -> dict[tuple[str, str], float]:
         """(type, zone) → the newest Spot price, from DescribeSpotPriceHistory with StartTime
-        now (the price in effect in each pool), reread at most every PRICE_TTL seconds."""
+        now (the price in effect in each pool), reread at most every `spot_price_seconds`."""
         now = self.clock()
-        if self._spot_read_at is not None and now - self._spot_read_at < PRICE_TTL:
+        if self._spot_read_at is not None and now - self._spot_read_at < self.price_ttl:
             return self._spot
         newest: dict[tuple[str, str], tuple[datetime, float]] = {}
         for page in self._pages(

@@ -1,0 +1,52 @@
+"""Which EC2 instance types can restore a capsule taken on another (gateway/providers/aws/
+processors.py): architecture and maker from DescribeInstanceTypes' ProcessorInfo, the family
+from the table; a family the table lacks is compatible only with itself."""
+
+from __future__ import annotations
+
+from gateway.providers.aws.processors import FAMILIES, Processor, compatible, processor_of
+
+
+def info(arches: list[str], maker: str | None = None) -> dict[str, object]:
+    processor: dict[str, object] = {"SupportedArchitectures": arches}
+    if maker is not None:
+        processor["Manufacturer"] = maker
+    return {"ProcessorInfo": processor}
+
+
+def test_processor_from_ec2_and_the_table() -> None:
+    assert processor_of("m5.large", info(["x86_64"], "Intel")) == Processor(
+        "x86_64", "Intel", "skylake-cascadelake"
+    )
+    assert processor_of("t2.micro", info(["i386", "x86_64"], "Intel")).arch == "x86_64"
+    assert processor_of("m7g.large", info(["arm64"], "AWS")) == Processor(
+        "arm64", "AWS", "graviton3"
+    )
+    # no Manufacturer (older EC2 answers): the table's; not described at all: the table alone
+    assert processor_of("c6a.large", info(["x86_64"])).manufacturer == "AMD"
+    assert processor_of("c6g.large", None) == Processor("arm64", "AWS", "graviton2")
+
+
+def test_an_unknown_family_is_compatible_only_with_itself() -> None:
+    z = processor_of("zz9.large", info(["x86_64"], "Intel"))
+    assert z.family == "type:zz9"
+    procs = {
+        "zz9.large": z,
+        "zz9.xlarge": processor_of("zz9.xlarge", info(["x86_64"], "Intel")),
+        "m5.large": processor_of("m5.large", info(["x86_64"], "Intel")),
+    }
+    assert compatible(z, procs, procs) == {"zz9.large", "zz9.xlarge"}
+
+
+def test_compatible_keeps_to_the_types_asked_and_known() -> None:
+    m5 = processor_of("m5.large", None)
+    procs = {t: processor_of(t, None) for t in ("m5.large", "c5.xlarge", "m6i.large", "m5a.large")}
+    assert compatible(m5, procs, ["m5.large", "c5.xlarge", "m6i.large", "r5.large"]) == {
+        "m5.large",
+        "c5.xlarge",
+    }
+
+
+def test_every_table_entry_names_a_known_maker() -> None:
+    assert {maker for maker, _ in FAMILIES.values()} == {"Intel", "AMD", "AWS"}
+    assert all(family for _, family in FAMILIES.values())
