@@ -1,19 +1,21 @@
-"""An EC2 instance's user-data, run for real in a Debian 12 root file system (debootstrap, chroot):
-the script the aws provider rendered for a launched instance installs the agent from the wheel
-the gateway serves (fetched with the one-time token, checked against its sha256) into a fresh
-virtualenv, writes the systemd unit and the root-only token file, and the agent started exactly
-as that unit says registers with the gateway, trading the token for its own credential.
+"""An EC2 instance's user-data, run for real in a Debian 12 root file system (debootstrap).
 
-The second test boots the root under its own systemd (PID 1 in a podman container on this
-machine's network) and runs the user-data there whole: systemd starts the agent from the unit the
-script wrote, the agent registers, and when the gateway retires the idle instance the agent exits
-cleanly and the unit's ExecStopPost powers the machine off.
+In a chroot: the script the aws provider rendered for a launched instance installs the agent from
+the wheel the gateway serves (fetched with the one-time token, checked against its sha256) into a
+fresh virtualenv, writes the systemd unit and the root-only token file, and the agent started
+exactly as that unit says registers with the gateway, trading the token for its own credential.
+podman, runc and CRIU are stand-ins there that only say their versions, and the script stops
+before `systemctl` (TESCAPE_BOOTSTRAP_NO_SYSTEMD).
 
-What is not the real thing here: podman, runc and CRIU in the root are stand-ins that only say
-their versions (installing them is the host setup's part, `python -m capsule_runtime.host.setup`,
-which the test profile runs on this machine), the chroot test stops the script before `systemctl`
-(TESCAPE_BOOTSTRAP_NO_SYSTEMD), and pip reads a wheelhouse made on this machine instead of an
-index (tests/fixtures/rootfs.py)."""
+Booted under its own systemd (PID 1 in a podman container on this machine's network), with no
+stand-ins: the script's host setup installs Debian's podman and runc and a CRIU ≥ 4.2 (this
+machine's cached build, as `tescape aws bake` would have it; without one it builds it), systemd
+starts the agent from the unit the script wrote, the agent registers with the real versions, and
+when the gateway retires the idle instance the agent exits cleanly and the unit's ExecStopPost
+powers the machine off.
+
+What is not the real thing: pip reads a wheelhouse made on this machine instead of an index
+(tests/fixtures/rootfs.py), and the machine is a container, not an EC2 instance."""
 
 from __future__ import annotations
 
@@ -26,6 +28,8 @@ from pathlib import Path
 
 import pytest
 
+from capsule_runtime.host import criu as criu_host
+from capsule_runtime.protocol.messages import version_key
 from gateway.store.fleet import Instance, InstanceState
 from tests.fixtures.aws_world import AwsWorld
 from tests.fixtures.moto_server import MotoServer
@@ -126,18 +130,34 @@ def test_the_user_data_installs_and_starts_an_agent_that_registers(
         assert world.register(inst, token).status_code == 401  # the user-data's token: spent
 
 
-def test_under_systemd_the_agent_runs_as_a_unit_and_an_idle_machine_powers_off(
-    world: AwsWorld, root: Root
+def host_setup_volumes(tmp: Path) -> dict[Path, str]:
+    """What the root's host setup needs from this machine: container storage on a real file
+    system (podman's overlay driver refuses an overlayfs under it, which the root is), and this
+    machine's CRIU build cache where an installed agent's setup looks for one — without it the
+    setup builds CRIU from Debian's source in the root (several minutes; what a fresh EC2
+    instance on the plain Debian AMI does)."""
+    storage = tmp / "containers"
+    storage.mkdir()
+    volumes = {storage: "/var/lib/containers"}
+    cache = criu_host.cache_root()
+    if criu_host.cached_binaries(cache):
+        volumes[cache] = "/var/cache/tescape/criu:ro"
+    return volumes
+
+
+def test_under_systemd_the_host_setup_installs_podman_and_criu_and_the_unit_runs_the_agent(
+    world: AwsWorld, root: Root, tmp_path: Path
 ) -> None:
+    """No stand-ins here: the user-data's host setup installs Debian's podman and runc and a
+    CRIU ≥ 4.2 into the fresh root, then systemd runs the agent; an idle retire powers it off."""
     with wsgi_app(world.app) as url:
         world.provider = world.new_provider(url)
         world.scheduler = world.new_scheduler(world.provider)
         task_id = world.submit()
         inst = world.launching()
-        stand_ins(root)
         root.file("/root/user-data").write_text(world.user_data(inst))
-        with booted(root) as machine:
-            boot = machine.exec(["bash", "/root/user-data"], root.env(), timeout=900)
+        with booted(root, host_setup_volumes(tmp_path)) as machine:
+            boot = machine.exec(["bash", "/root/user-data"], root.env(), timeout=1500)
             log = root.file("/var/log/tescape-bootstrap.log").read_text()
             assert boot.returncode == 0, log[-4000:] + boot.stderr[-2000:]
             assert log.rstrip().endswith("tescape bootstrap done"), log[-2000:]
@@ -145,6 +165,11 @@ def test_under_systemd_the_agent_runs_as_a_unit_and_an_idle_machine_powers_off(
 
             registered(world, inst, lambda: machine.journal("tescape-agent.service"))
             assert machine.systemctl("is-active", "tescape-agent.service") == "active"
+            # the host setup's real podman and CRIU, as the agent registered them
+            here = world.fleet.instance(inst.id)
+            assert here is not None and here.data.host is not None, here
+            assert here.data.host.podman.startswith("4."), here.data.host
+            assert version_key(here.data.host.criu) >= (4, 2), here.data.host
 
             # nothing left to run: the scheduler retires the idle instance, the agent's next
             # poll is told to shut down, it exits 0, and the unit powers the machine off
