@@ -44,15 +44,16 @@ def count_calls(p: AwsProvider) -> Counter[str]:
 def test_compatible_types_by_architecture_maker_and_family(moto: MotoServer) -> None:
     p = provider(moto, instance_types=TYPES)
     calls = count_calls(p)
-    # Skylake/Cascade Lake Intel: not Ice Lake (m6i), AMD (m5a) or Graviton
-    assert p.compatible_types("m5.large") == {"m5.large", "c5.large"}
-    assert p.compatible_types("m6i.large") == {"m6i.large"}
+    # Skylake/Cascade Lake Intel: and Ice Lake (m6i, newer), not AMD (m5a) or Graviton
+    assert p.compatible_types("m5.large") == {"m5.large", "c5.large", "m6i.large"}
+    assert p.compatible_types("m6i.large") == {"m6i.large"}  # not the older m5 and c5
     assert p.compatible_types("m5a.large") == {"m5a.large"}
-    assert p.compatible_types("m6g.large") == {"m6g.large"}  # Graviton2, not Graviton3 (c7g)
+    assert p.compatible_types("m6g.large") == {"m6g.large", "c7g.large"}  # Graviton2, and 3
+    assert p.compatible_types("c7g.large") == {"c7g.large"}  # Graviton3: not back to 2
     assert calls["DescribeInstanceTypes"] == 1  # the sizes' describe, for all of them
     # a capsule of a type no longer configured: one describe of its own, kept
-    assert p.compatible_types("r5.xlarge") == {"m5.large", "c5.large"}
-    assert p.compatible_types("r5.xlarge") == {"m5.large", "c5.large"}
+    assert p.compatible_types("r5.xlarge") == {"m5.large", "c5.large", "m6i.large"}
+    assert p.compatible_types("r5.xlarge") == {"m5.large", "c5.large", "m6i.large"}
     assert calls["DescribeInstanceTypes"] == 2
     assert str(p.processor("m5.large")) == "x86_64, Intel skylake-cascadelake"
 

@@ -4,7 +4,13 @@ from the table; a family the table lacks is compatible only with itself."""
 
 from __future__ import annotations
 
-from gateway.providers.aws.processors import FAMILIES, Processor, compatible, processor_of
+from gateway.providers.aws.processors import (
+    FAMILIES,
+    GENERATIONS,
+    Processor,
+    compatible,
+    processor_of,
+)
 
 
 def info(arches: list[str], maker: str | None = None) -> dict[str, object]:
@@ -44,7 +50,30 @@ def test_compatible_keeps_to_the_types_asked_and_known() -> None:
     assert compatible(m5, procs, ["m5.large", "c5.xlarge", "m6i.large", "r5.large"]) == {
         "m5.large",
         "c5.xlarge",
+        "m6i.large",  # Ice Lake: a newer Intel generation
     }
+
+
+def test_a_capsule_restores_on_its_generation_and_newer_ones_of_its_maker() -> None:
+    procs = {
+        t: processor_of(t, None)
+        for t in ("m4.large", "m5.large", "m6i.large", "m7i.large", "m6a.large", "m7g.large")
+    }
+    assert compatible(procs["m6i.large"], procs, procs) == {"m6i.large", "m7i.large"}
+    assert compatible(procs["m4.large"], procs, procs) == {
+        "m4.large",
+        "m5.large",
+        "m6i.large",
+        "m7i.large",
+    }
+    assert compatible(procs["m7i.large"], procs, procs) == {"m7i.large"}  # nothing older
+    assert compatible(procs["m6a.large"], procs, procs) == {"m6a.large"}  # AMD: not Intel
+    assert compatible(procs["m7g.large"], procs, procs) == {"m7g.large"}  # Graviton3
+
+
+def test_every_family_of_the_table_has_its_generation() -> None:
+    for maker, family in FAMILIES.values():
+        assert family in GENERATIONS[maker], (maker, family)
 
 
 def test_every_table_entry_names_a_known_maker() -> None:

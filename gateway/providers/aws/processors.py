@@ -1,10 +1,11 @@
 """Which EC2 instance types can restore a capsule taken on another: the same CPU architecture and
-the same processor manufacturer and family. CRIU refuses to restore onto a CPU without the dumped
-process's instruction-set features, and a process that chose e.g. AVX-512 at start would crash
-without them, so a restore launched onto Graviton, another vendor or an older generation would be
-a machine started for nothing. The agent's registered CPU profile is checked again before a
-restore is placed (gateway/scheduler/compat.py); this only keeps useless types from being
-launched.
+processor manufacturer, and the same or a newer processor generation (`GENERATIONS`: each of a
+maker's server generations has the instruction-set features of the ones before). CRIU refuses to
+restore onto a CPU without the dumped process's instruction-set features, and a process that
+chose e.g. AVX-512 at start would crash without them, so a restore launched onto Graviton,
+another vendor or an older generation would be a machine started for nothing. The agent's registered
+CPU profile is checked again before a restore is placed (gateway/scheduler/compat.py); this only
+keeps useless types from being launched.
 
 Architecture and manufacturer come from DescribeInstanceTypes' `ProcessorInfo`
 (`SupportedArchitectures`, `Manufacturer`); EC2 does not name the processor family, so it comes
@@ -59,6 +60,22 @@ FAMILIES: dict[str, tuple[str, str]] = {
 }
 
 
+# each maker's processor families, oldest first: a capsule taken on one restores on it and on
+# those after it (their features are a superset; the agent's registered CPU flags are checked
+# before the restore is placed, which catches an exception)
+GENERATIONS: dict[str, tuple[str, ...]] = {
+    "Intel": ("haswell-broadwell", "skylake-cascadelake", "icelake", "sapphirerapids"),
+    "AMD": ("naples", "rome", "milan", "genoa"),
+    "AWS": ("graviton1", "graviton2", "graviton3", "graviton4"),
+}
+
+
+def generation(manufacturer: str, family: str) -> int | None:
+    """The family's place among its maker's generations; None when not listed."""
+    order = GENERATIONS.get(manufacturer, ())
+    return order.index(family) if family in order else None
+
+
 @dataclass(frozen=True)
 class Processor:
     """What a capsule's restore depends on of an instance type's CPU."""
@@ -68,12 +85,15 @@ class Processor:
     family: str  # the processor family (FAMILIES), else "type:<instance family>"
 
     def runs(self, source: Processor) -> bool:
-        """Whether a capsule taken on `source` may be restored on this processor."""
-        return (
-            self.arch == source.arch
-            and self.manufacturer == source.manufacturer
-            and self.family == source.family
-        )
+        """Whether a capsule taken on `source` may be restored on this processor: the same
+        architecture and maker, and the same family or a newer generation of it."""
+        if self.arch != source.arch or self.manufacturer != source.manufacturer:
+            return False
+        if self.family == source.family:
+            return True
+        here = generation(self.manufacturer, self.family)
+        there = generation(source.manufacturer, source.family)
+        return here is not None and there is not None and here > there
 
     def __str__(self) -> str:
         family = self.family.removeprefix("type:")
