@@ -140,8 +140,15 @@ def host_setup_volumes(tmp: Path) -> dict[Path, str]:
     storage.mkdir()
     volumes = {storage: "/var/lib/containers"}
     cache = criu_host.cache_root()
-    if criu_host.cached_binaries(cache):
-        volumes[cache] = "/var/cache/tescape/criu:ro"
+    if not criu_host.cached_binaries(cache):
+        # this machine's setup found a CRIU >= 4.2 installed and cached none: that one
+        found = criu_host.find_criu()
+        version = criu_host.binary_version(found) if found else None
+        if found is None or not criu_host.at_least(version):
+            return volumes
+        cache = tmp / "criu-cache"
+        criu_host.store_in_cache(found, criu_host.format_version(version), cache)
+    volumes[cache] = "/var/cache/tescape/criu:ro"
     return volumes
 
 
