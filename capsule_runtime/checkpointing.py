@@ -259,10 +259,13 @@ def _image_chunks(
     task_dir: Path,
     chunk_size: int,
     timeout: float,
+    follow: bool = True,
 ) -> Iterator[KeyedChunk]:
     """The "images" path's chunks (write_capsule's `keyed`), in the order they can be known:
 
-    1. the pages images' chunks while CRIU writes them (part 1, keys (1, N, i));
+    1. with `follow`, the pages images' chunks while CRIU writes them (part 1, keys (1, N, i));
+       whatever is cut when post-dump is noticed (checked before each chunk is handed on) is
+       held back until the task has been thawed;
     2. at post-dump (task frozen, every image complete) the images are unlinked (kept open),
        the workspace (part 0) is read, and the gate thaws: the task is not held frozen while
        the pipeline catches up with CRIU;
@@ -276,18 +279,26 @@ def _image_chunks(
     and `podman container restore --import` (and restore_fifo's head) read it unchanged."""
     deadline = time.monotonic() + timeout
     frozen = gate.dir / "frozen"
-    while not frozen.exists():
+    held: list[tuple[int, int, bytes]] = []
+    while follow and not frozen.exists():
         if not podman.is_alive() and not frozen.exists():
             raise CheckpointFailed(f"podman checkpoint failed: {podman.failed()}")
         if time.monotonic() > deadline:
             raise CheckpointFailed(f"the task was not frozen within {timeout:g} s")
-        found = False
-        for number, index, data in follower.poll():
-            found = True
-            yield 1, (1, number, index), data
-        if not found:
+        step = follower.poll()
+        if step is None:
             time.sleep(POLL)
-    gate.wait_frozen(alive=podman.is_alive, timeout=timeout)  # at once: records frozen_at
+            continue
+        for at, (number, index, data) in enumerate(step):
+            if frozen.exists():
+                held = step[at:]
+                break
+            yield 1, (1, number, index), data
+    try:
+        gate.wait_frozen(alive=podman.is_alive, timeout=timeout)
+    except Exception as exc:
+        error = podman.failed() if not podman.is_alive() else None
+        raise CheckpointFailed(f"{exc}: {error}" if error else str(exc)) from None
     follower.detach()
     workspace = _Thawing(tar_directory(task_dir), gate)
     try:
@@ -295,6 +306,8 @@ def _image_chunks(
             yield 0, (index,), data
     finally:
         workspace.close()
+    for number, index, data in held:
+        yield 1, (1, number, index), data
     for number, index, data in follower.finish():
         yield 1, (1, number, index), data
     export = _FifoReader(fifo, podman, timeout)
@@ -381,6 +394,9 @@ def checkpoint(
                     task_dir,
                     settings.chunk_mib * MiB,
                     freeze_timeout,
+                    # a periodic capsule's task goes on: the dump is not slowed by the pipeline
+                    # on the same cores, the pages are read once the task is thawed
+                    follow=not leave_running,
                 )
                 if follower is not None
                 else None

@@ -99,16 +99,18 @@ class PagesFollower:
             yield image.number, image.chunks, chunk
             image.chunks += 1
 
-    def poll(self) -> Iterator[tuple[int, int, bytes]]:
-        """The chunks whose cut is final in what CRIU has written so far (none: nothing new)."""
+    def poll(self) -> list[tuple[int, int, bytes]] | None:
+        """One step: the chunks whose cut became final in the next bytes (at most `READ`) CRIU
+        has written to an image; None when nothing was new. A step is short, so the caller
+        notices CRIU's post-dump between steps however far it lags behind CRIU."""
         self._scan()
         for image in sorted(self.images.values(), key=lambda i: i.number):
             size = os.fstat(image.fd).st_size
-            while image.offset < size:
+            if image.offset < size:
                 data = self._read(image, size)
-                if not data:
-                    break
-                yield from self._emit(image, image.cutter.feed(data))
+                if data:
+                    return list(self._emit(image, image.cutter.feed(data)))
+        return None
 
     def detach(self) -> None:
         """Once CRIU has written every image (post-dump): open any not yet seen and unlink them

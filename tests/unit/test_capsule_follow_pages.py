@@ -83,7 +83,8 @@ def test_follower_reads_a_growing_image_then_unlinks_it(tmp_path: Path) -> None:
         for start in range(0, len(data), 37 * 4096):
             out.write(data[start : start + 37 * 4096])
             out.flush()
-            got += follower.poll()
+            while (step := follower.poll()) is not None:
+                got += step
     assert got, "chunks come while the file grows"
     follower.detach()
     assert not image.exists() and other.exists()  # only pages images are taken
@@ -177,7 +178,10 @@ class FakePodman(threading.Thread):
             self.error = exc
 
 
-def test_images_path_stream_is_the_export_with_pages_at_its_end(tmp_path: Path) -> None:
+@pytest.mark.parametrize("follow", [True, False])
+def test_images_path_stream_is_the_export_with_pages_at_its_end(
+    tmp_path: Path, follow: bool
+) -> None:
     data = pages(4, 300)
     images, fifo, task = tmp_path / "checkpoint", tmp_path / "export.fifo", tmp_path / "task"
     task.mkdir()
@@ -187,7 +191,7 @@ def test_images_path_stream_is_the_export_with_pages_at_its_end(tmp_path: Path) 
         podman = FakePodman(images, gate, fifo, data)
         podman.start()
         follower = PagesFollower(images, CHUNK)
-        chunks = list(_image_chunks(follower, gate, podman, fifo, task, CHUNK, 30))  # type: ignore[arg-type]
+        chunks = list(_image_chunks(follower, gate, podman, fifo, task, CHUNK, 30, follow))  # type: ignore[arg-type]
     assert podman.failed() is None
     assert gate.frozen_at is not None and gate.thawed_at is not None
     parts: dict[int, list[tuple[tuple[int, ...], bytes]]] = {0: [], 1: []}
