@@ -1005,6 +1005,75 @@ def per_gib(runs: dict[str, Any], key: str) -> dict[str, float | None]:
     }
 
 
+def images_per_gib(runs: dict[str, Any], key: str) -> dict[str, float | None]:
+    """Per-GiB costs of the "images" path at one size and flavour: `dump` (runc/CRIU's dump in
+    the raw rounds, where nothing else competes for the cores), `cpu` (the agent's and
+    podman/CRIU's CPU of the images path's notices), `tail` (what follows the dump: podman's
+    command ends before the capsule is durable; seconds per GiB, medians)."""
+    dumps, cpus, tails = [], [], []
+    for r in runs[key]["rounds"]:
+        size = dig(r, "tescape_images.notice.size_bytes")
+        if not size:
+            continue
+        gib = size / GiB
+        if raw := dig(r, "raw.export_file.engine.runtime_checkpoint_duration"):
+            dumps.append(raw / gib)
+        node = dig(r, "tescape_images.notice")
+        cpus.append((node["cpu_self_s"] + node["cpu_children_s"]) / gib)
+        podman = dig(node, "engine.checkpoint_duration")
+        if podman:
+            tails.append(max(0.0, node["seconds"] - podman) / gib)
+    return {"dump_s": med(dumps), "cpu_core_s": med(cpus), "tail_s": med(tails)}
+
+
+def extrapolate_images(results: dict[str, Any]) -> dict[str, Any]:
+    """The "images" path's EXTRAPOLATION: the pages are stored while CRIU dumps them, so
+
+        T(M) = M * max(dump, cpu / cores, stored_ratio / bandwidth)
+
+    from the largest size's per-GiB costs (images_per_gib): optimistic in that the pipeline
+    is taken to keep pace with CRIU when the cores allow (on 2 cores here it lags, and the
+    lag is what its notice time measures), and in that podman's export of the small files
+    and the manifest are taken as free."""
+    out: dict[str, Any] = {}
+    summaries, runs = results["summary"], results["runs"]
+    largest: dict[str, tuple[float, str]] = {}
+    for key, s in summaries.items():
+        if s.get("notice_images_s") and s.get("capsule_size_bytes"):
+            flavour, gib = key.split("/")[1], s["capsule_size_bytes"] / GiB
+            if gib >= largest.get(flavour, (0.0, ""))[0]:
+                largest[flavour] = (gib, key)
+    for flavour, (gib, key) in largest.items():
+        s = summaries[key]
+        costs = images_per_gib(runs, key)
+        ratio = (s.get("capsule_stored_bytes") or 0) / (s.get("capsule_size_bytes") or 1)
+        dump, cpu = costs["dump_s"] or 0.0, costs["cpu_core_s"] or 0.0
+        rows = []
+        for cores in (2, 8, 32):
+            for gbit in (10.0, 12.5):
+                net = ratio / (gbit / 8 * 1e9 / GiB)
+                parts = {"dump": dump, "cpu": cpu / cores, "network": net}
+                bound = max(parts, key=lambda name: parts[name])
+                rows.append(
+                    {
+                        "cores": cores,
+                        "gbps": gbit,
+                        "bound": bound,
+                        "s_per_gib": round(parts[bound], 3),
+                        "max_gib_120s": round(NOTICE_SECONDS / parts[bound], 1),
+                        "s_for_64gib": round(64 * parts[bound], 1),
+                    }
+                )
+        out[flavour] = {
+            "from_size_gib": round(gib, 2),
+            "measured_notice_images_s_per_gib": round(s["notice_images_s"] / gib, 3),
+            **{f"{k}_per_gib": v for k, v in costs.items()},
+            "stored_ratio": round(ratio, 3),
+            "rows": rows,
+        }
+    return out
+
+
 def extrapolate(results: dict[str, Any]) -> dict[str, Any]:
     """How much memory a notice checkpoint protects in AWS's 120 s: an EXTRAPOLATION from the
     per-GiB costs measured at the largest size (see per_gib), to more cores and a real network:
@@ -1078,6 +1147,8 @@ def extrapolate(results: dict[str, Any]) -> dict[str, Any]:
         "notice_seconds": NOTICE_SECONDS,
         "seqera_anchor": SEQERA,
         "by_flavour": out,
+        "images_model": "T(M) = M * max(dump, cpu / cores, stored_ratio / bandwidth)",
+        "images_by_flavour": extrapolate_images(results),
     }
 
 
@@ -1318,6 +1389,20 @@ def print_summary(results: dict[str, Any]) -> None:
                 f"| {row['cores']} | {row['gbps']:g} | dump + {row['bound']} | {row['s_per_gib']} "
                 f"| {row['max_gib_120s']} | {row['s_for_64gib']} | "
                 f"{row['overlapped_max_gib_120s']} |"
+            )
+
+    for flavour, e in results["extrapolation"].get("images_by_flavour", {}).items():
+        print(
+            f"\nEXTRAPOLATION, images path ({flavour}, from {e['from_size_gib']} GiB): per GiB:"
+            f" dump {e['dump_s_per_gib']} s, CPU {e['cpu_core_s_per_gib']} core-s; measured"
+            f" {e['measured_notice_images_s_per_gib']} s/GiB here"
+        )
+        print("| cores | Gbps | bound | s/GiB | GiB in 120 s | 64 GiB (s) |")
+        print("|---:|---:|---|---:|---:|---:|")
+        for row in e["rows"]:
+            print(
+                f"| {row['cores']} | {row['gbps']:g} | {row['bound']} | {row['s_per_gib']} "
+                f"| {row['max_gib_120s']} | {row['s_for_64gib']} |"
             )
 
 
