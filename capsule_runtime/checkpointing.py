@@ -349,10 +349,13 @@ def checkpoint(
     leave_running: bool,
     freeze_timeout: float = 600.0,
     sampled: bool = True,
+    follow: bool | None = None,
 ) -> Checkpoint:
     """Checkpoint the container (see the module docstring). Raises CheckpointFailed; a failed
     checkpoint with `leave_running` leaves the task running. `sampled=False`: compress every
-    chunk (write_capsule's; the bench's old path)."""
+    chunk (write_capsule's; the bench's old path). `follow` (checkpoint_via "images" only):
+    store the pages while CRIU dumps them — for a capsule the task ends with (default: when
+    not `leave_running`), not for a periodic one, whose dump it would slow on shared cores."""
     try:
         keys = keys_of(settings)  # before anything starts: a bad key setting costs nothing
     except CapsuleKeyError as exc:
@@ -394,9 +397,9 @@ def checkpoint(
                     task_dir,
                     settings.chunk_mib * MiB,
                     freeze_timeout,
-                    # a periodic capsule's task goes on: the dump is not slowed by the pipeline
-                    # on the same cores, the pages are read once the task is thawed
-                    follow=not leave_running,
+                    # a periodic capsule's task goes on: its dump is not slowed by the pipeline
+                    # on the same cores, its pages are read once the task is thawed
+                    follow=not leave_running if follow is None else follow,
                 )
                 if follower is not None
                 else None

@@ -161,7 +161,7 @@ class CapsuleSettings(Message):
     workers: int = 4
     # "export": podman's export archive is streamed whole; "images": CRIU's pages images are
     # stored while CRIU writes them, podman exports the rest (checkpointing._image_chunks)
-    checkpoint_via: Literal["export", "images"] = "export"
+    checkpoint_via: Literal["export", "images"] = "images"
     store_wait_seconds: float = 300.0  # a restore waits this long for an unreachable store
     # Encryption at rest: {} or {"mode": "none"}; {"mode": "key", "key": base64 master key}
     # (capsule_runtime/capsules/crypto.py). Never logged.
