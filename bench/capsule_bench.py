@@ -403,15 +403,18 @@ def tescape_checkpoint(
     parent: Any,
     leave_running: bool,
     sampled: bool = True,
+    via: str = "export",
 ) -> tuple[checkpointing.Checkpoint, dict[str, Any]]:
-    """checkpointing.checkpoint, timed: the Checkpoint and its record (ckpt_record)."""
+    """checkpointing.checkpoint, timed: the Checkpoint and its record (ckpt_record). `via`:
+    the capsules.checkpoint_via it runs with (the "images" path: docs/capsules.md)."""
+    settings = env.settings.model_copy(update={"checkpoint_via": via})
     cpu: dict[str, Any] = {}
     started = time.perf_counter()
     with cpu_meter(cpu):
         ck = checkpointing.checkpoint(
             env.engine,
             store,
-            env.settings,
+            settings,
             container_id=hog.container_id,
             task_dir=hog.task_dir,
             scratch=env.root / "scratch",
@@ -429,6 +432,43 @@ def tescape_checkpoint(
 def run_tescape_old(env: Env, mib: int, flavour: str, tag: str) -> dict[str, Any]:
     """run_tescape_file through the previous pipeline (see the module docstring)."""
     return run_tescape_file(env, mib, flavour, tag, old=True)
+
+
+def run_tescape_images(env: Env, mib: int, flavour: str, tag: str) -> dict[str, Any]:
+    """A notice capsule to the FileStore through the "images" path (CRIU's pages stored while
+    CRIU writes them), then checkpointing.restore of it through the FIFO (digest checked)."""
+    hog = env.hog(f"ti-{tag}", mib, flavour)
+    out: dict[str, Any] = {"fill_seconds": round(hog.fill_seconds, 3)}
+    task = f"images-{env.run_id}-{tag}"
+    notice, out["notice"] = tescape_checkpoint(
+        env, env.file_store, hog, task, 1, None, False, via="images"
+    )
+    out["notice"]["via"] = notice.engine_stats.get("via")
+    hog.remove()
+    ref = CapsuleRef(
+        capsule_id=notice.manifest.capsule_id,
+        sequence=1,
+        manifest_key=notice.key,
+        manifest_sha256=notice.sha256,
+    )
+    out["restore"] = tescape_restore(env, env.file_store, hog, ref, tag, old=False, fifo=True)
+    hog.remove()
+    env.file_store.delete_prefix(f"{task}/")
+    return out
+
+
+def run_s3_images(env: Env, mib: int, flavour: str, tag: str) -> dict[str, Any]:
+    """A notice capsule to S3Store through the "images" path (run_s3's, the other way)."""
+    assert env.s3_store is not None
+    hog = env.hog(f"s3i-{tag}", mib, flavour)
+    task = f"s3i-{env.run_id}-{tag}"
+    out: dict[str, Any] = {"fill_seconds": round(hog.fill_seconds, 3)}
+    _, out["notice"] = tescape_checkpoint(
+        env, env.s3_store, hog, task, 1, None, False, via="images"
+    )
+    hog.remove()
+    env.s3_store.delete_prefix(f"{task}/")
+    return out
 
 
 def run_tescape_file(
@@ -466,6 +506,7 @@ def tescape_restore(
     `fifo=False`: the container part through a scratch file (the path before 2026-12-03)."""
     cpu: dict[str, Any] = {}
     kind = "to" if old else ("tf" if fifo else "ts")
+    kind += "-" + hog.name.split("-")[0]  # one name per variant
     started = time.perf_counter()
     with cpu_meter(cpu):
         restored = checkpointing.restore(
@@ -491,21 +532,27 @@ def tescape_restore(
     }
 
 
-def run_periodic(env: Env, mib: int, flavour: str, tag: str, grow_kib: int = 0) -> dict[str, Any]:
+def run_periodic(
+    env: Env, mib: int, flavour: str, tag: str, grow_kib: int = 0, via: str = "export"
+) -> dict[str, Any]:
     """A periodic capsule (leave_running), one contiguous 5% of the memory rewritten, a second
     periodic capsule with the first as parent: how much it uploads. With `grow_kib`, the change
     also grows the brk heap (pages CRIU writes before the big region in pages-*.img)."""
-    hog = env.hog(f"per-{tag}", mib, flavour, grow_kib)
-    task = f"inc-{env.run_id}-{tag}"
+    hog = env.hog(f"per{via[0]}-{tag}", mib, flavour, grow_kib)
+    task = f"inc{via[0]}-{env.run_id}-{tag}"
     store = env.file_store
     try:
-        first, first_record = tescape_checkpoint(env, store, hog, task, 1, None, True)
+        first, first_record = tescape_checkpoint(env, store, hog, task, 1, None, True, via=via)
         hog.change()
-        second, second_record = tescape_checkpoint(env, store, hog, task, 2, first.manifest, True)
+        second, second_record = tescape_checkpoint(
+            env, store, hog, task, 2, first.manifest, True, via=via
+        )
+        first_record["verified_after"] = hog.verify()  # the task went on, memory intact
     finally:
         hog.remove()
         store.delete_prefix(f"{task}/")
     return {
+        "via": via,
         "grow_kib": grow_kib,
         "fill_seconds": round(hog.fill_seconds, 3),
         "periodic_first": first_record,
@@ -689,7 +736,11 @@ def dig(node: Any, path: str) -> Any:
     return node
 
 
-def summarize(rounds: list[dict[str, Any]], periodic: dict[str, Any] | None) -> dict[str, Any]:
+def summarize(
+    rounds: list[dict[str, Any]],
+    periodic: dict[str, Any] | None,
+    periodic_images: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """Medians over rounds, and paired per-round ratios (their median), for one size/flavour."""
 
     def pick(path: str) -> list[Any]:
@@ -724,6 +775,17 @@ def summarize(rounds: list[dict[str, Any]], periodic: dict[str, Any] | None) -> 
         "restore_scratch_cpu_self_s": "tescape_file.restore_scratch.cpu_self_s",
         "raw_restore_s": "raw.restore.seconds",
         "notice_s3_s": "s3.notice.seconds",
+        "notice_images_s": "tescape_images.notice.seconds",
+        "notice_images_cpu_self_s": "tescape_images.notice.cpu_self_s",
+        "notice_images_cpu_children_s": "tescape_images.notice.cpu_children_s",
+        "notice_images_criu_frozen_s": "tescape_images.notice.criu_frozen_s",
+        "notice_images_files_frozen_s": "tescape_images.notice.files_frozen_s",
+        "notice_images_pipeline_read_s": "tescape_images.notice.pipeline.read",
+        "notice_images_dump_s": "tescape_images.notice.engine.runtime_checkpoint_duration",
+        "notice_images_podman_s": "tescape_images.notice.engine.checkpoint_duration",
+        "restore_images_s": "tescape_images.restore.seconds",
+        "raw_export_cpu_self_s": "raw.export_file.cpu_self_s",
+        "notice_s3_images_s": "s3_images.notice.seconds",
         "raw_export_devnull_s": "s3.export_devnull.seconds",
         "raw_store_put_s": "raw.store_put.seconds",
         "notice_criu_frozen_s": "tescape_file.notice.criu_frozen_s",
@@ -749,6 +811,23 @@ def summarize(rounds: list[dict[str, Any]], periodic: dict[str, Any] | None) -> 
     s["restore_scratch_vs_raw_restore"] = paired(
         "tescape_file.restore_scratch.seconds", "raw.restore.seconds"
     )
+    s["notice_images_vs_raw_export"] = paired(
+        "tescape_images.notice.seconds", "raw.export_file.seconds"
+    )
+    s["notice_images_vs_raw_export_fsync"] = paired(
+        "tescape_images.notice.seconds", "raw.export_file.seconds_with_fsync"
+    )
+    s["notice_images_vs_export_path"] = paired(
+        "tescape_images.notice.seconds", "tescape_file.notice.seconds"
+    )
+    s["restore_images_vs_raw_restore"] = paired(
+        "tescape_images.restore.seconds", "raw.restore.seconds"
+    )
+    s["notice_images_cpu_vs_export_path"] = paired(
+        "tescape_images.notice.cpu_self_s", "tescape_file.notice.cpu_self_s"
+    )
+    s["notice_s3_images_vs_export_path"] = paired("s3_images.notice.seconds", "s3.notice.seconds")
+    s["notices_via_images"] = sum(v == "images" for v in pick("tescape_images.notice.via"))
     s["restores_via_fifo"] = sum(v == "fifo" for v in pick("tescape_file.restore.via"))
     s["notice_cpu_new_vs_old"] = paired(
         "tescape_file.notice.cpu_self_s", "tescape_old.notice.cpu_self_s"
@@ -758,6 +837,7 @@ def summarize(rounds: list[dict[str, Any]], periodic: dict[str, Any] | None) -> 
         for v in pick("tescape_file.restore.verified")
         + [v for v in pick("tescape_file.restore_scratch.verified") if v is not None]
         + pick("raw.restore.verified")
+        + [v for v in pick("tescape_images.restore.verified") if v is not None]
         + [v for v in pick("tescape_old.restore.verified") if v is not None]
     )
     s["file_rate_gbs"] = gbs(s["capsule_size_bytes"], s["notice_file_s"])
@@ -775,6 +855,15 @@ def summarize(rounds: list[dict[str, Any]], periodic: dict[str, Any] | None) -> 
             dumps.append(archive / devnull)
             puts.append(archive / put)
             fractions.append((size / ours) / min(archive / devnull, archive / put))
+    images_fractions = []
+    for r in rounds:
+        size, archive = dig(r, "s3_images.notice.size_bytes"), dig(r, "raw.store_put.bytes")
+        ours, devnull = dig(r, "s3_images.notice.seconds"), dig(r, "s3.export_devnull.seconds")
+        put = dig(r, "raw.store_put.seconds")
+        if size and archive and ours and devnull and put:
+            images_fractions.append((size / ours) / min(archive / devnull, archive / put))
+    if images_fractions:
+        s["s3_images_rate_vs_slower_raw"] = round(statistics.median(images_fractions), 3)
     if fractions:
         s["raw_dump_rate_gbs"] = round(statistics.median(dumps) / 1e9, 3)
         s["raw_store_rate_gbs"] = round(statistics.median(puts) / 1e9, 3)
@@ -792,6 +881,28 @@ def summarize(rounds: list[dict[str, Any]], periodic: dict[str, Any] | None) -> 
                 "first_stored_bytes": first["stored_bytes"],
                 "incremental_uploaded_bytes": second["uploaded_bytes"],
                 "incremental_upload_vs_first": round(periodic["incremental_ratio"], 4),
+            }
+        )
+    size_gib = (s["capsule_size_bytes"] or 0) / GiB
+    for name, cpu_keys in {
+        "raw_export": ("raw_export_cpu_self_s", "raw_export_cpu_children_s"),
+        "notice_export_path": ("notice_cpu_self_s", "notice_cpu_children_s"),
+        "notice_images": ("notice_images_cpu_self_s", "notice_images_cpu_children_s"),
+    }.items():
+        values = [s.get(k) for k in cpu_keys]
+        if size_gib and all(v is not None for v in values):
+            s[f"{name}_core_s_per_gib"] = round(sum(values) / size_gib, 3)  # type: ignore[arg-type]
+    if periodic_images is not None:
+        first, second = periodic_images["periodic_first"], periodic_images["periodic_after_5pct"]
+        s.update(
+            {
+                "periodic_images_first_s": first["seconds"],
+                "periodic_images_criu_frozen_s": first["criu_frozen_s"],
+                "periodic_images_files_frozen_s": first["files_frozen_s"],
+                "periodic_images_second_s": second["seconds"],
+                "periodic_images_second_criu_frozen_s": second["criu_frozen_s"],
+                "periodic_images_verified_after": first.get("verified_after"),
+                "periodic_images_upload_vs_first": round(periodic_images["incremental_ratio"], 4),
             }
         )
     s["notice_cpu_pair"] = _pair(s["notice_cpu_self_s"], s["notice_old_cpu_self_s"])
@@ -894,6 +1005,75 @@ def per_gib(runs: dict[str, Any], key: str) -> dict[str, float | None]:
     }
 
 
+def images_per_gib(runs: dict[str, Any], key: str) -> dict[str, float | None]:
+    """Per-GiB costs of the "images" path at one size and flavour: `dump` (runc/CRIU's dump in
+    the raw rounds, where nothing else competes for the cores), `cpu` (the agent's and
+    podman/CRIU's CPU of the images path's notices), `tail` (what follows the dump: podman's
+    command ends before the capsule is durable; seconds per GiB, medians)."""
+    dumps, cpus, tails = [], [], []
+    for r in runs[key]["rounds"]:
+        size = dig(r, "tescape_images.notice.size_bytes")
+        if not size:
+            continue
+        gib = size / GiB
+        if raw := dig(r, "raw.export_file.engine.runtime_checkpoint_duration"):
+            dumps.append(raw / gib)
+        node = dig(r, "tescape_images.notice")
+        cpus.append((node["cpu_self_s"] + node["cpu_children_s"]) / gib)
+        podman = dig(node, "engine.checkpoint_duration")
+        if podman:
+            tails.append(max(0.0, node["seconds"] - podman) / gib)
+    return {"dump_s": med(dumps), "cpu_core_s": med(cpus), "tail_s": med(tails)}
+
+
+def extrapolate_images(results: dict[str, Any]) -> dict[str, Any]:
+    """The "images" path's EXTRAPOLATION: the pages are stored while CRIU dumps them, so
+
+        T(M) = M * max(dump, cpu / cores, stored_ratio / bandwidth)
+
+    from the largest size's per-GiB costs (images_per_gib): optimistic in that the pipeline
+    is taken to keep pace with CRIU when the cores allow (on 2 cores here it lags, and the
+    lag is what its notice time measures), and in that podman's export of the small files
+    and the manifest are taken as free."""
+    out: dict[str, Any] = {}
+    summaries, runs = results["summary"], results["runs"]
+    largest: dict[str, tuple[float, str]] = {}
+    for key, s in summaries.items():
+        if s.get("notice_images_s") and s.get("capsule_size_bytes"):
+            flavour, gib = key.split("/")[1], s["capsule_size_bytes"] / GiB
+            if gib >= largest.get(flavour, (0.0, ""))[0]:
+                largest[flavour] = (gib, key)
+    for flavour, (gib, key) in largest.items():
+        s = summaries[key]
+        costs = images_per_gib(runs, key)
+        ratio = (s.get("capsule_stored_bytes") or 0) / (s.get("capsule_size_bytes") or 1)
+        dump, cpu = costs["dump_s"] or 0.0, costs["cpu_core_s"] or 0.0
+        rows = []
+        for cores in (2, 8, 32):
+            for gbit in (10.0, 12.5):
+                net = ratio / (gbit / 8 * 1e9 / GiB)
+                parts = {"dump": dump, "cpu": cpu / cores, "network": net}
+                bound = max(parts, key=lambda name: parts[name])
+                rows.append(
+                    {
+                        "cores": cores,
+                        "gbps": gbit,
+                        "bound": bound,
+                        "s_per_gib": round(parts[bound], 3),
+                        "max_gib_120s": round(NOTICE_SECONDS / parts[bound], 1),
+                        "s_for_64gib": round(64 * parts[bound], 1),
+                    }
+                )
+        out[flavour] = {
+            "from_size_gib": round(gib, 2),
+            "measured_notice_images_s_per_gib": round(s["notice_images_s"] / gib, 3),
+            **{f"{k}_per_gib": v for k, v in costs.items()},
+            "stored_ratio": round(ratio, 3),
+            "rows": rows,
+        }
+    return out
+
+
 def extrapolate(results: dict[str, Any]) -> dict[str, Any]:
     """How much memory a notice checkpoint protects in AWS's 120 s: an EXTRAPOLATION from the
     per-GiB costs measured at the largest size (see per_gib), to more cores and a real network:
@@ -967,6 +1147,8 @@ def extrapolate(results: dict[str, Any]) -> dict[str, Any]:
         "notice_seconds": NOTICE_SECONDS,
         "seqera_anchor": SEQERA,
         "by_flavour": out,
+        "images_model": "T(M) = M * max(dump, cpu / cores, stored_ratio / bandwidth)",
+        "images_by_flavour": extrapolate_images(results),
     }
 
 
@@ -984,6 +1166,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--no-s3", action="store_true", help="skip SeaweedFS (S3Store, raw put)")
     p.add_argument("--no-old", action="store_true", help="skip the previous pipeline (tescape_old)")
+    p.add_argument(
+        "--no-images",
+        action="store_true",
+        help='skip the "images" checkpoint path (tescape_images, s3_images)',
+    )
     p.add_argument(
         "--shift-kib",
         type=int,
@@ -1204,6 +1391,20 @@ def print_summary(results: dict[str, Any]) -> None:
                 f"{row['overlapped_max_gib_120s']} |"
             )
 
+    for flavour, e in results["extrapolation"].get("images_by_flavour", {}).items():
+        print(
+            f"\nEXTRAPOLATION, images path ({flavour}, from {e['from_size_gib']} GiB): per GiB:"
+            f" dump {e['dump_s_per_gib']} s, CPU {e['cpu_core_s_per_gib']} core-s; measured"
+            f" {e['measured_notice_images_s_per_gib']} s/GiB here"
+        )
+        print("| cores | Gbps | bound | s/GiB | GiB in 120 s | 64 GiB (s) |")
+        print("|---:|---:|---|---:|---:|---:|")
+        for row in e["rows"]:
+            print(
+                f"| {row['cores']} | {row['gbps']:g} | {row['bound']} | {row['s_per_gib']} "
+                f"| {row['max_gib_120s']} | {row['s_for_64gib']} |"
+            )
+
 
 def _terminate(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt(f"signal {signum}")  # so that the cleanup below runs
@@ -1212,7 +1413,9 @@ def _terminate(signum: int, frame: Any) -> None:
 def resummarize(path: Path) -> dict[str, Any]:
     results: dict[str, Any] = json.loads(path.read_text())
     for key, run in results["runs"].items():
-        results["summary"][key] = summarize(run["rounds"], run["periodic"])
+        results["summary"][key] = summarize(
+            run["rounds"], run["periodic"], run.get("periodic_images")
+        )
     results["extrapolation"] = extrapolate(results)
     path.write_text(json.dumps(results, indent=1) + "\n")
     return results
@@ -1265,6 +1468,7 @@ def main(argv: list[str] | None = None) -> int:
             "rounds": args.rounds,
             "s3": s3_enabled,
             "old_pipeline": not args.no_old,
+            "images_path": not args.no_images,
         },
         "targets": TARGETS,
         "runs": {},
@@ -1288,7 +1492,7 @@ def main(argv: list[str] | None = None) -> int:
             for flavour in args.flavour_list:
                 key = f"{mib}/{flavour}"
                 rounds: list[dict[str, Any]] = []
-                periodic = None
+                periodic = periodic_images = None
                 retried: list[str] = []
                 r = attempt = 0
                 while r < args.rounds:
@@ -1299,8 +1503,12 @@ def main(argv: list[str] | None = None) -> int:
                     ]
                     if not args.no_old:
                         steps.insert(1, ("tescape_old", run_tescape_old))
+                    if not args.no_images:
+                        steps.insert(1, ("tescape_images", run_tescape_images))
                     if s3_enabled:
                         steps.append(("s3", run_s3))
+                        if not args.no_images:
+                            steps.append(("s3_images", run_s3_images))
                     turn = r % len(steps)
                     record: dict[str, Any] = {"round": r, "order": [], "loadavg": []}
                     try:
@@ -1313,6 +1521,9 @@ def main(argv: list[str] | None = None) -> int:
                         if r == 0:
                             log(f"{key}: periodic pair")
                             periodic = run_periodic(env, mib, flavour, tag)
+                            if not args.no_images:
+                                log(f"{key}: periodic pair, images path")
+                                periodic_images = run_periodic(env, mib, flavour, tag, via="images")
                     except (RuntimeError, TimeoutError, EngineError) as exc:
                         # on a shared machine another test session's leak check may remove
                         # this run's containers (they carry io.tescape.task): run it again
@@ -1329,8 +1540,12 @@ def main(argv: list[str] | None = None) -> int:
                     r += 1
                 if retried:
                     results.setdefault("retried", {})[key] = retried
-                results["runs"][key] = {"rounds": rounds, "periodic": periodic}
-                results["summary"][key] = summarize(rounds, periodic)
+                results["runs"][key] = {
+                    "rounds": rounds,
+                    "periodic": periodic,
+                    "periodic_images": periodic_images,
+                }
+                results["summary"][key] = summarize(rounds, periodic, periodic_images)
         if args.shift_kib:
             mib, flavour = args.sizes[0], args.flavour_list[0]
             log(f"{mib}/{flavour}: periodic pair, heap grown by {args.shift_kib} KiB")

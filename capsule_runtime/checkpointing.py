@@ -18,6 +18,11 @@ The order of one checkpoint:
     4. podman writes the archive into the FIFO; the pipeline streams it into the container part
     5. the manifest is written last; a checkpoint that failed anywhere has no manifest
 
+With `capsules.checkpoint_via: images` (and an engine that says where CRIU writes), CRIU's
+pages images are read and stored while CRIU writes them, unlinked at post-dump so podman's
+export leaves them out, and appended to the container part as tar members of their own
+(`_image_chunks`; docs/capsules.md, "Checkpoint without podman's serial export").
+
 A restore reads and verifies the manifest, streams the workspace part back into the same host
 path (podman's config names the bind mounts by host path), and runs `podman container restore
 --import`. With podman 4.3.1 the archive it imports is a FIFO served from the store as podman
@@ -40,12 +45,20 @@ import tarfile
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from capsule_runtime.capsules.chunker import archive_end, tar_chunks
 from capsule_runtime.capsules.crypto import CapsuleKeyError, KeyWrapper, wrapper_from_settings
 from capsule_runtime.capsules.errors import CapsuleCorrupt
+from capsule_runtime.capsules.follow_pages import (
+    PagesFollower,
+    member_header,
+    padding,
+    remove_stale,
+)
 from capsule_runtime.capsules.manifest import Manifest
 from capsule_runtime.capsules.pipeline import (
     PartSource,
@@ -56,6 +69,7 @@ from capsule_runtime.capsules.pipeline import (
 from capsule_runtime.capsules.reader import chunk_codec, open_part
 from capsule_runtime.capsules.store import CapsuleStore
 from capsule_runtime.capsules.workspace_tar import extract_directory, tar_directory
+from capsule_runtime.capsules.writer import KeyedChunk
 from capsule_runtime.engine.errors import EngineError
 from capsule_runtime.engine.freeze import FreezeGate
 from capsule_runtime.engine.protocol import ContainerEngine
@@ -168,6 +182,33 @@ def _release_fifo(fifo: Path) -> None:
     os.close(fd)
 
 
+def _drain(fifo: Path, podman: _Podman) -> None:
+    """Read the FIFO and drop what comes, in a thread, until podman has ended: podman, blocked
+    opening or writing its export, then finishes instead of waiting for a reader."""
+
+    def run() -> None:
+        try:
+            fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+        except OSError:
+            return
+        try:
+            while True:
+                try:
+                    data = os.read(fd, 1 << 20)
+                except BlockingIOError:  # a writer, nothing written yet
+                    select.select([fd], [], [], 0.1)
+                    continue
+                if data:
+                    continue
+                if not podman.is_alive():  # no writer (yet, or any more)
+                    return
+                time.sleep(0.05)
+        finally:
+            os.close(fd)
+
+    threading.Thread(target=run, name="drain-export", daemon=True).start()
+
+
 class _FifoReader:
     """The read side of the export FIFO. Opening does not block on a writer that never comes;
     EOF is only accepted once podman has finished without error (else the read raises, so the
@@ -206,6 +247,92 @@ class _FifoReader:
         self.file.close()
 
 
+END_OF_ARCHIVE = bytes(2 * tarfile.BLOCKSIZE)
+POLL = 0.01  # seconds between looks at the growing pages images when nothing was new
+
+
+def _image_chunks(
+    follower: PagesFollower,
+    gate: FreezeGate,
+    podman: _Podman,
+    fifo: Path,
+    task_dir: Path,
+    chunk_size: int,
+    timeout: float,
+    follow: bool = True,
+) -> Iterator[KeyedChunk]:
+    """The "images" path's chunks (write_capsule's `keyed`), in the order they can be known:
+
+    1. with `follow`, the pages images' chunks while CRIU writes them (part 1, keys (1, N, i));
+       whatever is cut when post-dump is noticed (checked before each chunk is handed on) is
+       held back until the task has been thawed;
+    2. at post-dump (task frozen, every image complete) the images are unlinked (kept open),
+       the workspace (part 0) is read, and the gate thaws: the task is not held frozen while
+       the pipeline catches up with CRIU;
+    3. the rest of the pages images' chunks;
+    4. podman's export of everything else (`config.dump`, `spec.dump`, the other images,
+       `rootfs-diff.tar`, …: keys (0, i)) up to its end-of-archive (found by parsing its last
+       chunk, which starts at a header: tar_chunks cuts there), then each pages image's
+       header (1, N, -1) — its data's chunks already stored — and the end-of-archive (2,).
+
+    So the container part is podman's export layout with the pages members moved to its end,
+    and `podman container restore --import` (and restore_fifo's head) read it unchanged."""
+    deadline = time.monotonic() + timeout
+    frozen = gate.dir / "frozen"
+    held: list[tuple[int, int, bytes]] = []
+    while follow and not frozen.exists():
+        if not podman.is_alive() and not frozen.exists():
+            raise CheckpointFailed(f"podman checkpoint failed: {podman.failed()}")
+        if time.monotonic() > deadline:
+            raise CheckpointFailed(f"the task was not frozen within {timeout:g} s")
+        step = follower.poll()
+        if step is None:
+            time.sleep(POLL)
+            continue
+        for at, (number, index, data) in enumerate(step):
+            if frozen.exists():
+                held = step[at:]
+                break
+            yield 1, (1, number, index), data
+    try:
+        gate.wait_frozen(alive=podman.is_alive, timeout=timeout)
+    except Exception as exc:
+        error = podman.failed() if not podman.is_alive() else None
+        raise CheckpointFailed(f"{exc}: {error}" if error else str(exc)) from None
+    follower.detach()
+    workspace = _Thawing(tar_directory(task_dir), gate)
+    try:
+        for index, data in enumerate(tar_chunks(workspace, chunk_size)):  # type: ignore[arg-type]
+            yield 0, (index,), data
+    finally:
+        workspace.close()
+    for number, index, data in held:
+        yield 1, (1, number, index), data
+    for number, index, data in follower.finish():
+        yield 1, (1, number, index), data
+    export = _FifoReader(fifo, podman, timeout)
+    last: bytes | None = None
+    index = 0
+    try:
+        for data in tar_chunks(export, chunk_size):  # type: ignore[arg-type]
+            if last is not None:
+                yield 1, (0, index), last
+                index += 1
+            last = data
+    finally:
+        export.close()
+    end = archive_end(last) if last is not None else None
+    if last is None or end is None:
+        raise CheckpointFailed("podman's export did not end with an end-of-archive")
+    if last := last[:end]:
+        yield 1, (0, index), last
+    for image in follower.done:
+        yield 1, (1, image.number, -1), member_header(image)
+        if pad := padding(image.size):
+            yield 1, (1, image.number, 1 << 62), pad
+    yield 1, (2,), END_OF_ARCHIVE
+
+
 def checkpoint(
     engine: ContainerEngine,
     store: CapsuleStore,
@@ -222,10 +349,13 @@ def checkpoint(
     leave_running: bool,
     freeze_timeout: float = 600.0,
     sampled: bool = True,
+    follow: bool | None = None,
 ) -> Checkpoint:
     """Checkpoint the container (see the module docstring). Raises CheckpointFailed; a failed
     checkpoint with `leave_running` leaves the task running. `sampled=False`: compress every
-    chunk (write_capsule's; the bench's old path)."""
+    chunk (write_capsule's; the bench's old path). `follow` (checkpoint_via "images" only):
+    store the pages while CRIU dumps them — for a capsule the task ends with (default: when
+    not `leave_running`), not for a periodic one, whose dump it would slow on shared cores."""
     try:
         keys = keys_of(settings)  # before anything starts: a bad key setting costs nothing
     except CapsuleKeyError as exc:
@@ -238,7 +368,12 @@ def checkpoint(
     os.mkfifo(fifo, 0o600)
     started = time.monotonic()
     podman = _Podman(engine, container_id, fifo, options_of(settings), leave_running)
+    images = engine.checkpoint_dir(container_id) if settings.checkpoint_via == "images" else None
+    follower: PagesFollower | None = None
     try:
+        if images is not None:
+            remove_stale(images)
+            follower = PagesFollower(images, settings.chunk_mib * MiB)
         with FreezeGate(info.pid) as gate:
 
             def open_workspace() -> BinaryIO:
@@ -253,6 +388,22 @@ def checkpoint(
                 return _FifoReader(fifo, podman, freeze_timeout)  # type: ignore[return-value]
 
             podman.start()
+            keyed = (
+                _image_chunks(
+                    follower,
+                    gate,
+                    podman,
+                    fifo,
+                    task_dir,
+                    settings.chunk_mib * MiB,
+                    freeze_timeout,
+                    # a periodic capsule's task goes on: its dump is not slowed by the pipeline
+                    # on the same cores, its pages are read once the task is thawed
+                    follow=not leave_running if follow is None else follow,
+                )
+                if follower is not None
+                else None
+            )
             try:
                 written = write_capsule(
                     store,
@@ -275,9 +426,12 @@ def checkpoint(
                     capsule_id=f"{attempt_id}-{sequence}",
                     keys=keys,
                     sampled=sampled,
+                    keyed=keyed,
                 )
             except Exception as exc:
                 gate.thaw()
+                if follower is not None:  # failed before its export was read: let podman end
+                    _drain(fifo, podman)
                 podman.join(timeout=freeze_timeout)
                 raise CheckpointFailed(str(exc)) from exc
             frozen = (
@@ -290,13 +444,16 @@ def checkpoint(
             raise CheckpointFailed(f"podman checkpoint failed: {error}")
     finally:
         fifo.unlink(missing_ok=True)
+        if follower is not None:
+            follower.close()
     seconds = {"total": round(time.monotonic() - started, 4)}
     if frozen is not None:
         seconds["files_frozen"] = round(frozen, 4)
     if "criu_frozen_time" in podman.stats:
         seconds["criu_frozen"] = podman.stats["criu_frozen_time"]
     assert written.sha256 is not None
-    return Checkpoint(written, written.key, written.sha256, seconds, podman.stats)
+    stats = {**podman.stats, "via": "images" if follower is not None else "export"}
+    return Checkpoint(written, written.key, written.sha256, seconds, stats)
 
 
 @dataclass

@@ -136,7 +136,7 @@ class Checkpointer:
             )
             running = self._claim()
             try:
-                done = self._take(running, sequence, report.reason)
+                done = self._take(running, sequence, report.reason, order.stop)
             except Exception as exc:  # a failed checkpoint never takes the task down
                 log.warning("checkpoint of %s failed: %s", self.a.attempt_id, exc)
                 report.error = redact(str(exc))
@@ -171,7 +171,7 @@ class Checkpointer:
             self._done.set()
 
     def _take(
-        self, running: Running | None, sequence: int, reason: str
+        self, running: Running | None, sequence: int, reason: str, stop: bool = False
     ) -> checkpointing.Checkpoint:
         if not self.a.capsules.store:
             raise checkpointing.CheckpointFailed("capsules are not configured")
@@ -194,6 +194,9 @@ class Checkpointer:
             # A move, too, leaves the task running until its capsule is durable: a store
             # that fails mid-upload then costs a failed checkpoint, never the task
             leave_running=True,
+            # a move's capsule (the task ends with it) is stored while CRIU dumps; a periodic
+            # one's task goes on, so its dump is not slowed by the upload (checkpoint_via)
+            follow=stop,
         )
 
     def _stop_moved(self, container_id: str) -> None:

@@ -488,6 +488,9 @@ class CapsulesConfig(Section):
     compression_level: int = Field(default=1, ge=1, le=19)
     # Chunks compressed and uploaded in parallel.
     workers: int = Field(default=4, ge=1, le=64)
+    # How a checkpoint's memory reaches the store: "images" (CRIU's pages images stored while
+    # CRIU writes them; docs/capsules.md) or "export" (podman's export archive, streamed).
+    checkpoint_via: Literal["export", "images"] = "images"
     # When the gateway stops and its instances go with it (the local provider), each running
     # task is moved into a capsule first, for this long at most; the next start restores it, so
     # a restart of tescape loses no work. 0: running tasks are stopped (SYSTEM_ERROR).

@@ -205,6 +205,7 @@ class Dispatcher:
             chunk_mib=cfg.chunk_mib,
             compression_level=cfg.compression_level,
             workers=cfg.workers,
+            checkpoint_via=cfg.checkpoint_via,
             store_wait_seconds=cfg.store_wait_seconds,
             encryption=self.capsule_encryption(),
         )

@@ -129,6 +129,42 @@ def _page_chunks(stream: BinaryIO, size: int, chunk_size: int) -> Iterator[bytes
             return
 
 
+class PageCutter:
+    """`_page_chunks`' cuts over data that arrives piece by piece (a pages-*.img that CRIU is
+    still writing): `feed` returns the chunks whose cut is already final (more than 1.5 x
+    chunk_size of data after the previous cut decides it), `finish` the rest once the file is
+    complete. The chunks are those `_page_chunks` yields for the whole file, whatever the
+    pieces, so a capsule taken this way shares its page chunks with one taken from the tar."""
+
+    def __init__(self, chunk_size: int = DEFAULT_CHUNK_SIZE):
+        self.low = max(chunk_size // 4 // PAGE * PAGE, PAGE)
+        self.high = max(chunk_size * 3 // 2 // PAGE * PAGE, PAGE)
+        self.divisor = max(1, (chunk_size - self.low) // PAGE)
+        self.tail = b""
+
+    def feed(self, data: bytes) -> list[bytes]:
+        return self._cut(self.tail + data if self.tail else data, final=False)
+
+    def finish(self) -> list[bytes]:
+        return self._cut(self.tail, final=True)
+
+    def _cut(self, buf: bytes, final: bool) -> list[bytes]:
+        out: list[bytes] = []
+        view = memoryview(buf)
+        pos, end = 0, len(buf)
+        while end - pos > self.high or (final and pos < end):
+            cut = min(end - pos, self.high)
+            for offset in range(pos + self.low, min(end, pos + self.high) - PAGE + 1, PAGE):
+                if zlib.crc32(view[offset : offset + _SIGNATURE]) % self.divisor == 0:
+                    cut = offset - pos
+                    break
+            out.append(buf[pos : pos + cut])
+            pos += cut
+        view.release()
+        self.tail = buf[pos:]
+        return out
+
+
 def tar_chunks(stream: BinaryIO, chunk_size: int = DEFAULT_CHUNK_SIZE) -> Iterator[bytes]:
     if chunk_size < BLOCK:
         raise ValueError(f"chunk_size must be at least {BLOCK}")
@@ -195,3 +231,34 @@ def tar_chunks(stream: BinaryIO, chunk_size: int = DEFAULT_CHUNK_SIZE) -> Iterat
             pending.clear()
         if len(more) < want:
             return
+
+
+def archive_end(data: bytes) -> int | None:
+    """Where the end-of-archive (the first all-zero header block) is in `data`, which starts at
+    a member's header, as the last chunk `tar_chunks` cuts does; None when `data` holds no end.
+    What follows it (the second zero block, a writer's record padding) is not archive."""
+    pos = 0
+    pax_size: int | None = None
+    while pos + BLOCK <= len(data):
+        header = data[pos : pos + BLOCK]
+        if header == _ZERO_BLOCK:
+            return pos
+        try:
+            info = tarfile.TarInfo.frombuf(header, tarfile.ENCODING, "surrogateescape")
+        except tarfile.HeaderError:
+            return None
+        pos += BLOCK
+        if info.type == tarfile.GNUTYPE_SPARSE and header[482]:
+            return None  # not written by podman; not followed here
+        if info.type in _HEADER_ONLY:
+            size = 0
+        elif info.type not in _META and pax_size is not None:
+            size = pax_size
+        else:
+            size = info.size
+        if info.type not in _META:
+            pax_size = None
+        elif info.type == tarfile.XHDTYPE:
+            pax_size = _pax_size(data[pos : pos + size])
+        pos += -(-size // BLOCK) * BLOCK
+    return None

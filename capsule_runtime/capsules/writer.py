@@ -24,7 +24,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections.abc import Callable, Collection, Generator, Mapping
+from collections.abc import Callable, Collection, Generator, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import closing
 from dataclasses import dataclass
@@ -78,10 +78,16 @@ class PartSource:
     tar: bool = True
 
 
+# A chunk given out of order (write_capsule's `keyed`): its part's index, its place in the part
+# (chunks of a part are ordered by this key in the manifest), its bytes.
+KeyedChunk = tuple[int, tuple[int, ...], bytes]
+
+
 @dataclass
 class _Chunk:
     part: int
     data: bytes
+    key: tuple[int, ...] = ()
 
 
 @dataclass
@@ -94,6 +100,7 @@ class _Stored:
     seconds: dict[str, float]
     zero: bool = False
     raw: bool = False
+    key: tuple[int, ...] = ()
 
 
 class _ChunkWriter:
@@ -162,9 +169,10 @@ class _ChunkWriter:
             if claim is None:
                 claim = self._claims[sha] = Future()
         if known_size is not None:
-            return _Stored(chunk.part, sha, size, known_size, False, seconds, zero)
+            return _Stored(chunk.part, sha, size, known_size, False, seconds, zero, key=chunk.key)
         if not owner:  # the same bytes are being stored (or measured) by another worker
-            return _Stored(chunk.part, sha, size, claim.result(), False, seconds, zero)
+            stored = claim.result()
+            return _Stored(chunk.part, sha, size, stored, False, seconds, zero, key=chunk.key)
         try:
             frame, raw = self._frame(chunk.data, zero)
             compressed = self.codec.seal(sha, frame)
@@ -177,7 +185,9 @@ class _ChunkWriter:
             claim.set_exception(exc)
             raise
         claim.set_result(len(compressed))
-        return _Stored(chunk.part, sha, size, len(compressed), upload, seconds, zero, raw)
+        return _Stored(
+            chunk.part, sha, size, len(compressed), upload, seconds, zero, raw, chunk.key
+        )
 
 
 def _read_parts(
@@ -200,6 +210,24 @@ def _read_parts(
             stream.close()
 
 
+def _read_keyed(
+    keyed: Iterator[KeyedChunk], seconds: dict[str, float]
+) -> Generator[_Chunk, None, None]:
+    try:
+        while True:
+            t0 = time.perf_counter()
+            item = next(keyed, None)
+            seconds["read"] += time.perf_counter() - t0
+            if item is None:
+                return
+            part, key, data = item
+            yield _Chunk(part, data, key)
+    finally:
+        close = getattr(keyed, "close", None)
+        if close is not None:
+            close()
+
+
 def write_capsule(
     store: CapsuleStore,
     *,
@@ -217,6 +245,7 @@ def write_capsule(
     capsule_id: str | None = None,
     keys: KeyWrapper | None = None,
     sampled: bool = True,
+    keyed: Iterator[KeyedChunk] | None = None,
 ) -> Manifest:
     """Write one capsule; the Manifest it stored, with `.key` and `.sha256` (of the manifest
     bytes) set. `known`: chunk sha256s already in the store besides the parent's — a mapping
@@ -224,7 +253,11 @@ def write_capsule(
     unknown, so those chunks are compressed (not uploaded) to measure it. `progress(n)`: n more
     uncompressed bytes stored, called from this thread. `keys`: encrypt at rest (format 2) with
     the parent's data key when `keys` unwraps it, else a new one (then nothing is reused).
-    `sampled=False`: compress every chunk (no sampling, no raw frames; the bench's old path)."""
+    `sampled=False`: compress every chunk (no sampling, no raw frames; the bench's old path).
+    `keyed`: the chunks themselves, in any order, each with its part's index and its place in
+    the part (the parts' `open` is then never called): so a part's later bytes can be stored
+    before its earlier ones are known (checkpointing's "images" path stores CRIU's pages while
+    the dump still runs, and the tar headers that precede them once their sizes are known)."""
     key = manifest_key(task_id, attempt_id, sequence)  # ValueError on unsafe ids
     names = [p.name for p in parts]
     if len(set(names)) != len(names):
@@ -241,11 +274,16 @@ def write_capsule(
     writer = _ChunkWriter(store, task_id, level, sizes, codec, sampled)
     seconds = {"read": 0.0, "hash": 0.0, "compress": 0.0, "upload": 0.0}
     out = [Part(name=p.name) for p in parts]
+    keys_of: list[list[tuple[int, ...]]] = [[] for _ in parts]
     uploaded_chunks = reused_chunks = uploaded_bytes = zero_chunks = raw_chunks = 0
     try:
         with (
             ThreadPoolExecutor(workers, thread_name_prefix="capsule-write") as pool,
-            closing(_read_parts(parts, chunk_size, seconds)) as chunks,  # closes the part
+            closing(
+                _read_parts(parts, chunk_size, seconds)
+                if keyed is None
+                else _read_keyed(keyed, seconds)
+            ) as chunks,  # closes the part
             closing(ordered_map(pool, writer, chunks, 2 * workers)) as results,
         ):
             for done in results:
@@ -257,6 +295,7 @@ def write_capsule(
                     )
                 )
                 part.size += done.size
+                keys_of[done.part].append(done.key)
                 zero_chunks += done.zero
                 raw_chunks += done.raw
                 if done.uploaded:
@@ -268,6 +307,12 @@ def write_capsule(
                     seconds[name] += value
                 if progress is not None:
                     progress(done.size)
+        if keyed is not None:
+            for part, order_keys in zip(out, keys_of, strict=True):
+                if len(set(order_keys)) != len(order_keys):
+                    raise ValueError(f"part {part.name}: two chunks with the same key")
+                order = sorted(range(len(order_keys)), key=order_keys.__getitem__)
+                part.chunks = [part.chunks[i] for i in order]
         manifest = Manifest(
             format=ENCRYPTED_FORMAT if encryption is not None else FORMAT,
             encryption=encryption,

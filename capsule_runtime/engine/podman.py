@@ -247,6 +247,10 @@ class PodmanEngine(ContainerEngine):
             raise classify([self.cli.executable, *args], proc.returncode, err)
         return _checkpoint_stats(out, time.monotonic() - started)
 
+    def checkpoint_dir(self, container_id: str) -> Path | None:
+        """userdata/checkpoint: runc's --image-path (podman 4.3.1, verified 2026-12-03)."""
+        return self._static_dir(container_id) / "checkpoint"
+
     def import_opens(self) -> int | None:
         """How often `restore --import` of this podman opens its archive (IMPORT_OPENS, by
         version, asked once); None for a version not measured (a scratch file then)."""

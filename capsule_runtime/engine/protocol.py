@@ -101,6 +101,12 @@ class ContainerEngine(Protocol):
         The image must be present. Raises EngineError (nothing is left behind)."""
         ...
 
+    def checkpoint_dir(self, container_id: str) -> Path | None:
+        """Where CRIU writes this container's images during `checkpoint` (podman: its
+        userdata's `checkpoint/`), for an agent that follows them as they are written
+        (checkpointing's "images" path); None: not known (the export alone is used)."""
+        return None
+
     def import_opens(self) -> int | None:
         """How many times `restore` opens its archive, when the archive may be a FIFO served by
         another thread (capsule_runtime/restore_fifo); None: it must be a regular file."""

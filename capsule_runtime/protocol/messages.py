@@ -159,6 +159,9 @@ class CapsuleSettings(Message):
     chunk_mib: int = 4
     compression_level: int = 1
     workers: int = 4
+    # "export": podman's export archive is streamed whole; "images": CRIU's pages images are
+    # stored while CRIU writes them, podman exports the rest (checkpointing._image_chunks)
+    checkpoint_via: Literal["export", "images"] = "images"
     store_wait_seconds: float = 300.0  # a restore waits this long for an unreachable store
     # Encryption at rest: {} or {"mode": "none"}; {"mode": "key", "key": base64 master key}
     # (capsule_runtime/capsules/crypto.py). Never logged.

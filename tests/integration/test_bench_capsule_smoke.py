@@ -17,7 +17,7 @@ from tests.fixtures.bench import run_bench
 
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.timeout(120),
+    pytest.mark.timeout(180),
     pytest.mark.skipif(os.geteuid() != 0, reason="CRIU needs root"),
     pytest.mark.skipif(shutil.which("gcc") is None, reason="gcc builds the memory holder"),
 ]
@@ -40,7 +40,7 @@ def test_quick_capsule_benchmark(tmp_path: Path, busybox_image: str) -> None:
     out = tmp_path / "capsules.json"
     work = tmp_path / "work"
     argv = ["--quick", "--out", str(out), "--work-dir", str(work)]
-    proc = run_bench("capsule_bench", *argv, timeout=110)
+    proc = run_bench("capsule_bench", *argv, timeout=170)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     results = json.loads(out.read_text())
     assert {"meta", "targets", "runs", "summary", "extrapolation", "cpu"} <= set(results)
@@ -54,6 +54,10 @@ def test_quick_capsule_benchmark(tmp_path: Path, busybox_image: str) -> None:
     for key in ("notice_old_s", "restore_old_s", "notice_new_vs_old", "restore_new_vs_old"):
         assert summary[key] > 0, key
     assert results["runs"]["64/half"]["rounds"][0]["tescape_old"]["restore"]["verified"] is True
+    # the "images" path (CRIU's pages stored while the dump runs) in the same round, verified
+    images = results["runs"]["64/half"]["rounds"][0]["tescape_images"]
+    assert images["notice"]["via"] == "images" and images["restore"]["verified"] is True
+    assert summary["notices_via_images"] == 1 and summary["notice_images_vs_raw_export"] > 0
     assert summary["notice_criu_frozen_s"] > 0
     assert summary["notice_files_frozen_s"] is not None
     assert 0 < summary["incremental_upload_vs_first"] < 0.5
