@@ -17,6 +17,7 @@ import pytest
 import requests
 from playwright.sync_api import Browser, Page, expect
 
+from tests.fixtures.pages import click_and_load
 from tests.fixtures.server import RunningServer, tescape_server
 from tests.fixtures.tasks import cancel, ended, submit, wait_for, wait_state
 
@@ -131,19 +132,19 @@ def test_tasks_page_lists_filters_and_searches(
     shot(page, screenshots, "tasks")
 
     page.select_option("#f-state", "EXECUTOR_ERROR")  # a state
-    page.click("form.filters button")
+    click_and_load(page, "form.filters button")
     assert rows(page) == [tasks["failed"]]
     page.goto(server.url + "/ui/")
     page.fill("#f-tag", "project=alpha")  # a tag
-    page.click("form.filters button")
+    click_and_load(page, "form.filters button")
     assert set(rows(page)) == {tasks["done"], tasks["migrated"]}
     page.fill("#f-tag", "")
     page.fill("#f-name", "align-")  # a name prefix
-    page.click("form.filters button")
+    click_and_load(page, "form.filters button")
     assert set(rows(page)) == {tasks["done"], tasks["failed"]}
     page.goto(server.url + "/ui/")
     page.fill("#f-id", tasks["cancelled"])  # a task id
-    page.click("form.filters button")
+    click_and_load(page, "form.filters button")
     assert rows(page) == [tasks["cancelled"]]
     page.click(f"a:text('{tasks['cancelled']}')")
     expect(page.locator("h1")).to_contain_text(tasks["cancelled"])

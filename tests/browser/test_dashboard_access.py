@@ -14,6 +14,7 @@ from playwright.sync_api import Browser, HttpCredentials, Page, expect
 from playwright.sync_api import Error as PlaywrightError
 from werkzeug.security import generate_password_hash
 
+from tests.fixtures.pages import click_and_load
 from tests.fixtures.server import RunningServer, tescape_server
 
 USERS = {"ann": ("ann-pw", False), "bea": ("bea-pw", False), "root": ("root-pw", True)}
@@ -96,13 +97,13 @@ def test_a_user_sees_only_theirs_and_pages_through_them(
         page.goto(server.url + "/ui/")
         seen = ids_on(page)
         while page.locator("#next-page").count():
-            page.click("#next-page")
+            click_and_load(page, "#next-page")
             seen += ids_on(page)
         assert seen == list(reversed(owned["ann"]))  # 50 + 50 + 20, each once, newest first
-        page.click("text=« newest")
+        click_and_load(page, "text=« newest")
         assert ids_on(page)[0] == owned["ann"][-1]
         page.fill("#f-tag", "sample=s3")
-        page.click("form.filters button")
+        click_and_load(page, "form.filters button")
         assert ids_on(page) and all("s3" in t for t in page.locator("#task-rows").all_inner_texts())
         shot_path = screenshots / "tasks-user-filtered.png"
         page.screenshot(path=str(shot_path), full_page=True)
