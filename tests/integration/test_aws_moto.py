@@ -10,7 +10,6 @@ import logging
 import os
 import subprocess
 import sys
-from collections import Counter
 from typing import Any
 
 import pytest
@@ -26,26 +25,10 @@ from gateway.providers.base import (
     PrecheckFailed,
 )
 from gateway.providers.registry import ProviderContext, create
+from tests.fixtures.aws_world import GATEWAY, count_calls, provider
 from tests.fixtures.moto_server import MotoServer
 
 pytestmark = pytest.mark.timeout(120)
-GATEWAY = "https://gateway.example:8000"
-
-
-def provider(moto: MotoServer, **settings: Any) -> AwsProvider:
-    cfg = AwsProviderConfig(endpoint_url=moto.url, ami=moto.ami(), **settings)
-    return AwsProvider(cfg, GATEWAY, "gw-test", moto.session())
-
-
-def count_calls(p: AwsProvider) -> Counter[str]:
-    calls: Counter[str] = Counter()
-
-    def seen(model: Any, **_: Any) -> None:
-        calls[model.name] += 1
-
-    for client in (p.ec2, p.ec2_launch):
-        client.meta.events.register("before-call.ec2.*", seen)
-    return calls
 
 
 def described(moto: MotoServer, instance_id: str) -> dict[str, Any]:

@@ -6,39 +6,19 @@ only such a type, or says there is none."""
 
 from __future__ import annotations
 
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from capsule_runtime.protocol.messages import AttemptReport, CapsuleReport
-from gateway.config import AwsProviderConfig
-from gateway.providers.aws import AwsProvider
 from gateway.providers.base import LaunchSpec
 from gateway.store.fleet import InstanceState
-from tests.fixtures.aws_world import AwsWorld
+from tests.fixtures.aws_world import AwsWorld, count_calls, provider
 from tests.fixtures.moto_server import MotoServer
 
 pytestmark = pytest.mark.timeout(120)
-GATEWAY = "https://gateway.example:8000"
 TYPES = ["m5.large", "c5.large", "m6i.large", "m5a.large", "m6g.large", "c7g.large"]
-
-
-def provider(moto: MotoServer, **settings: Any) -> AwsProvider:
-    cfg = AwsProviderConfig(endpoint_url=moto.url, ami=moto.ami(), **settings)
-    return AwsProvider(cfg, GATEWAY, "gw-test", moto.session())
-
-
-def count_calls(p: AwsProvider) -> Counter[str]:
-    calls: Counter[str] = Counter()
-
-    def seen(model: Any, **_: Any) -> None:
-        calls[model.name] += 1
-
-    for client in (p.ec2, p.ec2_launch):
-        client.meta.events.register("before-call.ec2.*", seen)
-    return calls
 
 
 def test_compatible_types_by_architecture_maker_and_family(moto: MotoServer) -> None:
