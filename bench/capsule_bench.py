@@ -794,44 +794,49 @@ def summarize(
         "s3_notice_criu_frozen_s": "s3.notice.criu_frozen_s",
     }.items():
         s[name] = med(pick(path))
-    s["notice_file_vs_raw_export"] = paired(
-        "tescape_file.notice.seconds", "raw.export_file.seconds"
-    )
-    s["notice_file_vs_raw_export_fsync"] = paired(
-        "tescape_file.notice.seconds", "raw.export_file.seconds_with_fsync"
-    )
-    s["restore_vs_raw_restore"] = paired("tescape_file.restore.seconds", "raw.restore.seconds")
-    s["notice_old_vs_raw_export"] = paired("tescape_old.notice.seconds", "raw.export_file.seconds")
-    s["restore_old_vs_raw_restore"] = paired("tescape_old.restore.seconds", "raw.restore.seconds")
-    s["notice_new_vs_old"] = paired("tescape_file.notice.seconds", "tescape_old.notice.seconds")
-    s["restore_new_vs_old"] = paired("tescape_file.restore.seconds", "tescape_old.restore.seconds")
-    s["restore_fifo_vs_scratch"] = paired(
-        "tescape_file.restore.seconds", "tescape_file.restore_scratch.seconds"
-    )
-    s["restore_scratch_vs_raw_restore"] = paired(
-        "tescape_file.restore_scratch.seconds", "raw.restore.seconds"
-    )
-    s["notice_images_vs_raw_export"] = paired(
-        "tescape_images.notice.seconds", "raw.export_file.seconds"
-    )
-    s["notice_images_vs_raw_export_fsync"] = paired(
-        "tescape_images.notice.seconds", "raw.export_file.seconds_with_fsync"
-    )
-    s["notice_images_vs_export_path"] = paired(
-        "tescape_images.notice.seconds", "tescape_file.notice.seconds"
-    )
-    s["restore_images_vs_raw_restore"] = paired(
-        "tescape_images.restore.seconds", "raw.restore.seconds"
-    )
-    s["notice_images_cpu_vs_export_path"] = paired(
-        "tescape_images.notice.cpu_self_s", "tescape_file.notice.cpu_self_s"
-    )
-    s["notice_s3_images_vs_export_path"] = paired("s3_images.notice.seconds", "s3.notice.seconds")
+    # paired ratios: the first path's time over the second's, per round, then the median
+    for name, (a, b) in {
+        "notice_file_vs_raw_export": ("tescape_file.notice.seconds", "raw.export_file.seconds"),
+        "notice_file_vs_raw_export_fsync": (
+            "tescape_file.notice.seconds",
+            "raw.export_file.seconds_with_fsync",
+        ),
+        "restore_vs_raw_restore": ("tescape_file.restore.seconds", "raw.restore.seconds"),
+        "notice_old_vs_raw_export": ("tescape_old.notice.seconds", "raw.export_file.seconds"),
+        "restore_old_vs_raw_restore": ("tescape_old.restore.seconds", "raw.restore.seconds"),
+        "notice_new_vs_old": ("tescape_file.notice.seconds", "tescape_old.notice.seconds"),
+        "restore_new_vs_old": ("tescape_file.restore.seconds", "tescape_old.restore.seconds"),
+        "restore_fifo_vs_scratch": (
+            "tescape_file.restore.seconds",
+            "tescape_file.restore_scratch.seconds",
+        ),
+        "restore_scratch_vs_raw_restore": (
+            "tescape_file.restore_scratch.seconds",
+            "raw.restore.seconds",
+        ),
+        "notice_images_vs_raw_export": ("tescape_images.notice.seconds", "raw.export_file.seconds"),
+        "notice_images_vs_raw_export_fsync": (
+            "tescape_images.notice.seconds",
+            "raw.export_file.seconds_with_fsync",
+        ),
+        "notice_images_vs_export_path": (
+            "tescape_images.notice.seconds",
+            "tescape_file.notice.seconds",
+        ),
+        "restore_images_vs_raw_restore": ("tescape_images.restore.seconds", "raw.restore.seconds"),
+        "notice_images_cpu_vs_export_path": (
+            "tescape_images.notice.cpu_self_s",
+            "tescape_file.notice.cpu_self_s",
+        ),
+        "notice_s3_images_vs_export_path": ("s3_images.notice.seconds", "s3.notice.seconds"),
+        "notice_cpu_new_vs_old": (
+            "tescape_file.notice.cpu_self_s",
+            "tescape_old.notice.cpu_self_s",
+        ),
+    }.items():
+        s[name] = paired(a, b)
     s["notices_via_images"] = sum(v == "images" for v in pick("tescape_images.notice.via"))
     s["restores_via_fifo"] = sum(v == "fifo" for v in pick("tescape_file.restore.via"))
-    s["notice_cpu_new_vs_old"] = paired(
-        "tescape_file.notice.cpu_self_s", "tescape_old.notice.cpu_self_s"
-    )
     s["restores_verified"] = all(
         v is True
         for v in pick("tescape_file.restore.verified")

@@ -187,12 +187,7 @@ def tar_chunks(stream: BinaryIO, chunk_size: int = DEFAULT_CHUNK_SIZE) -> Iterat
             while len(extension) == BLOCK and extension[504]:
                 extension = read_exact(stream, BLOCK)
                 head += extension
-        if info.type in _HEADER_ONLY:
-            size = 0
-        elif info.type not in _META and pax_size is not None:
-            size = pax_size
-        else:
-            size = info.size
+        size = _data_size(info, pax_size)
         if info.type not in _META:
             pax_size = None
         if size < 0:
@@ -233,6 +228,16 @@ def tar_chunks(stream: BinaryIO, chunk_size: int = DEFAULT_CHUNK_SIZE) -> Iterat
             return
 
 
+def _data_size(info: tarfile.TarInfo, pax_size: int | None) -> int:
+    """How many data bytes follow a member's header: none for links and devices, the size a
+    preceding pax header gave (for a member that is not itself a header), else the header's."""
+    if info.type in _HEADER_ONLY:
+        return 0
+    if info.type not in _META and pax_size is not None:
+        return pax_size
+    return info.size
+
+
 def archive_end(data: bytes) -> int | None:
     """Where the end-of-archive (the first all-zero header block) is in `data`, which starts at
     a member's header, as the last chunk `tar_chunks` cuts does; None when `data` holds no end.
@@ -250,12 +255,7 @@ def archive_end(data: bytes) -> int | None:
         pos += BLOCK
         if info.type == tarfile.GNUTYPE_SPARSE and header[482]:
             return None  # not written by podman; not followed here
-        if info.type in _HEADER_ONLY:
-            size = 0
-        elif info.type not in _META and pax_size is not None:
-            size = pax_size
-        else:
-            size = info.size
+        size = _data_size(info, pax_size)
         if info.type not in _META:
             pax_size = None
         elif info.type == tarfile.XHDTYPE:

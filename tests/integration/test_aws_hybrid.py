@@ -227,6 +227,48 @@ def test_a_task_runs_on_a_spot_instance_the_aws_provider_launched(
 COUNTER = "i=0; while [ $i -lt 200 ]; do i=$((i + 1)); echo $i >> /work/count; sleep 0.1; done"
 
 
+def submit_counter(gw: RunningServer) -> str:
+    """A task counting to 200 in its /work volume, ten a second: its id."""
+    task = {
+        "executors": [{"image": "busybox", "command": ["sh", "-c", COUNTER], "workdir": "/work"}],
+        "volumes": ["/work"],
+    }
+    created = requests.post(gw.tes + "/tasks", json=task, timeout=30)
+    assert created.status_code == 200, created.text
+    return str(created.json()["id"])
+
+
+def wait_counting(gw: RunningServer, tasks: Path, task_id: str) -> None:
+    """Until the played instance's task has counted past 10 (never ending meanwhile)."""
+    count = tasks / task_id / "work" / "fs" / "work" / "count"
+
+    def counting() -> bool | None:
+        view = requests.get(f"{gw.tes}/tasks/{task_id}?view=FULL", timeout=10).json()
+        assert view["state"] in ("QUEUED", "INITIALIZING", "RUNNING"), view
+        with contextlib.suppress(OSError):
+            return len(count.read_text().split()) >= 10 or None
+        return None
+
+    wait_for("the counter to pass 10", counting, timeout=DEADLINE)
+
+
+def second_launch(moto: MotoServer, first: dict[str, Any]) -> dict[str, Any]:
+    """The next instance the gateway launches after `first`."""
+    return wait_for(
+        "a second EC2 launch",
+        lambda: next((i for i in ours(moto) if i["InstanceId"] != first["InstanceId"]), None),
+        timeout=DEADLINE,
+    )
+
+
+def wait_ended(gw: RunningServer, task_id: str) -> dict[str, Any]:
+    def ended() -> dict[str, Any] | None:
+        view = requests.get(f"{gw.tes}/tasks/{task_id}?view=FULL", timeout=10).json()
+        return view if view["state"] in ("COMPLETE", "EXECUTOR_ERROR", "SYSTEM_ERROR") else None
+
+    return wait_for("the task to end", ended, timeout=180)
+
+
 @pytest.fixture
 def reclaimable(
     moto: MotoServer,
@@ -265,35 +307,17 @@ def test_a_reclaimed_spot_instance_moves_its_task_through_an_s3_capsule(
     reclaimable: RunningServer, moto: MotoServer, tmp_path: Path
 ) -> None:
     gw = reclaimable
-    task = {
-        "executors": [{"image": "busybox", "command": ["sh", "-c", COUNTER], "workdir": "/work"}],
-        "volumes": ["/work"],
-    }
-    created = requests.post(gw.tes + "/tasks", json=task, timeout=30)
-    assert created.status_code == 200, created.text
-    task_id = created.json()["id"]
+    task_id = submit_counter(gw)
     tasks = tmp_path / "tasks"
     played: list[Played] = []
     try:
         first = wait_for("an EC2 launch", lambda: next(iter(ours(moto)), None), timeout=DEADLINE)
         played.append(Played(moto, first, tmp_path / "machines", tasks))
-        count = tasks / task_id / "work" / "fs" / "work" / "count"
-
-        def counting() -> bool | None:
-            view = requests.get(f"{gw.tes}/tasks/{task_id}?view=FULL", timeout=10).json()
-            assert view["state"] in ("QUEUED", "INITIALIZING", "RUNNING"), view
-            with contextlib.suppress(OSError):
-                return len(count.read_text().split()) >= 10 or None
-            return None
-
-        wait_for("the counter to pass 10", counting, timeout=DEADLINE)
+        wait_counting(gw, tasks, task_id)
         deadline = datetime.now(UTC) + timedelta(seconds=30)
         played[0].imds.notice(deadline)  # EC2's two-minute warning, shorter
 
-        def second_launch() -> dict[str, Any] | None:
-            return next((i for i in ours(moto) if i["InstanceId"] != first["InstanceId"]), None)
-
-        second = wait_for("a second EC2 launch", second_launch, timeout=DEADLINE)
+        second = second_launch(moto, first)
         assert second["InstanceLifecycle"] == "spot"
 
         def checkpointed() -> bool | None:
@@ -305,11 +329,7 @@ def test_a_reclaimed_spot_instance_moves_its_task_through_an_s3_capsule(
         played[0].reclaim()  # the deadline: the machine is gone
         played.append(Played(moto, second, tmp_path / "machines", tasks))
 
-        def ended() -> dict[str, Any] | None:
-            view = requests.get(f"{gw.tes}/tasks/{task_id}?view=FULL", timeout=10).json()
-            return view if view["state"] in ("COMPLETE", "EXECUTOR_ERROR", "SYSTEM_ERROR") else None
-
-        view = wait_for("the task to end", ended, timeout=180)
+        view = wait_ended(gw, task_id)
         kinds = [e["kind"] for e in events(gw, task_id)]
         assert view["state"] == "COMPLETE", (view, kinds, gw.log()[-3000:])
         assert "restored" in kinds and "restart_from_scratch" not in kinds, kinds
@@ -374,44 +394,22 @@ def test_a_spot_price_rise_moves_the_task_to_a_cheaper_pool(
     provider launches an instance in a pool at or below it, and the task is restored there and
     completes."""
     gw, prices = cost_movable
-    task = {
-        "executors": [{"image": "busybox", "command": ["sh", "-c", COUNTER], "workdir": "/work"}],
-        "volumes": ["/work"],
-    }
-    created = requests.post(gw.tes + "/tasks", json=task, timeout=30)
-    assert created.status_code == 200, created.text
-    task_id = created.json()["id"]
+    task_id = submit_counter(gw)
     tasks = tmp_path / "tasks"
     played: list[Played] = []
     try:
         first = wait_for("an EC2 launch", lambda: next(iter(ours(moto)), None), timeout=DEADLINE)
         assert first["Placement"]["AvailabilityZone"] == CHEAPEST
         played.append(Played(moto, first, tmp_path / "machines", tasks))
-        count = tasks / task_id / "work" / "fs" / "work" / "count"
-
-        def counting() -> bool | None:
-            view = requests.get(f"{gw.tes}/tasks/{task_id}?view=FULL", timeout=10).json()
-            assert view["state"] in ("QUEUED", "INITIALIZING", "RUNNING"), view
-            with contextlib.suppress(OSError):
-                return len(count.read_text().split()) >= 10 or None
-            return None
-
-        wait_for("the counter to pass 10", counting, timeout=DEADLINE)
+        wait_counting(gw, tasks, task_id)
         prices.set("m5.large", CHEAPEST, 0.5)  # the pool's price rises above max_price
 
-        def second_launch() -> dict[str, Any] | None:
-            return next((i for i in ours(moto) if i["InstanceId"] != first["InstanceId"]), None)
-
-        second = wait_for("a second EC2 launch", second_launch, timeout=DEADLINE)
+        second = second_launch(moto, first)
         assert second["InstanceLifecycle"] == "spot" and second["InstanceType"] == "m5.large"
         assert second["Placement"]["AvailabilityZone"] != CHEAPEST  # a cheaper pool
         played.append(Played(moto, second, tmp_path / "machines", tasks))
 
-        def ended() -> dict[str, Any] | None:
-            view = requests.get(f"{gw.tes}/tasks/{task_id}?view=FULL", timeout=10).json()
-            return view if view["state"] in ("COMPLETE", "EXECUTOR_ERROR", "SYSTEM_ERROR") else None
-
-        view = wait_for("the task to end", ended, timeout=180)
+        view = wait_ended(gw, task_id)
         said = events(gw, task_id)
         kinds = [e["kind"] for e in said]
         assert view["state"] == "COMPLETE", (view, kinds, gw.log()[-3000:])
