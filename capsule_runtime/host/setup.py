@@ -23,7 +23,8 @@ PACKAGES: dict[str, list[str]] = {
     "serve": [],
     # wrk: the API benchmark's load generator (its smoke test runs in CI); chromium: the
     # dashboard's browser tests (Playwright drives it; it never downloads a browser);
-    # debootstrap: the Debian 12 root an EC2 instance's user-data runs in for real
+    # debootstrap: the Debian 12 root an EC2 instance's user-data runs in for real; systemd:
+    # journalctl, which reads that root's journal once the booted root has powered off
     "test": [
         "postgresql",
         "python3-venv",
@@ -32,6 +33,7 @@ PACKAGES: dict[str, list[str]] = {
         "wrk",
         "chromium",
         "debootstrap",
+        "systemd",
     ],
 }
 
