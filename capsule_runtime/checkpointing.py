@@ -279,7 +279,7 @@ def _image_chunks(
     and `podman container restore --import` (and restore_fifo's head) read it unchanged."""
     deadline = time.monotonic() + timeout
     frozen = gate.dir / "frozen"
-    held: list[tuple[int, int, bytes]] = []
+    held: list[tuple[int, int, memoryview]] = []
     while follow and not frozen.exists():
         if not podman.is_alive() and not frozen.exists():
             raise CheckpointFailed(f"podman checkpoint failed: {podman.failed()}")
@@ -289,11 +289,11 @@ def _image_chunks(
         if step is None:
             time.sleep(POLL)
             continue
-        for at, (number, index, data) in enumerate(step):
+        for at, (number, index, view) in enumerate(step):
             if frozen.exists():
                 held = step[at:]
                 break
-            yield 1, (1, number, index), data
+            yield 1, (1, number, index), view
     try:
         gate.wait_frozen(alive=podman.is_alive, timeout=timeout)
     except Exception as exc:
@@ -306,10 +306,10 @@ def _image_chunks(
             yield 0, (index,), data
     finally:
         workspace.close()
-    for number, index, data in held:
-        yield 1, (1, number, index), data
-    for number, index, data in follower.finish():
-        yield 1, (1, number, index), data
+    for number, index, view in held:
+        yield 1, (1, number, index), view
+    for number, index, view in follower.finish():
+        yield 1, (1, number, index), view
     export = _FifoReader(fifo, podman, timeout)
     last: bytes | None = None
     index = 0

@@ -17,6 +17,7 @@ stream that is not a tar at all still comes back whole.
 
 from __future__ import annotations
 
+import sys
 import tarfile
 import zlib
 from collections.abc import Iterator
@@ -129,39 +130,89 @@ def _page_chunks(stream: BinaryIO, size: int, chunk_size: int) -> Iterator[bytes
             return
 
 
+class BufferPool:
+    """Read buffers of `size` bytes, reused once nothing refers to them. Every memoryview of a
+    buffer (and every slice of those) holds it through one shared reference, so a buffer that
+    only this pool refers to has no view alive and may be written again. A fresh buffer costs
+    more than the read that fills it on this kind of VM (bytearray(n) zero-fills pages the
+    kernel first has to fault in: about 0.3 core-s per GiB read, docs/benchmarks.md); at most
+    `keep` are kept, a request beyond them or larger than `size` gets a fresh one."""
+
+    def __init__(self, size: int, keep: int = 12):
+        self.size = size
+        self.keep = keep
+        self._buffers: list[bytearray] = []
+
+    def get(self, n: int) -> bytearray:
+        if n <= self.size:
+            for i in range(len(self._buffers)):
+                if sys.getrefcount(self._buffers[i]) == 2:  # the list's, and the argument
+                    return self._buffers[i]
+            if len(self._buffers) < self.keep:
+                self._buffers.append(bytearray(self.size))
+                return self._buffers[-1]
+        return bytearray(n)
+
+
 class PageCutter:
     """`_page_chunks`' cuts over data that arrives piece by piece (a pages-*.img that CRIU is
-    still writing): `feed` returns the chunks whose cut is already final (more than 1.5 x
-    chunk_size of data after the previous cut decides it), `finish` the rest once the file is
-    complete. The chunks are those `_page_chunks` yields for the whole file, whatever the
-    pieces, so a capsule taken this way shares its page chunks with one taken from the tar."""
+    still writing): the chunks whose cut is already final (more than 1.5 x chunk_size of data
+    after the previous cut decides it) come back as each piece arrives, `finish` gives the rest
+    once the file is complete. The chunks are those `_page_chunks` yields for the whole file,
+    whatever the pieces, so a capsule taken this way shares its page chunks with one taken from
+    the tar.
 
-    def __init__(self, chunk_size: int = DEFAULT_CHUNK_SIZE):
+    Nothing is copied but the uncut tail: a piece is read straight into `space(n)` (a fresh
+    buffer that begins with the tail), `filled(n)` cuts it, and the chunks are read-only views
+    of that buffer (taken from `pool` when given, which reuses it once no chunk of it is left).
+    """
+
+    def __init__(self, chunk_size: int = DEFAULT_CHUNK_SIZE, pool: BufferPool | None = None):
         self.low = max(chunk_size // 4 // PAGE * PAGE, PAGE)
         self.high = max(chunk_size * 3 // 2 // PAGE * PAGE, PAGE)
         self.divisor = max(1, (chunk_size - self.low) // PAGE)
-        self.tail = b""
+        self.pool = pool
+        self.tail: bytes | memoryview = b""
+        self._buffer: bytearray | None = None
 
-    def feed(self, data: bytes) -> list[bytes]:
-        return self._cut(self.tail + data if self.tail else data, final=False)
+    def space(self, n: int) -> memoryview:
+        """A writable view of `n` bytes for the next piece; call `filled` with how many of them
+        were written (release the view first)."""
+        tail = len(self.tail)
+        buffer = self.pool.get(tail + n) if self.pool is not None else bytearray(tail + n)
+        buffer[:tail] = self.tail
+        self._buffer = buffer
+        return memoryview(buffer)[tail : tail + n]
 
-    def finish(self) -> list[bytes]:
-        return self._cut(self.tail, final=True)
+    def filled(self, n: int) -> list[memoryview]:
+        """The chunks final once the first `n` bytes of `space`'s view hold the next piece."""
+        buffer, self._buffer = self._buffer, None
+        if buffer is None:
+            raise RuntimeError("filled() without space()")
+        view = memoryview(buffer).toreadonly()[: len(self.tail) + n]
+        return self._cut(view, final=False)
 
-    def _cut(self, buf: bytes, final: bool) -> list[bytes]:
-        out: list[bytes] = []
-        view = memoryview(buf)
-        pos, end = 0, len(buf)
+    def feed(self, data: bytes | memoryview) -> list[memoryview]:
+        space = self.space(len(data))
+        space[:] = data
+        space.release()
+        return self.filled(len(data))
+
+    def finish(self) -> list[memoryview]:
+        return self._cut(memoryview(self.tail).toreadonly(), final=True)
+
+    def _cut(self, view: memoryview, final: bool) -> list[memoryview]:
+        out: list[memoryview] = []
+        pos, end = 0, len(view)
         while end - pos > self.high or (final and pos < end):
             cut = min(end - pos, self.high)
             for offset in range(pos + self.low, min(end, pos + self.high) - PAGE + 1, PAGE):
                 if zlib.crc32(view[offset : offset + _SIGNATURE]) % self.divisor == 0:
                     cut = offset - pos
                     break
-            out.append(buf[pos : pos + cut])
+            out.append(view[pos : pos + cut])
             pos += cut
-        view.release()
-        self.tail = buf[pos:]
+        self.tail = view[pos:]
         return out
 
 

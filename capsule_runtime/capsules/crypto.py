@@ -11,9 +11,14 @@ backup) must learn nothing from it. With encryption on (`capsules.encryption.mod
   such and not as a damaged chunk.
 - two subkeys come from the data key (HMAC-SHA256 as a KDF): a **name key** and an
   **encryption key**. A chunk's id — its object name and the `sha256` field of its ChunkRef —
-  is HMAC-SHA256(name key, plaintext): stable for equal bytes within the chain (deduplication
-  survives), meaningless to anyone without the key (a plain sha256 would let a lister confirm
-  guessed content, or see equal content across tasks).
+  is a keyed hash of the plaintext under the name key: stable for equal bytes within the chain
+  (deduplication survives), meaningless to anyone without the key (a plain sha256 would let a
+  lister confirm guessed content, or see equal content across tasks). The manifest's `scheme`
+  says which: `aes-256-gcm+blake3` (keyed BLAKE3, 32 bytes; new chains since 2026-12-03: about
+  2.5 times less CPU per byte than HMAC-SHA256 on this machine's SHA extensions, and the id is
+  computed for every byte of every capsule and of every restore) or `aes-256-gcm+hmac-sha256`
+  (chains begun before; still read, and continued under their own scheme so they keep
+  deduplicating).
 - a stored chunk is `nonce (12 random bytes) ‖ AES-256-GCM(encryption key, zstd frame)`, with
   the chunk id as associated data: a chunk moved under another name, a flipped bit or a chunk
   from another key fails its tag (CapsuleCorrupt). After decrypting, the reader checks the zstd
@@ -29,15 +34,20 @@ import base64
 import hashlib
 import hmac
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
+import blake3
 from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from capsule_runtime.capsules.errors import CapsuleCorrupt
 
-SCHEME = "aes-256-gcm+hmac-sha256"
+SCHEME = "aes-256-gcm+blake3"  # what a new chain is written with
+SCHEME_HMAC = "aes-256-gcm+hmac-sha256"  # chains begun before 2026-12-03: read and continued
+SCHEMES = (SCHEME, SCHEME_HMAC)
 NONCE_BYTES = 12
 TAG_BYTES = 16
 OVERHEAD = NONCE_BYTES + TAG_BYTES  # bytes a sealed chunk adds to its zstd frame
@@ -98,14 +108,21 @@ def _hmac(key: bytes, data: bytes) -> str:
     return hmac.new(key, data, hashlib.sha256).hexdigest()
 
 
+# A chunk's bytes as the pipelines pass them: bytes, or a read-only view of a larger buffer
+# (follow_pages hands out slices of what it read, uncopied).
+Data = bytes | memoryview
+# A zstd frame: one buffer, or pieces to be concatenated (frames.raw_frame_pieces).
+Frame = Data | Sequence[Data]
+
+
 class ChunkCodec(Protocol):
     """How chunks are named and stored: plain (sha256, the zstd frame as is) or sealed."""
 
     encrypted: bool
 
-    def chunk_id(self, raw: bytes) -> str: ...
+    def chunk_id(self, raw: Data) -> str: ...
 
-    def seal(self, chunk_id: str, frame: bytes) -> bytes: ...
+    def seal(self, chunk_id: str, frame: Frame) -> bytes | bytearray: ...
 
     def open(self, chunk_id: str, stored: bytes, where: str) -> bytes: ...
 
@@ -113,41 +130,74 @@ class ChunkCodec(Protocol):
 class PlainCodec:
     encrypted = False
 
-    def chunk_id(self, raw: bytes) -> str:
+    def chunk_id(self, raw: Data) -> str:
         return hashlib.sha256(raw).hexdigest()
 
-    def seal(self, chunk_id: str, frame: bytes) -> bytes:
-        return frame
+    def seal(self, chunk_id: str, frame: Frame) -> bytes | bytearray:
+        return b"".join(_pieces(frame))
 
     def open(self, chunk_id: str, stored: bytes, where: str) -> bytes:
         return stored
 
 
+def _pieces(frame: Frame) -> Sequence[Data]:
+    return [frame] if isinstance(frame, bytes | bytearray | memoryview) else frame
+
+
+_GCM_SLACK = 15  # update_into wants room for a block more than it is given, less one byte
+
+
 class SealedCodec:
-    """Chunks of one data key: ids keyed by HMAC, bodies sealed by AES-256-GCM (see module)."""
+    """Chunks of one data key: ids keyed by BLAKE3 (or HMAC-SHA256 for `SCHEME_HMAC` chains),
+    bodies sealed by AES-256-GCM (see module)."""
 
     encrypted = True
 
-    def __init__(self, data_key: bytes):
+    def __init__(self, data_key: bytes, scheme: str = SCHEME):
         if len(data_key) != KEY_BYTES:
             raise ValueError(f"a capsule data key has {KEY_BYTES} bytes")
-        self._name_key = hmac.new(data_key, b"tescape chunk name", hashlib.sha256).digest()
-        enc_key = hmac.new(data_key, b"tescape chunk encryption", hashlib.sha256).digest()
-        self._aead = AESGCM(enc_key)
+        if scheme not in SCHEMES:
+            raise CapsuleKeyError(f"unknown capsule encryption scheme {scheme!r}")
+        self.scheme = scheme
+        label = b"tescape chunk name" if scheme == SCHEME_HMAC else b"tescape chunk name blake3"
+        self._name_key = hmac.new(data_key, label, hashlib.sha256).digest()
+        self._enc_key = hmac.new(data_key, b"tescape chunk encryption", hashlib.sha256).digest()
+        self._aead = AESGCM(self._enc_key)
 
-    def chunk_id(self, raw: bytes) -> str:
-        return _hmac(self._name_key, raw)
+    def chunk_id(self, raw: Data) -> str:
+        if self.scheme == SCHEME_HMAC:
+            return hmac.new(self._name_key, raw, hashlib.sha256).hexdigest()
+        # blake3 releases the GIL for large inputs, as hashlib does
+        return blake3.blake3(raw, key=self._name_key).hexdigest()
 
-    def seal(self, chunk_id: str, frame: bytes) -> bytes:
+    def seal(self, chunk_id: str, frame: Frame) -> bytes | bytearray:
+        """`nonce ‖ AES-256-GCM(frame) ‖ tag`, the same bytes AESGCM.encrypt gives, encrypted
+        piece by piece into one buffer: no joined frame, no concatenation with the nonce."""
+        pieces = _pieces(frame)
+        size = sum(len(p) for p in pieces)
+        out = bytearray(NONCE_BYTES + size + max(TAG_BYTES, _GCM_SLACK))
         nonce = os.urandom(NONCE_BYTES)
-        return nonce + self._aead.encrypt(nonce, frame, chunk_id.encode())
+        out[:NONCE_BYTES] = nonce
+        encryptor = Cipher(algorithms.AES(self._enc_key), modes.GCM(nonce)).encryptor()
+        encryptor.authenticate_additional_data(chunk_id.encode())
+        view = memoryview(out)
+        pos = NONCE_BYTES
+        for piece in pieces:
+            if len(piece):
+                pos += encryptor.update_into(piece, view[pos : pos + len(piece) + _GCM_SLACK])
+        encryptor.finalize()
+        view[pos : pos + TAG_BYTES] = encryptor.tag
+        view.release()
+        del out[pos + TAG_BYTES :]
+        return out
 
     def open(self, chunk_id: str, stored: bytes, where: str) -> bytes:
         if len(stored) < OVERHEAD:
             raise CapsuleCorrupt(f"{where} is too short to be a sealed chunk ({len(stored)} B)")
+        view = memoryview(stored)  # the ciphertext is not copied out of `stored`
         try:
             frame: bytes = self._aead.decrypt(
-                stored[:NONCE_BYTES], stored[NONCE_BYTES:], chunk_id.encode()
+                bytes(view[:NONCE_BYTES]), view[NONCE_BYTES:], chunk_id.encode()
             )
         except InvalidTag:
             raise CapsuleCorrupt(
@@ -161,13 +211,18 @@ def new_data_key() -> bytes:
 
 
 def encryption_record(wrapper: KeyWrapper, wrapped: str) -> dict[str, Any]:
-    """The manifest's `encryption` field for a data key wrapped by `wrapper`."""
+    """The manifest's `encryption` field for a data key wrapped by `wrapper` (a new chain)."""
     return {"scheme": SCHEME, "wrapper": wrapper.name, "key_id": wrapper.key_id, "wrapped": wrapped}
+
+
+def sealed_codec(record: dict[str, Any], wrapper: KeyWrapper | None, task_id: str) -> SealedCodec:
+    """The codec of a manifest's `encryption` record (its data key, its scheme)."""
+    return SealedCodec(unwrap_record(record, wrapper, task_id), str(record["scheme"]))
 
 
 def unwrap_record(record: dict[str, Any], wrapper: KeyWrapper | None, task_id: str) -> bytes:
     """The data key of a manifest's `encryption` record; CapsuleKeyError saying why not."""
-    if record.get("scheme") != SCHEME:
+    if record.get("scheme") not in SCHEMES:
         raise CapsuleKeyError(f"unknown capsule encryption scheme {record.get('scheme')!r}")
     key_id = record.get("key_id")
     if wrapper is None:

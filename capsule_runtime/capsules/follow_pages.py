@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from capsule_runtime.capsules.chunker import BLOCK, DEFAULT_CHUNK_SIZE, PageCutter
+from capsule_runtime.capsules.chunker import BLOCK, DEFAULT_CHUNK_SIZE, BufferPool, PageCutter
 
 PAGES = re.compile(r"pages-([0-9]+)\.img")
 READ = 8 << 20  # bytes read from one image per step
@@ -63,13 +63,16 @@ def remove_stale(directory: Path) -> None:
 
 
 class PagesFollower:
-    """The pages images of one dump. Each chunk is yielded as (image number, index, bytes)."""
+    """The pages images of one dump. Each chunk is yielded as (image number, index, a read-only
+    view of the bytes: PageCutter's, uncopied)."""
 
     def __init__(self, directory: Path, chunk_size: int = DEFAULT_CHUNK_SIZE):
         self.directory = directory
         self.chunk_size = chunk_size
         self.images: dict[str, _Image] = {}
         self.done: list[FollowedImage] = []
+        # one pool for all images (read one at a time): a read and the uncut tail before it
+        self.pool = BufferPool(READ + chunk_size * 3 // 2 + BLOCK)
 
     def _scan(self) -> None:
         try:
@@ -85,21 +88,32 @@ class PagesFollower:
                     continue
                 number = int(match.group(1))
                 self.images[entry.name] = _Image(
-                    number, entry.name, fd, PageCutter(self.chunk_size)
+                    number, entry.name, fd, PageCutter(self.chunk_size, self.pool)
                 )
 
-    def _read(self, image: _Image, limit: int) -> bytes:
+    def _read(self, image: _Image, limit: int) -> list[memoryview] | None:
+        """The chunks final after reading the image's next bytes (at most READ, up to `limit`),
+        read straight into the cutter's buffer; None when there were none."""
         want = min(limit - image.offset, READ)
-        data = os.pread(image.fd, want, image.offset) if want > 0 else b""
-        image.offset += len(data)
-        return data
+        if want <= 0:
+            return None
+        space = image.cutter.space(want)
+        try:
+            got = os.preadv(image.fd, [space], image.offset)
+        finally:
+            space.release()
+        image.offset += got
+        chunks = image.cutter.filled(got)
+        return chunks if got else None
 
-    def _emit(self, image: _Image, chunks: list[bytes]) -> Iterator[tuple[int, int, bytes]]:
+    def _emit(
+        self, image: _Image, chunks: list[memoryview]
+    ) -> Iterator[tuple[int, int, memoryview]]:
         for chunk in chunks:
             yield image.number, image.chunks, chunk
             image.chunks += 1
 
-    def poll(self) -> list[tuple[int, int, bytes]] | None:
+    def poll(self) -> list[tuple[int, int, memoryview]] | None:
         """One step: the chunks whose cut became final in the next bytes (at most `READ`) CRIU
         has written to an image; None when nothing was new. A step is short, so the caller
         notices CRIU's post-dump between steps however far it lags behind CRIU."""
@@ -107,9 +121,9 @@ class PagesFollower:
         for image in sorted(self.images.values(), key=lambda i: i.number):
             size = os.fstat(image.fd).st_size
             if image.offset < size:
-                data = self._read(image, size)
-                if data:
-                    return list(self._emit(image, image.cutter.feed(data)))
+                chunks = self._read(image, size)
+                if chunks is not None:
+                    return list(self._emit(image, chunks))
         return None
 
     def detach(self) -> None:
@@ -119,16 +133,16 @@ class PagesFollower:
         for image in self.images.values():
             os.unlink(self.directory / image.name)
 
-    def finish(self) -> Iterator[tuple[int, int, bytes]]:
+    def finish(self) -> Iterator[tuple[int, int, memoryview]]:
         """Every remaining chunk, after `detach`."""
         try:
             for image in sorted(self.images.values(), key=lambda i: i.number):
                 info = os.fstat(image.fd)
                 while image.offset < info.st_size:
-                    data = self._read(image, info.st_size)
-                    if not data:
+                    chunks = self._read(image, info.st_size)
+                    if chunks is None:
                         raise OSError(f"{image.name} ended before its size {info.st_size}")
-                    yield from self._emit(image, image.cutter.feed(data))
+                    yield from self._emit(image, chunks)
                 yield from self._emit(image, image.cutter.finish())
                 self.done.append(
                     FollowedImage(

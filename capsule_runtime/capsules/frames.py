@@ -32,14 +32,18 @@ MIN_SAVING = 0.05  # compress when the samples shrink by at least 5%
 _PROBE = 256  # zero check: these first bytes before the full comparison
 
 
-def is_zero(data: bytes) -> bool:
+def is_zero(data: bytes | memoryview) -> bool:
     """Whether `data` is non-empty and all zero bytes. Compares with `bytes(n)`: calloc'ed, so
-    its pages are the kernel's shared zero page and the comparison is one memcmp."""
+    its pages are the kernel's shared zero page and the comparison is one memcmp (a view is
+    copied first, only when its first bytes are zero: comparing a memoryview with bytes goes
+    byte by byte)."""
     n = len(data)
     if not n:
         return False
     probe = min(n, _PROBE)
-    return data[:probe] == bytes(probe) and data == bytes(n)
+    if bytes(data[:probe]) != bytes(probe):
+        return False
+    return (data if isinstance(data, bytes) else bytes(data)) == bytes(n)
 
 
 class ZeroIds:
@@ -64,12 +68,12 @@ class ZeroIds:
 SAMPLED = SAMPLES * SAMPLE_BYTES  # smaller chunks are simply compressed (zstd's own raw blocks)
 
 
-def worth_compressing(data: bytes, compress: Callable[[bytes], bytes]) -> bool:
+def worth_compressing(data: bytes | memoryview, compress: Callable[[bytes], bytes]) -> bool:
     """Whether zstd would save at least MIN_SAVING of `data`, judged from SAMPLES slices of
     SAMPLE_BYTES spread evenly over it (all of it when it is no longer than SAMPLED)."""
     n = len(data)
     if n <= SAMPLED:
-        samples = [data]
+        samples = [bytes(data)]
     else:
         step = (n - SAMPLE_BYTES) // (SAMPLES - 1)
         view = memoryview(data)
@@ -79,8 +83,10 @@ def worth_compressing(data: bytes, compress: Callable[[bytes], bytes]) -> bool:
     return packed <= raw * (1 - MIN_SAVING)
 
 
-def raw_frame(data: bytes) -> bytes:
-    """`data` as a zstd frame of raw (stored) blocks: one copy, no compression."""
+def raw_frame_pieces(data: bytes | memoryview) -> list[bytes | memoryview]:
+    """`data` as a zstd frame of raw (stored) blocks, in pieces: the frame header, then each
+    block's 3-byte header and a view of its bytes (nothing copied; SealedCodec encrypts the
+    pieces into one buffer, PlainCodec joins them)."""
     n = len(data)
     pieces: list[bytes | memoryview] = [
         ZSTD_MAGIC + bytes([_SINGLE_SEGMENT_FCS8]) + struct.pack("<Q", n)
@@ -95,4 +101,9 @@ def raw_frame(data: bytes) -> bytes:
         pieces.append(view[offset : offset + size])
         offset += size
         if last:
-            return b"".join(pieces)
+            return pieces
+
+
+def raw_frame(data: bytes | memoryview) -> bytes:
+    """`data` as a zstd frame of raw (stored) blocks: one copy, no compression."""
+    return b"".join(raw_frame_pieces(data))

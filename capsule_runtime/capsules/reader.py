@@ -4,10 +4,10 @@ check of every chunk; plus listing and deleting a task's capsules.
 `restore_part` fetches chunks in parallel (`workers` threads, at most `2 * workers` chunks read
 ahead), opens a sealed chunk of an encrypted capsule (its GCM tag checked, crypto.py), checks
 each zstd frame's declared size before decoding it, decodes (the frame's own checksum is checked
-too), compares size and id (sha256, or HMAC when encrypted) with the manifest, and writes the
-chunks to the sink in order (while later chunks are still being fetched and checked). A chunk the
-manifest marks `zero` is not fetched: its id must be the id of that many zero bytes (computed
-once per size), and zeros are written. A chunk that is absent raises ChunkMissing (a
+too), compares size and id (sha256, or the keyed hash when encrypted) with the manifest, and
+writes the chunks to the sink in order (while later chunks are still being fetched and checked).
+A chunk the manifest marks `zero` is not fetched: its id must be the id of that many zero bytes
+(computed once per size), and zeros are written. A chunk that is absent raises ChunkMissing (a
 CapsuleCorrupt and a CapsuleMissing); any other mismatch raises CapsuleCorrupt naming the part
 and chunk index; a data key that does not unwrap here raises CapsuleKeyError (a CapsuleCorrupt)
 saying which key.
@@ -29,8 +29,7 @@ from capsule_runtime.capsules.crypto import (
     ChunkCodec,
     KeyWrapper,
     PlainCodec,
-    SealedCodec,
-    unwrap_record,
+    sealed_codec,
 )
 from capsule_runtime.capsules.errors import CapsuleCorrupt, CapsuleMissing, ChunkMissing
 from capsule_runtime.capsules.frames import ZeroIds
@@ -71,7 +70,7 @@ def chunk_codec(manifest: Manifest, keys: KeyWrapper | None) -> ChunkCodec:
     (CapsuleKeyError when it cannot; a KMS wrapper would cache what it unwrapped)."""
     if manifest.encryption is None:
         return PlainCodec()
-    return SealedCodec(unwrap_record(manifest.encryption, keys, manifest.task_id))
+    return sealed_codec(manifest.encryption, keys, manifest.task_id)
 
 
 class _ChunkReader:
@@ -116,7 +115,7 @@ class _ChunkReader:
         if len(raw) != ref.size:
             raise CapsuleCorrupt(f"{where} ({key}) has {len(raw)} bytes, not {ref.size}")
         if self.codec.chunk_id(raw) != ref.sha256:
-            raise CapsuleCorrupt(f"{where} ({key}) does not match its id (sha256 or HMAC)")
+            raise CapsuleCorrupt(f"{where} ({key}) does not match its id (sha256 or keyed hash)")
         return raw
 
 

@@ -38,7 +38,7 @@ class S3Store:
         detail = f"{code} {exc}" if code else (str(exc) or type(exc).__name__)
         return CapsuleStoreError(f"{self.describe()}: cannot {what} {key}: {detail}")
 
-    def put(self, key: str, data: bytes) -> None:
+    def put(self, key: str, data: bytes | bytearray) -> None:
         from botocore.exceptions import BotoCoreError, ClientError
 
         name = self._object(key)

@@ -49,7 +49,7 @@ def private_dirs(path: Path) -> None:
 
 @runtime_checkable
 class CapsuleStore(Protocol):
-    def put(self, key: str, data: bytes) -> None:
+    def put(self, key: str, data: bytes | bytearray) -> None:
         """Store `data` under `key`, replacing any object; readers never see a partial object."""
 
     def get(self, key: str) -> bytes:
@@ -96,7 +96,7 @@ class FileStore:
     def _path(self, key: str) -> Path:
         return self.root / check_key(key)
 
-    def put(self, key: str, data: bytes) -> None:
+    def put(self, key: str, data: bytes | bytearray) -> None:
         path = self._path(key)
         tmp = path.with_name(f"{_TMP_MARK}{uuid.uuid4().hex}.{path.name}")
         for attempt in range(10):  # a delete_prefix may remove the empty directory under us
@@ -188,7 +188,7 @@ class MemoryStore:
     def describe(self) -> str:
         return "memory:"
 
-    def put(self, key: str, data: bytes) -> None:
+    def put(self, key: str, data: bytes | bytearray) -> None:
         check_key(key)
         with self._lock:
             self.objects[key] = bytes(data)

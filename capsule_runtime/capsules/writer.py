@@ -9,7 +9,7 @@ the parent manifest or `known` names, or that appeared earlier in this capsule, 
 again (counted in `reused_chunks`). A chunk of zero bytes is neither hashed nor compressed (its
 id is computed once per size) and is marked `zero` in the manifest; a chunk whose samples do not
 compress is stored as a raw zstd frame without running the compressor over it (frames.py:
-`worth_compressing`, `raw_frame`). Only when every chunk
+`worth_compressing`, `raw_frame_pieces`). Only when every chunk
 is stored is the manifest put; any failure raises CapsuleWriteError and leaves no manifest
 (orphan chunks are harmless: the next capsule reuses them, task deletion removes them), and the
 part being read is closed at once (a writer feeding it through a pipe gets EPIPE).
@@ -36,19 +36,21 @@ from capsule_runtime.capsules.chunker import DEFAULT_CHUNK_SIZE, fixed_chunks, t
 from capsule_runtime.capsules.crypto import (
     CapsuleKeyError,
     ChunkCodec,
+    Data,
+    Frame,
     KeyWrapper,
     PlainCodec,
     SealedCodec,
     encryption_record,
     new_data_key,
-    unwrap_record,
+    sealed_codec,
 )
 from capsule_runtime.capsules.errors import CapsuleWriteError
 from capsule_runtime.capsules.frames import (
     SAMPLED,
     ZeroIds,
     is_zero,
-    raw_frame,
+    raw_frame_pieces,
     worth_compressing,
 )
 from capsule_runtime.capsules.keys import chunk_key, manifest_key
@@ -80,13 +82,13 @@ class PartSource:
 
 # A chunk given out of order (write_capsule's `keyed`): its part's index, its place in the part
 # (chunks of a part are ordered by this key in the manifest), its bytes.
-KeyedChunk = tuple[int, tuple[int, ...], bytes]
+KeyedChunk = tuple[int, tuple[int, ...], Data]
 
 
 @dataclass
 class _Chunk:
     part: int
-    data: bytes
+    data: Data
     key: tuple[int, ...] = ()
 
 
@@ -142,15 +144,16 @@ class _ChunkWriter:
             sctx = self._local.sctx = zstandard.ZstdCompressor(level=self.level)
         return sctx
 
-    def _frame(self, data: bytes, zero: bool) -> tuple[bytes, bool]:
-        """The chunk's zstd frame, and whether it is raw (stored uncompressed)."""
+    def _frame(self, data: Data, zero: bool) -> tuple[Frame, bool]:
+        """The chunk's zstd frame (a raw one in pieces, never joined), and whether it is raw
+        (stored uncompressed)."""
         if (
             self.sampled
             and not zero
             and len(data) > SAMPLED
             and not worth_compressing(data, self._sampler().compress)
         ):
-            return raw_frame(data), True
+            return raw_frame_pieces(data), True
         compressed: bytes = self._compressor().compress(data)
         return compressed, False
 
@@ -362,11 +365,11 @@ def _chain(
         return PlainCodec(), None, parent_record is None
     if parent_record is not None:
         try:
-            data_key = unwrap_record(parent_record, keys, task_id)
+            codec = sealed_codec(parent_record, keys, task_id)  # the chain's own scheme
         except CapsuleKeyError:
-            pass  # written under another master key: start a new chain
+            pass  # written under another master key (or scheme): start a new chain
         else:
-            return SealedCodec(data_key), dict(parent_record), True
+            return codec, dict(parent_record), True
     data_key = new_data_key()
     record = encryption_record(keys, keys.wrap(data_key, task_id))
     return SealedCodec(data_key), record, False

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import hmac
 import io
 import random
 import tarfile
@@ -13,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import zstandard
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from capsule_runtime.capsules import (
     CapsuleCorrupt,
@@ -27,10 +30,14 @@ from capsule_runtime.capsules import (
 )
 from capsule_runtime.capsules.crypto import (
     OVERHEAD,
+    SCHEME,
+    SCHEME_HMAC,
     CapsuleKeyError,
     LocalKeyWrapper,
+    SealedCodec,
     load_or_create_master_key,
     read_master_key,
+    sealed_codec,
     wrapper_from_settings,
 )
 from capsule_runtime.capsules.manifest import ENCRYPTED_FORMAT, FORMAT
@@ -243,3 +250,84 @@ def test_a_replaced_master_key_starts_a_new_chain(
     assert restore(store, read_manifest(store, second.key), new_keys) == data
     with pytest.raises(CapsuleKeyError):
         restore(store, read_manifest(store, first.key), new_keys)
+
+
+def _as_hmac_chain(store: FileStore, m: Manifest, keys: LocalKeyWrapper, data: bytes) -> Manifest:
+    """`m` rewritten as a chain begun before 2026-12-03 would have stored it: the same data key,
+    scheme aes-256-gcm+hmac-sha256, chunk ids HMAC-SHA256 under that scheme's name key."""
+    assert m.encryption is not None and m.encryption["scheme"] == SCHEME
+    record = {**m.encryption, "scheme": SCHEME_HMAC}
+    codec = sealed_codec(record, keys, "task1")
+    store.delete_prefix("task1/")
+    return _rewrite(store, m, record, codec, data)
+
+
+def _rewrite(
+    store: FileStore, m: Manifest, record: dict[str, Any], codec: Any, data: bytes
+) -> Manifest:
+    parts = []
+    offset = 0
+    for ref in m.parts[0].chunks:
+        raw = data[offset : offset + ref.size]
+        offset += ref.size
+        chunk_id = codec.chunk_id(raw)
+        sealed = codec.seal(chunk_id, zstandard.ZstdCompressor().compress(raw))
+        store.put(chunk_key("task1", chunk_id), sealed)
+        parts.append({**ref.model_dump(), "sha256": chunk_id, "stored_size": len(sealed)})
+    document = m.model_dump()
+    document.update(encryption=record, capsule_id="old-chain")
+    document["parts"][0]["chunks"] = parts
+    old = Manifest.model_validate(document)
+    store.put(m.key, old.to_bytes())
+    return read_manifest(store, m.key)
+
+
+def test_new_chains_name_chunks_by_keyed_blake3(
+    store: FileStore, keys: LocalKeyWrapper, data: bytes
+) -> None:
+    m = write(store, data, keys=keys)
+    assert m.encryption is not None and m.encryption["scheme"] == SCHEME == "aes-256-gcm+blake3"
+    codec = sealed_codec(m.encryption, keys, "task1")
+    first = m.parts[0].chunks[0]
+    assert first.sha256 == codec.chunk_id(data[: first.size])
+    assert len(first.sha256) == 64  # the same key shape as sha256's
+    hmac_codec = SealedCodec(bytes(32), SCHEME_HMAC)
+    assert SealedCodec(bytes(32)).chunk_id(b"x") != hmac_codec.chunk_id(b"x")
+
+
+def test_chains_begun_with_hmac_ids_are_read_and_continued_under_their_scheme(
+    store: FileStore, keys: LocalKeyWrapper, data: bytes
+) -> None:
+    old = _as_hmac_chain(store, write(store, data, keys=keys), keys, data)
+    assert old.encryption is not None and old.encryption["scheme"] == SCHEME_HMAC
+    assert restore(store, old, keys) == data
+    verify_capsule(store, old, keys=keys)
+    changed = bytearray(data)
+    changed[300 * KiB : 302 * KiB] = b"\x02" * (2 * KiB)
+    later = write(store, bytes(changed), seq=2, parent=old, keys=keys)
+    assert later.encryption == old.encryption  # the same scheme and data key: deduplicated
+    assert later.reused_chunks > 0 and later.uploaded_chunks <= 3
+    assert restore(store, read_manifest(store, later.key), keys) == bytes(changed)
+
+
+def test_an_unknown_scheme_is_a_clear_key_error(
+    store: FileStore, keys: LocalKeyWrapper, data: bytes
+) -> None:
+    m = write(store, data, keys=keys)
+    assert m.encryption is not None
+    with pytest.raises(CapsuleKeyError, match="unknown capsule encryption scheme 'rot13'"):
+        sealed_codec({**m.encryption, "scheme": "rot13"}, keys, "task1")
+
+
+@pytest.mark.parametrize("pieces", [[b""], [b"abc"], [b"a" * 100, b"", memoryview(b"xyz" * 7)]])
+def test_seal_in_pieces_is_aes_gcm_of_the_joined_frame(pieces: list[bytes | memoryview]) -> None:
+    codec = SealedCodec(bytes(range(32)))
+    sealed = codec.seal("chunk-id", pieces)
+    joined = b"".join(pieces)
+    assert len(sealed) == len(joined) + OVERHEAD
+    enc_key = hmac.new(bytes(range(32)), b"tescape chunk encryption", hashlib.sha256).digest()
+    nonce = bytes(sealed[:12])
+    assert bytes(sealed[12:]) == AESGCM(enc_key).encrypt(nonce, joined, b"chunk-id")
+    assert codec.open("chunk-id", bytes(sealed), "here") == joined
+    with pytest.raises(CapsuleCorrupt, match="authentication tag"):
+        codec.open("other-id", bytes(sealed), "here")

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from capsule_runtime.capsules import FileStore, PartSource, restore_part, write_capsule
-from capsule_runtime.capsules.chunker import PageCutter, archive_end, tar_chunks
+from capsule_runtime.capsules.chunker import BufferPool, PageCutter, archive_end, tar_chunks
 from capsule_runtime.capsules.follow_pages import (
     PagesFollower,
     member_header,
@@ -60,7 +60,7 @@ def member_chunks(data: bytes) -> list[bytes]:
 def test_cutter_cuts_pieces_as_tar_chunks_cuts_the_whole(piece: int) -> None:
     data = pages(1, 200)
     cutter = PageCutter(CHUNK)
-    got: list[bytes] = []
+    got: list[bytes | memoryview] = []
     for start in range(0, len(data), piece):
         got += cutter.feed(data[start : start + piece])
     got += cutter.finish()
@@ -78,7 +78,7 @@ def test_follower_reads_a_growing_image_then_unlinks_it(tmp_path: Path) -> None:
     other = tmp_path / "pagemap-1.img"
     other.write_bytes(b"map")
     follower = PagesFollower(tmp_path, CHUNK)
-    got: list[tuple[int, int, bytes]] = []
+    got: list[tuple[int, int, bytes | memoryview]] = []
     with image.open("wb") as out:
         for start in range(0, len(data), 37 * 4096):
             out.write(data[start : start + 37 * 4096])
@@ -98,6 +98,44 @@ def test_follower_reads_a_growing_image_then_unlinks_it(tmp_path: Path) -> None:
     info = tarfile.TarInfo.frombuf(header[-512:], tarfile.ENCODING, "surrogateescape")
     assert (info.name, info.size) == ("checkpoint/pages-1.img", len(data))
     assert padding(len(data)) == b"" and padding(5) == bytes(507)
+
+
+def test_read_buffers_are_reused_only_once_no_chunk_of_them_is_left(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The follower's chunks are views of pooled read buffers: a chunk still held keeps its
+    buffer from being read into, one let go frees it for the next read."""
+    monkeypatch.setattr("capsule_runtime.capsules.follow_pages.READ", 96 * KiB)
+    data = pages(5, 600)
+    (tmp_path / "pages-1.img").write_bytes(data)
+    follower = PagesFollower(tmp_path, CHUNK)
+    follower.detach()
+    want = member_chunks(data)
+    held: list[memoryview] = []
+    got = 0
+    for _, index, view in follower.finish():
+        assert view.readonly
+        held.append(view)
+        if len(held) > 3:  # later reads have happened since: the oldest must be intact
+            oldest = held.pop(0)
+            assert bytes(oldest) == want[index - 3]
+        got += 1
+    assert [bytes(v) for v in held] == want[-len(held) :] and got == len(want)
+    assert 2 <= len(follower.pool._buffers) <= 6, "buffers were reused, not one per read"
+
+
+def test_buffer_pool_hands_out_a_buffer_again_only_when_unreferenced() -> None:
+    pool = BufferPool(1024, keep=2)
+    first = pool.get(100)
+    view = memoryview(first)[10:20]
+    first_id = id(first)
+    del first
+    second = pool.get(100)
+    assert id(second) != first_id  # a view of the first is alive
+    assert len(pool.get(100)) == 100  # both pooled ones in use, the pool full: a fresh one
+    view.release()
+    assert id(pool.get(100)) == first_id  # no view left: the first is handed out again
+    assert len(pool.get(2000)) == 2000  # larger than the pool's buffers: a fresh one
 
 
 def test_keyed_chunks_are_stored_in_key_order(tmp_path: Path) -> None:
@@ -194,7 +232,7 @@ def test_images_path_stream_is_the_export_with_pages_at_its_end(
         chunks = list(_image_chunks(follower, gate, podman, fifo, task, CHUNK, 30, follow))  # type: ignore[arg-type]
     assert podman.failed() is None
     assert gate.frozen_at is not None and gate.thawed_at is not None
-    parts: dict[int, list[tuple[tuple[int, ...], bytes]]] = {0: [], 1: []}
+    parts: dict[int, list[tuple[tuple[int, ...], bytes | memoryview]]] = {0: [], 1: []}
     for part, key, chunk in chunks:
         parts[part].append((key, chunk))
     workspace = b"".join(c for _, c in sorted(parts[0]))

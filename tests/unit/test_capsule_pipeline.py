@@ -200,7 +200,7 @@ class FailingStore(MemoryStore):
         self.allowed = allowed
         self._count = threading.Lock()
 
-    def put(self, key: str, data: bytes) -> None:
+    def put(self, key: str, data: bytes | bytearray) -> None:
         with self._count:
             if self.allowed <= 0:
                 raise CapsuleStoreError(f"injected failure writing {key}")

@@ -78,7 +78,7 @@ def test_file_store_put_survives_a_concurrent_delete(tmp_path: Path) -> None:
 
 def test_memory_store() -> None:
     store = MemoryStore()
-    store.put("a/b", bytearray(b"x"))  # type: ignore[arg-type]
+    store.put("a/b", bytearray(b"x"))
     assert store.get("a/b") == b"x" and store.puts == 1
     with pytest.raises(CapsuleMissing) as info:
         store.get("a/c")
