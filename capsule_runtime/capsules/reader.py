@@ -33,6 +33,7 @@ from capsule_runtime.capsules.crypto import (
 )
 from capsule_runtime.capsules.errors import CapsuleCorrupt, CapsuleMissing, ChunkMissing
 from capsule_runtime.capsules.frames import ZeroIds
+from capsule_runtime.capsules.heap import pipeline_heap
 from capsule_runtime.capsules.keys import chunk_key, is_manifest_key, task_prefix
 from capsule_runtime.capsules.manifest import (
     ENCRYPTED_FORMAT,
@@ -145,6 +146,7 @@ def open_part(
     reader = _ChunkReader(store, manifest.task_id, chunk_codec(manifest, keys))
     items = [(part.name, i, ref) for i, ref in enumerate(part.chunks)]
     with (
+        pipeline_heap(),
         ThreadPoolExecutor(max(1, workers), thread_name_prefix="capsule-read") as pool,
         closing(ordered_map(pool, reader, items, 2 * max(1, workers))) as chunks,
     ):
@@ -192,6 +194,7 @@ def verify_capsule(
                 seen.add(ref.sha256)
                 items.append((part.name, i, ref))
     with (
+        pipeline_heap(),
         ThreadPoolExecutor(max(1, workers), thread_name_prefix="capsule-verify") as pool,
         closing(ordered_map(pool, reader, items, 2 * max(1, workers))) as chunks,
     ):

@@ -53,6 +53,7 @@ from capsule_runtime.capsules.frames import (
     raw_frame_pieces,
     worth_compressing,
 )
+from capsule_runtime.capsules.heap import pipeline_heap
 from capsule_runtime.capsules.keys import chunk_key, manifest_key
 from capsule_runtime.capsules.manifest import (
     ENCRYPTED_FORMAT,
@@ -281,6 +282,7 @@ def write_capsule(
     uploaded_chunks = reused_chunks = uploaded_bytes = zero_chunks = raw_chunks = 0
     try:
         with (
+            pipeline_heap(),
             ThreadPoolExecutor(workers, thread_name_prefix="capsule-write") as pool,
             closing(
                 _read_parts(parts, chunk_size, seconds)
