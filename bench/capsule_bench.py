@@ -736,6 +736,29 @@ def dig(node: Any, path: str) -> Any:
     return node
 
 
+def _s3_rates(r: dict[str, Any], path: str) -> tuple[float, float, float] | None:
+    """One round's raw dump rate, raw store rate and `path`'s (s3 or s3_images) rate, in
+    bytes/s; None when the round lacks one of them."""
+    size, archive = dig(r, f"{path}.notice.size_bytes"), dig(r, "raw.store_put.bytes")
+    ours, devnull = dig(r, f"{path}.notice.seconds"), dig(r, "s3.export_devnull.seconds")
+    put = dig(r, "raw.store_put.seconds")
+    if not (size and archive and ours and devnull and put):
+        return None
+    return archive / devnull, archive / put, size / ours
+
+
+def _periodic_times(prefix: str, pair: dict[str, Any]) -> dict[str, Any]:
+    """The periodic pair's times under `prefix` (periodic, periodic_images)."""
+    first, second = pair["periodic_first"], pair["periodic_after_5pct"]
+    return {
+        f"{prefix}_first_s": first["seconds"],
+        f"{prefix}_second_s": second["seconds"],
+        f"{prefix}_criu_frozen_s": first["criu_frozen_s"],
+        f"{prefix}_files_frozen_s": first["files_frozen_s"],
+        f"{prefix}_second_criu_frozen_s": second["criu_frozen_s"],
+    }
+
+
 def summarize(
     rounds: list[dict[str, Any]],
     periodic: dict[str, Any] | None,
@@ -849,24 +872,15 @@ def summarize(
     # S3: tescape's rate against the slower of the raw dump rate and the raw store write rate
     fractions, dumps, puts = [], [], []
     for r in rounds:
-        size = dig(r, "s3.notice.size_bytes")
-        archive = dig(r, "raw.store_put.bytes")
-        ours, devnull, put = (
-            dig(r, "s3.notice.seconds"),
-            dig(r, "s3.export_devnull.seconds"),
-            dig(r, "raw.store_put.seconds"),
-        )
-        if size and archive and ours and devnull and put:
-            dumps.append(archive / devnull)
-            puts.append(archive / put)
-            fractions.append((size / ours) / min(archive / devnull, archive / put))
-    images_fractions = []
-    for r in rounds:
-        size, archive = dig(r, "s3_images.notice.size_bytes"), dig(r, "raw.store_put.bytes")
-        ours, devnull = dig(r, "s3_images.notice.seconds"), dig(r, "s3.export_devnull.seconds")
-        put = dig(r, "raw.store_put.seconds")
-        if size and archive and ours and devnull and put:
-            images_fractions.append((size / ours) / min(archive / devnull, archive / put))
+        if (rates := _s3_rates(r, "s3")) is not None:
+            dumps.append(rates[0])
+            puts.append(rates[1])
+            fractions.append(rates[2] / min(rates[0], rates[1]))
+    images_fractions = [
+        rates[2] / min(rates[0], rates[1])
+        for r in rounds
+        if (rates := _s3_rates(r, "s3_images")) is not None
+    ]
     if images_fractions:
         s["s3_images_rate_vs_slower_raw"] = round(statistics.median(images_fractions), 3)
     if fractions:
@@ -876,13 +890,9 @@ def summarize(
         s["s3_rate_vs_slower_raw"] = round(statistics.median(fractions), 3)
     if periodic is not None:
         first, second = periodic["periodic_first"], periodic["periodic_after_5pct"]
+        s.update(_periodic_times("periodic", periodic))
         s.update(
             {
-                "periodic_first_s": first["seconds"],
-                "periodic_second_s": second["seconds"],
-                "periodic_criu_frozen_s": first["criu_frozen_s"],
-                "periodic_files_frozen_s": first["files_frozen_s"],
-                "periodic_second_criu_frozen_s": second["criu_frozen_s"],
                 "first_stored_bytes": first["stored_bytes"],
                 "incremental_uploaded_bytes": second["uploaded_bytes"],
                 "incremental_upload_vs_first": round(periodic["incremental_ratio"], 4),
@@ -898,15 +908,12 @@ def summarize(
         if size_gib and all(v is not None for v in values):
             s[f"{name}_core_s_per_gib"] = round(sum(values) / size_gib, 3)  # type: ignore[arg-type]
     if periodic_images is not None:
-        first, second = periodic_images["periodic_first"], periodic_images["periodic_after_5pct"]
+        s.update(_periodic_times("periodic_images", periodic_images))
         s.update(
             {
-                "periodic_images_first_s": first["seconds"],
-                "periodic_images_criu_frozen_s": first["criu_frozen_s"],
-                "periodic_images_files_frozen_s": first["files_frozen_s"],
-                "periodic_images_second_s": second["seconds"],
-                "periodic_images_second_criu_frozen_s": second["criu_frozen_s"],
-                "periodic_images_verified_after": first.get("verified_after"),
+                "periodic_images_verified_after": periodic_images["periodic_first"].get(
+                    "verified_after"
+                ),
                 "periodic_images_upload_vs_first": round(periodic_images["incremental_ratio"], 4),
             }
         )

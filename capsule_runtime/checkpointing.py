@@ -247,6 +247,16 @@ class _FifoReader:
         self.file.close()
 
 
+def _wait_frozen(gate: FreezeGate, podman: _Podman, timeout: float) -> None:
+    """Until CRIU has frozen the task (its files may be read now); CheckpointFailed saying
+    why not, with podman's own error when podman has ended."""
+    try:
+        gate.wait_frozen(alive=podman.is_alive, timeout=timeout)
+    except Exception as exc:
+        error = podman.failed() if not podman.is_alive() else None
+        raise CheckpointFailed(f"{exc}: {error}" if error else str(exc)) from None
+
+
 END_OF_ARCHIVE = bytes(2 * tarfile.BLOCKSIZE)
 POLL = 0.01  # seconds between looks at the growing pages images when nothing was new
 
@@ -294,11 +304,7 @@ def _image_chunks(
                 held = step[at:]
                 break
             yield 1, (1, number, index), view
-    try:
-        gate.wait_frozen(alive=podman.is_alive, timeout=timeout)
-    except Exception as exc:
-        error = podman.failed() if not podman.is_alive() else None
-        raise CheckpointFailed(f"{exc}: {error}" if error else str(exc)) from None
+    _wait_frozen(gate, podman, timeout)
     follower.detach()
     workspace = _Thawing(tar_directory(task_dir), gate)
     try:
@@ -377,11 +383,7 @@ def checkpoint(
         with FreezeGate(info.pid) as gate:
 
             def open_workspace() -> BinaryIO:
-                try:
-                    gate.wait_frozen(alive=podman.is_alive, timeout=freeze_timeout)
-                except Exception as exc:
-                    error = podman.failed() if not podman.is_alive() else None
-                    raise CheckpointFailed(f"{exc}: {error}" if error else str(exc)) from None
+                _wait_frozen(gate, podman, freeze_timeout)
                 return _Thawing(tar_directory(task_dir), gate)  # type: ignore[return-value]
 
             def open_container() -> BinaryIO:

@@ -104,7 +104,7 @@ def _wrap_aad(context: str) -> bytes:
     return b"tescape capsule data key\0" + context.encode()
 
 
-def _hmac(key: bytes, data: bytes) -> str:
+def _hmac(key: bytes, data: Data) -> str:
     return hmac.new(key, data, hashlib.sha256).hexdigest()
 
 
@@ -166,7 +166,7 @@ class SealedCodec:
 
     def chunk_id(self, raw: Data) -> str:
         if self.scheme == SCHEME_HMAC:
-            return hmac.new(self._name_key, raw, hashlib.sha256).hexdigest()
+            return _hmac(self._name_key, raw)
         # blake3 releases the GIL for large inputs, as hashlib does
         return blake3.blake3(raw, key=self._name_key).hexdigest()
 
