@@ -445,16 +445,21 @@ def run_tescape_images(env: Env, mib: int, flavour: str, tag: str) -> dict[str, 
     )
     out["notice"]["via"] = notice.engine_stats.get("via")
     hog.remove()
-    ref = CapsuleRef(
+    ref = first_ref(notice)
+    out["restore"] = tescape_restore(env, env.file_store, hog, ref, tag, old=False, fifo=True)
+    hog.remove()
+    env.file_store.delete_prefix(f"{task}/")
+    return out
+
+
+def first_ref(notice: checkpointing.Checkpoint) -> CapsuleRef:
+    """The CapsuleRef of a task's first capsule."""
+    return CapsuleRef(
         capsule_id=notice.manifest.capsule_id,
         sequence=1,
         manifest_key=notice.key,
         manifest_sha256=notice.sha256,
     )
-    out["restore"] = tescape_restore(env, env.file_store, hog, ref, tag, old=False, fifo=True)
-    hog.remove()
-    env.file_store.delete_prefix(f"{task}/")
-    return out
 
 
 def run_s3_images(env: Env, mib: int, flavour: str, tag: str) -> dict[str, Any]:
@@ -483,12 +488,7 @@ def run_tescape_file(
         env, store, hog, task, 1, None, False, sampled=not old
     )
     hog.remove()
-    ref = CapsuleRef(
-        capsule_id=notice.manifest.capsule_id,
-        sequence=1,
-        manifest_key=notice.key,
-        manifest_sha256=notice.sha256,
-    )
+    ref = first_ref(notice)
     kinds = ["restore"] if old else ["restore", "restore_scratch"]
     if not old and int(tag.split("-")[2]) % 2:  # the round: which goes first alternates
         kinds.reverse()
