@@ -4,9 +4,8 @@ Every chunk the capsule pipelines handle is a few MiB (read, sealed, fetched, de
 decoded), allocated and freed by the thousand per GiB. glibc serves allocations that large with
 a fresh `mmap` and unmaps them on free (or trims the heap's top), so each chunk's pages are
 faulted in and zeroed again by the kernel: on this kind of VM that costs more than the copy
-itself (docs/benchmarks.md, "2026-12-03: fewer copies, cheaper ids": a restore's decode of raw
-frames 0.50 → 0.17 core-s per GiB, the store's read 0.96 → 0.72, AES-GCM 0.81 → 0.60 with the
-settings below).
+itself (docs/benchmarks.md, "2026-12-03: fewer copies, cheaper ids": with the settings below a
+restore took 2.15 → 1.83 core-s per GiB of random memory, 1.46 → 1.20 of half).
 
 `pipeline_heap()` wraps a pipeline: on first use it raises glibc's mmap threshold to 64 MiB and
 its trim threshold to 512 MiB (`mallopt`; process-wide, so freed chunks are reused from the
