@@ -102,7 +102,7 @@ class TarStream:
             None,
         )
 
-    def feed(self, data: bytes | memoryview) -> list[bytes | memoryview]:
+    def feed(self, data: bytes | bytearray | memoryview) -> list[bytes | memoryview]:
         """The output these bytes complete, in order (views into `data` where unchanged)."""
         out: list[bytes | memoryview] = []
         view = memoryview(data)
@@ -235,7 +235,7 @@ class Head:
 
 
 def read_head(
-    chunks: Iterator[bytes], stream: TarStream, captured: dict[str, bytes], limit: int = HEAD_LIMIT
+    chunks: Iterator[bytes | bytearray], stream: TarStream, captured: dict[str, bytes], limit: int = HEAD_LIMIT
 ) -> Head:
     """Take chunks until the first `checkpoint/` entry has been seen. FifoUnsupported when the
     part has none within `limit` bytes; CapsuleCorrupt when spec.dump is not JSON."""
@@ -375,7 +375,7 @@ class ArchiveServer(threading.Thread):
 
 
 def streamer(
-    head: Head, chunks: Iterator[bytes], tar: TarStream
+    head: Head, chunks: Iterator[bytes | bytearray], tar: TarStream
 ) -> Callable[[Callable[[bytes | memoryview], None]], None]:
     """The last open's stream: the head as read, then every further chunk through `tar`. When a
     chunk fails, the stream is cut so the reader fails (TarStream.broken_tail), and the chunk's
@@ -399,7 +399,7 @@ def streamer(
 
 def restore_through_fifo(
     engine: ContainerEngine,
-    chunks: Iterator[bytes],
+    chunks: Iterator[bytes | bytearray],
     *,
     opens: int,
     parent: str | None,

@@ -21,8 +21,11 @@ backup) must learn nothing from it. With encryption on (`capsules.encryption.mod
   deduplicating).
 - a stored chunk is `nonce (12 random bytes) ‖ AES-256-GCM(encryption key, zstd frame)`, with
   the chunk id as associated data: a chunk moved under another name, a flipped bit or a chunk
-  from another key fails its tag (CapsuleCorrupt). After decrypting, the reader checks the zstd
-  frame and recomputes the id from the plaintext, as it checks the sha256 of plain capsules.
+  from another key fails its tag (CapsuleCorrupt). The tag is what a reader checks: binding
+  the id, it says that a holder of the data key sealed exactly these bytes under this id, so the
+  id is not computed again from the plaintext (as a plain capsule's sha256 is: it is all a plain
+  chunk has). A frame of raw blocks (incompressible memory) is decrypted straight into the
+  chunk's bytes (`open_raw`: no frame copy, no zstd); the tag is checked before they are used.
 
 Unencrypted capsules (format 1, chunk id = sha256) are still written with `mode: none` and read
 by every reader; encrypted ones are format 2, which readers older than this module refuse.
@@ -44,6 +47,7 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from capsule_runtime.capsules.errors import CapsuleCorrupt
+from capsule_runtime.capsules.frames import raw_payload
 
 SCHEME = "aes-256-gcm+blake3"  # what a new chain is written with
 SCHEME_HMAC = "aes-256-gcm+hmac-sha256"  # chains begun before 2026-12-03: read and continued
@@ -126,6 +130,8 @@ class ChunkCodec(Protocol):
 
     def open(self, chunk_id: str, stored: bytes, where: str) -> bytes: ...
 
+    def open_raw(self, chunk_id: str, stored: bytes, where: str) -> bytearray | None: ...
+
 
 class PlainCodec:
     encrypted = False
@@ -138,6 +144,9 @@ class PlainCodec:
 
     def open(self, chunk_id: str, stored: bytes, where: str) -> bytes:
         return stored
+
+    def open_raw(self, chunk_id: str, stored: bytes, where: str) -> bytearray | None:
+        return None  # a plain chunk is decoded by zstd and checked by its sha256
 
 
 def _pieces(frame: Frame) -> Sequence[Data]:
@@ -200,10 +209,44 @@ class SealedCodec:
                 bytes(view[:NONCE_BYTES]), view[NONCE_BYTES:], chunk_id.encode()
             )
         except InvalidTag:
-            raise CapsuleCorrupt(
-                f"{where} fails its authentication tag (tampered, or sealed with another key)"
-            ) from None
+            raise _bad_tag(where) from None
         return frame
+
+    def open_raw(self, chunk_id: str, stored: bytes, where: str) -> bytearray | None:
+        """The chunk's bytes when its frame is raw_frame's layout (stored uncompressed),
+        decrypted straight into them, its tag checked; None when it is another frame (then
+        `open` and zstd). CapsuleCorrupt as `open`."""
+        if len(stored) < OVERHEAD:
+            raise CapsuleCorrupt(f"{where} is too short to be a sealed chunk ({len(stored)} B)")
+        view = memoryview(stored)
+        end = len(view) - TAG_BYTES
+        decryptor = Cipher(
+            algorithms.AES(self._enc_key), modes.GCM(bytes(view[:NONCE_BYTES]))
+        ).decryptor()
+        decryptor.authenticate_additional_data(chunk_id.encode())
+        at = NONCE_BYTES
+
+        def read(n: int, into: memoryview) -> None:
+            nonlocal at
+            if at + n > end:
+                raise _bad_tag(where)  # lengths that do not add up: not what was sealed
+            decryptor.update_into(view[at : at + n], into)
+            at += n
+
+        out = raw_payload(read, end - NONCE_BYTES)
+        if out is None:
+            return None
+        try:
+            decryptor.finalize_with_tag(bytes(view[end:]))
+        except InvalidTag:
+            raise _bad_tag(where) from None
+        return out
+
+
+def _bad_tag(where: str) -> CapsuleCorrupt:
+    return CapsuleCorrupt(
+        f"{where} fails its authentication tag (tampered, or sealed with another key)"
+    )
 
 
 def new_data_key() -> bytes:

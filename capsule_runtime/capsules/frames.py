@@ -12,8 +12,10 @@ on which zstd spends its time to emit the same bytes. So:
 - `worth_compressing(data, compress)` compresses a few samples spread over the chunk; when they
   shrink by less than `MIN_SAVING`, the chunk (if longer than SAMPLED: a small one is simply
   compressed) is stored as `raw_frame(data)`: a valid zstd frame
-  of raw blocks (content size in the header, no checksum — the chunk's id is verified on every
-  read anyway), which every zstd decoder, hence every earlier tescape reader, decodes.
+  of raw blocks (content size in the header, no checksum — a plain chunk's sha256 is verified on
+  every read, a sealed one's tag), which every zstd decoder, hence every earlier tescape reader,
+  decodes. `raw_payload` takes such a frame apart without zstd, so a sealed chunk is decrypted
+  straight into its bytes (crypto.SealedCodec.open_raw).
 """
 
 from __future__ import annotations
@@ -21,6 +23,10 @@ from __future__ import annotations
 import struct
 import threading
 from collections.abc import Callable
+
+# read(n, into): the frame's next n bytes into into[:n] (into has _SLACK bytes more, which a
+# cipher's update_into needs)
+RawReader = Callable[[int, memoryview], None]
 
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 RAW_BLOCK_MAX = 128 * 1024  # zstd's largest block
@@ -107,3 +113,50 @@ def raw_frame_pieces(data: bytes | memoryview) -> list[bytes | memoryview]:
 def raw_frame(data: bytes | memoryview) -> bytes:
     """`data` as a zstd frame of raw (stored) blocks: one copy, no compression."""
     return b"".join(raw_frame_pieces(data))
+
+
+RAW_HEADER = ZSTD_MAGIC + bytes([_SINGLE_SEGMENT_FCS8])
+RAW_HEADER_BYTES = len(RAW_HEADER) + 8
+_BLOCK_HEADER = 3
+_SLACK = 15  # what a cipher's update_into needs beyond the bytes it writes
+
+
+def raw_payload(read: RawReader, frame_size: int) -> bytearray | None:
+    """The bytes of a frame of `frame_size` bytes in raw_frame's layout (header with an 8-byte
+    content size, then raw blocks only, the last one marked), read through `read` straight into
+    one buffer: no copy of the frame, no zstd. None as soon as the frame is seen not to be in
+    that layout (another block type, sizes that do not add up): the caller decodes it with zstd
+    instead."""
+    head = bytearray(RAW_HEADER_BYTES + _SLACK)
+    read(RAW_HEADER_BYTES, memoryview(head))
+    if head[: len(RAW_HEADER)] != RAW_HEADER:
+        return None
+    size = struct.unpack_from("<Q", head, len(RAW_HEADER))[0]
+    if size > frame_size - RAW_HEADER_BYTES:
+        return None
+    out = bytearray(size + _SLACK)
+    view = memoryview(out)
+    block = bytearray(_BLOCK_HEADER + _SLACK)
+    pos, left = 0, frame_size - RAW_HEADER_BYTES
+    try:
+        while True:
+            if left < _BLOCK_HEADER:
+                return None
+            read(_BLOCK_HEADER, memoryview(block))
+            left -= _BLOCK_HEADER
+            value = int.from_bytes(block[:_BLOCK_HEADER], "little")
+            last, kind, n = value & 1, (value >> 1) & 3, value >> 3
+            if kind != 0 or n > RAW_BLOCK_MAX or pos + n > size or n > left:
+                return None
+            if n:
+                read(n, view[pos : pos + n + _SLACK])
+            pos += n
+            left -= n
+            if last:
+                break
+    finally:
+        view.release()
+    if pos != size or left:
+        return None
+    del out[size:]
+    return out

@@ -9,7 +9,9 @@ import hashlib
 import hmac
 import io
 import random
+import struct
 import tarfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +42,7 @@ from capsule_runtime.capsules.crypto import (
     sealed_codec,
     wrapper_from_settings,
 )
+from capsule_runtime.capsules.frames import raw_frame, raw_frame_pieces, raw_payload
 from capsule_runtime.capsules.manifest import ENCRYPTED_FORMAT, FORMAT
 
 KiB, MiB = 1 << 10, 1 << 20
@@ -331,3 +334,55 @@ def test_seal_in_pieces_is_aes_gcm_of_the_joined_frame(pieces: list[bytes | memo
     assert codec.open("chunk-id", bytes(sealed), "here") == joined
     with pytest.raises(CapsuleCorrupt, match="authentication tag"):
         codec.open("other-id", bytes(sealed), "here")
+
+
+@pytest.mark.parametrize("size", [0, 1, 128 * KiB, 128 * KiB + 1, 4 * MiB + 3])
+def test_open_raw_decrypts_a_raw_frame_straight_into_its_bytes(size: int) -> None:
+    codec = SealedCodec(bytes(range(32)))
+    data = random.Random(size).randbytes(size)
+    sealed = bytes(codec.seal("id", raw_frame_pieces(data)))
+    out = codec.open_raw("id", sealed, "here")
+    assert isinstance(out, bytearray) and out == data
+    assert zstandard.ZstdDecompressor().decompress(codec.open("id", sealed, "here")) == data
+
+
+def test_open_raw_leaves_compressed_frames_to_zstd_and_refuses_what_fails_its_tag() -> None:
+    codec = SealedCodec(bytes(range(32)))
+    data = b"abc" * 50_000
+    packed = codec.seal("id", zstandard.ZstdCompressor().compress(data))
+    assert codec.open_raw("id", bytes(packed), "here") is None
+    sealed = bytearray(codec.seal("id", raw_frame_pieces(random.Random(1).randbytes(300_000))))
+    with pytest.raises(CapsuleCorrupt, match="authentication tag"):
+        codec.open_raw("another-id", bytes(sealed), "here")  # moved under another name
+    for at in (20, 200_000, len(sealed) - 3):  # the frame's header, a payload byte, the tag
+        flipped = bytes(sealed[:at]) + bytes([sealed[at] ^ 0x10]) + bytes(sealed[at + 1 :])
+        with pytest.raises(CapsuleCorrupt, match="authentication tag"):
+            # a header that no longer reads as a raw frame is left to `open`, which fails too
+            if codec.open_raw("id", flipped, "here") is None:
+                codec.open("id", flipped, "here")
+    short = bytes(sealed[:-40]) + bytes(sealed[-16:])  # cut short: no longer a whole raw frame
+    assert codec.open_raw("id", short, "here") is None
+    with pytest.raises(CapsuleCorrupt, match="authentication tag"):
+        codec.open("id", short, "here")
+    with pytest.raises(CapsuleCorrupt, match="too short"):
+        codec.open_raw("id", bytes(sealed[:20]), "here")
+
+
+def test_raw_payload_refuses_frames_not_in_raw_frames_layout() -> None:
+    def reader(frame: bytes) -> Callable[[int, memoryview], None]:
+        at = 0
+
+        def read(n: int, into: memoryview) -> None:
+            nonlocal at
+            into[:n] = frame[at : at + n]
+            at += n
+
+        return read
+
+    frame = raw_frame(b"x" * 200_000)
+    assert raw_payload(reader(frame), len(frame)) == b"x" * 200_000
+    assert raw_payload(reader(frame + b"\0"), len(frame) + 1) is None  # bytes after the last
+    bigger = frame[:5] + struct.pack("<Q", 200_001) + frame[13:]  # sizes that do not add up
+    assert raw_payload(reader(bigger), len(bigger)) is None
+    packed = zstandard.ZstdCompressor().compress(b"x" * 200_000)
+    assert raw_payload(reader(packed), len(packed)) is None
