@@ -315,6 +315,7 @@ class SchedulerRun:
                         "overhead_seconds": p.capsule_fixed_s,
                         "dump_seconds_per_gib": 1.0 / p.dump_gib_s,
                         "upload_seconds_per_gib": 1e-6,
+                        "criu_share": 1.0,
                     },
                 },
                 "scheduler": {

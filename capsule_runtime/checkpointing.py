@@ -376,6 +376,9 @@ def checkpoint(
     podman = _Podman(engine, container_id, fifo, options_of(settings), leave_running)
     images = engine.checkpoint_dir(container_id) if settings.checkpoint_via == "images" else None
     follower: PagesFollower | None = None
+    # a periodic capsule's task goes on: its dump is not slowed by the pipeline on the same
+    # cores, its pages are read once the task is thawed
+    following = images is not None and (not leave_running if follow is None else follow)
     try:
         if images is not None:
             remove_stale(images)
@@ -399,9 +402,7 @@ def checkpoint(
                     task_dir,
                     settings.chunk_mib * MiB,
                     freeze_timeout,
-                    # a periodic capsule's task goes on: its dump is not slowed by the pipeline
-                    # on the same cores, its pages are read once the task is thawed
-                    follow=not leave_running if follow is None else follow,
+                    follow=following,
                 )
                 if follower is not None
                 else None
@@ -441,6 +442,7 @@ def checkpoint(
                 if gate.thawed_at is not None and gate.frozen_at is not None
                 else None
             )
+            dumped = gate.frozen_at - started if gate.frozen_at is not None else None
         if (error := podman.failed()) is not None:
             store.delete_prefix(written.key)
             raise CheckpointFailed(f"podman checkpoint failed: {error}")
@@ -453,6 +455,10 @@ def checkpoint(
         seconds["files_frozen"] = round(frozen, 4)
     if "criu_frozen_time" in podman.stats:
         seconds["criu_frozen"] = podman.stats["criu_frozen_time"]
+    if dumped is not None:  # to the end of CRIU's memory dump (its post-dump hook)
+        seconds["dump"] = round(dumped, 4)
+        if following:  # the pipeline stored the pages meanwhile (the notice budget's model)
+            seconds["dump_followed"] = seconds["dump"]
     assert written.sha256 is not None
     stats = {**podman.stats, "via": "images" if follower is not None else "export"}
     return Checkpoint(written, written.key, written.sha256, seconds, stats)

@@ -460,6 +460,10 @@ class NoticeBudgetConfig(Section):
     # chunks cost (compression, encryption, the store's writes).
     dump_seconds_per_gib: float = Field(default=4.5, gt=0)
     upload_seconds_per_gib: float = Field(default=2.5, gt=0)
+    # The share of dump_seconds_per_gib that is CRIU's own dump (the rest is the pipeline
+    # reading the images): a notice's capsule, which stores the pages while CRIU dumps them,
+    # takes the longer of the two, not their sum.
+    criu_share: float = Field(default=0.4, gt=0, le=1)
 
     @field_validator("notice_seconds")
     @classmethod

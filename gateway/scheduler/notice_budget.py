@@ -5,20 +5,27 @@ predicted to be durable within `margin` of the notice, does not place a task on 
 a capsule just taken would leave too much, and records every notice's prediction next to the
 time it really took (docs/capsules.md, "The notice budget").
 
-The model. A capsule of a task whose capsule holds S bytes (its memory and files) with N bytes
-of new chunks to store takes
+The model. A capsule of S bytes (the task's memory and files) with N bytes of new chunks to
+store is two stages: CRIU dumps all of it (no soft-dirty tracking on these kernels), then the
+agent's pipeline reads every byte, names it, and compresses, encrypts and stores what is new:
 
-    T = overhead + S * dump + N * upload
+    dump(S)        = S * criu
+    pipeline(S, N) = constant + S * read + N * upload
+    T              = overhead + dump + pipeline            a capsule taken in series (periodic)
+    T              = overhead + max(dump, pipeline)        one whose pages the pipeline stores
+                                                           while CRIU writes them (a notice's,
+                                                           with capsules.checkpoint_via: images)
 
-`dump` (s/GiB) is what every byte costs whether or not it changed — CRIU dumps all memory each
-time (no soft-dirty tracking on these kernels), podman exports it, the agent reads and hashes
-it — and `upload` (s/GiB) what only new chunks cost: compression, encryption, the store's
-writes. Per instance type both are fitted to its measured capsules (least squares, older samples
-decayed, pulled towards the configured priors, which count as one 1-GiB capsule of each kind:
-checkpoint_rates, migration 0007). N at a notice is the task's dirty rate (new stored bytes per
-second between its capsules, from its incremental capsules: a rise is taken at once, a fall
-halves the gap) times the time since its newest capsule, at most its whole stored capsule; a
-task without a capsule to build on stores everything.
+Per instance type the four rates are fitted to its measured capsules (decayed least squares,
+pulled towards the priors, which count as one capsule of each kind; checkpoint_rates, migration
+0007): `criu` to each capsule's own dump time (the agent's `seconds.dump`: from its start to
+CRIU's post-dump), the pipeline to what came after the dump (`total - dump`) — or, for a
+followed capsule, to its whole time, which bounds its pipeline from above. A capsule reported
+without `dump` (an agent before 2026-12-03) counts wholly as dump: the safe side. N at a notice
+is the task's dirty rate (new stored bytes per second between its capsules, from its incremental
+capsules: a rise is taken at once, a fall halves the gap) times the time since its newest
+capsule, at most its whole stored capsule; a task without a capsule to build on stores
+everything.
 
 What it keeps on an attempt (Attempt.data, typed in gateway/store/fleet_data.py):
     capsule_profile     since (the newest capsule's start, or the restore: dirt counts from
@@ -64,56 +71,113 @@ TOLD_KEPT = 10_000  # (task, type) refusals remembered, so each is an event once
 
 @dataclass(frozen=True)
 class Rates:
-    """An instance type's capsule speed: seconds per GiB of capsule, and per GiB stored anew."""
+    """An instance type's capsule speed (see the module): CRIU's dump per GiB of capsule; the
+    pipeline's seconds per GiB of capsule, per GiB stored anew, and its constant."""
 
-    dump_s_per_gib: float
+    criu_s_per_gib: float
+    read_s_per_gib: float
     upload_s_per_gib: float
+    constant_s: float = 0.0
     samples: int = 0
 
-    def seconds(self, size_bytes: float, upload_bytes: float) -> float:
-        return (size_bytes * self.dump_s_per_gib + upload_bytes * self.upload_s_per_gib) / GIB
+    def dump(self, size_bytes: float) -> float:
+        return size_bytes * self.criu_s_per_gib / GIB
+
+    def pipeline(self, size_bytes: float, upload_bytes: float) -> float:
+        per_byte = size_bytes * self.read_s_per_gib + upload_bytes * self.upload_s_per_gib
+        return self.constant_s + per_byte / GIB
+
+    def seconds(self, size_bytes: float, upload_bytes: float, followed: bool = False) -> float:
+        dump, pipeline = self.dump(size_bytes), self.pipeline(size_bytes, upload_bytes)
+        return max(dump, pipeline) if followed else dump + pipeline
 
 
 def prior(cfg: NoticeBudgetConfig) -> Rates:
-    return Rates(cfg.dump_seconds_per_gib, cfg.upload_seconds_per_gib)
+    criu = cfg.dump_seconds_per_gib * cfg.criu_share
+    return Rates(criu, cfg.dump_seconds_per_gib - criu, cfg.upload_seconds_per_gib)
+
+
+_DUMP_KEYS = ("d_ss", "d_sy")
+_PIPE_KEYS = ("p_11", "p_1s", "p_1n", "p_ss", "p_sn", "p_nn", "p_1y", "p_sy", "p_ny")
 
 
 def add_sample(
-    stats: Stats | None, size_bytes: float, uploaded_bytes: float, seconds: float
+    stats: Stats | None,
+    size_bytes: float,
+    uploaded_bytes: float,
+    seconds: float,
+    dump_seconds: float | None = None,
+    followed: bool = False,
 ) -> Stats:
-    """The decayed least-squares sums of `seconds ≈ dump·S + upload·N` with one capsule more
-    (S, N in GiB)."""
+    """The decayed least-squares sums (see the module) with one capsule more: S, N in GiB;
+    `seconds` its whole time, `dump_seconds` to the end of CRIU's dump (None: unknown, the
+    whole time counts as dump), `followed` whether the pipeline ran during the dump. Sums of
+    the model before 2026-12-03 (no prefix) are dropped."""
     old = stats or {}
-    s, n, y = size_bytes / GIB, uploaded_bytes / GIB, seconds
-    out: Stats = {k: FORGET * float(old.get(k, 0.0)) for k in ("ss", "sn", "nn", "sy", "ny")}
-    out["ss"] += s * s
-    out["sn"] += s * n
-    out["nn"] += n * n
-    out["sy"] += s * y
-    out["ny"] += n * y
+    s, n = size_bytes / GIB, uploaded_bytes / GIB
+    out: Stats = {k: FORGET * float(old.get(k, 0.0)) for k in _DUMP_KEYS + _PIPE_KEYS}
+    dump = seconds if dump_seconds is None else min(dump_seconds, seconds)
+    out["d_ss"] += s * s
+    out["d_sy"] += s * dump
+    if dump_seconds is not None:
+        y = seconds if followed else seconds - dump
+        x = {"1": 1.0, "s": s, "n": n}  # the pipeline's regressors: p_ab = Σ a·b, p_ay = Σ a·y
+        for i, a in enumerate("1sn"):
+            out[f"p_{a}y"] += x[a] * y
+            for b in "1sn"[i:]:
+                out[f"p_{a}{b}"] += x[a] * x[b]
     out["samples"] = int(old.get("samples", 0)) + 1
     return out
 
 
 def solve(stats: Stats | None, base: Rates) -> Rates:
-    """The rates that fit the sums best, pulled towards `base` (a ridge: the system stays
-    solvable with one sample, or with samples that all upload the same share)."""
+    """The rates that fit the sums best, pulled towards `base` (a ridge: the systems stay
+    solvable with one sample, or with samples that all have the same shape)."""
     if not stats:
         return base
     k = PRIOR_WEIGHT
-    m11 = float(stats.get("ss", 0.0)) + k
-    m12 = float(stats.get("sn", 0.0))
-    m22 = float(stats.get("nn", 0.0)) + k
-    r1 = float(stats.get("sy", 0.0)) + k * base.dump_s_per_gib
-    r2 = float(stats.get("ny", 0.0)) + k * base.upload_s_per_gib
-    det = m11 * m22 - m12 * m12  # > 0: k > 0 and Cauchy-Schwarz
-    dump = (r1 * m22 - r2 * m12) / det
-    upload = (m11 * r2 - m12 * r1) / det
+
+    def g(key: str) -> float:
+        return float(stats.get(key, 0.0))
+
+    criu = (g("d_sy") + k * base.criu_s_per_gib) / (g("d_ss") + k)
+    m = [
+        [g("p_11") + k, g("p_1s"), g("p_1n")],
+        [g("p_1s"), g("p_ss") + k, g("p_sn")],
+        [g("p_1n"), g("p_sn"), g("p_nn") + k],
+    ]
+    r = [
+        g("p_1y") + k * base.constant_s,
+        g("p_sy") + k * base.read_s_per_gib,
+        g("p_ny") + k * base.upload_s_per_gib,
+    ]
+    constant, read, upload = _solve3(m, r)
     return Rates(
-        max(dump, MIN_SECONDS_PER_GIB),
+        max(criu, MIN_SECONDS_PER_GIB),
+        max(read, MIN_SECONDS_PER_GIB),
         max(upload, MIN_SECONDS_PER_GIB),
+        max(constant, 0.0),  # a capsule never takes less than its bytes
         int(stats.get("samples", 0)),
     )
+
+
+def _solve3(m: list[list[float]], r: list[float]) -> tuple[float, float, float]:
+    """x with m·x = r for a symmetric positive definite 3-by-3 m (Cramer's rule; the ridge keeps
+    the determinant above 0)."""
+
+    def det(a: list[list[float]]) -> float:
+        return (
+            a[0][0] * (a[1][1] * a[2][2] - a[1][2] * a[2][1])
+            - a[0][1] * (a[1][0] * a[2][2] - a[1][2] * a[2][0])
+            + a[0][2] * (a[1][0] * a[2][1] - a[1][1] * a[2][0])
+        )
+
+    whole = det(m)
+    out = []
+    for col in range(3):
+        swapped = [[r[i] if j == col else m[i][j] for j in range(3)] for i in range(3)]
+        out.append(det(swapped) / whole)
+    return out[0], out[1], out[2]
 
 
 @dataclass(frozen=True)
@@ -166,6 +230,8 @@ class NoticeBudget:
         self._told: set[tuple[str, str]] = set()
         self._untold: list[tuple[str, str, str, Prediction, bool]] = []
         self._asked: dict[str, datetime] = {}  # attempt → the planner's last capsule request
+        # a notice's capsule stores the pages while CRIU dumps them (checkpointing, "images")
+        self.followed = cfg.capsules.checkpoint_via == "images"
 
     @property
     def enabled(self) -> bool:
@@ -203,14 +269,14 @@ class NoticeBudget:
 
     def predict(self, fp: Footprint, rates: Rates, elapsed: float) -> Prediction:
         upload = fp.upload_after(elapsed)
-        seconds = self.cfg.overhead_seconds + rates.seconds(fp.size_bytes, upload)
+        seconds = self.cfg.overhead_seconds + rates.seconds(fp.size_bytes, upload, self.followed)
         return Prediction(seconds, fp.size_bytes, upload)
 
     def best_case(self, fp: Footprint, rates: Rates) -> Prediction:
         """A notice right after a capsule, with capsules as often as allowed: what the task
         costs at the least on this type (an unmeasured dirty rate counts as none)."""
         upload = min((fp.dirty_bps or 0.0) * self.cfg.min_interval_seconds, fp.stored_bytes)
-        seconds = self.cfg.overhead_seconds + rates.seconds(fp.size_bytes, upload)
+        seconds = self.cfg.overhead_seconds + rates.seconds(fp.size_bytes, upload, self.followed)
         return Prediction(seconds, fp.size_bytes, upload)
 
     # -- what a task is ------------------------------------------------------------------------
@@ -410,11 +476,15 @@ class NoticeBudget:
     def learn(self, provider: str, instance_type: str, report: CapsuleReport) -> None:
         """The type's rates with one measured capsule more (own transaction; never raises)."""
         total = float(report.seconds.get("total") or 0.0)
+        dump = report.seconds.get("dump")
+        followed = "dump_followed" in report.seconds
         try:
             self.store.update(
                 provider,
                 instance_type,
-                lambda old: add_sample(old, report.size_bytes, report.uploaded_bytes, total),
+                lambda old: add_sample(
+                    old, report.size_bytes, report.uploaded_bytes, total, dump, followed
+                ),
             )
         except Exception as exc:  # a statistic must never fail the report it came with
             log.warning("checkpoint rate of %s not recorded: %s", instance_type, exc)
@@ -487,7 +557,9 @@ class NoticeBudget:
         model = None
         if report.state == "complete" and report.size_bytes:
             rates = self.rates(inst.provider, inst.instance_type)
-            seconds = rates.seconds(report.size_bytes, report.uploaded_bytes)
+            seconds = rates.seconds(
+                report.size_bytes, report.uploaded_bytes, "dump_followed" in report.seconds
+            )
             model = round(self.cfg.overhead_seconds + seconds, 3)
         measured = (now - datetime.fromisoformat(note.heard)).total_seconds()
         predicted = note.predicted_s
@@ -512,6 +584,8 @@ class NoticeBudget:
                 "measured_s": round(measured, 3),
                 "model_s": model,
                 "agent_s": report.seconds.get("total"),
+                "dump_s": report.seconds.get("dump"),  # the agent's, to CRIU's post-dump
+                "followed": "dump_followed" in report.seconds,
                 "outcome": "durable" if ok else "failed",
                 "within_notice": ok and measured <= note.notice_s,
             },

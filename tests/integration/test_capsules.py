@@ -288,6 +288,10 @@ def test_a_reclaim_notice_moves_the_task_before_the_deadline(
     assert budget["data"]["basis"] in ("usage", "limit")
     assert 0 < budget["data"]["measured_s"] <= 30 and budget["data"]["within_notice"] is True
     assert 0 < budget["data"]["model_s"] < budget["data"]["predicted_s"]  # a small capsule
+    # the capsule stored the pages while CRIU dumped them (checkpoint_via: images), and says
+    # how long CRIU's dump took of its time: what the type's rates learn
+    assert budget["data"]["followed"] is True
+    assert 0 < budget["data"]["dump_s"] <= budget["data"]["agent_s"]
     metadata = task["logs"][-1]["metadata"]
     assert float(metadata["notice_measured_seconds"]) == pytest.approx(
         budget["data"]["measured_s"], abs=0.001

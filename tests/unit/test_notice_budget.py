@@ -34,33 +34,76 @@ from gateway.store.fleet_data import (
 from gateway.telemetry import task_telemetry
 from tests.fixtures.world import FakeProvider, World, running_with
 
-DUMP, UPLOAD = 4.5, 2.5  # the default priors, s/GiB
+# the default priors, s/GiB: every byte in series (CRIU's 40% of it, the pipeline's reading the
+# rest), and every byte stored anew
+DUMP, UPLOAD = 4.5, 2.5
+CRIU, READ = 0.4 * DUMP, 0.6 * DUMP
 
 
 def test_no_measurement_gives_the_priors_and_consistent_ones_keep_them() -> None:
     base = prior(NoticeBudgetConfig())
-    assert solve(None, base) == Rates(DUMP, UPLOAD)
+    unmeasured = solve(None, base)
+    assert unmeasured == base and unmeasured.samples == 0
+    assert (base.criu_s_per_gib, base.read_s_per_gib) == pytest.approx((CRIU, READ))
+    assert (base.upload_s_per_gib, base.constant_s) == (UPLOAD, 0.0)
     stats = None
     for size, new in ((16, 16), (16, 1), (8, 0.5), (4, 4)):
-        stats = add_sample(stats, size * GIB, new * GIB, DUMP * size + UPLOAD * new)
+        dump = CRIU * size
+        stats = add_sample(stats, size * GIB, new * GIB, dump + READ * size + UPLOAD * new, dump)
+    # a followed capsule: the longer of CRIU's dump and the pipeline
+    stats = add_sample(stats, 4 * GIB, 1 * GIB, READ * 4 + UPLOAD, CRIU * 4, followed=True)
     fitted = solve(stats, base)
-    assert fitted.dump_s_per_gib == pytest.approx(DUMP)
+    assert fitted.criu_s_per_gib == pytest.approx(CRIU)
+    assert fitted.read_s_per_gib == pytest.approx(READ)
     assert fitted.upload_s_per_gib == pytest.approx(UPLOAD)
-    assert fitted.samples == 4
+    assert fitted.constant_s == pytest.approx(0.0, abs=1e-9)
+    assert fitted.samples == 5
 
 
 def test_measurements_pull_the_rates_to_what_the_type_does() -> None:
-    """A type twice as fast as the priors: a few capsules of both kinds and the fit says so."""
+    """A type faster than the priors, with a constant: capsules of three shapes and the fit
+    says so; a followed capsule is predicted as the longer of its two stages."""
     base = prior(NoticeBudgetConfig())
     stats = None
     for _ in range(6):
-        for size, new in ((8, 8), (8, 0.4)):
-            stats = add_sample(stats, size * GIB, new * GIB, 2.0 * size + 1.0 * new)
+        for size, new in ((8, 8), (8, 0.4), (2, 0.1)):
+            dump = 1.0 * size
+            total = dump + 0.5 + 1.0 * size + 1.0 * new
+            stats = add_sample(stats, size * GIB, new * GIB, total, dump)
     fitted = solve(stats, base)
-    assert fitted.dump_s_per_gib == pytest.approx(2.0, rel=0.05)
-    assert fitted.upload_s_per_gib == pytest.approx(1.0, rel=0.15)
-    # an upload of the whole capsule: 8 GiB * 3 s/GiB, not the priors' 8 * 7
-    assert fitted.seconds(8 * GIB, 8 * GIB) == pytest.approx(24.0, rel=0.05)
+    assert fitted.criu_s_per_gib == pytest.approx(1.0, rel=0.01)
+    assert fitted.read_s_per_gib == pytest.approx(1.0, rel=0.1)
+    assert fitted.upload_s_per_gib == pytest.approx(1.0, rel=0.05)
+    # the constant is told apart from the per-GiB rates only by the sizes' spread, so the
+    # prior (0) still holds it down; what is predicted is right all the same
+    assert 0 < fitted.constant_s < 0.5
+    # the whole capsule anew: 8 s of dump then 16.5 s of pipeline; followed, the pipeline only
+    assert fitted.seconds(8 * GIB, 8 * GIB) == pytest.approx(24.5, rel=0.02)
+    assert fitted.seconds(8 * GIB, 8 * GIB, followed=True) == pytest.approx(16.5, rel=0.02)
+    assert fitted.seconds(8 * GIB, 0, followed=True) == pytest.approx(8.5, rel=0.03)
+    # a small one whose dump is the longer stage: CRIU's 4 s, not the pipeline's 2.6 s
+    slow_criu = Rates(2.0, 1.0, 1.0, 0.5)
+    assert slow_criu.seconds(2 * GIB, 0.1 * GIB, followed=True) == pytest.approx(4.0)
+    assert slow_criu.seconds(2 * GIB, 0.1 * GIB) == pytest.approx(6.6)
+
+
+def test_a_capsule_without_its_dump_time_counts_wholly_as_dump() -> None:
+    """An agent from before the split reports only its total: the safe side is to believe
+    it all was CRIU's, which a followed notice cannot hide behind the pipeline."""
+    base = prior(NoticeBudgetConfig())
+    stats = None
+    for _ in range(10):
+        stats = add_sample(stats, 4 * GIB, 4 * GIB, 40.0)
+    fitted = solve(stats, base)
+    assert fitted.criu_s_per_gib == pytest.approx(10.0, rel=0.05)
+    assert (fitted.read_s_per_gib, fitted.upload_s_per_gib) == pytest.approx((READ, UPLOAD))
+    assert fitted.seconds(4 * GIB, 4 * GIB, followed=True) >= 39.0
+    # the sums of the model before the split are dropped at the next sample
+    old: dict[str, float] = {"ss": 5.0, "sn": 1.0, "nn": 2.0, "sy": 20.0, "ny": 3.0, "samples": 3}
+    assert set(add_sample(old, GIB, GIB, 5.0, 2.0)) == {
+        "d_ss", "d_sy", "samples",
+        "p_11", "p_1s", "p_1n", "p_ss", "p_sn", "p_nn", "p_1y", "p_sy", "p_ny",
+    }  # fmt: skip
 
 
 def test_a_dirty_rate_rises_at_once_and_falls_by_halves() -> None:
@@ -90,9 +133,15 @@ def capsule(
     new_gib: float,
     seconds: float,
     parent: str | None = None,
+    dump: float | None = None,
+    followed: bool = False,
     **fields: Any,
 ) -> str:
-    """A complete capsule report, `seconds` long, ending now."""
+    """A complete capsule report, `seconds` long, ending now; CRIU's dump took `dump` of it
+    (default: the priors' CRIU seconds per GiB), the pipeline followed it when `followed`."""
+    timings = {"total": seconds, "dump": CRIU * size_gib if dump is None else dump}
+    if followed:
+        timings["dump_followed"] = timings["dump"]
     capsule_id = f"{aid}-{sequence}"
     world.dispatch.capsule(
         inst,
@@ -107,7 +156,7 @@ def capsule(
             size_bytes=int(size_gib * GIB),
             stored_bytes=int(size_gib * GIB),
             uploaded_bytes=int(new_gib * GIB),
-            seconds={"total": seconds},
+            seconds=timings,
             **fields,
         ),
     )
@@ -149,22 +198,23 @@ def kinds(world: World, task_id: str, kind: str) -> list[dict[str, Any]]:
 
 
 def test_a_task_that_dirties_fast_gets_capsules_sooner_than_its_interval(tmp_path: Path) -> None:
-    """16 GiB on Spot: dumping it costs 74 s of the 84 s budget (0.7 * 120 s), leaving 10 s
-    for new chunks — 4 GiB at 2.5 s/GiB. At 0.01 GiB/s of dirt that is 400 s after the newest
-    capsule: the planner asks for one then, not at the 900 s interval."""
+    """24 GiB on Spot: a notice's capsule stores the pages while CRIU dumps them, so its
+    pipeline (24 * 2.7 = 64.8 s to read them) is what counts of the 84 s budget (0.7 * 120 s),
+    leaving 17.2 s for new chunks — 6.9 GiB at 2.5 s/GiB. At 0.01 GiB/s of dirt that is 688 s
+    after the newest capsule: the planner asks for one then, not at the 900 s interval."""
     world = World(tmp_path)
     inst, aid = running_with(world)
     task_id = task_of(world, aid)
     start = world.clock()
-    # the first capsule: everything new (16 * 4.5 + 16 * 2.5 = 112 s, as the priors say)
-    world.clock.set(start + timedelta(seconds=112))
-    first = capsule(world, inst, aid, 1, size_gib=16, new_gib=16, seconds=112)
-    # the second began 100 s after the first: 1 GiB new (16 * 4.5 + 2.5 = 74.5 s)
-    world.clock.set(start + timedelta(seconds=174.5))
-    capsule(world, inst, aid, 2, size_gib=16, new_gib=1, seconds=74.5, parent=first)
+    # the first capsule, taken in series: everything new (24 * 4.5 + 24 * 2.5 = 168 s)
+    world.clock.set(start + timedelta(seconds=168))
+    first = capsule(world, inst, aid, 1, size_gib=24, new_gib=24, seconds=168)
+    # the second began 100 s after the first: 1 GiB new (24 * 4.5 + 2.5 = 110.5 s)
+    world.clock.set(start + timedelta(seconds=210.5))
+    capsule(world, inst, aid, 2, size_gib=24, new_gib=1, seconds=110.5, parent=first)
     profile = profile_of(world, aid)
     assert profile.dirty_bps == pytest.approx(0.01 * GIB)
-    began = world.clock() - timedelta(seconds=74.5)
+    began = world.clock() - timedelta(seconds=110.5)
     assert profile.since == rfc3339(began)
     # stored as the JSON object it always was
     assert set(data(world, aid).dump()["capsule_profile"]) == {
@@ -173,19 +223,19 @@ def test_a_task_that_dirties_fast_gets_capsules_sooner_than_its_interval(tmp_pat
         "stored_bytes",
         "dirty_bps",
     }
-    # 300 s after it: 2 + 72 + 7.5 = 81.5 s ≤ 84: no capsule yet
-    world.clock.set(began + timedelta(seconds=300))
+    # 600 s after it: 2 + 64.8 + 15 = 81.8 s ≤ 84: no capsule yet
+    world.clock.set(began + timedelta(seconds=600))
     world.poll(inst, [aid])  # a heartbeat: the instance is alive
     world.scheduler.tick()
     assert data(world, aid).checkpoint is None
-    # 450 s after it: 2 + 72 + 11.25 = 85.25 s > 84: a capsule, the task running on
-    world.clock.set(began + timedelta(seconds=450))
+    # 700 s after it: 2 + 64.8 + 17.5 = 84.3 s > 84: a capsule, the task running on
+    world.clock.set(began + timedelta(seconds=700))
     world.poll(inst, [aid])
     world.scheduler.tick()
     request = request_of(world, aid)
     assert request.reason == "notice_budget" and request.stop is False
     assert request.notice_budget is not None
-    assert request.notice_budget.predicted_s == pytest.approx(85.25, abs=0.01)
+    assert request.notice_budget.predicted_s == pytest.approx(84.3, abs=0.01)
     assert data(world, aid).dump()["checkpoint"]["notice_budget"]["budget_s"] == pytest.approx(84)
     [asked] = kinds(world, task_id, "checkpoint_requested")
     assert asked["data"]["notice_budget"]["budget_s"] == pytest.approx(84.0)
@@ -215,7 +265,8 @@ def test_a_task_that_dirties_fast_gets_capsules_sooner_than_its_interval(tmp_pat
     assert request_of(world, aid).reason == "notice_budget"
     # the type's rates learned the two capsules; they agreed with the priors
     rates = world.scheduler.budget.rates(inst.provider, inst.instance_type)
-    assert rates.samples == 2 and rates.dump_s_per_gib == pytest.approx(DUMP)
+    assert rates.samples == 2 and rates.criu_s_per_gib == pytest.approx(CRIU)
+    assert rates.read_s_per_gib == pytest.approx(READ)
 
 
 def test_a_small_task_gets_no_extra_capsules(tmp_path: Path) -> None:
@@ -271,7 +322,7 @@ def launched_market(world: World, provider: TwoMarkets) -> str:
 
 
 def test_a_task_too_large_for_the_notice_goes_on_demand_with_an_event(tmp_path: Path) -> None:
-    """32 GB at 4.5 s/GiB is 144 s of dump alone: no Spot capsule at a notice could make it."""
+    """32 GB at 2.7 s/GiB is 86 s of reading alone: no Spot capsule at a notice could make it."""
     world = World(tmp_path)
     provider = TwoMarkets()
     world.scheduler = world.new_scheduler(provider)
@@ -281,7 +332,7 @@ def test_a_task_too_large_for_the_notice_goes_on_demand_with_an_event(tmp_path: 
     [refused] = kinds(world, big, "spot_refused")
     assert "not placed on Spot fake.large" in refused["message"]
     assert "on-demand" in refused["message"]
-    assert refused["data"]["predicted_s"] == pytest.approx(2 + 32 * DUMP)
+    assert refused["data"]["predicted_s"] == pytest.approx(2 + 32 * READ)
     assert refused["data"]["budget_s"] == pytest.approx(84.0)
     world.scheduler.tick()
     assert len(kinds(world, big, "spot_refused")) == 1  # said once
@@ -291,7 +342,7 @@ def test_a_task_that_fits_the_notice_goes_on_spot(tmp_path: Path) -> None:
     world = World(tmp_path)
     provider = TwoMarkets()
     world.scheduler = world.new_scheduler(provider)
-    small = world.submit(cpu_cores=1, ram_gb=8)  # 2 + 36 s
+    small = world.submit(cpu_cores=1, ram_gb=8)  # 2 + 21.6 s
     world.scheduler.tick()
     assert launched_market(world, provider) == "spot"
     assert kinds(world, small, "spot_refused") == []
@@ -301,7 +352,7 @@ def test_a_longer_notice_or_a_restart_task_is_placed_on_spot(tmp_path: Path) -> 
     world = World(tmp_path, capsules={"notice_budget": {"notice_seconds": {"default": 300}}})
     provider = TwoMarkets()
     world.scheduler = world.new_scheduler(provider)
-    world.submit(cpu_cores=1, ram_gb=32)  # 146 s ≤ 0.7 * 300
+    world.submit(cpu_cores=1, ram_gb=32)  # 88.4 s ≤ 0.7 * 300
     world.scheduler.tick()
     assert launched_market(world, provider) == "spot"
     world = World(tmp_path / "restart")
@@ -324,7 +375,7 @@ def test_spot_only_waits_and_says_why(tmp_path: Path) -> None:
 
 
 def test_a_ready_spot_instance_is_passed_over_for_a_task_too_large(tmp_path: Path) -> None:
-    """A 20 s notice (budget 14 s): 1 GB fits (6.5 s), 6 GB does not (29 s)."""
+    """A 20 s notice (budget 14 s): 1 GB fits (4.7 s), 6 GB does not (18.2 s)."""
     world = World(tmp_path, capsules={"notice_budget": {"notice_seconds": {"default": 20}}})
     small = world.submit(cpu_cores=1, ram_gb=1)
     inst = world.boot()  # the fake world's one Spot type, 8 GB
@@ -344,8 +395,8 @@ def test_every_notice_records_the_prediction_next_to_the_measured_time(tmp_path:
     deadline = rfc3339(world.clock() + timedelta(seconds=120)).replace("+00:00", "Z")
     world.dispatch.notice(inst, Notice(kind="terminate", time=deadline))
     note = prediction_of(world, aid)
-    # no dirty rate yet: the whole capsule again: 2 + 4 * 4.5 + 4 * 2.5
-    assert note.predicted_s == pytest.approx(30.0)
+    # no dirty rate yet: the whole capsule again, followed: 2 + max(4 * 1.8, 4 * 2.7 + 4 * 2.5)
+    assert note.predicted_s == pytest.approx(22.8)
     assert note.notice_s == pytest.approx(120.0) and note.requested is True
     assert set(data(world, aid).dump()["notice_prediction"]) == {
         "heard",
@@ -360,7 +411,7 @@ def test_every_notice_records_the_prediction_next_to_the_measured_time(tmp_path:
     }
     [order] = world.poll(inst, [aid]).checkpoint
     assert order.stop and order.reason == "reclaim"
-    world.clock.advance(26.5)
+    world.clock.advance(14)
     capsule(
         world,
         inst,
@@ -368,23 +419,26 @@ def test_every_notice_records_the_prediction_next_to_the_measured_time(tmp_path:
         2,
         size_gib=4,
         new_gib=0.5,
-        seconds=25,
+        seconds=12.5,
+        dump=7.0,
+        followed=True,
         parent=f"{aid}-1",
         request_id=order.request_id,
         stop=True,
         reason="reclaim",
     )
     [event] = kinds(world, task_id, "notice_budget")
-    assert event["data"]["predicted_s"] == pytest.approx(30.0)
-    assert event["data"]["measured_s"] == pytest.approx(26.5)
-    # the rates on the capsule as it came out: 2 + 4 * 4.5 + 0.5 * 2.5
-    assert event["data"]["model_s"] == pytest.approx(21.25)
+    assert event["data"]["predicted_s"] == pytest.approx(22.8)
+    assert event["data"]["measured_s"] == pytest.approx(14.0)
+    # the rates on the capsule as it came out, followed: 2 + max(4 * 1.8, 4 * 2.7 + 0.5 * 2.5)
+    assert event["data"]["model_s"] == pytest.approx(14.05)
+    assert event["data"]["dump_s"] == pytest.approx(7.0) and event["data"]["followed"] is True
     assert event["data"]["outcome"] == "durable" and event["data"]["within_notice"] is True
-    assert "26.5 s after the notice (predicted 30.0 s" in event["message"]
+    assert "14.0 s after the notice (predicted 22.8 s" in event["message"]
     with world.db.engine.connect() as conn:  # and in the task's telemetry
         keys = task_telemetry(conn, task_id)
-    assert keys["notice_predicted_seconds"] == "30.000"
-    assert keys["notice_measured_seconds"] == "26.500"
+    assert keys["notice_predicted_seconds"] == "22.800"
+    assert keys["notice_measured_seconds"] == "14.000"
 
 
 def test_a_notice_during_a_capsule_moves_the_task_when_that_capsule_ends(
