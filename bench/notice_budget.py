@@ -2,10 +2,13 @@
 `tescape serve` with the local provider (docs/benchmarks.md, "The notice budget's predictions").
 
 For each size: a task holding N MiB of incompressible anonymous memory (bench.capsule_bench's
-memhog, staged into the task as an input) runs; once the agent has sent a memory sample, a
-manual checkpoint teaches the instance type's rates; then a reclaim notice (120 s) is posted and
-the task's `notice_budget` event gives the prediction made at the notice next to the measured
-notice → durable time and `model_s` (the rates on the capsule as it came out).
+memhog, staged into the task as an input) runs; once the agent has sent a memory sample,
+`--capsules` manual checkpoints (default 2: the first stores everything, the second is
+incremental and gives the task's dirty rate, as a periodic one would) teach the instance type's
+rates — the sizes run one after the other on the same type, so the later ones also learn from
+the earlier ones' capsules; then a reclaim notice (120 s) is posted and the task's
+`notice_budget` event gives the prediction made at the notice next to the measured notice →
+durable time and `model_s` (the rates on the capsule as it came out).
 
     python -m bench.notice_budget --sizes-mib 256 1024
 """
@@ -37,7 +40,7 @@ def wait(what: str, check: Callable[[], Any], timeout: float) -> Any:
     raise TimeoutError(f"no {what} in {timeout:.0f} s")
 
 
-def one(srv: Any, binary: Path, mib: int) -> dict[str, Any]:
+def one(srv: Any, binary: Path, mib: int, capsules: int) -> dict[str, Any]:
     task = {
         "name": f"notice-{mib}",
         "inputs": [{"path": "/in/memhog", "url": f"file://{binary}", "type": "FILE"}],
@@ -64,18 +67,28 @@ def one(srv: Any, binary: Path, mib: int) -> dict[str, Any]:
     def kinds(kind: str) -> list[dict[str, Any]]:
         return [e for e in events(srv, task_id) if e["kind"] == kind]
 
-    resp = admin(srv, "POST", f"/tasks/{task_id}:checkpoint")
-    assert resp.status_code == 202, resp.text
-    wait("a capsule", lambda: kinds("capsule"), 300)
+    for n in range(1, capsules + 1):
+        resp = admin(srv, "POST", f"/tasks/{task_id}:checkpoint")
+        assert resp.status_code == 202, resp.text
+        wait(f"capsule {n}", lambda n=n: len(kinds("capsule")) >= n, 300)  # type: ignore[misc]
+        time.sleep(2)  # between capsules, as the dirty rate is measured
     victim = instance_of(srv, task_id)
     resp = admin(srv, "POST", f"/instances/{victim}:interrupt", json={"notice_seconds": 120})
     assert resp.status_code == 202, resp.text
     [event] = wait("the notice_budget event", lambda: kinds("notice_budget"), 300)
-    first = kinds("capsule")[0]["data"]
+    taken = [e["data"] for e in kinds("capsule")]
     cancel(srv, task_id)
     return {
         "mib": mib,
-        "first_capsule_s": first["seconds"]["total"],
+        "first_capsule_s": taken[0]["seconds"]["total"],
+        "capsules": [
+            {
+                "total_s": c["seconds"].get("total"),
+                "dump_s": c["seconds"].get("dump"),
+                "uploaded_bytes": c.get("uploaded_bytes"),
+            }
+            for c in taken
+        ],
         "attempt": attempt_data().get("id"),
         **event["data"],
     }
@@ -84,6 +97,7 @@ def one(srv: Any, binary: Path, mib: int) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes-mib", type=int, nargs="+", default=[256, 1024])
+    parser.add_argument("--capsules", type=int, default=2, help="manual capsules before it")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="notice-budget-") as tmp:
@@ -101,7 +115,7 @@ def main() -> None:
         results = []
         with tescape_server(root / "data", config=config, run_tasks=True) as srv:
             for mib in args.sizes_mib:
-                row = one(srv, binary, mib)
+                row = one(srv, binary, mib, args.capsules)
                 print(json.dumps(row), flush=True)
                 results.append(row)
     if args.out:

@@ -235,7 +235,10 @@ class Head:
 
 
 def read_head(
-    chunks: Iterator[bytes | bytearray], stream: TarStream, captured: dict[str, bytes], limit: int = HEAD_LIMIT
+    chunks: Iterator[bytes | bytearray],
+    stream: TarStream,
+    captured: dict[str, bytes],
+    limit: int = HEAD_LIMIT,
 ) -> Head:
     """Take chunks until the first `checkpoint/` entry has been seen. FifoUnsupported when the
     part has none within `limit` bytes; CapsuleCorrupt when spec.dump is not JSON."""

@@ -48,6 +48,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from capsule_runtime.capsules.errors import CapsuleCorrupt
 from capsule_runtime.capsules.frames import raw_payload
+from capsule_runtime.capsules.heap import uninitialized
 
 SCHEME = "aes-256-gcm+blake3"  # what a new chain is written with
 SCHEME_HMAC = "aes-256-gcm+hmac-sha256"  # chains begun before 2026-12-03: read and continued
@@ -184,7 +185,7 @@ class SealedCodec:
         piece by piece into one buffer: no joined frame, no concatenation with the nonce."""
         pieces = _pieces(frame)
         size = sum(len(p) for p in pieces)
-        out = bytearray(NONCE_BYTES + size + max(TAG_BYTES, _GCM_SLACK))
+        out = uninitialized(NONCE_BYTES + size + max(TAG_BYTES, _GCM_SLACK))  # written whole
         nonce = os.urandom(NONCE_BYTES)
         out[:NONCE_BYTES] = nonce
         encryptor = Cipher(algorithms.AES(self._enc_key), modes.GCM(nonce)).encryptor()

@@ -24,6 +24,8 @@ import struct
 import threading
 from collections.abc import Callable
 
+from capsule_runtime.capsules.heap import uninitialized
+
 # read(n, into): the frame's next n bytes into into[:n] (into has _SLACK bytes more, which a
 # cipher's update_into needs)
 RawReader = Callable[[int, memoryview], None]
@@ -134,7 +136,7 @@ def raw_payload(read: RawReader, frame_size: int) -> bytearray | None:
     size = struct.unpack_from("<Q", head, len(RAW_HEADER))[0]
     if size > frame_size - RAW_HEADER_BYTES:
         return None
-    out = bytearray(size + _SLACK)
+    out = uninitialized(size + _SLACK)  # every byte of [:size] is read into, or it is dropped
     view = memoryview(out)
     block = bytearray(_BLOCK_HEADER + _SLACK)
     pos, left = 0, frame_size - RAW_HEADER_BYTES

@@ -19,7 +19,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 M_TRIM_THRESHOLD = -1
 M_MMAP_THRESHOLD = -3
@@ -68,3 +68,27 @@ def pipeline_heap() -> Iterator[None]:
 def tuned() -> bool:
     """Whether the settings took (after a first pipeline); for tests and the bench's report."""
     return bool(_tuned)
+
+
+def _uninitialized_maker() -> Callable[[int], bytearray] | None:
+    try:
+        make = ctypes.pythonapi.PyByteArray_FromStringAndSize
+    except AttributeError:  # not CPython
+        return None
+    make.restype = ctypes.py_object
+    make.argtypes = [ctypes.c_void_p, ctypes.c_ssize_t]
+    return lambda n: make(None, n)
+
+
+_make_uninitialized = _uninitialized_maker()
+
+
+def uninitialized(n: int) -> bytearray:
+    """A bytearray of `n` bytes left as the allocator had them, for a buffer its caller writes
+    whole before anything reads it (a sealed chunk, a decrypted one): `bytearray(n)` zeroes
+    every byte first, a pass over cold memory as long as the copy that follows (~4% of a
+    capsule's CPU here). The buffer may hold the process's earlier data until it is written,
+    so a caller that fails half-way must drop it unread."""
+    if _make_uninitialized is None or n <= 0:
+        return bytearray(n)
+    return _make_uninitialized(n)

@@ -84,3 +84,12 @@ def test_the_real_glibc_takes_the_settings(monkeypatch: pytest.MonkeyPatch) -> N
     with heap.pipeline_heap():
         assert heap.tuned()
     assert isinstance(heap._libc, ctypes.CDLL)
+
+
+def test_an_uninitialized_buffer_has_its_size_and_is_a_bytearray() -> None:
+    for n in (0, 1, 4096, 4 << 20):
+        buf = heap.uninitialized(n)
+        assert isinstance(buf, bytearray) and len(buf) == n
+        buf[:] = bytes(n)  # writable, resizable as any bytearray
+        del buf[n // 2 :]
+        assert len(buf) == n // 2
