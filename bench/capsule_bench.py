@@ -83,11 +83,14 @@ MiB, GiB = 1 << 20, 1 << 30
 NOTICE_SECONDS = 120.0  # AWS's Spot interruption notice
 SEQERA = {"gib": 64, "seconds": 70, "gbps": 12.5}  # Fusion Snapshots' published figure
 
+# issue 14's, for the images path (the default); issue 4's were 1.1 / 1.1 / 0.8 for the export
+# path, whose ratios the summary still gives
 TARGETS = {
-    "notice_file_vs_raw_export": 1.1,  # ≤
-    "restore_vs_raw_restore": 1.1,  # ≤
-    "s3_rate_vs_slower_raw": 0.8,  # ≥
-    "incremental_upload_vs_first": 0.10,  # ≤
+    "notice_images_vs_raw_export": 1.0,  # ≤
+    "restore_images_vs_raw_restore": 1.1,  # ≤
+    "s3_images_rate_vs_slower_raw": 0.9,  # ≥
+    "notice_images_cpu_vs_raw_export": 1.3,  # ≤
+    "periodic_images_upload_vs_first": 0.10,  # ≤
 }
 
 MEMHOG_C = r"""
@@ -907,6 +910,10 @@ def summarize(
         values = [s.get(k) for k in cpu_keys]
         if size_gib and all(v is not None for v in values):
             s[f"{name}_core_s_per_gib"] = round(sum(values) / size_gib, 3)  # type: ignore[arg-type]
+    images_cpu, raw_cpu = s.get("notice_images_core_s_per_gib"), s.get("raw_export_core_s_per_gib")
+    if images_cpu and raw_cpu:  # issue 14's CPU target: the medians' ratio (CPU is not paired)
+        s["notice_images_cpu_vs_raw_export"] = round(images_cpu / raw_cpu, 3)
+    s["cpu_per_gib_images_raw"] = _pair(images_cpu, raw_cpu)
     if periodic_images is not None:
         s.update(_periodic_times("periodic_images", periodic_images))
         s.update(
@@ -1313,25 +1320,41 @@ def cleanup(engine: PodmanEngine, env: Env | None) -> None:
                 engine.remove(info.id)
 
 
+# The images path (capsules.checkpoint_via: images, the default) first, against issue 14's
+# targets; then the export path ("FileStore" rows, the path before it) and the rest.
 ROWS = [
     ("capsule size (MB)", "capsule_size_bytes", 1e-6),
     ("capsule stored (MB)", "capsule_stored_bytes", 1e-6),
-    ("notice→durable, FileStore (s)", "notice_file_s", 1),
+    ("notice→durable, images path (the default; s)", "notice_images_s", 1),
     ("raw `checkpoint --export FILE` (s)", "raw_export_file_s", 1),
-    ("raw export + fsync (s)", "raw_export_file_fsync_s", 1),
-    ("**ratio notice / raw export** (≤ 1.1)", "notice_file_vs_raw_export", 1),
-    ("restore, FileStore (s)", "restore_s", 1),
+    ("**images path / raw export** (≤ 1.0)", "notice_images_vs_raw_export", 1),
+    ("CPU per GiB, notice: images path / raw export (core-s)", "cpu_per_gib_images_raw", 1),
+    ("**CPU, images path / raw export** (≤ 1.3)", "notice_images_cpu_vs_raw_export", 1),
+    ("restore of the images capsule (s)", "restore_images_s", 1),
     ("raw `restore --import FILE` (s)", "raw_restore_s", 1),
-    ("**ratio restore / raw** (≤ 1.1)", "restore_vs_raw_restore", 1),
+    ("**images capsule restore / raw** (≤ 1.1)", "restore_images_vs_raw_restore", 1),
+    ("notice→durable, images path, S3 (s)", "notice_s3_images_s", 1),
+    ("**images path S3 rate / slower raw** (≥ 0.9)", "s3_images_rate_vs_slower_raw", 1),
+    ("CRIU frozen, images path notice (s)", "notice_images_criu_frozen_s", 1),
+    ("periodic capsule, images path (s)", "periodic_images_first_s", 1),
+    ("CRIU frozen, periodic, images path (s)", "periodic_images_criu_frozen_s", 1),
+    ("files frozen beyond it, periodic, images path (s)", "periodic_images_files_frozen_s", 1),
+    ("periodic after 5% changed, images path (s)", "periodic_images_second_s", 1),
+    ("uploaded / first capsule, images path (≤ 0.10)", "periodic_images_upload_vs_first", 1),
+    ("notice→durable, export path, FileStore (s)", "notice_file_s", 1),
+    ("raw export + fsync (s)", "raw_export_file_fsync_s", 1),
+    ("ratio export path / raw export", "notice_file_vs_raw_export", 1),
+    ("restore of the export path's capsule (s)", "restore_s", 1),
+    ("ratio export path's capsule restore / raw", "restore_vs_raw_restore", 1),
     ("restores through the FIFO (of rounds)", "restores_via_fifo", 1),
     ("restore, scratch file instead of the FIFO (s)", "restore_scratch_s", 1),
     ("**restore FIFO / scratch file** (paired)", "restore_fifo_vs_scratch", 1),
     ("restore scratch file / raw", "restore_scratch_vs_raw_restore", 1),
-    ("notice→durable, S3 (s)", "notice_s3_s", 1),
+    ("notice→durable, export path, S3 (s)", "notice_s3_s", 1),
     ("raw dump rate, export to a drained FIFO (GB/s)", "raw_dump_rate_gbs", 1),
     ("raw store rate, boto3 put (GB/s)", "raw_store_rate_gbs", 1),
     ("tescape S3 rate (GB/s)", "s3_rate_gbs", 1),
-    ("**S3 rate / slower raw** (≥ 0.8)", "s3_rate_vs_slower_raw", 1),
+    ("S3 rate, export path / slower raw", "s3_rate_vs_slower_raw", 1),
     ("notice→durable, old pipeline (s)", "notice_old_s", 1),
     ("**notice new / old** (paired)", "notice_new_vs_old", 1),
     ("notice old / raw export", "notice_old_vs_raw_export", 1),
