@@ -63,6 +63,11 @@ def test_quick_capsule_benchmark(tmp_path: Path, busybox_image: str) -> None:
     assert 0 < summary["incremental_upload_vs_first"] < 0.5
     if results["meta"]["s3"]:
         assert summary["s3_rate_vs_slower_raw"] > 0
-    assert "| notice→durable, FileStore (s) |" in proc.stdout  # the Markdown table
+    # the Markdown table: the images path (the default) against issue 14's targets first
+    assert "| notice→durable, images path (the default; s) |" in proc.stdout
+    assert "| **CPU, images path / raw export** (≤ 1.3) |" in proc.stdout
+    assert "| notice→durable, export path, FileStore (s) |" in proc.stdout
+    assert summary["notice_images_cpu_vs_raw_export"] > 0
+    assert results["targets"]["notice_images_vs_raw_export"] == 1.0
     assert bench_containers(results["meta"]["run_id"]) == []  # every container removed
     assert not any((work / "capsules").rglob("*.zst"))  # capsules deleted
