@@ -3,7 +3,7 @@
 A fresh `weed mini` (tests/fixtures/seaweedfs.py) on loopback; N MiB of random bytes put as
 4 MiB objects from `--workers` threads through boto3 (as bench.capsule_bench's raw store rate
 does), `--rounds` times. Per round: wall time, this process's CPU (boto3, the HTTP client) and
-the weed process's CPU (utime + stime of /proc/<pid>/stat, all its threads), per GiB. On a
+the weed process's CPU (bench.load.tree_cpu: all its threads and children), per GiB. On a
 machine where the store runs beside the task, the store's own CPU is taken from the cores the
 checkpoint needs: docs/benchmarks.md, "2026-12-03: fewer copies, cheaper ids".
 
@@ -15,27 +15,18 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
+from bench.capsule_bench import cpu_meter
+from bench.load import tree_cpu
 from tests.fixtures.seaweedfs import seaweedfs_server
 
 MiB = 1 << 20
 CHUNK = 4 * MiB
-
-
-def proc_cpu(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def self_cpu() -> float:
-    r = resource.getrusage(resource.RUSAGE_SELF)
-    return r.ru_utime + r.ru_stime
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -56,13 +47,14 @@ def main(argv: list[str] | None = None) -> int:
             def put(i: int, bucket: str = bucket) -> None:
                 client.put_object(Bucket=bucket, Key=f"o{i}", Body=pieces[i % len(pieces)])
 
-            w0, c0, s0 = time.perf_counter(), self_cpu(), proc_cpu(server.pid)
-            with ThreadPoolExecutor(args.workers) as pool:
+            client_cpu: dict[str, Any] = {}
+            w0, s0 = time.perf_counter(), tree_cpu(server.pid)
+            with cpu_meter(client_cpu), ThreadPoolExecutor(args.workers) as pool:
                 list(pool.map(put, range(args.mib * MiB // CHUNK)))
-            w1, c1, s1 = time.perf_counter(), self_cpu(), proc_cpu(server.pid)
+            w1, s1 = time.perf_counter(), tree_cpu(server.pid)
             row = {
                 "wall_s_per_gib": round((w1 - w0) / gib, 3),
-                "client_core_s_per_gib": round((c1 - c0) / gib, 3),
+                "client_core_s_per_gib": round(client_cpu["cpu_self_s"] / gib, 3),
                 "server_core_s_per_gib": round((s1 - s0) / gib, 3),
                 "loadavg": os.getloadavg()[0],
             }

@@ -202,8 +202,7 @@ class SealedCodec:
         return out
 
     def open(self, chunk_id: str, stored: bytes, where: str) -> bytes:
-        if len(stored) < OVERHEAD:
-            raise CapsuleCorrupt(f"{where} is too short to be a sealed chunk ({len(stored)} B)")
+        _check_sealed_length(stored, where)
         view = memoryview(stored)  # the ciphertext is not copied out of `stored`
         try:
             frame: bytes = self._aead.decrypt(
@@ -217,8 +216,7 @@ class SealedCodec:
         """The chunk's bytes when its frame is raw_frame's layout (stored uncompressed),
         decrypted straight into them, its tag checked; None when it is another frame (then
         `open` and zstd). CapsuleCorrupt as `open`."""
-        if len(stored) < OVERHEAD:
-            raise CapsuleCorrupt(f"{where} is too short to be a sealed chunk ({len(stored)} B)")
+        _check_sealed_length(stored, where)
         view = memoryview(stored)
         end = len(view) - TAG_BYTES
         decryptor = Cipher(
@@ -227,10 +225,8 @@ class SealedCodec:
         decryptor.authenticate_additional_data(chunk_id.encode())
         at = NONCE_BYTES
 
-        def read(n: int, into: memoryview) -> None:
+        def read(n: int, into: memoryview) -> None:  # raw_payload stays within the frame
             nonlocal at
-            if at + n > end:
-                raise _bad_tag(where)  # lengths that do not add up: not what was sealed
             decryptor.update_into(view[at : at + n], into)
             at += n
 
@@ -242,6 +238,11 @@ class SealedCodec:
         except InvalidTag:
             raise _bad_tag(where) from None
         return out
+
+
+def _check_sealed_length(stored: bytes, where: str) -> None:
+    if len(stored) < OVERHEAD:
+        raise CapsuleCorrupt(f"{where} is too short to be a sealed chunk ({len(stored)} B)")
 
 
 def _bad_tag(where: str) -> CapsuleCorrupt:

@@ -129,6 +129,8 @@ def raw_payload(read: RawReader, frame_size: int) -> bytearray | None:
     one buffer: no copy of the frame, no zstd. None as soon as the frame is seen not to be in
     that layout (another block type, sizes that do not add up): the caller decodes it with zstd
     instead."""
+    if frame_size < RAW_HEADER_BYTES:  # never asks `read` for more than the frame holds
+        return None
     head = bytearray(RAW_HEADER_BYTES + _SLACK)
     read(RAW_HEADER_BYTES, memoryview(head))
     if head[: len(RAW_HEADER)] != RAW_HEADER:

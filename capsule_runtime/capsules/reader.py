@@ -102,12 +102,13 @@ class _ChunkReader:
             data = self.store.get(key)
         except CapsuleMissing as exc:
             raise ChunkMissing(f"{where} missing ({key})") from exc
-        raw = self.codec.open_raw(ref.sha256, data, f"{where} ({key})")
+        label = f"{where} ({key})"
+        raw = self.codec.open_raw(ref.sha256, data, label)
         if raw is not None:  # sealed, uncompressed: decrypted into place, the tag checked
             if len(raw) != ref.size:
-                raise CapsuleCorrupt(f"{where} ({key}) has {len(raw)} bytes, not {ref.size}")
+                raise CapsuleCorrupt(f"{label} has {len(raw)} bytes, not {ref.size}")
             return raw
-        return self._decoded(where, key, ref, self.codec.open(ref.sha256, data, f"{where} ({key})"))
+        return self._decoded(where, key, ref, self.codec.open(ref.sha256, data, label))
 
     def _decoded(self, where: str, key: str, ref: ChunkRef, data: bytes) -> bytes:
         try:

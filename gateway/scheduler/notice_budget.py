@@ -206,6 +206,12 @@ class Prediction:
     upload_bytes: float
 
 
+def followed(report: CapsuleReport) -> bool:
+    """Whether the capsule's pipeline stored the pages while CRIU dumped them (the agent's
+    `seconds.dump_followed`, checkpoint_via: images)."""
+    return "dump_followed" in report.seconds
+
+
 def next_dirty_rate(old: float | None, sample: float) -> float:
     """A rise is believed at once (a notice now would pay for it), a fall halves the gap."""
     if old is None or sample >= old:
@@ -477,13 +483,12 @@ class NoticeBudget:
         """The type's rates with one measured capsule more (own transaction; never raises)."""
         total = float(report.seconds.get("total") or 0.0)
         dump = report.seconds.get("dump")
-        followed = "dump_followed" in report.seconds
         try:
             self.store.update(
                 provider,
                 instance_type,
                 lambda old: add_sample(
-                    old, report.size_bytes, report.uploaded_bytes, total, dump, followed
+                    old, report.size_bytes, report.uploaded_bytes, total, dump, followed(report)
                 ),
             )
         except Exception as exc:  # a statistic must never fail the report it came with
@@ -557,9 +562,7 @@ class NoticeBudget:
         model = None
         if report.state == "complete" and report.size_bytes:
             rates = self.rates(inst.provider, inst.instance_type)
-            seconds = rates.seconds(
-                report.size_bytes, report.uploaded_bytes, "dump_followed" in report.seconds
-            )
+            seconds = rates.seconds(report.size_bytes, report.uploaded_bytes, followed(report))
             model = round(self.cfg.overhead_seconds + seconds, 3)
         measured = (now - datetime.fromisoformat(note.heard)).total_seconds()
         predicted = note.predicted_s
@@ -585,7 +588,7 @@ class NoticeBudget:
                 "model_s": model,
                 "agent_s": report.seconds.get("total"),
                 "dump_s": report.seconds.get("dump"),  # the agent's, to CRIU's post-dump
-                "followed": "dump_followed" in report.seconds,
+                "followed": followed(report),
                 "outcome": "durable" if ok else "failed",
                 "within_notice": ok and measured <= note.notice_s,
             },
