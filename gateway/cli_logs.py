@@ -4,15 +4,16 @@ task's event history, from the admin API (`GET /api/v1/tasks/{id}/logs|events`).
 While an executor runs, its agent pushes the stream to the gateway as it grows (every 2 s,
 capsule_runtime/live_logs.py); once the task has ended the whole stream is uploaded and replaces
 it. `-f` follows the task's state and prints the stream as it grows, asking with a `Range` header
-for only the bytes not printed yet. Before the executor starts only the tail that TES keeps in
-the task's ExecutorLog exists; without `-f` that tail is printed instead.
+for only the bytes not printed yet; it stops once the task has ended and the gateway says
+(`X-Tescape-Stream: final`) that it holds the whole stream. Before the executor starts only the
+tail that TES keeps in the task's ExecutorLog exists; without `-f` that tail is printed instead.
 """
 
 from __future__ import annotations
 
 import sys
 import time
-from typing import Any
+from typing import Any, NamedTuple
 
 import click
 from rich.console import Group, RenderableType
@@ -24,7 +25,8 @@ from gateway.cli_output import EXIT_OK, print_json
 from gateway.tes.states import TERMINAL
 
 FIRST_POLL_SECONDS = 0.5  # the poll interval starts here and doubles while nothing changes
-STREAM_GRACE_SECONDS = 30.0  # after the task ends, how long -f waits for its stream to appear
+STREAM_GRACE_SECONDS = 30.0  # after the task ends, how long -f waits for its whole stream
+STREAM_HEADER = "X-Tescape-Stream"  # `final` or `live`: set by gateway/api/admin.py
 
 
 def _cli() -> Any:
@@ -40,8 +42,17 @@ def _task(server: str, task_id: str, view: str = "MINIMAL") -> dict[str, Any]:
     return task
 
 
-def _new_bytes(server: str, task_id: str, executor: int, stream: str, offset: int) -> bytes | None:
-    """The stream's bytes from `offset` on; None while the gateway has no full stream yet."""
+class Piece(NamedTuple):
+    """What one ask for the stream brought: its bytes past the offset (None while the gateway
+    has no stream yet), and whether the gateway holds the whole stream (uploaded when the
+    task ended) rather than the live pushes, which stop up to a push interval short."""
+
+    data: bytes | None
+    final: bool
+
+
+def _new_bytes(server: str, task_id: str, executor: int, stream: str, offset: int) -> Piece:
+    """The stream's bytes from `offset` on."""
     cli = _cli()
     headers = {"Range": f"bytes={offset}-"} if offset else {}
     resp = cli._request(
@@ -51,16 +62,18 @@ def _new_bytes(server: str, task_id: str, executor: int, stream: str, offset: in
         params={"executor": executor, "stream": stream},
         headers=headers,
     )
+    # a gateway older than the header only ever answered once the stream was whole
+    final = resp.headers.get(STREAM_HEADER, "final") == "final"
     if resp.status_code == 404:  # the task exists (checked first): the stream does not yet
-        return None
+        return Piece(None, False)
     if resp.status_code == 416:  # nothing past what was printed
-        return b""
+        return Piece(b"", final)
     if resp.status_code >= 400:
         cli._fail(resp)
     data: bytes = resp.content
     if resp.status_code == 200 and offset:  # the whole file despite the range
         data = data[offset:]
-    return data
+    return Piece(data, final)
 
 
 def _write(data: bytes) -> None:
@@ -83,23 +96,28 @@ def _ran(task: dict[str, Any], executor: int) -> bool:
 
 
 def _follow(server: str, task_id: str, executor: int, stream: str, interval: float) -> str:
-    """Print the stream as it grows until the task ends; return the task's final state."""
+    """Print the stream as it grows until the task ends and the gateway holds its whole
+    stream; return the task's final state."""
     offset = 0
     wait = FIRST_POLL_SECONDS
     ended_at: float | None = None
     while True:
         state = str(_task(server, task_id).get("state", ""))
-        data = _new_bytes(server, task_id, executor, stream, offset)
-        if data:
-            _write(data)
-            offset += len(data)
+        piece = _new_bytes(server, task_id, executor, stream, offset)
+        if piece.data:
+            _write(piece.data)
+            offset += len(piece.data)
             wait = FIRST_POLL_SECONDS
         if state in TERMINAL:
-            if data is not None or not _ran(_task(server, task_id, "BASIC"), executor):
-                return state  # printed, or never to come (cancelled before the executor ran)
+            if piece.final or (
+                piece.data is None and not _ran(_task(server, task_id, "BASIC"), executor)
+            ):
+                return state  # all printed, or never to come (cancelled before it ran)
+            # the agent uploads the whole stream just after it reports the end
             ended_at = ended_at if ended_at is not None else time.monotonic()
             if time.monotonic() - ended_at > STREAM_GRACE_SECONDS:
                 return state
+            wait = FIRST_POLL_SECONDS
         time.sleep(wait)
         wait = min(wait * 2, interval)
 
@@ -158,7 +176,8 @@ def register(tasks: click.Group) -> None:
         While the executor runs, the stream grows every few seconds; the whole stream is saved
         once the task has ended. Before the executor starts this prints the tail kept in the
         task's logs; with -f it follows the task's state instead, prints the stream as it grows
-        (only bytes not printed yet; up to 30 s after the task ended) and then exits. The final
+        (only bytes not printed yet) until the task has ended and its whole stream is saved
+        (or 30 s after the end, if it never is), and then exits. The final
         state goes to stderr; exit 0 whatever it is, 4 when there is no such task.
         """
         task = _task(server, task_id)  # exit 4 before anything else when it does not exist
@@ -166,7 +185,7 @@ def register(tasks: click.Group) -> None:
             state = _follow(server, task_id, executor, stream, interval)
             _cli().err_console.print(f"task {task_id}: {state}")
             sys.exit(EXIT_OK)
-        data = _new_bytes(server, task_id, executor, stream, 0)
+        data = _new_bytes(server, task_id, executor, stream, 0).data
         if data is not None:
             _write(data)
             return

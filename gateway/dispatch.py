@@ -72,6 +72,15 @@ USAGE_SAMPLES = 24  # usage samples kept per attempt (about two minutes at one p
 STREAMS = ("stdout", "stderr")
 _STREAM_APPENDS = threading.Lock()  # live pushes are small: one at a time is plenty
 
+
+def _read_text(path: Path) -> str:
+    """A small file's text; '' when there is none."""
+    try:
+        return path.read_text()
+    except OSError:
+        return ""
+
+
 STATUS_STATE = {
     "running": State.RUNNING,
     "complete": State.COMPLETE,
@@ -824,9 +833,18 @@ class Dispatcher:
     # -- full executor streams ----------------------------------------------------------------
 
     @staticmethod
-    def _append_stream(path: Path, offset: int, chunks: Iterable[bytes]) -> int:
+    def final_marker(path: Path) -> Path:
+        """Beside a stream: the id of the attempt whose agent uploaded it whole (at its end)."""
+        return path.with_name(path.name + ".final")
+
+    @staticmethod
+    def _append_stream(
+        path: Path, offset: int, chunks: Iterable[bytes], attempt_id: str = ""
+    ) -> int:
         with _STREAM_APPENDS:
             size = path.stat().st_size if path.exists() else 0
+            if attempt_id and _read_text(Dispatcher.final_marker(path)) == attempt_id:
+                return size  # a late push: its attempt's whole stream is here already
             if offset > size:
                 raise StreamGap(size)
             with open(path, "r+b" if path.exists() else "wb") as out:
@@ -841,6 +859,13 @@ class Dispatcher:
             raise ValueError(f"no stream {stream!r} for executor {executor}")
         return self.logs_dir / task_id / f"{executor}.{stream}"
 
+    def stream_is_final(self, task_id: str, executor: int, stream: str) -> bool:
+        """Whether the stored stream is the whole one that the task's newest attempt uploaded
+        when it ended, rather than its live pushes (which stop up to a push interval short)."""
+        marker = _read_text(self.final_marker(self.stream_path(task_id, executor, stream)))
+        attempts = self.fleet.attempts_of(task_id)
+        return bool(marker) and bool(attempts) and attempts[-1].id == marker
+
     def save_stream(
         self,
         inst: Instance,
@@ -851,19 +876,26 @@ class Dispatcher:
         offset: int | None = None,
     ) -> int:
         """Store an executor's stream: whole (replacing what was there: the agent's upload once
-        the task has ended), or, with `offset`, the bytes from that offset on (the agent's
-        live pushes while the executor runs, so logs can be followed). A push sent again after
-        a lost answer writes the same bytes at the same place. Returns the stored size."""
+        the task has ended, marked final for its attempt), or, with `offset`, the bytes from
+        that offset on (the agent's live pushes while the executor runs, so logs can be
+        followed). A push sent again after a lost answer writes the same bytes at the same
+        place; one that arrives after its attempt's whole stream changes nothing. Returns the
+        stored size."""
         attempt = self.attempt_of(inst, attempt_id)
         path = self.stream_path(attempt.task_id, executor, stream)
         path.parent.mkdir(parents=True, exist_ok=True)
         if offset is not None:
-            return self._append_stream(path, offset, chunks)
-        tmp = path.with_suffix(path.suffix + f".{os.getpid()}.tmp")
+            return self._append_stream(path, offset, chunks, attempt_id)
+        tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
         size = 0
         with open(tmp, "wb") as out:
             for chunk in chunks:
                 out.write(chunk)
                 size += len(chunk)
-        tmp.replace(path)
+        marker = self.final_marker(path)
+        marker_tmp = marker.with_name(marker.name + f".{os.getpid()}.tmp")
+        marker_tmp.write_text(attempt_id)
+        with _STREAM_APPENDS:  # no live push lands between the stream and its mark
+            tmp.replace(path)
+            marker_tmp.replace(marker)
         return size

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from flask import Blueprint, Response, current_app, g, request, send_file
+from werkzeug.exceptions import RequestedRangeNotSatisfiable
 
 from capsule_runtime.protocol.messages import Notice
 from gateway.api.responses import error_response, json_response
@@ -18,6 +19,8 @@ if TYPE_CHECKING:
     from gateway.app import Services
 
 bp = Blueprint("admin", __name__, url_prefix="/api/v1")
+
+STREAM_HEADER = "X-Tescape-Stream"  # on GET .../logs: `final` or `live` (gateway.cli_logs reads it)
 
 
 def _services() -> Services:
@@ -94,18 +97,26 @@ def task_events(task_id: str) -> Response:
 def task_logs(task_id: str) -> Response:
     """The full stdout or stderr of one executor (text/plain); the TES ExecutorLog keeps a tail."""
     _own_task(task_id)
+    stream = request.args.get("stream", "stdout")
     try:
         executor = int(request.args.get("executor", "0"))
-        path = _services().dispatcher.stream_path(
-            task_id, executor, request.args.get("stream", "stdout")
-        )
+        path = _services().dispatcher.stream_path(task_id, executor, stream)
     except ValueError as exc:
         return error_response(400, str(exc))
     if not path.exists():
         return error_response(
             404, "no such log yet (an executor's output arrives a few seconds after it starts)"
         )
-    return send_file(path, mimetype="text/plain", conditional=True)
+    final = _services().dispatcher.stream_is_final(task_id, executor, stream)
+    try:
+        resp = send_file(path, mimetype="text/plain", conditional=True)
+    except RequestedRangeNotSatisfiable:  # nothing past the bytes the client has
+        resp = error_response(416, "no bytes past that offset yet")
+        resp.headers["Content-Range"] = f"bytes */{path.stat().st_size}"
+    # `final`: the whole stream, uploaded when the task ended; `live`: what the agent has
+    # pushed while it runs (a follower keeps asking until it reads `final`)
+    resp.headers[STREAM_HEADER] = "final" if final else "live"
+    return resp
 
 
 # -- checkpoints and migrations ---------------------------------------------------------------

@@ -102,6 +102,14 @@ def test_a_running_executors_stdout_can_be_followed(
             lambda: t if (t := live_text(srv, task_id)).endswith("end\n") else None,
             srv=srv,
         )
+        whole = requests.get(
+            f"{srv.url}/api/v1/tasks/{task_id}/logs",
+            params={"executor": "0", "stream": "stdout"},
+            headers={"Range": f"bytes={len(final.encode())}-"},
+            timeout=10,
+        )
+        assert whole.status_code == 416  # nothing past the end
+        assert whole.headers["X-Tescape-Stream"] == "final"  # what -f waited for
     lines = final.splitlines()
     assert lines[-1] == "end"
     assert lines[:-1] == [f"line {i}" for i in range(1, len(lines))]

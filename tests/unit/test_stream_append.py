@@ -26,3 +26,16 @@ def test_a_push_past_the_end_says_where_the_gateway_is(tmp_path: Path) -> None:
         Dispatcher._append_stream(path, 10, [b"x"])
     assert gap.value.size == 3
     assert path.read_bytes() == b"abc"
+
+
+def test_a_late_push_leaves_the_whole_stream_alone(tmp_path: Path) -> None:
+    """The agent's whole stream (uploaded at the end) is marked with its attempt: a push of that
+    attempt still on its way cannot cut it short, while a later attempt's pushes are stored."""
+    path = tmp_path / "0.stdout"
+    Dispatcher._append_stream(path, 0, [b"one\n"], "attempt-1")
+    path.write_bytes(b"one\ntwo\nend\n")
+    Dispatcher.final_marker(path).write_text("attempt-1")
+    assert Dispatcher._append_stream(path, 0, [b"one\ntwo\n"], "attempt-1") == 12
+    assert path.read_bytes() == b"one\ntwo\nend\n"
+    assert Dispatcher._append_stream(path, 0, [b"again\n"], "attempt-2") == 6
+    assert path.read_bytes() == b"again\n"
