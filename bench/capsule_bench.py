@@ -369,6 +369,7 @@ def ckpt_record(ck: checkpointing.Checkpoint, wall: float, cpu: dict[str, Any]) 
         "reused_chunks": m.reused_chunks,
         "zero_chunks": m.zero_chunks,
         "raw_chunks": m.raw_chunks,
+        "fast_chunks": m.fast_chunks,
         "chunks": sum(len(p.chunks) for p in m.parts),
         "steps": ck.seconds,
         "pipeline": m.timings,  # read/hash/compress/upload summed over workers; total = wall
@@ -793,6 +794,7 @@ def summarize(
         "restore_cpu_self_s": "tescape_file.restore.cpu_self_s",
         "restore_old_cpu_self_s": "tescape_old.restore.cpu_self_s",
         "raw_chunks": "tescape_file.notice.raw_chunks",
+        "fast_chunks": "tescape_file.notice.fast_chunks",
         "chunks": "tescape_file.notice.chunks",
         "raw_export_file_s": "raw.export_file.seconds",
         "raw_export_file_fsync_s": "raw.export_file.seconds_with_fsync",
@@ -930,7 +932,7 @@ def summarize(
     )
     s["restore_cpu_pair"] = _pair(s["restore_cpu_self_s"], s["restore_old_cpu_self_s"])
     s["restore_cpu_fifo_scratch"] = _pair(s["restore_cpu_self_s"], s["restore_scratch_cpu_self_s"])
-    s["raw_chunk_pair"] = _pair(s["raw_chunks"], s["chunks"])
+    s["raw_chunk_pair"] = _pair(s["raw_chunks"], s.get("fast_chunks"), s["chunks"])
     s["profile"] = profile(rounds)
     s["loadavg_1min"] = [r.get("loadavg") for r in rounds]
     return s
@@ -1365,7 +1367,7 @@ ROWS = [
     ("podman+CRIU CPU, notice new / old / raw export (core-s)", "children_cpu_triple", 1),
     ("agent CPU, restore new / old (core-s)", "restore_cpu_pair", 1),
     ("agent CPU, restore FIFO / scratch file (core-s)", "restore_cpu_fifo_scratch", 1),
-    ("chunks stored raw (not compressible) / all", "raw_chunk_pair", 1),
+    ("chunks stored raw (not compressible) / at zstd's fast level / all", "raw_chunk_pair", 1),
     ("CRIU frozen, notice (s)", "notice_criu_frozen_s", 1),
     ("files frozen, notice (s)", "notice_files_frozen_s", 1),
     ("CRIU frozen, raw export (s)", "raw_criu_frozen_s", 1),

@@ -87,6 +87,7 @@ class Manifest(_Model):
     reused_chunks: int = 0  # already in the store (parent, `known`, or earlier in this capsule)
     zero_chunks: int = 0  # all zero bytes: neither hashed nor compressed (ChunkRef.zero)
     raw_chunks: int = 0  # did not compress when sampled: stored as a raw zstd frame (frames.py)
+    fast_chunks: int = 0  # compressed little when sampled: at zstd's fast level (frames.py)
     meta: dict[str, Any] = Field(default_factory=dict)  # versions, runner state, options
     timings: dict[str, float] = Field(default_factory=dict)  # seconds
     # format 2: {scheme, wrapper, key_id, wrapped}: the chain's data key, wrapped (crypto.py)

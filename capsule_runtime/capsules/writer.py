@@ -8,8 +8,9 @@ HMAC under the chain's name key, and the stored frame is sealed (AES-256-GCM). A
 the parent manifest or `known` names, or that appeared earlier in this capsule, is not written
 again (counted in `reused_chunks`). A chunk of zero bytes is neither hashed nor compressed (its
 id is computed once per size) and is marked `zero` in the manifest; a chunk whose samples do not
-compress is stored as a raw zstd frame without running the compressor over it (frames.py:
-`worth_compressing`, `raw_frame_pieces`). Only when every chunk
+compress is stored as a raw zstd frame without running the compressor over it, and one that
+compresses little at zstd's fast level (frames.py: `sample_ratio`, `level_for`,
+`raw_frame_pieces`). Only when every chunk
 is stored is the manifest put; any failure raises CapsuleWriteError and leaves no manifest
 (orphan chunks are harmless: the next capsule reuses them, task deletion removes them), and the
 part being read is closed at once (a writer feeding it through a pipe gets EPIPE).
@@ -47,11 +48,14 @@ from capsule_runtime.capsules.crypto import (
 )
 from capsule_runtime.capsules.errors import CapsuleWriteError
 from capsule_runtime.capsules.frames import (
+    FAST_LEVEL,
+    FAST_RATIO,
     SAMPLED,
     ZeroIds,
     is_zero,
+    level_for,
     raw_frame_pieces,
-    worth_compressing,
+    sample_ratio,
 )
 from capsule_runtime.capsules.heap import pipeline_heap
 from capsule_runtime.capsules.keys import chunk_key, manifest_key
@@ -103,6 +107,7 @@ class _Stored:
     seconds: dict[str, float]
     zero: bool = False
     raw: bool = False
+    fast: bool = False  # compressed at frames.FAST_LEVEL
     key: tuple[int, ...] = ()
 
 
@@ -120,7 +125,7 @@ class _ChunkWriter:
     ):
         self.store = store
         self.codec = codec
-        self.sampled = sampled  # sample each chunk; store what does not compress raw
+        self.sampled = sampled  # sample each chunk: raw, fast level or `level` (frames.level_for)
         self.zero_id = ZeroIds(codec.chunk_id)
         self.task_id = task_id
         self.level = level
@@ -130,13 +135,17 @@ class _ChunkWriter:
         self._lock = threading.Lock()
         self._local = threading.local()
 
-    def _compressor(self) -> zstandard.ZstdCompressor:
-        cctx = getattr(self._local, "cctx", None)
+    def _compressor(self, level: int) -> zstandard.ZstdCompressor:
+        """This thread's compressor at `level` (one per level and thread: a ZstdCompressor is
+        not safe to share between threads)."""
+        cctxs: dict[int, zstandard.ZstdCompressor] | None = getattr(self._local, "cctxs", None)
+        if cctxs is None:
+            cctxs = self._local.cctxs = {}
+        cctx = cctxs.get(level)
         if cctx is None:
-            cctx = zstandard.ZstdCompressor(
-                level=self.level, write_checksum=True, write_content_size=True
+            cctx = cctxs[level] = zstandard.ZstdCompressor(
+                level=level, write_checksum=True, write_content_size=True
             )
-            self._local.cctx = cctx
         return cctx
 
     def _sampler(self) -> zstandard.ZstdCompressor:
@@ -145,18 +154,16 @@ class _ChunkWriter:
             sctx = self._local.sctx = zstandard.ZstdCompressor(level=self.level)
         return sctx
 
-    def _frame(self, data: Data, zero: bool) -> tuple[Frame, bool]:
-        """The chunk's zstd frame (a raw one in pieces, never joined), and whether it is raw
-        (stored uncompressed)."""
-        if (
-            self.sampled
-            and not zero
-            and len(data) > SAMPLED
-            and not worth_compressing(data, self._sampler().compress)
-        ):
-            return raw_frame_pieces(data), True
-        compressed: bytes = self._compressor().compress(data)
-        return compressed, False
+    def _frame(self, data: Data, zero: bool) -> tuple[Frame, int | None]:
+        """The chunk's zstd frame (a raw one in pieces, never joined), and the level it was
+        compressed at (None: raw, stored uncompressed)."""
+        level: int | None = self.level
+        if self.sampled and not zero and len(data) > SAMPLED:
+            level = level_for(sample_ratio(data, self._sampler().compress), self.level)
+        if level is None:
+            return raw_frame_pieces(data), None
+        compressed: bytes = self._compressor(level).compress(data)
+        return compressed, level
 
     def __call__(self, chunk: _Chunk) -> _Stored:
         t0 = time.perf_counter()
@@ -178,7 +185,7 @@ class _ChunkWriter:
             stored = claim.result()
             return _Stored(chunk.part, sha, size, stored, False, seconds, zero, key=chunk.key)
         try:
-            frame, raw = self._frame(chunk.data, zero)
+            frame, level = self._frame(chunk.data, zero)
             compressed = self.codec.seal(sha, frame)
             t2 = time.perf_counter()
             seconds["compress"] = t2 - t1
@@ -190,7 +197,16 @@ class _ChunkWriter:
             raise
         claim.set_result(len(compressed))
         return _Stored(
-            chunk.part, sha, size, len(compressed), upload, seconds, zero, raw, chunk.key
+            chunk.part,
+            sha,
+            size,
+            len(compressed),
+            upload,
+            seconds,
+            zero,
+            raw=level is None,
+            fast=level is not None and level != self.level,
+            key=chunk.key,
         )
 
 
@@ -257,7 +273,8 @@ def write_capsule(
     unknown, so those chunks are compressed (not uploaded) to measure it. `progress(n)`: n more
     uncompressed bytes stored, called from this thread. `keys`: encrypt at rest (format 2) with
     the parent's data key when `keys` unwraps it, else a new one (then nothing is reused).
-    `sampled=False`: compress every chunk (no sampling, no raw frames; the bench's old path).
+    `sampled=False`: compress every chunk at `level` (no sampling, no raw frames, no fast
+    level; the bench's old path).
     `keyed`: the chunks themselves, in any order, each with its part's index and its place in
     the part (the parts' `open` is then never called): so a part's later bytes can be stored
     before its earlier ones are known (checkpointing's "images" path stores CRIU's pages while
@@ -279,7 +296,7 @@ def write_capsule(
     seconds = {"read": 0.0, "hash": 0.0, "compress": 0.0, "upload": 0.0}
     out = [Part(name=p.name) for p in parts]
     keys_of: list[list[tuple[int, ...]]] = [[] for _ in parts]
-    uploaded_chunks = reused_chunks = uploaded_bytes = zero_chunks = raw_chunks = 0
+    uploaded_chunks = reused_chunks = uploaded_bytes = zero_chunks = raw_chunks = fast_chunks = 0
     try:
         with (
             pipeline_heap(),
@@ -303,6 +320,7 @@ def write_capsule(
                 keys_of[done.part].append(done.key)
                 zero_chunks += done.zero
                 raw_chunks += done.raw
+                fast_chunks += done.fast
                 if done.uploaded:
                     uploaded_chunks += 1
                     uploaded_bytes += stored_size
@@ -335,11 +353,13 @@ def write_capsule(
             reused_chunks=reused_chunks,
             zero_chunks=zero_chunks,
             raw_chunks=raw_chunks,
+            fast_chunks=fast_chunks,
             meta={
                 **(meta or {}),
                 "chunking": {
                     "chunk_size": chunk_size,
                     "zstd_level": level,
+                    "zstd_fast": {"level": FAST_LEVEL, "from_ratio": FAST_RATIO},
                     "zstandard": zstandard.__version__,
                     "sampled": sampled,
                 },

@@ -30,11 +30,15 @@ from capsule_runtime.capsules import (
 )
 from capsule_runtime.capsules.crypto import LocalKeyWrapper
 from capsule_runtime.capsules.frames import (
+    FAST_LEVEL,
+    FAST_RATIO,
     RAW_BLOCK_MAX,
     SAMPLED,
     ZSTD_MAGIC,
     is_zero,
+    level_for,
     raw_frame,
+    sample_ratio,
     worth_compressing,
 )
 from capsule_runtime.protocol.messages import CapsuleRef, CapsuleSettings
@@ -123,6 +127,45 @@ def test_sampling_tells_incompressible_from_compressible() -> None:
     assert SAMPLED < CHUNK
 
 
+def test_the_level_follows_what_the_samples_say() -> None:
+    rng = random.Random(3)
+    compress = zstandard.ZstdCompressor(level=1).compress
+    assert level_for(sample_ratio(rng.randbytes(MiB), compress), 1) is None  # raw
+    assert level_for(sample_ratio(half(rng, MiB), compress), 1) == FAST_LEVEL
+    assert level_for(sample_ratio(b"line of text\n" * 80_000, compress), 3) == 3
+    assert level_for(FAST_RATIO, 1) == FAST_LEVEL
+    assert level_for(FAST_RATIO - 0.01, 1) == 1
+    assert level_for(FAST_RATIO, FAST_LEVEL) == FAST_LEVEL  # never slower than asked
+
+
+def test_fast_chunks_compress_as_well_and_read_back() -> None:
+    """Mostly random pages with zero runs: the fast level stores them as small as level 1 does
+    (the chunk ids are the plaintext's, so deduplication does not see the level); compressible
+    text keeps level 1. Both read back, encrypted or not."""
+    rng = random.Random(9)
+    data = half(rng, 4 * CHUNK) + b"".join(b"line %d of text\n" % i for i in range(60_000))
+    data = data[: 8 * CHUNK]
+    for keys in (None, LocalKeyWrapper(bytes(range(32)))):
+        store = MemoryStore()
+        m = write_capsule(
+            store,
+            task_id="t1",
+            attempt_id="a1",
+            sequence=1,
+            parts=[PartSource("blob", lambda: io.BytesIO(data), tar=False)],
+            chunk_size=CHUNK,
+            keys=keys,
+        )
+        assert m.fast_chunks == 4 and m.raw_chunks == 0
+        refs = m.part("blob").chunks
+        level1 = zstandard.ZstdCompressor(level=1)
+        for i, ref in enumerate(refs[:4]):
+            chunk = data[i * CHUNK : (i + 1) * CHUNK]
+            assert ref.stored_size <= len(level1.compress(chunk)) * 1.02 + 64
+        assert m.meta["chunking"]["zstd_fast"] == {"level": FAST_LEVEL, "from_ratio": FAST_RATIO}
+        assert read(store, m, keys=keys) == data
+
+
 def test_chunks_no_longer_than_the_samples_are_simply_compressed() -> None:
     data = random.Random(1).randbytes(SAMPLED)
     m = write_capsule(
@@ -205,6 +248,7 @@ def test_incompressible_chunks_are_stored_raw_without_compressing(
     m = write(store, data)
     refs = m.part("blob").chunks
     assert m.raw_chunks == 4 and m.meta["chunking"]["sampled"] is True
+    assert m.fast_chunks == 4  # half: little compresses, so at the fast level
     for ref in refs[:4]:  # random: a raw frame, a few bytes more than the data
         stored = store.get(chunk_key("t1", ref.sha256))
         assert stored[4] == 0xE0 and ref.size < ref.stored_size <= ref.size + 32
@@ -215,7 +259,8 @@ def test_incompressible_chunks_are_stored_raw_without_compressing(
     assert read(store, m) == data
     # sampled=False: the previous pipeline, every chunk compressed (zstd's own raw blocks)
     old = write(MemoryStore(), data, sampled=False)
-    assert old.raw_chunks == 0 and old.meta["chunking"]["sampled"] is False
+    assert old.raw_chunks == 0 and old.fast_chunks == 0
+    assert old.meta["chunking"]["sampled"] is False
     assert [r.sha256 for r in old.part("blob").chunks] == [r.sha256 for r in refs]
 
 
