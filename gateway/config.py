@@ -449,8 +449,8 @@ class NoticeBudgetConfig(Section):
     notice_seconds: dict[str, float] = Field(default_factory=lambda: {"default": 120.0})
     # The share of the notice the prediction may use (the rest is left for surprises).
     margin: float = Field(default=0.7, gt=0, le=1)
-    # What every notice capsule costs besides its bytes (s): hearing the notice, the order's
-    # delivery, CRIU's start, the manifest.
+    # What every notice capsule costs besides the capsule (s): hearing the notice, the order's
+    # delivery, the report. The prior: each instance type learns its own from its notices.
     overhead_seconds: float = Field(default=2.0, ge=0)
     # Never a planner capsule sooner than this after the task's last capsule (s).
     min_interval_seconds: float = Field(default=60.0, ge=1)

@@ -21,7 +21,10 @@ pulled towards the priors, which count as one capsule of each kind; checkpoint_r
 0007): `criu` to each capsule's own dump time (the agent's `seconds.dump`: from its start to
 CRIU's post-dump), the pipeline to what came after the dump (`total - dump`) — or, for a
 followed capsule, to its whole time, which bounds its pipeline from above. A capsule reported
-without `dump` (an agent before 2026-12-03) counts wholly as dump: the safe side. N at a notice
+without `dump` (an agent before 2026-12-03) counts wholly as dump: the safe side. The
+`overhead` (the notice reaching the gateway, the order the agent, the report coming back) is
+the prior `overhead_seconds` averaged with each notice's measured time less the agent's own
+(decayed alike, the prior weighing as one notice). N at a notice
 is the task's dirty rate (new stored bytes per second between its capsules, from its incremental
 capsules: a rise is taken at once, a fall halves the gap) times the time since its newest
 capsule, at most its whole stored capsule; a task without a capsule to build on stores
@@ -79,6 +82,10 @@ class Rates:
     upload_s_per_gib: float
     constant_s: float = 0.0
     samples: int = 0
+    # what a notice capsule costs besides its capsule (hearing the notice, delivering the order):
+    # the prior `overhead_seconds`, then learned from the type's notices (add_overhead)
+    overhead_s: float = 0.0
+    notices: int = 0
 
     def dump(self, size_bytes: float) -> float:
         return size_bytes * self.criu_s_per_gib / GIB
@@ -91,14 +98,24 @@ class Rates:
         dump, pipeline = self.dump(size_bytes), self.pipeline(size_bytes, upload_bytes)
         return max(dump, pipeline) if followed else dump + pipeline
 
+    def notice(self, size_bytes: float, upload_bytes: float, followed: bool = False) -> float:
+        """A notice capsule's predicted time from the notice: the overhead, then the capsule."""
+        return self.overhead_s + self.seconds(size_bytes, upload_bytes, followed)
+
 
 def prior(cfg: NoticeBudgetConfig) -> Rates:
     criu = cfg.dump_seconds_per_gib * cfg.criu_share
-    return Rates(criu, cfg.dump_seconds_per_gib - criu, cfg.upload_seconds_per_gib)
+    return Rates(
+        criu,
+        cfg.dump_seconds_per_gib - criu,
+        cfg.upload_seconds_per_gib,
+        overhead_s=cfg.overhead_seconds,
+    )
 
 
 _DUMP_KEYS = ("d_ss", "d_sy")
 _PIPE_KEYS = ("p_11", "p_1s", "p_1n", "p_ss", "p_sn", "p_nn", "p_1y", "p_sy", "p_ny")
+_OVERHEAD_KEYS = ("o_w", "o_y", "notices")
 
 
 def add_sample(
@@ -116,6 +133,7 @@ def add_sample(
     old = stats or {}
     s, n = size_bytes / GIB, uploaded_bytes / GIB
     out: Stats = {k: FORGET * float(old.get(k, 0.0)) for k in _DUMP_KEYS + _PIPE_KEYS}
+    out.update({k: old[k] for k in _OVERHEAD_KEYS if k in old})  # decayed by notices alone
     dump = seconds if dump_seconds is None else min(dump_seconds, seconds)
     out["d_ss"] += s * s
     out["d_sy"] += s * dump
@@ -127,6 +145,16 @@ def add_sample(
             for b in "1sn"[i:]:
                 out[f"p_{a}{b}"] += x[a] * x[b]
     out["samples"] = int(old.get("samples", 0)) + 1
+    return out
+
+
+def add_overhead(stats: Stats | None, seconds: float) -> Stats:
+    """The sums with one notice's overhead more: the time from the notice to the durable
+    capsule less the capsule's own (the agent's `total`); decayed as the capsules are."""
+    out: Stats = dict(stats or {})
+    out["o_w"] = FORGET * float(out.get("o_w", 0.0)) + 1.0
+    out["o_y"] = FORGET * float(out.get("o_y", 0.0)) + max(seconds, 0.0)
+    out["notices"] = int(out.get("notices", 0)) + 1
     return out
 
 
@@ -152,12 +180,15 @@ def solve(stats: Stats | None, base: Rates) -> Rates:
         g("p_ny") + k * base.upload_s_per_gib,
     ]
     constant, read, upload = _solve3(m, r)
+    overhead = (g("o_y") + k * base.overhead_s) / (g("o_w") + k)
     return Rates(
         max(criu, MIN_SECONDS_PER_GIB),
         max(read, MIN_SECONDS_PER_GIB),
         max(upload, MIN_SECONDS_PER_GIB),
         max(constant, 0.0),  # a capsule never takes less than its bytes
         int(stats.get("samples", 0)),
+        overhead,
+        int(stats.get("notices", 0)),
     )
 
 
@@ -275,14 +306,14 @@ class NoticeBudget:
 
     def predict(self, fp: Footprint, rates: Rates, elapsed: float) -> Prediction:
         upload = fp.upload_after(elapsed)
-        seconds = self.cfg.overhead_seconds + rates.seconds(fp.size_bytes, upload, self.followed)
+        seconds = rates.notice(fp.size_bytes, upload, self.followed)
         return Prediction(seconds, fp.size_bytes, upload)
 
     def best_case(self, fp: Footprint, rates: Rates) -> Prediction:
         """A notice right after a capsule, with capsules as often as allowed: what the task
         costs at the least on this type (an unmeasured dirty rate counts as none)."""
         upload = min((fp.dirty_bps or 0.0) * self.cfg.min_interval_seconds, fp.stored_bytes)
-        seconds = self.cfg.overhead_seconds + rates.seconds(fp.size_bytes, upload, self.followed)
+        seconds = rates.notice(fp.size_bytes, upload, self.followed)
         return Prediction(seconds, fp.size_bytes, upload)
 
     # -- what a task is ------------------------------------------------------------------------
@@ -433,10 +464,11 @@ class NoticeBudget:
 
     def observe(
         self, conn: Connection, attempt_id: str, inst: Instance, report: CapsuleReport
-    ) -> tuple[str, str, CapsuleReport] | None:
+    ) -> tuple[str, str, CapsuleReport, float | None] | None:
         """A capsule report applied in `conn`: the task's profile on its attempt, and at a
         notice the prediction next to the measured time (a `notice_budget` event). Returns
-        what the type's rates learn (`learn`, after the commit), or None."""
+        what the type's rates learn (`learn`, after the commit: the capsule, and a notice's
+        overhead), or None."""
         if not self.enabled:
             return None
         attempt = self.fleet.lock_attempt(conn, attempt_id)
@@ -456,8 +488,9 @@ class NoticeBudget:
             return None
         if report.state not in ("complete", "failed"):
             return None
+        overhead = None
         if report.stop and report.reason == "reclaim":
-            self._settle_notice(conn, attempt, inst, report, now)
+            overhead = self._settle_notice(conn, attempt, inst, report, now)
         if report.state != "complete":
             return None
         total = float(report.seconds.get("total") or 0.0)
@@ -477,20 +510,28 @@ class NoticeBudget:
         self.fleet.write_attempt_data(conn, attempt, capsule_profile=profile)
         if total <= 0 or not report.size_bytes:
             return None
-        return inst.provider, inst.instance_type, report
+        return inst.provider, inst.instance_type, report, overhead
 
-    def learn(self, provider: str, instance_type: str, report: CapsuleReport) -> None:
-        """The type's rates with one measured capsule more (own transaction; never raises)."""
+    def learn(
+        self,
+        provider: str,
+        instance_type: str,
+        report: CapsuleReport,
+        overhead_s: float | None = None,
+    ) -> None:
+        """The type's rates with one measured capsule more, and a notice's overhead (own
+        transaction; never raises)."""
         total = float(report.seconds.get("total") or 0.0)
         dump = report.seconds.get("dump")
-        try:
-            self.store.update(
-                provider,
-                instance_type,
-                lambda old: add_sample(
-                    old, report.size_bytes, report.uploaded_bytes, total, dump, followed(report)
-                ),
+
+        def change(old: Stats | None) -> Stats:
+            new = add_sample(
+                old, report.size_bytes, report.uploaded_bytes, total, dump, followed(report)
             )
+            return new if overhead_s is None else add_overhead(new, overhead_s)
+
+        try:
+            self.store.update(provider, instance_type, change)
         except Exception as exc:  # a statistic must never fail the report it came with
             log.warning("checkpoint rate of %s not recorded: %s", instance_type, exc)
         self._rates = None
@@ -552,19 +593,24 @@ class NoticeBudget:
         inst: Instance,
         report: CapsuleReport,
         now: datetime,
-    ) -> None:
+    ) -> float | None:
         """The `notice_budget` event: the prediction made at the notice, the time it took, and
         `model_s` — the type's rates applied to the capsule as it came out (its real size and
-        new bytes), which tells the rates' error apart from what was not known of the task."""
+        new bytes), which tells the rates' error apart from what was not known of the task.
+        Returns the notice's overhead (the measured time less the agent's own), or None."""
         note = attempt.data.notice_prediction
         if note is None:
-            return
+            return None
         model = None
+        rates = self.rates(inst.provider, inst.instance_type)
         if report.state == "complete" and report.size_bytes:
-            rates = self.rates(inst.provider, inst.instance_type)
-            seconds = rates.seconds(report.size_bytes, report.uploaded_bytes, followed(report))
-            model = round(self.cfg.overhead_seconds + seconds, 3)
+            seconds = rates.notice(report.size_bytes, report.uploaded_bytes, followed(report))
+            model = round(seconds, 3)
         measured = (now - datetime.fromisoformat(note.heard)).total_seconds()
+        agent = report.seconds.get("total")
+        overhead = None
+        if report.state == "complete" and agent is not None:
+            overhead = max(measured - float(agent), 0.0)
         predicted = note.predicted_s
         ok = report.state == "complete"
         said = "no prediction"
@@ -586,7 +632,9 @@ class NoticeBudget:
                 **{k: v for k, v in note.dump().items() if k != "requested"},
                 "measured_s": round(measured, 3),
                 "model_s": model,
-                "agent_s": report.seconds.get("total"),
+                "agent_s": agent,
+                "overhead_s": round(overhead, 3) if overhead is not None else None,
+                "overhead_model_s": round(rates.overhead_s, 3),
                 "dump_s": report.seconds.get("dump"),  # the agent's, to CRIU's post-dump
                 "followed": followed(report),
                 "outcome": "durable" if ok else "failed",
@@ -594,6 +642,7 @@ class NoticeBudget:
             },
             conn=conn,
         )
+        return overhead
 
 
 # -- the scheduler's step ------------------------------------------------------------------------

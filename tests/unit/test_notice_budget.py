@@ -19,6 +19,7 @@ from gateway.scheduler.notice_budget import (
     GIB,
     Footprint,
     Rates,
+    add_overhead,
     add_sample,
     next_dirty_rate,
     prior,
@@ -104,6 +105,23 @@ def test_a_capsule_without_its_dump_time_counts_wholly_as_dump() -> None:
         "d_ss", "d_sy", "samples",
         "p_11", "p_1s", "p_1n", "p_ss", "p_sn", "p_nn", "p_1y", "p_sy", "p_ny",
     }  # fmt: skip
+
+
+def test_the_overhead_is_learned_from_notices_and_kept_by_capsules() -> None:
+    """Each notice's overhead (its measured time less the agent's) pulls the prior towards what
+    the type does; the capsules between notices neither decay nor drop it."""
+    base = prior(NoticeBudgetConfig())
+    assert base.overhead_s == 2.0 and solve(None, base).overhead_s == 2.0
+    stats = None
+    for _ in range(8):
+        stats = add_overhead(add_sample(stats, GIB, GIB, 5.0, 2.0, followed=True), 0.5)
+        for _ in range(3):  # periodic capsules between notices
+            stats = add_sample(stats, GIB, 0.1 * GIB, 3.0, 2.0)
+    fitted = solve(stats, base)
+    assert fitted.notices == 8
+    assert 0.5 < fitted.overhead_s < 0.8  # the prior's weight is one notice among ~5
+    assert fitted.notice(GIB, GIB) == pytest.approx(fitted.overhead_s + fitted.seconds(GIB, GIB))
+    assert add_overhead(None, -3.0)["o_y"] == 0.0  # a clock's hiccup is no negative overhead
 
 
 def test_a_dirty_rate_rises_at_once_and_falls_by_halves() -> None:
@@ -433,6 +451,13 @@ def test_every_notice_records_the_prediction_next_to_the_measured_time(tmp_path:
     # the rates on the capsule as it came out, followed: 2 + max(4 * 1.8, 4 * 2.7 + 0.5 * 2.5)
     assert event["data"]["model_s"] == pytest.approx(14.05)
     assert event["data"]["dump_s"] == pytest.approx(7.0) and event["data"]["followed"] is True
+    # what the notice cost besides the capsule: 14 s measured, 12.5 s the agent's own; the
+    # type learns it (the prior, 2 s, weighs as one notice)
+    assert event["data"]["overhead_s"] == pytest.approx(1.5)
+    assert event["data"]["overhead_model_s"] == pytest.approx(2.0)
+    world.scheduler.budget.refresh()
+    rates = world.scheduler.budget.rates(inst.provider, inst.instance_type)
+    assert rates.notices == 1 and rates.overhead_s == pytest.approx(1.75)
     assert event["data"]["outcome"] == "durable" and event["data"]["within_notice"] is True
     assert "14.0 s after the notice (predicted 22.8 s" in event["message"]
     with world.db.engine.connect() as conn:  # and in the task's telemetry
