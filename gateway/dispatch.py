@@ -71,6 +71,9 @@ MAX_WAIT = 25.0  # seconds a poll may be held open
 USAGE_SAMPLES = 24  # usage samples kept per attempt (about two minutes at one per 5 s)
 STREAMS = ("stdout", "stderr")
 _STREAM_APPENDS = threading.Lock()  # live pushes are small: one at a time is plenty
+STREAM_SETTLE_SECONDS = (
+    60.0  # an ended attempt's streams count as whole this long after, marked or not
+)
 
 
 def _read_text(path: Path) -> str:
@@ -860,11 +863,20 @@ class Dispatcher:
         return self.logs_dir / task_id / f"{executor}.{stream}"
 
     def stream_is_final(self, task_id: str, executor: int, stream: str) -> bool:
-        """Whether the stored stream is the whole one that the task's newest attempt uploaded
-        when it ended, rather than its live pushes (which stop up to a push interval short)."""
-        marker = _read_text(self.final_marker(self.stream_path(task_id, executor, stream)))
+        """Whether the stored stream is all there will be: the whole one that the task's newest
+        attempt uploaded when it ended, rather than its live pushes (which stop up to a push
+        interval short) — or, without that mark, what is there STREAM_SETTLE_SECONDS after the
+        attempt ended (its upload failed, or it ended before streams were marked)."""
         attempts = self.fleet.attempts_of(task_id)
-        return bool(marker) and bool(attempts) and attempts[-1].id == marker
+        if not attempts:
+            return False
+        newest = attempts[-1]
+        if _read_text(self.final_marker(self.stream_path(task_id, executor, stream))) == newest.id:
+            return True
+        if newest.end_time is None:
+            return False
+        ended = (self.clock() - datetime.fromisoformat(newest.end_time)).total_seconds()
+        return ended > STREAM_SETTLE_SECONDS
 
     def save_stream(
         self,

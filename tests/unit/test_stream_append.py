@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.dispatch import Dispatcher, StreamGap
+from gateway.dispatch import STREAM_SETTLE_SECONDS, Dispatcher, StreamGap
+from tests.fixtures.world import World, running_with
 
 
 def test_pushes_append_and_a_resend_changes_nothing(tmp_path: Path) -> None:
@@ -39,3 +40,29 @@ def test_a_late_push_leaves_the_whole_stream_alone(tmp_path: Path) -> None:
     assert path.read_bytes() == b"one\ntwo\nend\n"
     assert Dispatcher._append_stream(path, 0, [b"again\n"], "attempt-2") == 6
     assert path.read_bytes() == b"again\n"
+
+
+def test_a_stream_is_final_once_its_attempt_uploaded_it_or_long_after_it_ended(
+    tmp_path: Path,
+) -> None:
+    """What `GET .../logs` says in X-Tescape-Stream, and `tasks logs -f` waits for: live while
+    the executor runs and just after (the agent uploads the whole stream after its report);
+    final with the attempt's whole stream, or, if that never comes, a while after the end."""
+    world = World(tmp_path)
+    inst, aid = running_with(world)
+    attempt = world.fleet.attempt(aid)
+    assert attempt is not None
+    task_id = attempt.task_id
+    dispatch = world.dispatch
+    dispatch.save_stream(inst, aid, 0, "stdout", [b"line 1\n"], offset=0)
+    assert not dispatch.stream_is_final(task_id, 0, "stdout")
+    world.report(inst, aid, "complete")
+    assert not dispatch.stream_is_final(task_id, 0, "stdout")  # the whole one is on its way
+    dispatch.save_stream(inst, aid, 0, "stdout", [b"line 1\nline 2\nend\n"])
+    assert dispatch.stream_is_final(task_id, 0, "stdout")
+    assert dispatch.stream_path(task_id, 0, "stdout").read_bytes() == b"line 1\nline 2\nend\n"
+    # stderr was never uploaded whole (an upload that failed, or a gateway before the marks)
+    dispatch.save_stream(inst, aid, 0, "stderr", [b"oops\n"], offset=0)
+    assert not dispatch.stream_is_final(task_id, 0, "stderr")
+    world.clock.advance(STREAM_SETTLE_SECONDS + 1)
+    assert dispatch.stream_is_final(task_id, 0, "stderr")
